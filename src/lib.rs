@@ -1,14 +1,15 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! vr-stream: a low-latency camera → H.264 → RTP sender for the Raspberry Pi 5.
+//!
+//! Each stage (camera, encode, network) runs as its own process, pinned to a CPU under
+//! SCHED_FIFO with locked memory, and the stages pass frames through lock-free
+//! shared-memory rings ([`shm`]). Pure protocol code ([`rtp`], [`sdp`], [`config`],
+//! [`latency`]) does no I/O and reads no clock; `unsafe` lives in [`shm`], [`rt`],
+//! [`encode`] (x264 FFI) and [`net`] (sendmmsg).
+#![warn(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub mod config;
+pub mod latency;
+pub mod rt;
+pub mod shm;
+pub mod source;

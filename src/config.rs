@@ -1,0 +1,416 @@
+//! Configuration: TOML layers merged into one [`Config`], then validated.
+//!
+//! Layers, later wins: `config/default.toml` (built in), a profile (`config/NAME.toml`,
+//! built in), a `--config FILE`, then command-line overrides. Every key, its unit and its
+//! allowed range is documented in `config/default.toml`. Pure code: parsing and validation
+//! take strings and return values; reading files is the caller's job.
+
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+/// The built-in default configuration (`config/default.toml`).
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Built-in profiles: name and TOML overlay (`config/NAME.toml`).
+pub const PROFILES: &[(&str, &str)] = &[
+    ("ultra_low", include_str!("../config/ultra_low.toml")),
+    ("low", include_str!("../config/low.toml")),
+    ("quality", include_str!("../config/quality.toml")),
+];
+
+/// Errors from loading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A layer is not valid TOML or has an unknown key or a value of the wrong type.
+    #[error("config {origin}: {message}")]
+    Parse {
+        /// Which layer: a file path, `profile NAME`, `default` or `command line`.
+        origin: String,
+        /// The TOML parser's message (names the key and line).
+        message: String,
+    },
+    /// `--profile` names no built-in profile.
+    #[error("unknown profile '{0}': allowed profiles are ultra_low, low, quality")]
+    UnknownProfile(String),
+    /// A key has a value outside its allowed range.
+    #[error("config key {key} = {value}: {allowed}")]
+    Invalid {
+        /// Dotted key, e.g. `stream.port`.
+        key: &'static str,
+        /// The value found, as text.
+        value: String,
+        /// What is allowed.
+        allowed: String,
+    },
+}
+
+/// The whole configuration; see `config/default.toml` for every key's meaning and unit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// RTP output.
+    pub stream: StreamConfig,
+    /// Frame source.
+    pub source: SourceConfig,
+    /// H.264 encoder (x264).
+    pub encoder: EncoderConfig,
+    /// Per-stage CPU and priority.
+    pub stages: StagesConfig,
+    /// Realtime policy.
+    pub rt: RtConfig,
+    /// Latency statistics.
+    pub stats: StatsConfig,
+}
+
+/// `[stream]`: where and how RTP is sent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Receiver address (IPv4 or IPv6 literal).
+    pub ip: String,
+    /// RTP destination port; RTCP is `port + 1`.
+    pub port: u16,
+    /// Largest RTP payload per packet, bytes.
+    pub payload_size: u32,
+    /// RTP payload type (dynamic range 96..=127).
+    pub payload_type: u8,
+    /// RTP SSRC; 0 = random at start.
+    pub ssrc: u32,
+    /// DSCP code point, 0..=63.
+    pub dscp: u8,
+    /// RFC 8285 one-byte extension id for abs-capture-time, 1..=14.
+    pub capture_time_ext_id: u8,
+    /// SDP output path; empty = none.
+    pub sdp: String,
+    /// Largest sendmmsg batch, packets.
+    pub sendmmsg_batch: u32,
+}
+
+/// `[source]`: which frames go in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// `pattern`, `file:PATH.y4m` or `v4l2:/dev/videoN`.
+    pub uri: String,
+    /// Loop a file source.
+    #[serde(rename = "loop")]
+    pub looping: bool,
+    /// Width for pattern/v4l2, pixels.
+    pub width: u32,
+    /// Height for pattern/v4l2, pixels.
+    pub height: u32,
+    /// Frame rate for pattern/v4l2, frames/s.
+    pub fps: u32,
+    /// Camera driver buffers.
+    pub buffers: u32,
+    /// Stop after this many frames; 0 = no limit.
+    pub frames: u64,
+}
+
+/// `[encoder]`: x264 settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderConfig {
+    /// Target and maximum bitrate, kbit/s.
+    pub bitrate_kbps: u32,
+    /// VBV buffer, ms of bitrate.
+    pub vbv_buffer_ms: u32,
+    /// Frames between IDRs; 0 = none periodic.
+    pub keyint: u32,
+    /// Periodic intra refresh instead of IDRs.
+    pub intra_refresh: bool,
+    /// x264 threads (sliced when > 1).
+    pub threads: u32,
+    /// x264 preset name.
+    pub preset: String,
+    /// H.264 profile ceiling.
+    pub profile: String,
+}
+
+/// `[stages]`: one entry per stage process.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StagesConfig {
+    /// The camera (source) stage.
+    pub camera: StageConfig,
+    /// The encode stage.
+    pub encode: StageConfig,
+    /// The network stage.
+    pub network: StageConfig,
+}
+
+/// CPU and SCHED_FIFO priority of one stage.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    /// CPU index (mapped onto the CPUs present modulo their count).
+    pub cpu: u32,
+    /// SCHED_FIFO priority, 1..=99.
+    pub priority: u8,
+}
+
+/// `[rt]`: realtime policy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RtConfig {
+    /// Refuse to start without SCHED_FIFO / pinning / mlockall.
+    pub strict: bool,
+    /// mlockall each stage.
+    pub mlock: bool,
+}
+
+/// `[stats]`: latency reporting.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StatsConfig {
+    /// Seconds between periodic reports; 0 = only at exit.
+    pub interval_s: u32,
+    /// CSV path for per-frame records; empty = none.
+    pub latency_log: String,
+}
+
+/// x264 presets we allow (the fast end: slower ones cannot keep 60 fps on a Pi 5).
+pub const PRESETS: &[&str] = &["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"];
+/// H.264 profiles we allow.
+pub const H264_PROFILES: &[&str] = &["baseline", "main", "high"];
+
+/// Where a configuration layer comes from, for error messages.
+#[derive(Debug, Clone)]
+pub enum Layer {
+    /// `--profile NAME`.
+    Profile(String),
+    /// `--config FILE`: the path (for messages) and its contents.
+    File {
+        /// Path as given.
+        path: String,
+        /// File contents.
+        text: String,
+    },
+    /// Command-line overrides, already as a TOML table.
+    Overrides(toml::Table),
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn parse_table(origin: &str, text: &str) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+        origin: origin.to_string(),
+        message: one_line(&e.to_string()),
+    })
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Merges the built-in default with `layers` (in order) and validates the result.
+///
+/// Errors: [`ConfigError::Parse`] naming the first layer with bad TOML or an unknown key,
+/// [`ConfigError::UnknownProfile`], or [`ConfigError::Invalid`] for an out-of-range value.
+pub fn load(layers: &[Layer]) -> Result<Config, ConfigError> {
+    let mut merged = parse_table("default", DEFAULT_TOML)?;
+    for layer in layers {
+        let (origin, table) = match layer {
+            Layer::Profile(name) => {
+                let text = PROFILES
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, t)| *t)
+                    .ok_or_else(|| ConfigError::UnknownProfile(name.clone()))?;
+                let origin = format!("profile {name}");
+                let t = parse_table(&origin, text)?;
+                (origin, t)
+            }
+            Layer::File { path, text } => (path.clone(), parse_table(path, text)?),
+            Layer::Overrides(t) => ("command line".to_string(), t.clone()),
+        };
+        merge(&mut merged, table);
+        // Deserialize after each layer so an unknown key is blamed on the layer adding it.
+        Config::deserialize(merged.clone()).map_err(|e| ConfigError::Parse {
+            origin,
+            message: one_line(e.message()),
+        })?;
+    }
+    let cfg = Config::deserialize(merged).map_err(|e| ConfigError::Parse {
+        origin: "default".into(),
+        message: one_line(e.message()),
+    })?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn check<T: std::fmt::Display + PartialOrd>(
+    key: &'static str,
+    v: T,
+    lo: T,
+    hi: T,
+) -> Result<(), ConfigError> {
+    if v < lo || v > hi {
+        return Err(ConfigError::Invalid {
+            key,
+            value: v.to_string(),
+            allowed: format!("allowed {lo}..={hi}"),
+        });
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Checks every value against its allowed range (see `config/default.toml`).
+    ///
+    /// Errors: [`ConfigError::Invalid`] with the key, the value and what is allowed.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.stream;
+        s.ip.parse::<IpAddr>().map_err(|_| ConfigError::Invalid {
+            key: "stream.ip",
+            value: format!("{:?}", s.ip),
+            allowed: "an IPv4 or IPv6 address such as 192.168.1.100".into(),
+        })?;
+        check("stream.port", s.port, 1, 65534)?;
+        check("stream.payload_size", s.payload_size, 200, 8900)?;
+        check("stream.payload_type", s.payload_type, 96, 127)?;
+        check("stream.dscp", s.dscp, 0, 63)?;
+        check("stream.capture_time_ext_id", s.capture_time_ext_id, 1, 14)?;
+        check("stream.sendmmsg_batch", s.sendmmsg_batch, 1, 1024)?;
+        let src = &self.source;
+        crate::source::SourceSpec::parse(&src.uri).map_err(|e| ConfigError::Invalid {
+            key: "source.uri",
+            value: format!("{:?}", src.uri),
+            allowed: e,
+        })?;
+        for (key, v) in [("source.width", src.width), ("source.height", src.height)] {
+            check(key, v, 16, 4096)?;
+            if v % 2 != 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    value: v.to_string(),
+                    allowed: "must be even (4:2:0 chroma)".into(),
+                });
+            }
+        }
+        check("source.fps", src.fps, 1, 240)?;
+        check("source.buffers", src.buffers, 2, 8)?;
+        let e = &self.encoder;
+        check("encoder.bitrate_kbps", e.bitrate_kbps, 100, 200_000)?;
+        check("encoder.vbv_buffer_ms", e.vbv_buffer_ms, 1, 2000)?;
+        check("encoder.keyint", e.keyint, 0, 10_000)?;
+        check("encoder.threads", e.threads, 1, 16)?;
+        if !PRESETS.contains(&e.preset.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: "encoder.preset",
+                value: format!("{:?}", e.preset),
+                allowed: format!("one of {}", PRESETS.join(", ")),
+            });
+        }
+        if !H264_PROFILES.contains(&e.profile.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: "encoder.profile",
+                value: format!("{:?}", e.profile),
+                allowed: format!("one of {}", H264_PROFILES.join(", ")),
+            });
+        }
+        if e.keyint == 0 && !e.intra_refresh {
+            return Err(ConfigError::Invalid {
+                key: "encoder.keyint",
+                value: "0".into(),
+                allowed: "0 only with encoder.intra_refresh = true (else a lost frame never heals)"
+                    .into(),
+            });
+        }
+        for (key, st) in [
+            ("stages.camera.priority", self.stages.camera),
+            ("stages.encode.priority", self.stages.encode),
+            ("stages.network.priority", self.stages.network),
+        ] {
+            check(key, st.priority, 1, 99)?;
+        }
+        for (key, st) in [
+            ("stages.camera.cpu", self.stages.camera),
+            ("stages.encode.cpu", self.stages.encode),
+            ("stages.network.cpu", self.stages.network),
+        ] {
+            check(key, st.cpu, 0, 1023)?;
+        }
+        check("stats.interval_s", self.stats.interval_s, 0, 3600)?;
+        Ok(())
+    }
+
+    /// The merged configuration as TOML (what `--print-config` shows).
+    pub fn to_toml(&self) -> String {
+        // Serializing plain structs of strings/numbers/bools cannot fail.
+        toml::to_string(self).expect("config serializes")
+    }
+
+    /// Parses a configuration previously produced by [`Config::to_toml`] (stage processes
+    /// receive the supervisor's merged configuration this way) and validates it.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: "stage configuration".into(),
+            message: one_line(e.message()),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_and_every_profile_are_valid() {
+        let d = load(&[]).unwrap();
+        assert_eq!(d.stream.port, 5004);
+        for (name, _) in PROFILES {
+            load(&[Layer::Profile(name.to_string())]).unwrap();
+        }
+        let u = load(&[Layer::Profile("ultra_low".into())]).unwrap();
+        assert_eq!(u.source.buffers, 2);
+        assert!(u.encoder.intra_refresh);
+    }
+
+    #[test]
+    fn roundtrip_through_toml() {
+        let d = load(&[Layer::Profile("quality".into())]).unwrap();
+        assert_eq!(Config::from_toml(&d.to_toml()).unwrap(), d);
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let err = load(&[Layer::File { path: "my.toml".into(), text: "[encoder]\nbitrat = 5\n".into() }])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("my.toml") && err.contains("bitrat"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = load(&[Layer::File { path: "x".into(), text: "[stream]\npayload_size = 50\n".into() }])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("stream.payload_size = 50") && err.contains("200..=8900"), "{err}");
+        let err = load(&[Layer::File { path: "x".into(), text: "[stream]\nip = \"300.1.1.1\"\n".into() }])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("stream.ip"), "{err}");
+        let err = load(&[Layer::File { path: "x".into(), text: "[source]\nwidth = 641\n".into() }])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("even"), "{err}");
+        let err = load(&[Layer::Profile("fast".into())]).unwrap_err().to_string();
+        assert!(err.contains("unknown profile 'fast'") && err.contains("ultra_low"), "{err}");
+        let err = load(&[Layer::File { path: "x".into(), text: "[stream]\nport = \"a\"\n".into() }])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("config x"), "{err}");
+    }
+}

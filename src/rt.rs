@@ -1,0 +1,208 @@
+//! Realtime helpers for a stage process: clock, CPU pinning, SCHED_FIFO, mlockall,
+//! prefaulting, and reading back what is actually in force.
+//!
+//! Missing privileges are not fatal unless asked: [`apply`] returns what it could not do
+//! (as [`RtShortfall`]s naming the limit and the `setup` fix), and the caller either warns
+//! once or, with `--strict-rt`, refuses to start.
+
+use std::time::Duration;
+
+/// CLOCK_MONOTONIC now, ns (the clock of every timestamp in the pipeline).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CLOCK_REALTIME now, ns since the Unix epoch.
+pub fn realtime_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: as above.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Sleeps until CLOCK_MONOTONIC reaches `deadline_ns` (clock_nanosleep TIMER_ABSTIME;
+/// restarted after signals). Returns at once if it has passed.
+pub fn sleep_until_ns(deadline_ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
+    };
+    loop {
+        // SAFETY: `ts` is a valid absolute time; the remainder pointer may be null with
+        // TIMER_ABSTIME.
+        let r = unsafe { libc::clock_nanosleep(libc::CLOCK_MONOTONIC, libc::TIMER_ABSTIME, &ts, std::ptr::null_mut()) };
+        if r != libc::EINTR {
+            return;
+        }
+    }
+}
+
+/// Maps a configured CPU onto the CPUs present (`cpu % count`). Returns the CPU to use
+/// and whether it differs from the configured one.
+pub fn map_cpu(cpu: u32) -> (usize, bool) {
+    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(1);
+    // available_parallelism honours our own affinity mask; count online CPUs instead.
+    let online = online_cpus().unwrap_or(n).max(1);
+    let c = cpu as usize % online;
+    (c, c != cpu as usize)
+}
+
+fn online_cpus() -> Option<usize> {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    (n > 0).then_some(n as usize)
+}
+
+/// What a stage asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct RtRequest {
+    /// CPU to pin to (already mapped with [`map_cpu`]).
+    pub cpu: usize,
+    /// SCHED_FIFO priority, 1..=99.
+    pub priority: u8,
+    /// Call mlockall(MCL_CURRENT | MCL_FUTURE).
+    pub mlock: bool,
+}
+
+/// One thing [`apply`] could not do, with the limit involved and how `setup` fixes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtShortfall(pub String);
+
+/// What is in force after [`apply`], read back from the kernel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RtState {
+    /// CPUs in the affinity mask.
+    pub cpus: Vec<usize>,
+    /// Scheduling policy (libc::SCHED_OTHER = 0, SCHED_FIFO = 1, ...).
+    pub policy: i32,
+    /// Realtime priority (0 for SCHED_OTHER).
+    pub priority: i32,
+    /// Locked memory, KiB (VmLck in /proc/self/status).
+    pub vmlck_kb: u64,
+}
+
+/// Reads a resource limit: (soft, hard); `u64::MAX` for unlimited.
+pub fn rlimit(resource: nix::sys::resource::Resource) -> (u64, u64) {
+    nix::sys::resource::getrlimit(resource).unwrap_or((0, 0))
+}
+
+/// Describes what would stop SCHED_FIFO / mlockall before trying (used by the supervisor
+/// to warn once): an empty list means the limits allow both.
+pub fn check_limits(req_priority: u8, mlock: bool) -> Vec<RtShortfall> {
+    use nix::sys::resource::Resource;
+    let mut out = vec![];
+    let root = nix::unistd::geteuid().is_root();
+    let (rt_soft, _) = rlimit(Resource::RLIMIT_RTPRIO);
+    if !root && rt_soft < req_priority as u64 {
+        out.push(RtShortfall(format!(
+            "RLIMIT_RTPRIO is {rt_soft}, SCHED_FIFO priority {req_priority} needs at least that: stages run SCHED_OTHER \
+             (fix: `sudo setup --apply` installs rtprio 99 in /etc/security/limits.d, then log in again; or run as root)"
+        )));
+    }
+    if mlock {
+        let (ml_soft, _) = rlimit(Resource::RLIMIT_MEMLOCK);
+        if !root && ml_soft != u64::MAX && ml_soft < 256 << 20 {
+            out.push(RtShortfall(format!(
+                "RLIMIT_MEMLOCK is {} KiB, too small to lock a stage's memory: page faults may stall stages \
+                 (fix: `sudo setup --apply` installs memlock unlimited in /etc/security/limits.d; or run as root)",
+                ml_soft / 1024
+            )));
+        }
+    }
+    out
+}
+
+/// Pins the calling thread (and threads it creates later) to `req.cpu`, sets SCHED_FIFO
+/// at `req.priority`, and locks memory. Returns what could not be done.
+pub fn apply(req: &RtRequest) -> Vec<RtShortfall> {
+    let mut out = vec![];
+    if !core_affinity::set_for_current(core_affinity::CoreId { id: req.cpu }) {
+        out.push(RtShortfall(format!("cannot pin to CPU {} (sched_setaffinity failed)", req.cpu)));
+    }
+    let param = libc::sched_param { sched_priority: req.priority as i32 };
+    // SAFETY: `param` is a valid sched_param; pid 0 = the calling thread.
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        out.push(RtShortfall(format!(
+            "cannot set SCHED_FIFO priority {}: {e} (RLIMIT_RTPRIO / CAP_SYS_NICE; fix: `sudo setup --apply`)",
+            req.priority
+        )));
+    }
+    if req.mlock {
+        // SAFETY: mlockall has no memory-safety preconditions.
+        let r = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            out.push(RtShortfall(format!(
+                "mlockall failed: {e} (RLIMIT_MEMLOCK; fix: `sudo setup --apply` sets memlock unlimited)"
+            )));
+        }
+    }
+    prefault_stack();
+    out
+}
+
+/// Touches 512 KiB of stack so that later calls do not page-fault on it.
+#[inline(never)]
+pub fn prefault_stack() {
+    let mut buf = [0u8; 512 * 1024];
+    // A volatile write per page keeps the compiler from eliding the buffer.
+    for i in (0..buf.len()).step_by(4096) {
+        // SAFETY: i < buf.len(): an in-bounds write to our own stack array.
+        unsafe { std::ptr::write_volatile(buf.as_mut_ptr().add(i), 1) };
+    }
+    std::hint::black_box(&buf);
+}
+
+/// Reads back the affinity, policy, priority and locked memory of process `pid` (0 = self)
+/// from the kernel (sched_getaffinity, sched_getscheduler, sched_getparam, /proc status).
+pub fn read_state(pid: i32) -> RtState {
+    let mut st = RtState::default();
+    // SAFETY: plain syscalls with a valid pid and out-pointers.
+    unsafe {
+        st.policy = libc::sched_getscheduler(pid);
+        let mut p = libc::sched_param { sched_priority: 0 };
+        if libc::sched_getparam(pid, &mut p) == 0 {
+            st.priority = p.sched_priority;
+        }
+    }
+    if let Ok(set) = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(pid)) {
+        st.cpus = (0..nix::sched::CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false)).collect();
+    }
+    let path = if pid == 0 { "/proc/self/status".to_string() } else { format!("/proc/{pid}/status") };
+    if let Ok(s) = std::fs::read_to_string(path) {
+        st.vmlck_kb = status_field_kb(&s, "VmLck:").unwrap_or(0);
+    }
+    st
+}
+
+/// Parses `Key:   123 kB` from /proc/PID/status text.
+pub fn status_field_kb(status: &str, key: &str) -> Option<u64> {
+    status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok())
+}
+
+/// Sleeps `d` (for slow-path loops: supervisor polling, startup).
+pub fn sleep(d: Duration) {
+    std::thread::sleep(d);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clocks_and_readback() {
+        let a = monotonic_ns();
+        sleep_until_ns(a + 1_000_000);
+        assert!(monotonic_ns() >= a + 1_000_000);
+        let st = read_state(0);
+        assert!(!st.cpus.is_empty());
+        assert_eq!(status_field_kb("VmLck:\t  128 kB\n", "VmLck:"), Some(128));
+        let (c, _) = map_cpu(1000);
+        assert!(c < 1000);
+    }
+}

@@ -1,0 +1,174 @@
+//! Frame sources behind one trait: Y4M file, test pattern, V4L2 camera (libcamera later).
+//!
+//! Every source delivers I420 (planar 4:2:0: Y `w×h`, U and V `w/2×h/2`, strides = widths)
+//! straight into a caller-owned buffer (a frame-ring slot: no copy in between), paced at
+//! its frame rate, with a capture timestamp in CLOCK_MONOTONIC ns.
+
+pub mod pattern;
+pub mod v4l2;
+pub mod y4m;
+
+use std::path::PathBuf;
+
+/// Frame size and rate of a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceFormat {
+    /// Width, pixels (even).
+    pub width: u32,
+    /// Height, pixels (even).
+    pub height: u32,
+    /// Frame rate numerator: `fps_num / fps_den` frames per second.
+    pub fps_num: u32,
+    /// Frame rate denominator.
+    pub fps_den: u32,
+}
+
+impl SourceFormat {
+    /// Bytes of one I420 frame.
+    pub fn frame_bytes(&self) -> usize {
+        let (w, h) = (self.width as usize, self.height as usize);
+        w * h + 2 * (w / 2) * (h / 2)
+    }
+
+    /// Time between frames, ns.
+    pub fn frame_interval_ns(&self) -> u64 {
+        1_000_000_000u64 * self.fps_den as u64 / self.fps_num.max(1) as u64
+    }
+}
+
+/// One frame delivered by [`FrameSource::next_frame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Captured {
+    /// 0-based frame id (keeps counting across a looped file).
+    pub frame_id: u64,
+    /// Capture time, CLOCK_MONOTONIC ns (sensor/buffer timestamp for cameras, the frame's
+    /// scheduled time for files and the pattern).
+    pub capture_ns: u64,
+}
+
+/// Errors from opening or reading a source. Every message names the input.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The source URI is not one of the allowed forms.
+    #[error("source {0:?}: {1}")]
+    BadUri(String, String),
+    /// The file cannot be opened or read.
+    #[error("source file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The Y4M stream is malformed or of an unsupported kind.
+    #[error("source file {path}: {message}")]
+    Y4m {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+    /// A frame ended early.
+    #[error("source file {path}: frame {frame} is truncated ({got} of {want} bytes)")]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// 0-based frame number.
+        frame: u64,
+        /// Bytes present.
+        got: usize,
+        /// Bytes of a frame.
+        want: usize,
+    },
+    /// The camera device failed.
+    #[error("camera {device}: {message}")]
+    Device {
+        /// Device path.
+        device: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// A source of I420 frames.
+pub trait FrameSource: Send {
+    /// Size and rate of the frames.
+    fn format(&self) -> SourceFormat;
+
+    /// Blocks until the next frame is due, writes it into `dst` (exactly
+    /// `format().frame_bytes()` long) and returns its id and capture time. `Ok(None)` at the
+    /// end of a file that does not loop.
+    ///
+    /// Errors: [`SourceError`] naming the source (truncated frame, device error...).
+    fn next_frame(&mut self, dst: &mut [u8]) -> Result<Option<Captured>, SourceError>;
+}
+
+/// A parsed `--source` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// `pattern`.
+    Pattern,
+    /// `file:PATH` (a `.y4m` file).
+    File(PathBuf),
+    /// `v4l2:/dev/videoN`.
+    V4l2(PathBuf),
+}
+
+impl SourceSpec {
+    /// Parses a source URI. Error: what is allowed.
+    pub fn parse(s: &str) -> Result<SourceSpec, String> {
+        const ALLOWED: &str = "allowed: pattern, file:PATH.y4m, v4l2:/dev/videoN";
+        if s == "pattern" {
+            Ok(SourceSpec::Pattern)
+        } else if let Some(p) = s.strip_prefix("file:") {
+            if p.is_empty() {
+                return Err(format!("empty file path; {ALLOWED}"));
+            }
+            Ok(SourceSpec::File(PathBuf::from(p)))
+        } else if let Some(p) = s.strip_prefix("v4l2:") {
+            if !p.starts_with("/dev/") {
+                return Err(format!("not a device path; {ALLOWED}"));
+            }
+            Ok(SourceSpec::V4l2(PathBuf::from(p)))
+        } else {
+            Err(ALLOWED.to_string())
+        }
+    }
+}
+
+/// Opens the source described by `cfg` (`uri`, `loop`, pattern/v4l2 size and rate).
+pub fn open(cfg: &crate::config::SourceConfig) -> Result<Box<dyn FrameSource>, SourceError> {
+    match SourceSpec::parse(&cfg.uri).map_err(|e| SourceError::BadUri(cfg.uri.clone(), e))? {
+        SourceSpec::Pattern => Ok(Box::new(pattern::PatternSource::new(SourceFormat {
+            width: cfg.width,
+            height: cfg.height,
+            fps_num: cfg.fps,
+            fps_den: 1,
+        }))),
+        SourceSpec::File(p) => Ok(Box::new(y4m::Y4mSource::open(&p, cfg.looping)?)),
+        SourceSpec::V4l2(p) => Ok(Box::new(v4l2::V4l2Source::open(&p, cfg.width, cfg.height, cfg.fps, cfg.buffers)?)),
+    }
+}
+
+/// Paces a synthetic source: the absolute CLOCK_MONOTONIC time of frame `n` and a sleep
+/// until it (clock_nanosleep TIMER_ABSTIME, so no drift accumulates).
+pub struct Pacer {
+    start_ns: Option<u64>,
+    interval_ns: u64,
+}
+
+impl Pacer {
+    /// A pacer for frames `interval_ns` apart; the clock starts at the first frame.
+    pub fn new(interval_ns: u64) -> Pacer {
+        Pacer { start_ns: None, interval_ns }
+    }
+
+    /// Sleeps until frame `n` is due and returns its scheduled time (ns). A frame that is
+    /// already late is returned at once with its scheduled (earlier) time.
+    pub fn wait(&mut self, n: u64) -> u64 {
+        let start = *self.start_ns.get_or_insert_with(crate::rt::monotonic_ns);
+        let due = start + n * self.interval_ns;
+        crate::rt::sleep_until_ns(due);
+        due
+    }
+}

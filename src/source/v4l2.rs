@@ -1,0 +1,188 @@
+//! V4L2 capture source (USB webcams) through the `v4l` crate, memory-mapped streaming I/O.
+//!
+//! Formats, in order of preference: NV12 and YUYV (4:2:2 packed), converted to I420 into the
+//! ring slot in one pass; YU12 (I420) copied as is. MJPEG-only cameras are not supported yet
+//! (the error names the formats offered). The capture time is the driver's buffer
+//! timestamp, which is CLOCK_MONOTONIC (V4L2_BUF_FLAG_TIMESTAMP_MONOTONIC).
+//!
+//! Only compiled here: this machine has no /dev/video*. The pure conversions are tested.
+
+use super::{Captured, FrameSource, SourceError, SourceFormat};
+use std::path::Path;
+use v4l::buffer::Type;
+use v4l::io::mmap::Stream;
+use v4l::io::traits::CaptureStream;
+use v4l::video::Capture;
+use v4l::{Device, FourCC};
+
+/// Pixel formats this source can convert, best first.
+const PREFERRED: [&[u8; 4]; 3] = [b"YU12", b"NV12", b"YUYV"];
+
+/// A V4L2 camera.
+pub struct V4l2Source {
+    device: String,
+    stream: Stream<'static>,
+    fourcc: [u8; 4],
+    format: SourceFormat,
+    stride: usize,
+    next_id: u64,
+    _dev: Device,
+}
+
+impl V4l2Source {
+    /// Opens `path`, negotiates the best supported format at `width × height` and `fps`,
+    /// and starts streaming with `buffers` driver buffers.
+    ///
+    /// Errors: [`SourceError::Device`] naming the device (missing, not a capture device,
+    /// no supported format, odd size).
+    pub fn open(path: &Path, width: u32, height: u32, fps: u32, buffers: u32) -> Result<V4l2Source, SourceError> {
+        let device = path.display().to_string();
+        let err = |message: String| SourceError::Device { device: device.clone(), message };
+        let dev = Device::with_path(path).map_err(|e| err(format!("cannot open: {e}")))?;
+        let offered = dev.enum_formats().map_err(|e| err(format!("cannot list formats: {e}")))?;
+        let pick = PREFERRED
+            .iter()
+            .find(|f| offered.iter().any(|d| d.fourcc == FourCC::new(f)))
+            .ok_or_else(|| {
+                let names: Vec<String> = offered.iter().map(|d| d.fourcc.to_string()).collect();
+                err(format!("offers {} but only YU12, NV12 and YUYV are supported", names.join(", ")))
+            })?;
+        let mut fmt = dev.format().map_err(|e| err(format!("cannot get format: {e}")))?;
+        fmt.width = width;
+        fmt.height = height;
+        fmt.fourcc = FourCC::new(pick);
+        let fmt = dev.set_format(&fmt).map_err(|e| err(format!("cannot set format: {e}")))?;
+        if fmt.width % 2 != 0 || fmt.height % 2 != 0 {
+            return Err(err(format!("gives odd frame size {}x{}", fmt.width, fmt.height)));
+        }
+        let params = dev
+            .set_params(&v4l::video::capture::Parameters::with_fps(fps))
+            .map_err(|e| err(format!("cannot set {fps} fps: {e}")))?;
+        let (num, den) = (params.interval.denominator.max(1), params.interval.numerator.max(1));
+        let stream = Stream::with_buffers(&dev, Type::VideoCapture, buffers)
+            .map_err(|e| err(format!("cannot start streaming with {buffers} buffers: {e}")))?;
+        Ok(V4l2Source {
+            device,
+            stream,
+            fourcc: fmt.fourcc.repr,
+            format: SourceFormat { width: fmt.width, height: fmt.height, fps_num: num, fps_den: den },
+            stride: fmt.stride as usize,
+            next_id: 0,
+            _dev: dev,
+        })
+    }
+}
+
+impl FrameSource for V4l2Source {
+    fn format(&self) -> SourceFormat {
+        self.format
+    }
+
+    fn next_frame(&mut self, dst: &mut [u8]) -> Result<Option<Captured>, SourceError> {
+        let (w, h) = (self.format.width as usize, self.format.height as usize);
+        let (buf, meta) = self
+            .stream
+            .next()
+            .map_err(|e| SourceError::Device { device: self.device.clone(), message: format!("dequeue failed: {e}") })?;
+        let capture_ns = meta.timestamp.sec as u64 * 1_000_000_000 + meta.timestamp.usec as u64 * 1000;
+        let data = &buf[..(meta.bytesused as usize).min(buf.len())];
+        let ok = match &self.fourcc {
+            b"YUYV" => yuyv_to_i420(data, self.stride.max(2 * w), w, h, dst),
+            b"NV12" => nv12_to_i420(data, self.stride.max(w), w, h, dst),
+            _ => i420_copy(data, self.stride.max(w), w, h, dst),
+        };
+        if !ok {
+            return Err(SourceError::Device {
+                device: self.device.clone(),
+                message: format!("short buffer: {} bytes for {}x{}", data.len(), w, h),
+            });
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        Ok(Some(Captured { frame_id: id, capture_ns }))
+    }
+}
+
+/// Packed YUYV 4:2:2 (`stride` bytes per row) → I420 (chroma from even rows). False if
+/// `src` is too short.
+pub fn yuyv_to_i420(src: &[u8], stride: usize, w: usize, h: usize, dst: &mut [u8]) -> bool {
+    if src.len() < stride * (h - 1) + 2 * w || dst.len() < w * h * 3 / 2 {
+        return false;
+    }
+    let (y_out, c_out) = dst.split_at_mut(w * h);
+    let (u_out, v_out) = c_out.split_at_mut((w / 2) * (h / 2));
+    for row in 0..h {
+        let s = &src[row * stride..row * stride + 2 * w];
+        let y = &mut y_out[row * w..(row + 1) * w];
+        for (i, px) in s.chunks_exact(4).enumerate() {
+            y[2 * i] = px[0];
+            y[2 * i + 1] = px[2];
+            if row % 2 == 0 {
+                u_out[(row / 2) * (w / 2) + i] = px[1];
+                v_out[(row / 2) * (w / 2) + i] = px[3];
+            }
+        }
+    }
+    true
+}
+
+/// NV12 (Y plane, then interleaved UV at half height; `stride` bytes per row) → I420.
+pub fn nv12_to_i420(src: &[u8], stride: usize, w: usize, h: usize, dst: &mut [u8]) -> bool {
+    if src.len() < stride * h + stride * (h / 2 - 1) + w || dst.len() < w * h * 3 / 2 {
+        return false;
+    }
+    let (y_out, c_out) = dst.split_at_mut(w * h);
+    let (u_out, v_out) = c_out.split_at_mut((w / 2) * (h / 2));
+    for row in 0..h {
+        y_out[row * w..(row + 1) * w].copy_from_slice(&src[row * stride..row * stride + w]);
+    }
+    let uv = &src[stride * h..];
+    for row in 0..h / 2 {
+        for (i, p) in uv[row * stride..row * stride + w].chunks_exact(2).enumerate() {
+            u_out[row * (w / 2) + i] = p[0];
+            v_out[row * (w / 2) + i] = p[1];
+        }
+    }
+    true
+}
+
+/// I420 with a row stride → packed I420.
+pub fn i420_copy(src: &[u8], stride: usize, w: usize, h: usize, dst: &mut [u8]) -> bool {
+    let cs = stride / 2;
+    if src.len() < stride * h + 2 * cs * (h / 2) || dst.len() < w * h * 3 / 2 {
+        return false;
+    }
+    let mut o = 0;
+    for row in 0..h {
+        dst[o..o + w].copy_from_slice(&src[row * stride..row * stride + w]);
+        o += w;
+    }
+    let mut s = stride * h;
+    for _ in 0..2 {
+        for row in 0..h / 2 {
+            dst[o..o + w / 2].copy_from_slice(&src[s + row * cs..s + row * cs + w / 2]);
+            o += w / 2;
+        }
+        s += cs * (h / 2);
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversions() {
+        let (w, h) = (4usize, 2usize);
+        // YUYV: Y0 U Y1 V per two pixels.
+        let yuyv = [10, 100, 11, 200, 12, 101, 13, 201, 20, 0, 21, 0, 22, 0, 23, 0];
+        let mut out = vec![0u8; 12];
+        assert!(yuyv_to_i420(&yuyv, 8, w, h, &mut out));
+        assert_eq!(out, [10, 11, 12, 13, 20, 21, 22, 23, 100, 101, 200, 201]);
+        let nv12 = [1, 2, 3, 4, 5, 6, 7, 8, 50, 60, 51, 61];
+        assert!(nv12_to_i420(&nv12, 4, w, h, &mut out));
+        assert_eq!(out, [1, 2, 3, 4, 5, 6, 7, 8, 50, 51, 60, 61]);
+        assert!(!nv12_to_i420(&nv12[..5], 4, w, h, &mut out));
+    }
+}
