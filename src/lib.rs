@@ -9,7 +9,10 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod config;
+pub mod encode;
 pub mod latency;
 pub mod rt;
+pub mod rtp;
+pub mod sdp;
 pub mod shm;
 pub mod source;
