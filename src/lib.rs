@@ -11,8 +11,11 @@
 pub mod config;
 pub mod encode;
 pub mod latency;
+pub mod net;
 pub mod rt;
 pub mod rtp;
 pub mod sdp;
 pub mod shm;
 pub mod source;
+pub mod stage;
+pub mod supervisor;

@@ -1,0 +1,192 @@
+//! `vr-stream`: stream a camera (or a Y4M file, or a test pattern) as low-latency H.264
+//! over RTP/UDP. See README.md for every flag and `config/default.toml` for every key.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use vr_stream::config::{self, Layer};
+use vr_stream::stage::{self, StageKind};
+use vr_stream::supervisor::{self, RunOptions, DEFAULT_INSTANCE};
+
+/// Low-latency camera → H.264 → RTP sender (Raspberry Pi 5).
+#[derive(Parser, Debug)]
+#[command(name = "vr-stream", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// Receiver (headset) IP address [stream.ip]
+    #[arg(long)]
+    ip: Option<String>,
+    /// RTP port; RTCP uses PORT+1 [stream.port]
+    #[arg(long)]
+    port: Option<i64>,
+    /// pattern | file:PATH.y4m | v4l2:/dev/videoN [source.uri]
+    #[arg(long)]
+    source: Option<String>,
+    /// Loop a file source instead of ending at its end [source.loop]
+    #[arg(long = "loop")]
+    looping: bool,
+    /// Target bitrate, kbit/s (VBV-capped) [encoder.bitrate_kbps]
+    #[arg(long, value_name = "KBPS")]
+    bitrate: Option<i64>,
+    /// Largest RTP payload, bytes [stream.payload_size]
+    #[arg(long, value_name = "BYTES")]
+    payload_size: Option<i64>,
+    /// Pattern/camera width, pixels [source.width]
+    #[arg(long)]
+    width: Option<i64>,
+    /// Pattern/camera height, pixels [source.height]
+    #[arg(long)]
+    height: Option<i64>,
+    /// Pattern/camera frame rate, frames/s [source.fps]
+    #[arg(long)]
+    fps: Option<i64>,
+    /// Stop after N frames (0 = no limit) [source.frames]
+    #[arg(long, value_name = "N")]
+    frames: Option<i64>,
+    /// Profile: ultra_low, low or quality (config/NAME.toml)
+    #[arg(long, value_name = "NAME")]
+    profile: Option<String>,
+    /// Extra configuration file (TOML), applied after the profile
+    #[arg(long, value_name = "FILE")]
+    config: Option<String>,
+    /// Print the merged configuration and exit
+    #[arg(long)]
+    print_config: bool,
+    /// Where to write the SDP file; "" for none [stream.sdp]
+    #[arg(long, value_name = "PATH")]
+    sdp: Option<String>,
+    /// Write the SDP file for this configuration and exit (start the receiver first)
+    #[arg(long)]
+    sdp_only: bool,
+    /// Refuse to start without SCHED_FIFO, pinning and mlockall [rt.strict]
+    #[arg(long)]
+    strict_rt: bool,
+    /// Print latency percentiles every N seconds (0 = at exit only) [stats.interval_s]
+    #[arg(long, value_name = "SECONDS")]
+    stats_interval: Option<i64>,
+    /// Write per-frame timestamps (ns) as CSV [stats.latency_log]
+    #[arg(long, value_name = "FILE")]
+    latency_log: Option<String>,
+    /// Instance name: prefix of the shared-memory segments in /dev/shm
+    #[arg(long, default_value = DEFAULT_INSTANCE)]
+    instance: String,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Internal: run one stage process (started by the supervisor).
+    #[command(hide = true)]
+    Stage {
+        /// camera | encode | network
+        name: String,
+        /// Instance name.
+        #[arg(long)]
+        instance: String,
+        /// Frame geometry WxH@NUM/DEN.
+        #[arg(long)]
+        geometry: String,
+    },
+}
+
+fn overrides(cli: &Cli) -> toml::Table {
+    let mut t = toml::Table::new();
+    let mut set = |section: &str, key: &str, v: toml::Value| {
+        let s = t.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(s) = s {
+            s.insert(key.to_string(), v);
+        }
+    };
+    let s = |v: &String| toml::Value::String(v.clone());
+    let i = |v: &i64| toml::Value::Integer(*v);
+    if let Some(v) = &cli.ip {
+        set("stream", "ip", s(v));
+    }
+    if let Some(v) = &cli.port {
+        set("stream", "port", i(v));
+    }
+    if let Some(v) = &cli.payload_size {
+        set("stream", "payload_size", i(v));
+    }
+    if let Some(v) = &cli.sdp {
+        set("stream", "sdp", s(v));
+    }
+    if let Some(v) = &cli.source {
+        set("source", "uri", s(v));
+    }
+    if cli.looping {
+        set("source", "loop", toml::Value::Boolean(true));
+    }
+    if let Some(v) = &cli.width {
+        set("source", "width", i(v));
+    }
+    if let Some(v) = &cli.height {
+        set("source", "height", i(v));
+    }
+    if let Some(v) = &cli.fps {
+        set("source", "fps", i(v));
+    }
+    if let Some(v) = &cli.frames {
+        set("source", "frames", i(v));
+    }
+    if let Some(v) = &cli.bitrate {
+        set("encoder", "bitrate_kbps", i(v));
+    }
+    if cli.strict_rt {
+        set("rt", "strict", toml::Value::Boolean(true));
+    }
+    if let Some(v) = &cli.stats_interval {
+        set("stats", "interval_s", i(v));
+    }
+    if let Some(v) = &cli.latency_log {
+        set("stats", "latency_log", s(v));
+    }
+    t
+}
+
+fn main_inner(cli: Cli) -> Result<()> {
+    let mut layers = vec![];
+    if let Some(p) = &cli.profile {
+        layers.push(Layer::Profile(p.clone()));
+    }
+    if let Some(path) = &cli.config {
+        let text = std::fs::read_to_string(path).with_context(|| format!("--config {path}: cannot read"))?;
+        layers.push(Layer::File { path: path.clone(), text });
+    }
+    layers.push(Layer::Overrides(overrides(&cli)));
+    let cfg = config::load(&layers)?;
+    if cli.print_config {
+        print!("{}", cfg.to_toml());
+        return Ok(());
+    }
+    if cli.instance.is_empty() || cli.instance.contains('/') {
+        anyhow::bail!("--instance {:?}: allowed a non-empty name without '/'", cli.instance);
+    }
+    supervisor::run(&RunOptions { cfg, instance: cli.instance, sdp_only: cli.sdp_only })
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                e.exit();
+            }
+            // One line: clap's first line names the flag, the value and what is allowed.
+            let text = e.render().to_string();
+            eprintln!("vr-stream: {}", text.lines().next().unwrap_or("bad arguments"));
+            std::process::exit(2);
+        }
+    };
+    if let Some(Cmd::Stage { name, instance, geometry }) = &cli.cmd {
+        let Some(kind) = StageKind::parse(name) else {
+            eprintln!("vr-stream: unknown stage {name:?}: allowed camera, encode, network");
+            std::process::exit(2);
+        };
+        std::process::exit(stage::run(kind, instance, geometry));
+    }
+    if let Err(e) = main_inner(cli) {
+        eprintln!("vr-stream: error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,180 @@
+//! UDP output through `socket2` with `sendmmsg(2)` batching (the `unsafe` of this module is
+//! the sendmmsg FFI call).
+//!
+//! The socket is connected to the receiver, so an ICMP port-unreachable comes back as an
+//! error on a later send: it is counted, never fatal, and sending goes on. The socket is
+//! non-blocking; a full socket buffer is waited out for at most [`WOULD_BLOCK_WAIT_MS`] and
+//! then the rest of the batch is counted as dropped rather than stalling the stage.
+
+use crate::rtp::PacketBuf;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io;
+use std::net::SocketAddr;
+
+/// Longest wait for socket-buffer space before dropping packets, ms.
+pub const WOULD_BLOCK_WAIT_MS: i32 = 2;
+/// Send buffer requested, bytes (the kernel caps it at net.core.wmem_max).
+pub const SEND_BUFFER: usize = 4 << 20;
+
+/// What one [`UdpSender::send`] call did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SendStats {
+    /// Packets the kernel accepted.
+    pub packets: u64,
+    /// Their bytes (UDP payload).
+    pub bytes: u64,
+    /// sendmmsg calls made.
+    pub batches: u64,
+    /// Packets lost to errors (ICMP unreachable, no route...) or a full buffer.
+    pub errors: u64,
+}
+
+/// A connected, non-blocking UDP socket that sends RTP packets in sendmmsg batches.
+pub struct UdpSender {
+    sock: Socket,
+    batch: usize,
+    iovs: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: the iovec/mmsghdr scratch vectors hold raw pointers only during `send`, which
+// takes &mut self; between calls they are dangling-but-unused.
+unsafe impl Send for UdpSender {}
+
+impl UdpSender {
+    /// A socket connected to `dest` with DSCP `dscp` (0..=63) in the IP header, sending at
+    /// most `batch` packets per sendmmsg call.
+    ///
+    /// Errors: socket creation, bind or connect failures (e.g. an address family this host
+    /// lacks).
+    pub fn new(dest: SocketAddr, dscp: u8, batch: usize) -> io::Result<UdpSender> {
+        let sock = Socket::new(Domain::for_address(dest), Type::DGRAM, Some(Protocol::UDP))?;
+        let _ = sock.set_send_buffer_size(SEND_BUFFER);
+        match dest {
+            SocketAddr::V4(_) => {
+                let _ = sock.set_tos_v4((dscp as u32) << 2);
+            }
+            SocketAddr::V6(_) => {
+                let _ = sock.set_tclass_v6((dscp as u32) << 2);
+            }
+        }
+        sock.connect(&SockAddr::from(dest))?;
+        sock.set_nonblocking(true)?;
+        let batch = batch.max(1);
+        Ok(UdpSender { sock, batch, iovs: Vec::with_capacity(batch), msgs: Vec::with_capacity(batch) })
+    }
+
+    /// The local address (the sender side of the stream).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.local_addr()?.as_socket().ok_or_else(|| io::Error::other("not an IP socket"))
+    }
+
+    /// Sends every packet of `pkts`, in order, in batches. Never fails: errors are counted.
+    pub fn send(&mut self, pkts: &PacketBuf) -> SendStats {
+        let mut st = SendStats::default();
+        let n = pkts.len();
+        let mut i = 0;
+        while i < n {
+            let end = (i + self.batch).min(n);
+            self.iovs.clear();
+            self.msgs.clear();
+            for k in i..end {
+                let p = pkts.get(k);
+                self.iovs.push(libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() });
+            }
+            for iov in self.iovs.iter_mut() {
+                // SAFETY: an all-zero msghdr/mmsghdr is valid (null name, no control data).
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_iov = iov as *mut libc::iovec;
+                m.msg_hdr.msg_iovlen = 1;
+                self.msgs.push(m);
+            }
+            // SAFETY: msgs[..] point at iovecs that point into `pkts`, all alive for the
+            // call; the socket is connected so msg_name is null; count = msgs.len().
+            let r = unsafe { libc::sendmmsg(self.fd(), self.msgs.as_mut_ptr(), self.msgs.len() as u32, 0) };
+            st.batches += 1;
+            if r > 0 {
+                for k in i..i + r as usize {
+                    st.packets += 1;
+                    st.bytes += pkts.get(k).len() as u64;
+                }
+                i += r as usize;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EAGAIN) => {
+                    if !self.wait_writable() {
+                        st.errors += (n - i) as u64;
+                        return st;
+                    }
+                }
+                Some(libc::EINTR) => {}
+                _ => {
+                    // ECONNREFUSED (ICMP port unreachable), ENETUNREACH, EHOSTUNREACH...:
+                    // this packet is lost; carry on with the next.
+                    st.errors += 1;
+                    i += 1;
+                }
+            }
+        }
+        st
+    }
+
+    fn fd(&self) -> i32 {
+        use std::os::fd::AsRawFd;
+        self.sock.as_raw_fd()
+    }
+
+    fn wait_writable(&self) -> bool {
+        let mut pfd = libc::pollfd { fd: self.fd(), events: libc::POLLOUT, revents: 0 };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, WOULD_BLOCK_WAIT_MS) };
+        r > 0
+    }
+}
+
+/// The local address the kernel would use to reach `dest` (a UDP connect sends nothing).
+pub fn route_source(dest: SocketAddr) -> Option<std::net::IpAddr> {
+    let bind: SocketAddr = if dest.is_ipv4() { "0.0.0.0:0".parse().ok()? } else { "[::]:0".parse().ok()? };
+    let s = std::net::UdpSocket::bind(bind).ok()?;
+    s.connect(dest).ok()?;
+    Some(s.local_addr().ok()?.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtp::{PacketBuf, Packetizer, RtpParams};
+
+    #[test]
+    fn sends_batches_on_loopback_and_counts_refusals() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dest = rx.local_addr().unwrap();
+        let mut tx = UdpSender::new(dest, 34, 4).unwrap();
+        let mut pk = Packetizer::new(RtpParams { ssrc: 1, payload_type: 96, payload_size: 500, capture_time_ext_id: None }, 0);
+        let mut buf = PacketBuf::default();
+        let mut au = vec![0, 0, 0, 1, 0x65];
+        au.extend(std::iter::repeat_n(7u8, 4000));
+        let n = pk.packetize(&au, 0, None, &mut buf).unwrap();
+        let st = tx.send(&buf);
+        assert_eq!(st.packets as usize, n);
+        assert_eq!(st.batches as usize, n.div_ceil(4));
+        let mut got = 0;
+        let mut b = [0u8; 2000];
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(1))).unwrap();
+        while got < n {
+            rx.recv(&mut b).unwrap();
+            got += 1;
+        }
+        // Receiver gone: ICMP port unreachable comes back as errors, never a failure.
+        drop(rx);
+        let mut errors = 0;
+        for _ in 0..5 {
+            errors += tx.send(&buf).errors;
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(errors > 0);
+        assert_eq!(route_source(dest).unwrap().to_string(), "127.0.0.1");
+    }
+}

@@ -1,0 +1,393 @@
+//! The stage processes: camera, encode, network. Each is the `vr-stream` executable
+//! re-invoked by the supervisor as `vr-stream stage NAME --instance I --geometry WxH@N/D`
+//! with the merged configuration in the `VR_STREAM_CONFIG` environment variable.
+//!
+//! Every stage: opens the control segment and its rings, sets itself up (source, encoder,
+//! socket), applies its realtime settings (pin, SCHED_FIFO, mlockall, prefault), writes what
+//! is in force into its control slot, reports Ready, waits for the supervisor's go signal,
+//! then loops until end of stream or a stop request. A failure is written into its slot
+//! (the supervisor prints it) and the process exits 1.
+
+use crate::config::{Config, StageConfig};
+use crate::encode::{EncoderParams, X264Encoder};
+use crate::latency::FrameRecord;
+use crate::net::UdpSender;
+use crate::rt::{self, monotonic_ns};
+use crate::rtp::{self, PacketBuf, Packetizer, RtpParams};
+use crate::shm::bitstream::{AuMeta, BitstreamQueue, Next, Push, FLAG_KEYFRAME};
+use crate::shm::control::{Control, StageSlot, StageState, STAGE_CAMERA, STAGE_ENCODE, STAGE_NETWORK};
+use crate::shm::frame_ring::{FrameMeta, FrameRing, RingGeometry, Take, FORMAT_I420, SPIN};
+use crate::source::{self, SourceFormat};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// Environment variable carrying the merged configuration (TOML) to the stages.
+pub const CONFIG_ENV: &str = "VR_STREAM_CONFIG";
+/// Environment variable set by the supervisor when it has already warned about missing
+/// realtime privileges (so stages do not repeat the warning).
+pub const RT_WARNED_ENV: &str = "VR_STREAM_RT_WARNED";
+
+/// Which stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageKind {
+    /// Source → frame ring.
+    Camera,
+    /// Frame ring → x264 → bitstream queue.
+    Encode,
+    /// Bitstream queue → RTP/UDP.
+    Network,
+}
+
+impl StageKind {
+    /// Every stage, in start order (consumers before producers).
+    pub const ALL: [StageKind; 3] = [StageKind::Network, StageKind::Encode, StageKind::Camera];
+
+    /// Name used on the command line and in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            StageKind::Camera => "camera",
+            StageKind::Encode => "encode",
+            StageKind::Network => "network",
+        }
+    }
+
+    /// Parses a stage name.
+    pub fn parse(s: &str) -> Option<StageKind> {
+        StageKind::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// Index of its control slot.
+    pub fn slot(self) -> usize {
+        match self {
+            StageKind::Camera => STAGE_CAMERA,
+            StageKind::Encode => STAGE_ENCODE,
+            StageKind::Network => STAGE_NETWORK,
+        }
+    }
+
+    /// Its CPU/priority from the configuration.
+    pub fn config(self, cfg: &Config) -> StageConfig {
+        match self {
+            StageKind::Camera => cfg.stages.camera,
+            StageKind::Encode => cfg.stages.encode,
+            StageKind::Network => cfg.stages.network,
+        }
+    }
+}
+
+/// Segment names of instance `inst`: (control, frame ring, bitstream queue).
+pub fn segment_names(inst: &str) -> (String, String, String) {
+    (format!("{inst}-ctl"), format!("{inst}-frames"), format!("{inst}-bits"))
+}
+
+/// Bitstream queue capacity for a bitrate: one second of stream plus room for IDRs,
+/// at least 4 MiB (bytes).
+pub fn queue_capacity(bitrate_kbps: u32) -> usize {
+    ((bitrate_kbps as usize * 1000 / 8) * 2).max(4 << 20)
+}
+
+/// Formats a geometry for `--geometry`: `WxH@N/D`.
+pub fn format_geometry(f: &SourceFormat) -> String {
+    format!("{}x{}@{}/{}", f.width, f.height, f.fps_num, f.fps_den)
+}
+
+/// Parses `--geometry WxH@N/D`.
+pub fn parse_geometry(s: &str) -> Option<SourceFormat> {
+    let (wh, fps) = s.split_once('@')?;
+    let (w, h) = wh.split_once('x')?;
+    let (n, d) = fps.split_once('/')?;
+    Some(SourceFormat { width: w.parse().ok()?, height: h.parse().ok()?, fps_num: n.parse().ok()?, fps_den: d.parse().ok()? })
+}
+
+/// Ring geometry for a source format (one consumer: the encoder).
+pub fn ring_geometry(f: &SourceFormat) -> RingGeometry {
+    RingGeometry { width: f.width, height: f.height, fps_num: f.fps_num, fps_den: f.fps_den, consumers: 1 }
+}
+
+fn set_parent_death_signal() {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number; no memory is passed.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) };
+}
+
+/// Applies the stage's realtime settings and records what is in force in its slot.
+/// Errors (only with `rt.strict`): what could not be had.
+fn go_realtime(kind: StageKind, cfg: &Config, slot: &StageSlot) -> Result<(), String> {
+    let sc = kind.config(cfg);
+    let (cpu, _) = rt::map_cpu(sc.cpu);
+    let short = rt::apply(&rt::RtRequest { cpu, priority: sc.priority, mlock: cfg.rt.mlock });
+    let st = rt::read_state(0);
+    slot.cpu.store(if st.cpus.len() == 1 { st.cpus[0] as i32 } else { -1 }, std::sync::atomic::Ordering::Relaxed);
+    slot.policy.store(st.policy as u32, std::sync::atomic::Ordering::Relaxed);
+    slot.priority.store(st.priority as u32, std::sync::atomic::Ordering::Relaxed);
+    slot.vmlck_kb.store(st.vmlck_kb, std::sync::atomic::Ordering::Relaxed);
+    if !short.is_empty() {
+        let msg = short.iter().map(|s| s.0.as_str()).collect::<Vec<_>>().join("; ");
+        if cfg.rt.strict {
+            return Err(format!("--strict-rt: {msg}"));
+        }
+        if std::env::var_os(RT_WARNED_ENV).is_none() {
+            eprintln!("vr-stream[{}]: warning: {msg}", kind.name());
+        }
+    }
+    Ok(())
+}
+
+/// Waits for the supervisor's go signal. False if a stop came first.
+fn wait_go(ctl: &Control) -> bool {
+    while !ctl.go() {
+        if ctl.stop_requested() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    true
+}
+
+fn beat(slot: &StageSlot) {
+    slot.heartbeat_ns.store(monotonic_ns(), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Runs stage `kind` of instance `inst` to completion. Returns the process exit code.
+pub fn run(kind: StageKind, inst: &str, geometry: &str) -> i32 {
+    set_parent_death_signal();
+    let (ctl_name, ring_name, bits_name) = segment_names(inst);
+    let ctl = match Control::open(&ctl_name) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vr-stream[{}]: {e}", kind.name());
+            return 1;
+        }
+    };
+    let slot = ctl.stage(kind.slot());
+    slot.pid.store(std::process::id(), std::sync::atomic::Ordering::Relaxed);
+    slot.set_state(StageState::Starting);
+    beat(slot);
+    let result = (|| -> Result<(), String> {
+        let text = std::env::var(CONFIG_ENV).map_err(|_| format!("{CONFIG_ENV} not set (stages are started by vr-stream)"))?;
+        let cfg = Config::from_toml(&text).map_err(|e| e.to_string())?;
+        let fmt = parse_geometry(geometry).ok_or_else(|| format!("bad --geometry {geometry:?}"))?;
+        let ring = FrameRing::open(&ring_name, ring_geometry(&fmt)).map_err(|e| e.to_string())?;
+        let queue = BitstreamQueue::open(&bits_name, queue_capacity(cfg.encoder.bitrate_kbps)).map_err(|e| e.to_string())?;
+        match kind {
+            StageKind::Camera => camera(&cfg, fmt, &ctl, slot, &ring),
+            StageKind::Encode => encode(&cfg, fmt, &ctl, slot, &ring, &queue),
+            StageKind::Network => network(&cfg, &ctl, slot, &queue),
+        }
+    })();
+    match result {
+        Ok(()) => {
+            slot.set_state(StageState::Done);
+            0
+        }
+        Err(msg) => {
+            slot.fail(&msg);
+            1
+        }
+    }
+}
+
+enum CamStop {
+    Eof,
+    Err(source::SourceError),
+}
+
+fn camera(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring: &FrameRing) -> Result<(), String> {
+    let mut src = source::open(&cfg.source).map_err(|e| e.to_string())?;
+    if src.format().width != fmt.width || src.format().height != fmt.height {
+        return Err(format!(
+            "source {} changed size to {}x{} after start (expected {}x{})",
+            cfg.source.uri,
+            src.format().width,
+            src.format().height,
+            fmt.width,
+            fmt.height
+        ));
+    }
+    go_realtime(StageKind::Camera, cfg, slot)?;
+    let mut producer = ring.producer().map_err(|e| e.to_string())?;
+    ring.prefault();
+    slot.set_state(StageState::Ready);
+    if !wait_go(ctl) {
+        return Ok(());
+    }
+    let limit = cfg.source.frames;
+    let mut n = 0u64;
+    let (w, h) = (fmt.width, fmt.height);
+    loop {
+        if ctl.stop_requested() || (limit > 0 && n >= limit) {
+            break;
+        }
+        let r = producer.produce(|buf| match src.next_frame(buf) {
+            Ok(Some(c)) => Ok(FrameMeta {
+                pos: 0,
+                frame_id: c.frame_id,
+                capture_ns: c.capture_ns,
+                published_ns: monotonic_ns(),
+                width: w,
+                height: h,
+                stride: w,
+                format: FORMAT_I420,
+                len: buf.len() as u64,
+            }),
+            Ok(None) => Err(CamStop::Eof),
+            Err(e) => Err(CamStop::Err(e)),
+        });
+        match r {
+            Ok(_) => {
+                n += 1;
+                slot.frames_out.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                beat(slot);
+            }
+            Err(CamStop::Eof) => break,
+            Err(CamStop::Err(e)) => {
+                ring.set_eos();
+                return Err(e.to_string());
+            }
+        }
+    }
+    ring.set_eos();
+    Ok(())
+}
+
+fn encode(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring: &FrameRing, queue: &BitstreamQueue) -> Result<(), String> {
+    let mut enc = X264Encoder::new(&EncoderParams::from_config(&cfg.encoder, fmt)).map_err(|e| e.to_string())?;
+    let headers = enc.headers().map_err(|e| e.to_string())?;
+    ctl.set_headers(&headers);
+    go_realtime(StageKind::Encode, cfg, slot)?;
+    let mut consumer = ring.consumer(0).map_err(|e| e.to_string())?;
+    let mut writer = queue.writer();
+    queue.prefault();
+    slot.set_state(StageState::Ready);
+    if !wait_go(ctl) {
+        return Ok(());
+    }
+    let mut first = true;
+    loop {
+        if ctl.stop_requested() {
+            break;
+        }
+        if let Some(kbps) = ctl.take_bitrate_request() {
+            if let Err(e) = enc.set_bitrate(kbps) {
+                eprintln!("vr-stream[encode]: {e}");
+            }
+        }
+        let frame = match consumer.take(Instant::now() + Duration::from_millis(100)) {
+            Take::Frame(f) => f,
+            Take::Timeout => {
+                beat(slot);
+                continue;
+            }
+            Take::Eos => break,
+        };
+        let start = monotonic_ns();
+        let force_idr = std::mem::take(&mut first) | queue.take_idr_request();
+        let out = enc.encode(frame.data, force_idr).map_err(|e| e.to_string())?;
+        let end = monotonic_ns();
+        let meta = AuMeta {
+            frame_id: frame.meta.frame_id,
+            capture_ns: frame.meta.capture_ns,
+            published_ns: frame.meta.published_ns,
+            encode_start_ns: start,
+            encode_end_ns: end,
+            skipped: frame.skipped,
+            flags: if out.keyframe { FLAG_KEYFRAME } else { 0 },
+            payload_len: 0,
+        };
+        let (bytes, key) = (out.data.len() as u64, out.keyframe);
+        let pushed = writer.push(meta, out.data);
+        drop(frame); // release the ring slot only now: x264 read it in place
+        use std::sync::atomic::Ordering::Relaxed;
+        slot.frames_in.fetch_add(1, Relaxed);
+        slot.drops.store(consumer.drops(), Relaxed);
+        if pushed == Push::Queued {
+            slot.frames_out.fetch_add(1, Relaxed);
+        }
+        ctl.add_encoded(bytes, key);
+        beat(slot);
+    }
+    queue.set_eos();
+    Ok(())
+}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    // SAFETY: getrandom writes at most b.len() bytes into our buffer.
+    let r = unsafe { libc::getrandom(b.as_mut_ptr() as *mut libc::c_void, b.len(), 0) };
+    if r != 4 {
+        return (monotonic_ns() as u32) ^ std::process::id().rotate_left(16);
+    }
+    u32::from_ne_bytes(b)
+}
+
+fn network(cfg: &Config, ctl: &Control, slot: &StageSlot, queue: &BitstreamQueue) -> Result<(), String> {
+    let s = &cfg.stream;
+    let ip: IpAddr = s.ip.parse().map_err(|_| format!("stream.ip {:?} is not an IP address", s.ip))?;
+    let dest = SocketAddr::new(ip, s.port);
+    let mut tx = UdpSender::new(dest, s.dscp, s.sendmmsg_batch as usize).map_err(|e| format!("UDP socket to {dest}: {e}"))?;
+    let ssrc = if s.ssrc != 0 { s.ssrc } else { random_u32() };
+    let params = RtpParams {
+        ssrc,
+        payload_type: s.payload_type,
+        payload_size: s.payload_size as usize,
+        capture_time_ext_id: Some(s.capture_time_ext_id),
+    };
+    let mut pk = Packetizer::new(params, random_u32() as u16);
+    let ts_offset = random_u32();
+    let mut pkts = PacketBuf::with_capacity(2 << 20);
+    go_realtime(StageKind::Network, cfg, slot)?;
+    let mut reader = queue.reader();
+    slot.set_state(StageState::Ready);
+    if !wait_go(ctl) {
+        return Ok(());
+    }
+    let mut base_ns = None;
+    loop {
+        if ctl.stop_requested() {
+            break;
+        }
+        let au = match reader.next(Instant::now() + Duration::from_millis(100), SPIN) {
+            Next::Au(a) => a,
+            Next::Timeout => {
+                beat(slot);
+                continue;
+            }
+            Next::Eos => break,
+        };
+        let m = au.meta;
+        let au_bytes = au.data.len() as u64;
+        let base = *base_ns.get_or_insert(m.capture_ns);
+        let ts = rtp::rtp_timestamp_90k(m.capture_ns, base, ts_offset);
+        // abs-capture-time: the capture instant on the wall clock, from its age now.
+        let (mono, real) = (monotonic_ns(), rt::realtime_ns());
+        let ntp = rtp::ntp_from_unix_ns(real.saturating_sub(mono.saturating_sub(m.capture_ns)));
+        let n = match pk.packetize(au.data, ts, Some(ntp), &mut pkts) {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("vr-stream[network]: frame {}: {e}", m.frame_id);
+                continue;
+            }
+        };
+        drop(au);
+        let first_sent = monotonic_ns();
+        let st = tx.send(&pkts);
+        let last_sent = monotonic_ns();
+        ctl.add_net(st.packets, st.bytes, st.batches, st.errors);
+        ctl.push_record(&FrameRecord {
+            frame_id: m.frame_id,
+            capture_ns: m.capture_ns,
+            published_ns: m.published_ns,
+            encode_start_ns: m.encode_start_ns,
+            encode_end_ns: m.encode_end_ns,
+            first_sent_ns: first_sent,
+            last_sent_ns: last_sent,
+            bytes: au_bytes,
+            packets: n as u64,
+            keyframe: (m.flags & FLAG_KEYFRAME != 0) as u64,
+        });
+        use std::sync::atomic::Ordering::Relaxed;
+        slot.frames_in.fetch_add(1, Relaxed);
+        slot.frames_out.fetch_add(1, Relaxed);
+        beat(slot);
+    }
+    Ok(())
+}

@@ -1,0 +1,376 @@
+//! The supervisor: `vr-stream` itself. Creates the segments, starts the stage processes,
+//! waits until each is ready, writes the SDP, gives the go signal, collects per-frame
+//! latency records, forwards SIGINT/SIGTERM/SIGHUP as a stop, and tears everything down
+//! (no child process and no segment outlives it).
+
+use crate::config::Config;
+use crate::encode::{EncoderParams, X264Encoder};
+use crate::latency::{FrameRecord, LatencyStats};
+use crate::rt;
+use crate::sdp::{write_sdp, SdpParams};
+use crate::shm::bitstream::BitstreamQueue;
+use crate::shm::control::{Control, StageState, RECORDS};
+use crate::shm::frame_ring::FrameRing;
+use crate::source::{self, SourceFormat, SourceSpec};
+use crate::stage::{self, StageKind};
+use anyhow::{anyhow, bail, Context, Result};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Default instance name: the prefix of every segment under /dev/shm.
+pub const DEFAULT_INSTANCE: &str = "vr-stream";
+/// How long a stage may take to report ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long stages get to exit after a stop before they are killed.
+pub const STOP_GRACE: Duration = Duration::from_millis(800);
+
+/// What the supervisor was asked to do.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Merged, validated configuration.
+    pub cfg: Config,
+    /// Instance name (segment prefix); lets tests run several side by side.
+    pub instance: String,
+    /// Write the SDP file and exit without streaming.
+    pub sdp_only: bool,
+}
+
+static SIGNALLED: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    SIGNALLED.store(sig, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let act = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        let _ = unsafe { sigaction(s, &act) };
+    }
+}
+
+/// Size and rate of the configured source, read without starting it (Y4M header, device
+/// format, or the configured pattern size).
+pub fn probe_source(cfg: &Config) -> Result<SourceFormat> {
+    let src = &cfg.source;
+    match SourceSpec::parse(&src.uri).map_err(|e| anyhow!("source {:?}: {e}", src.uri))? {
+        SourceSpec::Pattern => Ok(SourceFormat { width: src.width, height: src.height, fps_num: src.fps, fps_den: 1 }),
+        SourceSpec::File(p) => Ok(source::y4m::probe(&p)?.format),
+        SourceSpec::V4l2(_) => Ok(source::open(src)?.format()),
+    }
+}
+
+fn destination(cfg: &Config) -> Result<SocketAddr> {
+    let ip: IpAddr = cfg.stream.ip.parse().map_err(|_| anyhow!("stream.ip {:?} is not an IP address", cfg.stream.ip))?;
+    Ok(SocketAddr::new(ip, cfg.stream.port))
+}
+
+fn sdp_text(cfg: &Config, fmt: &SourceFormat, headers: &[u8]) -> Result<String> {
+    let dest = destination(cfg)?;
+    let origin = crate::net::route_source(dest).unwrap_or(if dest.is_ipv4() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])
+    });
+    let session_id = rt::realtime_ns() / 1_000_000_000;
+    Ok(write_sdp(&SdpParams {
+        origin,
+        dest: dest.ip(),
+        port: dest.port(),
+        payload_type: cfg.stream.payload_type,
+        parameter_sets: headers,
+        capture_time_ext_id: Some(cfg.stream.capture_time_ext_id),
+        fps: (fmt.fps_num, fmt.fps_den),
+        session_id,
+    })?)
+}
+
+/// Writes the SDP file atomically (temporary file + rename), so a player never reads half.
+fn write_sdp_file(path: &str, text: &str) -> Result<()> {
+    let tmp = format!("{path}.tmp{}", std::process::id());
+    std::fs::write(&tmp, text).with_context(|| format!("--sdp {path}: cannot write"))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("--sdp {path}: cannot write"))?;
+    Ok(())
+}
+
+struct Stage {
+    kind: StageKind,
+    child: Child,
+    exited: Option<std::process::ExitStatus>,
+}
+
+fn policy_name(p: u32) -> &'static str {
+    match p as i32 {
+        libc::SCHED_FIFO => "SCHED_FIFO",
+        libc::SCHED_RR => "SCHED_RR",
+        libc::SCHED_OTHER => "SCHED_OTHER",
+        _ => "other",
+    }
+}
+
+fn status_text(s: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (s.code(), s.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (_, Some(sig)) => format!("killed by signal {sig}"),
+        _ => "ended".into(),
+    }
+}
+
+/// Runs the stream until end of stream, a stop signal or a stage failure.
+///
+/// Errors: bad source, segment in use, a stage that fails to start or fails while running
+/// (naming the stage and its reason), an unwritable SDP or latency log.
+pub fn run(opts: &RunOptions) -> Result<()> {
+    let cfg = &opts.cfg;
+    let fmt = probe_source(cfg)?;
+    destination(cfg)?;
+    if opts.sdp_only {
+        if cfg.stream.sdp.is_empty() {
+            bail!("--sdp-only needs an SDP path (--sdp PATH or stream.sdp)");
+        }
+        let mut enc = X264Encoder::new(&EncoderParams::from_config(&cfg.encoder, fmt))?;
+        let text = sdp_text(cfg, &fmt, &enc.headers()?)?;
+        write_sdp_file(&cfg.stream.sdp, &text)?;
+        eprintln!("vr-stream: wrote {}", cfg.stream.sdp);
+        return Ok(());
+    }
+    let mut csv = if cfg.stats.latency_log.is_empty() {
+        None
+    } else {
+        let f = std::fs::File::create(&cfg.stats.latency_log).with_context(|| format!("--latency-log {}: cannot create", cfg.stats.latency_log))?;
+        let mut w = std::io::BufWriter::new(f);
+        writeln!(w, "{}", FrameRecord::CSV_HEADER)?;
+        Some(w)
+    };
+
+    // Realtime privileges: warn once here rather than once per stage.
+    let max_prio = [cfg.stages.camera, cfg.stages.encode, cfg.stages.network].iter().map(|s| s.priority).max().unwrap_or(1);
+    let short = rt::check_limits(max_prio, cfg.rt.mlock);
+    if !short.is_empty() {
+        let msg = short.iter().map(|s| s.0.as_str()).collect::<Vec<_>>().join("; ");
+        if cfg.rt.strict {
+            bail!("--strict-rt: {msg}");
+        }
+        eprintln!("vr-stream: warning: {msg}");
+    }
+    let mut mapped = vec![];
+    for k in [StageKind::Camera, StageKind::Encode, StageKind::Network] {
+        let c = k.config(cfg).cpu;
+        let (m, changed) = rt::map_cpu(c);
+        if changed {
+            mapped.push(format!("{} {c}->{m}", k.name()));
+        }
+    }
+    if !mapped.is_empty() {
+        eprintln!("vr-stream: note: CPUs configured beyond this machine's; mapped modulo the CPU count: {}", mapped.join(", "));
+    }
+
+    let (ctl_name, ring_name, bits_name) = stage::segment_names(&opts.instance);
+    let ctl = Control::create(&ctl_name)?;
+    let ring = FrameRing::create(&ring_name, stage::ring_geometry(&fmt))?;
+    let queue = BitstreamQueue::create(&bits_name, stage::queue_capacity(cfg.encoder.bitrate_kbps))?;
+    install_signal_handlers();
+
+    let exe = std::env::current_exe().context("cannot find the vr-stream executable")?;
+    let cfg_text = cfg.to_toml();
+    let geometry = stage::format_geometry(&fmt);
+    let mut stages: Vec<Stage> = vec![];
+    let stop_all = |stages: &mut Vec<Stage>| {
+        ctl.request_stop();
+        ring.wake_all();
+        queue.wake_all();
+        let deadline = Instant::now() + STOP_GRACE;
+        for s in stages.iter_mut() {
+            while s.exited.is_none() {
+                match s.child.try_wait() {
+                    Ok(Some(st)) => s.exited = Some(st),
+                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                    _ => {
+                        let _ = s.child.kill();
+                        s.exited = s.child.wait().ok();
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    for kind in StageKind::ALL {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["stage", kind.name(), "--instance", &opts.instance, "--geometry", &geometry])
+            .env(stage::CONFIG_ENV, &cfg_text)
+            .stdin(Stdio::null());
+        if !short.is_empty() {
+            cmd.env(stage::RT_WARNED_ENV, "1");
+        }
+        match cmd.spawn() {
+            Ok(child) => stages.push(Stage { kind, child, exited: None }),
+            Err(e) => {
+                stop_all(&mut stages);
+                bail!("stage {} failed to start: {e}", kind.name());
+            }
+        }
+    }
+
+    // Wait until every stage is ready.
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let mut all = true;
+        for s in stages.iter_mut() {
+            let slot = ctl.stage(s.kind.slot());
+            match slot.state() {
+                StageState::Ready => continue,
+                StageState::Failed => {
+                    let msg = slot.error().unwrap_or_default();
+                    let name = s.kind.name();
+                    stop_all(&mut stages);
+                    bail!("stage {name} failed to start: {msg}");
+                }
+                _ => {}
+            }
+            all = false;
+            if let Ok(Some(st)) = s.child.try_wait() {
+                s.exited = Some(st);
+                let msg = slot.error().unwrap_or_else(|| status_text(&st));
+                let name = s.kind.name();
+                stop_all(&mut stages);
+                bail!("stage {name} failed to start: {msg}");
+            }
+        }
+        if all {
+            break;
+        }
+        if SIGNALLED.load(Ordering::SeqCst) != 0 {
+            stop_all(&mut stages);
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            stop_all(&mut stages);
+            bail!("stages not ready within {} s", READY_TIMEOUT.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for s in &stages {
+        let slot = ctl.stage(s.kind.slot());
+        let sc = s.kind.config(cfg);
+        let cpu = slot.cpu.load(Ordering::Relaxed);
+        eprintln!(
+            "vr-stream: stage {} pid {} cpu {} policy {} priority {} (configured cpu {} priority {}) VmLck {} kB",
+            s.kind.name(),
+            s.child.id(),
+            if cpu < 0 { "any".to_string() } else { cpu.to_string() },
+            policy_name(slot.policy.load(Ordering::Relaxed)),
+            slot.priority.load(Ordering::Relaxed),
+            sc.cpu,
+            sc.priority,
+            slot.vmlck_kb.load(Ordering::Relaxed)
+        );
+    }
+    if !cfg.stream.sdp.is_empty() {
+        let headers = ctl.headers().ok_or_else(|| anyhow!("encode stage published no SPS/PPS"));
+        let text = headers.and_then(|h| sdp_text(cfg, &fmt, &h));
+        if let Err(e) = text.and_then(|t| write_sdp_file(&cfg.stream.sdp, &t)) {
+            stop_all(&mut stages);
+            return Err(e);
+        }
+    }
+    eprintln!(
+        "vr-stream: streaming {} {}x{} @ {}/{} fps, {} kbit/s to {}:{}{}",
+        cfg.source.uri,
+        fmt.width,
+        fmt.height,
+        fmt.fps_num,
+        fmt.fps_den,
+        cfg.encoder.bitrate_kbps,
+        cfg.stream.ip,
+        cfg.stream.port,
+        if cfg.stream.sdp.is_empty() { String::new() } else { format!(" (SDP: {})", cfg.stream.sdp) }
+    );
+    ctl.set_go();
+
+    let mut stats = LatencyStats::new();
+    let mut window = LatencyStats::new();
+    let mut next_record = 0u64;
+    let mut lost_records = 0u64;
+    let mut drain = |stats: &mut LatencyStats, window: &mut LatencyStats, csv: &mut Option<std::io::BufWriter<std::fs::File>>| {
+        let written = ctl.records_written();
+        if written - next_record > RECORDS as u64 {
+            lost_records += written - next_record - RECORDS as u64;
+            next_record = written - RECORDS as u64;
+        }
+        while next_record < written {
+            if let Some(r) = ctl.record_at(next_record) {
+                stats.add(&r);
+                window.add(&r);
+                if let Some(w) = csv.as_mut() {
+                    let _ = writeln!(w, "{}", r.csv_line());
+                }
+            }
+            next_record += 1;
+        }
+    };
+    let interval = Duration::from_secs(cfg.stats.interval_s as u64);
+    let mut next_report = Instant::now() + interval;
+    let mut failure: Option<String> = None;
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        drain(&mut stats, &mut window, &mut csv);
+        if !interval.is_zero() && Instant::now() >= next_report {
+            eprint!("{}", window.report());
+            window = LatencyStats::new();
+            next_report += interval;
+        }
+        if SIGNALLED.load(Ordering::SeqCst) != 0 {
+            break;
+        }
+        let mut done = 0;
+        for s in stages.iter_mut() {
+            if s.exited.is_none() {
+                if let Ok(Some(st)) = s.child.try_wait() {
+                    s.exited = Some(st);
+                }
+            }
+            if let Some(st) = s.exited {
+                let slot = ctl.stage(s.kind.slot());
+                if st.success() && slot.state() != StageState::Failed {
+                    done += 1;
+                } else if failure.is_none() {
+                    let msg = slot.error().unwrap_or_else(|| status_text(&st));
+                    failure = Some(format!("stage {} failed: {msg}", s.kind.name()));
+                }
+            }
+        }
+        if failure.is_some() || done == stages.len() {
+            break;
+        }
+    }
+    stop_all(&mut stages);
+    drain(&mut stats, &mut window, &mut csv);
+    if let Some(w) = csv.as_mut() {
+        w.flush().with_context(|| format!("--latency-log {}", cfg.stats.latency_log))?;
+    }
+    let cam = ctl.stage(StageKind::Camera.slot()).frames_out.load(Ordering::Relaxed);
+    let enc = ctl.stage(StageKind::Encode.slot());
+    let (packets, bytes, batches, errors) = ctl.net();
+    let (_, enc_bytes, idr) = ctl.encoded();
+    eprintln!(
+        "vr-stream: frames captured {cam} encoded {} sent {} (ring drops {}, queue drops {}, IDR {idr}); \
+         packets {packets} bytes {bytes} sendmmsg {batches} send errors {errors}; encoded {enc_bytes} bytes{}",
+        enc.frames_in.load(Ordering::Relaxed),
+        ctl.stage(StageKind::Network.slot()).frames_out.load(Ordering::Relaxed),
+        enc.drops.load(Ordering::Relaxed),
+        queue.dropped(),
+        if lost_records > 0 { format!("; {lost_records} latency records overwritten before read") } else { String::new() }
+    );
+    if stats.count() > 0 {
+        eprint!("{}", stats.report());
+    }
+    if let Some(f) = failure {
+        bail!(f);
+    }
+    Ok(())
+}
