@@ -208,6 +208,18 @@ fn parse_table(origin: &str, text: &str) -> Result<toml::Table, ConfigError> {
     })
 }
 
+/// Deserializes a merged table, naming the offending key path in the error.
+fn deserialize(t: toml::Table, origin: &str) -> Result<Config, ConfigError> {
+    serde_path_to_error::deserialize(t).map_err(|e| {
+        let path = e.path().to_string();
+        let msg = one_line(e.inner().message());
+        ConfigError::Parse {
+            origin: origin.to_string(),
+            message: if path.is_empty() || path == "." { msg } else { format!("{path}: {msg}") },
+        }
+    })
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -235,15 +247,9 @@ pub fn load(layers: &[Layer]) -> Result<Config, ConfigError> {
         };
         merge(&mut merged, table);
         // Deserialize after each layer so an unknown key is blamed on the layer adding it.
-        Config::deserialize(merged.clone()).map_err(|e| ConfigError::Parse {
-            origin,
-            message: one_line(e.message()),
-        })?;
+        deserialize(merged.clone(), &origin)?;
     }
-    let cfg = Config::deserialize(merged).map_err(|e| ConfigError::Parse {
-        origin: "default".into(),
-        message: one_line(e.message()),
-    })?;
+    let cfg = deserialize(merged, "default")?;
     cfg.validate()?;
     Ok(cfg)
 }

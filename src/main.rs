@@ -15,8 +15,8 @@ struct Cli {
     #[arg(long)]
     ip: Option<String>,
     /// RTP port; RTCP uses PORT+1 [stream.port]
-    #[arg(long)]
-    port: Option<i64>,
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=65534))]
+    port: Option<u16>,
     /// pattern | file:PATH.y4m | v4l2:/dev/videoN [source.uri]
     #[arg(long)]
     source: Option<String>,
@@ -25,22 +25,22 @@ struct Cli {
     looping: bool,
     /// Target bitrate, kbit/s (VBV-capped) [encoder.bitrate_kbps]
     #[arg(long, value_name = "KBPS")]
-    bitrate: Option<i64>,
+    bitrate: Option<u32>,
     /// Largest RTP payload, bytes [stream.payload_size]
     #[arg(long, value_name = "BYTES")]
-    payload_size: Option<i64>,
+    payload_size: Option<u32>,
     /// Pattern/camera width, pixels [source.width]
     #[arg(long)]
-    width: Option<i64>,
+    width: Option<u32>,
     /// Pattern/camera height, pixels [source.height]
     #[arg(long)]
-    height: Option<i64>,
+    height: Option<u32>,
     /// Pattern/camera frame rate, frames/s [source.fps]
     #[arg(long)]
-    fps: Option<i64>,
+    fps: Option<u32>,
     /// Stop after N frames (0 = no limit) [source.frames]
     #[arg(long, value_name = "N")]
-    frames: Option<i64>,
+    frames: Option<u64>,
     /// Profile: ultra_low, low or quality (config/NAME.toml)
     #[arg(long, value_name = "NAME")]
     profile: Option<String>,
@@ -61,7 +61,7 @@ struct Cli {
     strict_rt: bool,
     /// Print latency percentiles every N seconds (0 = at exit only) [stats.interval_s]
     #[arg(long, value_name = "SECONDS")]
-    stats_interval: Option<i64>,
+    stats_interval: Option<u32>,
     /// Write per-frame timestamps (ns) as CSV [stats.latency_log]
     #[arg(long, value_name = "FILE")]
     latency_log: Option<String>,
@@ -97,15 +97,15 @@ fn overrides(cli: &Cli) -> toml::Table {
         }
     };
     let s = |v: &String| toml::Value::String(v.clone());
-    let i = |v: &i64| toml::Value::Integer(*v);
+    let i = |v: u64| toml::Value::Integer(v.min(i64::MAX as u64) as i64);
     if let Some(v) = &cli.ip {
         set("stream", "ip", s(v));
     }
     if let Some(v) = &cli.port {
-        set("stream", "port", i(v));
+        set("stream", "port", i(*v as u64));
     }
     if let Some(v) = &cli.payload_size {
-        set("stream", "payload_size", i(v));
+        set("stream", "payload_size", i(*v as u64));
     }
     if let Some(v) = &cli.sdp {
         set("stream", "sdp", s(v));
@@ -117,25 +117,25 @@ fn overrides(cli: &Cli) -> toml::Table {
         set("source", "loop", toml::Value::Boolean(true));
     }
     if let Some(v) = &cli.width {
-        set("source", "width", i(v));
+        set("source", "width", i(*v as u64));
     }
     if let Some(v) = &cli.height {
-        set("source", "height", i(v));
+        set("source", "height", i(*v as u64));
     }
     if let Some(v) = &cli.fps {
-        set("source", "fps", i(v));
+        set("source", "fps", i(*v as u64));
     }
     if let Some(v) = &cli.frames {
-        set("source", "frames", i(v));
+        set("source", "frames", i(*v as u64));
     }
     if let Some(v) = &cli.bitrate {
-        set("encoder", "bitrate_kbps", i(v));
+        set("encoder", "bitrate_kbps", i(*v as u64));
     }
     if cli.strict_rt {
         set("rt", "strict", toml::Value::Boolean(true));
     }
     if let Some(v) = &cli.stats_interval {
-        set("stats", "interval_s", i(v));
+        set("stats", "interval_s", i(*v as u64));
     }
     if let Some(v) = &cli.latency_log {
         set("stats", "latency_log", s(v));

@@ -165,7 +165,7 @@ impl FrameRing {
             return Err(ShmError::Io {
                 name: name.into(),
                 op: "create",
-                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("bad ring geometry {g:?}")),
+                err: std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("bad ring geometry {g:?}")),
             });
         }
         let (layout, stride, data_offset) = layout_of(&g);
@@ -289,7 +289,7 @@ impl FrameRing {
             return Err(ShmError::Io {
                 name: self.seg.name().into(),
                 op: "attach consumer",
-                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("consumer {i} of {}", self.hdr().consumers)),
+                err: std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("consumer {i} of {}", self.hdr().consumers)),
             });
         }
         let st = self.consumer_state(i);
@@ -325,7 +325,7 @@ fn claim(word: &AtomicU32, name: &str, role: &str) -> Result<(), ShmError> {
             return Err(ShmError::Io {
                 name: name.into(),
                 op: "claim role",
-                source: std::io::Error::new(std::io::ErrorKind::AddrInUse, format!("{role} role held by running process {cur}")),
+                err: std::io::Error::new(std::io::ErrorKind::AddrInUse, format!("{role} role held by running process {cur}")),
             });
         }
         if word.compare_exchange(cur, me, Ordering::AcqRel, Ordering::Acquire).is_ok() {

@@ -49,14 +49,14 @@ pub enum Kind {
 #[derive(Debug, thiserror::Error)]
 pub enum ShmError {
     /// The OS refused an operation on the segment file.
-    #[error("shared-memory segment {name}: {op}: {source}")]
+    #[error("shared-memory segment {name}: {op}: {err}")]
     Io {
         /// Segment name.
         name: String,
         /// What was attempted.
         op: &'static str,
         /// The OS error.
-        source: io::Error,
+        err: io::Error,
     },
     /// A live process owns a segment of that name.
     #[error("shared-memory segment {name} is in use by running process {pid} (another vr-stream?)")]
@@ -191,7 +191,7 @@ impl Segment {
     /// writing the kind header.
     pub fn create(name: &str, layout: Layout) -> Result<Segment, ShmError> {
         let path = segment_path(name);
-        let io_err = |op, source| ShmError::Io { name: name.to_string(), op, source };
+        let io_err = |op, err| ShmError::Io { name: name.to_string(), op, err };
         if path.exists() {
             match read_owner(&path) {
                 Some(pid) if pid_alive(pid) && pid != std::process::id() => {
@@ -249,7 +249,7 @@ impl Segment {
     /// [`ShmError::NotInitialized`].
     pub fn open(name: &str, expect: Layout) -> Result<Segment, ShmError> {
         let path = segment_path(name);
-        let io_err = |op, source| ShmError::Io { name: name.to_string(), op, source };
+        let io_err = |op, err| ShmError::Io { name: name.to_string(), op, err };
         let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| io_err("open", e))?;
         let len = file.metadata().map_err(|e| io_err("stat", e))?.len();
         if len < KIND_HEADER_OFFSET as u64 {

@@ -53,12 +53,12 @@ pub enum SourceError {
     #[error("source {0:?}: {1}")]
     BadUri(String, String),
     /// The file cannot be opened or read.
-    #[error("source file {path}: {source}")]
+    #[error("source file {path}: {err}")]
     Io {
         /// The file.
         path: PathBuf,
         /// OS error.
-        source: std::io::Error,
+        err: std::io::Error,
     },
     /// The Y4M stream is malformed or of an unsupported kind.
     #[error("source file {path}: {message}")]

@@ -90,7 +90,7 @@ pub fn probe(path: &Path) -> Result<Y4mHeader, SourceError> {
 }
 
 fn open_reader(path: &Path) -> Result<(BufReader<File>, Y4mHeader, u64), SourceError> {
-    let io = |source| SourceError::Io { path: path.to_path_buf(), source };
+    let io = |err| SourceError::Io { path: path.to_path_buf(), err };
     let f = File::open(path).map_err(io)?;
     if f.metadata().map_err(io)?.is_dir() {
         return Err(io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "is a directory")));
@@ -144,7 +144,7 @@ impl Y4mSource {
         (&mut self.reader)
             .take(256)
             .read_until(b'\n', &mut line)
-            .map_err(|source| SourceError::Io { path: self.path.clone(), source })?;
+            .map_err(|err| SourceError::Io { path: self.path.clone(), err })?;
         if line.is_empty() {
             return Ok(false);
         }
@@ -169,7 +169,7 @@ impl Y4mSource {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(source) => return Err(SourceError::Io { path: self.path.clone(), source }),
+                Err(err) => return Err(SourceError::Io { path: self.path.clone(), err }),
             }
         }
         if got < want {
@@ -196,7 +196,7 @@ impl FrameSource for Y4mSource {
             }
             self.reader
                 .seek(SeekFrom::Start(self.data_start))
-                .map_err(|source| SourceError::Io { path: self.path.clone(), source })?;
+                .map_err(|err| SourceError::Io { path: self.path.clone(), err })?;
             self.frame_in_file = 0;
             if !self.read_frame(dst)? {
                 return Ok(None);
