@@ -1,0 +1,171 @@
+//! Helpers shared by the integration tests: the binary, the real clip, free ports, ffmpeg
+//! as the independent receiver, and leak checks (processes, /dev/shm segments).
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The vr-stream binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_vr-stream")
+}
+
+/// A unique instance name (segment prefix) for one test.
+pub fn instance(tag: &str) -> String {
+    format!("vrs-test-{tag}-{}", std::process::id())
+}
+
+/// The 720p60 real clip; fetched by scripts/fetch-assets.sh when missing.
+pub fn clip() -> PathBuf {
+    let dir = std::env::var_os("VR_STREAM_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/vr-stream/assets"));
+    let p = dir.join("box-720p60.y4m");
+    if !p.exists() {
+        let st = Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch-assets.sh"))
+            .status()
+            .expect("run scripts/fetch-assets.sh");
+        assert!(st.success(), "scripts/fetch-assets.sh failed");
+    }
+    assert!(p.exists(), "{} missing after fetch-assets", p.display());
+    p
+}
+
+/// An even UDP port on 127.0.0.1 whose next port is free too (RTP + RTCP).
+pub fn free_port_pair() -> u16 {
+    for _ in 0..200 {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = s.local_addr().unwrap().port() & !1;
+        drop(s);
+        if p > 1024
+            && std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", p + 1)).is_ok()
+        {
+            return p;
+        }
+    }
+    panic!("no free port pair");
+}
+
+/// Whether some process listens on UDP `port` (from /proc/net/udp and udp6).
+pub fn udp_bound(port: u16) -> bool {
+    let needle = format!(":{port:04X} ");
+    ["/proc/net/udp", "/proc/net/udp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .any(|t| t.lines().skip(1).any(|l| l.split_whitespace().nth(1).is_some_and(|a| format!("{a} ").ends_with(&needle))))
+}
+
+/// Starts ffmpeg decoding the SDP at `sdp` to raw I420 on its stdout, and waits until it
+/// listens on `port`.
+pub fn start_ffmpeg(sdp: &Path, port: u16) -> Child {
+    let child = Command::new("ffmpeg")
+        .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-protocol_whitelist", "file,udp,rtp"])
+        .args(["-reorder_queue_size", "0", "-i"])
+        .arg(sdp)
+        .args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "-"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg (apt-get install ffmpeg)");
+    let t0 = Instant::now();
+    while !udp_bound(port) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "ffmpeg did not bind UDP port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    child
+}
+
+/// Sends SIGINT to a child (ffmpeg flushes and exits on it).
+pub fn interrupt(child: &Child) {
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+}
+
+/// Reads `frame_bytes`-sized frames from a reader until EOF, calling `f` on each.
+pub fn for_each_frame(mut r: impl Read, frame_bytes: usize, mut f: impl FnMut(&[u8])) {
+    let mut buf = vec![0u8; frame_bytes];
+    loop {
+        let mut got = 0;
+        while got < frame_bytes {
+            match r.read(&mut buf[got..]) {
+                Ok(0) => return,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+        f(&buf);
+    }
+}
+
+/// Runs vr-stream with `args` to completion, with a time limit.
+pub fn run_vr(args: &[&str], limit: Duration) -> Output {
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("vr-stream {args:?} did not finish within {limit:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `key N` from the supervisor's summary line, e.g. `sent 600`.
+pub fn summary_field(stderr: &str, key: &str) -> Option<u64> {
+    let line = stderr.lines().find(|l| l.contains("frames captured"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    words.windows(2).find(|w| w[0] == key).and_then(|w| w[1].trim_end_matches([',', ';', ')']).parse().ok())
+}
+
+/// Segment files of `instance` left in /dev/shm.
+pub fn leftover_segments(instance: &str) -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(instance))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// PIDs of live processes whose command line mentions `instance`.
+pub fn processes_of(instance: &str) -> Vec<u32> {
+    let mut out = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true);
+        if cmd.contains(instance) && !zombie && pid != std::process::id() {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// PSNR of two 8-bit planes, dB (100 for identical).
+pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
+    let se: u64 = a.iter().zip(b).map(|(&x, &y)| (x as i64 - y as i64).pow(2) as u64).sum();
+    if se == 0 {
+        return 100.0;
+    }
+    let mse = se as f64 / a.len() as f64;
+    10.0 * (255.0f64 * 255.0 / mse).log10()
+}

@@ -1,0 +1,132 @@
+//! End to end: vr-stream → RTP/UDP on 127.0.0.1 → ffmpeg (an independent decoder reading
+//! the SDP file vr-stream wrote) → raw frames compared with the source.
+
+mod common;
+use common::*;
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+
+/// Random access to the frames of an I420 Y4M file with plain `FRAME\n` lines.
+struct Y4mFrames {
+    f: std::fs::File,
+    header: u64,
+    frame: u64,
+    count: u64,
+}
+
+impl Y4mFrames {
+    fn open(p: &std::path::Path, frame: u64) -> Y4mFrames {
+        let f = std::fs::File::open(p).unwrap();
+        let mut head = vec![0u8; 512];
+        f.read_at(&mut head, 0).unwrap();
+        let header = head.iter().position(|&b| b == b'\n').unwrap() as u64 + 1;
+        let count = (f.metadata().unwrap().len() - header) / (6 + frame);
+        Y4mFrames { f, header, frame, count }
+    }
+
+    fn luma(&self, i: u64, len: usize) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        self.f.read_exact_at(&mut v, self.header + i * (6 + self.frame) + 6).unwrap();
+        v
+    }
+}
+
+fn stream_to_ffmpeg(tag: &str, source: &str, extra: &[&str], frame_bytes: usize, on_frame: impl FnMut(&[u8]) + Send + 'static) -> (String, u64) {
+    let inst = instance(tag);
+    let port = free_port_pair().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let sdp = dir.path().join("stream.sdp");
+    let sdp_s = sdp.to_str().unwrap();
+    let mut args = vec!["--source", source, "--ip", "127.0.0.1", "--port", &port, "--sdp", sdp_s, "--instance", &inst];
+    args.extend_from_slice(extra);
+    // The SDP first, so that the receiver listens before the first packet is sent.
+    let mut sdp_args = args.clone();
+    sdp_args.push("--sdp-only");
+    let out = run_vr(&sdp_args, Duration::from_secs(20));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sdp_text = std::fs::read_to_string(&sdp).unwrap();
+    assert!(sdp_text.contains("packetization-mode=1") && sdp_text.contains("sprop-parameter-sets="), "{sdp_text}");
+
+    let mut ff = start_ffmpeg(&sdp, port.parse().unwrap());
+    let stdout = ff.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || for_each_frame(stdout, frame_bytes, on_frame));
+    let out = run_vr(&args, Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "vr-stream failed: {stderr}");
+    std::thread::sleep(Duration::from_millis(700));
+    interrupt(&ff);
+    let t0 = std::time::Instant::now();
+    while ff.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(10) {
+            let _ = ff.kill();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    reader.join().unwrap();
+    let sent = summary_field(&stderr, "sent").expect("summary line");
+    assert!(leftover_segments(&inst).is_empty(), "segments left: {:?}", leftover_segments(&inst));
+    assert!(processes_of(&inst).is_empty(), "processes left: {:?}", processes_of(&inst));
+    (stderr, sent)
+}
+
+#[test]
+fn real_clip_720p60_8mbps_is_decoded_by_ffmpeg_with_psnr_above_38() {
+    let clip = clip();
+    let (w, h) = (1280usize, 720usize);
+    let fb = w * h * 3 / 2;
+    let src = Y4mFrames::open(&clip, fb as u64);
+    assert_eq!(src.count, 600);
+    let results = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u64, f64)>::new()));
+    let res2 = results.clone();
+    let mut next = 0u64;
+    let on_frame = move |f: &[u8]| {
+        // Match each decoded frame with its source frame: the next one expected, or (after
+        // a loss) the best of the following few.
+        let y = &f[..w * h];
+        let mut best = (next, psnr(y, &src.luma(next.min(src.count - 1), w * h)));
+        if best.1 < 30.0 {
+            for j in next + 1..(next + 8).min(src.count) {
+                let p = psnr(y, &src.luma(j, w * h));
+                if p > best.1 {
+                    best = (j, p);
+                }
+            }
+        }
+        next = best.0 + 1;
+        res2.lock().unwrap().push(best);
+    };
+    let file = format!("file:{}", clip.display());
+    let (stderr, sent) = stream_to_ffmpeg("clip", &file, &["--bitrate", "8000"], fb, on_frame);
+    let res = results.lock().unwrap();
+    assert_eq!(sent, 600, "{stderr}");
+    let decoded = res.len() as u64;
+    let mean = res.iter().map(|r| r.1).sum::<f64>() / res.len().max(1) as f64;
+    let worst = res.iter().map(|r| r.1).fold(f64::MAX, f64::min);
+    eprintln!("decoded {decoded}/{sent} frames, PSNR-Y mean {mean:.2} dB, worst {worst:.2} dB");
+    assert!(decoded * 100 >= sent * 99, "decoded {decoded} of {sent}\n{stderr}");
+    assert!(mean >= 38.0, "mean PSNR-Y {mean:.2} dB < 38");
+    // Matched source frames are in order without repeats.
+    assert!(res.windows(2).all(|p| p[1].0 > p[0].0));
+}
+
+#[test]
+fn pattern_frame_ids_arrive_in_order_without_duplicates() {
+    let (w, h) = (640u32, 360u32);
+    let fb = (w * h * 3 / 2) as usize;
+    let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Option<u64>>::new()));
+    let ids2 = ids.clone();
+    let on_frame = move |f: &[u8]| ids2.lock().unwrap().push(vr_stream::source::pattern::read_id(&f[..(w * h) as usize], w, h));
+    let (stderr, sent) = stream_to_ffmpeg(
+        "pattern",
+        "pattern",
+        &["--width", "640", "--height", "360", "--fps", "60", "--frames", "300", "--bitrate", "4000"],
+        fb,
+        on_frame,
+    );
+    let ids = ids.lock().unwrap();
+    assert_eq!(sent, 300, "{stderr}");
+    let read: Vec<u64> = ids.iter().map(|i| i.expect("every decoded frame carries a readable id")).collect();
+    assert!(read.len() as u64 * 100 >= sent * 99, "decoded {} of {sent}", read.len());
+    assert!(read.windows(2).all(|p| p[1] > p[0]), "ids not strictly increasing: {read:?}");
+    assert!(read.iter().all(|&i| i < 300));
+}
