@@ -1,0 +1,91 @@
+//! Bad input: a one-line error naming the input and what is allowed, a non-zero exit, no
+//! panic, and no leftover /dev/shm segment or child process.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+fn check(tag: &str, args: &[&str], needles: &[&str]) {
+    let inst = instance(tag);
+    let port = free_port_pair().to_string();
+    let mut all = vec!["--instance", &inst, "--sdp", ""];
+    if !args.contains(&"--port") {
+        all.extend_from_slice(&["--port", &port]);
+    }
+    all.extend_from_slice(args);
+    let out = run_vr(&all, Duration::from_secs(20));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{tag}: expected failure, got success: {e}");
+    assert!(!e.contains("panicked"), "{tag}: panic: {e}");
+    let err_lines: Vec<&str> = e.lines().filter(|l| l.contains("error:")).collect();
+    assert_eq!(err_lines.len(), 1, "{tag}: exactly one error line expected: {e}");
+    for n in needles {
+        assert!(err_lines[0].contains(n), "{tag}: error line lacks {n:?}: {}", err_lines[0]);
+    }
+    assert!(leftover_segments(&inst).is_empty(), "{tag}: segments left {:?}", leftover_segments(&inst));
+    assert!(processes_of(&inst).is_empty(), "{tag}: processes left {:?}", processes_of(&inst));
+}
+
+#[test]
+fn bad_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let f = |n: &str| format!("file:{}", p(n).display());
+    // Header fine, second frame cut short.
+    let mut trunc = b"YUV4MPEG2 W64 H32 F30:1\nFRAME\n".to_vec();
+    trunc.extend(std::iter::repeat_n(0u8, 64 * 32 * 3 / 2));
+    trunc.extend_from_slice(b"FRAME\nabc");
+    std::fs::write(p("trunc.y4m"), &trunc).unwrap();
+    std::fs::write(p("junk.y4m"), b"this is not video\n").unwrap();
+    std::fs::write(p("odd.y4m"), b"YUV4MPEG2 W641 H480 F30:1\n").unwrap();
+    std::fs::write(p("c444.y4m"), b"YUV4MPEG2 W640 H480 F30:1 C444\n").unwrap();
+    std::fs::write(p("empty.y4m"), b"").unwrap();
+
+    check("missing", &["--source", &f("nope.y4m")], &["nope.y4m", "No such file"]);
+    check("trunc", &["--source", &f("trunc.y4m")], &["trunc.y4m", "frame 1 is truncated"]);
+    check("junk", &["--source", &f("junk.y4m")], &["junk.y4m", "not a Y4M file"]);
+    check("odd", &["--source", &f("odd.y4m")], &["odd.y4m", "641x480", "even"]);
+    check("c444", &["--source", &f("c444.y4m")], &["c444.y4m", "C444", "allowed"]);
+    check("empty", &["--source", &f("empty.y4m")], &["empty.y4m", "empty file"]);
+    check("uri", &["--source", "rtsp://cam"], &["source.uri", "allowed: pattern, file:PATH.y4m, v4l2:/dev/videoN"]);
+    check("nodev", &["--source", "v4l2:/dev/video99"], &["/dev/video99"]);
+    check("oddsize", &["--source", "pattern", "--width", "641"], &["source.width", "641", "even"]);
+}
+
+#[test]
+fn bad_network_and_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    check("ip", &["--ip", "300.1.1.1"], &["stream.ip", "300.1.1.1", "IPv4 or IPv6"]);
+    check("ipname", &["--ip", "headset.local"], &["stream.ip", "headset.local"]);
+    check("port", &["--port", "70000"], &["--port", "70000", "1..=65534"]);
+    check("port0", &["--port", "0"], &["--port", "0", "1..=65534"]);
+    check("portx", &["--port", "abc"], &["--port", "abc"]);
+    let k = cfg("key.toml", "[encoder]\nbitrat = 5000\n");
+    check("key", &["--config", &k], &["key.toml", "bitrat", "bitrate_kbps"]);
+    let v = cfg("val.toml", "[stream]\npayload_size = 50\n");
+    check("val", &["--config", &v], &["stream.payload_size = 50", "200..=8900"]);
+    let t = cfg("type.toml", "[stream]\nport = 70000\n");
+    check("type", &["--config", &t], &["type.toml", "stream.port", "70000"]);
+    let s = cfg("syntax.toml", "[stream\nport = 1\n");
+    check("syntax", &["--config", &s], &["syntax.toml"]);
+    check("nocfg", &["--config", "/nonexistent/vr.toml"], &["/nonexistent/vr.toml"]);
+    check("profile", &["--profile", "turbo"], &["turbo", "ultra_low, low, quality"]);
+    check("bitrate", &["--bitrate", "10"], &["encoder.bitrate_kbps = 10", "100..=200000"]);
+    check("flag", &["--no-such-flag"], &["--no-such-flag"]);
+}
+
+#[test]
+fn print_config_shows_the_merged_result() {
+    let out = run_vr(&["--profile", "ultra_low", "--bitrate", "6000", "--print-config"], Duration::from_secs(10));
+    assert!(out.status.success());
+    let t = String::from_utf8_lossy(&out.stdout);
+    let cfg = vr_stream::config::Config::from_toml(&t).unwrap();
+    assert_eq!(cfg.encoder.bitrate_kbps, 6000);
+    assert_eq!(cfg.source.buffers, 2);
+    assert!(cfg.encoder.intra_refresh);
+}

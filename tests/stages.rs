@@ -1,0 +1,136 @@
+//! The stages are separate processes with the configured CPU affinity and, as root,
+//! SCHED_FIFO at the configured priorities with locked memory; signals end everything
+//! cleanly; a second live instance is refused.
+
+mod common;
+use common::*;
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn proc_field(pid: u32, key: &str) -> String {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines().find_map(|l| l.strip_prefix(key)).unwrap().trim().to_string()
+}
+
+/// (policy, rt_priority) from /proc/PID/stat fields 41 and 40 (proc(5)).
+fn sched_of(pid: u32) -> (u32, u32) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &s[s.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // `after` starts at field 3 (state).
+    (f[41 - 3].parse().unwrap(), f[40 - 3].parse().unwrap())
+}
+
+fn online_cpus() -> u32 {
+    std::thread::available_parallelism().unwrap().get() as u32
+}
+
+#[test]
+fn stages_are_pinned_realtime_processes_and_sigterm_cleans_up() {
+    let inst = instance("stages");
+    let port = free_port_pair().to_string();
+    let mut sup = Command::new(bin())
+        .args(["--source", "pattern", "--width", "320", "--height", "240", "--port", &port, "--sdp", "", "--instance", &inst])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let err = sup.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let mut stages = vec![];
+    let t0 = Instant::now();
+    loop {
+        let l = rx.recv_timeout(Duration::from_secs(10)).expect("supervisor output");
+        if let Some(rest) = l.strip_prefix("vr-stream: stage ") {
+            let w: Vec<&str> = rest.split_whitespace().collect();
+            stages.push((w[0].to_string(), w[2].parse::<u32>().unwrap()));
+        }
+        if l.contains("streaming") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(stages.len(), 3, "{stages:?}");
+    let mut pids: Vec<u32> = stages.iter().map(|s| s.1).collect();
+    pids.sort();
+    pids.dedup();
+    assert_eq!(pids.len(), 3, "three distinct processes");
+    assert!(!pids.contains(&sup.id()));
+    let cfg = vr_stream::config::load(&[]).unwrap();
+    let root = nix::unistd::geteuid().is_root();
+    for (name, pid) in &stages {
+        let sc = match name.as_str() {
+            "camera" => cfg.stages.camera,
+            "encode" => cfg.stages.encode,
+            "network" => cfg.stages.network,
+            other => panic!("unknown stage {other}"),
+        };
+        let cpu = sc.cpu % online_cpus();
+        assert_eq!(proc_field(*pid, "Cpus_allowed_list:"), cpu.to_string(), "stage {name} affinity");
+        if root {
+            assert_eq!(sched_of(*pid), (1, sc.priority as u32), "stage {name}: SCHED_FIFO at its priority");
+            let vmlck: u64 = proc_field(*pid, "VmLck:").split_whitespace().next().unwrap().parse().unwrap();
+            assert!(vmlck > 0, "stage {name}: VmLck {vmlck}");
+        }
+    }
+    // A second instance of the same name is refused, naming the running one.
+    let out = run_vr(&["--source", "pattern", "--port", &port, "--sdp", "", "--instance", &inst], Duration::from_secs(10));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("in use by running process"), "{e}");
+
+    let t = Instant::now();
+    Command::new("kill").args(["-TERM", &sup.id().to_string()]).status().unwrap();
+    let st = loop {
+        if let Some(st) = sup.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t.elapsed() < Duration::from_secs(2), "supervisor did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(t.elapsed() < Duration::from_secs(1), "stop took {:?}", t.elapsed());
+    assert!(st.success(), "{st:?}");
+    assert!(processes_of(&inst).is_empty(), "{:?}", processes_of(&inst));
+    assert!(leftover_segments(&inst).is_empty(), "{:?}", leftover_segments(&inst));
+}
+
+#[test]
+fn end_of_file_ends_the_stream_with_exit_0_and_latency_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let y4m = dir.path().join("small.y4m");
+    let mut bytes = b"YUV4MPEG2 W64 H48 F120:1 Ip C420jpeg\n".to_vec();
+    for i in 0..30u8 {
+        bytes.extend_from_slice(b"FRAME\n");
+        bytes.extend(std::iter::repeat_n(i.wrapping_mul(8), 64 * 48 * 3 / 2));
+    }
+    std::fs::write(&y4m, &bytes).unwrap();
+    let inst = instance("eof");
+    let csv = dir.path().join("lat.csv");
+    let port = free_port_pair().to_string();
+    let out = run_vr(
+        &["--source", &format!("file:{}", y4m.display()), "--port", &port, "--sdp", "", "--instance", &inst, "--latency-log", csv.to_str().unwrap()],
+        Duration::from_secs(20),
+    );
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{e}");
+    assert_eq!(summary_field(&e, "sent"), Some(30), "{e}");
+    assert!(e.contains("total (capture->last packet)"), "{e}");
+    let log = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 31);
+    assert!(lines[0].starts_with("frame_id,capture_ns"));
+    for (i, l) in lines[1..].iter().enumerate() {
+        let v: Vec<u64> = l.split(',').map(|x| x.parse().unwrap()).collect();
+        assert_eq!(v[0], i as u64);
+        // capture <= published <= encode start <= encode end <= first sent <= last sent
+        assert!(v[1..7].windows(2).all(|p| p[0] <= p[1]), "{l}");
+    }
+    assert!(leftover_segments(&inst).is_empty());
+}
