@@ -1,19 +1,22 @@
 //! Ring hand-off latency between two pinned processes, with futex wake-up, beside a
 //! Unix-domain-socket baseline measured in the same run.
 //!
-//! The producer (this process, CPU 0) publishes one message every 1 ms, stamping
+//! The producer (this process, CPU 0) publishes one message per 60 fps frame interval, stamping
 //! CLOCK_MONOTONIC just before the publish; the consumer (this bench re-executed, CPU 1)
 //! sleeps in FUTEX_WAIT (after a 20 µs spin) or in read(2) for the socket, and stamps when
 //! it has the message. Reported: p50 / p99 / p99.9 / max of (consumer stamp − producer
 //! stamp), µs. As root both run SCHED_FIFO (camera/encode priorities), as in deployment.
+//!
+//! The shm consumers use the pipeline's default hand-off wait: a 20 µs spin, and a spin
+//! window of ±500 µs around the expected arrival (`rt.spin_window_us`), futex otherwise.
 //!
 //! Cases: a 64-byte record through the bitstream queue (the variable-record ring) vs a
 //! 64-byte UDS message; a 1280x720 I420 frame through the frame ring (zero-copy: the
 //! consumer gets the slot in place) vs the same frame written to and read from a UDS stream
 //! (two copies).
 //!
-//! Run: `cargo bench --bench ring_handoff` (5,000 messages per case); under `cargo test`
-//! it runs 200 per case as a smoke test.
+//! Run: `cargo bench --bench ring_handoff` (1,500 messages per case, ~100 s); under
+//! `cargo test` it runs 60 per case as a smoke test.
 
 use hdrhistogram::Histogram;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -26,9 +29,13 @@ use vr_stream::shm::frame_ring::{FrameMeta, FrameRing, RingGeometry, Take, SPIN}
 
 const ROLE: &str = "VR_BENCH_RING_ROLE";
 const FRAME: (u32, u32) = (1280, 720);
+/// One message per frame interval at 60 fps, ns.
+const PERIOD_NS: u64 = 1_000_000_000 / 60;
+/// The default `rt.spin_window_us` (config/default.toml).
+const SPIN_WINDOW_US: u64 = 500;
 
 fn geom() -> RingGeometry {
-    RingGeometry { width: FRAME.0, height: FRAME.1, fps_num: 1000, fps_den: 1, consumers: 1 }
+    RingGeometry { width: FRAME.0, height: FRAME.1, fps_num: 60, fps_den: 1, consumers: 1 }
 }
 
 fn pin(cpu: usize, prio: u8) -> String {
@@ -59,6 +66,7 @@ fn child(role: &str) {
         "queue" => {
             let q = BitstreamQueue::open(name, 1 << 20).unwrap();
             let mut r = q.reader();
+            r.set_spin_window(Duration::from_nanos(PERIOD_NS), Duration::from_micros(SPIN_WINDOW_US));
             println!("READY {where_}");
             out.lock().flush().unwrap();
             loop {
@@ -72,6 +80,7 @@ fn child(role: &str) {
         "ring" => {
             let ring = FrameRing::open(name, geom()).unwrap();
             let mut c = ring.consumer(0).unwrap();
+            c.set_spin_window(Duration::from_micros(SPIN_WINDOW_US));
             println!("READY {where_}");
             out.lock().flush().unwrap();
             // Latest-wins: a frame the consumer was too late for is a drop, not a wait.
@@ -128,7 +137,7 @@ fn finish(mut p: Peer) -> Vec<u64> {
 
 fn run_case(kind: &str, n: usize, size: usize) -> ([f64; 4], String) {
     let name = format!("vrs-bench-{kind}-{size}-{}", std::process::id());
-    let period = 1_000_000u64;
+    let period = PERIOD_NS;
     let lat = match kind {
         "queue" => {
             let q = BitstreamQueue::create(&name, 1 << 20).unwrap();
@@ -155,7 +164,8 @@ fn run_case(kind: &str, n: usize, size: usize) -> ([f64; 4], String) {
                 p.produce(|buf| {
                     // The "camera" writes its frame; the hand-off starts after that.
                     buf[..64].fill(i as u8);
-                    Ok::<_, ()>(FrameMeta { frame_id: i, capture_ns: monotonic_ns(), len: buf.len() as u64, ..Default::default() })
+                    let now = monotonic_ns();
+                    Ok::<_, ()>(FrameMeta { frame_id: i, capture_ns: now, published_ns: now, len: buf.len() as u64, ..Default::default() })
                 })
                 .unwrap();
             }
@@ -190,10 +200,10 @@ fn main() {
         return;
     }
     let full = std::env::args().any(|a| a == "--bench");
-    let n = if full { 5000 } else { 200 };
+    let n = if full { 1500 } else { 60 };
     let me = pin(0, 90);
     let frame = (FRAME.0 * FRAME.1 * 3 / 2) as usize;
-    println!("ring hand-off latency, {n} messages 1 ms apart; producer {me}");
+    println!("ring hand-off latency, {n} messages one 60 fps frame interval (16.7 ms) apart; producer {me}");
     println!("{:<46} {:>9} {:>9} {:>9} {:>9}", "case (consumer placement)", "p50 µs", "p99 µs", "p99.9 µs", "max µs");
     let mut ring_p99 = 0.0f64;
     for (label, kind, size) in [

@@ -157,6 +157,8 @@ pub struct RtConfig {
     pub strict: bool,
     /// mlockall each stage.
     pub mlock: bool,
+    /// Spin window around the expected hand-off, µs (0 = always sleep).
+    pub spin_window_us: u32,
 }
 
 /// `[stats]`: latency reporting.
@@ -347,6 +349,7 @@ impl Config {
             check(key, st.cpu, 0, 1023)?;
         }
         check("stats.interval_s", self.stats.interval_s, 0, 3600)?;
+        check("rt.spin_window_us", self.rt.spin_window_us, 0, 5000)?;
         Ok(())
     }
 

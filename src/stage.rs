@@ -171,7 +171,7 @@ pub fn run(kind: StageKind, inst: &str, geometry: &str) -> i32 {
         match kind {
             StageKind::Camera => camera(&cfg, fmt, &ctl, slot, &ring),
             StageKind::Encode => encode(&cfg, fmt, &ctl, slot, &ring, &queue),
-            StageKind::Network => network(&cfg, &ctl, slot, &queue),
+            StageKind::Network => network(&cfg, fmt, &ctl, slot, &queue),
         }
     })();
     match result {
@@ -255,6 +255,7 @@ fn encode(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring
     ctl.set_headers(&headers);
     go_realtime(StageKind::Encode, cfg, slot)?;
     let mut consumer = ring.consumer(0).map_err(|e| e.to_string())?;
+    consumer.set_spin_window(Duration::from_micros(cfg.rt.spin_window_us as u64));
     let mut writer = queue.writer();
     queue.prefault();
     slot.set_state(StageState::Ready);
@@ -319,7 +320,7 @@ fn random_u32() -> u32 {
     u32::from_ne_bytes(b)
 }
 
-fn network(cfg: &Config, ctl: &Control, slot: &StageSlot, queue: &BitstreamQueue) -> Result<(), String> {
+fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, queue: &BitstreamQueue) -> Result<(), String> {
     let s = &cfg.stream;
     let ip: IpAddr = s.ip.parse().map_err(|_| format!("stream.ip {:?} is not an IP address", s.ip))?;
     let dest = SocketAddr::new(ip, s.port);
@@ -336,6 +337,7 @@ fn network(cfg: &Config, ctl: &Control, slot: &StageSlot, queue: &BitstreamQueue
     let mut pkts = PacketBuf::with_capacity(2 << 20);
     go_realtime(StageKind::Network, cfg, slot)?;
     let mut reader = queue.reader();
+    reader.set_spin_window(Duration::from_nanos(fmt.frame_interval_ns()), Duration::from_micros(cfg.rt.spin_window_us as u64));
     slot.set_state(StageState::Ready);
     if !wait_go(ctl) {
         return Ok(());

@@ -186,7 +186,7 @@ impl BitstreamQueue {
 
     /// The reader side. Call once, in the consuming process.
     pub fn reader(&self) -> Reader<'_> {
-        Reader { q: self }
+        Reader { q: self, last_arrival_ns: 0, interval_ns: 0, window_ns: 0 }
     }
 }
 
@@ -247,6 +247,9 @@ impl Writer<'_> {
 /// The consuming side.
 pub struct Reader<'a> {
     q: &'a BitstreamQueue,
+    last_arrival_ns: u64,
+    interval_ns: u64,
+    window_ns: u64,
 }
 
 /// Result of [`Reader::next`].
@@ -277,6 +280,14 @@ impl Drop for AuGuard<'_> {
 }
 
 impl Reader<'_> {
+    /// Records arrive about every `interval` (one access unit per frame): spin instead of
+    /// sleeping within `window` either side of the expected arrival (the last arrival +
+    /// `interval`). Zero window (the default) always sleeps after the short spin.
+    pub fn set_spin_window(&mut self, interval: Duration, window: Duration) {
+        self.interval_ns = interval.as_nanos() as u64;
+        self.window_ns = window.as_nanos() as u64;
+    }
+
     /// The oldest access unit, waiting until `deadline` (spin `spin`, then futex).
     pub fn next(&mut self, deadline: Instant, spin: Duration) -> Next<'_> {
         let q = self.q;
@@ -285,7 +296,11 @@ impl Reader<'_> {
         loop {
             let r = h.read_pos.0.load(Ordering::Relaxed);
             let avail = || h.write_pos.0.load(Ordering::Acquire) > r || h.eos.load(Ordering::Acquire) != 0;
-            if !futex::wait_until(&h.seq, &h.waiters, spin, deadline, avail) {
+            let window = (self.window_ns > 0 && self.last_arrival_ns > 0).then(|| {
+                let next = self.last_arrival_ns + self.interval_ns;
+                (next.saturating_sub(self.window_ns), next + self.window_ns)
+            });
+            if !futex::wait_until(&h.seq, &h.waiters, spin, window, deadline, avail) {
                 return Next::Timeout;
             }
             // SYNC POINT R: Acquire pairs with the writer's Release store of write_pos.
@@ -310,6 +325,9 @@ impl Reader<'_> {
             debug_assert_eq!(hdr.kind, KIND_AU);
             // SAFETY: the payload follows the header inside the same record.
             let data = unsafe { std::slice::from_raw_parts(q.data().add(off + AU_HEADER), hdr.meta.payload_len as usize) };
+            if self.window_ns > 0 {
+                self.last_arrival_ns = crate::rt::monotonic_ns();
+            }
             return Next::Au(AuGuard { h, end: r + total_len as u64, meta: hdr.meta, data });
         }
     }

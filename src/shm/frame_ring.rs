@@ -296,7 +296,7 @@ impl FrameRing {
         claim(&st.pid, self.seg.name(), "consumer")?;
         // A previous holder that died mid-frame: its slot is free again.
         st.held.store(0, Ordering::SeqCst);
-        Ok(Consumer { ring: self, idx: i, last_pos: st.last_pos.load(Ordering::Relaxed) })
+        Ok(Consumer { ring: self, idx: i, last_pos: st.last_pos.load(Ordering::Relaxed), last_published_ns: 0, spin_window_ns: 0 })
     }
 
     /// Marks the end of the stream: consumers get [`Take::Eos`] once they have taken the
@@ -401,6 +401,8 @@ pub struct Consumer<'a> {
     ring: &'a FrameRing,
     idx: usize,
     last_pos: u64,
+    last_published_ns: u64,
+    spin_window_ns: u64,
 }
 
 /// A held frame, read in place; the slot is released when this is dropped.
@@ -422,6 +424,13 @@ impl Drop for FrameGuard<'_> {
 }
 
 impl<'a> Consumer<'a> {
+    /// Spins instead of sleeping within `w` either side of the time the next frame is
+    /// expected (last publish time + the ring's frame interval). Zero (the default) always
+    /// sleeps on the futex after the short [`SPIN`].
+    pub fn set_spin_window(&mut self, w: Duration) {
+        self.spin_window_ns = w.as_nanos() as u64;
+    }
+
     /// Takes the newest frame newer than the last one taken, waiting until `deadline`
     /// (short spin, then futex). Skipped positions are added to this consumer's drops.
     pub fn take(&mut self, deadline: Instant) -> Take<'_> {
@@ -430,7 +439,11 @@ impl<'a> Consumer<'a> {
         let st = ring.consumer_state(self.idx);
         let last = self.last_pos;
         let fresh = || (h.latest.load(Ordering::Acquire) >> 8) > last || h.eos.load(Ordering::Acquire) != 0;
-        if !futex::wait_until(&h.seq, &h.waiters, SPIN, deadline, fresh) {
+        let window = (self.spin_window_ns > 0 && self.last_published_ns > 0).then(|| {
+            let next = self.last_published_ns + 1_000_000_000u64 * h.fps_den as u64 / h.fps_num.max(1) as u64;
+            (next.saturating_sub(self.spin_window_ns), next + self.spin_window_ns)
+        });
+        if !futex::wait_until(&h.seq, &h.waiters, SPIN, window, deadline, fresh) {
             return Take::Timeout;
         }
         loop {
@@ -457,6 +470,7 @@ impl<'a> Consumer<'a> {
             let data = unsafe { std::slice::from_raw_parts(ring.slot_data(slot), len) };
             let skipped = pos - last - 1;
             self.last_pos = pos;
+            self.last_published_ns = meta.published_ns;
             st.last_pos.store(pos, Ordering::Relaxed);
             st.drops.fetch_add(skipped, Ordering::Relaxed);
             st.taken.fetch_add(1, Ordering::Relaxed);
