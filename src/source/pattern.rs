@@ -110,9 +110,10 @@ impl FrameSource for PatternSource {
     }
 
     fn next_frame(&mut self, dst: &mut [u8]) -> Result<Option<Captured>, SourceError> {
+        // Drawn ahead, published on schedule (see the Y4M source).
         let id = self.next_id;
-        let capture_ns = self.pacer.wait(id);
         draw(dst, self.format.width, self.format.height, id);
+        let capture_ns = self.pacer.wait(id);
         self.next_id += 1;
         Ok(Some(Captured { frame_id: id, capture_ns }))
     }

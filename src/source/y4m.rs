@@ -185,8 +185,10 @@ impl FrameSource for Y4mSource {
         self.header.format
     }
 
+    /// Reads the frame into `dst` first, then waits for its scheduled time, which becomes
+    /// its capture time: like a camera's DMA, the copy is done by the time the frame is
+    /// due, so the read is not part of the latency unless it makes the frame late.
     fn next_frame(&mut self, dst: &mut [u8]) -> Result<Option<Captured>, SourceError> {
-        let capture_ns = self.pacer.wait(self.next_id);
         if !self.read_frame(dst)? {
             if !self.looping {
                 return Ok(None);
@@ -203,6 +205,7 @@ impl FrameSource for Y4mSource {
             }
         }
         let id = self.next_id;
+        let capture_ns = self.pacer.wait(id);
         self.next_id += 1;
         Ok(Some(Captured { frame_id: id, capture_ns }))
     }
