@@ -108,6 +108,11 @@ fn run_vr_stream(clip: &PathBuf, frames: usize) -> Run {
         r.overhead_no_read.push((last - publ) - (ee - es));
     }
     r.packets = rx.join().unwrap();
+    // vr-stream's own per-stage table.
+    let err = String::from_utf8_lossy(&out.stderr);
+    if let Some(i) = err.find("latency over") {
+        print!("{}", &err[i..]);
+    }
     r
 }
 

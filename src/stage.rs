@@ -281,6 +281,7 @@ fn encode(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring
             Take::Eos => break,
         };
         let start = monotonic_ns();
+        writer.set_busy(start);
         let force_idr = std::mem::take(&mut first) | queue.take_idr_request();
         let out = enc.encode(frame.data, force_idr).map_err(|e| e.to_string())?;
         let end = monotonic_ns();

@@ -34,6 +34,7 @@ struct QueueHeader {
     eos: AtomicU32,
     idr_request: AtomicU32,
     pushed: AtomicU64,
+    busy_since_ns: AtomicU64,
     dropped_aus: AtomicU64,
     dropped_bytes: AtomicU64,
 }
@@ -186,7 +187,7 @@ impl BitstreamQueue {
 
     /// The reader side. Call once, in the consuming process.
     pub fn reader(&self) -> Reader<'_> {
-        Reader { q: self, last_arrival_ns: 0, interval_ns: 0, window_ns: 0 }
+        Reader { q: self, last_arrival_ns: 0, interval_ns: 0, window_ns: 0, work: [0; 16], work_n: 0 }
     }
 }
 
@@ -196,6 +197,15 @@ pub struct Writer<'a> {
 }
 
 impl Writer<'_> {
+    /// Tells the reader that the next record is being made since `now_ns` (the encoder
+    /// calls this before x264), so it can spin around the expected arrival instead of
+    /// paying a futex wake-up. Cleared by the next [`Writer::push`].
+    pub fn set_busy(&mut self, now_ns: u64) {
+        let h = self.q.hdr();
+        h.busy_since_ns.store(now_ns, Ordering::Release);
+        futex::notify(&h.seq, &h.waiters);
+    }
+
     /// Queues one access unit, or drops it whole when it does not fit (counted, IDR
     /// requested). Never blocks.
     pub fn push(&mut self, meta: AuMeta, payload: &[u8]) -> Push {
@@ -238,6 +248,7 @@ impl Writer<'_> {
         // SYNC POINT W: Release publishes the record bytes; pairs with the reader's Acquire
         // load of write_pos.
         h.write_pos.0.store(w + pad + need, Ordering::Release);
+        h.busy_since_ns.store(0, Ordering::Relaxed);
         h.pushed.fetch_add(1, Ordering::Relaxed);
         futex::notify(&h.seq, &h.waiters);
         Push::Queued
@@ -250,6 +261,9 @@ pub struct Reader<'a> {
     last_arrival_ns: u64,
     interval_ns: u64,
     window_ns: u64,
+    /// Recent production times (encode_end - encode_start), ns.
+    work: [u64; 16],
+    work_n: usize,
 }
 
 /// Result of [`Reader::next`].
@@ -281,8 +295,10 @@ impl Drop for AuGuard<'_> {
 
 impl Reader<'_> {
     /// Records arrive about every `interval` (one access unit per frame): spin instead of
-    /// sleeping within `window` either side of the expected arrival (the last arrival +
-    /// `interval`). Zero window (the default) always sleeps after the short spin.
+    /// sleeping within `window` either side of the expected arrival. While the writer is
+    /// busy ([`Writer::set_busy`]) the arrival is expected at busy-since + the shortest to
+    /// longest of the last 16 production times; otherwise at the last arrival + `interval`.
+    /// Zero window (the default) always sleeps after the short spin.
     pub fn set_spin_window(&mut self, interval: Duration, window: Duration) {
         self.interval_ns = interval.as_nanos() as u64;
         self.window_ns = window.as_nanos() as u64;
@@ -296,10 +312,20 @@ impl Reader<'_> {
         loop {
             let r = h.read_pos.0.load(Ordering::Relaxed);
             let avail = || h.write_pos.0.load(Ordering::Acquire) > r || h.eos.load(Ordering::Acquire) != 0;
-            let window = (self.window_ns > 0 && self.last_arrival_ns > 0).then(|| {
-                let next = self.last_arrival_ns + self.interval_ns;
-                (next.saturating_sub(self.window_ns), next + self.window_ns)
-            });
+            let (wn, last, interval) = (self.window_ns, self.last_arrival_ns, self.interval_ns);
+            let recent = &self.work[..self.work_n.min(16)];
+            let (lo, hi) = (recent.iter().min().copied(), recent.iter().max().copied());
+            let window = || {
+                if wn == 0 {
+                    return None;
+                }
+                let busy = h.busy_since_ns.load(Ordering::Acquire);
+                match (busy, lo, hi) {
+                    (b, Some(lo), Some(hi)) if b > 0 => Some((b + lo.saturating_sub(wn), b + hi.min(lo + 4 * wn) + wn)),
+                    _ if last > 0 => Some(((last + interval).saturating_sub(wn), last + interval + wn)),
+                    _ => None,
+                }
+            };
             if !futex::wait_until(&h.seq, &h.waiters, spin, window, deadline, avail) {
                 return Next::Timeout;
             }
@@ -327,6 +353,11 @@ impl Reader<'_> {
             let data = unsafe { std::slice::from_raw_parts(q.data().add(off + AU_HEADER), hdr.meta.payload_len as usize) };
             if self.window_ns > 0 {
                 self.last_arrival_ns = crate::rt::monotonic_ns();
+                let m = hdr.meta;
+                if m.encode_end_ns > m.encode_start_ns {
+                    self.work[self.work_n % 16] = m.encode_end_ns - m.encode_start_ns;
+                    self.work_n += 1;
+                }
             }
             return Next::Au(AuGuard { h, end: r + total_len as u64, meta: hdr.meta, data });
         }

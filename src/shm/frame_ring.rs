@@ -443,7 +443,7 @@ impl<'a> Consumer<'a> {
             let next = self.last_published_ns + 1_000_000_000u64 * h.fps_den as u64 / h.fps_num.max(1) as u64;
             (next.saturating_sub(self.spin_window_ns), next + self.spin_window_ns)
         });
-        if !futex::wait_until(&h.seq, &h.waiters, SPIN, window, deadline, fresh) {
+        if !futex::wait_until(&h.seq, &h.waiters, SPIN, || window, deadline, fresh) {
             return Take::Timeout;
         }
         loop {

@@ -57,15 +57,16 @@ pub fn notify(seq: &AtomicU32, waiters: &AtomicU32) {
 }
 
 /// Waits until `ready()` is true: spins for `spin` first (polling), then sleeps on the
-/// futex. Inside `window` (absolute CLOCK_MONOTONIC ns, `[from, until)`: when the next
-/// message is expected) it spins instead of sleeping, and before the window it sleeps only
+/// futex. Inside the window `window()` returns (absolute CLOCK_MONOTONIC ns,
+/// `[from, until)`: when the next message is expected; asked again after every wake-up) it
+/// spins instead of sleeping, and before the window it sleeps only
 /// until the window opens; this trades a bounded amount of CPU per message for a hand-off
 /// without a wake-up. Gives up at `deadline` and returns `ready()`'s last value.
 pub fn wait_until(
     seq: &AtomicU32,
     waiters: &AtomicU32,
     spin: Duration,
-    window: Option<(u64, u64)>,
+    mut window: impl FnMut() -> Option<(u64, u64)>,
     deadline: Instant,
     mut ready: impl FnMut() -> bool,
 ) -> bool {
@@ -86,7 +87,7 @@ pub fn wait_until(
             continue;
         }
         let mut sleep = (deadline - now).min(Duration::from_millis(100));
-        if let Some((from, until)) = window {
+        if let Some((from, until)) = window() {
             let mono = crate::rt::monotonic_ns();
             if mono >= from && mono < until {
                 std::hint::spin_loop();
