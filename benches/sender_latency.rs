@@ -81,7 +81,7 @@ struct Run {
     packets: u64,
 }
 
-fn run_vr_stream(clip: &PathBuf, frames: usize) -> Run {
+fn run_vr_stream(clip: &std::path::Path, frames: usize) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("lat.csv");
     let port = free_port();
@@ -116,7 +116,7 @@ fn run_vr_stream(clip: &PathBuf, frames: usize) -> Run {
     r
 }
 
-fn run_gstreamer(clip: &PathBuf, frames: usize) -> Run {
+fn run_gstreamer(clip: &std::path::Path, frames: usize) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("gst.log");
     let port = free_port();

@@ -33,8 +33,11 @@ pub struct FrameRecord {
     pub keyframe: u64,
 }
 
+/// How a span is computed from a record, ns.
+pub type SpanFn = fn(&FrameRecord) -> u64;
+
 /// The spans reported, in order: name and how to compute it from a record (ns).
-pub const SPANS: &[(&str, fn(&FrameRecord) -> u64)] = &[
+pub const SPANS: &[(&str, SpanFn)] = &[
     ("camera", |r| r.published_ns.saturating_sub(r.capture_ns)),
     ("queue", |r| r.encode_start_ns.saturating_sub(r.published_ns)),
     ("encode", |r| r.encode_end_ns.saturating_sub(r.encode_start_ns)),

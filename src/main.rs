@@ -126,7 +126,7 @@ fn overrides(cli: &Cli) -> toml::Table {
         set("source", "fps", i(*v as u64));
     }
     if let Some(v) = &cli.frames {
-        set("source", "frames", i(*v as u64));
+        set("source", "frames", i(*v));
     }
     if let Some(v) = &cli.bitrate {
         set("encoder", "bitrate_kbps", i(*v as u64));

@@ -210,7 +210,7 @@ impl Packetizer {
         let mut ext = capture_ntp;
         while let Some(nal) = nals.next() {
             let t = nal[0] & 0x1f;
-            let small_non_vcl = |n: &[u8]| matches!(n[0] & 0x1f, 6..=9) && n.len() + 2 <= max - 1;
+            let small_non_vcl = |n: &[u8]| matches!(n[0] & 0x1f, 6..=9) && n.len() + 2 < max;
             if small_non_vcl(nal) && nals.peek().is_some_and(|n| small_non_vcl(n) && 1 + 2 + nal.len() + 2 + n.len() <= max) {
                 // STAP-A: header (F | max NRI | 24), then 16-bit size + NAL unit per unit.
                 let start = out.begin();

@@ -267,11 +267,10 @@ fn encode(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring
         if ctl.stop_requested() {
             break;
         }
-        if let Some(kbps) = ctl.take_bitrate_request() {
-            if let Err(e) = enc.set_bitrate(kbps) {
+        if let Some(kbps) = ctl.take_bitrate_request()
+            && let Err(e) = enc.set_bitrate(kbps) {
                 eprintln!("vr-stream[encode]: {e}");
             }
-        }
         let frame = match consumer.take(Instant::now() + Duration::from_millis(100)) {
             Take::Frame(f) => f,
             Take::Timeout => {

@@ -329,11 +329,10 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         }
         let mut done = 0;
         for s in stages.iter_mut() {
-            if s.exited.is_none() {
-                if let Ok(Some(st)) = s.child.try_wait() {
+            if s.exited.is_none()
+                && let Ok(Some(st)) = s.child.try_wait() {
                     s.exited = Some(st);
                 }
-            }
             if let Some(st) = s.exited {
                 let slot = ctl.stage(s.kind.slot());
                 if st.success() && slot.state() != StageState::Failed {

@@ -375,14 +375,13 @@ mod tests {
         let mut w = q.writer();
         let mut r = q.reader();
         let never = Instant::now();
-        let mut next_id = 0u64;
         let mut expect = 0u64;
-        for round in 0..200u64 {
+        for (next_id, round) in (0..200u64).enumerate() {
+            let next_id = next_id as u64;
             let len = (round * 37 % 1500) as usize + 1;
             let payload: Vec<u8> = (0..len).map(|i| (i as u64 + round) as u8).collect();
             let res = w.push(AuMeta { frame_id: next_id, ..Default::default() }, &payload);
             assert_eq!(res, Push::Queued, "room after each read");
-            next_id += 1;
             match r.next(never, Duration::ZERO) {
                 Next::Au(a) => {
                     assert_eq!(a.meta.frame_id, expect);

@@ -161,7 +161,7 @@ impl FrameRing {
     /// Errors: [`ShmError`]; an invalid geometry (odd size, 0 or too many consumers) is an
     /// `Io` error of kind InvalidInput.
     pub fn create(name: &str, g: RingGeometry) -> Result<FrameRing, ShmError> {
-        if g.consumers == 0 || g.consumers as usize > MAX_CONSUMERS || g.width % 2 != 0 || g.height % 2 != 0 || g.width == 0 || g.height == 0 {
+        if g.consumers == 0 || g.consumers as usize > MAX_CONSUMERS || !g.width.is_multiple_of(2) || !g.height.is_multiple_of(2) || g.width == 0 || g.height == 0 {
             return Err(ShmError::Io {
                 name: name.into(),
                 op: "create",

@@ -373,11 +373,10 @@ pub fn reclaim_stale(prefix: &str) -> usize {
             continue;
         }
         let path = ent.path();
-        if let Some(pid) = read_owner(&path) {
-            if !pid_alive(pid) && std::fs::remove_file(&path).is_ok() {
+        if let Some(pid) = read_owner(&path)
+            && !pid_alive(pid) && std::fs::remove_file(&path).is_ok() {
                 n += 1;
             }
-        }
     }
     n
 }
