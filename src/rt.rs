@@ -56,6 +56,11 @@ fn online_cpus() -> Option<usize> {
     (n > 0).then_some(n as usize)
 }
 
+/// Smallest RLIMIT_MEMLOCK (bytes) with which a stage locks its memory: x264 and the ring
+/// mappings need tens of MiB; below this, locking is skipped rather than risking failed
+/// allocations under MCL_FUTURE.
+pub const MIN_MEMLOCK: u64 = 256 << 20;
+
 /// What a stage asks for.
 #[derive(Debug, Clone, Copy)]
 pub struct RtRequest {
@@ -104,7 +109,7 @@ pub fn check_limits(req_priority: u8, mlock: bool) -> Vec<RtShortfall> {
     }
     if mlock {
         let (ml_soft, _) = rlimit(Resource::RLIMIT_MEMLOCK);
-        if !root && ml_soft != u64::MAX && ml_soft < 256 << 20 {
+        if !root && ml_soft != u64::MAX && ml_soft < MIN_MEMLOCK {
             out.push(RtShortfall(format!(
                 "RLIMIT_MEMLOCK is {} KiB, too small to lock a stage's memory: page faults may stall stages \
                  (fix: `sudo setup --apply` installs memlock unlimited in /etc/security/limits.d; or run as root)",
@@ -132,7 +137,16 @@ pub fn apply(req: &RtRequest) -> Vec<RtShortfall> {
             req.priority
         )));
     }
-    if req.mlock {
+    let (ml_soft, _) = rlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK);
+    let root = nix::unistd::geteuid().is_root();
+    if req.mlock && !root && ml_soft != u64::MAX && ml_soft < MIN_MEMLOCK {
+        // With MCL_FUTURE a small limit would make later allocations fail (x264's
+        // buffers): do not lock at all.
+        out.push(RtShortfall(format!(
+            "not locking memory: RLIMIT_MEMLOCK is {} KiB (fix: `sudo setup --apply` sets memlock unlimited)",
+            ml_soft / 1024
+        )));
+    } else if req.mlock {
         // SAFETY: mlockall has no memory-safety preconditions.
         let r = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
         if r != 0 {

@@ -77,6 +77,9 @@ fn bad_network_and_config() {
     check("profile", &["--profile", "turbo"], &["turbo", "ultra_low, low, quality"]);
     check("bitrate", &["--bitrate", "10"], &["encoder.bitrate_kbps = 10", "100..=200000"]);
     check("flag", &["--no-such-flag"], &["--no-such-flag"]);
+    // Valid as an address, but a link-local IPv6 without a scope cannot be connected to:
+    // the network stage fails while starting, and vr-stream names it.
+    check("stagefail", &["--ip", "fe80::1"], &["stage network failed to start", "fe80::1"]);
 }
 
 #[test]

@@ -134,3 +134,47 @@ fn end_of_file_ends_the_stream_with_exit_0_and_latency_log() {
     }
     assert!(leftover_segments(&inst).is_empty());
 }
+
+/// Runs vr-stream as user nobody (no CAP_SYS_NICE, RLIMIT_RTPRIO 0, small RLIMIT_MEMLOCK).
+/// None when this test cannot switch user (not root, no setpriv, binary not reachable).
+fn run_unprivileged(args: &[&str]) -> Option<std::process::Output> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let base = ["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"];
+    let probe = Command::new("setpriv").args(base).arg(bin()).arg("--version").output().ok()?;
+    if !probe.status.success() {
+        return None;
+    }
+    let mut cmd = Command::new("setpriv");
+    cmd.args(base).arg(bin()).args(args);
+    Some(cmd.stdin(Stdio::null()).output().unwrap())
+}
+
+#[test]
+fn missing_realtime_privileges_warn_once_or_refuse_with_strict_rt() {
+    let inst = instance("noprivs");
+    let port = free_port_pair().to_string();
+    let args = ["--source", "pattern", "--width", "320", "--height", "240", "--frames", "30", "--port", &port, "--sdp", "", "--instance", &inst];
+    let Some(out) = run_unprivileged(&args) else {
+        eprintln!("skipped: needs root and setpriv to run as an unprivileged user");
+        return;
+    };
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{e}");
+    let warnings: Vec<&str> = e.lines().filter(|l| l.contains("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "one warning, not one per stage: {e}");
+    assert!(warnings[0].contains("RLIMIT_RTPRIO") && warnings[0].contains("setup --apply"), "{e}");
+    assert!(e.contains("policy SCHED_OTHER"), "{e}");
+    assert_eq!(summary_field(&e, "sent"), Some(30), "{e}");
+
+    let mut strict = args.to_vec();
+    strict.push("--strict-rt");
+    let out = run_unprivileged(&strict).unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{e}");
+    let errors: Vec<&str> = e.lines().filter(|l| l.contains("error:")).collect();
+    assert_eq!(errors.len(), 1, "{e}");
+    assert!(errors[0].contains("--strict-rt") && errors[0].contains("RLIMIT_RTPRIO"), "{e}");
+    assert!(leftover_segments(&inst).is_empty() && processes_of(&inst).is_empty());
+}
