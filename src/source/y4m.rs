@@ -241,6 +241,41 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_headers_never_panic() {
+        // Deterministic fuzz: mutations of a valid header and random bytes.
+        let valid = b"YUV4MPEG2 W1280 H720 F60:1 Ip A1:1 C420jpeg XYSCSS=420JPEG".to_vec();
+        let mut x = 0x2545_F491u32;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        let alphabet = b"YUV4MPEG2 WHFIACX0123456789:pt?jeg\xff\xc3";
+        for _ in 0..20_000 {
+            let mut h = valid.clone();
+            for _ in 0..(rnd() % 6) {
+                let i = rnd() as usize % h.len();
+                match rnd() % 3 {
+                    0 => h[i] = alphabet[rnd() as usize % alphabet.len()],
+                    1 => {
+                        h.remove(i);
+                    }
+                    _ => h.insert(i, alphabet[rnd() as usize % alphabet.len()]),
+                }
+                if h.is_empty() {
+                    break;
+                }
+            }
+            if let Ok(hd) = parse_header(&h) {
+                assert!(hd.format.width % 2 == 0 && hd.format.height % 2 == 0 && hd.format.fps_num > 0);
+            }
+            let junk: Vec<u8> = (0..rnd() % 64).map(|_| rnd() as u8).collect();
+            let _ = parse_header(&junk);
+        }
+    }
+
+    #[test]
     fn reads_frames_loops_and_reports_truncation() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.y4m");
