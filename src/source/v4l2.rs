@@ -1,8 +1,9 @@
 //! V4L2 capture source (USB webcams) through the `v4l` crate, memory-mapped streaming I/O.
 //!
-//! Formats, in order of preference: NV12 and YUYV (4:2:2 packed), converted to I420 into the
-//! ring slot in one pass; YU12 (I420) copied as is. MJPEG-only cameras are not supported yet
-//! (the error names the formats offered). The capture time is the driver's buffer
+//! Formats, in order of preference: YU12 (I420) copied as is, NV12 and YUYV (4:2:2 packed)
+//! converted to I420 into the ring slot in one pass, and MJPEG (what most USB webcams offer
+//! at 720p60), decoded with `zune-jpeg` to YCbCr and subsampled to I420. A camera offering
+//! none of them is refused with an error naming the formats it offers. The capture time is the driver's buffer
 //! timestamp, which is CLOCK_MONOTONIC (V4L2_BUF_FLAG_TIMESTAMP_MONOTONIC).
 //!
 //! Only compiled here: this machine has no /dev/video*. The pure conversions are tested.
@@ -16,7 +17,7 @@ use v4l::video::Capture;
 use v4l::{Device, FourCC};
 
 /// Pixel formats this source can convert, best first.
-const PREFERRED: [&[u8; 4]; 3] = [b"YU12", b"NV12", b"YUYV"];
+const PREFERRED: [&[u8; 4]; 4] = [b"YU12", b"NV12", b"YUYV", b"MJPG"];
 
 /// A V4L2 camera.
 pub struct V4l2Source {
@@ -26,6 +27,8 @@ pub struct V4l2Source {
     format: SourceFormat,
     stride: usize,
     next_id: u64,
+    /// MJPEG decode buffer (YCbCr 4:4:4), allocated once.
+    scratch: Vec<u8>,
     _dev: Device,
 }
 
@@ -45,7 +48,7 @@ impl V4l2Source {
             .find(|f| offered.iter().any(|d| d.fourcc == FourCC::new(f)))
             .ok_or_else(|| {
                 let names: Vec<String> = offered.iter().map(|d| d.fourcc.to_string()).collect();
-                err(format!("offers {} but only YU12, NV12 and YUYV are supported", names.join(", ")))
+                err(format!("offers {} but only YU12, NV12, YUYV and MJPG are supported", names.join(", ")))
             })?;
         let mut fmt = dev.format().map_err(|e| err(format!("cannot get format: {e}")))?;
         fmt.width = width;
@@ -68,6 +71,7 @@ impl V4l2Source {
             format: SourceFormat { width: fmt.width, height: fmt.height, fps_num: num, fps_den: den },
             stride: fmt.stride as usize,
             next_id: 0,
+            scratch: if &fmt.fourcc.repr == b"MJPG" { vec![0; fmt.width as usize * fmt.height as usize * 3] } else { vec![] },
             _dev: dev,
         })
     }
@@ -89,6 +93,10 @@ impl FrameSource for V4l2Source {
         let ok = match &self.fourcc {
             b"YUYV" => yuyv_to_i420(data, self.stride.max(2 * w), w, h, dst),
             b"NV12" => nv12_to_i420(data, self.stride.max(w), w, h, dst),
+            b"MJPG" => match mjpeg_to_i420(data, w, h, &mut self.scratch, dst) {
+                Ok(()) => true,
+                Err(message) => return Err(SourceError::Device { device: self.device.clone(), message }),
+            },
             _ => i420_copy(data, self.stride.max(w), w, h, dst),
         };
         if !ok {
@@ -144,6 +152,44 @@ pub fn nv12_to_i420(src: &[u8], stride: usize, w: usize, h: usize, dst: &mut [u8
         }
     }
     true
+}
+
+/// Decodes one MJPEG frame (a JPEG, possibly without Huffman tables, as webcams send
+/// them) of `w × h` into I420: JPEG's full-range YCbCr (JFIF) is scaled to the limited
+/// range x264 and players assume for H.264 (BT.601: Y 16..=235, Cb/Cr 16..=240), chroma
+/// averaged over 2×2 blocks. `scratch`
+/// must hold `w × h × 3` bytes (YCbCr 4:4:4). Error: the decoder's message, or a size
+/// that differs from the negotiated one.
+pub fn mjpeg_to_i420(src: &[u8], w: usize, h: usize, scratch: &mut [u8], dst: &mut [u8]) -> Result<(), String> {
+    use zune_jpeg::zune_core::{colorspace::ColorSpace, options::DecoderOptions};
+    let opts = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::YCbCr);
+    let mut dec = zune_jpeg::JpegDecoder::new_with_options(std::io::Cursor::new(src), opts);
+    dec.decode_headers().map_err(|e| format!("MJPEG frame: {e:?}"))?;
+    let info = dec.info().ok_or("MJPEG frame: no header")?;
+    if info.width as usize != w || info.height as usize != h {
+        return Err(format!("MJPEG frame is {}x{}, expected {w}x{h}", info.width, info.height));
+    }
+    if scratch.len() < w * h * 3 || dst.len() < w * h * 3 / 2 {
+        return Err("MJPEG frame: buffer too small".into());
+    }
+    dec.decode_into(&mut scratch[..w * h * 3]).map_err(|e| format!("MJPEG frame: {e:?}"))?;
+    // Full → limited range: Y' = 16 + Y·219/255, C' = 128 + (C − 128)·224/255, rounded.
+    let luma = |v: u16| (16 + (v * 219 + 127) / 255) as u8;
+    let chroma = |v: u16| (16 + (v * 224 + 127) / 255) as u8;
+    let (y_out, c_out) = dst.split_at_mut(w * h);
+    let (u_out, v_out) = c_out.split_at_mut((w / 2) * (h / 2));
+    for (i, y) in y_out.iter_mut().enumerate() {
+        *y = luma(scratch[3 * i] as u16);
+    }
+    for cy in 0..h / 2 {
+        for cx in 0..w / 2 {
+            let px = |dx: usize, dy: usize, c: usize| scratch[3 * ((2 * cy + dy) * w + 2 * cx + dx) + c] as u16;
+            let avg = |c| chroma((px(0, 0, c) + px(1, 0, c) + px(0, 1, c) + px(1, 1, c) + 2) / 4);
+            u_out[cy * (w / 2) + cx] = avg(1);
+            v_out[cy * (w / 2) + cx] = avg(2);
+        }
+    }
+    Ok(())
 }
 
 /// I420 with a row stride → packed I420.
