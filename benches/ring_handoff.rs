@@ -15,6 +15,8 @@
 //! consumer gets the slot in place) vs the same frame written to and read from a UDS stream
 //! (two copies).
 //!
+//! `VR_BENCH_DUMP=1` lists the hand-offs slower than 50 µs (index, ns) per case.
+//!
 //! Run: `cargo bench --bench ring_handoff` (1,500 messages per case, ~100 s); under
 //! `cargo test` it runs 60 per case as a smoke test.
 
@@ -106,6 +108,10 @@ fn child(role: &str) {
             }
         }
         _ => panic!("unknown role {kind}"),
+    }
+    if std::env::var_os("VR_BENCH_DUMP").is_some() {
+        let slow: Vec<(usize, u64)> = lat.iter().copied().enumerate().filter(|&(_, l)| l > 50_000).collect();
+        eprintln!("{kind}: slow hand-offs (index, ns): {slow:?}");
     }
     let text: Vec<String> = lat.iter().map(|l| l.to_string()).collect();
     println!("RESULT {}", text.join(" "));
