@@ -10,6 +10,7 @@
 //! One frame in → its whole access unit out of the same `x264_encoder_encode` call: checked
 //! on every frame (no delayed frames, output pts = input pts), an error otherwise.
 
+use crate::config::EncoderConfig;
 use crate::source::SourceFormat;
 use std::ffi::CString;
 use x264_sys as x;
@@ -45,40 +46,21 @@ pub enum EncodeError {
     },
 }
 
-/// Encoder settings (see `[encoder]` in `config/default.toml`).
+/// What the encoder is opened with: the frame format and the `[encoder]` settings (see
+/// `config/default.toml`: bitrate kbit/s, VBV ms, keyint frames, intra refresh, threads,
+/// preset, profile).
 #[derive(Debug, Clone)]
 pub struct EncoderParams {
     /// Frame size and rate.
     pub format: SourceFormat,
-    /// Target and VBV maximum bitrate, kbit/s.
-    pub bitrate_kbps: u32,
-    /// VBV buffer, ms at the bitrate.
-    pub vbv_buffer_ms: u32,
-    /// Frames between IDRs; 0 = infinite.
-    pub keyint: u32,
-    /// Periodic intra refresh.
-    pub intra_refresh: bool,
-    /// x264 threads (sliced).
-    pub threads: u32,
-    /// x264 preset.
-    pub preset: String,
-    /// H.264 profile ceiling.
-    pub profile: String,
+    /// The `[encoder]` configuration.
+    pub enc: EncoderConfig,
 }
 
 impl EncoderParams {
     /// From the configuration and the source's format.
-    pub fn from_config(e: &crate::config::EncoderConfig, format: SourceFormat) -> EncoderParams {
-        EncoderParams {
-            format,
-            bitrate_kbps: e.bitrate_kbps,
-            vbv_buffer_ms: e.vbv_buffer_ms,
-            keyint: e.keyint,
-            intra_refresh: e.intra_refresh,
-            threads: e.threads,
-            preset: e.preset.clone(),
-            profile: e.profile.clone(),
-        }
+    pub fn from_config(e: &EncoderConfig, format: SourceFormat) -> EncoderParams {
+        EncoderParams { format, enc: e.clone() }
     }
 }
 
@@ -115,7 +97,8 @@ impl X264Encoder {
     /// Opens an encoder with `p`.
     ///
     /// Errors: [`EncodeError::Open`] when x264 rejects the preset, profile or parameters.
-    pub fn new(p: &EncoderParams) -> Result<X264Encoder, EncodeError> {
+    pub fn new(params: &EncoderParams) -> Result<X264Encoder, EncodeError> {
+        let p = &params.enc;
         let preset = CString::new(p.preset.as_str()).map_err(|_| EncodeError::Open("bad preset".into()))?;
         let tune = c"zerolatency";
         let profile = CString::new(p.profile.as_str()).map_err(|_| EncodeError::Open("bad profile".into()))?;
@@ -127,7 +110,7 @@ impl X264Encoder {
         }
         // SAFETY: initialized by the successful call above.
         let mut param = unsafe { param.assume_init() };
-        let f = p.format;
+        let f = params.format;
         param.i_log_level = x::X264_LOG_WARNING as i32;
         param.i_width = f.width as i32;
         param.i_height = f.height as i32;
@@ -310,13 +293,15 @@ mod tests {
     fn params() -> EncoderParams {
         EncoderParams {
             format: SourceFormat { width: 320, height: 240, fps_num: 60, fps_den: 1 },
-            bitrate_kbps: 2000,
-            vbv_buffer_ms: 100,
-            keyint: 30,
-            intra_refresh: false,
-            threads: 1,
-            preset: "ultrafast".into(),
-            profile: "high".into(),
+            enc: EncoderConfig {
+                bitrate_kbps: 2000,
+                vbv_buffer_ms: 100,
+                keyint: 30,
+                intra_refresh: false,
+                threads: 1,
+                preset: "ultrafast".into(),
+                profile: "high".into(),
+            },
         }
     }
 
@@ -347,9 +332,37 @@ mod tests {
     }
 
     #[test]
+    fn bitrate_change_at_run_time_takes_effect() {
+        let p = params();
+        let mut e = X264Encoder::new(&p).unwrap();
+        let mut buf = vec![0u8; p.format.frame_bytes()];
+        let mut x = 1u32;
+        let mut sizes = vec![];
+        for i in 0..120u64 {
+            if i == 60 {
+                e.set_bitrate(300).unwrap();
+            }
+            // Noise, so the rate control (not the content) decides the size.
+            for b in buf.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                *b = x as u8;
+            }
+            sizes.push(e.encode(&buf, false).unwrap().data.len());
+        }
+        let before: usize = sizes[30..60].iter().sum();
+        let after: usize = sizes[90..120].iter().sum();
+        // 2000 -> 300 kbit/s: 30 frames at 60 fps should shrink to about 15%.
+        assert!(after * 3 < before, "before {before} B, after {after} B");
+        let kbps = |b: usize| b as f64 * 8.0 / 0.5 / 1000.0;
+        assert!(kbps(after) < 300.0 * 1.6, "{} kbit/s after the change", kbps(after));
+    }
+
+    #[test]
     fn bad_preset_is_an_error() {
         let mut p = params();
-        p.preset = "nope".into();
+        p.enc.preset = "nope".into();
         assert!(X264Encoder::new(&p).is_err());
     }
 }

@@ -3,6 +3,7 @@
 //! max_num_reorder_frames = 0), no B-slices, SPS/PPS before every IDR.
 
 use std::process::Command;
+use vr_stream::config::EncoderConfig;
 use vr_stream::encode::{EncoderParams, X264Encoder};
 use vr_stream::source::{pattern, SourceFormat};
 
@@ -10,13 +11,15 @@ fn encode_to_file(intra_refresh: bool, threads: u32) -> (tempfile::TempDir, std:
     let fmt = SourceFormat { width: 640, height: 360, fps_num: 60, fps_den: 1 };
     let mut e = X264Encoder::new(&EncoderParams {
         format: fmt,
-        bitrate_kbps: 3000,
-        vbv_buffer_ms: 100,
-        keyint: if intra_refresh { 0 } else { 30 },
-        intra_refresh,
-        threads,
-        preset: "ultrafast".into(),
-        profile: "high".into(),
+        enc: EncoderConfig {
+            bitrate_kbps: 3000,
+            vbv_buffer_ms: 100,
+            keyint: if intra_refresh { 0 } else { 30 },
+            intra_refresh,
+            threads,
+            preset: "ultrafast".into(),
+            profile: "high".into(),
+        },
     })
     .unwrap();
     let mut buf = vec![0u8; fmt.frame_bytes()];
