@@ -10,6 +10,8 @@
 //!   same raw frames through a pipe at 60 fps by this process; its latency tracer gives, per
 //!   RTP packet, the time from the source pushing the frame's bytes to the packet reaching
 //!   udpsink; per frame the largest (its last packet) is taken.
+//! - vr-stream is run twice: with the default hand-off wait (spin around the expected
+//!   arrival, `rt.spin_window_us = 500`) and futex-only (`0`), to show the trade-off.
 //! - CPU time: user + system of all processes of each sender (getrusage of the waited-for
 //!   children: vr-stream's supervisor and its three stages; gst-launch with its threads) for
 //!   the 600 frames. GStreamer's figure excludes reading the file (done by this bench);
@@ -81,9 +83,11 @@ struct Run {
     packets: u64,
 }
 
-fn run_vr_stream(clip: &std::path::Path, frames: usize) -> Run {
+fn run_vr_stream(clip: &std::path::Path, frames: usize, spin_window_us: u32) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("lat.csv");
+    let cfg = dir.path().join("spin.toml");
+    std::fs::write(&cfg, format!("[rt]\nspin_window_us = {spin_window_us}\n")).unwrap();
     let port = free_port();
     let rx = sink(port);
     let cpu0 = children_cpu();
@@ -92,6 +96,8 @@ fn run_vr_stream(clip: &std::path::Path, frames: usize) -> Run {
         .args(["--frames", &frames.to_string(), "--instance", &format!("vrs-bench-{}", std::process::id())])
         .arg("--latency-log")
         .arg(&csv)
+        .arg("--config")
+        .arg(&cfg)
         .stderr(Stdio::piped())
         .output()
         .unwrap();
@@ -184,7 +190,10 @@ fn main() {
     let frames = if full { 600 } else { 120 };
     let clip = clip();
     println!("sender latency, real clip 1280x720 60 fps, {frames} frames, 8 Mbit/s, x264 ultrafast/zerolatency 1 thread");
-    let ours = run_vr_stream(&clip, frames);
+    println!("-- vr-stream, default hand-off wait (rt.spin_window_us = 500)");
+    let ours = run_vr_stream(&clip, frames, 500);
+    println!("-- vr-stream, futex only (rt.spin_window_us = 0)");
+    let futex_only = run_vr_stream(&clip, frames, 0);
     let gst = run_gstreamer(&clip, frames);
     println!("{:<58} {:>8} {:>8} {:>8} {:>7}", "ms", "p50", "p99", "max", "frames");
     let row = |name: &str, v: &[u64]| {
@@ -196,11 +205,14 @@ fn main() {
     row("vr-stream: x264 encode call", &ours.encode);
     let ovh = row("vr-stream: overhead beyond the encode call", &ours.overhead);
     let ovh2 = row("vr-stream: overhead without the source read", &ours.overhead_no_read);
+    row("vr-stream, futex only: capture -> last RTP packet", &futex_only.total);
+    row("vr-stream, futex only: overhead beyond the encode call", &futex_only.overhead);
     let gst_p99 = row("GStreamer: raw frame in -> last packet at udpsink", &gst.total);
     println!(
-        "CPU time for {frames} frames: vr-stream {:.2} s ({} packets), GStreamer {:.2} s ({} packets)",
+        "CPU time for {frames} frames: vr-stream {:.2} s ({} packets; futex only {:.2} s), GStreamer {:.2} s ({} packets)",
         ours.cpu.as_secs_f64(),
         ours.packets,
+        futex_only.cpu.as_secs_f64(),
         gst.cpu.as_secs_f64(),
         gst.packets
     );
