@@ -178,3 +178,46 @@ fn missing_realtime_privileges_warn_once_or_refuse_with_strict_rt() {
     assert!(errors[0].contains("--strict-rt") && errors[0].contains("RLIMIT_RTPRIO"), "{e}");
     assert!(leftover_segments(&inst).is_empty() && processes_of(&inst).is_empty());
 }
+
+#[test]
+fn sigint_and_sighup_stop_everything_within_a_second() {
+    for sig in ["INT", "HUP"] {
+        let inst = instance(&format!("sig{sig}"));
+        let port = free_port_pair().to_string();
+        let mut sup = Command::new(bin())
+            .args(["--source", "pattern", "--width", "160", "--height", "120", "--port", &port, "--sdp", "", "--instance", &inst])
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = sup.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        while !rx.recv_timeout(Duration::from_secs(10)).expect("supervisor output").contains("streaming") {}
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(processes_of(&inst).len(), 4, "supervisor + 3 stages");
+        let t = Instant::now();
+        Command::new("kill").args([&format!("-{sig}"), &sup.id().to_string()]).status().unwrap();
+        let st = loop {
+            if let Some(st) = sup.try_wait().unwrap() {
+                break st;
+            }
+            assert!(t.elapsed() < Duration::from_secs(2), "SIG{sig}: supervisor did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert!(t.elapsed() < Duration::from_secs(1), "SIG{sig}: stop took {:?}", t.elapsed());
+        assert!(st.success(), "SIG{sig}: {st:?}");
+        assert!(processes_of(&inst).is_empty(), "SIG{sig}: {:?}", processes_of(&inst));
+        assert!(leftover_segments(&inst).is_empty(), "SIG{sig}: {:?}", leftover_segments(&inst));
+        // The summary is printed on the way out.
+        let mut rest = vec![];
+        while let Ok(l) = rx.recv_timeout(Duration::from_secs(2)) {
+            rest.push(l);
+        }
+        assert!(rest.iter().any(|l| l.contains("frames captured")), "SIG{sig}: {rest:?}");
+    }
+}

@@ -135,3 +135,59 @@ fn pattern_frame_ids_arrive_in_order_without_duplicates() {
     assert!(read.windows(2).all(|p| p[1] > p[0]), "ids not strictly increasing: {read:?}");
     assert!(read.iter().all(|&i| i < 300));
 }
+
+#[test]
+fn gstreamer_plays_the_sdp_too() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (w, h) = (640u32, 360u32);
+    let inst = instance("gst");
+    let port = free_port_pair();
+    let ports = port.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let sdp = dir.path().join("stream.sdp");
+    let yuv = dir.path().join("out.yuv");
+    let args = ["--source", "pattern", "--width", "640", "--height", "360", "--frames", "180", "--port", &ports, "--sdp", sdp.to_str().unwrap(), "--instance", &inst];
+    let mut sdp_args = args.to_vec();
+    sdp_args.push("--sdp-only");
+    assert!(run_vr(&sdp_args, Duration::from_secs(20)).status.success());
+    // sdpdemux (RTP session from the SDP) -> depayload -> OpenH264 decoder -> raw I420.
+    let pipeline = format!(
+        "filesrc location={} ! sdpdemux latency=0 ! rtph264depay ! h264parse ! openh264dec ! videoconvert ! video/x-raw,format=I420 ! filesink location={}",
+        sdp.display(),
+        yuv.display()
+    );
+    let gst = std::process::Command::new("gst-launch-1.0")
+        .args(["-q", "-e"])
+        .args(pipeline.split_whitespace())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("gst-launch-1.0 (gstreamer1.0-tools, -plugins-bad)");
+    let t0 = std::time::Instant::now();
+    while !udp_bound(port) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "GStreamer did not bind port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let out = run_vr(&args, Duration::from_secs(60));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{e}");
+    let sent = summary_field(&e, "sent").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    interrupt(&gst);
+    let mut gst = gst;
+    let t0 = std::time::Instant::now();
+    while gst.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(10) {
+            let _ = gst.kill();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let data = std::fs::read(&yuv).unwrap();
+    let fb = (w * h * 3 / 2) as usize;
+    let ids: Vec<u64> = data
+        .chunks_exact(fb)
+        .map(|f| vr_stream::source::pattern::read_id(&f[..(w * h) as usize], w, h).expect("readable id"))
+        .collect();
+    assert!(ids.len() as u64 * 100 >= sent * 99, "GStreamer decoded {} of {sent}", ids.len());
+    assert!(ids.windows(2).all(|p| p[1] > p[0]), "{ids:?}");
+}
