@@ -6,7 +6,6 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
-use vr_stream::config::EncoderConfig;
 use vr_stream::encode::{EncoderParams, X264Encoder};
 use vr_stream::rtp::{PacketBuf, Packetizer, RtpParams};
 use vr_stream::source::{pattern, SourceFormat};
@@ -15,15 +14,8 @@ fn access_units() -> Vec<(&'static str, Vec<u8>)> {
     let fmt = SourceFormat { width: 1280, height: 720, fps_num: 60, fps_den: 1 };
     let mut e = X264Encoder::new(&EncoderParams {
         format: fmt,
-        enc: EncoderConfig {
-            bitrate_kbps: 8000,
-            vbv_buffer_ms: 100,
-            keyint: 60,
-            intra_refresh: false,
-            threads: 1,
-            preset: "ultrafast".into(),
-            profile: "high".into(),
-        },
+        // The built-in default [encoder] section: 8000 kbit/s, keyint 60, ultrafast.
+        enc: vr_stream::config::load(&[]).unwrap().encoder,
     })
     .unwrap();
     let mut buf = vec![0u8; fmt.frame_bytes()];

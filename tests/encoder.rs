@@ -9,19 +9,14 @@ use vr_stream::source::{pattern, SourceFormat};
 
 fn encode_to_file(intra_refresh: bool, threads: u32) -> (tempfile::TempDir, std::path::PathBuf) {
     let fmt = SourceFormat { width: 640, height: 360, fps_num: 60, fps_den: 1 };
-    let mut e = X264Encoder::new(&EncoderParams {
-        format: fmt,
-        enc: EncoderConfig {
-            bitrate_kbps: 3000,
-            vbv_buffer_ms: 100,
-            keyint: if intra_refresh { 0 } else { 30 },
-            intra_refresh,
-            threads,
-            preset: "ultrafast".into(),
-            profile: "high".into(),
-        },
-    })
-    .unwrap();
+    let enc = EncoderConfig {
+        bitrate_kbps: 3000,
+        keyint: if intra_refresh { 0 } else { 30 },
+        intra_refresh,
+        threads,
+        ..vr_stream::config::load(&[]).unwrap().encoder
+    };
+    let mut e = X264Encoder::new(&EncoderParams { format: fmt, enc }).unwrap();
     let mut buf = vec![0u8; fmt.frame_bytes()];
     let mut out = vec![];
     for i in 0..70 {

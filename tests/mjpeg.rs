@@ -2,16 +2,10 @@
 //! against ffmpeg's own decode of the same JPEG. No camera here: the frame comes from
 //! ffmpeg's mjpeg encoder, with and without Huffman tables (webcams omit them).
 
+mod common;
+use common::psnr;
 use std::process::Command;
 use vr_stream::source::v4l2::mjpeg_to_i420;
-
-fn psnr(a: &[u8], b: &[u8]) -> f64 {
-    let se: u64 = a.iter().zip(b).map(|(&x, &y)| (x as i64 - y as i64).pow(2) as u64).sum();
-    if se == 0 {
-        return 100.0;
-    }
-    10.0 * (255.0f64 * 255.0 / (se as f64 / a.len() as f64)).log10()
-}
 
 #[test]
 fn mjpeg_frame_matches_ffmpeg_decode() {
