@@ -343,6 +343,13 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
         return Ok(());
     }
     let mut base_ns = None;
+    // With intra refresh there is no IDR after the first frame, so nothing carries the
+    // SPS/PPS in band: put them in front of an access unit once a second (a receiver that
+    // joins late, or a decoder that ignores sprop-parameter-sets, can then start).
+    let headers = ctl.headers().unwrap_or_default();
+    let resend_every = if cfg.encoder.intra_refresh && !headers.is_empty() { fmt.fps_num.div_ceil(fmt.fps_den.max(1)) as u64 } else { 0 };
+    let mut since_params = 0u64;
+    let mut with_params: Vec<u8> = Vec::with_capacity(1 << 20);
     loop {
         if ctl.stop_requested() {
             break;
@@ -362,7 +369,17 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
         // abs-capture-time: the capture instant on the wall clock, from its age now.
         let (mono, real) = (monotonic_ns(), rt::realtime_ns());
         let ntp = rtp::ntp_from_unix_ns(real.saturating_sub(mono.saturating_sub(m.capture_ns)));
-        let n = match pk.packetize(au.data, ts, Some(ntp), &mut pkts) {
+        since_params = if m.flags & FLAG_KEYFRAME != 0 { 0 } else { since_params + 1 };
+        let data = if resend_every > 0 && since_params >= resend_every {
+            since_params = 0;
+            with_params.clear();
+            with_params.extend_from_slice(&headers);
+            with_params.extend_from_slice(au.data);
+            &with_params[..]
+        } else {
+            au.data
+        };
+        let n = match pk.packetize(data, ts, Some(ntp), &mut pkts) {
             Ok(n) => n,
             Err(e) => {
                 eprintln!("vr-stream[network]: frame {}: {e}", m.frame_id);

@@ -191,3 +191,58 @@ fn gstreamer_plays_the_sdp_too() {
     assert!(ids.len() as u64 * 100 >= sent * 99, "GStreamer decoded {} of {sent}", ids.len());
     assert!(ids.windows(2).all(|p| p[1] > p[0]), "{ids:?}");
 }
+
+#[test]
+fn ultra_low_profile_intra_refresh_is_decoded_by_ffmpeg() {
+    let (w, h) = (640u32, 360u32);
+    let fb = (w * h * 3 / 2) as usize;
+    let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Option<u64>>::new()));
+    let ids2 = ids.clone();
+    let on_frame = move |f: &[u8]| ids2.lock().unwrap().push(vr_stream::source::pattern::read_id(&f[..(w * h) as usize], w, h));
+    let (stderr, sent) = stream_to_ffmpeg(
+        "ultralow",
+        "pattern",
+        &["--profile", "ultra_low", "--width", "640", "--height", "360", "--frames", "240", "--bitrate", "4000"],
+        fb,
+        on_frame,
+    );
+    assert!(stderr.contains("IDR 1)"), "intra refresh: one IDR only: {stderr}");
+    let ids = ids.lock().unwrap();
+    let read: Vec<u64> = ids.iter().map(|i| i.expect("readable id")).collect();
+    assert!(read.len() as u64 * 100 >= sent * 99, "decoded {} of {sent}", read.len());
+    assert!(read.windows(2).all(|p| p[1] > p[0]));
+}
+
+#[test]
+fn intra_refresh_stream_repeats_sps_pps_in_band_every_second() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let port = rx.local_addr().unwrap().port().to_string();
+    let inst = instance("inband");
+    let reader = std::thread::spawn(move || {
+        let (mut param_sets, mut idr, mut packets) = (0, 0, 0);
+        let mut b = [0u8; 2048];
+        while let Ok(n) = rx.recv(&mut b) {
+            let p = vr_stream::rtp::parse_rtp(&b[..n], 1).expect("RTP");
+            packets += 1;
+            match p.payload[0] & 0x1f {
+                24 if p.payload[3] & 0x1f == 7 => param_sets += 1,
+                5 => idr += 1,
+                28 if p.payload[1] & 0x80 != 0 && p.payload[1] & 0x1f == 5 => idr += 1,
+                _ => {}
+            }
+        }
+        (param_sets, idr, packets)
+    });
+    let out = run_vr(
+        &["--profile", "ultra_low", "--source", "pattern", "--width", "320", "--height", "240", "--frames", "180", "--port", &port, "--sdp", "", "--instance", &inst],
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (param_sets, idr, packets) = reader.join().unwrap();
+    assert!(packets >= 180);
+    assert_eq!(idr, 1, "one IDR (frame 0)");
+    // Frame 0 (the IDR) and then once a second at 60 fps: frames 60 and 120.
+    assert_eq!(param_sets, 3, "SPS/PPS STAP-A packets");
+}
