@@ -221,3 +221,55 @@ fn sigint_and_sighup_stop_everything_within_a_second() {
         assert!(rest.iter().any(|l| l.contains("frames captured")), "SIG{sig}: {rest:?}");
     }
 }
+
+#[test]
+fn bitrate_and_idr_requests_reach_the_running_encoder() {
+    use vr_stream::shm::bitstream::BitstreamQueue;
+    use vr_stream::shm::control::Control;
+    let inst = instance("ctl");
+    let port = free_port_pair().to_string();
+    // No periodic IDR: the only ones are the first frame's and the forced one.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("nokey.toml");
+    std::fs::write(&cfg, "[encoder]\nkeyint = 10000\n").unwrap();
+    let mut sup = Command::new(bin())
+        .args(["--source", "pattern", "--width", "640", "--height", "360", "--bitrate", "4000", "--port", &port, "--sdp", "", "--instance", &inst])
+        .arg("--config")
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (ctl_name, _, bits_name) = vr_stream::stage::segment_names(&inst);
+    let t0 = Instant::now();
+    let ctl = loop {
+        if let Ok(c) = Control::open(&ctl_name) {
+            if c.go() {
+                break c;
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "stream did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let queue = BitstreamQueue::open(&bits_name, vr_stream::stage::queue_capacity(4000)).unwrap();
+    // Bytes per frame over one second at a steady state.
+    let rate = |ctl: &Control| {
+        let (f0, b0, _) = ctl.encoded();
+        std::thread::sleep(Duration::from_secs(1));
+        let (f1, b1, _) = ctl.encoded();
+        (b1 - b0) as f64 / (f1 - f0).max(1) as f64
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let before = rate(&ctl);
+    let (_, _, idr0) = ctl.encoded();
+    queue.request_idr();
+    ctl.request_bitrate(800);
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, _, idr1) = ctl.encoded();
+    let after = rate(&ctl);
+    Command::new("kill").args(["-TERM", &sup.id().to_string()]).status().unwrap();
+    assert!(sup.wait().unwrap().success());
+    assert_eq!((idr0, idr1), (1, 2), "the first IDR, then exactly the forced one");
+    assert!(after * 2.0 < before, "4000 -> 800 kbit/s: {before:.0} -> {after:.0} bytes per frame");
+    assert!(leftover_segments(&inst).is_empty());
+}
