@@ -3,7 +3,7 @@
 //!
 //! Layout after the 64-byte segment header: `QueueHeader` (cache-line aligned, the write
 //! and read positions on separate lines), then at `data_offset` (page-aligned) `capacity`
-//! bytes of records. A record is a 64-byte [`AuHeader`] followed by the access unit (Annex-B
+//! bytes of records. A record is a 64-byte header (`total_len`, `kind`, [`AuMeta`]) followed by the access unit (Annex-B
 //! NAL units) padded to 8 bytes. Positions are growing byte counts; a record never wraps:
 //! when it does not fit before the end, a padding record (`kind = PAD`) fills the rest.
 //!
