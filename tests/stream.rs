@@ -80,6 +80,7 @@ fn real_clip_720p60_8mbps_is_decoded_by_ffmpeg_with_psnr_above_38() {
     let fb = w * h * 3 / 2;
     let src = Y4mFrames::open(&clip, fb as u64);
     assert_eq!(src.count, 600);
+    let count = src.count;
     let results = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u64, f64)>::new()));
     let res2 = results.clone();
     let mut next = 0u64;
@@ -107,7 +108,8 @@ fn real_clip_720p60_8mbps_is_decoded_by_ffmpeg_with_psnr_above_38() {
     let decoded = res.len() as u64;
     let mean = res.iter().map(|r| r.1).sum::<f64>() / res.len().max(1) as f64;
     let worst = res.iter().map(|r| r.1).fold(f64::MAX, f64::min);
-    eprintln!("decoded {decoded}/{sent} frames, PSNR-Y mean {mean:.2} dB, worst {worst:.2} dB");
+    let missing: Vec<u64> = (0..count).filter(|i| !res.iter().any(|r| r.0 == *i)).collect();
+    eprintln!("decoded {decoded}/{sent} frames, PSNR-Y mean {mean:.2} dB, worst {worst:.2} dB, source frames not decoded: {missing:?}");
     assert!(decoded * 100 >= sent * 99, "decoded {decoded} of {sent}\n{stderr}");
     assert!(mean >= 38.0, "mean PSNR-Y {mean:.2} dB < 38");
     // Matched source frames are in order without repeats.
@@ -124,16 +126,17 @@ fn pattern_frame_ids_arrive_in_order_without_duplicates() {
     let (stderr, sent) = stream_to_ffmpeg(
         "pattern",
         "pattern",
-        &["--width", "640", "--height", "360", "--fps", "60", "--frames", "300", "--bitrate", "4000"],
+        &["--width", "640", "--height", "360", "--fps", "60", "--frames", "400", "--bitrate", "4000"],
         fb,
         on_frame,
     );
     let ids = ids.lock().unwrap();
-    assert!(sent >= 297, "sent only {sent} of 300: {stderr}");
+    assert!(sent >= 396, "sent only {sent} of 400: {stderr}");
     let read: Vec<u64> = ids.iter().map(|i| i.expect("every decoded frame carries a readable id")).collect();
+    eprintln!("pattern: decoded {} of {sent} sent frames", read.len());
     assert!(read.len() as u64 * 100 >= sent * 99, "decoded {} of {sent}", read.len());
     assert!(read.windows(2).all(|p| p[1] > p[0]), "ids not strictly increasing: {read:?}");
-    assert!(read.iter().all(|&i| i < 300));
+    assert!(read.iter().all(|&i| i < 400));
 }
 
 #[test]
@@ -146,7 +149,7 @@ fn gstreamer_plays_the_sdp_too() {
     let dir = tempfile::tempdir().unwrap();
     let sdp = dir.path().join("stream.sdp");
     let yuv = dir.path().join("out.yuv");
-    let args = ["--source", "pattern", "--width", "640", "--height", "360", "--frames", "180", "--port", &ports, "--sdp", sdp.to_str().unwrap(), "--instance", &inst];
+    let args = ["--source", "pattern", "--width", "640", "--height", "360", "--frames", "300", "--port", &ports, "--sdp", sdp.to_str().unwrap(), "--instance", &inst];
     let mut sdp_args = args.to_vec();
     sdp_args.push("--sdp-only");
     assert!(run_vr(&sdp_args, Duration::from_secs(20)).status.success());
@@ -188,6 +191,7 @@ fn gstreamer_plays_the_sdp_too() {
         .chunks_exact(fb)
         .map(|f| vr_stream::source::pattern::read_id(&f[..(w * h) as usize], w, h).expect("readable id"))
         .collect();
+    eprintln!("GStreamer: decoded {} of {sent} sent frames", ids.len());
     assert!(ids.len() as u64 * 100 >= sent * 99, "GStreamer decoded {} of {sent}", ids.len());
     assert!(ids.windows(2).all(|p| p[1] > p[0]), "{ids:?}");
 }
@@ -202,13 +206,14 @@ fn ultra_low_profile_intra_refresh_is_decoded_by_ffmpeg() {
     let (stderr, sent) = stream_to_ffmpeg(
         "ultralow",
         "pattern",
-        &["--profile", "ultra_low", "--width", "640", "--height", "360", "--frames", "240", "--bitrate", "4000"],
+        &["--profile", "ultra_low", "--width", "640", "--height", "360", "--frames", "400", "--bitrate", "4000"],
         fb,
         on_frame,
     );
     assert!(stderr.contains("IDR 1)"), "intra refresh: one IDR only: {stderr}");
     let ids = ids.lock().unwrap();
     let read: Vec<u64> = ids.iter().map(|i| i.expect("readable id")).collect();
+    eprintln!("ultra_low: decoded {} of {sent} sent frames", read.len());
     assert!(read.len() as u64 * 100 >= sent * 99, "decoded {} of {sent}", read.len());
     assert!(read.windows(2).all(|p| p[1] > p[0]));
 }
