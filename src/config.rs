@@ -58,6 +58,8 @@ pub struct Config {
     pub stages: StagesConfig,
     /// Realtime policy.
     pub rt: RtConfig,
+    /// Restarts of failed stages.
+    pub supervise: SuperviseConfig,
     /// Latency statistics.
     pub stats: StatsConfig,
 }
@@ -159,6 +161,18 @@ pub struct RtConfig {
     pub mlock: bool,
     /// Spin window around the expected hand-off, µs (0 = always sleep).
     pub spin_window_us: u32,
+}
+
+/// `[supervise]`: crash-only supervision.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SuperviseConfig {
+    /// First restart backoff, ms (doubles up to 2 s).
+    pub backoff_ms: u32,
+    /// Restarts in a row before giving up; 0 = never restart.
+    pub max_restarts: u32,
+    /// Heartbeat age that counts as hung, ms; 0 = off.
+    pub heartbeat_timeout_ms: u32,
 }
 
 /// `[stats]`: latency reporting.
@@ -350,6 +364,11 @@ impl Config {
         }
         check("stats.interval_s", self.stats.interval_s, 0, 3600)?;
         check("rt.spin_window_us", self.rt.spin_window_us, 0, 5000)?;
+        check("supervise.backoff_ms", self.supervise.backoff_ms, 1, 10_000)?;
+        check("supervise.max_restarts", self.supervise.max_restarts, 0, 100)?;
+        if self.supervise.heartbeat_timeout_ms != 0 {
+            check("supervise.heartbeat_timeout_ms", self.supervise.heartbeat_timeout_ms, 200, 60_000)?;
+        }
         Ok(())
     }
 

@@ -15,7 +15,7 @@ use crate::net::UdpSender;
 use crate::rt::{self, monotonic_ns};
 use crate::rtp::{self, PacketBuf, Packetizer, RtpParams};
 use crate::shm::bitstream::{AuMeta, BitstreamQueue, Next, Push, FLAG_KEYFRAME};
-use crate::shm::control::{Control, StageSlot, StageState, STAGE_CAMERA, STAGE_ENCODE, STAGE_NETWORK};
+use crate::shm::control::{Control, RtpState, StageSlot, StageState, STAGE_CAMERA, STAGE_ENCODE, STAGE_NETWORK};
 use crate::shm::frame_ring::{FrameMeta, FrameRing, RingGeometry, Take, FORMAT_I420, SPIN};
 use crate::source::{self, SourceFormat};
 use std::net::{IpAddr, SocketAddr};
@@ -205,13 +205,17 @@ fn camera(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring
     }
     go_realtime(StageKind::Camera, cfg, slot)?;
     let mut producer = ring.producer().map_err(|e| e.to_string())?;
+    if let Some(last) = producer.last_published() {
+        // A restart: go on after the last frame the previous camera stage published.
+        src.resume_at(last.frame_id + 1).map_err(|e| e.to_string())?;
+    }
     ring.prefault();
     slot.set_state(StageState::Ready);
     if !wait_go(ctl) {
         return Ok(());
     }
     let limit = cfg.source.frames;
-    let mut n = 0u64;
+    let mut n = producer.last_published().map_or(0, |m| m.frame_id + 1);
     let (w, h) = (fmt.width, fmt.height);
     loop {
         if ctl.stop_requested() || (limit > 0 && n >= limit) {
@@ -240,7 +244,10 @@ fn camera(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring
             }
             Err(CamStop::Eof) => break,
             Err(CamStop::Err(e)) => {
-                ring.set_eos();
+                if src.is_permanent(&e) {
+                    ring.set_eos();
+                    slot.fail_permanent(&e.to_string());
+                }
                 return Err(e.to_string());
             }
         }
@@ -325,15 +332,18 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
     let ip: IpAddr = s.ip.parse().map_err(|_| format!("stream.ip {:?} is not an IP address", s.ip))?;
     let dest = SocketAddr::new(ip, s.port);
     let mut tx = UdpSender::new(dest, s.dscp, s.sendmmsg_batch as usize).map_err(|e| format!("UDP socket to {dest}: {e}"))?;
-    let ssrc = if s.ssrc != 0 { s.ssrc } else { random_u32() };
+    // A restarted network stage continues the stream the previous one was sending: same
+    // SSRC, next sequence number, same timestamp mapping.
+    let saved = ctl.rtp_state();
+    let ssrc = saved.map(|r| r.ssrc).unwrap_or(if s.ssrc != 0 { s.ssrc } else { random_u32() });
     let params = RtpParams {
         ssrc,
         payload_type: s.payload_type,
         payload_size: s.payload_size as usize,
         capture_time_ext_id: Some(s.capture_time_ext_id),
     };
-    let mut pk = Packetizer::new(params, random_u32() as u16);
-    let ts_offset = random_u32();
+    let mut pk = Packetizer::new(params, saved.map(|r| r.next_seq).unwrap_or(random_u32() as u16));
+    let ts_offset = saved.map(|r| r.ts_offset).unwrap_or_else(random_u32);
     let mut pkts = PacketBuf::with_capacity(2 << 20);
     go_realtime(StageKind::Network, cfg, slot)?;
     let mut reader = queue.reader();
@@ -342,7 +352,7 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
     if !wait_go(ctl) {
         return Ok(());
     }
-    let mut base_ns = None;
+    let mut base_ns = saved.map(|r| r.base_ns);
     // With intra refresh there is no IDR after the first frame, so nothing carries the
     // SPS/PPS in band: put them in front of an access unit once a second (a receiver that
     // joins late, or a decoder that ignores sprop-parameter-sets, can then start).
@@ -387,6 +397,7 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
             }
         };
         drop(au);
+        ctl.save_rtp_state(RtpState { ssrc, next_seq: pk.next_seq(), ts_offset, base_ns: base });
         let first_sent = monotonic_ns();
         let st = tx.send(&pkts);
         let last_sent = monotonic_ns();

@@ -101,7 +101,20 @@ struct Stage {
     kind: StageKind,
     child: Child,
     exited: Option<std::process::ExitStatus>,
+    /// When a restart is due (after a backoff).
+    restart_at: Option<Instant>,
+    /// Next backoff.
+    backoff: Duration,
+    /// Restarts since the stage last ran healthily for HEALTHY_AFTER.
+    in_a_row: u32,
+    /// When the current process was started.
+    started: Instant,
 }
+
+/// A stage that ran this long without dying resets its restart count and backoff.
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+/// Longest restart backoff.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 fn policy_name(p: u32) -> &'static str {
     match p as i32 {
@@ -199,7 +212,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             }
         }
     };
-    for kind in StageKind::ALL {
+    let spawn = |kind: StageKind| {
         let mut cmd = Command::new(&exe);
         cmd.args(["stage", kind.name(), "--instance", &opts.instance, "--geometry", &geometry])
             .env(stage::CONFIG_ENV, &cfg_text)
@@ -207,8 +220,20 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         if !short.is_empty() {
             cmd.env(stage::RT_WARNED_ENV, "1");
         }
-        match cmd.spawn() {
-            Ok(child) => stages.push(Stage { kind, child, exited: None }),
+        cmd.spawn()
+    };
+    let first_backoff = Duration::from_millis(cfg.supervise.backoff_ms as u64);
+    for kind in StageKind::ALL {
+        match spawn(kind) {
+            Ok(child) => stages.push(Stage {
+                kind,
+                child,
+                exited: None,
+                restart_at: None,
+                backoff: first_backoff,
+                in_a_row: 0,
+                started: Instant::now(),
+            }),
             Err(e) => {
                 stop_all(&mut stages);
                 bail!("stage {} failed to start: {e}", kind.name());
@@ -328,20 +353,68 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             break;
         }
         let mut done = 0;
+        let now = Instant::now();
         for s in stages.iter_mut() {
-            if s.exited.is_none()
-                && let Ok(Some(st)) = s.child.try_wait() {
+            let slot = ctl.stage(s.kind.slot());
+            if s.exited.is_none() {
+                if let Ok(Some(st)) = s.child.try_wait() {
                     s.exited = Some(st);
-                }
-            if let Some(st) = s.exited {
-                let slot = ctl.stage(s.kind.slot());
-                if st.success() && slot.state() != StageState::Failed {
-                    done += 1;
-                } else if failure.is_none() {
-                    let msg = slot.error().unwrap_or_else(|| status_text(&st));
-                    failure = Some(format!("stage {} failed: {msg}", s.kind.name()));
+                    let clean = st.success() && slot.state() != StageState::Failed;
+                    if !clean {
+                        let msg = slot.error().unwrap_or_else(|| status_text(&st));
+                        let name = s.kind.name();
+                        if now.duration_since(s.started) >= HEALTHY_AFTER {
+                            s.in_a_row = 0;
+                            s.backoff = first_backoff;
+                        }
+                        if slot.is_permanent() || s.in_a_row >= cfg.supervise.max_restarts {
+                            if failure.is_none() {
+                                failure = Some(if s.in_a_row > 0 {
+                                    format!("stage {name} failed {} times in a row, last: {msg}", s.in_a_row + 1)
+                                } else {
+                                    format!("stage {name} failed: {msg}")
+                                });
+                            }
+                        } else {
+                            s.in_a_row += 1;
+                            s.restart_at = Some(now + s.backoff);
+                            eprintln!(
+                                "vr-stream: stage {name} died ({msg}); restarting in {} ms (restart {} of at most {} in a row)",
+                                s.backoff.as_millis(),
+                                s.in_a_row,
+                                cfg.supervise.max_restarts
+                            );
+                            s.backoff = (s.backoff * 2).min(MAX_BACKOFF);
+                        }
+                    }
+                } else if cfg.supervise.heartbeat_timeout_ms > 0 && slot.state() == StageState::Ready {
+                    // Hung: alive but not beating. Kill it; the exit path restarts it.
+                    let beat = slot.heartbeat_ns.load(Ordering::Relaxed);
+                    let age_ms = rt::monotonic_ns().saturating_sub(beat) / 1_000_000;
+                    if beat > 0 && age_ms > cfg.supervise.heartbeat_timeout_ms as u64 {
+                        eprintln!("vr-stream: stage {} stopped beating ({age_ms} ms): killing it", s.kind.name());
+                        let _ = s.child.kill();
+                    }
                 }
             }
+            if let Some(at) = s.restart_at {
+                if now >= at && failure.is_none() {
+                    slot.reset();
+                    slot.restarts.fetch_add(1, Ordering::Relaxed);
+                    match spawn(s.kind) {
+                        Ok(child) => {
+                            s.child = child;
+                            s.exited = None;
+                            s.restart_at = None;
+                            s.started = Instant::now();
+                        }
+                        Err(e) => failure = Some(format!("stage {} could not be restarted: {e}", s.kind.name())),
+                    }
+                }
+            } else if let Some(st) = s.exited
+                && st.success() && slot.state() != StageState::Failed {
+                    done += 1;
+                }
         }
         if failure.is_some() || done == stages.len() {
             break;
@@ -356,6 +429,16 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     let enc = ctl.stage(StageKind::Encode.slot());
     let (packets, bytes, batches, errors) = ctl.net();
     let (_, enc_bytes, idr) = ctl.encoded();
+    let restarts: Vec<String> = StageKind::ALL
+        .iter()
+        .filter_map(|k| {
+            let n = ctl.stage(k.slot()).restarts.load(Ordering::Relaxed);
+            (n > 0).then(|| format!("{} {n}", k.name()))
+        })
+        .collect();
+    if !restarts.is_empty() {
+        eprintln!("vr-stream: restarts: {}", restarts.join(", "));
+    }
     eprintln!(
         "vr-stream: frames captured {cam} encoded {} sent {} (ring drops {}, queue drops {}, IDR {idr}); \
          packets {packets} bytes {bytes} sendmmsg {batches} send errors {errors}; encoded {enc_bytes} bytes{}",

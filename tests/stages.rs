@@ -243,11 +243,10 @@ fn bitrate_and_idr_requests_reach_the_running_encoder() {
     let (ctl_name, _, bits_name) = vr_stream::stage::segment_names(&inst);
     let t0 = Instant::now();
     let ctl = loop {
-        if let Ok(c) = Control::open(&ctl_name) {
-            if c.go() {
+        if let Ok(c) = Control::open(&ctl_name)
+            && c.go() {
                 break c;
             }
-        }
         assert!(t0.elapsed() < Duration::from_secs(10), "stream did not start");
         std::thread::sleep(Duration::from_millis(20));
     };

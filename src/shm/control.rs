@@ -70,6 +70,26 @@ struct ControlHeader {
     enc_frames: AtomicU64,
     enc_bytes: AtomicU64,
     enc_idr: AtomicU64,
+    /// RTP state of the network stage, kept here so that a restarted network stage goes on
+    /// with the same SSRC, sequence numbers and timestamps (receivers see one stream).
+    rtp_valid: AtomicU32,
+    rtp_ssrc: AtomicU32,
+    rtp_next_seq: AtomicU32,
+    rtp_ts_offset: AtomicU32,
+    rtp_base_ns: AtomicU64,
+}
+
+/// RTP continuity state (see [`Control::rtp_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtpState {
+    /// SSRC.
+    pub ssrc: u32,
+    /// Sequence number of the next packet.
+    pub next_seq: u16,
+    /// Random RTP timestamp offset.
+    pub ts_offset: u32,
+    /// Capture time (CLOCK_MONOTONIC ns) that maps to `ts_offset`.
+    pub base_ns: u64,
 }
 
 /// What one stage reports about itself.
@@ -94,6 +114,10 @@ pub struct StageSlot {
     pub frames_out: AtomicU64,
     /// Frames dropped by this stage.
     pub drops: AtomicU64,
+    /// Times the supervisor restarted this stage.
+    pub restarts: AtomicU64,
+    /// 1 if the failure is permanent (a broken input file): not worth a restart.
+    permanent: AtomicU32,
     error_len: AtomicU32,
     error: std::cell::UnsafeCell<[u8; MAX_ERROR]>,
 }
@@ -249,6 +273,29 @@ impl Control {
         (h.enc_frames.load(Ordering::Relaxed), h.enc_bytes.load(Ordering::Relaxed), h.enc_idr.load(Ordering::Relaxed))
     }
 
+    /// The network stage's RTP state, if one was saved.
+    pub fn rtp_state(&self) -> Option<RtpState> {
+        let h = self.hdr();
+        // SYNC POINT R: Acquire pairs with the Release store of rtp_valid in save_rtp_state.
+        (h.rtp_valid.load(Ordering::Acquire) != 0).then(|| RtpState {
+            ssrc: h.rtp_ssrc.load(Ordering::Relaxed),
+            next_seq: h.rtp_next_seq.load(Ordering::Relaxed) as u16,
+            ts_offset: h.rtp_ts_offset.load(Ordering::Relaxed),
+            base_ns: h.rtp_base_ns.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Saves the RTP state (single writer: the network stage, after each access unit).
+    pub fn save_rtp_state(&self, s: RtpState) {
+        let h = self.hdr();
+        h.rtp_ssrc.store(s.ssrc, Ordering::Relaxed);
+        h.rtp_next_seq.store(s.next_seq as u32, Ordering::Relaxed);
+        h.rtp_ts_offset.store(s.ts_offset, Ordering::Relaxed);
+        h.rtp_base_ns.store(s.base_ns, Ordering::Relaxed);
+        // SYNC POINT W: Release pairs with the Acquire load in rtp_state.
+        h.rtp_valid.store(1, Ordering::Release);
+    }
+
     /// Appends a per-frame record (single writer: the network stage).
     pub fn push_record(&self, r: &FrameRecord) {
         let h = self.hdr();
@@ -323,6 +370,17 @@ impl StageSlot {
         self.set_state(StageState::Failed);
     }
 
+    /// Like [`StageSlot::fail`], and marks the failure permanent (no restart helps).
+    pub fn fail_permanent(&self, msg: &str) {
+        self.permanent.store(1, Ordering::Release);
+        self.fail(msg);
+    }
+
+    /// Whether the recorded failure is permanent.
+    pub fn is_permanent(&self) -> bool {
+        self.permanent.load(Ordering::Acquire) != 0
+    }
+
     /// The failure message, if any.
     pub fn error(&self) -> Option<String> {
         let n = self.error_len.load(Ordering::Acquire) as usize;
@@ -330,9 +388,11 @@ impl StageSlot {
         (n > 0).then(|| String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(self.error.get() as *const u8, n) }).into_owned())
     }
 
-    /// Resets the slot for a new process.
+    /// Resets the slot for a new process (keeps the counters and the restart count).
     pub fn reset(&self) {
+        self.permanent.store(0, Ordering::Release);
         self.error_len.store(0, Ordering::Release);
+        self.heartbeat_ns.store(0, Ordering::Relaxed);
         self.set_state(StageState::Idle);
     }
 }

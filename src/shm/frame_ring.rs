@@ -366,6 +366,15 @@ impl Producer<'_> {
         Ok(pos)
     }
 
+    /// Metadata of the newest published frame, if any (a restarted producer resumes after
+    /// it). Sound because only the producer role, which `self` holds, writes metadata.
+    pub fn last_published(&self) -> Option<FrameMeta> {
+        let l = self.ring.hdr().latest.load(Ordering::Acquire);
+        // SAFETY: the latest slot is never written by anyone but the producer, and we are
+        // the producer; its metadata was completely written before `latest` was stored.
+        (l != 0).then(|| unsafe { std::ptr::read(self.ring.slot_meta((l & 0xff) as usize)) })
+    }
+
     fn free_slot(&mut self) -> usize {
         let ring = self.ring;
         let h = ring.hdr();

@@ -101,6 +101,18 @@ pub trait FrameSource: Send {
     ///
     /// Errors: [`SourceError`] naming the source (truncated frame, device error...).
     fn next_frame(&mut self, dst: &mut [u8]) -> Result<Option<Captured>, SourceError>;
+
+    /// Continues at frame `frame_id` (a restarted camera stage resumes after the last frame
+    /// its predecessor published). Live cameras ignore it.
+    fn resume_at(&mut self, _frame_id: u64) -> Result<(), SourceError> {
+        Ok(())
+    }
+
+    /// Whether an error from this source is permanent (a broken file) rather than
+    /// transient (a camera that went away): permanent errors are not retried.
+    fn is_permanent(&self, e: &SourceError) -> bool {
+        !matches!(e, SourceError::Device { .. })
+    }
 }
 
 /// A parsed `--source` value.
@@ -161,19 +173,21 @@ pub const PACER_SPIN: std::time::Duration = std::time::Duration::from_micros(200
 pub struct Pacer {
     start_ns: Option<u64>,
     interval_ns: u64,
+    /// Frame number that is due at the start (after a resume).
+    pub offset: u64,
 }
 
 impl Pacer {
     /// A pacer for frames `interval_ns` apart; the clock starts at the first frame.
     pub fn new(interval_ns: u64) -> Pacer {
-        Pacer { start_ns: None, interval_ns }
+        Pacer { start_ns: None, interval_ns, offset: 0 }
     }
 
     /// Sleeps until frame `n` is due and returns its scheduled time (ns). A frame that is
     /// already late is returned at once with its scheduled (earlier) time.
     pub fn wait(&mut self, n: u64) -> u64 {
         let start = *self.start_ns.get_or_insert_with(crate::rt::monotonic_ns);
-        let due = start + n * self.interval_ns;
+        let due = start + n.saturating_sub(self.offset) * self.interval_ns;
         crate::rt::sleep_until_ns(due.saturating_sub(PACER_SPIN.as_nanos() as u64));
         while crate::rt::monotonic_ns() < due {
             std::hint::spin_loop();

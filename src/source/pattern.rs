@@ -117,6 +117,13 @@ impl FrameSource for PatternSource {
         self.next_id += 1;
         Ok(Some(Captured { frame_id: id, capture_ns }))
     }
+
+    fn resume_at(&mut self, frame_id: u64) -> Result<(), SourceError> {
+        self.next_id = frame_id;
+        self.pacer = Pacer::new(self.format.frame_interval_ns());
+        self.pacer.offset = frame_id;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

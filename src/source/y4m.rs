@@ -209,6 +209,33 @@ impl FrameSource for Y4mSource {
         self.next_id += 1;
         Ok(Some(Captured { frame_id: id, capture_ns }))
     }
+
+    /// Seeks to frame `frame_id` (modulo the frame count when looping). Needs plain
+    /// `FRAME` lines (as ffmpeg writes them); otherwise it reads its way there.
+    fn resume_at(&mut self, frame_id: u64) -> Result<(), SourceError> {
+        let io = |err| SourceError::Io { path: self.path.clone(), err };
+        let fb = self.header.format.frame_bytes() as u64 + 6;
+        let len = self.reader.get_ref().metadata().map_err(io)?.len();
+        let count = (len - self.data_start) / fb;
+        let target = if self.looping && count > 0 { frame_id % count } else { frame_id.min(count) };
+        if (len - self.data_start).is_multiple_of(fb) {
+            self.reader.seek(SeekFrom::Start(self.data_start + target * fb)).map_err(io)?;
+            self.frame_in_file = target;
+        } else {
+            self.reader.seek(SeekFrom::Start(self.data_start)).map_err(io)?;
+            self.frame_in_file = 0;
+            let mut scratch = vec![0u8; self.header.format.frame_bytes()];
+            for _ in 0..target {
+                if !self.read_frame(&mut scratch)? {
+                    break;
+                }
+            }
+        }
+        self.next_id = frame_id;
+        self.pacer = Pacer::new(self.header.format.frame_interval_ns());
+        self.pacer.offset = frame_id;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

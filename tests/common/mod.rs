@@ -66,7 +66,8 @@ pub fn start_ffmpeg(sdp: &Path, port: u16) -> Child {
         .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-protocol_whitelist", "file,udp,rtp"])
         .args(["-reorder_queue_size", "0", "-i"])
         .arg(sdp)
-        .args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "-"])
+        // passthrough: one output frame per decoded frame (no duplicates to fill gaps).
+        .args(["-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
