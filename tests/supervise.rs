@@ -116,3 +116,104 @@ fn killed_supervisor_takes_its_stages_and_the_next_run_reclaims_the_segments() {
     assert_eq!(summary_field(&e, "sent"), Some(30), "{e}");
     assert!(leftover_segments(&inst).is_empty());
 }
+
+/// A network namespace with a veth pair, removed on drop: host side 10.77.X.1, receiver
+/// side 10.77.X.2 inside the namespace.
+struct Netns {
+    name: String,
+    host_if: String,
+}
+
+impl Netns {
+    fn new(tag: &str, subnet: u8) -> Option<Netns> {
+        let name = format!("vrs-{tag}-{}", std::process::id());
+        let host_if = format!("vh{}", std::process::id() % 100_000);
+        let peer_if = format!("vp{}", std::process::id() % 100_000);
+        let ok = |args: &[&str]| Command::new("ip").args(args).status().map(|s| s.success()).unwrap_or(false);
+        if !ok(&["netns", "add", &name]) {
+            return None;
+        }
+        let ns = Netns { name, host_if };
+        let host = format!("10.77.{subnet}.1/24");
+        let peer = format!("10.77.{subnet}.2/24");
+        let n = ns.name.as_str();
+        for cmd in [
+            vec!["link", "add", &ns.host_if, "type", "veth", "peer", "name", &peer_if],
+            vec!["link", "set", &peer_if, "netns", n],
+            vec!["addr", "add", &host, "dev", &ns.host_if],
+            vec!["link", "set", &ns.host_if, "up"],
+            vec!["-n", n, "addr", "add", &peer, "dev", &peer_if],
+            vec!["-n", n, "link", "set", &peer_if, "up"],
+            vec!["-n", n, "link", "set", "lo", "up"],
+        ] {
+            assert!(ok(&cmd), "ip {cmd:?}");
+        }
+        Some(ns)
+    }
+
+    fn peer_link(&self, up: bool) {
+        let peer_if = format!("vp{}", std::process::id() % 100_000);
+        let st = Command::new("ip").args(["-n", &self.name, "link", "set", &peer_if, if up { "up" } else { "down" }]).status().unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.host_if]).status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+#[test]
+fn receiver_link_down_for_2s_then_up_the_stream_resumes_by_itself() {
+    let Some(ns) = Netns::new("link", 91) else {
+        eprintln!("skipped: needs root to create a network namespace");
+        return;
+    };
+    let (w, h) = (640u32, 360u32);
+    let inst = instance("linkdown");
+    let dir = tempfile::tempdir().unwrap();
+    let sdp = dir.path().join("s.sdp");
+    let args = ["--source", "pattern", "--width", "640", "--height", "360", "--frames", "480", "--bitrate", "3000", "--ip", "10.77.91.2", "--port", "5004", "--sdp", sdp.to_str().unwrap(), "--instance", &inst];
+    let mut sdp_args = args.to_vec();
+    sdp_args.push("--sdp-only");
+    assert!(run_vr(&sdp_args, Duration::from_secs(20)).status.success());
+    // ffmpeg receives inside the namespace.
+    let mut ff = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-protocol_whitelist", "file,udp,rtp", "-i"])
+        .arg(&sdp)
+        .args(["-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = ff.stdout.take().unwrap();
+    let fb = (w * h * 3 / 2) as usize;
+    let reader = std::thread::spawn(move || {
+        let mut ids = vec![];
+        for_each_frame(out, fb, |f| ids.push(vr_stream::source::pattern::read_id(&f[..(w * h) as usize], w, h)));
+        ids
+    });
+    let sup = Command::new(bin()).args(args).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    ns.peer_link(false);
+    std::thread::sleep(Duration::from_secs(2));
+    ns.peer_link(true);
+    let out = sup.wait_with_output().unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{e}");
+    std::thread::sleep(Duration::from_millis(500));
+    interrupt(&ff);
+    let _ = ff.wait();
+    let ids: Vec<u64> = reader.join().unwrap().into_iter().flatten().collect();
+    eprintln!("decoded {} frames; ids {:?}..{:?}", ids.len(), ids.first(), ids.last());
+    // Before the outage (~frames 0-150), nothing during it (~150-270), and again after it
+    // (the next periodic IDR, at most a second later): up to the end.
+    assert!(ids.iter().any(|&i| i < 120), "decoded before the outage");
+    assert!(ids.iter().any(|&i| i > 420), "the stream resumed after the link came back: last {:?}", ids.last());
+    assert!(ids.windows(2).all(|p| p[1] > p[0]));
+    assert!(leftover_segments(&inst).is_empty() && processes_of(&inst).is_empty());
+}
