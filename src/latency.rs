@@ -142,6 +142,13 @@ impl LatencyStats {
         }
     }
 
+    /// Empties the statistics, keeping the allocated histograms.
+    pub fn reset(&mut self) {
+        for h in &mut self.hists {
+            h.reset();
+        }
+    }
+
     /// Frames added.
     pub fn count(&self) -> u64 {
         self.hists[0].len()

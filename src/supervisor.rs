@@ -185,6 +185,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
 
     let (ctl_name, ring_name, bits_name) = stage::segment_names(&opts.instance);
     let ctl = Control::create(&ctl_name)?;
+    ctl.prefault();
     let ring = FrameRing::create(&ring_name, stage::ring_geometry(&fmt))?;
     let queue = BitstreamQueue::create(&bits_name, stage::queue_capacity(cfg.encoder.bitrate_kbps))?;
     install_signal_handlers();
@@ -346,7 +347,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         drain(&mut stats, &mut window, &mut csv);
         if !interval.is_zero() && Instant::now() >= next_report {
             eprint!("{}", window.report());
-            window = LatencyStats::new();
+            window.reset();
             next_report += interval;
         }
         if SIGNALLED.load(Ordering::SeqCst) != 0 {
