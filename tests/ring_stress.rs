@@ -38,6 +38,16 @@ fn intact(buf: &[u8], id: u64) -> bool {
 #[ignore = "child process of frame_ring_stress_across_processes"]
 fn ring_stress_consumer_child() {
     let Ok(role) = std::env::var(ROLE_ENV) else { return };
+    if let Some(name) = role.strip_prefix("die-holding,") {
+        // Take a frame and die (SIGKILL) while holding its slot.
+        let ring = FrameRing::open(name, geom()).unwrap();
+        let mut c = ring.consumer(0).unwrap();
+        let Take::Frame(f) = c.take(Instant::now() + Duration::from_secs(5)) else { panic!("no frame") };
+        println!("HOLDING {}", f.meta.frame_id);
+        use std::io::Write;
+        std::io::stdout().flush().unwrap();
+        unsafe_free_kill_self();
+    }
     let (name, idx) = role.split_once(',').unwrap();
     let idx: usize = idx.parse().unwrap();
     let ring = FrameRing::open(name, geom()).unwrap();
@@ -70,6 +80,50 @@ fn ring_stress_consumer_child() {
         }
     }
     println!("RESULT {taken} {drops} {} {torn} {}", last.unwrap_or(0), c.drops());
+}
+
+fn unsafe_free_kill_self() -> ! {
+    let _ = Command::new("kill").args(["-KILL", &std::process::id().to_string()]).status();
+    std::thread::sleep(Duration::from_secs(10));
+    unreachable!("SIGKILL");
+}
+
+#[test]
+fn a_consumer_killed_while_holding_a_slot_does_not_starve_anyone() {
+    let name = format!("vrs-test-hold-{}", std::process::id());
+    let ring = FrameRing::create(&name, geom()).unwrap();
+    let mut p = ring.producer().unwrap();
+    let publish = |p: &mut vr_stream::shm::frame_ring::Producer, id: u64| {
+        p.produce(|buf| {
+            fill(buf, id);
+            Ok::<_, ()>(FrameMeta { frame_id: id, len: buf.len() as u64, ..Default::default() })
+        })
+        .unwrap()
+    };
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "ring_stress_consumer_child", "--include-ignored", "--nocapture", "--test-threads", "1"])
+        .env(ROLE_ENV, format!("die-holding,{name}"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    publish(&mut p, 0);
+    let out = child.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("HOLDING 0"));
+    // The dead consumer still "holds" frame 0's slot: the producer goes on regardless.
+    for id in 1..1000 {
+        publish(&mut p, id);
+    }
+    // A new consumer takes the dead one's role (its PID is gone) and reads intact frames.
+    let mut c = ring.consumer(0).unwrap();
+    for id in 1000..1010 {
+        publish(&mut p, id);
+        let Take::Frame(f) = c.take(Instant::now() + Duration::from_secs(1)) else { panic!("no frame") };
+        assert_eq!(f.meta.frame_id, id);
+        assert!(intact(f.data, id));
+    }
+    // Frames 1..=999 were never seen by the role: counted as drops.
+    assert_eq!(ring.drops(0), 999);
 }
 
 #[test]

@@ -217,3 +217,49 @@ fn receiver_link_down_for_2s_then_up_the_stream_resumes_by_itself() {
     assert!(ids.windows(2).all(|p| p[1] > p[0]));
     assert!(leftover_segments(&inst).is_empty() && processes_of(&inst).is_empty());
 }
+
+#[test]
+fn a_hung_stage_is_killed_and_restarted() {
+    let inst = instance("hung");
+    let port = free_port_pair().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("hb.toml");
+    std::fs::write(&cfg, "[supervise]\nheartbeat_timeout_ms = 300\n").unwrap();
+    let mut sup = Command::new(bin())
+        .args(["--source", "pattern", "--width", "320", "--height", "240", "--frames", "240", "--port", &port, "--sdp", "", "--instance", &inst])
+        .arg("--config")
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (ctl_name, _, _) = vr_stream::stage::segment_names(&inst);
+    let t0 = Instant::now();
+    let ctl = loop {
+        if let Ok(c) = Control::open(&ctl_name)
+            && c.go()
+        {
+            break c;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let old = stage_pid(&ctl, StageKind::Encode);
+    // SIGSTOP: alive, but no longer beating.
+    Command::new("kill").args(["-STOP", &old.to_string()]).status().unwrap();
+    let t = Instant::now();
+    while stage_pid(&ctl, StageKind::Encode) == old || ctl.stage(StageKind::Encode.slot()).state() != StageState::Ready {
+        assert!(t.elapsed() < Duration::from_secs(3), "hung encoder not replaced");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let replaced = t.elapsed();
+    let out = sup.wait_with_output().unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    eprintln!("hung encoder replaced after {replaced:?}");
+    assert!(out.status.success(), "{e}");
+    assert!(e.contains("stage encode stopped beating"), "{e}");
+    assert!(e.contains("restarts: encode 1"), "{e}");
+    assert!(replaced < Duration::from_millis(1000), "{replaced:?}");
+    assert!(leftover_segments(&inst).is_empty() && processes_of(&inst).is_empty());
+}
