@@ -225,7 +225,7 @@ fn a_hung_stage_is_killed_and_restarted() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("hb.toml");
     std::fs::write(&cfg, "[supervise]\nheartbeat_timeout_ms = 300\n").unwrap();
-    let mut sup = Command::new(bin())
+    let sup = Command::new(bin())
         .args(["--source", "pattern", "--width", "320", "--height", "240", "--frames", "240", "--port", &port, "--sdp", "", "--instance", &inst])
         .arg("--config")
         .arg(&cfg)
