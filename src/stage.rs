@@ -243,17 +243,77 @@ fn camera(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring
                 beat(slot);
             }
             Err(CamStop::Eof) => break,
-            Err(CamStop::Err(e)) => {
-                if src.is_permanent(&e) {
-                    ring.set_eos();
-                    slot.fail_permanent(&e.to_string());
-                }
+            Err(CamStop::Err(e)) if src.is_permanent(&e) => {
+                ring.set_eos();
+                slot.fail_permanent(&e.to_string());
                 return Err(e.to_string());
+            }
+            Err(CamStop::Err(e)) => {
+                // The camera went away (unplugged, driver reset): reopen it with backoff,
+                // beating all the while, and show it in the slot. The other stages wait
+                // on the ring as for any late frame.
+                slot.retrying(&format!("{e}; reopening"));
+                // Close the old device first (a V4L2 device open for streaming is busy).
+                drop(std::mem::replace(&mut src, Box::new(Gone(fmt))));
+                match reopen(cfg, fmt, ctl, slot)? {
+                    Some(s) => {
+                        src = s;
+                        slot.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        slot.set_state(StageState::Ready);
+                    }
+                    None => break,
+                }
             }
         }
     }
     ring.set_eos();
     Ok(())
+}
+
+/// Stands in for a camera that went away while it is being reopened.
+struct Gone(SourceFormat);
+
+impl source::FrameSource for Gone {
+    fn format(&self) -> SourceFormat {
+        self.0
+    }
+
+    fn next_frame(&mut self, _dst: &mut [u8]) -> Result<Option<source::Captured>, source::SourceError> {
+        Err(source::SourceError::Device { device: "camera".into(), message: "closed while reopening".into() })
+    }
+}
+
+/// Reopens the camera until it is back (Some) or a stop is requested (None), waiting
+/// 100 ms doubling to 2 s between attempts. Error: it came back with another frame size.
+fn reopen(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot) -> Result<Option<Box<dyn source::FrameSource>>, String> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let until = Instant::now() + backoff;
+        while Instant::now() < until {
+            if ctl.stop_requested() {
+                return Ok(None);
+            }
+            beat(slot);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        match source::open(&cfg.source) {
+            Ok(s) if s.format().width == fmt.width && s.format().height == fmt.height => return Ok(Some(s)),
+            Ok(s) => {
+                return Err(format!(
+                    "camera {} came back at {}x{}, the stream is {}x{}",
+                    cfg.source.uri,
+                    s.format().width,
+                    s.format().height,
+                    fmt.width,
+                    fmt.height
+                ))
+            }
+            Err(e) => {
+                slot.retrying(&format!("{e}; next attempt in {} ms", (backoff * 2).min(Duration::from_secs(2)).as_millis()));
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
 }
 
 fn encode(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring: &FrameRing, queue: &BitstreamQueue) -> Result<(), String> {

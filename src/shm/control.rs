@@ -41,6 +41,9 @@ pub enum StageState {
     Done = 3,
     /// Failed; the error text is in the slot.
     Failed = 4,
+    /// Running, but its input is gone (camera unplugged) and it is reopening it with
+    /// backoff; the reason is in the slot's error text.
+    Retrying = 5,
 }
 
 impl StageState {
@@ -50,6 +53,7 @@ impl StageState {
             2 => StageState::Ready,
             3 => StageState::Done,
             4 => StageState::Failed,
+            5 => StageState::Retrying,
             _ => StageState::Idle,
         }
     }
@@ -116,6 +120,8 @@ pub struct StageSlot {
     pub drops: AtomicU64,
     /// Times the supervisor restarted this stage.
     pub restarts: AtomicU64,
+    /// Times the stage reopened its input after losing it (camera unplugged).
+    pub retries: AtomicU64,
     /// 1 if the failure is permanent (a broken input file): not worth a restart.
     permanent: AtomicU32,
     error_len: AtomicU32,
@@ -374,6 +380,18 @@ impl StageSlot {
             self.error_len.store(n as u32, Ordering::Release);
         }
         self.set_state(StageState::Failed);
+    }
+
+    /// Records why the stage is [`StageState::Retrying`] (replacing any earlier reason).
+    pub fn retrying(&self, msg: &str) {
+        let b = msg.as_bytes();
+        let n = b.len().min(MAX_ERROR);
+        self.error_len.store(0, Ordering::Release);
+        // SAFETY: only the stage itself writes its error text; the length is 0 while it
+        // writes, and readers read only after an Acquire load of a non-zero length.
+        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), self.error.get() as *mut u8, n) };
+        self.error_len.store(n as u32, Ordering::Release);
+        self.set_state(StageState::Retrying);
     }
 
     /// Like [`StageSlot::fail`], and marks the failure permanent (no restart helps).
