@@ -104,9 +104,19 @@ pub fn ring_geometry(f: &SourceFormat) -> RingGeometry {
     RingGeometry { width: f.width, height: f.height, fps_num: f.fps_num, fps_den: f.fps_den, consumers: 1 }
 }
 
-fn set_parent_death_signal() {
+/// Environment variable with the supervisor's PID, so a stage can tell whether its parent
+/// died before it set its parent-death signal.
+pub const SUPERVISOR_PID_ENV: &str = "VR_STREAM_SUPERVISOR_PID";
+
+/// Asks for SIGTERM when the supervisor dies. False if it is already gone (the stage was
+/// reparented before the prctl call, so the signal would never come).
+fn set_parent_death_signal() -> bool {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number; no memory is passed.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) };
+    let expected = std::env::var(SUPERVISOR_PID_ENV).ok().and_then(|v| v.parse::<i32>().ok());
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    expected.is_none_or(|p| p == parent)
 }
 
 /// Applies the stage's realtime settings and records what is in force in its slot.
@@ -149,7 +159,10 @@ fn beat(slot: &StageSlot) {
 
 /// Runs stage `kind` of instance `inst` to completion. Returns the process exit code.
 pub fn run(kind: StageKind, inst: &str, geometry: &str) -> i32 {
-    set_parent_death_signal();
+    if !set_parent_death_signal() {
+        eprintln!("vr-stream[{}]: the supervisor is gone; exiting", kind.name());
+        return 1;
+    }
     let (ctl_name, ring_name, bits_name) = segment_names(inst);
     let ctl = match Control::open(&ctl_name) {
         Ok(c) => c,

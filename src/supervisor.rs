@@ -217,6 +217,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         let mut cmd = Command::new(&exe);
         cmd.args(["stage", kind.name(), "--instance", &opts.instance, "--geometry", &geometry])
             .env(stage::CONFIG_ENV, &cfg_text)
+            .env(stage::SUPERVISOR_PID_ENV, std::process::id().to_string())
             .stdin(Stdio::null());
         if !short.is_empty() {
             cmd.env(stage::RT_WARNED_ENV, "1");
