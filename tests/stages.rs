@@ -240,16 +240,8 @@ fn bitrate_and_idr_requests_reach_the_running_encoder() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let (ctl_name, _, bits_name) = vr_stream::stage::segment_names(&inst);
-    let t0 = Instant::now();
-    let ctl = loop {
-        if let Ok(c) = Control::open(&ctl_name)
-            && c.go() {
-                break c;
-            }
-        assert!(t0.elapsed() < Duration::from_secs(10), "stream did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (_, _, bits_name) = vr_stream::stage::segment_names(&inst);
+    let ctl = wait_streaming(&inst);
     let queue = BitstreamQueue::open(&bits_name, vr_stream::stage::queue_capacity(4000)).unwrap();
     // Bytes per frame over one second at a steady state.
     let rate = |ctl: &Control| {

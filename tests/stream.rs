@@ -116,23 +116,25 @@ fn real_clip_720p60_8mbps_is_decoded_by_ffmpeg_with_psnr_above_38() {
     assert!(res.windows(2).all(|p| p[1].0 > p[0].0));
 }
 
-#[test]
-fn pattern_frame_ids_arrive_in_order_without_duplicates() {
+/// Streams 400 frames of the 640x360 pattern (plus `extra` flags) to ffmpeg and returns
+/// vr-stream's stderr, the frames sent and the frame ids read from the decoded pictures.
+fn pattern_through_ffmpeg(tag: &str, extra: &[&str]) -> (String, u64, Vec<u64>) {
     let (w, h) = (640u32, 360u32);
     let fb = (w * h * 3 / 2) as usize;
     let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Option<u64>>::new()));
     let ids2 = ids.clone();
     let on_frame = move |f: &[u8]| ids2.lock().unwrap().push(vr_stream::source::pattern::read_id(&f[..(w * h) as usize], w, h));
-    let (stderr, sent) = stream_to_ffmpeg(
-        "pattern",
-        "pattern",
-        &["--width", "640", "--height", "360", "--fps", "60", "--frames", "400", "--bitrate", "4000"],
-        fb,
-        on_frame,
-    );
-    let ids = ids.lock().unwrap();
+    let mut args = vec!["--width", "640", "--height", "360", "--frames", "400", "--bitrate", "4000"];
+    args.extend_from_slice(extra);
+    let (stderr, sent) = stream_to_ffmpeg(tag, "pattern", &args, fb, on_frame);
+    let read = ids.lock().unwrap().iter().map(|i| i.expect("every decoded frame carries a readable id")).collect();
+    (stderr, sent, read)
+}
+
+#[test]
+fn pattern_frame_ids_arrive_in_order_without_duplicates() {
+    let (stderr, sent, read) = pattern_through_ffmpeg("pattern", &[]);
     assert!(sent >= 396, "sent only {sent} of 400: {stderr}");
-    let read: Vec<u64> = ids.iter().map(|i| i.expect("every decoded frame carries a readable id")).collect();
     eprintln!("pattern: decoded {} of {sent} sent frames", read.len());
     assert!(read.len() as u64 * 100 >= sent * 99, "decoded {} of {sent}", read.len());
     assert!(read.windows(2).all(|p| p[1] > p[0]), "ids not strictly increasing: {read:?}");
@@ -198,21 +200,8 @@ fn gstreamer_plays_the_sdp_too() {
 
 #[test]
 fn ultra_low_profile_intra_refresh_is_decoded_by_ffmpeg() {
-    let (w, h) = (640u32, 360u32);
-    let fb = (w * h * 3 / 2) as usize;
-    let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Option<u64>>::new()));
-    let ids2 = ids.clone();
-    let on_frame = move |f: &[u8]| ids2.lock().unwrap().push(vr_stream::source::pattern::read_id(&f[..(w * h) as usize], w, h));
-    let (stderr, sent) = stream_to_ffmpeg(
-        "ultralow",
-        "pattern",
-        &["--profile", "ultra_low", "--width", "640", "--height", "360", "--frames", "400", "--bitrate", "4000"],
-        fb,
-        on_frame,
-    );
+    let (stderr, sent, read) = pattern_through_ffmpeg("ultralow", &["--profile", "ultra_low"]);
     assert!(stderr.contains("IDR 1)"), "intra refresh: one IDR only: {stderr}");
-    let ids = ids.lock().unwrap();
-    let read: Vec<u64> = ids.iter().map(|i| i.expect("readable id")).collect();
     eprintln!("ultra_low: decoded {} of {sent} sent frames", read.len());
     assert!(read.len() as u64 * 100 >= sent * 99, "decoded {} of {sent}", read.len());
     assert!(read.windows(2).all(|p| p[1] > p[0]));

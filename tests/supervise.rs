@@ -37,16 +37,7 @@ fn killed_stages_come_back_within_500ms_and_ffmpeg_keeps_decoding() {
     let mut sup = Command::new(bin()).args(args).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let err = sup.stderr.take().unwrap();
     let log = std::thread::spawn(move || std::io::BufReader::new(err).lines().map_while(Result::ok).collect::<Vec<_>>());
-    let (ctl_name, _, _) = vr_stream::stage::segment_names(&inst);
-    let t0 = Instant::now();
-    let ctl = loop {
-        if let Ok(c) = Control::open(&ctl_name)
-            && c.go() {
-                break c;
-            }
-        assert!(t0.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let ctl = wait_streaming(&inst);
     let mut back_ms = vec![];
     for k in [StageKind::Camera, StageKind::Encode, StageKind::Network] {
         std::thread::sleep(Duration::from_millis(1500));
@@ -233,17 +224,7 @@ fn a_hung_stage_is_killed_and_restarted() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (ctl_name, _, _) = vr_stream::stage::segment_names(&inst);
-    let t0 = Instant::now();
-    let ctl = loop {
-        if let Ok(c) = Control::open(&ctl_name)
-            && c.go()
-        {
-            break c;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let ctl = wait_streaming(&inst);
     std::thread::sleep(Duration::from_millis(500));
     let old = stage_pid(&ctl, StageKind::Encode);
     // SIGSTOP: alive, but no longer beating.

@@ -170,3 +170,18 @@ pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
     let mse = se as f64 / a.len() as f64;
     10.0 * (255.0f64 * 255.0 / mse).log10()
 }
+
+/// Opens the control segment of instance `inst` once its stream is running (go given).
+pub fn wait_streaming(inst: &str) -> vr_stream::shm::control::Control {
+    let (ctl_name, _, _) = vr_stream::stage::segment_names(inst);
+    let t0 = Instant::now();
+    loop {
+        if let Ok(c) = vr_stream::shm::control::Control::open(&ctl_name)
+            && c.go()
+        {
+            return c;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{inst}: stream did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
