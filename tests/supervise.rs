@@ -27,13 +27,7 @@ fn killed_stages_come_back_within_500ms_and_ffmpeg_keeps_decoding() {
     sdp_args.push("--sdp-only");
     assert!(run_vr(&sdp_args, Duration::from_secs(20)).status.success());
     let mut ff = start_ffmpeg(&sdp, port);
-    let out = ff.stdout.take().unwrap();
-    let fb = (w * h * 3 / 2) as usize;
-    let reader = std::thread::spawn(move || {
-        let mut ids = vec![];
-        for_each_frame(out, fb, |f| ids.push(vr_stream::source::pattern::read_id(&f[..(w * h) as usize], w, h)));
-        ids
-    });
+    let reader = read_pattern_ids(ff.stdout.take().unwrap(), w, h);
     let mut sup = Command::new(bin()).args(args).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let err = sup.stderr.take().unwrap();
     let log = std::thread::spawn(move || std::io::BufReader::new(err).lines().map_while(Result::ok).collect::<Vec<_>>());
@@ -181,13 +175,7 @@ fn receiver_link_down_for_2s_then_up_the_stream_resumes_by_itself() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let out = ff.stdout.take().unwrap();
-    let fb = (w * h * 3 / 2) as usize;
-    let reader = std::thread::spawn(move || {
-        let mut ids = vec![];
-        for_each_frame(out, fb, |f| ids.push(vr_stream::source::pattern::read_id(&f[..(w * h) as usize], w, h)));
-        ids
-    });
+    let reader = read_pattern_ids(ff.stdout.take().unwrap(), w, h);
     let sup = Command::new(bin()).args(args).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(2500));
     ns.peer_link(false);

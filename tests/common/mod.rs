@@ -185,3 +185,14 @@ pub fn wait_streaming(inst: &str) -> vr_stream::shm::control::Control {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Reads decoded I420 pattern frames of `w × h` from `out` on a thread and returns the
+/// frame ids drawn in them (None for a picture whose id cannot be read).
+pub fn read_pattern_ids(out: impl Read + Send + 'static, w: u32, h: u32) -> std::thread::JoinHandle<Vec<Option<u64>>> {
+    let fb = (w * h * 3 / 2) as usize;
+    std::thread::spawn(move || {
+        let mut ids = vec![];
+        for_each_frame(out, fb, |f| ids.push(vr_stream::source::pattern::read_id(&f[..(w * h) as usize], w, h)));
+        ids
+    })
+}
