@@ -130,7 +130,7 @@ fn live_actions(t: &Target) -> Vec<LiveAction> {
     if !t.root.is_live() {
         return v;
     }
-    for w in plan::sysctl_wanted(t.bbr) {
+    for w in plan::sysctl_wanted(t.kernel) {
         let Some(have) = live::sysctl(w.key) else { continue };
         let ok = if w.at_least {
             matches!((have.parse::<u64>(), w.value.parse::<u64>()), (Ok(h), Ok(x)) if h >= x)
@@ -310,7 +310,9 @@ pub fn apply(t: &Target, dry_run: bool) -> Result<Outcome, ApplyError> {
         }
     }
     if t.root.is_live() && p.changes.iter().any(|c| c.path.starts_with(plan::UNIT_DIR)) {
-        if let Err(e) = live::run("systemctl", &["daemon-reload"]) {
+        if !live::systemd_booted() {
+            out.notes.push("systemd is not running here: the units take effect at the next boot".into());
+        } else if let Err(e) = live::run("systemctl", &["daemon-reload"]) {
             out.warnings.push(format!("systemctl daemon-reload: {e}"));
         }
     }
@@ -425,7 +427,9 @@ pub fn revert(t: &Target, dry_run: bool) -> Result<Outcome, ApplyError> {
         for i in &live.wifi_qdisc {
             warn(format!("{i} qdisc"), live::run("tc", &["qdisc", "del", "dev", i, "root"]).map(|_| ()));
         }
-        let _ = live::run("systemctl", &["daemon-reload"]);
+        if live::systemd_booted() {
+            let _ = live::run("systemctl", &["daemon-reload"]);
+        }
         if !live.swaps.is_empty() {
             warn("swapon -a".into(), live::run("swapon", &["-a"]).map(|_| ()));
             if plan::swap_mechanisms(&t.root).0 {

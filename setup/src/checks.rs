@@ -163,7 +163,7 @@ pub fn check(t: &Target) -> Vec<Row> {
     }
 
     // sysctl.
-    let wanted = plan::sysctl_wanted(t.bbr);
+    let wanted = plan::sysctl_wanted(t.kernel);
     let wanted_text = wanted.iter().map(|w| format!("{} {}{}", w.key, if w.at_least { ">= " } else { "" }, w.value)).collect::<Vec<_>>().join(", ");
     let satisfied = |w: &plan::SysctlWant, have: &str| {
         if w.at_least {
@@ -235,27 +235,38 @@ pub fn check(t: &Target) -> Vec<Row> {
                 None => (user.to_string(), t.root.groups_of(user)),
             };
             let mut current = Vec::new();
+            let mut sources: Vec<String> = Vec::new();
             let mut ok = true;
             for (item, want) in [("rtprio", Limit::Value(99)), ("memlock", Limit::Unlimited)] {
                 let (soft, hard) = limits::effective(&entries, &name, &groups, item);
-                for (kind, v) in [("soft", soft), ("hard", hard)] {
+                let mut shown = Vec::new();
+                for v in [soft, hard] {
                     match v {
                         Some((v, src)) => {
                             ok &= v >= want;
-                            current.push(format!("{item} {kind} {v} ({src})"));
+                            shown.push(v.to_string());
+                            if !sources.contains(&src) {
+                                sources.push(src);
+                            }
                         }
                         None => {
                             ok = false;
-                            current.push(format!("{item} {kind} default"));
+                            shown.push("default".into());
                         }
                     }
                 }
+                current.push(format!("{item} {}", shown.join("/")));
             }
+            let current = if sources.is_empty() {
+                format!("{} (soft/hard)", current.join(", "))
+            } else {
+                format!("{} (soft/hard; from {})", current.join(", "), sources.join(", "))
+            };
             rows.push(row(
                 Item::Limits,
                 &format!("rtprio/memlock limits for {user}"),
                 ok,
-                current.join(", "),
+                current,
                 "rtprio 99, memlock unlimited (soft and hard)".into(),
                 &format!("{APPLY} --user {user}, then log in again"),
                 Effect::Login,
@@ -325,12 +336,12 @@ pub fn check(t: &Target) -> Vec<Row> {
             ));
         }
     }
-    rows.push(file_row(
-        Item::Wifi,
-        "Wi-Fi at boot",
-        "vr-stream-wifi.service enabled, NetworkManager wifi.powersave = 2",
-        "vr-stream-wifi.service enabled, NetworkManager wifi.powersave = 2",
-    ));
+    let wifi_wanted = if t.root.exists("/etc/NetworkManager") {
+        "vr-stream-wifi.service enabled, NetworkManager wifi.powersave = 2"
+    } else {
+        "vr-stream-wifi.service enabled (no NetworkManager here)"
+    };
+    rows.push(file_row(Item::Wifi, "Wi-Fi at boot", wifi_wanted, wifi_wanted));
     if live {
         let ifs = live::wifi_interfaces();
         if ifs.is_empty() {

@@ -17,18 +17,10 @@ pub fn set_sysctl(key: &str, value: &str) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("{key} = {value}: {e}")))
 }
 
-/// Whether the running kernel offers a TCP congestion control (`bbr`), loaded or as a
-/// module of the running kernel.
-pub fn has_congestion_control(name: &str) -> bool {
-    let avail = sysctl("net.ipv4.tcp_available_congestion_control").unwrap_or_default();
-    if avail.split_whitespace().any(|a| a == name) {
-        return true;
-    }
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let dir = format!("/lib/modules/{}/kernel/net/ipv4", release.trim());
-    std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with(&format!("tcp_{name}.ko"))))
-        .unwrap_or(false)
+/// Whether the system was booted with systemd (`/run/systemd/system` exists, as
+/// sd_booted(3) checks); `systemctl` can only talk to it then.
+pub fn systemd_booted() -> bool {
+    std::path::Path::new("/run/systemd/system").is_dir()
 }
 
 /// Number of possible CPUs (`/sys/devices/system/cpu/possible`), at least 1.

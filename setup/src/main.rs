@@ -89,7 +89,7 @@ fn target(cli: &Cli) -> Result<Target, String> {
     let live_root = root.is_live();
     Ok(Target {
         ncpus: if live_root { live::possible_cpus() } else { 4 },
-        bbr: if live_root { live::has_congestion_control("bbr") } else { plan::root_has_bbr(&root) },
+        kernel: plan::kernel_features(&root),
         root,
         isolated,
         user,
@@ -112,7 +112,12 @@ fn print_outcome(cli: &Cli, verb: &str, t: &Target, o: &Outcome) {
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
         return;
     }
-    let would = if cli.dry_run { "would change" } else { "changed" };
+    let would = match (cli.dry_run, verb) {
+        (true, "revert") => "would revert",
+        (true, _) => "would change",
+        (false, "revert") => "reverted",
+        (false, _) => "changed",
+    };
     println!("setup --{verb}{} on {} (isolated CPUs {}, user {})", if cli.dry_run { " --dry-run" } else { "" }, t.root.base().display(), t.isolated, t.user.as_deref().unwrap_or("-"));
     if cli.dry_run {
         print!("{}", o.diff);

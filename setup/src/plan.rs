@@ -98,8 +98,8 @@ pub struct Target {
     /// Who gets the realtime limits and runs vr-stream.service (`--user`; `@group` for a
     /// group in the limits file).
     pub user: Option<String>,
-    /// Whether the target kernel offers BBR (then `tcp_congestion_control = bbr` is set).
-    pub bbr: bool,
+    /// What the target kernel offers ([`kernel_features`]).
+    pub kernel: KernelFeatures,
 }
 
 /// Why nothing can be planned.
@@ -169,17 +169,57 @@ pub struct SysctlWant {
     pub why: &'static str,
 }
 
-/// The wanted sysctls (`bbr`: include `tcp_congestion_control = bbr`).
-pub fn sysctl_wanted(bbr: bool) -> Vec<SysctlWant> {
+/// Kernel features some sysctls need: setting an algorithm the kernel lacks fails (ENOENT)
+/// at boot and live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KernelFeatures {
+    /// BBR congestion control (`tcp_bbr`).
+    pub bbr: bool,
+    /// The fq qdisc (`sch_fq`).
+    pub fq: bool,
+}
+
+/// What the root's kernel offers: a module file under `/lib/modules/RELEASE/kernel/` or an
+/// entry in `modules.builtin` (the running kernel's release on `/`, any release in another
+/// root); on `/` also what is loaded (`tcp_available_congestion_control`, `/sys/module`).
+pub fn kernel_features(root: &Root) -> KernelFeatures {
+    let releases: Vec<String> = if root.is_live() {
+        root.read_text("/proc/sys/kernel/osrelease").map(|r| vec![r.trim().to_string()]).unwrap_or_default()
+    } else {
+        root.list("/lib/modules")
+    };
+    let has = |dir: &str, module: &str| {
+        releases.iter().any(|k| {
+            root.list(&format!("/lib/modules/{k}/kernel/{dir}")).iter().any(|m| m.starts_with(&format!("{module}.ko")))
+                || root
+                    .read_text(&format!("/lib/modules/{k}/modules.builtin"))
+                    .is_some_and(|t| t.contains(&format!("/{module}.ko")))
+        })
+    };
+    let mut f = KernelFeatures { bbr: has("net/ipv4", "tcp_bbr"), fq: has("net/sched", "sch_fq") };
+    if root.is_live() {
+        f.bbr |= crate::live::sysctl("net.ipv4.tcp_available_congestion_control")
+            .is_some_and(|a| a.split_whitespace().any(|x| x == "bbr"));
+        f.fq |= root.exists("/sys/module/sch_fq")
+            || crate::live::sysctl("net.core.default_qdisc").as_deref() == Some("fq");
+    }
+    f
+}
+
+/// The wanted sysctls; `tcp_congestion_control` and `default_qdisc` only when the kernel
+/// has BBR and fq.
+pub fn sysctl_wanted(k: KernelFeatures) -> Vec<SysctlWant> {
     let w = |key, value: &str, at_least, why| SysctlWant { key, value: value.to_string(), at_least, why };
     let mut v = vec![
         w("net.core.rmem_max", "8388608", true, "receive buffer limit, 8 MiB: RTCP and test receivers take bursts without drops"),
         w("net.core.wmem_max", "8388608", true, "send buffer limit, 8 MiB: an IDR access unit (hundreds of kB) is queued whole"),
         w("net.core.rmem_default", "1048576", true, "default receive buffer, 1 MiB"),
         w("net.core.wmem_default", "1048576", true, "default send buffer, 1 MiB: sendmmsg bursts do not hit EAGAIN"),
-        w("net.core.default_qdisc", "fq", false, "fair queueing with pacing for new interfaces (Wi-Fi gets fq_codel from vr-stream-wifi.service)"),
     ];
-    if bbr {
+    if k.fq {
+        v.push(w("net.core.default_qdisc", "fq", false, "fair queueing with pacing for new interfaces (Wi-Fi gets fq_codel from vr-stream-wifi.service)"));
+    }
+    if k.bbr {
         v.push(w("net.ipv4.tcp_congestion_control", "bbr", false, "TCP (signalling, --tcp) keeps queues short"));
     }
     v.extend([
@@ -189,16 +229,6 @@ pub fn sysctl_wanted(bbr: bool) -> Vec<SysctlWant> {
         w("kernel.timer_migration", "0", false, "timers stay on the CPU that armed them: none migrate onto the isolated CPUs"),
     ]);
     v
-}
-
-/// Whether the root's kernels have BBR (`tcp_bbr.ko*` under `/lib/modules/*/kernel/net/ipv4`
-/// or `tcp_bbr` in a `modules.builtin`). For `/`, [`crate::live::has_congestion_control`]
-/// asks the running kernel instead.
-pub fn root_has_bbr(root: &Root) -> bool {
-    root.list("/lib/modules").iter().any(|k| {
-        root.list(&format!("/lib/modules/{k}/kernel/net/ipv4")).iter().any(|m| m.starts_with("tcp_bbr.ko"))
-            || root.read_text(&format!("/lib/modules/{k}/modules.builtin")).is_some_and(|t| t.contains("/tcp_bbr.ko"))
-    })
 }
 
 /// The kernel command line parameters wanted.
@@ -311,7 +341,7 @@ impl Target {
             "# Written by vr-stream setup --apply (setup --revert removes it).\n\
              # Applied at boot by systemd-sysctl; --apply also set these on the running kernel.\n",
         );
-        for w in sysctl_wanted(self.bbr) {
+        for w in sysctl_wanted(self.kernel) {
             let mut value = w.value.clone();
             if w.at_least {
                 if let (Some(e), Ok(want)) = (eff.get(w.key), w.value.parse::<u64>()) {
@@ -389,8 +419,11 @@ pub fn item_plan(t: &Target, item: Item) -> Result<Plan, PlanError> {
         },
         Item::Sysctl => {
             want(SYSCTL_FILE, Content::File(t.sysctl_text().into_bytes()), &mut p)?;
-            if !t.bbr {
+            if !t.kernel.bbr {
                 p.notes.push("the target kernel has no BBR congestion control: tcp_congestion_control left as it is".into());
+            }
+            if !t.kernel.fq {
+                p.notes.push("the target kernel has no fq qdisc (sch_fq): default_qdisc left as it is".into());
             }
         }
         Item::Limits => {

@@ -67,6 +67,7 @@ fn pi_root(cmdline: Option<&[u8]>) -> tempfile::TempDir {
     symlink(r, "/etc/systemd/system/multi-user.target.wants/ssh.service", "/lib/systemd/system/ssh.service");
     write(r, "/etc/fstab", b"proc            /proc           proc    defaults          0       0\nPARTUUID=4e639091-01  /boot/firmware  vfat    defaults          0       2\nPARTUUID=4e639091-02  /               ext4    defaults,noatime  0       1\n");
     write(r, "/lib/modules/6.6.51+rpt-rpi-2712/kernel/net/ipv4/tcp_bbr.ko.xz", b"\xfd7zXZ");
+    write(r, "/lib/modules/6.6.51+rpt-rpi-2712/kernel/net/sched/sch_fq.ko.xz", b"\xfd7zXZ");
     fs::create_dir_all(r.join("var/lib")).unwrap();
     d
 }
@@ -182,8 +183,17 @@ fn stock_bookworm_full_cycle() {
     assert!(unit.contains("User=pi") && unit.contains("CPUAffinity=0 1") && unit.contains("LimitRTPRIO=99"), "{unit}");
     assert!(applied["etc/sysctl.d/99-vr-stream.conf"].contains("net.ipv4.tcp_congestion_control = bbr"));
     assert!(applied["etc/sysctl.d/99-vr-stream.conf"].contains("kernel.sched_rt_runtime_us = -1"));
+    assert!(applied["etc/sysctl.d/99-vr-stream.conf"].contains("net.core.default_qdisc = fq"));
     assert!(applied["etc/security/limits.d/99-vr-stream.conf"].contains("pi - rtprio 99\\npi - memlock unlimited"));
     assert_same_tree(&original, &tree(r), "after the cycle");
+}
+
+#[test]
+fn repository_cmdline_example_is_what_setup_writes() {
+    let d = pi_root(Some(STOCK.as_bytes()));
+    assert_eq!(code(&run(d.path(), &["--apply"])), 0);
+    let example = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../cmdline.txt.example")).unwrap();
+    assert_eq!(read(d.path(), "/boot/firmware/cmdline.txt"), example);
 }
 
 #[test]
