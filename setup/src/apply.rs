@@ -78,7 +78,7 @@ fn diff_of(path: &str, before: &Node, after: &Content) -> String {
     match after {
         Content::Symlink(t) => format!("{path}: {} => symlink -> {t}\n", describe(before)),
         Content::Absent => match before {
-            Node::File(_) => similar::TextDiff::from_lines(&text(before), "")
+            Node::File(_) => similar::TextDiff::from_lines(text(before), "")
                 .unified_diff()
                 .header(&format!("a{path}"), "/dev/null")
                 .to_string(),

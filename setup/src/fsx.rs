@@ -93,11 +93,10 @@ fn write_file(path: &Path, bytes: &[u8], meta: Option<Meta>) -> io::Result<()> {
         None => (0o644, None),
     };
     let cur = f.metadata()?;
-    if let Some((uid, gid)) = owner {
-        if cur.uid() != uid || cur.gid() != gid {
+    if let Some((uid, gid)) = owner
+        && (cur.uid() != uid || cur.gid() != gid) {
             std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
         }
-    }
     if cur.permissions().mode() & 0o7777 != mode & 0o7777 {
         f.set_permissions(fs::Permissions::from_mode(mode & 0o7777))?;
     }
@@ -171,11 +170,10 @@ impl Transaction {
                 }
                 let before = fs::symlink_metadata(&op.path);
                 let existed = before.is_ok();
-                if let Ok(m) = &before {
-                    if m.is_dir() {
+                if let Ok(m) = &before
+                    && m.is_dir() {
                         return Err(fail(&op.path, "replace", io::Error::other("it is a directory")));
                     }
-                }
                 let mut st = Staged { new: None, old: None, existed };
                 if existed {
                     let old = side(&op.path, "old");

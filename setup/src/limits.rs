@@ -70,6 +70,9 @@ pub fn parse(text: &str, source: &str) -> Vec<Entry> {
         .collect()
 }
 
+/// A limit and the file that sets it.
+pub type Sourced = Option<(Limit, String)>;
+
 /// The soft and hard value of `item` for `user` (member of `groups`), with the file each
 /// comes from; `None` where no entry applies (the system default stays).
 pub fn effective(
@@ -77,7 +80,7 @@ pub fn effective(
     user: &str,
     groups: &[String],
     item: &str,
-) -> (Option<(Limit, String)>, Option<(Limit, String)>) {
+) -> (Sourced, Sourced) {
     let rank = |d: &str| -> Option<u8> {
         if d == user {
             Some(3)

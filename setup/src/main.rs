@@ -59,11 +59,10 @@ fn valid_user(u: &str) -> bool {
 }
 
 fn default_user() -> Option<String> {
-    if let Ok(u) = std::env::var("SUDO_USER") {
-        if !u.is_empty() && u != "root" {
+    if let Ok(u) = std::env::var("SUDO_USER")
+        && !u.is_empty() && u != "root" {
             return Some(u);
         }
-    }
     let uid = nix::unistd::getuid();
     if uid.is_root() {
         return None;

@@ -343,13 +343,11 @@ impl Target {
         );
         for w in sysctl_wanted(self.kernel) {
             let mut value = w.value.clone();
-            if w.at_least {
-                if let (Some(e), Ok(want)) = (eff.get(w.key), w.value.parse::<u64>()) {
-                    if let Ok(have) = e.value.parse::<u64>() {
+            if w.at_least
+                && let (Some(e), Ok(want)) = (eff.get(w.key), w.value.parse::<u64>())
+                    && let Ok(have) = e.value.parse::<u64>() {
                         value = have.max(want).to_string();
                     }
-                }
-            }
             s.push_str(&format!("# {}\n{} = {}\n", w.why, w.key, value));
         }
         s
@@ -447,11 +445,10 @@ pub fn item_plan(t: &Target, item: Item) -> Result<Plan, PlanError> {
             if zram {
                 want(ZRAM_FILE, Content::File(b"# Written by vr-stream setup --apply: no [zramN] section, so no zram swap (zram-generator.conf(5)).\n".to_vec()), &mut p)?;
             }
-            if let Some(text) = root.read_text("/etc/fstab") {
-                if let Some(new) = fstab_without_swap(&text) {
+            if let Some(text) = root.read_text("/etc/fstab")
+                && let Some(new) = fstab_without_swap(&text) {
                     want("/etc/fstab", Content::File(new.into_bytes()), &mut p)?;
                 }
-            }
         }
         Item::Governor | Item::Wifi | Item::Service => {
             let (name, template, enable) = UNITS[match item {
