@@ -183,6 +183,9 @@ pub struct StatsConfig {
     pub interval_s: u32,
     /// CSV path for per-frame records; empty = none.
     pub latency_log: String,
+    /// Sender-side latency target, ms (capture -> last packet, plus the network one-way
+    /// estimate): `quick-bench` compares its budget with it.
+    pub target_ms: u32,
 }
 
 /// x264 presets we allow (the fast end: slower ones cannot keep 60 fps on a Pi 5).
@@ -363,6 +366,7 @@ impl Config {
             check(key, st.cpu, 0, 1023)?;
         }
         check("stats.interval_s", self.stats.interval_s, 0, 3600)?;
+        check("stats.target_ms", self.stats.target_ms, 1, 1000)?;
         check("rt.spin_window_us", self.rt.spin_window_us, 0, 5000)?;
         check("supervise.backoff_ms", self.supervise.backoff_ms, 1, 10_000)?;
         check("supervise.max_restarts", self.supervise.max_restarts, 0, 100)?;

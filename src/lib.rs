@@ -12,6 +12,7 @@ pub mod config;
 pub mod encode;
 pub mod latency;
 pub mod net;
+pub mod quickbench;
 pub mod rt;
 pub mod rtp;
 pub mod sdp;

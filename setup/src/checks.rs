@@ -227,6 +227,15 @@ pub fn check(t: &Target) -> Vec<Row> {
             "pass --user NAME (the account that runs vr-stream)",
             Effect::Login,
         )),
+        Some("root") => rows.push(row(
+            Item::Limits,
+            "rtprio/memlock limits for root",
+            true,
+            "root is not limited (CAP_SYS_NICE, CAP_IPC_LOCK)".into(),
+            "rtprio 99, memlock unlimited".into(),
+            "",
+            Effect::Login,
+        )),
         Some(user) => {
             let entries: Vec<limits::Entry> =
                 t.root.limits_files().iter().flat_map(|(p, text)| limits::parse(text, p)).collect();

@@ -10,6 +10,7 @@ pub mod apply;
 pub mod checks;
 pub mod cmdline;
 pub mod cpus;
+pub mod fixture;
 pub mod fsx;
 pub mod limits;
 pub mod live;

@@ -1,0 +1,371 @@
+//! The measured sections of `quick-bench`: timer jitter, frame copy, ring hand-off between
+//! two processes, encoder (x264 plus packetize+send), camera. Each runs in its own thread
+//! (pinned, SCHED_FIFO where permitted) so the caller's scheduling is left alone.
+
+use super::{CameraSection, EncoderSection, JitterRun, JitterSection, MemorySection, Percentiles, RingSection, Section, Unit};
+use crate::config::Config;
+use crate::encode::{EncoderParams, X264Encoder};
+use crate::net::UdpSender;
+use crate::rt::{self, monotonic_ns};
+use crate::rtp::{PacketBuf, Packetizer, RtpParams};
+use crate::shm::frame_ring::{FrameMeta, FrameRing, RingGeometry, Take};
+use crate::source::{self, FrameSource, SourceFormat};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Environment variable that turns a `quick-bench` process into the ring producer
+/// (`NAME,FRAMES,PERIOD_NS,CPU,PRIORITY,WIDTH,HEIGHT`).
+pub const RING_CHILD_ENV: &str = "VR_QUICKBENCH_RING_PRODUCER";
+
+/// Progress callback: fraction done of the current section, 0.0..=1.0.
+pub type Progress<'a> = &'a (dyn Fn(f64) + Sync);
+
+/// Pins the calling thread to `cpu` and, with `priority > 0`, asks for SCHED_FIFO. Returns
+/// the placement in force as text (`CPU 1 SCHED_FIFO 80`), read back from the kernel.
+pub fn place(cpu: usize, priority: u8) -> (String, i32, i32) {
+    if priority > 0 {
+        let _ = rt::apply(&rt::RtRequest { cpu, priority, mlock: false });
+    } else {
+        core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+    }
+    // SAFETY: plain syscalls on the calling thread (tid 0) with a valid out-pointer.
+    let (policy, prio) = unsafe {
+        let mut p = libc::sched_param { sched_priority: 0 };
+        libc::sched_getparam(0, &mut p);
+        (libc::sched_getscheduler(0), p.sched_priority)
+    };
+    let name = if policy == libc::SCHED_FIFO { format!("SCHED_FIFO {prio}") } else { "SCHED_OTHER".to_string() };
+    (format!("CPU {cpu} {name}"), policy, prio)
+}
+
+/// CPUs isolated by the running kernel.
+pub fn isolated_cpus() -> Vec<usize> {
+    std::fs::read_to_string("/sys/devices/system/cpu/isolated")
+        .ok()
+        .and_then(|s| vr_setup::cpus::CpuList::parse(s.trim()).ok())
+        .map(|l| l.iter().map(|c| c as usize).collect())
+        .unwrap_or_default()
+}
+
+fn timer_loop(cpu: usize, priority: u8, period_ns: u64, n: usize, progress: Progress) -> (JitterRun, bool) {
+    let (_, policy, prio) = place(cpu, priority);
+    rt::prefault_stack();
+    let mut lat = Vec::with_capacity(n);
+    let mut next = monotonic_ns() + period_ns;
+    for i in 0..n {
+        rt::sleep_until_ns(next);
+        let now = monotonic_ns();
+        lat.push(now.saturating_sub(next));
+        next += period_ns;
+        if next < now {
+            // Fell behind by more than a period (a long stall): start again from now.
+            next = now + period_ns;
+        }
+        if i % 100 == 0 {
+            progress(i as f64 / n as f64);
+        }
+    }
+    let fifo = policy == libc::SCHED_FIFO;
+    let run = JitterRun {
+        policy: if fifo { "SCHED_FIFO".into() } else { "SCHED_OTHER".into() },
+        priority: prio,
+        cpu,
+        isolated: isolated_cpus().contains(&cpu),
+        wakeup: Percentiles::from_ns(&lat, Unit::Us).expect("n > 0"),
+    };
+    (run, fifo)
+}
+
+/// Timer wake-up latency, cyclictest-style: clock_nanosleep(TIMER_ABSTIME) every `period`
+/// for `n` periods, first under SCHED_FIFO (priority 99 capped by what is permitted; the
+/// camera stage's priority otherwise) on an isolated CPU if there is one (else the encode
+/// stage's CPU), then under SCHED_OTHER on the same CPU.
+pub fn jitter(cfg: &Config, period: Duration, n: usize, progress: Progress) -> JitterSection {
+    let cpu = isolated_cpus().first().copied().unwrap_or_else(|| rt::map_cpu(cfg.stages.encode.cpu).0);
+    let period_ns = period.as_nanos() as u64;
+    let prio = cfg.stages.camera.priority.max(cfg.stages.encode.priority);
+    let (fifo_run, was_fifo) = std::thread::scope(|s| {
+        s.spawn(|| timer_loop(cpu, prio, period_ns, n, &|f| progress(f / 2.0))).join().expect("timer thread")
+    });
+    let (other, _) = std::thread::scope(|s| {
+        s.spawn(|| timer_loop(cpu, 0, period_ns, n, &|f| progress(0.5 + f / 2.0))).join().expect("timer thread")
+    });
+    let fifo = if was_fifo {
+        Section::Measured(fifo_run)
+    } else {
+        Section::not(format!(
+            "SCHED_FIFO not permitted (RLIMIT_RTPRIO {}; fix: sudo setup --apply, log in again)",
+            rt::rlimit(nix::sys::resource::Resource::RLIMIT_RTPRIO).0
+        ))
+    };
+    JitterSection { period_us: period_ns / 1000, fifo, other }
+}
+
+/// Copy of one I420 frame at the configured size, `n` times (buffers touched first).
+pub fn memory(cfg: &Config, n: usize) -> MemorySection {
+    let fmt = SourceFormat { width: cfg.source.width, height: cfg.source.height, fps_num: cfg.source.fps, fps_den: 1 };
+    let bytes = fmt.frame_bytes();
+    let src: Vec<u8> = (0..bytes).map(|i| i as u8).collect();
+    let mut dst = vec![0u8; bytes];
+    let mut t = Vec::with_capacity(n);
+    for _ in 0..n {
+        let a = monotonic_ns();
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+        t.push(monotonic_ns() - a);
+    }
+    let copy = Percentiles::from_ns(&t, Unit::Ms).expect("n > 0");
+    let gb_per_s = bytes as f64 / (copy.p50 * 1e-3) / 1e9;
+    MemorySection { frame_bytes: bytes, copy, gb_per_s }
+}
+
+/// Producer side of [`ring`], run in a child process (see [`RING_CHILD_ENV`]). Returns
+/// the process exit status.
+pub fn ring_child(spec: &str) -> i32 {
+    let f: Vec<&str> = spec.split(',').collect();
+    let parse = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+    let (Some(n), Some(period), Some(cpu), Some(prio), Some(w), Some(h)) = (parse(1), parse(2), parse(3), parse(4), parse(5), parse(6))
+    else {
+        eprintln!("quick-bench: bad {RING_CHILD_ENV} value {spec:?}");
+        return 2;
+    };
+    let g = RingGeometry { width: w as u32, height: h as u32, fps_num: 60, fps_den: 1, consumers: 1 };
+    let ring = match FrameRing::open(f[0], g) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("quick-bench ring producer: {e}");
+            return 2;
+        }
+    };
+    let (placement, _, _) = place(cpu as usize, prio as u8);
+    println!("{placement}");
+    let Ok(mut p) = ring.producer() else { return 2 };
+    let t0 = monotonic_ns() + 20_000_000;
+    for i in 0..n {
+        rt::sleep_until_ns(t0 + i * period);
+        let _ = p.produce(|buf| {
+            // The frame is written (here: its first bytes); the hand-off starts after that.
+            buf[..64].fill(i as u8);
+            let now = monotonic_ns();
+            Ok::<_, ()>(FrameMeta { frame_id: i, capture_ns: now, published_ns: now, len: buf.len() as u64, ..Default::default() })
+        });
+    }
+    ring.set_eos();
+    0
+}
+
+/// Hand-off latency of the project's frame ring between two processes: a child (this
+/// executable again) produces `n` frames one frame interval apart on the camera stage's CPU;
+/// this thread consumes them on the encode stage's CPU and measures publish → taken.
+pub fn ring(cfg: &Config, n: usize, progress: Progress) -> Section<RingSection> {
+    let name = format!("vrs-quickbench-{}", std::process::id());
+    let g = RingGeometry { width: cfg.source.width, height: cfg.source.height, fps_num: 60, fps_den: 1, consumers: 1 };
+    let ring = match FrameRing::create(&name, g) {
+        Ok(r) => r,
+        Err(e) => return Section::not(format!("cannot create the ring segment: {e}")),
+    };
+    ring.prefault();
+    let period = 1_000_000_000 / cfg.source.fps.max(1) as u64;
+    let (ccpu, _) = rt::map_cpu(cfg.stages.camera.cpu);
+    let (ecpu, _) = rt::map_cpu(cfg.stages.encode.cpu);
+    let spec = format!("{name},{n},{period},{ccpu},{},{},{}", cfg.stages.camera.priority, g.width, g.height);
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return Section::not(format!("cannot find this executable to start the producer: {e}")),
+    };
+    let child = std::process::Command::new(exe)
+        .env(RING_CHILD_ENV, spec)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn();
+    let child = match child {
+        Ok(c) => c,
+        Err(e) => return Section::not(format!("cannot start the producer process: {e}")),
+    };
+    let prio = cfg.stages.encode.priority;
+    let result = std::thread::scope(|s| {
+        s.spawn(|| {
+            let (placement, _, _) = place(ecpu, prio);
+            let mut c = ring.consumer(0).ok()?;
+            c.set_spin_window(Duration::from_micros(cfg.rt.spin_window_us as u64));
+            let mut lat = Vec::with_capacity(n);
+            loop {
+                match c.take(Instant::now() + Duration::from_secs(3)) {
+                    Take::Frame(f) => {
+                        lat.push(monotonic_ns().saturating_sub(f.meta.published_ns));
+                        if lat.len() % 30 == 0 {
+                            progress(lat.len() as f64 / n as f64);
+                        }
+                    }
+                    Take::Eos | Take::Timeout => break,
+                }
+            }
+            Some((lat, placement, c.drops()))
+        })
+        .join()
+        .ok()
+        .flatten()
+    });
+    let out = child.wait_with_output();
+    let producer = out.as_ref().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    match (result, out) {
+        (Some((lat, consumer, drops)), Ok(o)) if o.status.success() && !lat.is_empty() => Section::Measured(RingSection {
+            producer,
+            consumer,
+            handoff: Percentiles::from_ns(&lat, Unit::Us).expect("non-empty"),
+            drops,
+        }),
+        (_, Ok(o)) => Section::not(format!("the producer process failed ({})", o.status)),
+        (_, Err(e)) => Section::not(format!("the producer process failed: {e}")),
+    }
+}
+
+/// The real test clip (`scripts/fetch-assets.sh`) when it is there and has the configured
+/// size: `$VR_STREAM_ASSETS/box-720p60.y4m` or `~/.cache/vr-stream/assets/box-720p60.y4m`.
+pub fn real_clip(cfg: &Config) -> Option<PathBuf> {
+    if let Some(p) = cfg.source.uri.strip_prefix("file:") {
+        return Some(PathBuf::from(p));
+    }
+    let dir = std::env::var_os("VR_STREAM_ASSETS")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vr-stream/assets")))?;
+    let p = dir.join("box-720p60.y4m");
+    let h = source::y4m::probe(&p).ok()?;
+    (h.format.width == cfg.source.width && h.format.height == cfg.source.height).then_some(p)
+}
+
+/// Encodes `n` frames at the configured size, rate, bitrate and threads, paced at the
+/// frame rate (as the camera delivers them), on the encode stage's CPU and priority; times
+/// each x264 call, then packetizes each access unit and sends it with sendmmsg to a UDP
+/// socket on 127.0.0.1, timing that too.
+pub fn encoder(cfg: &Config, n: usize, progress: Progress) -> Section<EncoderSection> {
+    let clip = real_clip(cfg);
+    let mut src: Box<dyn FrameSource> = match &clip {
+        Some(p) => match source::y4m::Y4mSource::open(p, true) {
+            Ok(s) => Box::new(s),
+            Err(e) => return Section::not(format!("cannot open the clip: {e}")),
+        },
+        None => Box::new(source::pattern::PatternSource::new(SourceFormat {
+            width: cfg.source.width,
+            height: cfg.source.height,
+            fps_num: cfg.source.fps,
+            fps_den: 1,
+        })),
+    };
+    let fmt = src.format();
+    let fmt = SourceFormat { fps_num: cfg.source.fps, fps_den: 1, ..fmt };
+    let (cpu, _) = rt::map_cpu(cfg.stages.encode.cpu);
+    let prio = cfg.stages.encode.priority;
+    let r = std::thread::scope(|s| {
+        s.spawn(|| -> Result<EncoderSection, String> {
+            let (placement, _, _) = place(cpu, prio);
+            let mut enc = X264Encoder::new(&EncoderParams::from_config(&cfg.encoder, fmt)).map_err(|e| e.to_string())?;
+            let sink = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("local UDP socket: {e}"))?;
+            let mut tx = UdpSender::new(sink.local_addr().map_err(|e| e.to_string())?, 0, cfg.stream.sendmmsg_batch as usize)
+                .map_err(|e| format!("UDP sender: {e}"))?;
+            let mut pk = Packetizer::new(
+                RtpParams { ssrc: cfg.stream.ssrc, payload_type: cfg.stream.payload_type, payload_size: cfg.stream.payload_size as usize, capture_time_ext_id: None },
+                0,
+            );
+            let mut pkts = PacketBuf::with_capacity(1 << 20);
+            let mut frame = vec![0u8; fmt.frame_bytes()];
+            let (mut enc_t, mut send_t) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            let mut bytes = 0u64;
+            for i in 0..n {
+                src.next_frame(&mut frame).map_err(|e| e.to_string())?.ok_or("the source ended")?;
+                let a = monotonic_ns();
+                let au = enc.encode(&frame, false).map_err(|e| e.to_string())?;
+                let b = monotonic_ns();
+                bytes += au.data.len() as u64;
+                pkts.clear();
+                pk.packetize(au.data, (i as u32).wrapping_mul(1500), None, &mut pkts).map_err(|e| e.to_string())?;
+                tx.send(&pkts);
+                let c = monotonic_ns();
+                enc_t.push(b - a);
+                send_t.push(c - b);
+                if i % 30 == 0 {
+                    progress(i as f64 / n as f64);
+                }
+            }
+            drop(sink);
+            let seconds = n as f64 / cfg.source.fps.max(1) as f64;
+            Ok(EncoderSection {
+                source: clip.as_ref().map(|p| format!("file:{}", p.display())).unwrap_or_else(|| "pattern".into()),
+                frames: n,
+                encode: Percentiles::from_ns(&enc_t, Unit::Ms).ok_or("no frames")?,
+                target_kbps: cfg.encoder.bitrate_kbps,
+                achieved_kbps: bytes as f64 * 8.0 / seconds / 1000.0,
+                packetize_send: Percentiles::from_ns(&send_t, Unit::Ms).ok_or("no frames")?,
+                placement,
+            })
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the encoder thread panicked".into()))
+    });
+    match r {
+        Ok(s) => Section::Measured(s),
+        Err(e) => Section::not(format!("encoder failed: {e}")),
+    }
+}
+
+/// The camera to measure: the configured `v4l2:` source, else the first `/dev/video*`
+/// that opens as a capture device at the configured size and rate.
+fn find_camera(cfg: &Config) -> Result<(String, source::v4l2::V4l2Source), String> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = cfg.source.uri.strip_prefix("v4l2:") {
+        candidates.push(PathBuf::from(p));
+    } else {
+        let mut v: Vec<PathBuf> = std::fs::read_dir("/dev")
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        v.retain(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("video")));
+        v.sort();
+        candidates = v;
+    }
+    if candidates.is_empty() {
+        return Err("no /dev/video* capture device (CSI cameras through libcamera are not measured yet)".into());
+    }
+    let mut errors = Vec::new();
+    for p in candidates {
+        match source::v4l2::V4l2Source::open(&p, cfg.source.width, cfg.source.height, cfg.source.fps, cfg.source.buffers) {
+            Ok(s) => return Ok((p.display().to_string(), s)),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    Err(format!("no usable capture device: {}", errors.join("; ")))
+}
+
+/// Camera frame interval, its jitter and capture latency (dequeue time − buffer
+/// timestamp, both CLOCK_MONOTONIC) over `n` frames. Only compiled on the development
+/// machine (no camera there).
+pub fn camera(cfg: &Config, n: usize, progress: Progress) -> Section<CameraSection> {
+    let (device, mut cam) = match find_camera(cfg) {
+        Ok(c) => c,
+        Err(e) => return Section::not(e),
+    };
+    let mut buf = vec![0u8; cam.format().frame_bytes()];
+    let (mut stamps, mut lat) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n {
+        match cam.next_frame(&mut buf) {
+            Ok(Some(c)) => {
+                lat.push(monotonic_ns().saturating_sub(c.capture_ns));
+                stamps.push(c.capture_ns);
+            }
+            Ok(None) => break,
+            Err(e) => return Section::not(format!("{device}: {e}")),
+        }
+        progress(i as f64 / n as f64);
+    }
+    let intervals: Vec<u64> = stamps.windows(2).map(|w| w[1].saturating_sub(w[0])).collect();
+    let Some(interval) = Percentiles::from_ns(&intervals, Unit::Ms) else {
+        return Section::not(format!("{device}: fewer than two frames"));
+    };
+    let median = (interval.p50 * 1e6) as u64;
+    let dev: Vec<u64> = intervals.iter().map(|&i| i.abs_diff(median)).collect();
+    Section::Measured(CameraSection {
+        device,
+        interval,
+        jitter: Percentiles::from_ns(&dev, Unit::Ms).expect("non-empty"),
+        capture_latency: Percentiles::from_ns(&lat, Unit::Ms).expect("non-empty"),
+    })
+}
