@@ -72,6 +72,8 @@ pub struct Encoded<'a> {
     pub keyframe: bool,
     /// NAL units in it.
     pub nal_count: usize,
+    /// Average quantizer of the frame (x264's `i_qpplus1 - 1`).
+    pub qp: i32,
 }
 
 /// A libx264 encoder instance.
@@ -249,7 +251,7 @@ impl X264Encoder {
             }
             &self.scratch
         };
-        Ok(Encoded { data, keyframe: out.b_keyframe != 0, nal_count: n as usize })
+        Ok(Encoded { data, keyframe: out.b_keyframe != 0, nal_count: n as usize, qp: out.i_qpplus1 - 1 })
     }
 
     /// Changes the target/maximum bitrate (kbit/s) from the next frame on, keeping the VBV

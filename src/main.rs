@@ -161,7 +161,7 @@ fn main_inner(cli: Cli) -> Result<()> {
     if cli.instance.is_empty() || cli.instance.contains('/') {
         anyhow::bail!("--instance {:?}: allowed a non-empty name without '/'", cli.instance);
     }
-    supervisor::run(&RunOptions { cfg, instance: cli.instance, sdp_only: cli.sdp_only })
+    supervisor::run(&RunOptions { cfg, instance: cli.instance, sdp_only: cli.sdp_only, profile: cli.profile.clone() })
 }
 
 fn main() {

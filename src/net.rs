@@ -25,8 +25,10 @@ pub struct SendStats {
     pub bytes: u64,
     /// sendmmsg calls made.
     pub batches: u64,
-    /// Packets lost to errors (ICMP unreachable, no route...) or a full buffer.
+    /// Packets lost to errors (ICMP unreachable, no route...).
     pub errors: u64,
+    /// Packets dropped because the socket buffer stayed full past the wait (EAGAIN).
+    pub wouldblock: u64,
 }
 
 /// A connected, non-blocking UDP socket that sends RTP packets in sendmmsg batches.
@@ -105,7 +107,7 @@ impl UdpSender {
             match e.raw_os_error() {
                 Some(libc::EAGAIN) => {
                     if !self.wait_writable() {
-                        st.errors += (n - i) as u64;
+                        st.wouldblock += (n - i) as u64;
                         return st;
                     }
                 }

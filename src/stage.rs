@@ -15,6 +15,7 @@ use crate::net::UdpSender;
 use crate::rt::{self, monotonic_ns};
 use crate::rtp::{self, PacketBuf, Packetizer, RtpParams};
 use crate::shm::bitstream::{AuMeta, BitstreamQueue, Next, Push, FLAG_KEYFRAME};
+use crate::shm::control::NetCounters;
 use crate::shm::control::{Control, RtpState, StageSlot, StageState, STAGE_CAMERA, STAGE_ENCODE, STAGE_NETWORK};
 use crate::shm::frame_ring::{FrameMeta, FrameRing, RingGeometry, Take, FORMAT_I420, SPIN};
 use crate::source::{self, SourceFormat};
@@ -78,6 +79,11 @@ impl StageKind {
 /// Segment names of instance `inst`: (control, frame ring, bitstream queue).
 pub fn segment_names(inst: &str) -> (String, String, String) {
     (format!("{inst}-ctl"), format!("{inst}-frames"), format!("{inst}-bits"))
+}
+
+/// Name of the stats segment of instance `inst` (what `dashboard` reads).
+pub fn stats_name(inst: &str) -> String {
+    format!("{inst}-stats")
 }
 
 /// Bitstream queue capacity for a bitrate: one second of stream plus room for IDRs,
@@ -164,7 +170,7 @@ pub fn run(kind: StageKind, inst: &str, geometry: &str) -> i32 {
         return 1;
     }
     let (ctl_name, ring_name, bits_name) = segment_names(inst);
-    let ctl = match Control::open(&ctl_name) {
+    let ctl = match Control::open(&ctl_name, &stats_name(inst)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("vr-stream[{}]: {e}", kind.name());
@@ -347,10 +353,12 @@ fn encode(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring
         if ctl.stop_requested() {
             break;
         }
-        if let Some(kbps) = ctl.take_bitrate_request()
-            && let Err(e) = enc.set_bitrate(kbps) {
-                eprintln!("vr-stream[encode]: {e}");
+        if let Some(kbps) = ctl.take_bitrate_request() {
+            match enc.set_bitrate(kbps) {
+                Ok(()) => ctl.stats().set_bitrate(kbps),
+                Err(e) => eprintln!("vr-stream[encode]: {e}"),
             }
+        }
         let frame = match consumer.take(Instant::now() + Duration::from_millis(100)) {
             Take::Frame(f) => f,
             Take::Timeout => {
@@ -374,7 +382,7 @@ fn encode(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring
             flags: if out.keyframe { FLAG_KEYFRAME } else { 0 },
             payload_len: 0,
         };
-        let (bytes, key) = (out.data.len() as u64, out.keyframe);
+        let (bytes, key, qp) = (out.data.len() as u64, out.keyframe, out.qp);
         let pushed = writer.push(meta, out.data);
         drop(frame); // release the ring slot only now: x264 read it in place
         use std::sync::atomic::Ordering::Relaxed;
@@ -383,7 +391,7 @@ fn encode(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring
         if pushed == Push::Queued {
             slot.frames_out.fetch_add(1, Relaxed);
         }
-        ctl.add_encoded(bytes, key);
+        ctl.stats().add_encoded(bytes, key, qp);
         beat(slot);
     }
     queue.set_eos();
@@ -474,8 +482,14 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
         let first_sent = monotonic_ns();
         let st = tx.send(&pkts);
         let last_sent = monotonic_ns();
-        ctl.add_net(st.packets, st.bytes, st.batches, st.errors);
-        ctl.push_record(&FrameRecord {
+        ctl.stats().add_net(&NetCounters {
+            packets: st.packets,
+            bytes: st.bytes,
+            batches: st.batches,
+            send_errors: st.errors,
+            wouldblock_drops: st.wouldblock,
+        });
+        ctl.stats().push_record(&FrameRecord {
             frame_id: m.frame_id,
             capture_ns: m.capture_ns,
             published_ns: m.published_ns,

@@ -9,6 +9,7 @@ use crate::latency::{FrameRecord, LatencyStats};
 use crate::rt;
 use crate::sdp::{write_sdp, SdpParams};
 use crate::shm::bitstream::BitstreamQueue;
+use crate::shm::control::StreamInfo;
 use crate::shm::control::{Control, StageState, RECORDS};
 use crate::shm::frame_ring::FrameRing;
 use crate::source::{self, SourceFormat, SourceSpec};
@@ -36,6 +37,8 @@ pub struct RunOptions {
     pub instance: String,
     /// Write the SDP file and exit without streaming.
     pub sdp_only: bool,
+    /// `--profile` name (shown by `dashboard`), if any.
+    pub profile: Option<String>,
 }
 
 static SIGNALLED: AtomicI32 = AtomicI32::new(0);
@@ -184,8 +187,23 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     }
 
     let (ctl_name, ring_name, bits_name) = stage::segment_names(&opts.instance);
-    let ctl = Control::create(&ctl_name)?;
+    let ctl = Control::create(&ctl_name, &stage::stats_name(&opts.instance))?;
     ctl.prefault();
+    let dest = match cfg.stream.ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(a)) => format!("[{a}]:{}", cfg.stream.port),
+        _ => format!("{}:{}", cfg.stream.ip, cfg.stream.port),
+    };
+    ctl.stats().set_info(&StreamInfo {
+        destination: dest,
+        width: fmt.width,
+        height: fmt.height,
+        fps: (fmt.fps_num / fmt.fps_den.max(1)),
+        bitrate_kbps: cfg.encoder.bitrate_kbps,
+        profile: opts.profile.clone().unwrap_or_default(),
+        target_ms: cfg.stats.target_ms,
+        supervisor_pid: std::process::id(),
+        started_ns: crate::rt::monotonic_ns(),
+    });
     let ring = FrameRing::create(&ring_name, stage::ring_geometry(&fmt))?;
     let queue = BitstreamQueue::create(&bits_name, stage::queue_capacity(cfg.encoder.bitrate_kbps))?;
     install_signal_handlers();
@@ -324,13 +342,13 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     let mut next_record = 0u64;
     let mut lost_records = 0u64;
     let mut drain = |stats: &mut LatencyStats, window: &mut LatencyStats, csv: &mut Option<std::io::BufWriter<std::fs::File>>| {
-        let written = ctl.records_written();
+        let written = ctl.stats().records_written();
         if written - next_record > RECORDS as u64 {
             lost_records += written - next_record - RECORDS as u64;
             next_record = written - RECORDS as u64;
         }
         while next_record < written {
-            if let Some(r) = ctl.record_at(next_record) {
+            if let Some(r) = ctl.stats().record_at(next_record) {
                 stats.add(&r);
                 window.add(&r);
                 if let Some(w) = csv.as_mut() {
@@ -429,8 +447,10 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     }
     let cam = ctl.stage(StageKind::Camera.slot()).frames_out.load(Ordering::Relaxed);
     let enc = ctl.stage(StageKind::Encode.slot());
-    let (packets, bytes, batches, errors) = ctl.net();
-    let (_, enc_bytes, idr) = ctl.encoded();
+    let net = ctl.stats().net();
+    let (packets, bytes, batches, errors) = (net.packets, net.bytes, net.batches, net.send_errors + net.wouldblock_drops);
+    let enc_counters = ctl.stats().encoded();
+    let (enc_bytes, idr) = (enc_counters.bytes, enc_counters.idr);
     let restarts: Vec<String> = StageKind::ALL
         .iter()
         .filter_map(|k| {

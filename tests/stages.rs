@@ -245,18 +245,19 @@ fn bitrate_and_idr_requests_reach_the_running_encoder() {
     let queue = BitstreamQueue::open(&bits_name, vr_stream::stage::queue_capacity(4000)).unwrap();
     // Bytes per frame over one second at a steady state.
     let rate = |ctl: &Control| {
-        let (f0, b0, _) = ctl.encoded();
+        let e0 = ctl.stats().encoded();
         std::thread::sleep(Duration::from_secs(1));
-        let (f1, b1, _) = ctl.encoded();
-        (b1 - b0) as f64 / (f1 - f0).max(1) as f64
+        let e1 = ctl.stats().encoded();
+        (e1.bytes - e0.bytes) as f64 / (e1.frames - e0.frames).max(1) as f64
     };
     std::thread::sleep(Duration::from_millis(500));
     let before = rate(&ctl);
-    let (_, _, idr0) = ctl.encoded();
+    let idr0 = ctl.stats().encoded().idr;
     queue.request_idr();
     ctl.request_bitrate(800);
     std::thread::sleep(Duration::from_millis(500));
-    let (_, _, idr1) = ctl.encoded();
+    let idr1 = ctl.stats().encoded().idr;
+    assert_eq!(ctl.stats().info().bitrate_kbps, 800, "the bitrate in force is reported");
     let after = rate(&ctl);
     Command::new("kill").args(["-TERM", &sup.id().to_string()]).status().unwrap();
     assert!(sup.wait().unwrap().success());

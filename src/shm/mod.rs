@@ -16,6 +16,7 @@ pub mod bitstream;
 pub mod control;
 pub mod frame_ring;
 pub mod futex;
+pub mod stats;
 
 use memmap2::MmapMut;
 use std::fs::{File, OpenOptions};
@@ -27,7 +28,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// `b"VRSTSHM\0"` as a little-endian u64: the first 8 bytes of every segment.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"VRSTSHM\0");
 /// Layout version of every segment kind; bump on any change of a `#[repr(C)]` layout.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Directory holding the segment files.
 pub const SHM_DIR: &str = "/dev/shm";
 
@@ -41,6 +42,8 @@ pub enum Kind {
     Bitstream = 2,
     /// [`control::Control`].
     Control = 3,
+    /// [`stats::Stats`].
+    Stats = 4,
     /// A bare segment used by tests and benchmarks.
     Test = 99,
 }

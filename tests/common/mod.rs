@@ -176,7 +176,7 @@ pub fn wait_streaming(inst: &str) -> vr_stream::shm::control::Control {
     let (ctl_name, _, _) = vr_stream::stage::segment_names(inst);
     let t0 = Instant::now();
     loop {
-        if let Ok(c) = vr_stream::shm::control::Control::open(&ctl_name)
+        if let Ok(c) = vr_stream::shm::control::Control::open(&ctl_name, &vr_stream::stage::stats_name(inst))
             && c.go()
         {
             return c;

@@ -1,0 +1,490 @@
+//! The stats segment: what every stage reports about itself, the per-frame latency
+//! records, encoder and network counters, and what the stream is. Written by the stages
+//! and the supervisor; read by the supervisor, `dashboard` and `quick-bench`; readers never
+//! block writers (atomics, and a seqlock per record).
+//!
+//! Layout after the 64-byte segment header ([`super::LAYOUT_VERSION`], kind
+//! [`Kind::Stats`]): `StatsHeader` (stream description, counters), [`STAGES`] ×
+//! [`StageSlot`], then [`RECORDS`] × record slots. Each record slot is a seqlock: `seq` odd
+//! while the (single) writer fills it, even when done; a reader retries or skips a record
+//! whose `seq` changed under it.
+
+use super::{Kind, Layout, Segment, ShmError, KIND_HEADER_OFFSET};
+use crate::latency::FrameRecord;
+use std::sync::atomic::{fence, AtomicI32, AtomicU32, AtomicU64, Ordering};
+
+/// Stage slots.
+pub const STAGES: usize = 4;
+/// Per-frame records kept (a ring; about 68 s at 60 fps).
+pub const RECORDS: usize = 4096;
+/// Largest stage error message, bytes.
+pub const MAX_ERROR: usize = 512;
+
+/// Stage index: camera.
+pub const STAGE_CAMERA: usize = 0;
+/// Stage index: encode.
+pub const STAGE_ENCODE: usize = 1;
+/// Stage index: network.
+pub const STAGE_NETWORK: usize = 2;
+
+/// Largest text field of the stream description (destination, profile), bytes.
+pub const MAX_TEXT: usize = 64;
+
+/// Life cycle of a stage, as stored in its slot.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageState {
+    /// Not started.
+    Idle = 0,
+    /// Process started, setting up.
+    Starting = 1,
+    /// Set up, waiting for or past the go signal.
+    Ready = 2,
+    /// Finished cleanly.
+    Done = 3,
+    /// Failed; the error text is in the slot.
+    Failed = 4,
+    /// Running, but its input is gone (camera unplugged) and it is reopening it with
+    /// backoff; the reason is in the slot's error text.
+    Retrying = 5,
+}
+
+impl StageState {
+    fn from_u32(v: u32) -> StageState {
+        match v {
+            1 => StageState::Starting,
+            2 => StageState::Ready,
+            3 => StageState::Done,
+            4 => StageState::Failed,
+            5 => StageState::Retrying,
+            _ => StageState::Idle,
+        }
+    }
+}
+
+/// What the stream is (written by the supervisor before the stages start; the bitrate is
+/// updated by the encode stage when it changes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// Receiver, `ADDR:PORT`.
+    pub destination: String,
+    /// Frame width, pixels.
+    pub width: u32,
+    /// Frame height, pixels.
+    pub height: u32,
+    /// Frames per second.
+    pub fps: u32,
+    /// Encoder bitrate in force, kbit/s.
+    pub bitrate_kbps: u32,
+    /// `--profile` name, or empty.
+    pub profile: String,
+    /// `stats.target_ms`.
+    pub target_ms: u32,
+    /// Supervisor process id.
+    pub supervisor_pid: u32,
+    /// When the stream started, CLOCK_MONOTONIC ns.
+    pub started_ns: u64,
+}
+
+/// Network counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetCounters {
+    /// RTP packets the kernel accepted.
+    pub packets: u64,
+    /// Their bytes (UDP payload).
+    pub bytes: u64,
+    /// sendmmsg calls.
+    pub batches: u64,
+    /// Packets lost to send errors (ICMP unreachable, no route).
+    pub send_errors: u64,
+    /// Packets dropped because the socket stayed full (EAGAIN past the wait).
+    pub wouldblock_drops: u64,
+}
+
+/// Encoder counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EncCounters {
+    /// Frames encoded.
+    pub frames: u64,
+    /// Access-unit bytes.
+    pub bytes: u64,
+    /// IDR frames.
+    pub idr: u64,
+    /// Size of the last access unit, bytes.
+    pub last_bytes: u64,
+    /// QP of the last frame (x264's `i_qpplus1 - 1`), -1 when unknown.
+    pub last_qp: i32,
+}
+
+#[repr(C, align(64))]
+struct StatsHeader {
+    info_len: [AtomicU32; 2],
+    destination: std::cell::UnsafeCell<[u8; MAX_TEXT]>,
+    profile: std::cell::UnsafeCell<[u8; MAX_TEXT]>,
+    width: AtomicU32,
+    height: AtomicU32,
+    fps: AtomicU32,
+    bitrate_kbps: AtomicU32,
+    target_ms: AtomicU32,
+    supervisor_pid: AtomicU32,
+    started_ns: AtomicU64,
+    records_written: AtomicU64,
+    net_packets: AtomicU64,
+    net_bytes: AtomicU64,
+    net_batches: AtomicU64,
+    net_send_errors: AtomicU64,
+    net_wouldblock: AtomicU64,
+    enc_frames: AtomicU64,
+    enc_bytes: AtomicU64,
+    enc_idr: AtomicU64,
+    enc_last_bytes: AtomicU64,
+    enc_last_qp: AtomicI32,
+}
+
+/// What one stage reports about itself.
+#[repr(C, align(64))]
+pub struct StageSlot {
+    state: AtomicU32,
+    /// Process id.
+    pub pid: AtomicU32,
+    /// CPU the affinity mask allows (-1 = several / unknown).
+    pub cpu: AtomicI32,
+    /// Scheduling policy in force (SCHED_OTHER = 0, SCHED_FIFO = 1).
+    pub policy: AtomicU32,
+    /// Realtime priority in force.
+    pub priority: AtomicU32,
+    /// Locked memory (VmLck), KiB.
+    pub vmlck_kb: AtomicU64,
+    /// Last heartbeat, CLOCK_MONOTONIC ns.
+    pub heartbeat_ns: AtomicU64,
+    /// Frames taken in.
+    pub frames_in: AtomicU64,
+    /// Frames handed on.
+    pub frames_out: AtomicU64,
+    /// Frames dropped by this stage.
+    pub drops: AtomicU64,
+    /// Times the supervisor restarted this stage.
+    pub restarts: AtomicU64,
+    /// Times the stage reopened its input after losing it (camera unplugged).
+    pub retries: AtomicU64,
+    /// 1 if the failure is permanent (a broken input file): not worth a restart.
+    permanent: AtomicU32,
+    error_len: AtomicU32,
+    error: std::cell::UnsafeCell<[u8; MAX_ERROR]>,
+}
+
+#[repr(C)]
+struct RecordSlot {
+    seq: AtomicU64,
+    fields: [AtomicU64; FrameRecord::FIELDS],
+}
+
+const KIND_HEADER_SIZE: usize =
+    std::mem::size_of::<StatsHeader>() + STAGES * std::mem::size_of::<StageSlot>() + RECORDS * std::mem::size_of::<RecordSlot>();
+
+fn layout() -> Layout {
+    Layout {
+        kind: Kind::Stats,
+        kind_header_size: KIND_HEADER_SIZE as u32,
+        slot_size: std::mem::size_of::<RecordSlot>() as u64,
+        slot_count: RECORDS as u64,
+        total_size: super::align_up(KIND_HEADER_OFFSET + KIND_HEADER_SIZE, 4096) as u64,
+    }
+}
+
+/// The mapped stats segment.
+pub struct Stats {
+    seg: Segment,
+}
+
+// SAFETY: all shared fields are atomics, except the text fields (`destination`, `profile`,
+// a stage's `error`), which are written before a Release store of their length and read
+// after an Acquire load of it.
+unsafe impl Send for Stats {}
+// SAFETY: as above.
+unsafe impl Sync for Stats {}
+
+fn put_text(dst: &std::cell::UnsafeCell<[u8; MAX_TEXT]>, len: &AtomicU32, s: &str) {
+    let b = s.as_bytes();
+    let n = b.len().min(MAX_TEXT);
+    len.store(0, Ordering::Release);
+    // SAFETY: single writer (the supervisor, before the stages start); readers read only
+    // after an Acquire load of a non-zero length, which is stored after the bytes.
+    unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), dst.get() as *mut u8, n) };
+    len.store(n as u32, Ordering::Release);
+}
+
+fn get_text(src: &std::cell::UnsafeCell<[u8; MAX_TEXT]>, len: &AtomicU32) -> String {
+    let n = (len.load(Ordering::Acquire) as usize).min(MAX_TEXT);
+    // SAFETY: see put_text.
+    String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(src.get() as *const u8, n) }).into_owned()
+}
+
+impl Stats {
+    /// Creates stats segment `name`.
+    pub fn create(name: &str) -> Result<Stats, ShmError> {
+        let seg = Segment::create(name, layout())?;
+        seg.finish_init();
+        Ok(Stats { seg })
+    }
+
+    /// Opens stats segment `name`, checking its header (magic, layout version, kind,
+    /// sizes). Errors: [`ShmError`] naming the segment and what differs.
+    pub fn open(name: &str) -> Result<Stats, ShmError> {
+        Ok(Stats { seg: Segment::open(name, layout())? })
+    }
+
+    /// The segment's file name.
+    pub fn name(&self) -> &str {
+        self.seg.name()
+    }
+
+    fn hdr(&self) -> &StatsHeader {
+        // SAFETY: checked layout: the StatsHeader lies at KIND_HEADER_OFFSET.
+        unsafe { &*(self.seg.base().add(KIND_HEADER_OFFSET) as *const StatsHeader) }
+    }
+
+    /// Stage slot `i` (< [`STAGES`]).
+    pub fn stage(&self, i: usize) -> &StageSlot {
+        assert!(i < STAGES);
+        // SAFETY: i < STAGES; the slots follow the header inside the checked kind header.
+        unsafe {
+            &*(self.seg.base().add(KIND_HEADER_OFFSET + std::mem::size_of::<StatsHeader>()) as *const StageSlot).add(i)
+        }
+    }
+
+    fn record(&self, i: usize) -> &RecordSlot {
+        // SAFETY: i % RECORDS < RECORDS; the records follow the stage slots.
+        unsafe {
+            &*(self.seg.base().add(
+                KIND_HEADER_OFFSET + std::mem::size_of::<StatsHeader>() + STAGES * std::mem::size_of::<StageSlot>(),
+            ) as *const RecordSlot)
+                .add(i % RECORDS)
+        }
+    }
+
+    /// Touches every page (the record ring is 360 KB): resident from the start, so the
+    /// reader's memory does not grow as records wrap around.
+    pub fn prefault(&self) {
+        self.seg.prefault();
+    }
+
+    /// Writes the stream description (the supervisor, once, before the stages start).
+    pub fn set_info(&self, i: &StreamInfo) {
+        let h = self.hdr();
+        put_text(&h.destination, &h.info_len[0], &i.destination);
+        put_text(&h.profile, &h.info_len[1], &i.profile);
+        h.width.store(i.width, Ordering::Relaxed);
+        h.height.store(i.height, Ordering::Relaxed);
+        h.fps.store(i.fps, Ordering::Relaxed);
+        h.target_ms.store(i.target_ms, Ordering::Relaxed);
+        h.supervisor_pid.store(i.supervisor_pid, Ordering::Relaxed);
+        h.started_ns.store(i.started_ns, Ordering::Relaxed);
+        // Release: the fields above are visible with the bitrate (read first by `info`).
+        h.bitrate_kbps.store(i.bitrate_kbps, Ordering::Release);
+    }
+
+    /// Records the bitrate in force (the encode stage, after a change), kbit/s.
+    pub fn set_bitrate(&self, kbps: u32) {
+        self.hdr().bitrate_kbps.store(kbps, Ordering::Release);
+    }
+
+    /// The stream description.
+    pub fn info(&self) -> StreamInfo {
+        let h = self.hdr();
+        let bitrate_kbps = h.bitrate_kbps.load(Ordering::Acquire);
+        StreamInfo {
+            destination: get_text(&h.destination, &h.info_len[0]),
+            width: h.width.load(Ordering::Relaxed),
+            height: h.height.load(Ordering::Relaxed),
+            fps: h.fps.load(Ordering::Relaxed),
+            bitrate_kbps,
+            profile: get_text(&h.profile, &h.info_len[1]),
+            target_ms: h.target_ms.load(Ordering::Relaxed),
+            supervisor_pid: h.supervisor_pid.load(Ordering::Relaxed),
+            started_ns: h.started_ns.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Adds to the network counters.
+    pub fn add_net(&self, c: &NetCounters) {
+        let h = self.hdr();
+        h.net_packets.fetch_add(c.packets, Ordering::Relaxed);
+        h.net_bytes.fetch_add(c.bytes, Ordering::Relaxed);
+        h.net_batches.fetch_add(c.batches, Ordering::Relaxed);
+        h.net_send_errors.fetch_add(c.send_errors, Ordering::Relaxed);
+        h.net_wouldblock.fetch_add(c.wouldblock_drops, Ordering::Relaxed);
+    }
+
+    /// Network counters.
+    pub fn net(&self) -> NetCounters {
+        let h = self.hdr();
+        NetCounters {
+            packets: h.net_packets.load(Ordering::Relaxed),
+            bytes: h.net_bytes.load(Ordering::Relaxed),
+            batches: h.net_batches.load(Ordering::Relaxed),
+            send_errors: h.net_send_errors.load(Ordering::Relaxed),
+            wouldblock_drops: h.net_wouldblock.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Adds one encoded frame of `bytes` (IDR or not; `qp` -1 when unknown).
+    pub fn add_encoded(&self, bytes: u64, idr: bool, qp: i32) {
+        let h = self.hdr();
+        h.enc_frames.fetch_add(1, Ordering::Relaxed);
+        h.enc_bytes.fetch_add(bytes, Ordering::Relaxed);
+        h.enc_idr.fetch_add(idr as u64, Ordering::Relaxed);
+        h.enc_last_bytes.store(bytes, Ordering::Relaxed);
+        h.enc_last_qp.store(qp, Ordering::Relaxed);
+    }
+
+    /// Encoder counters.
+    pub fn encoded(&self) -> EncCounters {
+        let h = self.hdr();
+        EncCounters {
+            frames: h.enc_frames.load(Ordering::Relaxed),
+            bytes: h.enc_bytes.load(Ordering::Relaxed),
+            idr: h.enc_idr.load(Ordering::Relaxed),
+            last_bytes: h.enc_last_bytes.load(Ordering::Relaxed),
+            last_qp: h.enc_last_qp.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Appends a per-frame record (single writer: the network stage).
+    pub fn push_record(&self, r: &FrameRecord) {
+        let h = self.hdr();
+        let n = h.records_written.load(Ordering::Relaxed);
+        let slot = self.record(n as usize);
+        let s = slot.seq.load(Ordering::Relaxed);
+        // SYNC POINT W (seqlock): odd seq, Release fence, fields, even seq with Release;
+        // pairs with the reader's Acquire load / Acquire fence in `record_at`.
+        slot.seq.store(s | 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        for (f, v) in slot.fields.iter().zip(r.to_array()) {
+            f.store(v, Ordering::Relaxed);
+        }
+        slot.seq.store((s | 1) + 1, Ordering::Release);
+        h.records_written.store(n + 1, Ordering::Release);
+    }
+
+    /// Records written so far (the next record's index).
+    pub fn records_written(&self) -> u64 {
+        self.hdr().records_written.load(Ordering::Acquire)
+    }
+
+    /// Record number `n` if it is still in the ring and was not being rewritten.
+    pub fn record_at(&self, n: u64) -> Option<FrameRecord> {
+        let written = self.records_written();
+        if n >= written || written - n > RECORDS as u64 {
+            return None;
+        }
+        let slot = self.record(n as usize);
+        for _ in 0..4 {
+            let s1 = slot.seq.load(Ordering::Acquire);
+            if s1 & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let mut a = [0u64; FrameRecord::FIELDS];
+            for (v, f) in a.iter_mut().zip(&slot.fields) {
+                *v = f.load(Ordering::Relaxed);
+            }
+            fence(Ordering::Acquire);
+            if slot.seq.load(Ordering::Relaxed) == s1 {
+                // The slot may have been reused for a newer record meanwhile.
+                let still = self.records_written() - n <= RECORDS as u64;
+                return still.then(|| FrameRecord::from_array(a));
+            }
+        }
+        None
+    }
+}
+
+impl StageSlot {
+    /// Current state.
+    pub fn state(&self) -> StageState {
+        StageState::from_u32(self.state.load(Ordering::Acquire))
+    }
+
+    /// Sets the state (Release: everything the stage wrote before is visible with it).
+    pub fn set_state(&self, s: StageState) {
+        self.state.store(s as u32, Ordering::Release);
+    }
+
+    /// Records a failure message (first one wins) and sets [`StageState::Failed`].
+    pub fn fail(&self, msg: &str) {
+        if self.error_len.load(Ordering::Acquire) == 0 {
+            let b = msg.as_bytes();
+            let n = b.len().min(MAX_ERROR);
+            // SAFETY: only the stage itself writes its error, once, before the Release
+            // store of the length; readers read after an Acquire load of the length.
+            unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), self.error.get() as *mut u8, n) };
+            self.error_len.store(n as u32, Ordering::Release);
+        }
+        self.set_state(StageState::Failed);
+    }
+
+    /// Records why the stage is [`StageState::Retrying`] (replacing any earlier reason).
+    pub fn retrying(&self, msg: &str) {
+        let b = msg.as_bytes();
+        let n = b.len().min(MAX_ERROR);
+        self.error_len.store(0, Ordering::Release);
+        // SAFETY: only the stage itself writes its error text; the length is 0 while it
+        // writes, and readers read only after an Acquire load of a non-zero length.
+        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), self.error.get() as *mut u8, n) };
+        self.error_len.store(n as u32, Ordering::Release);
+        self.set_state(StageState::Retrying);
+    }
+
+    /// Like [`StageSlot::fail`], and marks the failure permanent (no restart helps).
+    pub fn fail_permanent(&self, msg: &str) {
+        self.permanent.store(1, Ordering::Release);
+        self.fail(msg);
+    }
+
+    /// Whether the recorded failure is permanent.
+    pub fn is_permanent(&self) -> bool {
+        self.permanent.load(Ordering::Acquire) != 0
+    }
+
+    /// The failure message, if any.
+    pub fn error(&self) -> Option<String> {
+        let n = self.error_len.load(Ordering::Acquire) as usize;
+        // SAFETY: see `fail`.
+        (n > 0).then(|| String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(self.error.get() as *const u8, n) }).into_owned())
+    }
+
+    /// Resets the slot for a new process (keeps the counters and the restart count).
+    pub fn reset(&self) {
+        self.permanent.store(0, Ordering::Release);
+        self.error_len.store(0, Ordering::Release);
+        self.heartbeat_ns.store(0, Ordering::Relaxed);
+        self.set_state(StageState::Idle);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_roundtrip_and_age_out() {
+        let name = format!("vr-stream-test-stats-{}", std::process::id());
+        let c = Stats::create(&name).unwrap();
+        for i in 0..(RECORDS as u64 + 10) {
+            c.push_record(&FrameRecord { frame_id: i, capture_ns: i * 10, ..Default::default() });
+        }
+        assert!(c.record_at(0).is_none());
+        assert_eq!(c.record_at(RECORDS as u64 + 9).unwrap().frame_id, RECORDS as u64 + 9);
+        assert_eq!(c.record_at(10).unwrap().capture_ns, 100);
+        c.stage(1).fail("boom");
+        assert_eq!(c.stage(1).error().as_deref(), Some("boom"));
+        assert_eq!(c.stage(1).state(), StageState::Failed);
+        let info = StreamInfo { destination: "192.168.1.100:5004".into(), width: 1280, height: 720, fps: 60, bitrate_kbps: 8000, profile: "low".into(), target_ms: 20, supervisor_pid: 7, started_ns: 9 };
+        c.set_info(&info);
+        let r = Stats::open(&name).unwrap();
+        assert_eq!(r.info(), info);
+        c.add_encoded(100, true, 23);
+        assert_eq!(r.encoded(), EncCounters { frames: 1, bytes: 100, idr: 1, last_bytes: 100, last_qp: 23 });
+    }
+}
