@@ -1,0 +1,469 @@
+//! What the dashboard shows: one [`Snapshot`] per tick, collected by a [`Collector`] from
+//! the stats segment of a vr-stream instance, /proc and /sys. Rates (fps, CPU %, bytes/s)
+//! come from the difference to the previous tick.
+
+use serde::Serialize;
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
+use vr_stream::latency::SPANS;
+use vr_stream::quickbench::{Percentiles, Unit};
+use vr_stream::shm::stats::{EncCounters, NetCounters, StageState, Stats, RECORDS, STAGES};
+
+/// Stage slot names, by index.
+pub const STAGE_NAMES: [&str; STAGES] = ["camera", "encode", "network", "detect"];
+
+/// One CPU core.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CpuView {
+    /// CPU number.
+    pub id: u32,
+    /// Busy share since the last tick, percent.
+    pub usage_pct: f64,
+    /// Isolated by the kernel (`/sys/devices/system/cpu/isolated`).
+    pub isolated: bool,
+}
+
+/// One stage row.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StageView {
+    /// `camera`, `encode`, `network`.
+    pub name: &'static str,
+    /// `starting`, `ready`, `retrying`, `failed`, `done`, `idle`.
+    pub state: &'static str,
+    /// Process id (0 when none).
+    pub pid: u32,
+    /// CPU time share since the last tick, percent of one core.
+    pub cpu_pct: f64,
+    /// Resident memory, KiB.
+    pub rss_kb: u64,
+    /// CPUs the process may run on.
+    pub affinity: String,
+    /// `FIFO 90` or `OTHER`.
+    pub policy: String,
+    /// Locked memory, KiB.
+    pub vmlck_kb: u64,
+    /// Frames handed on per second.
+    pub fps: f64,
+    /// Frames dropped by the stage (total).
+    pub drops: u64,
+    /// Restarts by the supervisor (total).
+    pub restarts: u64,
+    /// Time since the last heartbeat, ms (None before the first).
+    pub heartbeat_age_ms: Option<u64>,
+    /// Error or retry reason, if any.
+    pub error: Option<String>,
+}
+
+/// p50/p99 of one latency span over the window.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SpanView {
+    /// `camera`, `queue`, `encode`, `send`, `total`.
+    pub name: &'static str,
+    /// Median, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+}
+
+/// One network interface.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct IfaceView {
+    /// Interface name.
+    pub name: String,
+    /// Totals from /sys/class/net/IF/statistics.
+    pub rx_bytes: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Receive + transmit errors.
+    pub errors: u64,
+    /// Receive + transmit drops.
+    pub dropped: u64,
+    /// Receive rate, bytes/s.
+    pub rx_bps: f64,
+    /// Transmit rate, bytes/s.
+    pub tx_bps: f64,
+    /// Transmit rate, packets/s.
+    pub tx_pps: f64,
+}
+
+/// Encoder figures.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EncView {
+    /// Counters from the stats segment.
+    pub frames: u64,
+    /// IDR frames.
+    pub idr: u64,
+    /// Bitrate in force, kbit/s.
+    pub bitrate_kbps: u32,
+    /// Bits produced per second since the last tick, kbit/s.
+    pub measured_kbps: f64,
+    /// Size of the last access unit, bytes.
+    pub last_bytes: u64,
+    /// QP of the last frame (-1 unknown).
+    pub last_qp: i32,
+}
+
+/// The stream's network counters and rates.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StreamNetView {
+    /// Totals.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// sendmmsg calls.
+    pub batches: u64,
+    /// Send errors.
+    pub send_errors: u64,
+    /// Would-block drops.
+    pub wouldblock_drops: u64,
+    /// Packets per second.
+    pub pps: f64,
+}
+
+/// A running stream.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StreamView {
+    /// Receiver `ADDR:PORT`.
+    pub destination: String,
+    /// Frame size and rate.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+    /// Frames per second (configured).
+    pub fps: u32,
+    /// `--profile`, or empty.
+    pub profile: String,
+    /// `stats.target_ms`.
+    pub target_ms: u32,
+    /// Supervisor PID.
+    pub supervisor_pid: u32,
+    /// Seconds since the stream started.
+    pub uptime_s: u64,
+    /// Stages.
+    pub stages: Vec<StageView>,
+    /// Latency spans over the window.
+    pub latency: Vec<SpanView>,
+    /// Frames in the window.
+    pub window_frames: usize,
+    /// Capture -> last packet of the most recent frames, µs (oldest first).
+    pub recent_total_us: Vec<u64>,
+    /// Encoder.
+    pub encoder: EncView,
+    /// Network counters of the stream.
+    pub net: StreamNetView,
+    /// RTCP receiver figures; None until a receiver reports.
+    pub rtcp: Option<String>,
+}
+
+/// Everything shown in one tick.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Snapshot {
+    /// Instance name.
+    pub instance: String,
+    /// The stream, or None while waiting.
+    pub stream: Option<StreamView>,
+    /// Why there is no stream (shown as "waiting for vr-stream: ...").
+    pub waiting: Option<String>,
+    /// CPU cores.
+    pub cpus: Vec<CpuView>,
+    /// Network interfaces.
+    pub interfaces: Vec<IfaceView>,
+    /// Interface the route to the receiver uses (index into `interfaces`).
+    pub route_interface: Option<usize>,
+    /// SoC temperature, °C.
+    pub temperature_c: Option<f64>,
+    /// Throttling state (decoded get_throttled), or None where there is none (not a Pi).
+    pub throttled: Option<String>,
+}
+
+struct Attached {
+    stats: Stats,
+    ino: u64,
+}
+
+/// Collects snapshots of one instance.
+pub struct Collector {
+    instance: String,
+    attached: Option<Attached>,
+    window: Duration,
+    last: Option<Instant>,
+    prev_cpu: Vec<(u64, u64)>,
+    prev_proc: HashMap<u32, u64>,
+    prev_frames: [u64; STAGES],
+    prev_enc: Option<EncCounters>,
+    prev_net: Option<NetCounters>,
+    prev_if: HashMap<String, (u64, u64, u64)>,
+    throttled_source: crate::sys::ThrottledSource,
+}
+
+impl Collector {
+    /// A collector for instance `instance`; latency percentiles over the last `window`.
+    pub fn new(instance: &str, window: Duration) -> Collector {
+        Collector {
+            instance: instance.to_string(),
+            attached: None,
+            window,
+            last: None,
+            prev_cpu: Vec::new(),
+            prev_proc: HashMap::new(),
+            prev_frames: [0; STAGES],
+            prev_enc: None,
+            prev_net: None,
+            prev_if: HashMap::new(),
+            throttled_source: crate::sys::ThrottledSource::detect(),
+        }
+    }
+
+    fn seg_path(&self) -> String {
+        format!("{}/{}", vr_stream::shm::SHM_DIR, vr_stream::stage::stats_name(&self.instance))
+    }
+
+    /// Attaches to the stats segment if needed; detaches from one that was removed or
+    /// replaced (vr-stream ended or restarted) or whose supervisor died. Returns why there
+    /// is no stream, if there is none.
+    fn attach(&mut self) -> Option<String> {
+        let path = self.seg_path();
+        let ino = std::fs::metadata(&path).map(|m| m.ino()).ok();
+        if let Some(a) = &self.attached {
+            let alive = crate::sys::pid_alive(a.stats.info().supervisor_pid);
+            if Some(a.ino) != ino || !alive {
+                tracing::info!("stream ended or restarted: detaching from {path}");
+                self.attached = None;
+                self.prev_enc = None;
+                self.prev_net = None;
+                self.prev_frames = [0; STAGES];
+            }
+        }
+        if self.attached.is_none() {
+            let Some(ino) = ino else {
+                return Some(format!("no {path}"));
+            };
+            match Stats::open(&vr_stream::stage::stats_name(&self.instance)) {
+                Ok(stats) => {
+                    let pid = stats.info().supervisor_pid;
+                    if pid == 0 {
+                        return Some("starting".into());
+                    }
+                    if !crate::sys::pid_alive(pid) {
+                        return Some(format!("{path} is left over from a run that ended (supervisor PID {pid} is gone)"));
+                    }
+                    tracing::info!("attached to {path} (supervisor {pid})");
+                    self.attached = Some(Attached { stats, ino });
+                }
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    let hint = match e {
+                        vr_stream::shm::ShmError::VersionMismatch { .. } => {
+                            " (vr-stream and dashboard come from different builds: install both from one)"
+                        }
+                        _ => "",
+                    };
+                    return Some(format!("{e}{hint}"));
+                }
+            }
+        }
+        None
+    }
+
+    /// Collects one snapshot.
+    pub fn collect(&mut self) -> Snapshot {
+        let now = Instant::now();
+        let dt = self.last.map(|l| now.duration_since(l).as_secs_f64()).filter(|d| *d > 0.0);
+        self.last = Some(now);
+        let waiting = self.attach();
+        let cpus = self.cpus();
+        let interfaces = self.interfaces(dt);
+        let stream = if self.attached.is_some() { Some(self.stream(dt)) } else { None };
+        let route_interface = stream.as_ref().and_then(|s| {
+            let iface = crate::sys::route_interface(&s.destination)?;
+            interfaces.iter().position(|i| i.name == iface)
+        });
+        Snapshot {
+            instance: self.instance.clone(),
+            waiting: if stream.is_some() { None } else { waiting.or(Some("no stream".into())) },
+            stream,
+            cpus,
+            interfaces,
+            route_interface,
+            temperature_c: crate::sys::temperature_c(),
+            throttled: self.throttled_source.read(),
+        }
+    }
+
+    fn cpus(&mut self) -> Vec<CpuView> {
+        let isolated = crate::sys::isolated();
+        let now = crate::sys::cpu_times();
+        let out = now
+            .iter()
+            .enumerate()
+            .map(|(i, &(id, total, idle))| {
+                let usage_pct = match self.prev_cpu.get(i) {
+                    Some(&(pt, pi)) if total > pt => 100.0 * (1.0 - (idle.saturating_sub(pi)) as f64 / (total - pt) as f64),
+                    _ => 0.0,
+                };
+                CpuView { id, usage_pct: usage_pct.clamp(0.0, 100.0), isolated: isolated.contains(&id) }
+            })
+            .collect();
+        self.prev_cpu = now.iter().map(|&(_, t, i)| (t, i)).collect();
+        out
+    }
+
+    fn interfaces(&mut self, dt: Option<f64>) -> Vec<IfaceView> {
+        let mut v = crate::sys::interfaces();
+        for i in &mut v {
+            if let (Some(dt), Some(&(rx, tx, txp))) = (dt, self.prev_if.get(&i.name)) {
+                i.rx_bps = i.rx_bytes.saturating_sub(rx) as f64 / dt;
+                i.tx_bps = i.tx_bytes.saturating_sub(tx) as f64 / dt;
+                i.tx_pps = i.tx_packets.saturating_sub(txp) as f64 / dt;
+            }
+        }
+        self.prev_if = v.iter().map(|i| (i.name.clone(), (i.rx_bytes, i.tx_bytes, i.tx_packets))).collect();
+        v
+    }
+
+    fn stream(&mut self, dt: Option<f64>) -> StreamView {
+        let stats = &self.attached.as_ref().expect("attached").stats;
+        let info = stats.info();
+        let now_ns = vr_stream::rt::monotonic_ns();
+        let ticks = procfs::ticks_per_second() as f64;
+        let mut stages = Vec::new();
+        let mut seen = HashMap::new();
+        for (i, name) in STAGE_NAMES.iter().enumerate() {
+            let s = stats.stage(i);
+            use std::sync::atomic::Ordering::Relaxed;
+            let pid = s.pid.load(Relaxed);
+            if pid == 0 && i >= 3 {
+                continue;
+            }
+            let out = s.frames_out.load(Relaxed);
+            let fps = match dt {
+                Some(dt) if self.prev_frames[i] <= out && self.prev_frames[i] > 0 => (out - self.prev_frames[i]) as f64 / dt,
+                _ => 0.0,
+            };
+            self.prev_frames[i] = out;
+            let (mut cpu_pct, mut rss_kb) = (0.0, 0);
+            let (mut affinity, mut policy, mut vmlck_kb) = (String::from("-"), String::from("-"), 0);
+            if pid != 0 && crate::sys::pid_alive(pid) {
+                if let Ok(st) = procfs::process::Process::new(pid as i32).and_then(|p| p.stat()) {
+                    let t = st.utime + st.stime;
+                    if let (Some(dt), Some(&pt)) = (dt, self.prev_proc.get(&pid)) {
+                        cpu_pct = (t.saturating_sub(pt)) as f64 / ticks / dt * 100.0;
+                    }
+                    seen.insert(pid, t);
+                    rss_kb = st.rss * (procfs::page_size() / 1024);
+                }
+                let rt = vr_stream::rt::read_state(pid as i32);
+                affinity = vr_setup::cpus::CpuList::from_cpus(rt.cpus.iter().map(|&c| c as u32)).to_string();
+                policy = if rt.policy == libc::SCHED_FIFO { format!("FIFO {}", rt.priority) } else { "OTHER".into() };
+                vmlck_kb = rt.vmlck_kb;
+            }
+            let hb = s.heartbeat_ns.load(Relaxed);
+            let state = match s.state() {
+                StageState::Idle => "idle",
+                StageState::Starting => "starting",
+                StageState::Ready => "running",
+                StageState::Done => "done",
+                StageState::Failed => "failed",
+                StageState::Retrying => "retrying",
+            };
+            stages.push(StageView {
+                name,
+                state,
+                pid,
+                cpu_pct,
+                rss_kb,
+                affinity,
+                policy,
+                vmlck_kb,
+                fps,
+                drops: s.drops.load(Relaxed),
+                restarts: s.restarts.load(Relaxed),
+                heartbeat_age_ms: (hb != 0).then(|| now_ns.saturating_sub(hb) / 1_000_000),
+                error: s.error(),
+            });
+        }
+        self.prev_proc = seen;
+
+        // Latency over the window: newest records back to `window` ago.
+        let written = stats.records_written();
+        let since = now_ns.saturating_sub(self.window.as_nanos() as u64);
+        let mut recs = Vec::new();
+        let mut n = written;
+        while n > 0 && written - n < RECORDS as u64 {
+            n -= 1;
+            match stats.record_at(n) {
+                Some(r) if r.last_sent_ns >= since => recs.push(r),
+                _ => break,
+            }
+        }
+        recs.reverse();
+        let latency = SPANS
+            .iter()
+            .filter_map(|(name, f)| {
+                let v: Vec<u64> = recs.iter().map(f).collect();
+                let p = Percentiles::from_ns(&v, Unit::Ms)?;
+                Some(SpanView { name, p50_ms: p.p50, p99_ms: p.p99 })
+            })
+            .collect();
+        let total = SPANS.iter().find(|(n, _)| *n == "total").map(|(_, f)| *f).expect("total span");
+        let mut recent: Vec<u64> = Vec::new();
+        let mut n = written;
+        while n > 0 && recent.len() < 240 {
+            n -= 1;
+            match stats.record_at(n) {
+                Some(r) => recent.push(total(&r) / 1000),
+                None => break,
+            }
+        }
+        recent.reverse();
+
+        let enc = stats.encoded();
+        let measured_kbps = match (dt, self.prev_enc) {
+            (Some(dt), Some(p)) if enc.bytes >= p.bytes => (enc.bytes - p.bytes) as f64 * 8.0 / dt / 1000.0,
+            _ => 0.0,
+        };
+        self.prev_enc = Some(enc);
+        let net = stats.net();
+        let pps = match (dt, self.prev_net) {
+            (Some(dt), Some(p)) if net.packets >= p.packets => (net.packets - p.packets) as f64 / dt,
+            _ => 0.0,
+        };
+        self.prev_net = Some(net);
+        StreamView {
+            destination: info.destination,
+            width: info.width,
+            height: info.height,
+            fps: info.fps,
+            profile: info.profile,
+            target_ms: info.target_ms,
+            supervisor_pid: info.supervisor_pid,
+            uptime_s: now_ns.saturating_sub(info.started_ns) / 1_000_000_000,
+            stages,
+            latency,
+            window_frames: recs.len(),
+            recent_total_us: recent,
+            encoder: EncView {
+                frames: enc.frames,
+                idr: enc.idr,
+                bitrate_kbps: info.bitrate_kbps,
+                measured_kbps,
+                last_bytes: enc.last_bytes,
+                last_qp: enc.last_qp,
+            },
+            net: StreamNetView {
+                packets: net.packets,
+                bytes: net.bytes,
+                batches: net.batches,
+                send_errors: net.send_errors,
+                wouldblock_drops: net.wouldblock_drops,
+                pps,
+            },
+            rtcp: None,
+        }
+    }
+}
