@@ -4,6 +4,8 @@
 //! the human output within 80 columns, and the system checks against temporary Raspberry
 //! Pi OS roots agreeing with `setup --check` row by row.
 
+mod common;
+
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -141,20 +143,8 @@ fn bad_arguments_exit_2() {
     }
 }
 
-/// The `setup` binary of this workspace (built by `cargo test --workspace`; built here if
-/// this test runs alone).
 fn setup_bin() -> PathBuf {
-    let qb = PathBuf::from(env!("CARGO_BIN_EXE_quick-bench"));
-    let p = qb.with_file_name("setup");
-    if !p.exists() {
-        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        c.args(["build", "-p", "vr-setup", "--bin", "setup"]);
-        if qb.to_string_lossy().contains("/release/") {
-            c.arg("--release");
-        }
-        assert!(c.status().unwrap().success());
-    }
-    p
+    common::workspace_bin("setup", "vr-setup")
 }
 
 #[test]

@@ -196,3 +196,20 @@ pub fn read_pattern_ids(out: impl Read + Send + 'static, w: u32, h: u32) -> std:
         ids
     })
 }
+
+/// A binary of another package of this workspace (`setup`, `dashboard`): next to
+/// vr-stream's in the target directory, as `cargo test --workspace` builds it; built here
+/// when a test runs on its own.
+pub fn workspace_bin(name: &str, package: &str) -> PathBuf {
+    let me = PathBuf::from(bin());
+    let p = me.with_file_name(name);
+    if !p.exists() {
+        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        c.args(["build", "-p", package, "--bin", name]);
+        if me.to_string_lossy().contains("/release/") {
+            c.arg("--release");
+        }
+        assert!(c.status().expect("run cargo build").success(), "cargo build -p {package}");
+    }
+    p
+}
