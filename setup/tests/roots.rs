@@ -127,13 +127,21 @@ fn cycle(root: &Path) -> BTreeMap<String, String> {
 fn stock_bookworm_full_cycle() {
     let d = pi_root(Some(STOCK.as_bytes()));
     let r = d.path();
-    // vfat shows every file as 0755: the mode must survive.
+    // vfat shows every file as 0755: the mode must survive; and so must an owner other
+    // than the one running setup (the tree comparison includes uid:gid).
     fs::set_permissions(r.join("boot/firmware/cmdline.txt"), fs::Permissions::from_mode(0o755)).unwrap();
+    if nix_is_root() {
+        std::os::unix::fs::chown(r.join("boot/firmware/cmdline.txt"), Some(1000), Some(1000)).unwrap();
+        std::os::unix::fs::chown(r.join("etc/fstab"), Some(0), Some(4)).unwrap();
+    }
     let original = tree(r);
     let applied = cycle(r);
     // What the applied tree held.
     let c = &applied["boot/firmware/cmdline.txt"];
     assert!(c.starts_with("file 100755 "), "{c}");
+    if nix_is_root() {
+        assert!(c.starts_with("file 100755 1000:1000 "), "owner kept: {c}");
+    }
     let want = format!("{}{ADDED}\n", STOCK.trim_end());
     assert!(c.ends_with(&format!("{want:?}")), "{c}\nwant {want:?}");
     for p in [
