@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Builds vr-stream and setup (release) and installs them in $PREFIX/bin (default
-# /usr/local/bin, where systemd/vr-stream.service expects vr-stream). Run it as the normal
-# user: it uses sudo only for the copy when $PREFIX/bin is not writable.
+# Builds vr-stream, setup, quick-bench and dashboard (release) and installs them in
+# $PREFIX/bin (default /usr/local/bin, where systemd/vr-stream.service expects vr-stream).
+# --pi5: build with -C target-cpu=cortex-a76 (`cargo pi5`, run it on the Pi 5 itself).
+# Run it as the normal user: it uses sudo only for the copy when $PREFIX/bin is not writable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX="${PREFIX:-/usr/local}"
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
-cargo build --release --workspace --bins
+if [ "${1:-}" = "--pi5" ]; then
+    cargo pi5
+else
+    cargo build --release --workspace --bins
+fi
 SUDO=""
 if ! { mkdir -p "$PREFIX/bin" 2>/dev/null && [ -w "$PREFIX/bin" ]; }; then
     SUDO=sudo
 fi
 $SUDO install -d "$PREFIX/bin"
-$SUDO install -m 0755 target/release/vr-stream target/release/setup "$PREFIX/bin/"
-echo "installed vr-stream and setup in $PREFIX/bin"
+$SUDO install -m 0755 target/release/vr-stream target/release/setup target/release/quick-bench target/release/dashboard "$PREFIX/bin/"
+echo "installed vr-stream, setup, quick-bench and dashboard in $PREFIX/bin"

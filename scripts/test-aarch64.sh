@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Cross-builds the whole workspace (every target: libs, binaries, tests, benches) for
+# aarch64-unknown-linux-gnu, the Raspberry Pi's architecture, and runs a representative set
+# of tests under qemu-user (scripts/install-cross-deps.sh installs what this needs):
+#   - the unit tests of vr-stream, setup and dashboard (parsers, packetizer, rings, config,
+#     RTP/SDP, budget, rendering...),
+#   - setup/tests/roots.rs (setup's binary on Raspberry Pi OS trees),
+#   - dashboard/tests/render.rs (drawing, the stats segment version check),
+#   - tests/bad_input.rs, tests/encoder.rs (x264 read back by the host's ffmpeg) and the
+#     stages tests that do not depend on speed (pinning/SCHED_FIFO read back, signals,
+#     bitrate and IDR requests): whole multi-process pipelines, emulated.
+# Left native-only: the tests that count frames against the clock (emulated x264 is too
+# slow to keep 60-120 fps, so latest-wins drops frames, correctly), ffmpeg PSNR runs,
+# network namespaces, the soak and the benchmarks (they are built, not run).
+# Also builds the Pi 5 binaries with -C target-cpu=cortex-a76 (`cargo pi5`, see
+# .cargo/config.toml) and runs one under qemu.
+# Tests that start aarch64 children (setup's binary, vr-stream's stages) need qemu
+# registered in binfmt_misc: this script does that when it can (root).
+# On an aarch64 machine (a Pi) there is nothing to emulate: it says so and exits 0.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+if [ "$(uname -m)" = "aarch64" ]; then
+    echo "test-aarch64: this machine is aarch64; the native test run covers it"
+    exit 0
+fi
+TARGET=aarch64-unknown-linux-gnu
+rustup target add "$TARGET" >/dev/null
+export PKG_CONFIG_ALLOW_CROSS=1
+export PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig
+export BINDGEN_EXTRA_CLANG_ARGS="--target=aarch64-linux-gnu -I/usr/aarch64-linux-gnu/include"
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+# The emulated programs load Debian's multiarch libc6:arm64 (/lib/ld-linux-aarch64.so.1,
+# /usr/lib/aarch64-linux-gnu): with the cross toolchain's older copy under
+# /usr/aarch64-linux-gnu, pthread_create hangs under qemu-user (seen with qemu 7.2 and
+# 10.0), so every test harness would.
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /"
+export QEMU_LD_PREFIX=/
+
+# binfmt_misc: lets an emulated test start aarch64 children (setup's binary).
+if [ "$(id -u)" -eq 0 ]; then
+    [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
+    if [ -e /proc/sys/fs/binfmt_misc/register ] && [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] && [ -f /usr/lib/binfmt.d/qemu-aarch64.conf ]; then
+        cat /usr/lib/binfmt.d/qemu-aarch64.conf > /proc/sys/fs/binfmt_misc/register || true
+    fi
+fi
+
+cargo build --release --target "$TARGET" --workspace --all-targets
+cargo test --release --target "$TARGET" --workspace --lib
+cargo test --release --target "$TARGET" -p vr-dashboard --test render
+if [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+    cargo test --release --target "$TARGET" -p vr-setup --test roots
+    cargo test --release --target "$TARGET" -p vr-stream --test bad_input --test encoder
+    cargo test --release --target "$TARGET" -p vr-stream --test stages -- \
+        stages_are_pinned sigint_and_sighup bitrate_and_idr
+else
+    echo "test-aarch64: no binfmt_misc for aarch64 here (not root?): skipping the tests that start aarch64 children"
+fi
+cargo pi5 --target "$TARGET" --target-dir target/pi5
+qemu-aarch64-static -L / target/pi5/$TARGET/release/vr-stream --print-config >/dev/null
+echo "test-aarch64: cross-build and emulated tests passed"
