@@ -107,6 +107,10 @@ pub struct SourceConfig {
     pub buffers: u32,
     /// Stop after this many frames; 0 = no limit.
     pub frames: u64,
+    /// Two sources side by side in one frame (left eye | right eye).
+    pub stereo: bool,
+    /// Right-eye source URI when `stereo`; empty = the same as `uri`.
+    pub right_uri: String,
 }
 
 /// `[encoder]`: x264 settings.
@@ -312,6 +316,13 @@ impl Config {
             value: format!("{:?}", src.uri),
             allowed: e,
         })?;
+        if !src.right_uri.is_empty() {
+            crate::source::SourceSpec::parse(&src.right_uri).map_err(|e| ConfigError::Invalid {
+                key: "source.right_uri",
+                value: format!("{:?}", src.right_uri),
+                allowed: e,
+            })?;
+        }
         for (key, v) in [("source.width", src.width), ("source.height", src.height)] {
             check(key, v, 16, 4096)?;
             if v % 2 != 0 {

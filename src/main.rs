@@ -23,6 +23,12 @@ struct Cli {
     /// Loop a file source instead of ending at its end [source.loop]
     #[arg(long = "loop")]
     looping: bool,
+    /// Two sources side by side in one frame (left | right) [source.stereo]
+    #[arg(long)]
+    stereo: bool,
+    /// Right-eye source with --stereo (default: the same as --source) [source.right_uri]
+    #[arg(long, value_name = "URI")]
+    source_right: Option<String>,
     /// Target bitrate, kbit/s (VBV-capped) [encoder.bitrate_kbps]
     #[arg(long, value_name = "KBPS")]
     bitrate: Option<u32>,
@@ -112,6 +118,12 @@ fn overrides(cli: &Cli) -> toml::Table {
     }
     if let Some(v) = &cli.source {
         set("source", "uri", s(v));
+    }
+    if cli.stereo {
+        set("source", "stereo", toml::Value::Boolean(true));
+    }
+    if let Some(v) = &cli.source_right {
+        set("source", "right_uri", s(v));
     }
     if cli.looping {
         set("source", "loop", toml::Value::Boolean(true));

@@ -60,6 +60,10 @@ fn install_signal_handlers() {
 /// format, or the configured pattern size).
 pub fn probe_source(cfg: &Config) -> Result<SourceFormat> {
     let src = &cfg.source;
+    if src.stereo {
+        // Opening both checks that they match; files and patterns open cheaply.
+        return Ok(source::open(src)?.format());
+    }
     match SourceSpec::parse(&src.uri).map_err(|e| anyhow!("source {:?}: {e}", src.uri))? {
         SourceSpec::Pattern => Ok(SourceFormat { width: src.width, height: src.height, fps_num: src.fps, fps_den: 1 }),
         SourceSpec::File(p) => Ok(source::y4m::probe(&p)?.format),
@@ -325,7 +329,12 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     }
     eprintln!(
         "vr-stream: streaming {} {}x{} @ {}/{} fps, {} kbit/s to {}:{}{}",
-        cfg.source.uri,
+        if cfg.source.stereo {
+            let right = if cfg.source.right_uri.is_empty() { &cfg.source.uri } else { &cfg.source.right_uri };
+            format!("stereo {} | {}", cfg.source.uri, right)
+        } else {
+            cfg.source.uri.clone()
+        },
         fmt.width,
         fmt.height,
         fmt.fps_num,

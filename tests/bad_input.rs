@@ -50,6 +50,13 @@ fn bad_sources() {
     check("uri", &["--source", "rtsp://cam"], &["source.uri", "allowed: pattern, file:PATH.y4m, v4l2:/dev/videoN"]);
     check("nodev", &["--source", "v4l2:/dev/video99"], &["/dev/video99"]);
     check("oddsize", &["--source", "pattern", "--width", "641"], &["source.width", "641", "even"]);
+    std::fs::write(p("small.y4m"), b"YUV4MPEG2 W64 H32 F30:1\n").unwrap();
+    check(
+        "stereo-mismatch",
+        &["--stereo", "--source", &f("small.y4m"), "--source-right", "pattern", "--width", "320", "--height", "240"],
+        &["stereo sources", "left is 64x32 at 30/1 fps, right is 320x240 at 60/1 fps"],
+    );
+    check("stereo-uri", &["--stereo", "--source-right", "rtsp://cam"], &["source.right_uri", "allowed"]);
 }
 
 #[test]

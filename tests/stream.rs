@@ -142,6 +142,32 @@ fn pattern_frame_ids_arrive_in_order_without_duplicates() {
 }
 
 #[test]
+fn stereo_pattern_pair_arrives_side_by_side() {
+    // Two patterns of 320x240, composed into 640x240; the right one draws id + 1000000.
+    let (w, h) = (320usize, 240usize);
+    let fb = 2 * w * h * 3 / 2;
+    let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Option<u64>, Option<u64>)>::new()));
+    let ids2 = ids.clone();
+    let on_frame = move |f: &[u8]| {
+        let half = |x0: usize| -> Vec<u8> { (0..h).flat_map(|y| f[y * 2 * w + x0..y * 2 * w + x0 + w].to_vec()).collect() };
+        let read = |x0| vr_stream::source::pattern::read_id(&half(x0), w as u32, h as u32);
+        ids2.lock().unwrap().push((read(0), read(w)));
+    };
+    let args = ["--stereo", "--width", "320", "--height", "240", "--frames", "240", "--bitrate", "3000"];
+    let (stderr, sent) = stream_to_ffmpeg("stereo", "pattern", &args, fb, on_frame);
+    assert!(stderr.contains("640x240"), "the composed frame is twice as wide: {stderr}");
+    let got = ids.lock().unwrap().clone();
+    eprintln!("stereo: decoded {} of {sent} sent frames", got.len());
+    assert!(got.len() as u64 * 100 >= sent * 98, "decoded {} of {sent}", got.len());
+    for (l, r) in &got {
+        let (l, r) = (l.expect("left half id readable"), r.expect("right half id readable"));
+        assert_eq!(r, l + vr_stream::source::stereo::RIGHT_PATTERN_ID_OFFSET, "halves from the two sources, same instant");
+    }
+    let left: Vec<u64> = got.iter().map(|p| p.0.unwrap()).collect();
+    assert!(left.windows(2).all(|p| p[1] > p[0]), "ids increasing: {left:?}");
+}
+
+#[test]
 fn gstreamer_plays_the_sdp_too() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (w, h) = (640u32, 360u32);

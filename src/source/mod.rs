@@ -5,6 +5,7 @@
 //! its frame rate, with a capture timestamp in CLOCK_MONOTONIC ns.
 
 pub mod pattern;
+pub mod stereo;
 pub mod v4l2;
 pub mod y4m;
 
@@ -80,6 +81,9 @@ pub enum SourceError {
         /// Bytes of a frame.
         want: usize,
     },
+    /// The two sources of a stereo pair do not match.
+    #[error("stereo sources: {0}")]
+    Stereo(String),
     /// The camera device failed.
     #[error("camera {device}: {message}")]
     Device {
@@ -148,15 +152,25 @@ impl SourceSpec {
     }
 }
 
-/// Opens the source described by `cfg` (`uri`, `loop`, pattern/v4l2 size and rate).
+/// Opens the source described by `cfg` (`uri`, `loop`, pattern/v4l2 size and rate); with
+/// `stereo`, a [`stereo::StereoSource`] of `uri` (left) and `right_uri` (right).
 pub fn open(cfg: &crate::config::SourceConfig) -> Result<Box<dyn FrameSource>, SourceError> {
-    match SourceSpec::parse(&cfg.uri).map_err(|e| SourceError::BadUri(cfg.uri.clone(), e))? {
-        SourceSpec::Pattern => Ok(Box::new(pattern::PatternSource::new(SourceFormat {
-            width: cfg.width,
-            height: cfg.height,
-            fps_num: cfg.fps,
-            fps_den: 1,
-        }))),
+    if !cfg.stereo {
+        return open_one(cfg, &cfg.uri, 0);
+    }
+    let right_uri = if cfg.right_uri.is_empty() { &cfg.uri } else { &cfg.right_uri };
+    let left = open_one(cfg, &cfg.uri, 0)?;
+    let right = open_one(cfg, right_uri, stereo::RIGHT_PATTERN_ID_OFFSET)?;
+    Ok(Box::new(stereo::StereoSource::new(left, right)?))
+}
+
+/// Opens one source; a pattern draws its ids plus `pattern_id_offset`.
+fn open_one(cfg: &crate::config::SourceConfig, uri: &str, pattern_id_offset: u64) -> Result<Box<dyn FrameSource>, SourceError> {
+    match SourceSpec::parse(uri).map_err(|e| SourceError::BadUri(uri.to_string(), e))? {
+        SourceSpec::Pattern => Ok(Box::new(pattern::PatternSource::with_id_offset(
+            SourceFormat { width: cfg.width, height: cfg.height, fps_num: cfg.fps, fps_den: 1 },
+            pattern_id_offset,
+        ))),
         SourceSpec::File(p) => Ok(Box::new(y4m::Y4mSource::open(&p, cfg.looping)?)),
         SourceSpec::V4l2(p) => Ok(Box::new(v4l2::V4l2Source::open(&p, cfg.width, cfg.height, cfg.fps, cfg.buffers)?)),
     }

@@ -94,13 +94,20 @@ pub fn read_id(y_plane: &[u8], width: u32, height: u32) -> Option<u64> {
 pub struct PatternSource {
     format: SourceFormat,
     next_id: u64,
+    id_offset: u64,
     pacer: Pacer,
 }
 
 impl PatternSource {
     /// A pattern of the given size and rate.
     pub fn new(format: SourceFormat) -> PatternSource {
-        PatternSource { format, next_id: 0, pacer: Pacer::new(format.frame_interval_ns()) }
+        Self::with_id_offset(format, 0)
+    }
+
+    /// A pattern that draws `frame id + offset` into its pictures (the right eye of a
+    /// stereo pair, so that the halves can be told apart); frame ids stay 0, 1, 2...
+    pub fn with_id_offset(format: SourceFormat, offset: u64) -> PatternSource {
+        PatternSource { format, next_id: 0, id_offset: offset, pacer: Pacer::new(format.frame_interval_ns()) }
     }
 }
 
@@ -112,7 +119,7 @@ impl FrameSource for PatternSource {
     fn next_frame(&mut self, dst: &mut [u8]) -> Result<Option<Captured>, SourceError> {
         // Drawn ahead, published on schedule (see the Y4M source).
         let id = self.next_id;
-        draw(dst, self.format.width, self.format.height, id);
+        draw(dst, self.format.width, self.format.height, id + self.id_offset);
         let capture_ns = self.pacer.wait(id);
         self.next_id += 1;
         Ok(Some(Captured { frame_id: id, capture_ns }))
