@@ -111,6 +111,8 @@ pub struct SourceConfig {
     pub stereo: bool,
     /// Right-eye source URI when `stereo`; empty = the same as `uri`.
     pub right_uri: String,
+    /// Fixed exposure for libcamera cameras, µs; 0 = automatic exposure.
+    pub exposure_us: u32,
 }
 
 /// `[encoder]`: x264 settings.
@@ -377,6 +379,7 @@ impl Config {
             check(key, st.cpu, 0, 1023)?;
         }
         check("stats.interval_s", self.stats.interval_s, 0, 3600)?;
+        check("source.exposure_us", self.source.exposure_us, 0, 1_000_000)?;
         check("stats.target_ms", self.stats.target_ms, 1, 1000)?;
         check("rt.spin_window_us", self.rt.spin_window_us, 0, 5000)?;
         check("supervise.backoff_ms", self.supervise.backoff_ms, 1, 10_000)?;

@@ -67,7 +67,7 @@ pub fn probe_source(cfg: &Config) -> Result<SourceFormat> {
     match SourceSpec::parse(&src.uri).map_err(|e| anyhow!("source {:?}: {e}", src.uri))? {
         SourceSpec::Pattern => Ok(SourceFormat { width: src.width, height: src.height, fps_num: src.fps, fps_den: 1 }),
         SourceSpec::File(p) => Ok(source::y4m::probe(&p)?.format),
-        SourceSpec::V4l2(_) => Ok(source::open(src)?.format()),
+        SourceSpec::V4l2(_) | SourceSpec::Libcamera(_) => Ok(source::open(src)?.format()),
     }
 }
 

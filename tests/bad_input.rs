@@ -49,6 +49,8 @@ fn bad_sources() {
     check("empty", &["--source", &f("empty.y4m")], &["empty.y4m", "empty file"]);
     check("uri", &["--source", "rtsp://cam"], &["source.uri", "allowed: pattern, file:PATH.y4m, v4l2:/dev/videoN"]);
     check("nodev", &["--source", "v4l2:/dev/video99"], &["/dev/video99"]);
+    #[cfg(not(feature = "libcamera"))]
+    check("libcamera", &["--source", "libcamera:0"], &["libcamera:0", "--features libcamera"]);
     check("oddsize", &["--source", "pattern", "--width", "641"], &["source.width", "641", "even"]);
     std::fs::write(p("small.y4m"), b"YUV4MPEG2 W64 H32 F30:1\n").unwrap();
     check(

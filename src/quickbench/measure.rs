@@ -304,10 +304,14 @@ pub fn encoder(cfg: &Config, n: usize, progress: Progress) -> Section<EncoderSec
     }
 }
 
-/// The camera to measure: the configured `v4l2:` source, else the first `/dev/video*`
-/// that opens as a capture device at the configured size and rate.
-fn find_camera(cfg: &Config) -> Result<(String, source::v4l2::V4l2Source), String> {
+/// The camera to measure: the configured `libcamera:` or `v4l2:` source, else the first
+/// `/dev/video*` that opens as a capture device at the configured size and rate.
+fn find_camera(cfg: &Config) -> Result<(String, Box<dyn FrameSource>), String> {
     let mut candidates: Vec<PathBuf> = Vec::new();
+    if cfg.source.uri.starts_with("libcamera:") {
+        let mono = crate::config::SourceConfig { stereo: false, ..cfg.source.clone() };
+        return source::open(&mono).map(|s| (cfg.source.uri.clone(), s)).map_err(|e| e.to_string());
+    }
     if let Some(p) = cfg.source.uri.strip_prefix("v4l2:") {
         candidates.push(PathBuf::from(p));
     } else {
@@ -324,7 +328,7 @@ fn find_camera(cfg: &Config) -> Result<(String, source::v4l2::V4l2Source), Strin
     let mut errors = Vec::new();
     for p in candidates {
         match source::v4l2::V4l2Source::open(&p, cfg.source.width, cfg.source.height, cfg.source.fps, cfg.source.buffers) {
-            Ok(s) => return Ok((p.display().to_string(), s)),
+            Ok(s) => return Ok((p.display().to_string(), Box::new(s))),
             Err(e) => errors.push(e.to_string()),
         }
     }

@@ -4,6 +4,8 @@
 //! straight into a caller-owned buffer (a frame-ring slot: no copy in between), paced at
 //! its frame rate, with a capture timestamp in CLOCK_MONOTONIC ns.
 
+#[cfg(feature = "libcamera")]
+pub mod libcamera;
 pub mod pattern;
 pub mod stereo;
 pub mod v4l2;
@@ -128,12 +130,14 @@ pub enum SourceSpec {
     File(PathBuf),
     /// `v4l2:/dev/videoN`.
     V4l2(PathBuf),
+    /// `libcamera:N` (camera index) or `libcamera:ID` (CSI cameras; feature `libcamera`).
+    Libcamera(String),
 }
 
 impl SourceSpec {
     /// Parses a source URI. Error: what is allowed.
     pub fn parse(s: &str) -> Result<SourceSpec, String> {
-        const ALLOWED: &str = "allowed: pattern, file:PATH.y4m, v4l2:/dev/videoN";
+        const ALLOWED: &str = "allowed: pattern, file:PATH.y4m, v4l2:/dev/videoN, libcamera:INDEX_OR_ID";
         if s == "pattern" {
             Ok(SourceSpec::Pattern)
         } else if let Some(p) = s.strip_prefix("file:") {
@@ -146,6 +150,11 @@ impl SourceSpec {
                 return Err(format!("not a device path; {ALLOWED}"));
             }
             Ok(SourceSpec::V4l2(PathBuf::from(p)))
+        } else if let Some(c) = s.strip_prefix("libcamera:") {
+            if c.is_empty() {
+                return Err(format!("empty camera index or id; {ALLOWED}"));
+            }
+            Ok(SourceSpec::Libcamera(c.to_string()))
         } else {
             Err(ALLOWED.to_string())
         }
@@ -173,6 +182,13 @@ fn open_one(cfg: &crate::config::SourceConfig, uri: &str, pattern_id_offset: u64
         ))),
         SourceSpec::File(p) => Ok(Box::new(y4m::Y4mSource::open(&p, cfg.looping)?)),
         SourceSpec::V4l2(p) => Ok(Box::new(v4l2::V4l2Source::open(&p, cfg.width, cfg.height, cfg.fps, cfg.buffers)?)),
+        #[cfg(feature = "libcamera")]
+        SourceSpec::Libcamera(c) => Ok(Box::new(libcamera::LibcameraSource::open(&c, cfg.width, cfg.height, cfg.fps, cfg.buffers, cfg.exposure_us)?)),
+        #[cfg(not(feature = "libcamera"))]
+        SourceSpec::Libcamera(c) => Err(SourceError::Device {
+            device: format!("libcamera:{c}"),
+            message: "this vr-stream was built without the libcamera feature: rebuild with `--features libcamera` (needs libcamera >= 0.4, as on Raspberry Pi OS)".into(),
+        }),
     }
 }
 

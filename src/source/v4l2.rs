@@ -214,9 +214,49 @@ pub fn i420_copy(src: &[u8], stride: usize, w: usize, h: usize, dst: &mut [u8]) 
     true
 }
 
+/// I420 given as separate planes (Y with row stride `stride`, U and V with `stride / 2`),
+/// as libcamera maps them, → packed I420; one plane holding all three is handled by
+/// [`i420_copy`]. False when a plane is too short.
+pub fn i420_planes_copy(planes: &[&[u8]], stride: usize, w: usize, h: usize, dst: &mut [u8]) -> bool {
+    match planes {
+        [all] => i420_copy(all, stride, w, h, dst),
+        [y, u, v] => {
+            let cs = stride / 2;
+            let (cw, ch) = (w / 2, h / 2);
+            if y.len() < stride * (h - 1) + w || u.len() < cs * (ch - 1) + cw || v.len() < cs * (ch - 1) + cw || dst.len() < w * h + 2 * cw * ch {
+                return false;
+            }
+            for row in 0..h {
+                dst[row * w..row * w + w].copy_from_slice(&y[row * stride..row * stride + w]);
+            }
+            for (k, plane) in [u, v].into_iter().enumerate() {
+                let base = w * h + k * cw * ch;
+                for row in 0..ch {
+                    dst[base + row * cw..base + row * cw + cw].copy_from_slice(&plane[row * cs..row * cs + cw]);
+                }
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn separate_planes_with_stride() {
+        let (w, h, stride) = (4usize, 2usize, 8usize);
+        let y: Vec<u8> = (0..16).collect();
+        let u: Vec<u8> = (100..104).collect();
+        let v: Vec<u8> = (200..204).collect();
+        let mut d = vec![0u8; 12];
+        assert!(i420_planes_copy(&[&y, &u, &v], stride, w, h, &mut d));
+        assert_eq!(d, vec![0, 1, 2, 3, 8, 9, 10, 11, 100, 101, 200, 201]);
+        assert!(!i420_planes_copy(&[&y[..4], &u, &v], stride, w, h, &mut d));
+        assert!(!i420_planes_copy(&[&y, &u], stride, w, h, &mut d));
+    }
 
     #[test]
     fn conversions() {

@@ -1,0 +1,249 @@
+//! CSI cameras through libcamera (cargo feature `libcamera`; needs libcamera ≥ 0.4, as on
+//! Raspberry Pi OS). `--source libcamera:0` (index) or `libcamera:ID` (the id libcamera
+//! lists, e.g. `/base/axi/pcie@120000/rp1/i2c@88000/imx708@1a`).
+//!
+//! A capture thread owns the camera manager and the acquired camera (their lifetimes are
+//! tied together) and requeues requests; completed requests travel to [`LibcameraSource`]
+//! through a channel, which copies the frame once out of the dmabuf mapping into the ring
+//! slot (`dst`) and sends the request back. Configuration: YUV420 at the configured size,
+//! `source.buffers` buffers (2 in `ultra_low`), `FrameDurationLimits` fixed at 1/fps and,
+//! with `source.exposure_us`, auto exposure off and a fixed `ExposureTime` (the low-latency
+//! controls of the original design's `ultra_low`). The capture time is the request's
+//! `SensorTimestamp` (start of exposure of the first line, CLOCK_BOOTTIME ns per libcamera's
+//! control documentation), moved to CLOCK_MONOTONIC with the current offset between the
+//! two clocks.
+//!
+//! Only compiled on the development machine (Debian 12 has libcamera 0.0.3): CI runs
+//! `cargo check --features libcamera` against Debian trixie's libcamera 0.4 headers.
+
+use super::v4l2::i420_planes_copy;
+use super::{Captured, FrameSource, SourceError, SourceFormat};
+use libcamera::camera::CameraConfigurationStatus;
+use libcamera::camera_manager::CameraManager;
+use libcamera::control::ControlList;
+use libcamera::controls;
+use libcamera::framebuffer_allocator::{FrameBuffer, FrameBufferAllocator};
+use libcamera::framebuffer_map::MemoryMappedFrameBuffer;
+use libcamera::geometry::Size;
+use libcamera::pixel_format::PixelFormat;
+use libcamera::request::{Request, ReuseFlag};
+use libcamera::stream::{Stream, StreamRole};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::time::Duration;
+
+/// DRM fourcc `YU12` (I420, three planes).
+const YUV420: PixelFormat = PixelFormat::new(u32::from_le_bytes(*b"YU12"), 0);
+
+/// What the capture thread reports once it has configured the camera.
+struct Started {
+    stream: Stream,
+    stride: usize,
+}
+
+/// A libcamera camera as a [`FrameSource`].
+pub struct LibcameraSource {
+    device: String,
+    format: SourceFormat,
+    stride: usize,
+    stream: Stream,
+    completed: Receiver<Request>,
+    requeue: Sender<Request>,
+    next_id: u64,
+    boot_to_mono: i64,
+}
+
+fn err(device: &str, message: impl Into<String>) -> SourceError {
+    SourceError::Device { device: device.to_string(), message: message.into() }
+}
+
+/// CLOCK_MONOTONIC − CLOCK_BOOTTIME now, ns (≤ 0: time spent suspended).
+fn boot_to_mono_offset() -> i64 {
+    let read = |clock| {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid out-pointer; both clocks exist on Linux.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
+    };
+    read(libc::CLOCK_MONOTONIC) - read(libc::CLOCK_BOOTTIME)
+}
+
+impl LibcameraSource {
+    /// Opens camera `which` (index or id) at `width`×`height`, `fps`, with `buffers` buffers
+    /// and, if `exposure_us` > 0, a fixed exposure.
+    ///
+    /// Errors: [`SourceError::Device`] naming the camera: none found, cannot acquire, the
+    /// configuration was refused or adjusted away from YUV420 at the size asked for.
+    pub fn open(which: &str, width: u32, height: u32, fps: u32, buffers: u32, exposure_us: u32) -> Result<LibcameraSource, SourceError> {
+        let device = format!("libcamera:{which}");
+        let (started_tx, started_rx) = mpsc::sync_channel::<Result<Started, String>>(1);
+        let (done_tx, completed) = mpsc::channel::<Request>();
+        let (requeue, requeue_rx) = mpsc::channel::<Request>();
+        let which = which.to_string();
+        let frame_us = 1_000_000i64 / fps.max(1) as i64;
+        std::thread::Builder::new()
+            .name("libcamera".into())
+            .spawn(move || capture_thread(&which, width, height, frame_us, buffers, exposure_us, started_tx, done_tx, requeue_rx))
+            .map_err(|e| err(&device, format!("cannot start the capture thread: {e}")))?;
+        let started = match started_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(err(&device, e)),
+            Err(_) => return Err(err(&device, "the camera did not start within 10 s")),
+        };
+        Ok(LibcameraSource {
+            device,
+            format: SourceFormat { width, height, fps_num: fps, fps_den: 1 },
+            stride: started.stride,
+            stream: started.stream,
+            completed,
+            requeue,
+            next_id: 0,
+            boot_to_mono: boot_to_mono_offset(),
+        })
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn capture_thread(
+    which: &str,
+    width: u32,
+    height: u32,
+    frame_us: i64,
+    buffers: u32,
+    exposure_us: u32,
+    started: SyncSender<Result<Started, String>>,
+    done: Sender<Request>,
+    requeue: Receiver<Request>,
+) {
+    let fail = |m: String| {
+        let _ = started.send(Err(m));
+    };
+    let mgr = match CameraManager::new() {
+        Ok(m) => m,
+        Err(e) => return fail(format!("libcamera camera manager: {e}")),
+    };
+    let cameras = mgr.cameras();
+    let cam = match which.parse::<usize>() {
+        Ok(i) => cameras.get(i),
+        Err(_) => mgr.get(which),
+    };
+    let Some(cam) = cam else {
+        return fail(format!("no such camera ({} camera(s) found)", cameras.len()));
+    };
+    let mut cam = match cam.acquire() {
+        Ok(c) => c,
+        Err(e) => return fail(format!("cannot acquire the camera (in use?): {e}")),
+    };
+    let Some(mut cfgs) = cam.generate_configuration(&[StreamRole::VideoRecording]) else {
+        return fail("no video configuration".into());
+    };
+    {
+        let Some(mut c) = cfgs.get_mut(0) else { return fail("no stream configuration".into()) };
+        c.set_pixel_format(YUV420);
+        c.set_size(Size { width, height });
+        c.set_buffer_count(buffers);
+    }
+    if let CameraConfigurationStatus::Invalid = cfgs.validate() {
+        return fail("the configuration was refused".into());
+    }
+    let (stride, stream) = {
+        let Some(c) = cfgs.get(0) else { return fail("no stream configuration".into()) };
+        let got = c.get_size();
+        if c.get_pixel_format() != YUV420 || got.width != width || got.height != height {
+            return fail(format!("YUV420 at {width}x{height} is not supported (adjusted to {})", c.to_string_repr()));
+        }
+        (c.get_stride() as usize, c.stream())
+    };
+    if let Err(e) = cam.configure(&mut cfgs) {
+        return fail(format!("configure: {e}"));
+    }
+    let Some(stream) = stream.or_else(|| cfgs.get(0).and_then(|c| c.stream())) else {
+        return fail("no stream after configure".into());
+    };
+    let mut alloc = FrameBufferAllocator::new(&cam);
+    let bufs = match alloc.alloc(&stream) {
+        Ok(b) => b,
+        Err(e) => return fail(format!("buffer allocation: {e}")),
+    };
+    let mut reqs = Vec::new();
+    for (i, b) in bufs.into_iter().enumerate() {
+        let mapped = match MemoryMappedFrameBuffer::new(b) {
+            Ok(m) => m,
+            Err(e) => return fail(format!("mapping buffer {i}: {e:?}")),
+        };
+        let Some(mut r) = cam.create_request(Some(i as u64)) else { return fail("cannot create a request".into()) };
+        if let Err(e) = r.add_buffer(&stream, mapped) {
+            return fail(format!("add buffer {i}: {e}"));
+        }
+        reqs.push(r);
+    }
+    let mut ctl = ControlList::new();
+    let mut set = || -> Result<(), String> {
+        ctl.set(controls::FrameDurationLimits([frame_us, frame_us])).map_err(|e| format!("FrameDurationLimits: {e:?}"))?;
+        if exposure_us > 0 {
+            ctl.set(controls::AeEnable(false)).map_err(|e| format!("AeEnable: {e:?}"))?;
+            ctl.set(controls::ExposureTime(exposure_us as i32)).map_err(|e| format!("ExposureTime: {e:?}"))?;
+        }
+        Ok(())
+    };
+    if let Err(e) = set() {
+        return fail(e);
+    }
+    cam.on_request_completed(move |req| {
+        let _ = done.send(req);
+    });
+    if let Err(e) = cam.start(Some(&ctl)) {
+        return fail(format!("start: {e}"));
+    }
+    for r in reqs {
+        if let Err((_, e)) = cam.queue_request(r) {
+            let _ = cam.stop();
+            return fail(format!("queue request: {e}"));
+        }
+    }
+    if started.send(Ok(Started { stream, stride })).is_err() {
+        let _ = cam.stop();
+        return;
+    }
+    // Requeue what the source hands back until it is dropped.
+    while let Ok(r) = requeue.recv() {
+        if cam.queue_request(r).is_err() {
+            break;
+        }
+    }
+    let _ = cam.stop();
+}
+
+impl FrameSource for LibcameraSource {
+    fn format(&self) -> SourceFormat {
+        self.format
+    }
+
+    fn next_frame(&mut self, dst: &mut [u8]) -> Result<Option<Captured>, SourceError> {
+        let mut req = match self.completed.recv_timeout(Duration::from_secs(2)) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => return Err(err(&self.device, "no frame for 2 s")),
+            Err(RecvTimeoutError::Disconnected) => return Err(err(&self.device, "the capture thread ended")),
+        };
+        let ts = req.metadata().get::<controls::SensorTimestamp>().map(|t| t.0).ok();
+        let (w, h) = (self.format.width as usize, self.format.height as usize);
+        let copied = {
+            let Some(fb) = req.buffer::<MemoryMappedFrameBuffer<FrameBuffer>>(&self.stream) else {
+                return Err(err(&self.device, "a completed request without our buffer"));
+            };
+            let planes = fb.data();
+            i420_planes_copy(&planes, self.stride, w, h, dst)
+        };
+        req.reuse(ReuseFlag::REUSE_BUFFERS);
+        let _ = self.requeue.send(req);
+        if !copied {
+            return Err(err(&self.device, format!("frame smaller than YUV420 {w}x{h} with stride {}", self.stride)));
+        }
+        let capture_ns = match ts {
+            Some(t) => (t + self.boot_to_mono).max(0) as u64,
+            None => crate::rt::monotonic_ns(),
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        Ok(Some(Captured { frame_id: id, capture_ns }))
+    }
+}
