@@ -6,6 +6,8 @@
 //! [`live`] reads and changes the running system (only when the root is `/`).
 //! [`cmdline`], [`sysctl`], [`limits`] and [`cpus`] are pure parsers and editors.
 
+#![warn(missing_docs)]
+
 pub mod apply;
 pub mod checks;
 pub mod cmdline;
