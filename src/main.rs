@@ -177,19 +177,7 @@ fn main_inner(cli: Cli) -> Result<()> {
 }
 
 fn main() {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                e.exit();
-            }
-            // One line: clap's first line names the flag, the value and what is allowed.
-            let text = e.render().to_string();
-            eprintln!("vr-stream: {}", text.lines().next().unwrap_or("bad arguments"));
-            std::process::exit(2);
-        }
-    };
+    let cli: Cli = vr_stream::cli::parse_or_exit("vr-stream");
     if let Some(Cmd::Stage { name, instance, geometry }) = &cli.cmd {
         let Some(kind) = StageKind::parse(name) else {
             eprintln!("vr-stream: unknown stage {name:?}: allowed camera, encode, network");

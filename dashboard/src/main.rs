@@ -48,17 +48,7 @@ fn init_log(path: Option<PathBuf>) {
 }
 
 fn main() {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                e.exit();
-            }
-            eprintln!("dashboard: {}", e.render().to_string().lines().next().unwrap_or("bad arguments"));
-            std::process::exit(2);
-        }
-    };
+    let cli: Cli = vr_stream::cli::parse_or_exit("dashboard");
     if cli.json && !cli.once {
         eprintln!("dashboard: --json goes with --once");
         std::process::exit(2);

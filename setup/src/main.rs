@@ -10,7 +10,6 @@ use std::process::ExitCode;
 use vr_setup::apply::{self, Outcome};
 use vr_setup::checks;
 use vr_setup::cpus::CpuList;
-use vr_setup::live;
 use vr_setup::plan::{self, Target};
 use vr_setup::rootfs::Root;
 
@@ -58,18 +57,6 @@ fn valid_user(u: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
 }
 
-fn default_user() -> Option<String> {
-    if let Ok(u) = std::env::var("SUDO_USER")
-        && !u.is_empty() && u != "root" {
-            return Some(u);
-        }
-    let uid = nix::unistd::getuid();
-    if uid.is_root() {
-        return None;
-    }
-    nix::unistd::User::from_uid(uid).ok().flatten().map(|u| u.name)
-}
-
 fn target(cli: &Cli) -> Result<Target, String> {
     let root = Root::new(&cli.root).map_err(|e| format!("--root {}: {e}", cli.root.display()))?;
     let isolated = match &cli.cpus {
@@ -83,16 +70,10 @@ fn target(cli: &Cli) -> Result<Target, String> {
             ));
         }
         Some(u) => Some(u.clone()),
-        None => default_user(),
+        // As root without sudo: no default (root needs no limits; say who runs vr-stream).
+        None => plan::default_user().filter(|u| u != "root"),
     };
-    let live_root = root.is_live();
-    Ok(Target {
-        ncpus: if live_root { live::possible_cpus() } else { 4 },
-        kernel: plan::kernel_features(&root),
-        root,
-        isolated,
-        user,
-    })
+    Ok(Target::for_root(root, isolated, user))
 }
 
 fn print_outcome(cli: &Cli, verb: &str, t: &Target, o: &Outcome) {

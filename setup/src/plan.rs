@@ -291,7 +291,32 @@ pub fn fstab_without_swap(text: &str) -> Option<String> {
     changed.then_some(out)
 }
 
+/// Who runs vr-stream when `--user` is not given: `$SUDO_USER` (not root), else the
+/// caller's account name (`root` included).
+pub fn default_user() -> Option<String> {
+    if let Ok(u) = std::env::var("SUDO_USER")
+        && !u.is_empty()
+        && u != "root"
+    {
+        return Some(u);
+    }
+    nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten().map(|u| u.name)
+}
+
 impl Target {
+    /// A target for `root`: the running machine's CPU count and kernel features on `/`,
+    /// else a 4-core Pi and the root's kernel modules.
+    pub fn for_root(root: Root, isolated: CpuList, user: Option<String>) -> Target {
+        let live = root.is_live();
+        Target {
+            ncpus: if live { crate::live::possible_cpus() } else { 4 },
+            kernel: kernel_features(&root),
+            root,
+            isolated,
+            user,
+        }
+    }
+
     /// CPUs left for the OS, interrupts and the supervisor.
     pub fn housekeeping(&self) -> CpuList {
         self.isolated.complement(self.ncpus)

@@ -80,14 +80,6 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
     config::load(&layers).map_err(|e| e.to_string())
 }
 
-fn default_user() -> Option<String> {
-    if let Ok(u) = std::env::var("SUDO_USER")
-        && !u.is_empty() && u != "root" {
-            return Some(u);
-        }
-    nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten().map(|u| u.name)
-}
-
 /// Runs one section with a progress bar on the terminal (hidden when stderr is not one).
 fn step<T>(json: bool, label: &str, f: impl FnOnce(&(dyn Fn(f64) + Sync)) -> T) -> T {
     let bar = if json { ProgressBar::hidden() } else { ProgressBar::new(100) };
@@ -110,18 +102,7 @@ fn main() {
     if let Ok(spec) = std::env::var(measure::RING_CHILD_ENV) {
         std::process::exit(measure::ring_child(&spec));
     }
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                e.exit();
-            }
-            let text = e.render().to_string();
-            eprintln!("quick-bench: {}", text.lines().next().unwrap_or("bad arguments"));
-            std::process::exit(2);
-        }
-    };
+    let cli: Cli = vr_stream::cli::parse_or_exit("quick-bench");
     if let Some(addr) = &cli.echo {
         let a: SocketAddr = addr.parse().unwrap_or_else(|_| fail(false, &format!("--echo {addr:?}: allowed ADDR:PORT, e.g. 0.0.0.0:5005")));
         if let Err(e) = network::serve_echo(a) {
@@ -150,14 +131,7 @@ fn main() {
     // 1. System: the checks of `setup --check`.
     let root = vr_setup::rootfs::Root::new(&cli.root).unwrap_or_else(|e| fail(json, &format!("--root {}: {e}", cli.root.display())));
     let isolated = vr_setup::cpus::CpuList::from_cpus([cfg.stages.camera.cpu, cfg.stages.encode.cpu, cfg.stages.network.cpu]);
-    let live = root.is_live();
-    let target = vr_setup::plan::Target {
-        ncpus: if live { vr_setup::live::possible_cpus() } else { 4 },
-        kernel: vr_setup::plan::kernel_features(&root),
-        root,
-        isolated,
-        user: cli.user.clone().or_else(default_user),
-    };
+    let target = vr_setup::plan::Target::for_root(root, isolated, cli.user.clone().or_else(vr_setup::plan::default_user));
     let rows = vr_setup::checks::check(&target);
     let system = SystemSection {
         tuned: vr_setup::checks::all_tuned(&rows),
