@@ -6,7 +6,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
-use vr_stream::encode::{EncoderParams, X264Encoder};
+use vr_stream::encode::{EncoderParams, VideoEncoder, X264Encoder};
 use vr_stream::rtp::{PacketBuf, Packetizer, RtpParams};
 use vr_stream::source::{pattern, SourceFormat};
 

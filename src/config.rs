@@ -52,7 +52,7 @@ pub struct Config {
     pub stream: StreamConfig,
     /// Frame source.
     pub source: SourceConfig,
-    /// H.264 encoder (x264).
+    /// H.264 encoder (x264 or the V4L2 M2M hardware encoder).
     pub encoder: EncoderConfig,
     /// Per-stage CPU and priority.
     pub stages: StagesConfig,
@@ -115,10 +115,14 @@ pub struct SourceConfig {
     pub exposure_us: u32,
 }
 
-/// `[encoder]`: x264 settings.
+/// `[encoder]`: which H.264 encoder and its settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EncoderConfig {
+    /// `auto`, `x264` or `v4l2m2m` (see [`ENCODER_BACKENDS`]).
+    pub backend: String,
+    /// The V4L2 memory-to-memory encoder device (`/dev/video11` = bcm2835-codec).
+    pub device: String,
     /// Target and maximum bitrate, kbit/s.
     pub bitrate_kbps: u32,
     /// VBV buffer, ms of bitrate.
@@ -198,6 +202,9 @@ pub struct StatsConfig {
 pub const PRESETS: &[&str] = &["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"];
 /// H.264 profiles we allow.
 pub const H264_PROFILES: &[&str] = &["baseline", "main", "high"];
+/// Allowed `encoder.backend` values: `auto` (the V4L2 M2M encoder when `encoder.device`
+/// exists and this build has it, else x264), `x264`, `v4l2m2m`.
+pub const ENCODER_BACKENDS: &[&str] = &["auto", "x264", "v4l2m2m"];
 
 /// Where a configuration layer comes from, for error messages.
 #[derive(Debug, Clone)]
@@ -342,6 +349,20 @@ impl Config {
         check("encoder.vbv_buffer_ms", e.vbv_buffer_ms, 1, 2000)?;
         check("encoder.keyint", e.keyint, 0, 10_000)?;
         check("encoder.threads", e.threads, 1, 16)?;
+        if !ENCODER_BACKENDS.contains(&e.backend.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: "encoder.backend",
+                value: format!("{:?}", e.backend),
+                allowed: format!("one of {}", ENCODER_BACKENDS.join(", ")),
+            });
+        }
+        if e.device.is_empty() || !e.device.starts_with('/') {
+            return Err(ConfigError::Invalid {
+                key: "encoder.device",
+                value: format!("{:?}", e.device),
+                allowed: "an absolute device path such as /dev/video11".into(),
+            });
+        }
         if !PRESETS.contains(&e.preset.as_str()) {
             return Err(ConfigError::Invalid {
                 key: "encoder.preset",

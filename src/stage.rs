@@ -9,7 +9,7 @@
 //! (the supervisor prints it) and the process exits 1.
 
 use crate::config::{Config, StageConfig};
-use crate::encode::{EncoderParams, X264Encoder};
+use crate::encode::{open_encoder, EncoderParams};
 use crate::latency::FrameRecord;
 use crate::net::UdpSender;
 use crate::rt::{self, monotonic_ns};
@@ -336,7 +336,13 @@ fn reopen(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot) -> R
 }
 
 fn encode(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring: &FrameRing, queue: &BitstreamQueue) -> Result<(), String> {
-    let mut enc = X264Encoder::new(&EncoderParams::from_config(&cfg.encoder, fmt)).map_err(|e| e.to_string())?;
+    let (mut enc, notes) = open_encoder(&EncoderParams::from_config(&cfg.encoder, fmt)).map_err(|e| e.to_string())?;
+    for n in notes {
+        eprintln!("vr-stream[encode]: {n}");
+    }
+    if cfg.encoder.backend != "x264" {
+        eprintln!("vr-stream[encode]: encoder {}", enc.describe());
+    }
     let headers = enc.headers().map_err(|e| e.to_string())?;
     ctl.set_headers(&headers);
     go_realtime(StageKind::Encode, cfg, slot)?;

@@ -4,7 +4,7 @@
 //! (no child process and no segment outlives it).
 
 use crate::config::Config;
-use crate::encode::{EncoderParams, X264Encoder};
+use crate::encode::{open_encoder, EncoderParams};
 use crate::latency::{FrameRecord, LatencyStats};
 use crate::rt;
 use crate::sdp::{write_sdp, SdpParams};
@@ -153,7 +153,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         if cfg.stream.sdp.is_empty() {
             bail!("--sdp-only needs an SDP path (--sdp PATH or stream.sdp)");
         }
-        let mut enc = X264Encoder::new(&EncoderParams::from_config(&cfg.encoder, fmt))?;
+        let (mut enc, _notes) = open_encoder(&EncoderParams::from_config(&cfg.encoder, fmt))?;
         let text = sdp_text(cfg, &fmt, &enc.headers()?)?;
         write_sdp_file(&cfg.stream.sdp, &text)?;
         eprintln!("vr-stream: wrote {}", cfg.stream.sdp);

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 use vr_stream::config::EncoderConfig;
-use vr_stream::encode::{EncoderParams, X264Encoder};
+use vr_stream::encode::{EncoderParams, VideoEncoder, X264Encoder};
 use vr_stream::source::{pattern, SourceFormat};
 
 fn encode_to_file(intra_refresh: bool, threads: u32) -> (tempfile::TempDir, std::path::PathBuf) {

@@ -71,7 +71,7 @@ pub fn budget(
     });
     match encoder {
         Section::Measured(e) => {
-            rows.push(row("encode", Some(e.encode.in_ms()), format!("x264, {} frames", e.frames)));
+            rows.push(row("encode", Some(e.encode.in_ms()), format!("{}, {} frames", e.backend, e.frames)));
             rows.push(row("packetize + send", Some(e.packetize_send.in_ms()), "RTP packetizing + sendmmsg".into()));
         }
         Section::NotMeasured { reason: r } => {
@@ -125,6 +125,7 @@ mod tests {
             achieved_kbps: 7900.0,
             packetize_send: p(0.1, 0.3),
             placement: String::new(),
+            backend: "x264".into(),
         });
         let b = budget(None, &mem, &ring, &enc, &Section::not("x"), 10);
         assert_eq!(b.missing, vec!["capture", "network one-way"]);

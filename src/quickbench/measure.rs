@@ -4,7 +4,7 @@
 
 use super::{CameraSection, EncoderSection, JitterRun, JitterSection, MemorySection, Percentiles, RingSection, Section, Unit};
 use crate::config::Config;
-use crate::encode::{EncoderParams, X264Encoder};
+use crate::encode::{open_encoder, EncoderParams};
 use crate::net::UdpSender;
 use crate::rt::{self, monotonic_ns};
 use crate::rtp::{PacketBuf, Packetizer, RtpParams};
@@ -255,7 +255,8 @@ pub fn encoder(cfg: &Config, n: usize, progress: Progress) -> Section<EncoderSec
     let r = std::thread::scope(|s| {
         s.spawn(|| -> Result<EncoderSection, String> {
             let (placement, _, _) = place(cpu, prio);
-            let mut enc = X264Encoder::new(&EncoderParams::from_config(&cfg.encoder, fmt)).map_err(|e| e.to_string())?;
+            let (mut enc, _notes) = open_encoder(&EncoderParams::from_config(&cfg.encoder, fmt)).map_err(|e| e.to_string())?;
+            let backend = enc.describe();
             let sink = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("local UDP socket: {e}"))?;
             let mut tx = UdpSender::new(sink.local_addr().map_err(|e| e.to_string())?, 0, cfg.stream.sendmmsg_batch as usize)
                 .map_err(|e| format!("UDP sender: {e}"))?;
@@ -293,6 +294,7 @@ pub fn encoder(cfg: &Config, n: usize, progress: Progress) -> Section<EncoderSec
                 achieved_kbps: bytes as f64 * 8.0 / seconds / 1000.0,
                 packetize_send: Percentiles::from_ns(&send_t, Unit::Ms).ok_or("no frames")?,
                 placement,
+                backend,
             })
         })
         .join()

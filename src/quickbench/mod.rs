@@ -185,14 +185,14 @@ pub struct RingSection {
     pub drops: u64,
 }
 
-/// x264 at the configured size, rate and bitrate.
+/// The configured encoder (x264 or V4L2 M2M) at the configured size, rate and bitrate.
 #[derive(Debug, Clone, Serialize)]
 pub struct EncoderSection {
     /// `file:PATH` (the real clip) or `pattern`.
     pub source: String,
     /// Frames encoded.
     pub frames: usize,
-    /// Time of each x264 call (one frame in, its NAL units out).
+    /// Time of each encode call (one frame in, its NAL units out).
     pub encode: Percentiles,
     /// Configured bitrate, kbit/s.
     pub target_kbps: u32,
@@ -202,6 +202,8 @@ pub struct EncoderSection {
     pub packetize_send: Percentiles,
     /// Where the encoder ran (`CPU 3 SCHED_FIFO 80`).
     pub placement: String,
+    /// Which encoder (`x264`, `v4l2m2m /dev/video11 (bcm2835-codec)`).
+    pub backend: String,
 }
 
 /// Camera: frame interval, jitter and capture latency.

@@ -120,7 +120,10 @@ pub fn ring(s: &Section<RingSection>) -> String {
 
 /// 5. Encoder.
 pub fn encoder(s: &Section<EncoderSection>) -> String {
-    let mut out = String::from("5. Encoder (x264)\n");
+    let mut out = match s.get() {
+        Some(e) => format!("5. Encoder ({})\n", e.backend),
+        None => String::from("5. Encoder\n"),
+    };
     if let Some(n) = not(s) {
         return out + &n;
     }

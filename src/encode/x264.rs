@@ -1,4 +1,4 @@
-//! H.264 encoding with libx264 through `x264-sys` (FFI: the only `unsafe` of this module).
+//! The x264 backend: libx264 through `x264-sys` (FFI: the only `unsafe` of this module).
 //!
 //! Low-latency settings: preset from config (default ultrafast) + tune zerolatency, no
 //! B-frames, no lookahead (rc_lookahead = sync_lookahead = 0), no frame threads (sliced
@@ -10,71 +10,10 @@
 //! One frame in → its whole access unit out of the same `x264_encoder_encode` call: checked
 //! on every frame (no delayed frames, output pts = input pts), an error otherwise.
 
-use crate::config::EncoderConfig;
+use super::{EncodeError, Encoded, EncoderParams, VideoEncoder};
 use crate::source::SourceFormat;
 use std::ffi::CString;
 use x264_sys as x;
-
-/// Errors from the encoder.
-#[derive(Debug, thiserror::Error)]
-pub enum EncodeError {
-    /// x264 refused the parameters.
-    #[error("x264: {0}")]
-    Open(String),
-    /// An encode call failed.
-    #[error("x264_encoder_encode failed with {0}")]
-    Encode(i32),
-    /// x264 held the frame back (would add a frame of latency): the settings are wrong.
-    #[error("x264 delayed frame {pts} ({delayed} frames buffered): the encoder must emit every frame in the same call")]
-    Delayed {
-        /// Input pts.
-        pts: i64,
-        /// Frames x264 holds.
-        delayed: i32,
-    },
-    /// The input buffer is not one I420 frame of the configured size.
-    #[error("input frame has {got} bytes, expected {want} (I420 {w}x{h})")]
-    BadFrame {
-        /// Bytes given.
-        got: usize,
-        /// Bytes of an I420 frame.
-        want: usize,
-        /// Width.
-        w: u32,
-        /// Height.
-        h: u32,
-    },
-}
-
-/// What the encoder is opened with: the frame format and the `[encoder]` settings (see
-/// `config/default.toml`: bitrate kbit/s, VBV ms, keyint frames, intra refresh, threads,
-/// preset, profile).
-#[derive(Debug, Clone)]
-pub struct EncoderParams {
-    /// Frame size and rate.
-    pub format: SourceFormat,
-    /// The `[encoder]` configuration.
-    pub enc: EncoderConfig,
-}
-
-impl EncoderParams {
-    /// From the configuration and the source's format.
-    pub fn from_config(e: &EncoderConfig, format: SourceFormat) -> EncoderParams {
-        EncoderParams { format, enc: e.clone() }
-    }
-}
-
-/// One encoded access unit, borrowed from the encoder until the next call.
-pub struct Encoded<'a> {
-    /// Annex-B NAL units (start codes included), contiguous.
-    pub data: &'a [u8],
-    /// The access unit is an IDR (keyframe).
-    pub keyframe: bool,
-    /// NAL units in it.
-    pub nal_count: usize,
-    /// Average quantizer of the frame (x264's `i_qpplus1 - 1`).
-    pub qp: i32,
-}
 
 /// A libx264 encoder instance.
 pub struct X264Encoder {
@@ -160,9 +99,16 @@ impl X264Encoder {
         })
     }
 
+}
+
+impl VideoEncoder for X264Encoder {
+    fn describe(&self) -> String {
+        "x264".into()
+    }
+
     /// The SPS and PPS NAL units (Annex-B) the stream will use, for the SDP's
     /// sprop-parameter-sets.
-    pub fn headers(&mut self) -> Result<Vec<u8>, EncodeError> {
+    fn headers(&mut self) -> Result<Vec<u8>, EncodeError> {
         let mut nals: *mut x::x264_nal_t = std::ptr::null_mut();
         let mut n: i32 = 0;
         // SAFETY: enc is open; x264 sets nals/n to an array it owns until the next call.
@@ -187,7 +133,7 @@ impl X264Encoder {
     ///
     /// Errors: [`EncodeError::BadFrame`], [`EncodeError::Encode`], and
     /// [`EncodeError::Delayed`] if x264 did not return this frame's access unit.
-    pub fn encode(&mut self, i420: &[u8], force_idr: bool) -> Result<Encoded<'_>, EncodeError> {
+    fn encode(&mut self, i420: &[u8], force_idr: bool) -> Result<Encoded<'_>, EncodeError> {
         let f = self.format;
         let (w, h) = (f.width as usize, f.height as usize);
         if i420.len() < f.frame_bytes() {
@@ -256,7 +202,7 @@ impl X264Encoder {
 
     /// Changes the target/maximum bitrate (kbit/s) from the next frame on, keeping the VBV
     /// buffer at the same number of ms (x264_encoder_reconfig).
-    pub fn set_bitrate(&mut self, kbps: u32) -> Result<(), EncodeError> {
+    fn set_bitrate(&mut self, kbps: u32) -> Result<(), EncodeError> {
         self.param.rc.i_bitrate = kbps as i32;
         self.param.rc.i_vbv_max_bitrate = kbps as i32;
         self.param.rc.i_vbv_buffer_size = vbv_kbit(kbps, self.vbv_buffer_ms);
@@ -270,12 +216,12 @@ impl X264Encoder {
     }
 
     /// Current target bitrate, kbit/s.
-    pub fn bitrate_kbps(&self) -> u32 {
+    fn bitrate_kbps(&self) -> u32 {
         self.bitrate_kbps
     }
 
     /// Frame size and rate.
-    pub fn format(&self) -> SourceFormat {
+    fn format(&self) -> SourceFormat {
         self.format
     }
 }
@@ -290,12 +236,15 @@ impl Drop for X264Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::EncoderConfig;
     use crate::source::pattern;
 
     fn params() -> EncoderParams {
         EncoderParams {
             format: SourceFormat { width: 320, height: 240, fps_num: 60, fps_den: 1 },
             enc: EncoderConfig {
+                backend: "x264".into(),
+                device: "/dev/video11".into(),
                 bitrate_kbps: 2000,
                 vbv_buffer_ms: 100,
                 keyint: 30,
