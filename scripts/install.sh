@@ -2,6 +2,8 @@
 # Builds vr-stream, setup, quick-bench and dashboard (release) and installs them in
 # $PREFIX/bin (default /usr/local/bin, where systemd/vr-stream.service expects vr-stream).
 # --pi5: build with -C target-cpu=cortex-a76 (`cargo pi5`, run it on the Pi 5 itself).
+# --pi4: build with the v4l2-m2m feature (the hardware H.264 encoder at /dev/video11 of the
+#        Pi 4 / 3 / Zero 2) and -C target-cpu=cortex-a72.
 # Run it as the normal user: it uses sudo only for the copy when $PREFIX/bin is not writable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +11,8 @@ PREFIX="${PREFIX:-/usr/local}"
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 if [ "${1:-}" = "--pi5" ]; then
     cargo pi5
+elif [ "${1:-}" = "--pi4" ]; then
+    cargo pi4
 else
     cargo build --release --workspace --bins
 fi

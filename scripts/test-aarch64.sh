@@ -24,26 +24,7 @@ if [ "$(uname -m)" = "aarch64" ]; then
     echo "test-aarch64: this machine is aarch64; the native test run covers it"
     exit 0
 fi
-TARGET=aarch64-unknown-linux-gnu
-rustup target add "$TARGET" >/dev/null
-export PKG_CONFIG_ALLOW_CROSS=1
-export PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig
-export BINDGEN_EXTRA_CLANG_ARGS="--target=aarch64-linux-gnu -I/usr/aarch64-linux-gnu/include"
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-# The emulated programs load Debian's multiarch libc6:arm64 (/lib/ld-linux-aarch64.so.1,
-# /usr/lib/aarch64-linux-gnu): with the cross toolchain's older copy under
-# /usr/aarch64-linux-gnu, pthread_create hangs under qemu-user (seen with qemu 7.2 and
-# 10.0), so every test harness would.
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /"
-export QEMU_LD_PREFIX=/
-
-# binfmt_misc: lets an emulated test start aarch64 children (setup's binary).
-if [ "$(id -u)" -eq 0 ]; then
-    [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
-    if [ -e /proc/sys/fs/binfmt_misc/register ] && [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] && [ -f /usr/lib/binfmt.d/qemu-aarch64.conf ]; then
-        cat /usr/lib/binfmt.d/qemu-aarch64.conf > /proc/sys/fs/binfmt_misc/register || true
-    fi
-fi
+. scripts/cross-env.sh
 
 cargo build --release --target "$TARGET" --workspace --all-targets
 cargo test --release --target "$TARGET" --workspace --lib

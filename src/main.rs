@@ -29,6 +29,9 @@ struct Cli {
     /// Right-eye source with --stereo (default: the same as --source) [source.right_uri]
     #[arg(long, value_name = "URI")]
     source_right: Option<String>,
+    /// H.264 encoder: auto, x264 or v4l2m2m [encoder.backend]
+    #[arg(long, value_name = "BACKEND")]
+    encoder: Option<String>,
     /// Target bitrate, kbit/s (VBV-capped) [encoder.bitrate_kbps]
     #[arg(long, value_name = "KBPS")]
     bitrate: Option<u32>,
@@ -139,6 +142,9 @@ fn overrides(cli: &Cli) -> toml::Table {
     }
     if let Some(v) = &cli.frames {
         set("source", "frames", i(*v));
+    }
+    if let Some(v) = &cli.encoder {
+        set("encoder", "backend", s(v));
     }
     if let Some(v) = &cli.bitrate {
         set("encoder", "bitrate_kbps", i(*v as u64));

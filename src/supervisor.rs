@@ -4,7 +4,7 @@
 //! (no child process and no segment outlives it).
 
 use crate::config::Config;
-use crate::encode::{open_encoder, EncoderParams};
+use crate::encode::{self, open_encoder, EncoderParams};
 use crate::latency::{FrameRecord, LatencyStats};
 use crate::rt;
 use crate::sdp::{write_sdp, SdpParams};
@@ -149,6 +149,12 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     let cfg = &opts.cfg;
     let fmt = probe_source(cfg)?;
     destination(cfg)?;
+    // The encoder backend, checked here so that a missing device or feature is one clear
+    // error before any stage starts (the encode stage opens it for real).
+    let (_, note) = encode::choose_backend(&cfg.encoder, std::path::Path::new(&cfg.encoder.device).exists(), encode::M2M_BUILT)?;
+    if let Some(n) = note {
+        eprintln!("vr-stream: {n}");
+    }
     if opts.sdp_only {
         if cfg.stream.sdp.is_empty() {
             bail!("--sdp-only needs an SDP path (--sdp PATH or stream.sdp)");

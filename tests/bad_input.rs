@@ -86,6 +86,12 @@ fn bad_network_and_config() {
     check("profile", &["--profile", "turbo"], &["turbo", "ultra_low, low, quality"]);
     check("bitrate", &["--bitrate", "10"], &["encoder.bitrate_kbps = 10", "100..=200000"]);
     check("flag", &["--no-such-flag"], &["--no-such-flag"]);
+    check("backend", &["--encoder", "nvenc"], &["encoder.backend", "nvenc", "auto, x264, v4l2m2m"]);
+    // No V4L2 M2M encoder on this machine: the device is named, with what to do instead.
+    let d = cfg("m2m.toml", "[encoder]\nbackend = \"v4l2m2m\"\ndevice = \"/dev/video91\"\n");
+    check("m2m", &["--config", &d], &["encoder.device /dev/video91: no such device", "encoder.backend = \"x264\""]);
+    let d = cfg("dev.toml", "[encoder]\ndevice = \"video11\"\n");
+    check("m2mpath", &["--config", &d], &["encoder.device", "absolute device path"]);
     // Valid as an address, but a link-local IPv6 without a scope cannot be connected to:
     // the network stage fails while starting, and vr-stream names it.
     check("stagefail", &["--ip", "fe80::1"], &["stage network failed to start", "fe80::1"]);
