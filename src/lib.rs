@@ -2,7 +2,7 @@
 //!
 //! Each stage (camera, encode, network) runs as its own process, pinned to a CPU under
 //! SCHED_FIFO with locked memory, and the stages pass frames through lock-free
-//! shared-memory rings ([`shm`]). Pure protocol code ([`rtp`], [`sdp`], [`config`],
+//! shared-memory rings ([`shm`]). Pure protocol code ([`rtp`], [`rtcp`], [`sdp`], [`config`],
 //! [`latency`]) does no I/O and reads no clock; `unsafe` lives in [`shm`], [`rt`],
 //! [`encode`] (x264 FFI) and [`net`] (sendmmsg).
 #![warn(missing_docs)]
@@ -15,6 +15,7 @@ pub mod latency;
 pub mod net;
 pub mod quickbench;
 pub mod rt;
+pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
 pub mod shm;
