@@ -86,6 +86,8 @@ pub struct StreamConfig {
     pub sdp: String,
     /// Largest sendmmsg batch, packets.
     pub sendmmsg_batch: u32,
+    /// Local port of the sender's RTCP socket; 0 = any.
+    pub rtcp_local_port: u16,
 }
 
 /// `[source]`: which frames go in.

@@ -9,6 +9,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod encode;
 pub mod latency;

@@ -136,6 +136,90 @@ impl UdpSender {
     }
 }
 
+/// What arrived on the sender's RTCP socket.
+#[derive(Debug)]
+pub enum RtcpIn<'a> {
+    /// A valid compound RTCP datagram, parsed.
+    Rtcp(Vec<crate::rtcp::Rtcp>),
+    /// A clock probe ([`crate::clock`]) that has been answered.
+    ClockProbe,
+    /// A quick-bench echo request that has been echoed.
+    Echo,
+    /// Anything else (counted by the caller, never fatal).
+    Junk(&'a [u8]),
+}
+
+/// The sender's RTCP socket: sends SR/SDES/BYE to the receiver's RTCP port (RTP port + 1,
+/// RFC 3550 §11) and takes whatever comes back to it — receivers answer to the source
+/// address of the reports (symmetric RTCP, RFC 4961), so its own port is ephemeral. It also
+/// answers clock probes and quick-bench echo requests. Non-blocking: [`RtcpSocket::poll`]
+/// drains what is queued and returns.
+pub struct RtcpSocket {
+    sock: std::net::UdpSocket,
+    dest: SocketAddr,
+    rx: Vec<u8>,
+}
+
+impl RtcpSocket {
+    /// A socket bound to `local_port` (0 = any) for sending to `dest` (the receiver's
+    /// RTCP address) with DSCP `dscp`.
+    ///
+    /// Errors: socket creation or bind failures.
+    pub fn new(dest: SocketAddr, dscp: u8, local_port: u16) -> io::Result<RtcpSocket> {
+        let sock = Socket::new(Domain::for_address(dest), Type::DGRAM, Some(Protocol::UDP))?;
+        match dest {
+            SocketAddr::V4(_) => {
+                let _ = sock.set_tos_v4((dscp as u32) << 2);
+            }
+            SocketAddr::V6(_) => {
+                let _ = sock.set_tclass_v6((dscp as u32) << 2);
+            }
+        }
+        let any: SocketAddr = if dest.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+        sock.bind(&SockAddr::from(SocketAddr::new(any.ip(), local_port)))?;
+        sock.set_nonblocking(true)?;
+        Ok(RtcpSocket { sock: sock.into(), dest, rx: vec![0u8; 2048] })
+    }
+
+    /// The local address (where receivers' RTCP comes back).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.local_addr()
+    }
+
+    /// Sends one datagram to the receiver's RTCP port. Errors are ignored (an absent
+    /// receiver answers with ICMP; RTCP is best effort).
+    pub fn send(&self, datagram: &[u8]) {
+        let _ = self.sock.send_to(datagram, self.dest);
+    }
+
+    /// Handles every datagram waiting: answers clock probes (stamped with `now_ntp()`, the
+    /// wall clock as NTP) and echo requests itself, and passes each one to `f`.
+    pub fn poll(&mut self, now_ntp: impl Fn() -> u64, mut f: impl FnMut(RtcpIn<'_>)) {
+        loop {
+            let (n, from) = match self.sock.recv_from(&mut self.rx) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // ICMP errors from earlier sends (receiver not up yet): nothing to read.
+                Err(_) => continue,
+            };
+            let b = &self.rx[..n];
+            if let Some(a) = crate::clock::answer(b, now_ntp()) {
+                let _ = self.sock.send_to(&a, from);
+                f(RtcpIn::ClockProbe);
+            } else if n >= 12 && &b[..8] == b"VRSTECHO" {
+                let _ = self.sock.send_to(b, from);
+                f(RtcpIn::Echo);
+            } else {
+                match crate::rtcp::parse_compound(b) {
+                    Ok(p) => f(RtcpIn::Rtcp(p)),
+                    Err(_) => f(RtcpIn::Junk(&self.rx[..n])),
+                }
+            }
+        }
+    }
+}
+
 /// The local address the kernel would use to reach `dest` (a UDP connect sends nothing).
 pub fn route_source(dest: SocketAddr) -> Option<std::net::IpAddr> {
     let bind: SocketAddr = if dest.is_ipv4() { "0.0.0.0:0".parse().ok()? } else { "[::]:0".parse().ok()? };

@@ -8,6 +8,8 @@
 //! then loops until end of stream or a stop request. A failure is written into its slot
 //! (the supervisor prints it) and the process exits 1.
 
+mod rtcp_session;
+
 use crate::config::{Config, StageConfig};
 use crate::encode::{open_encoder, EncoderParams};
 use crate::latency::FrameRecord;
@@ -432,6 +434,9 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
     let mut pk = Packetizer::new(params, saved.map(|r| r.next_seq).unwrap_or(random_u32() as u16));
     let ts_offset = saved.map(|r| r.ts_offset).unwrap_or_else(random_u32);
     let mut pkts = PacketBuf::with_capacity(2 << 20);
+    let rtcp_dest = SocketAddr::new(ip, s.port + 1);
+    let mut rtcp = rtcp_session::SenderRtcp::new(rtcp_dest, s.dscp, s.rtcp_local_port, ssrc)
+        .map_err(|e| format!("RTCP socket (local port {}) to {rtcp_dest}: {e}", s.rtcp_local_port))?;
     go_realtime(StageKind::Network, cfg, slot)?;
     let mut reader = queue.reader();
     reader.set_spin_window(Duration::from_nanos(fmt.frame_interval_ns()), Duration::from_micros(cfg.rt.spin_window_us as u64));
@@ -454,6 +459,9 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
         let au = match reader.next(Instant::now() + Duration::from_millis(100), SPIN) {
             Next::Au(a) => a,
             Next::Timeout => {
+                let now = monotonic_ns();
+                let ts_now = base_ns.map(|b| rtp::rtp_timestamp_90k(now, b, ts_offset));
+                rtcp.tick(now, ts_now, ctl.stats(), queue);
                 beat(slot);
                 continue;
             }
@@ -507,10 +515,13 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
             packets: n as u64,
             keyframe: (m.flags & FLAG_KEYFRAME != 0) as u64,
         });
+        rtcp.sent(st.packets, st.bytes);
+        rtcp.tick(last_sent, Some(rtp::rtp_timestamp_90k(last_sent, base, ts_offset)), ctl.stats(), queue);
         use std::sync::atomic::Ordering::Relaxed;
         slot.frames_in.fetch_add(1, Relaxed);
         slot.frames_out.fetch_add(1, Relaxed);
         beat(slot);
     }
+    rtcp.bye();
     Ok(())
 }

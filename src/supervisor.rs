@@ -485,6 +485,19 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         queue.dropped(),
         if lost_records > 0 { format!("; {lost_records} latency records overwritten before read") } else { String::new() }
     );
+    let r = ctl.stats().rtcp();
+    if r.reports + r.pli + r.nack_packets > 0 {
+        eprintln!(
+            "vr-stream: RTCP: {} receiver report blocks (last: {:.1}% lost, {} lost in all, jitter {:.2} ms, RTT {}), PLI {}, NACKed packets {}",
+            r.reports,
+            r.fraction_lost as f64 * 100.0 / 256.0,
+            r.cumulative_lost,
+            r.jitter_90k as f64 / 90.0,
+            r.rtt_us.map(|u| format!("{:.2} ms", u as f64 / 1000.0)).unwrap_or_else(|| "n/a".into()),
+            r.pli,
+            r.nack_packets
+        );
+    }
     if stats.count() > 0 {
         eprint!("{}", stats.report());
     }

@@ -463,7 +463,39 @@ impl Collector {
                 wouldblock_drops: net.wouldblock_drops,
                 pps,
             },
-            rtcp: None,
+            rtcp: rtcp_text(&stats.rtcp(), now_ns),
         }
+    }
+}
+
+/// One line about what the receivers report over RTCP, or `None` before the first report.
+fn rtcp_text(r: &vr_stream::shm::stats::RtcpCounters, now_ns: u64) -> Option<String> {
+    if r.reports == 0 && r.pli == 0 && r.nack_packets == 0 {
+        return None;
+    }
+    let rtt = r.rtt_us.map(|u| format!("{:.1} ms", u as f64 / 1000.0)).unwrap_or_else(|| "n/a".into());
+    let age = if r.last_report_ns == 0 { "no report yet".to_string() } else { format!("last {:.1} s ago", now_ns.saturating_sub(r.last_report_ns) as f64 / 1e9) };
+    Some(format!(
+        "loss {:.1}% (total {}), jitter {:.1} ms, RTT {rtt}, PLI {}, NACK {}; {age}",
+        r.fraction_lost as f64 * 100.0 / 256.0,
+        r.cumulative_lost,
+        r.jitter_90k as f64 / 90.0,
+        r.pli,
+        r.nack_packets
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vr_stream::shm::stats::RtcpCounters;
+
+    #[test]
+    fn rtcp_line() {
+        assert_eq!(rtcp_text(&RtcpCounters::default(), 5), None);
+        let r = RtcpCounters { reports: 3, fraction_lost: 64, cumulative_lost: 12, jitter_90k: 45, rtt_us: Some(3100), last_report_ns: 1_000_000_000, pli: 2, nack_packets: 0 };
+        assert_eq!(rtcp_text(&r, 1_300_000_000).unwrap(), "loss 25.0% (total 12), jitter 0.5 ms, RTT 3.1 ms, PLI 2, NACK 0; last 0.3 s ago");
+        let r = RtcpCounters { rtt_us: None, ..r };
+        assert!(rtcp_text(&r, 1_300_000_000).unwrap().contains("RTT n/a"));
     }
 }

@@ -101,6 +101,28 @@ pub struct NetCounters {
     pub wouldblock_drops: u64,
 }
 
+/// What receivers said over RTCP (RFC 3550 receiver reports, RFC 4585 feedback), as the
+/// network stage records it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RtcpCounters {
+    /// Report blocks about our SSRC received (in RRs or SRs).
+    pub reports: u64,
+    /// Fraction lost in the last report, 1/256.
+    pub fraction_lost: u8,
+    /// Cumulative packets lost in the last report.
+    pub cumulative_lost: i32,
+    /// Interarrival jitter in the last report, 90 kHz ticks.
+    pub jitter_90k: u32,
+    /// Round-trip time from the last report's LSR/DLSR, µs (`None`: no SR answered yet).
+    pub rtt_us: Option<u32>,
+    /// When the last report arrived, CLOCK_MONOTONIC ns (0: never).
+    pub last_report_ns: u64,
+    /// PLIs received (each makes the encoder send an IDR).
+    pub pli: u64,
+    /// Packets asked for by generic NACKs.
+    pub nack_packets: u64,
+}
+
 /// Encoder counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EncCounters {
@@ -139,6 +161,14 @@ struct StatsHeader {
     enc_idr: AtomicU64,
     enc_last_bytes: AtomicU64,
     enc_last_qp: AtomicI32,
+    rtcp_fraction_lost: AtomicU32,
+    rtcp_cumulative_lost: AtomicI32,
+    rtcp_jitter: AtomicU32,
+    rtcp_rtt_us: AtomicU32,
+    rtcp_reports: AtomicU64,
+    rtcp_last_ns: AtomicU64,
+    rtcp_pli: AtomicU64,
+    rtcp_nack: AtomicU64,
 }
 
 /// What one stage reports about itself.
@@ -347,6 +377,46 @@ impl Stats {
             idr: h.enc_idr.load(Ordering::Relaxed),
             last_bytes: h.enc_last_bytes.load(Ordering::Relaxed),
             last_qp: h.enc_last_qp.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Records a report block about our SSRC received at `now_ns` (CLOCK_MONOTONIC), with
+    /// the RTT it gave (if its LSR named one of our SRs).
+    pub fn add_rtcp_report(&self, fraction_lost: u8, cumulative_lost: i32, jitter_90k: u32, rtt_us: Option<u32>, now_ns: u64) {
+        let h = self.hdr();
+        h.rtcp_fraction_lost.store(fraction_lost as u32, Ordering::Relaxed);
+        h.rtcp_cumulative_lost.store(cumulative_lost, Ordering::Relaxed);
+        h.rtcp_jitter.store(jitter_90k, Ordering::Relaxed);
+        if let Some(r) = rtt_us {
+            h.rtcp_rtt_us.store(r.min(u32::MAX - 1) + 1, Ordering::Relaxed);
+        }
+        h.rtcp_last_ns.store(now_ns, Ordering::Relaxed);
+        h.rtcp_reports.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a PLI.
+    pub fn add_pli(&self) {
+        self.hdr().rtcp_pli.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts `n` NACKed packets.
+    pub fn add_nack(&self, n: u64) {
+        self.hdr().rtcp_nack.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// RTCP counters.
+    pub fn rtcp(&self) -> RtcpCounters {
+        let h = self.hdr();
+        let rtt = h.rtcp_rtt_us.load(Ordering::Relaxed);
+        RtcpCounters {
+            reports: h.rtcp_reports.load(Ordering::Relaxed),
+            fraction_lost: h.rtcp_fraction_lost.load(Ordering::Relaxed) as u8,
+            cumulative_lost: h.rtcp_cumulative_lost.load(Ordering::Relaxed),
+            jitter_90k: h.rtcp_jitter.load(Ordering::Relaxed),
+            rtt_us: rtt.checked_sub(1),
+            last_report_ns: h.rtcp_last_ns.load(Ordering::Relaxed),
+            pli: h.rtcp_pli.load(Ordering::Relaxed),
+            nack_packets: h.rtcp_nack.load(Ordering::Relaxed),
         }
     }
 
