@@ -15,6 +15,7 @@ pub mod encode;
 pub mod latency;
 pub mod net;
 pub mod quickbench;
+pub mod receiver;
 pub mod rt;
 pub mod rtcp;
 pub mod rtp;

@@ -1,0 +1,423 @@
+//! The receiving side, sans-IO: RTP packets in (with their arrival times), whole access
+//! units out, in order, with a verdict per frame. Used by `vr-receive`; pure code (no
+//! sockets, no clock reads), so it runs on simulated time in tests.
+//!
+//! Frames are the RTP timestamp groups of one SSRC. A frame is **complete** when every
+//! sequence number from the packet after the previous frame's marker packet up to its own
+//! marker packet is present (RFC 6184: the marker ends an access unit). Frames leave in
+//! timestamp order: a complete frame as soon as every earlier one has left; an incomplete
+//! one when a later frame is complete and the reorder window has passed since its last
+//! packet arrived (then it is **lost**, and the receiver should ask for an IDR: see
+//! [`Receiver::wants_keyframe`]). A packet for a frame that has already left is **late**.
+//! Sequence numbers and timestamps are unwrapped to 64 bits.
+
+use crate::rtcp::ReceptionStats;
+use crate::rtp::{depacketize, parse_rtp};
+use std::collections::BTreeMap;
+
+/// What happened to one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// All its packets arrived.
+    Complete,
+    /// Some packets were missing and forward error correction restored them.
+    Recovered,
+    /// Missing packets: the frame is dropped (not written to the output).
+    Lost,
+}
+
+/// A frame leaving the receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameOut {
+    /// Extended (unwrapped) RTP timestamp, 90 kHz.
+    pub ts: u64,
+    /// What happened to it.
+    pub verdict: Verdict,
+    /// Annex-B access unit (empty when lost).
+    pub au: Vec<u8>,
+    /// Contains an IDR slice.
+    pub keyframe: bool,
+    /// abs-capture-time from the sender (NTP Q32.32 of the sender's clock), if carried.
+    pub capture_ntp: Option<u64>,
+    /// Arrival of its first and of its last packet, receiver ns (the caller's clock).
+    pub first_arrival_ns: u64,
+    /// See `first_arrival_ns`.
+    pub last_arrival_ns: u64,
+    /// Packets it had.
+    pub packets: usize,
+}
+
+/// Counters over the whole session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Frames delivered whole.
+    pub complete: u64,
+    /// Frames delivered after FEC recovery.
+    pub recovered: u64,
+    /// Frames dropped.
+    pub lost: u64,
+    /// Packets that arrived after their frame had left.
+    pub late_packets: u64,
+    /// Packets that were not RTP, or of another SSRC or payload type.
+    pub ignored_packets: u64,
+    /// Duplicate packets.
+    pub duplicate_packets: u64,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    pkts: BTreeMap<u64, Vec<u8>>, // ext seq → whole RTP packet
+    marker: Option<u64>,
+    first_arrival_ns: u64,
+    last_arrival_ns: u64,
+    capture_ntp: Option<u64>,
+}
+
+/// Receiver settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ReceiverConfig {
+    /// RTP payload type of the video.
+    pub payload_type: u8,
+    /// One-byte header extension id of abs-capture-time.
+    pub capture_time_ext_id: u8,
+    /// How long an incomplete frame waits for late or reordered packets once a later frame
+    /// is complete, ns.
+    pub reorder_window_ns: u64,
+}
+
+/// The receiver state machine.
+#[derive(Debug)]
+pub struct Receiver {
+    cfg: ReceiverConfig,
+    ssrc: Option<u32>,
+    pending: BTreeMap<u64, Pending>,
+    /// Ext seq of the last packet of the last frame that left (its marker), if any.
+    last_end_seq: Option<u64>,
+    /// Ext ts of the last frame that left.
+    last_ts: Option<u64>,
+    /// Highest seq of a frame that left without its marker (packets at or below are late).
+    late_floor: Option<u64>,
+    max_seq: Option<u64>,
+    max_ts: Option<u64>,
+    stats: ReceptionStats,
+    counts: Counts,
+    need_keyframe: bool,
+}
+
+fn unwrap(prev: Option<u64>, v: u64, bits: u32) -> u64 {
+    let Some(p) = prev else { return v + (1u64 << bits) };
+    let m = 1u64 << bits;
+    let base = p & !(m - 1);
+    // Pick the candidate nearest to the previous value.
+    [base.wrapping_sub(m) | v, base | v, (base + m) | v]
+        .into_iter()
+        .filter(|&c| c >= m || base == 0)
+        .min_by_key(|&c| c.abs_diff(p))
+        .unwrap_or(base | v)
+}
+
+impl Receiver {
+    /// A receiver with `cfg`; it locks onto the SSRC of the first valid packet.
+    pub fn new(cfg: ReceiverConfig) -> Receiver {
+        Receiver {
+            cfg,
+            ssrc: None,
+            pending: BTreeMap::new(),
+            last_end_seq: None,
+            last_ts: None,
+            late_floor: None,
+            max_seq: None,
+            max_ts: None,
+            stats: ReceptionStats::new(),
+            counts: Counts::default(),
+            need_keyframe: false,
+        }
+    }
+
+    /// The SSRC being received.
+    pub fn ssrc(&self) -> Option<u32> {
+        self.ssrc
+    }
+
+    /// RFC 3550 reception statistics (for receiver reports).
+    pub fn reception(&mut self) -> &mut ReceptionStats {
+        &mut self.stats
+    }
+
+    /// Session counters.
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// Whether a frame was lost since the last IDR left: the caller sends a PLI (rate
+    /// limited) until an IDR arrives.
+    pub fn wants_keyframe(&self) -> bool {
+        self.need_keyframe
+    }
+
+    /// Takes one RTP packet that arrived at `arrival_ns`; `arrival_90k` is the same
+    /// instant in 90 kHz ticks (for the jitter estimate). Frames it completes leave through
+    /// [`Receiver::poll`].
+    pub fn on_packet(&mut self, pkt: &[u8], arrival_ns: u64) {
+        let Some(p) = parse_rtp(pkt, self.cfg.capture_time_ext_id) else {
+            self.counts.ignored_packets += 1;
+            return;
+        };
+        if p.payload_type != self.cfg.payload_type || self.ssrc.is_some_and(|s| s != p.ssrc) {
+            self.counts.ignored_packets += 1;
+            return;
+        }
+        self.ssrc = Some(p.ssrc);
+        let seq = unwrap(self.max_seq, p.seq as u64, 16);
+        let ts = unwrap(self.max_ts, p.timestamp as u64, 32);
+        self.max_seq = Some(self.max_seq.map_or(seq, |m| m.max(seq)));
+        self.max_ts = Some(self.max_ts.map_or(ts, |m| m.max(ts)));
+        self.stats.on_packet(p.seq, p.timestamp, arrival_ns / 100_000 * 9 + (arrival_ns % 100_000) * 9 / 100_000);
+        if self.last_ts.is_some_and(|l| ts <= l) || self.last_end_seq.or(self.late_floor).is_some_and(|e| seq <= e) {
+            self.counts.late_packets += 1;
+            return;
+        }
+        let f = self.pending.entry(ts).or_insert_with(|| Pending { first_arrival_ns: arrival_ns, ..Default::default() });
+        if f.pkts.contains_key(&seq) {
+            self.counts.duplicate_packets += 1;
+            return;
+        }
+        f.pkts.insert(seq, pkt.to_vec());
+        f.last_arrival_ns = arrival_ns;
+        if p.marker {
+            f.marker = Some(seq);
+        }
+        if p.capture_ntp.is_some() {
+            f.capture_ntp = p.capture_ntp;
+        }
+    }
+
+    fn complete(&self, ts: u64, f: &Pending) -> bool {
+        let Some(m) = f.marker else { return false };
+        let Some((&lo, _)) = f.pkts.first_key_value() else { return false };
+        // The frame starts right after the previous frame's marker packet; when that end
+        // is unknown (first frame, or the previous frame left without its marker), at its
+        // lowest packet, which must then begin a NAL unit.
+        let start = self.last_end_seq.map_or(lo, |e| e + 1);
+        if lo != start || (m - start + 1) as usize != f.pkts.len() {
+            return false;
+        }
+        if self.last_end_seq.is_none() {
+            let first = &f.pkts[&lo];
+            let Some(p) = parse_rtp(first, self.cfg.capture_time_ext_id) else { return false };
+            if p.payload.first().is_some_and(|h| h & 0x1f == 28) && p.payload.get(1).is_some_and(|fu| fu & 0x80 == 0) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The next frame that can leave at `now_ns`, if any (call until `None`).
+    pub fn poll(&mut self, now_ns: u64) -> Option<FrameOut> {
+        let (&ts, f) = self.pending.first_key_value()?;
+        if self.complete(ts, f) {
+            let f = self.pending.remove(&ts).unwrap();
+            return Some(self.leave(ts, f, Verdict::Complete));
+        }
+        // Give up on the oldest frame once a later frame is complete (or has its marker)
+        // and the window since the oldest frame's last packet has passed.
+        let later_done = self.pending.iter().skip(1).any(|(_, g)| g.marker.is_some());
+        if later_done && now_ns >= f.last_arrival_ns + self.cfg.reorder_window_ns {
+            let f = self.pending.remove(&ts).unwrap();
+            return Some(self.leave(ts, f, Verdict::Lost));
+        }
+        None
+    }
+
+    fn leave(&mut self, ts: u64, f: Pending, verdict: Verdict) -> FrameOut {
+        self.last_ts = Some(ts);
+        // Without its marker the frame's end is unknown: the next frame then starts at its
+        // own first packet.
+        self.last_end_seq = f.marker;
+        if f.marker.is_none() {
+            self.late_floor = f.pkts.last_key_value().map(|(&hi, _)| hi).or(self.late_floor);
+        }
+        let mut out = FrameOut {
+            ts,
+            verdict,
+            au: vec![],
+            keyframe: false,
+            capture_ntp: f.capture_ntp,
+            first_arrival_ns: f.first_arrival_ns,
+            last_arrival_ns: f.last_arrival_ns,
+            packets: f.pkts.len(),
+        };
+        if verdict != Verdict::Lost {
+            let ext = self.cfg.capture_time_ext_id;
+            let ok = depacketize(f.pkts.values().filter_map(|p| parse_rtp(p, ext).map(|r| r.payload)), &mut out.au);
+            if !ok {
+                out.au.clear();
+                out.verdict = Verdict::Lost;
+            }
+        }
+        out.keyframe = crate::rtp::nal_units(&out.au).any(|n| n[0] & 0x1f == 5);
+        match out.verdict {
+            Verdict::Complete => self.counts.complete += 1,
+            Verdict::Recovered => self.counts.recovered += 1,
+            Verdict::Lost => {
+                self.counts.lost += 1;
+                self.need_keyframe = true;
+            }
+        }
+        if out.keyframe {
+            self.need_keyframe = false;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtp::{PacketBuf, Packetizer, RtpParams};
+
+    fn cfg() -> ReceiverConfig {
+        ReceiverConfig { payload_type: 96, capture_time_ext_id: 1, reorder_window_ns: 20_000_000 }
+    }
+
+    /// `n` frames of the given sizes packetized with 1000-byte payloads: frame i is an IDR
+    /// when i % 30 == 0.
+    fn stream(n: usize, first_seq: u16, first_ts: u32) -> Vec<Vec<Vec<u8>>> {
+        let mut pk = Packetizer::new(RtpParams { ssrc: 0x55, payload_type: 96, payload_size: 1000, capture_time_ext_id: Some(1) }, first_seq);
+        let mut out = vec![];
+        for i in 0..n {
+            let mut au = vec![];
+            if i % 30 == 0 {
+                au.extend_from_slice(&[0, 0, 0, 1, 0x67, 1, 2, 3, 0, 0, 0, 1, 0x68, 4]);
+            }
+            au.extend_from_slice(&[0, 0, 0, 1, if i % 30 == 0 { 0x65 } else { 0x41 }]);
+            au.extend((0..(1500 + 700 * (i % 4))).map(|k| (k % 200 + 1) as u8));
+            let mut buf = PacketBuf::default();
+            pk.packetize(&au, first_ts.wrapping_add(1500 * i as u32), Some(1 << 32), &mut buf).unwrap();
+            out.push(buf.iter().map(|p| p.to_vec()).collect());
+        }
+        out
+    }
+
+    fn run(rx: &mut Receiver, order: &[(u64, Vec<u8>)]) -> Vec<FrameOut> {
+        let mut out = vec![];
+        for (t, p) in order {
+            rx.on_packet(p, *t);
+            while let Some(f) = rx.poll(*t) {
+                out.push(f);
+            }
+        }
+        let end = order.last().map(|x| x.0).unwrap_or(0) + 1_000_000_000;
+        while let Some(f) = rx.poll(end) {
+            out.push(f);
+        }
+        out
+    }
+
+    fn in_order(frames: &[Vec<Vec<u8>>]) -> Vec<(u64, Vec<u8>)> {
+        let mut v = vec![];
+        for (i, f) in frames.iter().enumerate() {
+            for (k, p) in f.iter().enumerate() {
+                v.push((i as u64 * 16_666_667 + k as u64 * 10_000, p.clone()));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn clean_stream_across_seq_and_timestamp_wrap() {
+        let frames = stream(60, 65530, u32::MAX - 3000);
+        let mut rx = Receiver::new(cfg());
+        let out = run(&mut rx, &in_order(&frames));
+        assert_eq!(out.len(), 60);
+        assert!(out.iter().all(|f| f.verdict == Verdict::Complete));
+        assert!(out.windows(2).all(|w| w[1].ts == w[0].ts + 1500), "timestamps unwrapped and in order");
+        assert!(out[0].keyframe && out[30].keyframe && !out[1].keyframe);
+        assert!(out[0].au.starts_with(&[0, 0, 0, 1, 0x67]));
+        assert_eq!(out[0].capture_ntp, Some(1 << 32));
+        assert_eq!(rx.counts().complete, 60);
+        assert!(!rx.wants_keyframe());
+        assert_eq!(rx.reception().lost(), 0);
+    }
+
+    #[test]
+    fn reordering_within_the_window_is_repaired() {
+        let frames = stream(10, 100, 0);
+        let mut order = in_order(&frames);
+        // Swap packets across frame boundaries and inside frames.
+        order.swap(3, 5);
+        order.swap(10, 11);
+        let mut rx = Receiver::new(cfg());
+        let out = run(&mut rx, &order);
+        assert_eq!(out.iter().filter(|f| f.verdict == Verdict::Complete).count(), 10);
+        assert!(out.windows(2).all(|w| w[1].ts > w[0].ts));
+    }
+
+    #[test]
+    fn a_lost_packet_loses_its_frame_asks_for_an_idr_and_late_packets_are_counted() {
+        let frames = stream(40, 0, 0);
+        let mut order = in_order(&frames);
+        // Drop the second packet of frame 5; deliver it 200 ms later (too late).
+        let idx = frames[..5].iter().map(|f| f.len()).sum::<usize>() + 1;
+        let (t, p) = order.remove(idx);
+        order.push((t + 200_000_000 + 40 * 16_666_667, p));
+        order.sort_by_key(|x| x.0);
+        let mut rx = Receiver::new(cfg());
+        let mut wanted_at = vec![];
+        let mut out = vec![];
+        for (t, p) in &order {
+            rx.on_packet(p, *t);
+            while let Some(f) = rx.poll(*t) {
+                out.push(f);
+                wanted_at.push(rx.wants_keyframe());
+            }
+        }
+        assert_eq!(out.len(), 40);
+        assert_eq!(out[5].verdict, Verdict::Lost);
+        assert!(out[5].au.is_empty());
+        assert!(out.iter().enumerate().all(|(i, f)| i == 5 || f.verdict == Verdict::Complete));
+        // Wanted from frame 5 until the IDR of frame 30 left.
+        assert!(!wanted_at[4] && wanted_at[5] && wanted_at[29] && !wanted_at[30]);
+        assert_eq!(rx.counts().late_packets, 1);
+        assert_eq!(rx.counts().lost, 1);
+    }
+
+    #[test]
+    fn a_lost_marker_packet_is_resolved_by_the_next_frame() {
+        let frames = stream(5, 10, 0);
+        let mut order = in_order(&frames);
+        let idx = frames[..3].iter().map(|f| f.len()).sum::<usize>() - 1; // last of frame 2
+        order.remove(idx);
+        let mut rx = Receiver::new(cfg());
+        let out = run(&mut rx, &order);
+        let v: Vec<Verdict> = out.iter().map(|f| f.verdict).collect();
+        assert_eq!(v, vec![Verdict::Complete, Verdict::Complete, Verdict::Lost, Verdict::Complete, Verdict::Complete]);
+    }
+
+    #[test]
+    fn other_ssrc_payload_type_and_junk_are_ignored_duplicates_counted() {
+        let frames = stream(3, 0, 0);
+        let mut rx = Receiver::new(cfg());
+        let mut order = in_order(&frames);
+        let mut other = frames[0][0].clone();
+        other[8..12].copy_from_slice(&7u32.to_be_bytes());
+        order.insert(1, (5, other));
+        let mut pt = frames[0][0].clone();
+        pt[1] = (pt[1] & 0x80) | 97;
+        order.insert(2, (6, pt));
+        order.insert(3, (7, b"junk".to_vec()));
+        order.insert(4, (8, frames[0][0].clone()));
+        let out = run(&mut rx, &order);
+        assert_eq!(out.iter().filter(|f| f.verdict == Verdict::Complete).count(), 3);
+        assert_eq!(rx.counts().ignored_packets, 3);
+        assert_eq!(rx.counts().duplicate_packets, 1);
+    }
+
+    #[test]
+    fn unwrap_picks_the_nearest() {
+        assert_eq!(unwrap(None, 5, 16), 65536 + 5);
+        assert_eq!(unwrap(Some(65536 + 65535), 2, 16), 2 * 65536 + 2);
+        assert_eq!(unwrap(Some(2 * 65536 + 2), 65535, 16), 65536 + 65535);
+        assert_eq!(unwrap(Some(65536 + 100), 90, 16), 65536 + 90);
+    }
+}
