@@ -139,8 +139,9 @@ impl UdpSender {
 /// What arrived on the sender's RTCP socket.
 #[derive(Debug)]
 pub enum RtcpIn<'a> {
-    /// A valid compound RTCP datagram, parsed.
-    Rtcp(Vec<crate::rtcp::Rtcp>),
+    /// A valid compound RTCP datagram, parsed, and when it arrived (NTP Q32.32 of the
+    /// kernel's receive time, or of now).
+    Rtcp(Vec<crate::rtcp::Rtcp>, u64),
     /// A clock probe ([`crate::clock`]) that has been answered.
     ClockProbe,
     /// A quick-bench echo request that has been echoed.
@@ -178,7 +179,11 @@ impl RtcpSocket {
         let any: SocketAddr = if dest.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
         sock.bind(&SockAddr::from(SocketAddr::new(any.ip(), local_port)))?;
         sock.set_nonblocking(true)?;
-        Ok(RtcpSocket { sock: sock.into(), dest, rx: vec![0u8; 2048] })
+        let sock: std::net::UdpSocket = sock.into();
+        // Kernel receive timestamps (CLOCK_REALTIME) for clock probes: a request waits in
+        // the socket until the stage polls it, and that wait must not count.
+        let _ = nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimestampns, &true);
+        Ok(RtcpSocket { sock, dest, rx: vec![0u8; 2048] })
     }
 
     /// The local address (where receivers' RTCP comes back).
@@ -192,19 +197,48 @@ impl RtcpSocket {
         let _ = self.sock.send_to(datagram, self.dest);
     }
 
-    /// Handles every datagram waiting: answers clock probes (stamped with `now_ntp()`, the
-    /// wall clock as NTP) and echo requests itself, and passes each one to `f`.
-    pub fn poll(&mut self, now_ntp: impl Fn() -> u64, mut f: impl FnMut(RtcpIn<'_>)) {
+    /// Receives one datagram: (length, source, kernel receive time as Unix ns if the
+    /// kernel gave one). `None` when nothing is waiting.
+    fn recv(&mut self) -> Option<(usize, SocketAddr, Option<u64>)> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
+        use std::os::fd::AsRawFd;
         loop {
-            let (n, from) = match self.sock.recv_from(&mut self.rx) {
-                Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            let mut iov = [io::IoSliceMut::new(&mut self.rx)];
+            let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+            match recvmsg::<SockaddrStorage>(self.sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_DONTWAIT) {
+                Ok(m) => {
+                    let ts = m.cmsgs().ok().and_then(|mut c| {
+                        c.find_map(|c| match c {
+                            ControlMessageOwned::ScmTimestampns(t) => Some(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64),
+                            _ => None,
+                        })
+                    });
+                    let from = m.address.and_then(|a| {
+                        a.as_sockaddr_in().map(|v4| SocketAddr::from(*v4)).or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6)))
+                    });
+                    let n = m.bytes;
+                    match from {
+                        Some(from) if !m.flags.contains(MsgFlags::MSG_TRUNC) => return Some((n, from, ts)),
+                        _ => continue,
+                    }
+                }
+                Err(nix::errno::Errno::EAGAIN) => return None,
+                Err(nix::errno::Errno::EINTR) => continue,
                 // ICMP errors from earlier sends (receiver not up yet): nothing to read.
                 Err(_) => continue,
-            };
+            }
+        }
+    }
+
+    /// Handles every datagram waiting: answers clock probes (t2 = the kernel's receive
+    /// time, t3 = `now_ntp()`, the wall clock as NTP) and echo requests itself, and passes
+    /// each one to `f`.
+    pub fn poll(&mut self, now_ntp: impl Fn() -> u64, mut f: impl FnMut(RtcpIn<'_>)) {
+        while let Some((n, from, rx_ns)) = self.recv() {
             let b = &self.rx[..n];
-            if let Some(a) = crate::clock::answer(b, now_ntp()) {
+            let t3 = now_ntp();
+            let t2 = rx_ns.map(crate::rtp::ntp_from_unix_ns).unwrap_or(t3);
+            if let Some(a) = crate::clock::answer(b, t2, t3) {
                 let _ = self.sock.send_to(&a, from);
                 f(RtcpIn::ClockProbe);
             } else if n >= 12 && &b[..8] == b"VRSTECHO" {
@@ -212,7 +246,7 @@ impl RtcpSocket {
                 f(RtcpIn::Echo);
             } else {
                 match crate::rtcp::parse_compound(b) {
-                    Ok(p) => f(RtcpIn::Rtcp(p)),
+                    Ok(p) => f(RtcpIn::Rtcp(p, t2)),
                     Err(_) => f(RtcpIn::Junk(&self.rx[..n])),
                 }
             }

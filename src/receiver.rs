@@ -192,7 +192,7 @@ impl Receiver {
         }
     }
 
-    fn complete(&self, ts: u64, f: &Pending) -> bool {
+    fn complete(&self, f: &Pending) -> bool {
         let Some(m) = f.marker else { return false };
         let Some((&lo, _)) = f.pkts.first_key_value() else { return false };
         // The frame starts right after the previous frame's marker packet; when that end
@@ -215,7 +215,7 @@ impl Receiver {
     /// The next frame that can leave at `now_ns`, if any (call until `None`).
     pub fn poll(&mut self, now_ns: u64) -> Option<FrameOut> {
         let (&ts, f) = self.pending.first_key_value()?;
-        if self.complete(ts, f) {
+        if self.complete(f) {
             let f = self.pending.remove(&ts).unwrap();
             return Some(self.leave(ts, f, Verdict::Complete));
         }

@@ -18,7 +18,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Default instance name: the prefix of every segment under /dev/shm.
@@ -39,21 +39,6 @@ pub struct RunOptions {
     pub sdp_only: bool,
     /// `--profile` name (shown by `dashboard`), if any.
     pub profile: Option<String>,
-}
-
-static SIGNALLED: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    SIGNALLED.store(sig, Ordering::SeqCst);
-}
-
-fn install_signal_handlers() {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let act = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        let _ = unsafe { sigaction(s, &act) };
-    }
 }
 
 /// Size and rate of the configured source, read without starting it (Y4M header, device
@@ -216,7 +201,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     });
     let ring = FrameRing::create(&ring_name, stage::ring_geometry(&fmt))?;
     let queue = BitstreamQueue::create(&bits_name, stage::queue_capacity(cfg.encoder.bitrate_kbps))?;
-    install_signal_handlers();
+    rt::install_stop_signals();
 
     let exe = std::env::current_exe().context("cannot find the vr-stream executable")?;
     let cfg_text = cfg.to_toml();
@@ -299,7 +284,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         if all {
             break;
         }
-        if SIGNALLED.load(Ordering::SeqCst) != 0 {
+        if rt::stop_signal() != 0 {
             stop_all(&mut stages);
             return Ok(());
         }
@@ -384,7 +369,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             window.reset();
             next_report += interval;
         }
-        if SIGNALLED.load(Ordering::SeqCst) != 0 {
+        if rt::stop_signal() != 0 {
             break;
         }
         let mut done = 0;

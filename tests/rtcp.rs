@@ -115,8 +115,8 @@ fn sr_pli_rr_nack_clock_probe_and_bye_with_a_test_receiver() {
             }
         }
         while let Ok((n, from)) = rtcp_sock.recv_from(&mut buf) {
-            if let Some((t1, k, t2)) = vr_stream::clock::parse_answer(&buf[..n]) {
-                probe_answer = Some((t1, k, t2, vr_stream::rtp::ntp_from_unix_ns(vr_stream::rt::realtime_ns())));
+            if let Some((t1, k, t2, t3)) = vr_stream::clock::parse_answer(&buf[..n]) {
+                probe_answer = Some((t1, k, t2, t3, vr_stream::rtp::ntp_from_unix_ns(vr_stream::rt::realtime_ns())));
                 continue;
             }
             for p in rtcp::parse_compound(&buf[..n]).expect("valid RTCP from vr-stream") {
@@ -182,10 +182,13 @@ fn sr_pli_rr_nack_clock_probe_and_bye_with_a_test_receiver() {
     let at = frames.iter().position(|&f| f == idr_ts[1]).unwrap();
     let pli = pli_at_frame.unwrap();
     assert!(at >= pli && at <= pli + 4, "IDR at frame {at}, PLI sent after frame {pli}");
-    // Clock probe: answered with the sender's wall clock (same machine: t1 <= t2 <= t4).
-    let (t1, k, t2, t4) = probe_answer.expect("clock probe answered");
+    // Clock probe: answered with the sender's wall clock, receive then send time (same
+    // machine: t1 <= t2 <= t3 <= t4), and the offset comes out near zero.
+    let (t1, k, t2, t3, t4) = probe_answer.expect("clock probe answered");
     assert_eq!(k, 9);
-    assert!(t1 <= t2 && t2 <= t4, "{t1} {t2} {t4}");
+    assert!(t1 <= t2 && t2 <= t3 && t3 <= t4, "{t1} {t2} {t3} {t4}");
+    let s = vr_stream::clock::sample(t1, t2, t3, t4).unwrap();
+    assert!(s.offset_ns.abs() < 2_000_000, "{s:?}");
     assert!(bye, "no BYE at the end");
     let line = e.lines().find(|l| l.starts_with("vr-stream: RTCP:")).unwrap_or_else(|| panic!("{e}"));
     assert!(line.starts_with("vr-stream: RTCP: 1 receiver report blocks (last: 1.2% lost, 2 lost in all, jitter 0.50 ms, RTT "), "{line}");

@@ -68,11 +68,10 @@ impl SenderRtcp {
         let ssrc = self.ssrc;
         let mut idr = false;
         self.sock.poll(ntp_now, |m| {
-            if let RtcpIn::Rtcp(packets) = m {
+            if let RtcpIn::Rtcp(packets, arrival) = m {
                 for p in packets {
                     match p {
                         Rtcp::SenderReport { reports, .. } | Rtcp::ReceiverReport { reports, .. } => {
-                            let arrival = ntp_now();
                             for b in reports.iter().filter(|b| b.ssrc == ssrc) {
                                 let rtt_us = rtcp::rtt_ns(arrival, b).map(|ns| (ns / 1000).min(u32::MAX as u64) as u32);
                                 stats.add_rtcp_report(b.fraction_lost, b.cumulative_lost, b.jitter, rtt_us, now_ns);

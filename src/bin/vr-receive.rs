@@ -1,0 +1,269 @@
+//! `vr-receive`: the reference receiver for vr-stream. RTP over UDP in, whole access units
+//! out (Annex-B, `-o FILE` or `-o -` for `ffplay -`), with per-frame verdicts (complete,
+//! lost; late packets counted) and the capture → complete latency of every frame, from the
+//! sender's abs-capture-time corrected by the clock offset between the two machines
+//! (clock probes to the sender's RTCP socket, minimum-RTT sample: `vr_stream::clock`).
+//! RTCP: receiver reports every 500 ms and a PLI when a frame is lost (at most every
+//! 200 ms, until an IDR arrives), to the address the sender reports come from.
+//!
+//! Prints a line every `--interval` seconds and a summary at exit (`--json`: one JSON
+//! document). Exit status 0, or 2 on a bad argument or socket error.
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use vr_stream::clock::{self, OffsetEstimator};
+use vr_stream::receiver::{Receiver, ReceiverConfig, Verdict};
+use vr_stream::rt::{monotonic_ns, realtime_ns};
+use vr_stream::rtcp::{self, Rtcp};
+use vr_stream::rtp::ntp_from_unix_ns;
+
+/// Receive a vr-stream RTP stream, write its access units, report loss and latency.
+#[derive(Parser, Debug)]
+#[command(name = "vr-receive", version, about)]
+struct Cli {
+    /// RTP port to listen on (RTCP: port + 1).
+    #[arg(long, default_value_t = 5004)]
+    port: u16,
+    /// Local address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: IpAddr,
+    /// Write the access units (Annex-B H.264) to FILE, or `-` for stdout.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<String>,
+    /// RTP payload type of the video.
+    #[arg(long, default_value_t = 96)]
+    payload_type: u8,
+    /// Header extension id of abs-capture-time (the sender's stream.capture_time_ext_id).
+    #[arg(long, default_value_t = 1)]
+    ext_id: u8,
+    /// How long an incomplete frame waits for reordered packets, ms.
+    #[arg(long, default_value_t = 20)]
+    reorder_ms: u64,
+    /// Seconds between progress lines (0 = none).
+    #[arg(long, default_value_t = 1)]
+    interval: u64,
+    /// Stop after N frames (complete + lost).
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Do not send RTCP (receiver reports, PLI) or clock probes.
+    #[arg(long)]
+    no_rtcp: bool,
+    /// Print the summary as one JSON document on stdout (not with `-o -`).
+    #[arg(long)]
+    json: bool,
+}
+
+/// Receiver reports interval, ns.
+const RR_INTERVAL_NS: u64 = 500_000_000;
+/// Least time between two PLIs, ns.
+const PLI_INTERVAL_NS: u64 = 200_000_000;
+/// Clock probe interval, ns.
+const PROBE_INTERVAL_NS: u64 = 1_000_000_000;
+
+struct Summary {
+    hist: Histogram<u64>,
+    window: Histogram<u64>,
+    plis: u64,
+    offset: OffsetEstimator,
+    bytes: u64,
+    keyframes: u64,
+}
+
+fn pct(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+fn main() {
+    let cli: Cli = vr_stream::cli::parse_or_exit("vr-receive");
+    if let Err(e) = run(&cli) {
+        eprintln!("vr-receive: error: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), String> {
+    if cli.port == u16::MAX {
+        return Err(format!("--port {}: allowed 1..=65534 (RTCP uses port + 1)", cli.port));
+    }
+    if cli.json && cli.output.as_deref() == Some("-") {
+        return Err("--json and -o - both want stdout: write the stream to a file".into());
+    }
+    let rtp_addr = SocketAddr::new(cli.bind, cli.port);
+    let rtp = UdpSocket::bind(rtp_addr).map_err(|e| format!("--port {}: cannot listen on udp {rtp_addr}: {e}", cli.port))?;
+    let rtcp_addr = SocketAddr::new(cli.bind, cli.port + 1);
+    let rtcp_sock = UdpSocket::bind(rtcp_addr).map_err(|e| format!("RTCP port {}: cannot listen on udp {rtcp_addr}: {e}", cli.port + 1))?;
+    for s in [&rtp, &rtcp_sock] {
+        s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    }
+    let _ = socket2::SockRef::from(&rtp).set_recv_buffer_size(4 << 20);
+    let mut out: Option<Box<dyn Write>> = match cli.output.as_deref() {
+        None => None,
+        Some("-") => Some(Box::new(std::io::BufWriter::new(std::io::stdout()))),
+        Some(p) => Some(Box::new(std::io::BufWriter::new(std::fs::File::create(p).map_err(|e| format!("-o {p}: {e}"))?))),
+    };
+    vr_stream::rt::install_stop_signals();
+    let mut rx = Receiver::new(ReceiverConfig { payload_type: cli.payload_type, capture_time_ext_id: cli.ext_id, reorder_window_ns: cli.reorder_ms * 1_000_000 });
+    let new_hist = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+    let mut sum = Summary { hist: new_hist(), window: new_hist(), plis: 0, offset: OffsetEstimator::new(16), bytes: 0, keyframes: 0 };
+    let mut sender: Option<SocketAddr> = None;
+    let (mut last_rr, mut last_pli, mut last_probe, mut last_print) = (0u64, 0u64, 0u64, monotonic_ns());
+    let mut probe_n = 0u32;
+    let mut bye = false;
+    let start = monotonic_ns();
+    // Wall clock = monotonic + this (for latency against the sender's wall clock).
+    let mono_to_real = realtime_ns() as i64 - monotonic_ns() as i64;
+    let mut buf = vec![0u8; 65536];
+    let mut rtcp_out = Vec::with_capacity(256);
+    eprintln!("vr-receive: listening on udp {rtp_addr} (RTCP {rtcp_addr})");
+    loop {
+        let now = monotonic_ns();
+        if vr_stream::rt::stop_signal() != 0 || bye || cli.duration.is_some_and(|d| now - start >= (d * 1e9) as u64) {
+            break;
+        }
+        let c = rx.counts();
+        if cli.frames.is_some_and(|n| c.complete + c.recovered + c.lost >= n) {
+            break;
+        }
+        let mut fds = [PollFd::new(rtp.as_fd(), PollFlags::POLLIN), PollFd::new(rtcp_sock.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, PollTimeout::from(5u8));
+        // RTP.
+        loop {
+            match rtp.recv(&mut buf) {
+                Ok(n) => rx.on_packet(&buf[..n], monotonic_ns()),
+                Err(_) => break,
+            }
+        }
+        // RTCP and clock answers.
+        loop {
+            let (n, from) = match rtcp_sock.recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(_) => break,
+            };
+            let arrival_ntp = ntp_from_unix_ns(realtime_ns());
+            if let Some((t1, _, t2, t3)) = clock::parse_answer(&buf[..n]) {
+                if let Some(s) = clock::sample(t1, t2, t3, arrival_ntp) {
+                    sum.offset.add(s);
+                }
+                continue;
+            }
+            let Ok(packets) = rtcp::parse_compound(&buf[..n]) else { continue };
+            for p in packets {
+                match p {
+                    Rtcp::SenderReport { ssrc, info, .. } if rx.ssrc().is_none_or(|s| s == ssrc) => {
+                        rx.reception().on_sender_report(info.ntp, arrival_ntp);
+                        sender = Some(from);
+                    }
+                    Rtcp::Bye { ssrcs } if rx.ssrc().is_some_and(|s| ssrcs.contains(&s)) => bye = true,
+                    _ => {}
+                }
+            }
+        }
+        // Frames.
+        let now = monotonic_ns();
+        while let Some(f) = rx.poll(now) {
+            if f.verdict == Verdict::Lost {
+                continue;
+            }
+            sum.bytes += f.au.len() as u64;
+            sum.keyframes += f.keyframe as u64;
+            if let Some(ntp) = f.capture_ntp {
+                let offset = sum.offset.best().map_or(0, |s| s.offset_ns);
+                let capture_local = ntp_to_unix_ns(ntp) - offset as i128;
+                let done = f.last_arrival_ns as i128 + mono_to_real as i128;
+                let lat_us = ((done - capture_local) / 1000).max(1) as u64;
+                let _ = sum.hist.record(lat_us.min(60_000_000));
+                let _ = sum.window.record(lat_us.min(60_000_000));
+            }
+            if let Some(o) = out.as_mut() {
+                o.write_all(&f.au).map_err(|e| format!("writing the stream: {e}"))?;
+                let _ = o.flush();
+            }
+        }
+        // RTCP out.
+        if !cli.no_rtcp
+            && let (Some(to), Some(ssrc)) = (sender, rx.ssrc())
+        {
+            let me = ssrc ^ 0x5a5a_5a5a;
+            let pli_due = rx.wants_keyframe() && now - last_pli >= PLI_INTERVAL_NS;
+            if now - last_rr >= RR_INTERVAL_NS || pli_due {
+                rtcp_out.clear();
+                let block = rx.reception().report_block(ssrc, ntp_from_unix_ns(realtime_ns()));
+                rtcp::write_rr(&mut rtcp_out, me, &[block]);
+                if pli_due {
+                    rtcp::write_pli(&mut rtcp_out, me, ssrc);
+                    last_pli = now;
+                    sum.plis += 1;
+                }
+                let _ = rtcp_sock.send_to(&rtcp_out, to);
+                last_rr = now;
+            }
+            if now - last_probe >= PROBE_INTERVAL_NS {
+                probe_n += 1;
+                let _ = rtcp_sock.send_to(&clock::request(ntp_from_unix_ns(realtime_ns()), probe_n), to);
+                last_probe = now;
+            }
+        }
+        if cli.interval > 0 && now - last_print >= cli.interval * 1_000_000_000 {
+            last_print = now;
+            eprintln!("vr-receive: {}", line(&rx, &sum.window, &sum));
+            sum.window.reset();
+        }
+    }
+    // Whatever is still pending leaves now.
+    while let Some(f) = rx.poll(u64::MAX / 2) {
+        if f.verdict != Verdict::Lost
+            && let Some(o) = out.as_mut()
+        {
+            let _ = o.write_all(&f.au);
+        }
+    }
+    if let Some(mut o) = out {
+        o.flush().map_err(|e| format!("writing the stream: {e}"))?;
+    }
+    let c = rx.counts();
+    eprintln!("vr-receive: total: {}", line(&rx, &sum.hist, &sum));
+    if cli.json {
+        let off = sum.offset.best();
+        let doc = serde_json::json!({
+            "frames": { "complete": c.complete, "recovered": c.recovered, "lost": c.lost },
+            "packets": { "late": c.late_packets, "duplicate": c.duplicate_packets, "ignored": c.ignored_packets, "lost": rx.reception().lost() },
+            "keyframes": sum.keyframes,
+            "bytes": sum.bytes,
+            "pli_sent": sum.plis,
+            "latency_ms": if sum.hist.is_empty() { serde_json::Value::Null } else { serde_json::json!({
+                "samples": sum.hist.len(), "p50": pct(&sum.hist, 0.5), "p95": pct(&sum.hist, 0.95), "p99": pct(&sum.hist, 0.99), "max": sum.hist.max() as f64 / 1000.0 }) },
+            "clock": off.map(|s| serde_json::json!({ "offset_ms": s.offset_ns as f64 / 1e6, "rtt_ms": s.rtt_ns as f64 / 1e6, "samples": sum.offset.len() })),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
+    }
+    Ok(())
+}
+
+fn ntp_to_unix_ns(ntp: u64) -> i128 {
+    let secs = (ntp >> 32) as i128 - vr_stream::rtp::NTP_UNIX_OFFSET_S as i128;
+    secs * 1_000_000_000 + (((ntp & 0xffff_ffff) as i128 * 1_000_000_000) >> 32)
+}
+
+fn line(rx: &Receiver, h: &Histogram<u64>, sum: &Summary) -> String {
+    let c = rx.counts();
+    let lat = if h.is_empty() {
+        "latency n/a".to_string()
+    } else {
+        format!("capture->complete p50 {:.2} p95 {:.2} p99 {:.2} max {:.2} ms", pct(h, 0.5), pct(h, 0.95), pct(h, 0.99), h.max() as f64 / 1000.0)
+    };
+    let clock = match sum.offset.best() {
+        Some(s) => format!("clock offset {:+.2} ms (rtt {:.2} ms)", s.offset_ns as f64 / 1e6, s.rtt_ns as f64 / 1e6),
+        None => "clock offset unknown (same clock assumed)".into(),
+    };
+    format!(
+        "frames complete {} recovered {} lost {}; late packets {}; PLI {}; {lat}; {clock}",
+        c.complete, c.recovered, c.lost, c.late_packets, sum.plis
+    )
+}
