@@ -12,7 +12,7 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential pkg-config clang libclang-dev libx264-dev \
     ffmpeg gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
-    gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad iproute2 procps ca-certificates curl dpkg-dev tmux util-linux >/dev/null
+    gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad iproute2 nftables procps ca-certificates curl dpkg-dev tmux util-linux >/dev/null
 if ! command -v cargo >/dev/null 2>&1; then
     curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
     # shellcheck disable=SC1091

@@ -102,54 +102,6 @@ fn killed_supervisor_takes_its_stages_and_the_next_run_reclaims_the_segments() {
     assert!(leftover_segments(&inst).is_empty());
 }
 
-/// A network namespace with a veth pair, removed on drop: host side 10.77.X.1, receiver
-/// side 10.77.X.2 inside the namespace.
-struct Netns {
-    name: String,
-    host_if: String,
-}
-
-impl Netns {
-    fn new(tag: &str, subnet: u8) -> Option<Netns> {
-        let name = format!("vrs-{tag}-{}", std::process::id());
-        let host_if = format!("vh{}", std::process::id() % 100_000);
-        let peer_if = format!("vp{}", std::process::id() % 100_000);
-        let ok = |args: &[&str]| Command::new("ip").args(args).status().map(|s| s.success()).unwrap_or(false);
-        if !ok(&["netns", "add", &name]) {
-            return None;
-        }
-        let ns = Netns { name, host_if };
-        let host = format!("10.77.{subnet}.1/24");
-        let peer = format!("10.77.{subnet}.2/24");
-        let n = ns.name.as_str();
-        for cmd in [
-            vec!["link", "add", &ns.host_if, "type", "veth", "peer", "name", &peer_if],
-            vec!["link", "set", &peer_if, "netns", n],
-            vec!["addr", "add", &host, "dev", &ns.host_if],
-            vec!["link", "set", &ns.host_if, "up"],
-            vec!["-n", n, "addr", "add", &peer, "dev", &peer_if],
-            vec!["-n", n, "link", "set", &peer_if, "up"],
-            vec!["-n", n, "link", "set", "lo", "up"],
-        ] {
-            assert!(ok(&cmd), "ip {cmd:?}");
-        }
-        Some(ns)
-    }
-
-    fn peer_link(&self, up: bool) {
-        let peer_if = format!("vp{}", std::process::id() % 100_000);
-        let st = Command::new("ip").args(["-n", &self.name, "link", "set", &peer_if, if up { "up" } else { "down" }]).status().unwrap();
-        assert!(st.success());
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.host_if]).status();
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-    }
-}
-
 #[test]
 fn receiver_link_down_for_2s_then_up_the_stream_resumes_by_itself() {
     let Some(ns) = Netns::new("link", 91) else {

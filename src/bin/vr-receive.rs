@@ -3,8 +3,9 @@
 //! lost; late packets counted) and the capture → complete latency of every frame, from the
 //! sender's abs-capture-time corrected by the clock offset between the two machines
 //! (clock probes to the sender's RTCP socket, minimum-RTT sample: `vr_stream::clock`).
-//! RTCP: receiver reports every 500 ms and a PLI when a frame is lost (at most every
-//! 200 ms, until an IDR arrives), to the address the sender reports come from.
+//! RTCP: receiver reports every 500 ms and a PLI when a frame is lost (repeated every
+//! 50 ms until an IDR arrives), to the address the sender reports come from. Frames
+//! after a loss are held back until that IDR (`--keep-broken` writes them anyway).
 //!
 //! Prints a line every `--interval` seconds and a summary at exit (`--json`: one JSON
 //! document). Exit status 0, or 2 on a bad argument or socket error.
@@ -58,12 +59,18 @@ struct Cli {
     /// Print the summary as one JSON document on stdout (not with `-o -`).
     #[arg(long)]
     json: bool,
+    /// Also write the frames that follow a lost frame before the next IDR (they reference
+    /// a picture the decoder does not have: artifacts). Default: hold them back, as game
+    /// streaming clients do, and resume at the IDR the PLI asks for.
+    #[arg(long)]
+    keep_broken: bool,
 }
 
 /// Receiver reports interval, ns.
 const RR_INTERVAL_NS: u64 = 500_000_000;
-/// Least time between two PLIs, ns.
-const PLI_INTERVAL_NS: u64 = 200_000_000;
+/// Least time between two PLIs, ns: a PLI is repeated this often until an IDR arrives
+/// (the IDR answering it can be lost too: it is the largest frame).
+const PLI_INTERVAL_NS: u64 = 50_000_000;
 /// Clock probe interval, ns.
 const PROBE_INTERVAL_NS: u64 = 1_000_000_000;
 
@@ -74,6 +81,10 @@ struct Summary {
     offset: OffsetEstimator,
     bytes: u64,
     keyframes: u64,
+    /// Frames held back while waiting for an IDR after a loss.
+    held_back: u64,
+    /// Frames from each loss to the IDR that healed it (the lost frame counts as 1).
+    recovery: Vec<u64>,
 }
 
 fn pct(h: &Histogram<u64>, q: f64) -> f64 {
@@ -111,7 +122,9 @@ fn run(cli: &Cli) -> Result<(), String> {
     vr_stream::rt::install_stop_signals();
     let mut rx = Receiver::new(ReceiverConfig { payload_type: cli.payload_type, capture_time_ext_id: cli.ext_id, reorder_window_ns: cli.reorder_ms * 1_000_000 });
     let new_hist = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-    let mut sum = Summary { hist: new_hist(), window: new_hist(), plis: 0, offset: OffsetEstimator::new(16), bytes: 0, keyframes: 0 };
+    let mut sum = Summary { hist: new_hist(), window: new_hist(), plis: 0, offset: OffsetEstimator::new(16), bytes: 0, keyframes: 0, held_back: 0, recovery: vec![] };
+    // Frames since the first loss not yet healed by an IDR (None: the picture is whole).
+    let mut broken_for: Option<u64> = None;
     let mut sender: Option<SocketAddr> = None;
     let (mut last_rr, mut last_pli, mut last_probe, mut last_print) = (0u64, 0u64, 0u64, monotonic_ns());
     let mut probe_n = 0u32;
@@ -169,7 +182,20 @@ fn run(cli: &Cli) -> Result<(), String> {
         let now = monotonic_ns();
         while let Some(f) = rx.poll(now) {
             if f.verdict == Verdict::Lost {
+                *broken_for.get_or_insert(0) += 1;
                 continue;
+            }
+            if let Some(n) = broken_for {
+                if f.keyframe {
+                    sum.recovery.push(n + 1);
+                    broken_for = None;
+                } else {
+                    broken_for = Some(n + 1);
+                    if !cli.keep_broken {
+                        sum.held_back += 1;
+                        continue;
+                    }
+                }
             }
             sum.bytes += f.au.len() as u64;
             sum.keyframes += f.keyframe as u64;
@@ -237,6 +263,11 @@ fn run(cli: &Cli) -> Result<(), String> {
             "keyframes": sum.keyframes,
             "bytes": sum.bytes,
             "pli_sent": sum.plis,
+            "held_back": sum.held_back,
+            "recovery_frames": if sum.recovery.is_empty() { serde_json::Value::Null } else {
+                let mut r = sum.recovery.clone();
+                r.sort_unstable();
+                serde_json::json!({ "losses": r.len(), "p50": r[r.len() / 2], "max": r[r.len() - 1] }) },
             "latency_ms": if sum.hist.is_empty() { serde_json::Value::Null } else { serde_json::json!({
                 "samples": sum.hist.len(), "p50": pct(&sum.hist, 0.5), "p95": pct(&sum.hist, 0.95), "p99": pct(&sum.hist, 0.99), "max": sum.hist.max() as f64 / 1000.0 }) },
             "clock": off.map(|s| serde_json::json!({ "offset_ms": s.offset_ns as f64 / 1e6, "rtt_ms": s.rtt_ns as f64 / 1e6, "samples": sum.offset.len() })),
@@ -263,7 +294,7 @@ fn line(rx: &Receiver, h: &Histogram<u64>, sum: &Summary) -> String {
         None => "clock offset unknown (same clock assumed)".into(),
     };
     format!(
-        "frames complete {} recovered {} lost {}; late packets {}; PLI {}; {lat}; {clock}",
-        c.complete, c.recovered, c.lost, c.late_packets, sum.plis
+        "frames complete {} recovered {} lost {} held back {}; late packets {}; PLI {}; {lat}; {clock}",
+        c.complete, c.recovered, c.lost, sum.held_back, c.late_packets, sum.plis
     )
 }

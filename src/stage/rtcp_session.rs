@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 pub const SR_INTERVAL_NS: u64 = 1_000_000_000;
 /// PLIs closer together than this after an honoured one are counted but ask for no new
 /// IDR (a receiver may send one per broken frame until the IDR arrives), ns.
-pub const PLI_MIN_INTERVAL_NS: u64 = 100_000_000;
+pub const PLI_MIN_INTERVAL_NS: u64 = 20_000_000;
 
 /// RTCP state of the network stage.
 pub struct SenderRtcp {
