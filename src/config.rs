@@ -88,6 +88,10 @@ pub struct StreamConfig {
     pub sendmmsg_batch: u32,
     /// Local port of the sender's RTCP socket; 0 = any.
     pub rtcp_local_port: u16,
+    /// FEC overhead, percent of a frame's packets (0 = off); FEC goes to port + 2.
+    pub fec_percent: u32,
+    /// RTP payload type of FEC packets.
+    pub fec_payload_type: u8,
 }
 
 /// `[source]`: which frames go in.
@@ -321,6 +325,22 @@ impl Config {
         check("stream.dscp", s.dscp, 0, 63)?;
         check("stream.capture_time_ext_id", s.capture_time_ext_id, 1, 14)?;
         check("stream.sendmmsg_batch", s.sendmmsg_batch, 1, 1024)?;
+        check("stream.fec_percent", s.fec_percent, 0, 100)?;
+        check("stream.fec_payload_type", s.fec_payload_type, 96, 127)?;
+        if s.fec_percent > 0 && s.fec_payload_type == s.payload_type {
+            return Err(ConfigError::Invalid {
+                key: "stream.fec_payload_type",
+                value: s.fec_payload_type.to_string(),
+                allowed: format!("a payload type other than stream.payload_type ({})", s.payload_type),
+            });
+        }
+        if s.fec_percent > 0 && s.port > 65533 {
+            return Err(ConfigError::Invalid {
+                key: "stream.port",
+                value: s.port.to_string(),
+                allowed: "1..=65533 with FEC on (FEC goes to port + 2), or stream.fec_percent = 0".into(),
+            });
+        }
         let src = &self.source;
         crate::source::SourceSpec::parse(&src.uri).map_err(|e| ConfigError::Invalid {
             key: "source.uri",

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod encode;
+pub mod fec;
 pub mod latency;
 pub mod net;
 pub mod quickbench;

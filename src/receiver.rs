@@ -60,6 +60,10 @@ pub struct Counts {
     pub late_packets: u64,
     /// Packets that were not RTP, or of another SSRC or payload type.
     pub ignored_packets: u64,
+    /// FEC packets received.
+    pub fec_packets: u64,
+    /// Media packets rebuilt from FEC.
+    pub fec_rebuilt: u64,
     /// Duplicate packets.
     pub duplicate_packets: u64,
 }
@@ -68,6 +72,10 @@ pub struct Counts {
 struct Pending {
     pkts: BTreeMap<u64, Vec<u8>>, // ext seq → whole RTP packet
     marker: Option<u64>,
+    /// FEC packets received for the frame, and what they say: first media ext seq and k.
+    fec: Vec<Vec<u8>>,
+    fec_span: Option<(u64, usize)>,
+    recovered: bool,
     first_arrival_ns: u64,
     last_arrival_ns: u64,
     capture_ntp: Option<u64>,
@@ -83,6 +91,8 @@ pub struct ReceiverConfig {
     /// How long an incomplete frame waits for late or reordered packets once a later frame
     /// is complete, ns.
     pub reorder_window_ns: u64,
+    /// RTP payload type of FEC packets ([`crate::fec`]).
+    pub fec_payload_type: u8,
 }
 
 /// The receiver state machine.
@@ -192,7 +202,58 @@ impl Receiver {
         }
     }
 
+    /// Takes one FEC packet ([`crate::fec`]) that arrived at `arrival_ns`.
+    pub fn on_fec(&mut self, pkt: &[u8], arrival_ns: u64) {
+        let Ok(p) = crate::fec::parse_fec(pkt, self.cfg.fec_payload_type) else {
+            self.counts.ignored_packets += 1;
+            return;
+        };
+        if self.ssrc.is_some_and(|s| s != p.ssrc) {
+            self.counts.ignored_packets += 1;
+            return;
+        }
+        self.counts.fec_packets += 1;
+        let ts = unwrap(self.max_ts, p.timestamp as u64, 32);
+        if self.last_ts.is_some_and(|l| ts <= l) {
+            return; // the frame has left (complete without it, or given up)
+        }
+        let base = unwrap(self.max_seq, p.base_seq as u64, 16);
+        let f = self.pending.entry(ts).or_insert_with(|| Pending { first_arrival_ns: arrival_ns, ..Default::default() });
+        f.fec_span = Some((base, p.k as usize));
+        f.fec.push(pkt.to_vec());
+        f.last_arrival_ns = f.last_arrival_ns.max(arrival_ns);
+    }
+
+    /// Rebuilds the missing packets of the oldest pending frame from its FEC packets when
+    /// enough arrived; true if it did.
+    fn try_recover(&mut self, ts: u64) -> bool {
+        let pt = self.cfg.fec_payload_type;
+        let Some(f) = self.pending.get_mut(&ts) else { return false };
+        let Some((base, k)) = f.fec_span else { return false };
+        let have: Vec<(usize, &[u8])> = f.pkts.range(base..base + k as u64).map(|(&s, p)| ((s - base) as usize, &p[..])).collect();
+        if have.len() >= k || have.len() + f.fec.len() < k {
+            return false;
+        }
+        let fecs: Vec<crate::fec::FecPacket> = f.fec.iter().filter_map(|p| crate::fec::parse_fec(p, pt).ok()).collect();
+        let Ok(rebuilt) = crate::fec::recover(&have, &fecs) else { return false };
+        let n = rebuilt.len() as u64;
+        for (i, pkt) in rebuilt {
+            let seq = base + i as u64;
+            if pkt.get(1).is_some_and(|b| b & 0x80 != 0) {
+                f.marker = Some(seq);
+            }
+            f.pkts.insert(seq, pkt);
+        }
+        f.recovered = true;
+        self.counts.fec_rebuilt += n;
+        true
+    }
+
     fn complete(&self, f: &Pending) -> bool {
+        if let Some((base, k)) = f.fec_span {
+            // FEC says exactly which packets make the frame.
+            return f.marker == Some(base + k as u64 - 1) && f.pkts.range(base..base + k as u64).count() == k;
+        }
         let Some(m) = f.marker else { return false };
         let Some((&lo, _)) = f.pkts.first_key_value() else { return false };
         // The frame starts right after the previous frame's marker packet; when that end
@@ -215,9 +276,14 @@ impl Receiver {
     /// The next frame that can leave at `now_ns`, if any (call until `None`).
     pub fn poll(&mut self, now_ns: u64) -> Option<FrameOut> {
         let (&ts, f) = self.pending.first_key_value()?;
+        if !self.complete(f) {
+            self.try_recover(ts);
+        }
+        let f = &self.pending[&ts];
         if self.complete(f) {
             let f = self.pending.remove(&ts).unwrap();
-            return Some(self.leave(ts, f, Verdict::Complete));
+            let v = if f.recovered { Verdict::Recovered } else { Verdict::Complete };
+            return Some(self.leave(ts, f, v));
         }
         // Give up on the oldest frame once a later frame is complete (or has its marker)
         // and the window since the oldest frame's last packet has passed.
@@ -277,7 +343,55 @@ mod tests {
     use crate::rtp::{PacketBuf, Packetizer, RtpParams};
 
     fn cfg() -> ReceiverConfig {
-        ReceiverConfig { payload_type: 96, capture_time_ext_id: 1, reorder_window_ns: 20_000_000 }
+        ReceiverConfig { payload_type: 96, capture_time_ext_id: 1, reorder_window_ns: 20_000_000, fec_payload_type: 127 }
+    }
+
+    #[test]
+    fn fec_rebuilds_lost_packets_and_a_whole_lost_frame_start() {
+        let frames = stream(20, 65000, 0);
+        let mut fec = crate::fec::FecEncoder::new(0);
+        let mut rx = Receiver::new(cfg());
+        let mut t = 0u64;
+        let mut out = vec![];
+        for (i, f) in frames.iter().enumerate() {
+            let mut media = PacketBuf::default();
+            for p in f {
+                media.push_parts(p, &[]);
+            }
+            let mut fp = PacketBuf::default();
+            fec.protect(&media, 50, 127, &mut fp).unwrap();
+            for (k, p) in f.iter().enumerate() {
+                t += 10_000;
+                // Frame 3 loses its first packet (the frame start), frame 7 its marker,
+                // frame 11 two packets: all within 50% FEC; frame 15 loses everything but
+                // one media packet: beyond repair.
+                let drop = (i == 3 && k == 0) || (i == 7 && k + 1 == f.len()) || (i == 11 && k < 2) || (i == 15 && k > 0);
+                if !drop {
+                    rx.on_packet(p, t);
+                }
+            }
+            for (k, p) in fp.iter().enumerate() {
+                if !(i == 15 && k > 0) {
+                    rx.on_fec(p, t + 1000);
+                }
+            }
+            t += 16_000_000;
+            while let Some(fr) = rx.poll(t) {
+                out.push(fr);
+            }
+        }
+        while let Some(fr) = rx.poll(t + 1_000_000_000) {
+            out.push(fr);
+        }
+        let v: Vec<(usize, Verdict)> = out.iter().enumerate().filter(|(_, f)| f.verdict != Verdict::Complete).map(|(i, f)| (i, f.verdict)).collect();
+        assert_eq!(v, vec![(3, Verdict::Recovered), (7, Verdict::Recovered), (11, Verdict::Recovered), (15, Verdict::Lost)]);
+        // The rebuilt frames are byte-identical to what the packets carried.
+        let mut want = vec![];
+        crate::rtp::depacketize(frames[11].iter().map(|p| crate::rtp::parse_rtp(p, 1).unwrap().payload), &mut want);
+        assert_eq!(out[11].au, want);
+        assert_eq!(rx.counts().recovered, 3);
+        assert_eq!(rx.counts().fec_rebuilt, 4);
+        assert_eq!(out.len(), 20);
     }
 
     /// `n` frames of the given sizes packetized with 1000-byte payloads: frame i is an IDR

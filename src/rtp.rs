@@ -92,6 +92,14 @@ impl PacketBuf {
         self.buf.len()
     }
 
+    /// Appends one packet made of `head` followed by `body`.
+    pub fn push_parts(&mut self, head: &[u8], body: &[u8]) {
+        let start = self.begin();
+        self.buf.extend_from_slice(head);
+        self.buf.extend_from_slice(body);
+        self.end(start);
+    }
+
     fn begin(&mut self) -> usize {
         self.buf.len()
     }

@@ -434,6 +434,16 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
     let mut pk = Packetizer::new(params, saved.map(|r| r.next_seq).unwrap_or(random_u32() as u16));
     let ts_offset = saved.map(|r| r.ts_offset).unwrap_or_else(random_u32);
     let mut pkts = PacketBuf::with_capacity(2 << 20);
+    // FEC to port + 2 from its own socket: its errors (nobody listening there, e.g.
+    // ffmpeg) never count against the stream.
+    let fec_dest = SocketAddr::new(ip, s.port.saturating_add(2));
+    let mut fec_tx = if s.fec_percent > 0 {
+        Some(UdpSender::new(fec_dest, s.dscp, s.sendmmsg_batch as usize).map_err(|e| format!("FEC socket to {fec_dest}: {e}"))?)
+    } else {
+        None
+    };
+    let mut fec = crate::fec::FecEncoder::new(random_u32() as u16);
+    let mut fec_pkts = PacketBuf::with_capacity(1 << 20);
     let rtcp_dest = SocketAddr::new(ip, s.port + 1);
     let mut rtcp = rtcp_session::SenderRtcp::new(rtcp_dest, s.dscp, s.rtcp_local_port, ssrc)
         .map_err(|e| format!("RTCP socket (local port {}) to {rtcp_dest}: {e}", s.rtcp_local_port))?;
@@ -496,12 +506,21 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
         let first_sent = monotonic_ns();
         let st = tx.send(&pkts);
         let last_sent = monotonic_ns();
+        let mut fec_sent = 0;
+        if let Some(ftx) = fec_tx.as_mut() {
+            fec_pkts.clear();
+            match fec.protect(&pkts, s.fec_percent, s.fec_payload_type, &mut fec_pkts) {
+                Ok(_) => fec_sent = ftx.send(&fec_pkts).packets,
+                Err(e) => eprintln!("vr-stream[network]: frame {}: FEC: {e}", m.frame_id),
+            }
+        }
         ctl.stats().add_net(&NetCounters {
             packets: st.packets,
             bytes: st.bytes,
             batches: st.batches,
             send_errors: st.errors,
             wouldblock_drops: st.wouldblock,
+            fec_packets: fec_sent,
         });
         ctl.stats().push_record(&FrameRecord {
             frame_id: m.frame_id,

@@ -463,11 +463,12 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     }
     eprintln!(
         "vr-stream: frames captured {cam} encoded {} sent {} (ring drops {}, queue drops {}, IDR {idr}); \
-         packets {packets} bytes {bytes} sendmmsg {batches} send errors {errors}; encoded {enc_bytes} bytes{}",
+         packets {packets} bytes {bytes} sendmmsg {batches} send errors {errors} FEC packets {}; encoded {enc_bytes} bytes{}",
         enc.frames_in.load(Ordering::Relaxed),
         ctl.stage(StageKind::Network.slot()).frames_out.load(Ordering::Relaxed),
         enc.drops.load(Ordering::Relaxed),
         queue.dropped(),
+        net.fec_packets,
         if lost_records > 0 { format!("; {lost_records} latency records overwritten before read") } else { String::new() }
     );
     let r = ctl.stats().rtcp();

@@ -1,6 +1,6 @@
 //! `vr-receive`: the reference receiver for vr-stream. RTP over UDP in, whole access units
 //! out (Annex-B, `-o FILE` or `-o -` for `ffplay -`), with per-frame verdicts (complete,
-//! lost; late packets counted) and the capture → complete latency of every frame, from the
+//! recovered by FEC from port + 2, lost; late packets counted) and the capture → complete latency of every frame, from the
 //! sender's abs-capture-time corrected by the clock offset between the two machines
 //! (clock probes to the sender's RTCP socket, minimum-RTT sample: `vr_stream::clock`).
 //! RTCP: receiver reports every 500 ms and a PLI when a frame is lost (repeated every
@@ -41,6 +41,9 @@ struct Cli {
     /// Header extension id of abs-capture-time (the sender's stream.capture_time_ext_id).
     #[arg(long, default_value_t = 1)]
     ext_id: u8,
+    /// RTP payload type of the FEC packets (received on port + 2).
+    #[arg(long, default_value_t = 127)]
+    fec_payload_type: u8,
     /// How long an incomplete frame waits for reordered packets, ms.
     #[arg(long, default_value_t = 20)]
     reorder_ms: u64,
@@ -100,8 +103,8 @@ fn main() {
 }
 
 fn run(cli: &Cli) -> Result<(), String> {
-    if cli.port == u16::MAX {
-        return Err(format!("--port {}: allowed 1..=65534 (RTCP uses port + 1)", cli.port));
+    if cli.port > 65533 || cli.port == 0 {
+        return Err(format!("--port {}: allowed 1..=65533 (RTCP uses port + 1, FEC port + 2)", cli.port));
     }
     if cli.json && cli.output.as_deref() == Some("-") {
         return Err("--json and -o - both want stdout: write the stream to a file".into());
@@ -110,7 +113,9 @@ fn run(cli: &Cli) -> Result<(), String> {
     let rtp = UdpSocket::bind(rtp_addr).map_err(|e| format!("--port {}: cannot listen on udp {rtp_addr}: {e}", cli.port))?;
     let rtcp_addr = SocketAddr::new(cli.bind, cli.port + 1);
     let rtcp_sock = UdpSocket::bind(rtcp_addr).map_err(|e| format!("RTCP port {}: cannot listen on udp {rtcp_addr}: {e}", cli.port + 1))?;
-    for s in [&rtp, &rtcp_sock] {
+    let fec_addr = SocketAddr::new(cli.bind, cli.port + 2);
+    let fec_sock = UdpSocket::bind(fec_addr).map_err(|e| format!("FEC port {}: cannot listen on udp {fec_addr}: {e}", cli.port + 2))?;
+    for s in [&rtp, &rtcp_sock, &fec_sock] {
         s.set_nonblocking(true).map_err(|e| e.to_string())?;
     }
     let _ = socket2::SockRef::from(&rtp).set_recv_buffer_size(4 << 20);
@@ -120,7 +125,7 @@ fn run(cli: &Cli) -> Result<(), String> {
         Some(p) => Some(Box::new(std::io::BufWriter::new(std::fs::File::create(p).map_err(|e| format!("-o {p}: {e}"))?))),
     };
     vr_stream::rt::install_stop_signals();
-    let mut rx = Receiver::new(ReceiverConfig { payload_type: cli.payload_type, capture_time_ext_id: cli.ext_id, reorder_window_ns: cli.reorder_ms * 1_000_000 });
+    let mut rx = Receiver::new(ReceiverConfig { payload_type: cli.payload_type, capture_time_ext_id: cli.ext_id, reorder_window_ns: cli.reorder_ms * 1_000_000, fec_payload_type: cli.fec_payload_type });
     let new_hist = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
     let mut sum = Summary { hist: new_hist(), window: new_hist(), plis: 0, offset: OffsetEstimator::new(16), bytes: 0, keyframes: 0, held_back: 0, recovery: vec![] };
     // Frames since the first loss not yet healed by an IDR (None: the picture is whole).
@@ -134,7 +139,7 @@ fn run(cli: &Cli) -> Result<(), String> {
     let mono_to_real = realtime_ns() as i64 - monotonic_ns() as i64;
     let mut buf = vec![0u8; 65536];
     let mut rtcp_out = Vec::with_capacity(256);
-    eprintln!("vr-receive: listening on udp {rtp_addr} (RTCP {rtcp_addr})");
+    eprintln!("vr-receive: listening on udp {rtp_addr} (RTCP {rtcp_addr}, FEC {fec_addr})");
     loop {
         let now = monotonic_ns();
         if vr_stream::rt::stop_signal() != 0 || bye || cli.duration.is_some_and(|d| now - start >= (d * 1e9) as u64) {
@@ -144,7 +149,7 @@ fn run(cli: &Cli) -> Result<(), String> {
         if cli.frames.is_some_and(|n| c.complete + c.recovered + c.lost >= n) {
             break;
         }
-        let mut fds = [PollFd::new(rtp.as_fd(), PollFlags::POLLIN), PollFd::new(rtcp_sock.as_fd(), PollFlags::POLLIN)];
+        let mut fds = [PollFd::new(rtp.as_fd(), PollFlags::POLLIN), PollFd::new(rtcp_sock.as_fd(), PollFlags::POLLIN), PollFd::new(fec_sock.as_fd(), PollFlags::POLLIN)];
         let _ = poll(&mut fds, PollTimeout::from(5u8));
         // RTP.
         loop {
@@ -152,6 +157,9 @@ fn run(cli: &Cli) -> Result<(), String> {
                 Ok(n) => rx.on_packet(&buf[..n], monotonic_ns()),
                 Err(_) => break,
             }
+        }
+        while let Ok(n) = fec_sock.recv(&mut buf) {
+            rx.on_fec(&buf[..n], monotonic_ns());
         }
         // RTCP and clock answers.
         loop {
@@ -259,7 +267,8 @@ fn run(cli: &Cli) -> Result<(), String> {
         let off = sum.offset.best();
         let doc = serde_json::json!({
             "frames": { "complete": c.complete, "recovered": c.recovered, "lost": c.lost },
-            "packets": { "late": c.late_packets, "duplicate": c.duplicate_packets, "ignored": c.ignored_packets, "lost": rx.reception().lost() },
+            "packets": { "late": c.late_packets, "duplicate": c.duplicate_packets, "ignored": c.ignored_packets, "lost": rx.reception().lost(),
+                "fec_received": c.fec_packets, "fec_rebuilt": c.fec_rebuilt },
             "keyframes": sum.keyframes,
             "bytes": sum.bytes,
             "pli_sent": sum.plis,

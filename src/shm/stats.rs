@@ -99,6 +99,8 @@ pub struct NetCounters {
     pub send_errors: u64,
     /// Packets dropped because the socket stayed full (EAGAIN past the wait).
     pub wouldblock_drops: u64,
+    /// FEC packets sent (to port + 2).
+    pub fec_packets: u64,
 }
 
 /// What receivers said over RTCP (RFC 3550 receiver reports, RFC 4585 feedback), as the
@@ -156,6 +158,7 @@ struct StatsHeader {
     net_batches: AtomicU64,
     net_send_errors: AtomicU64,
     net_wouldblock: AtomicU64,
+    net_fec: AtomicU64,
     enc_frames: AtomicU64,
     enc_bytes: AtomicU64,
     enc_idr: AtomicU64,
@@ -344,6 +347,7 @@ impl Stats {
         h.net_batches.fetch_add(c.batches, Ordering::Relaxed);
         h.net_send_errors.fetch_add(c.send_errors, Ordering::Relaxed);
         h.net_wouldblock.fetch_add(c.wouldblock_drops, Ordering::Relaxed);
+        h.net_fec.fetch_add(c.fec_packets, Ordering::Relaxed);
     }
 
     /// Network counters.
@@ -355,6 +359,7 @@ impl Stats {
             batches: h.net_batches.load(Ordering::Relaxed),
             send_errors: h.net_send_errors.load(Ordering::Relaxed),
             wouldblock_drops: h.net_wouldblock.load(Ordering::Relaxed),
+            fec_packets: h.net_fec.load(Ordering::Relaxed),
         }
     }
 

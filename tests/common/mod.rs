@@ -34,7 +34,7 @@ pub fn clip() -> PathBuf {
     p
 }
 
-/// An even UDP port on 127.0.0.1 whose next port is free too (RTP + RTCP).
+/// An even UDP port on 127.0.0.1 whose next two ports are free too (RTP, RTCP, FEC).
 pub fn free_port_pair() -> u16 {
     for _ in 0..200 {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -43,6 +43,7 @@ pub fn free_port_pair() -> u16 {
         if p > 1024
             && std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
             && std::net::UdpSocket::bind(("127.0.0.1", p + 1)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", p + 2)).is_ok()
         {
             return p;
         }
