@@ -183,12 +183,11 @@ fn sr_pli_rr_nack_clock_probe_and_bye_with_a_test_receiver() {
     let pli = pli_at_frame.unwrap();
     assert!(at >= pli && at <= pli + 4, "IDR at frame {at}, PLI sent after frame {pli}");
     // Clock probe: answered with the sender's wall clock, receive then send time (same
-    // machine: t1 <= t2 <= t3 <= t4), and the offset comes out near zero.
+    // machine: t1 <= t2 <= t3 <= t4). (This loop reads RTCP only between 5 ms RTP waits,
+    // so its t4 is late; tests/receive.rs checks vr-receive's offset estimate.)
     let (t1, k, t2, t3, t4) = probe_answer.expect("clock probe answered");
     assert_eq!(k, 9);
     assert!(t1 <= t2 && t2 <= t3 && t3 <= t4, "{t1} {t2} {t3} {t4}");
-    let s = vr_stream::clock::sample(t1, t2, t3, t4).unwrap();
-    assert!(s.offset_ns.abs() < 2_000_000, "{s:?}");
     assert!(bye, "no BYE at the end");
     let line = e.lines().find(|l| l.starts_with("vr-stream: RTCP:")).unwrap_or_else(|| panic!("{e}"));
     assert!(line.starts_with("vr-stream: RTCP: 1 receiver report blocks (last: 1.2% lost, 2 lost in all, jitter 0.50 ms, RTT "), "{line}");
