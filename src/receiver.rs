@@ -75,6 +75,8 @@ struct Pending {
     /// FEC packets received for the frame, and what they say: first media ext seq and k.
     fec: Vec<Vec<u8>>,
     fec_span: Option<(u64, usize)>,
+    /// Recovery packets the sender made for the frame (m), once a FEC packet told.
+    fec_m: usize,
     recovered: bool,
     first_arrival_ns: u64,
     last_arrival_ns: u64,
@@ -220,6 +222,7 @@ impl Receiver {
         let base = unwrap(self.max_seq, p.base_seq as u64, 16);
         let f = self.pending.entry(ts).or_insert_with(|| Pending { first_arrival_ns: arrival_ns, ..Default::default() });
         f.fec_span = Some((base, p.k as usize));
+        f.fec_m = p.m as usize;
         f.fec.push(pkt.to_vec());
         f.last_arrival_ns = f.last_arrival_ns.max(arrival_ns);
     }
@@ -286,9 +289,12 @@ impl Receiver {
             return Some(self.leave(ts, f, v));
         }
         // Give up on the oldest frame once a later frame is complete (or has its marker)
-        // and the window since the oldest frame's last packet has passed.
+        // and the window since the oldest frame's last packet has passed; or at once when
+        // all its FEC packets are in (they are sent after its media) and too many media
+        // packets are still missing to rebuild it: the PLI goes out a window earlier.
         let later_done = self.pending.iter().skip(1).any(|(_, g)| g.marker.is_some());
-        if later_done && now_ns >= f.last_arrival_ns + self.cfg.reorder_window_ns {
+        let hopeless = f.fec_span.is_some_and(|(base, k)| f.fec_m > 0 && f.fec.len() >= f.fec_m && f.pkts.range(base..base + k as u64).count() + f.fec.len() < k);
+        if hopeless || (later_done && now_ns >= f.last_arrival_ns + self.cfg.reorder_window_ns) {
             let f = self.pending.remove(&ts).unwrap();
             return Some(self.leave(ts, f, Verdict::Lost));
         }
@@ -392,6 +398,34 @@ mod tests {
         assert_eq!(rx.counts().recovered, 3);
         assert_eq!(rx.counts().fec_rebuilt, 4);
         assert_eq!(out.len(), 20);
+    }
+
+    #[test]
+    fn a_frame_fec_cannot_repair_is_declared_lost_as_soon_as_its_fec_is_in() {
+        let frames = stream(3, 0, 0);
+        let mut fec = crate::fec::FecEncoder::new(0);
+        let mut rx = Receiver::new(cfg());
+        let mut media = PacketBuf::default();
+        for p in &frames[0] {
+            media.push_parts(p, &[]);
+        }
+        let mut fp = PacketBuf::default();
+        fec.protect(&media, 20, 127, &mut fp).unwrap();
+        // Frame 0 keeps only its first packet; all its FEC arrives; nothing later yet.
+        rx.on_packet(&frames[0][0], 1_000);
+        for p in fp.iter() {
+            rx.on_fec(p, 2_000);
+        }
+        let f = rx.poll(2_000).expect("declared lost without waiting for a later frame");
+        assert_eq!(f.verdict, Verdict::Lost);
+        assert!(rx.wants_keyframe());
+        // With one FEC packet still to come it would wait.
+        let mut rx = Receiver::new(cfg());
+        rx.on_packet(&frames[0][0], 1_000);
+        rx.on_fec(fp.get(0), 2_000);
+        if fp.len() > 1 {
+            assert!(rx.poll(2_000).is_none());
+        }
     }
 
     /// `n` frames of the given sizes packetized with 1000-byte payloads: frame i is an IDR

@@ -4,7 +4,9 @@
 //! - into a network namespace whose input drops 3% of the RTP packets (nftables
 //!   `numgen random`): frames are lost, vr-receive sends PLIs, vr-stream answers with
 //!   IDRs (no periodic IDR in these runs) within a few frames, the frames in between are
-//!   held back, and what is written decodes, to the end of the stream.
+//!   held back, and what is written decodes, to the end of the stream; with FEC, 1% loss
+//!   keeps >= 99.5% of the frames and at 5% every unrepairable frame is healed by the IDR
+//!   two frames later.
 
 mod common;
 use common::*;
@@ -191,13 +193,14 @@ fn five_percent_loss_with_fec_heals_quickly() {
     let f = &j["frames"];
     eprintln!("5% loss, FEC 20%: {f}; recovery {}; decoded {}", j["recovery_frames"], ids.len());
     assert!(f["recovered"].as_u64().unwrap() > 0);
-    // Unrecoverable losses heal through PLI -> IDR (the IDR itself FEC-protected).
-    // Measured here: 4 frames per loss, counting the lost frame and the IDR (the loss is
-    // declared one frame + the 20 ms reorder window late, then the PLI's IDR is the next
-    // frame encoded). The target is 2: not met yet.
+    // Unrecoverable losses heal through PLI -> IDR (the IDR itself FEC-protected). A frame
+    // FEC cannot repair is declared lost as soon as its FEC packets are in, the PLI goes
+    // out at once, and the IDR is the frame after next: 3 frames per loss counting the
+    // lost frame and the IDR (measured: p50 3, max 4), i.e. the picture is whole again
+    // 2 frames after the loss. A lost IDR costs another round.
     if !j["recovery_frames"].is_null() {
         let r = &j["recovery_frames"];
-        assert!(r["p50"].as_u64().unwrap() <= 5 && r["max"].as_u64().unwrap() <= 10, "{r}");
+        assert!(r["p50"].as_u64().unwrap() <= 3 && r["max"].as_u64().unwrap() <= 8, "{r}");
     }
     assert!(ids.last().is_some_and(|&i| i >= 590), "{:?}", ids.last());
 }
