@@ -15,6 +15,10 @@ use crate::rtcp::ReceptionStats;
 use crate::rtp::{depacketize, parse_rtp};
 use std::collections::BTreeMap;
 
+/// How long after a frame's last FEC packet its missing media packets are given up on
+/// (media and FEC travel on different ports, so they can be read out of order), ns.
+pub const FEC_GRACE_NS: u64 = 2_000_000;
+
 /// What happened to one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -77,6 +81,8 @@ struct Pending {
     fec_span: Option<(u64, usize)>,
     /// Recovery packets the sender made for the frame (m), once a FEC packet told.
     fec_m: usize,
+    /// Arrival of the frame's last FEC packet so far.
+    last_fec_ns: u64,
     recovered: bool,
     first_arrival_ns: u64,
     last_arrival_ns: u64,
@@ -223,6 +229,7 @@ impl Receiver {
         let f = self.pending.entry(ts).or_insert_with(|| Pending { first_arrival_ns: arrival_ns, ..Default::default() });
         f.fec_span = Some((base, p.k as usize));
         f.fec_m = p.m as usize;
+        f.last_fec_ns = arrival_ns;
         f.fec.push(pkt.to_vec());
         f.last_arrival_ns = f.last_arrival_ns.max(arrival_ns);
     }
@@ -293,7 +300,12 @@ impl Receiver {
         // all its FEC packets are in (they are sent after its media) and too many media
         // packets are still missing to rebuild it: the PLI goes out a window earlier.
         let later_done = self.pending.iter().skip(1).any(|(_, g)| g.marker.is_some());
-        let hopeless = f.fec_span.is_some_and(|(base, k)| f.fec_m > 0 && f.fec.len() >= f.fec_m && f.pkts.range(base..base + k as u64).count() + f.fec.len() < k);
+        let hopeless = f.fec_span.is_some_and(|(base, k)| {
+            f.fec_m > 0
+                && f.fec.len() >= f.fec_m
+                && now_ns >= f.last_fec_ns + FEC_GRACE_NS
+                && f.pkts.range(base..base + k as u64).count() + f.fec.len() < k
+        });
         if hopeless || (later_done && now_ns >= f.last_arrival_ns + self.cfg.reorder_window_ns) {
             let f = self.pending.remove(&ts).unwrap();
             return Some(self.leave(ts, f, Verdict::Lost));
@@ -416,7 +428,8 @@ mod tests {
         for p in fp.iter() {
             rx.on_fec(p, 2_000);
         }
-        let f = rx.poll(2_000).expect("declared lost without waiting for a later frame");
+        assert!(rx.poll(2_000).is_none(), "a grace period for media read after the FEC");
+        let f = rx.poll(2_000 + FEC_GRACE_NS).expect("declared lost without waiting for a later frame");
         assert_eq!(f.verdict, Verdict::Lost);
         assert!(rx.wants_keyframe());
         // With one FEC packet still to come it would wait.

@@ -161,6 +161,11 @@ fn run(cli: &Cli) -> Result<(), String> {
         while let Ok(n) = fec_sock.recv(&mut buf) {
             rx.on_fec(&buf[..n], monotonic_ns());
         }
+        // Media is sent before its FEC: what arrived while the FEC socket was read belongs
+        // in front of it.
+        while let Ok(n) = rtp.recv(&mut buf) {
+            rx.on_packet(&buf[..n], monotonic_ns());
+        }
         // RTCP and clock answers.
         loop {
             let (n, from) = match rtcp_sock.recv_from(&mut buf) {
