@@ -56,11 +56,6 @@ pub fn parse_answer(b: &[u8]) -> Option<(u64, u32, u64, u64)> {
     Some((w(8), u32::from_be_bytes(b[16..20].try_into().ok()?), w(20), w(28)))
 }
 
-/// NTP Q32.32 → ns (since 1900), for differences.
-fn ntp_ns(ntp: u64) -> i128 {
-    (ntp >> 32) as i128 * 1_000_000_000 + (((ntp & 0xffff_ffff) as i128 * 1_000_000_000) >> 32)
-}
-
 /// One offset sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sample {
@@ -73,7 +68,8 @@ pub struct Sample {
 /// Computes the sample of one exchange: t1 and t4 on the receiver's clock, t2 and t3 on
 /// the sender's. `None` if the round trip comes out negative (a clock stepped).
 pub fn sample(t1_ntp: u64, t2_ntp: u64, t3_ntp: u64, t4_ntp: u64) -> Option<Sample> {
-    let (t1, t2, t3, t4) = (ntp_ns(t1_ntp), ntp_ns(t2_ntp), ntp_ns(t3_ntp), ntp_ns(t4_ntp));
+    let ns = crate::rtp::unix_ns_from_ntp;
+    let (t1, t2, t3, t4) = (ns(t1_ntp), ns(t2_ntp), ns(t3_ntp), ns(t4_ntp));
     let rtt = (t4 - t1) - (t3 - t2);
     if rtt < 0 || t3 < t2 {
         return None;

@@ -153,6 +153,13 @@ pub fn ntp_from_unix_ns(ns: u64) -> u64 {
     (secs << 32) | frac
 }
 
+/// Converts a 64-bit NTP timestamp back to Unix time in ns (negative before 1970); the
+/// inverse of [`ntp_from_unix_ns`] to within 1 ns.
+pub fn unix_ns_from_ntp(ntp: u64) -> i128 {
+    let secs = (ntp >> 32) as i128 - NTP_UNIX_OFFSET_S as i128;
+    secs * 1_000_000_000 + (((ntp & 0xffff_ffff) as i128 * 1_000_000_000) >> 32)
+}
+
 /// RTP timestamp (90 kHz) of a frame captured at `capture_ns`, relative to the stream's
 /// first capture `base_ns`, starting at `offset` (random per stream, RFC 3550 §5.1).
 pub fn rtp_timestamp_90k(capture_ns: u64, base_ns: u64, offset: u32) -> u32 {

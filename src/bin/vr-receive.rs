@@ -214,7 +214,7 @@ fn run(cli: &Cli) -> Result<(), String> {
             sum.keyframes += f.keyframe as u64;
             if let Some(ntp) = f.capture_ntp {
                 let offset = sum.offset.best().map_or(0, |s| s.offset_ns);
-                let capture_local = ntp_to_unix_ns(ntp) - offset as i128;
+                let capture_local = vr_stream::rtp::unix_ns_from_ntp(ntp) - offset as i128;
                 let done = f.last_arrival_ns as i128 + mono_to_real as i128;
                 let lat_us = ((done - capture_local) / 1000).max(1) as u64;
                 let _ = sum.hist.record(lat_us.min(60_000_000));
@@ -289,11 +289,6 @@ fn run(cli: &Cli) -> Result<(), String> {
         println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
     }
     Ok(())
-}
-
-fn ntp_to_unix_ns(ntp: u64) -> i128 {
-    let secs = (ntp >> 32) as i128 - vr_stream::rtp::NTP_UNIX_OFFSET_S as i128;
-    secs * 1_000_000_000 + (((ntp & 0xffff_ffff) as i128 * 1_000_000_000) >> 32)
 }
 
 fn line(rx: &Receiver, h: &Histogram<u64>, sum: &Summary) -> String {
