@@ -62,6 +62,43 @@ pub struct Config {
     pub supervise: SuperviseConfig,
     /// Latency statistics.
     pub stats: StatsConfig,
+    /// Adaptive bitrate from receiver reports.
+    pub abr: AbrConfig,
+}
+
+/// `[abr]`: adaptive bitrate ([`crate::abr`]); the ceiling is `encoder.bitrate_kbps`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AbrConfig {
+    /// Follow the receiver's reports (off: the bitrate stays at `encoder.bitrate_kbps`).
+    pub enabled: bool,
+    /// Lowest bitrate, kbit/s.
+    pub min_kbps: u32,
+    /// Loss (per cent, per report interval) at or above which the bitrate drops.
+    pub loss_high_percent: u32,
+    /// Loss (per cent) below which the bitrate may grow.
+    pub loss_low_percent: u32,
+    /// Round-trip growth over the recent minimum that counts as congestion, ms.
+    pub delay_ms: u32,
+    /// Growth on a clean link, per cent per second.
+    pub increase_percent: u32,
+    /// Bitrate after congestion, per cent of the rate the receiver got.
+    pub backoff_percent: u32,
+}
+
+impl AbrConfig {
+    /// The controller parameters, with `max_kbps` = the configured encoder bitrate.
+    pub fn params(&self, max_kbps: u32) -> crate::abr::AbrParams {
+        crate::abr::AbrParams {
+            min_kbps: self.min_kbps,
+            max_kbps,
+            loss_high_percent: self.loss_high_percent,
+            loss_low_percent: self.loss_low_percent,
+            delay_ms: self.delay_ms,
+            increase_percent: self.increase_percent,
+            backoff_percent: self.backoff_percent,
+        }
+    }
 }
 
 /// `[stream]`: where and how RTP is sent.
@@ -92,6 +129,13 @@ pub struct StreamConfig {
     pub fec_percent: u32,
     /// RTP payload type of FEC packets.
     pub fec_payload_type: u8,
+    /// Bytes of an access unit sent at once before pacing starts; 0 = no pacing.
+    pub burst_bytes: u32,
+    /// Rate the rest of a large access unit is paced at, kbit/s (raised when needed to
+    /// finish within 3/4 of a frame interval).
+    pub pacing_kbps: u32,
+    /// RTP over TCP (RFC 4571 framing) to `ip:port` instead of UDP; no FEC.
+    pub tcp: bool,
 }
 
 /// `[source]`: which frames go in.
@@ -422,6 +466,15 @@ impl Config {
             check(key, st.cpu, 0, 1023)?;
         }
         check("stats.interval_s", self.stats.interval_s, 0, 3600)?;
+        let a = &self.abr;
+        check("abr.min_kbps", a.min_kbps, 100, 200_000)?;
+        check("abr.loss_high_percent", a.loss_high_percent, 1, 100)?;
+        check("abr.loss_low_percent", a.loss_low_percent, 0, a.loss_high_percent)?;
+        check("abr.delay_ms", a.delay_ms, 1, 2000)?;
+        check("abr.increase_percent", a.increase_percent, 1, 100)?;
+        check("abr.backoff_percent", a.backoff_percent, 10, 100)?;
+        check("stream.burst_bytes", s.burst_bytes, 0, 1 << 24)?;
+        check("stream.pacing_kbps", s.pacing_kbps, 1000, 10_000_000)?;
         check("source.exposure_us", self.source.exposure_us, 0, 1_000_000)?;
         check("stats.target_ms", self.stats.target_ms, 1, 1000)?;
         check("rt.spin_window_us", self.rt.spin_window_us, 0, 5000)?;

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod abr;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod encode;
 pub mod fec;
 pub mod latency;
 pub mod net;
+pub mod pacing;
 pub mod quickbench;
 pub mod receiver;
 pub mod rt;

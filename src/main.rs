@@ -35,6 +35,12 @@ struct Cli {
     /// Target bitrate, kbit/s (VBV-capped) [encoder.bitrate_kbps]
     #[arg(long, value_name = "KBPS")]
     bitrate: Option<u32>,
+    /// Keep the bitrate fixed: no adaptation to receiver reports [abr.enabled = false]
+    #[arg(long)]
+    no_abr: bool,
+    /// RTP over TCP (RFC 4571) to --ip:--port, for vr-receive --tcp [stream.tcp]
+    #[arg(long)]
+    tcp: bool,
     /// Largest RTP payload, bytes [stream.payload_size]
     #[arg(long, value_name = "BYTES")]
     payload_size: Option<u32>,
@@ -148,6 +154,12 @@ fn overrides(cli: &Cli) -> toml::Table {
     }
     if let Some(v) = &cli.bitrate {
         set("encoder", "bitrate_kbps", i(*v as u64));
+    }
+    if cli.no_abr {
+        set("abr", "enabled", toml::Value::Boolean(false));
+    }
+    if cli.tcp {
+        set("stream", "tcp", toml::Value::Boolean(true));
     }
     if cli.strict_rt {
         set("rt", "strict", toml::Value::Boolean(true));

@@ -31,6 +31,17 @@ pub struct SendStats {
     pub wouldblock: u64,
 }
 
+impl SendStats {
+    /// Adds another call's counts.
+    pub fn add(&mut self, o: &SendStats) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.batches += o.batches;
+        self.errors += o.errors;
+        self.wouldblock += o.wouldblock;
+    }
+}
+
 /// A connected, non-blocking UDP socket that sends RTP packets in sendmmsg batches.
 pub struct UdpSender {
     sock: Socket,
@@ -73,9 +84,14 @@ impl UdpSender {
 
     /// Sends every packet of `pkts`, in order, in batches. Never fails: errors are counted.
     pub fn send(&mut self, pkts: &PacketBuf) -> SendStats {
+        self.send_range(pkts, 0..pkts.len())
+    }
+
+    /// Sends packets `range` of `pkts` (indices), in order, in batches; as [`Self::send`].
+    pub fn send_range(&mut self, pkts: &PacketBuf, range: std::ops::Range<usize>) -> SendStats {
         let mut st = SendStats::default();
-        let n = pkts.len();
-        let mut i = 0;
+        let n = range.end.min(pkts.len());
+        let mut i = range.start;
         while i < n {
             let end = (i + self.batch).min(n);
             self.iovs.clear();
@@ -254,6 +270,149 @@ impl RtcpSocket {
     }
 }
 
+/// RTP over TCP (RFC 4571: each packet preceded by its length as a 16-bit big-endian
+/// number) to a receiver that listens (`vr-receive --tcp`).
+///
+/// Latest-wins at frame granularity: a frame is written whole or not at all. When the
+/// previous frame has not fully left (the TCP send buffer, sized to about 100 ms of the
+/// bitrate, is full), the new one is dropped and [`TcpFrame::Dropped`] tells the caller to
+/// ask for an IDR. The connection is (re)made at most once per [`TCP_RETRY_NS`], without
+/// blocking the stage for more than [`TCP_CONNECT_TIMEOUT_MS`].
+pub struct TcpSender {
+    dest: SocketAddr,
+    dscp: u8,
+    sndbuf: usize,
+    conn: Option<std::net::TcpStream>,
+    pending: Vec<u8>,
+    written: usize,
+    last_try_ns: Option<u64>,
+}
+
+/// Least time between connection attempts, ns.
+pub const TCP_RETRY_NS: u64 = 1_000_000_000;
+/// Longest a connection attempt may block, ms.
+pub const TCP_CONNECT_TIMEOUT_MS: u64 = 50;
+
+/// What happened to one frame given to [`TcpSender::send_frame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpFrame {
+    /// Written to the socket (perhaps partly still in our buffer: it goes out before any
+    /// later frame), on a connection made for this frame when `fresh`.
+    Sent {
+        /// The connection is new: the receiver needs an IDR to start decoding.
+        fresh: bool,
+    },
+    /// Not sent: no connection, or the previous frame still occupies the socket.
+    Dropped,
+}
+
+impl TcpSender {
+    /// A sender to `dest` with DSCP `dscp` and a send buffer of `sndbuf` bytes. Connects
+    /// lazily (on the first frame).
+    pub fn new(dest: SocketAddr, dscp: u8, sndbuf: usize) -> TcpSender {
+        TcpSender { dest, dscp, sndbuf, conn: None, pending: Vec::with_capacity(1 << 20), written: 0, last_try_ns: None }
+    }
+
+    /// Whether a connection is up.
+    pub fn connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    fn connect(&mut self, now_ns: u64) -> bool {
+        if self.last_try_ns.is_some_and(|t| now_ns.saturating_sub(t) < TCP_RETRY_NS) {
+            return false;
+        }
+        self.last_try_ns = Some(now_ns);
+        let Ok(sock) = Socket::new(Domain::for_address(self.dest), Type::STREAM, Some(Protocol::TCP)) else { return false };
+        let _ = sock.set_send_buffer_size(self.sndbuf);
+        let _ = sock.set_tcp_nodelay(true);
+        let _ = match self.dest {
+            SocketAddr::V4(_) => sock.set_tos_v4((self.dscp as u32) << 2),
+            SocketAddr::V6(_) => sock.set_tclass_v6((self.dscp as u32) << 2),
+        };
+        if sock.connect_timeout(&SockAddr::from(self.dest), std::time::Duration::from_millis(TCP_CONNECT_TIMEOUT_MS)).is_err() {
+            return false;
+        }
+        if sock.set_nonblocking(true).is_err() {
+            return false;
+        }
+        self.conn = Some(sock.into());
+        self.pending.clear();
+        self.written = 0;
+        true
+    }
+
+    /// Writes what is buffered; drops the connection on an error. True when nothing is
+    /// left over.
+    pub fn flush(&mut self) -> bool {
+        use std::io::Write;
+        let Some(c) = self.conn.as_mut() else {
+            self.pending.clear();
+            self.written = 0;
+            return true;
+        };
+        while self.written < self.pending.len() {
+            match c.write(&self.pending[self.written..]) {
+                Ok(0) => {
+                    self.conn = None;
+                    break;
+                }
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    // Reset or broken pipe: the receiver went away mid-frame.
+                    self.conn = None;
+                    break;
+                }
+            }
+        }
+        self.pending.clear();
+        self.written = 0;
+        true
+    }
+
+    /// Sends the packets of one frame, whole (see [`TcpFrame`]). `now_ns`: CLOCK_MONOTONIC,
+    /// for the reconnection interval.
+    pub fn send_frame(&mut self, pkts: &PacketBuf, now_ns: u64) -> TcpFrame {
+        let mut fresh = false;
+        if self.conn.is_none() {
+            if !self.connect(now_ns) {
+                return TcpFrame::Dropped;
+            }
+            fresh = true;
+        }
+        if !self.flush() {
+            return TcpFrame::Dropped;
+        }
+        if self.conn.is_none() {
+            return TcpFrame::Dropped;
+        }
+        for p in pkts.iter() {
+            self.pending.extend_from_slice(&(p.len() as u16).to_be_bytes());
+            self.pending.extend_from_slice(p);
+        }
+        self.flush();
+        if self.conn.is_none() { TcpFrame::Dropped } else { TcpFrame::Sent { fresh } }
+    }
+}
+
+/// Splits an RFC 4571 byte stream into packets: calls `f` with each whole packet at the
+/// front of `buf` and returns how many bytes were consumed (the rest is an incomplete
+/// packet; keep it for the next read).
+pub fn rfc4571_packets(buf: &[u8], mut f: impl FnMut(&[u8])) -> usize {
+    let mut at = 0;
+    while buf.len() - at >= 2 {
+        let n = u16::from_be_bytes([buf[at], buf[at + 1]]) as usize;
+        if buf.len() - at - 2 < n {
+            break;
+        }
+        f(&buf[at + 2..at + 2 + n]);
+        at += 2 + n;
+    }
+    at
+}
+
 /// The local address the kernel would use to reach `dest` (a UDP connect sends nothing).
 pub fn route_source(dest: SocketAddr) -> Option<std::net::IpAddr> {
     let bind: SocketAddr = if dest.is_ipv4() { "0.0.0.0:0".parse().ok()? } else { "[::]:0".parse().ok()? };
@@ -296,5 +455,71 @@ mod tests {
         }
         assert!(errors > 0);
         assert_eq!(route_source(dest).unwrap().to_string(), "127.0.0.1");
+    }
+
+    #[test]
+    fn rfc4571_framing_splits_at_packet_boundaries() {
+        let mut stream = vec![];
+        for p in [&b"abc"[..], &b""[..], &[9u8; 300][..]] {
+            stream.extend_from_slice(&(p.len() as u16).to_be_bytes());
+            stream.extend_from_slice(p);
+        }
+        let mut got = vec![];
+        // Byte by byte: nothing is handed out before it is whole.
+        let mut buf = vec![];
+        for b in &stream {
+            buf.push(*b);
+            let used = rfc4571_packets(&buf, |p| got.push(p.to_vec()));
+            buf.drain(..used);
+        }
+        assert!(buf.is_empty());
+        assert_eq!(got, vec![b"abc".to_vec(), vec![], vec![9u8; 300]]);
+    }
+
+    #[test]
+    fn tcp_sender_frames_packets_and_survives_a_receiver_restart() {
+        use std::io::Read;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dest = l.local_addr().unwrap();
+        let mut pk = Packetizer::new(RtpParams { ssrc: 1, payload_type: 96, payload_size: 500, capture_time_ext_id: None }, 0);
+        let mut buf = PacketBuf::default();
+        let mut au = vec![0, 0, 0, 1, 0x65];
+        au.extend(std::iter::repeat_n(7u8, 4000));
+        let n = pk.packetize(&au, 0, None, &mut buf).unwrap();
+        let mut tx = TcpSender::new(dest, 34, 1 << 16);
+        assert_eq!(tx.send_frame(&buf, 0), TcpFrame::Sent { fresh: true });
+        assert_eq!(tx.send_frame(&buf, 1), TcpFrame::Sent { fresh: false });
+        let (mut c, _) = l.accept().unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        let mut got = vec![];
+        let mut packets = 0;
+        while packets < 2 * n {
+            let mut b = [0u8; 4096];
+            let k = c.read(&mut b).unwrap();
+            assert!(k > 0);
+            got.extend_from_slice(&b[..k]);
+            let used = rfc4571_packets(&got, |p| {
+                assert_eq!(p, buf.get(packets % n));
+                packets += 1;
+            });
+            got.drain(..used);
+        }
+        // The receiver goes away: frames are dropped (not a failure); a new listener on
+        // the same port gets a fresh connection after the retry interval.
+        drop(c);
+        drop(l);
+        let mut dropped = false;
+        for i in 0..50 {
+            if tx.send_frame(&buf, 2 + i) == TcpFrame::Dropped {
+                dropped = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert!(dropped);
+        let l2 = std::net::TcpListener::bind(dest).unwrap();
+        assert_eq!(tx.send_frame(&buf, 100), TcpFrame::Dropped, "within the retry interval");
+        assert_eq!(tx.send_frame(&buf, 2 * TCP_RETRY_NS), TcpFrame::Sent { fresh: true });
+        let (_c2, _) = l2.accept().unwrap();
     }
 }

@@ -13,7 +13,7 @@ mod rtcp_session;
 use crate::config::{Config, StageConfig};
 use crate::encode::{open_encoder, EncoderParams};
 use crate::latency::FrameRecord;
-use crate::net::UdpSender;
+use crate::net::{SendStats, UdpSender};
 use crate::rt::{self, monotonic_ns};
 use crate::rtp::{self, PacketBuf, Packetizer, RtpParams};
 use crate::shm::bitstream::{AuMeta, BitstreamQueue, Next, Push, FLAG_KEYFRAME};
@@ -416,11 +416,24 @@ fn random_u32() -> u32 {
     u32::from_ne_bytes(b)
 }
 
+/// Where the network stage's media packets go: UDP (sendmmsg, optionally paced) or one
+/// RFC 4571 TCP connection.
+enum MediaOut {
+    Udp(UdpSender),
+    Tcp(crate::net::TcpSender),
+}
+
 fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, queue: &BitstreamQueue) -> Result<(), String> {
     let s = &cfg.stream;
     let ip: IpAddr = s.ip.parse().map_err(|_| format!("stream.ip {:?} is not an IP address", s.ip))?;
     let dest = SocketAddr::new(ip, s.port);
-    let mut tx = UdpSender::new(dest, s.dscp, s.sendmmsg_batch as usize).map_err(|e| format!("UDP socket to {dest}: {e}"))?;
+    let mut out = if s.tcp {
+        // About 100 ms of the bitrate in the socket at most: more is latency, not safety.
+        let sndbuf = (cfg.encoder.bitrate_kbps as usize * 1000 / 8 / 10).max(64 << 10);
+        MediaOut::Tcp(crate::net::TcpSender::new(dest, s.dscp, sndbuf))
+    } else {
+        MediaOut::Udp(UdpSender::new(dest, s.dscp, s.sendmmsg_batch as usize).map_err(|e| format!("UDP socket to {dest}: {e}"))?)
+    };
     // A restarted network stage continues the stream the previous one was sending: same
     // SSRC, next sequence number, same timestamp mapping.
     let saved = ctl.rtp_state();
@@ -435,9 +448,9 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
     let ts_offset = saved.map(|r| r.ts_offset).unwrap_or_else(random_u32);
     let mut pkts = PacketBuf::with_capacity(2 << 20);
     // FEC to port + 2 from its own socket: its errors (nobody listening there, e.g.
-    // ffmpeg) never count against the stream.
+    // ffmpeg) never count against the stream. Not over TCP: TCP does not lose packets.
     let fec_dest = SocketAddr::new(ip, s.port.saturating_add(2));
-    let mut fec_tx = if s.fec_percent > 0 {
+    let mut fec_tx = if s.fec_percent > 0 && !s.tcp {
         Some(UdpSender::new(fec_dest, s.dscp, s.sendmmsg_batch as usize).map_err(|e| format!("FEC socket to {fec_dest}: {e}"))?)
     } else {
         None
@@ -447,9 +460,11 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
     let rtcp_dest = SocketAddr::new(ip, s.port + 1);
     let mut rtcp = rtcp_session::SenderRtcp::new(rtcp_dest, s.dscp, s.rtcp_local_port, ssrc)
         .map_err(|e| format!("RTCP socket (local port {}) to {rtcp_dest}: {e}", s.rtcp_local_port))?;
+    let mut abr = cfg.abr.enabled.then(|| crate::abr::RateController::new(cfg.abr.params(cfg.encoder.bitrate_kbps)));
+    let interval_ns = fmt.frame_interval_ns();
     go_realtime(StageKind::Network, cfg, slot)?;
     let mut reader = queue.reader();
-    reader.set_spin_window(Duration::from_nanos(fmt.frame_interval_ns()), Duration::from_micros(cfg.rt.spin_window_us as u64));
+    reader.set_spin_window(Duration::from_nanos(interval_ns), Duration::from_micros(cfg.rt.spin_window_us as u64));
     slot.set_state(StageState::Ready);
     if !wait_go(ctl) {
         return Ok(());
@@ -462,6 +477,18 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
     let resend_every = if cfg.encoder.intra_refresh && !headers.is_empty() { fmt.fps_num.div_ceil(fmt.fps_den.max(1)) as u64 } else { 0 };
     let mut since_params = 0u64;
     let mut with_params: Vec<u8> = Vec::with_capacity(1 << 20);
+    // Reports read -> rate controller -> encoder; every change logged.
+    let adapt = |rtcp: &mut rtcp_session::SenderRtcp, abr: &mut Option<crate::abr::RateController>| -> u64 {
+        let mut changes = 0;
+        for fb in rtcp.feedback() {
+            if let Some(ch) = abr.as_mut().and_then(|a| a.on_report(fb)) {
+                ctl.request_bitrate(ch.to_kbps);
+                eprintln!("vr-stream[network]: {ch}");
+                changes += 1;
+            }
+        }
+        changes
+    };
     loop {
         if ctl.stop_requested() {
             break;
@@ -472,6 +499,11 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
                 let now = monotonic_ns();
                 let ts_now = base_ns.map(|b| rtp::rtp_timestamp_90k(now, b, ts_offset));
                 rtcp.tick(now, ts_now, ctl.stats(), queue);
+                let changes = adapt(&mut rtcp, &mut abr);
+                ctl.stats().add_net(&NetCounters { abr_changes: changes, ..Default::default() });
+                if let MediaOut::Tcp(t) = &mut out {
+                    t.flush();
+                }
                 beat(slot);
                 continue;
             }
@@ -504,23 +536,55 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
         drop(au);
         ctl.save_rtp_state(RtpState { ssrc, next_seq: pk.next_seq(), ts_offset, base_ns: base });
         let first_sent = monotonic_ns();
-        let st = tx.send(&pkts);
+        let mut net = NetCounters::default();
+        let st = match &mut out {
+            MediaOut::Udp(tx) => match crate::pacing::Pacer::plan(pkts.bytes() as u64, s.burst_bytes as u64, s.pacing_kbps, interval_ns) {
+                None => tx.send(&pkts),
+                Some(pacer) => {
+                    let st = send_paced(tx, &pkts, &pacer, first_sent);
+                    net.paced_frames = 1;
+                    net.paced_ns = monotonic_ns() - first_sent;
+                    st
+                }
+            },
+            MediaOut::Tcp(t) => match t.send_frame(&pkts, first_sent) {
+                crate::net::TcpFrame::Sent { fresh } => {
+                    if fresh {
+                        eprintln!("vr-stream[network]: TCP connected to {dest}");
+                        queue.request_idr();
+                    }
+                    SendStats { packets: n as u64, bytes: pkts.bytes() as u64, batches: 1, ..Default::default() }
+                }
+                crate::net::TcpFrame::Dropped => {
+                    // The receiver's picture is broken from here: the next frame that
+                    // gets through should be an IDR.
+                    net.dropped_frames = 1;
+                    queue.request_idr();
+                    SendStats::default()
+                }
+            },
+        };
         let last_sent = monotonic_ns();
-        let mut fec_sent = 0;
+        if let Some(a) = abr.as_mut() {
+            a.on_sent(st.packets, st.bytes);
+        }
         if let Some(ftx) = fec_tx.as_mut() {
             fec_pkts.clear();
             match fec.protect(&pkts, s.fec_percent, s.fec_payload_type, &mut fec_pkts) {
-                Ok(_) => fec_sent = ftx.send(&fec_pkts).packets,
+                Ok(_) => net.fec_packets = ftx.send(&fec_pkts).packets,
                 Err(e) => eprintln!("vr-stream[network]: frame {}: FEC: {e}", m.frame_id),
             }
         }
+        rtcp.sent(st.packets, st.bytes);
+        rtcp.tick(last_sent, Some(rtp::rtp_timestamp_90k(last_sent, base, ts_offset)), ctl.stats(), queue);
+        net.abr_changes = adapt(&mut rtcp, &mut abr);
         ctl.stats().add_net(&NetCounters {
             packets: st.packets,
             bytes: st.bytes,
             batches: st.batches,
             send_errors: st.errors,
             wouldblock_drops: st.wouldblock,
-            fec_packets: fec_sent,
+            ..net
         });
         ctl.stats().push_record(&FrameRecord {
             frame_id: m.frame_id,
@@ -534,8 +598,6 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
             packets: n as u64,
             keyframe: (m.flags & FLAG_KEYFRAME != 0) as u64,
         });
-        rtcp.sent(st.packets, st.bytes);
-        rtcp.tick(last_sent, Some(rtp::rtp_timestamp_90k(last_sent, base, ts_offset)), ctl.stats(), queue);
         use std::sync::atomic::Ordering::Relaxed;
         slot.frames_in.fetch_add(1, Relaxed);
         slot.frames_out.fetch_add(1, Relaxed);
@@ -543,4 +605,30 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
     }
     rtcp.bye();
     Ok(())
+}
+
+/// Sends `pkts` following `pacer`: each sendmmsg takes the packets already due, then the
+/// stage sleeps (clock_nanosleep, absolute) until the next one is. `start_ns`: when the
+/// first packet left (CLOCK_MONOTONIC).
+fn send_paced(tx: &mut UdpSender, pkts: &PacketBuf, pacer: &crate::pacing::Pacer, start_ns: u64) -> SendStats {
+    // Packets due within this much of now go in the same batch (below the sleep's own
+    // wake-up error).
+    const SLACK_NS: u64 = 20_000;
+    let mut st = SendStats::default();
+    let (n, mut i, mut before) = (pkts.len(), 0usize, 0u64);
+    while i < n {
+        let now = monotonic_ns();
+        let (mut j, mut b) = (i, before);
+        while j < n && start_ns + pacer.due_ns(b) <= now + SLACK_NS {
+            b += pkts.get(j).len() as u64;
+            j += 1;
+        }
+        if j == i {
+            rt::sleep_until_ns(start_ns + pacer.due_ns(before));
+            continue;
+        }
+        st.add(&tx.send_range(pkts, i..j));
+        (i, before) = (j, b);
+    }
+    st
 }

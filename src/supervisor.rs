@@ -471,6 +471,16 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         net.fec_packets,
         if lost_records > 0 { format!("; {lost_records} latency records overwritten before read") } else { String::new() }
     );
+    if net.paced_frames + net.dropped_frames + net.abr_changes > 0 {
+        eprintln!(
+            "vr-stream: paced frames {} ({:.1} ms pacing in all); frames dropped whole (TCP) {}; bitrate changes {} (last {} kbit/s)",
+            net.paced_frames,
+            net.paced_ns as f64 / 1e6,
+            net.dropped_frames,
+            net.abr_changes,
+            ctl.stats().info().bitrate_kbps
+        );
+    }
     let r = ctl.stats().rtcp();
     if r.reports + r.pli + r.nack_packets > 0 {
         eprintln!(

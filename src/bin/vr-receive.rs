@@ -59,6 +59,10 @@ struct Cli {
     /// Do not send RTCP (receiver reports, PLI) or clock probes.
     #[arg(long)]
     no_rtcp: bool,
+    /// Take RTP over TCP (RFC 4571 framing) on --port, from `vr-stream --tcp`: listens,
+    /// and takes a new connection in place of the old one. RTCP stays on UDP port + 1.
+    #[arg(long)]
+    tcp: bool,
     /// Print the summary as one JSON document on stdout (not with `-o -`).
     #[arg(long)]
     json: bool,
@@ -119,6 +123,15 @@ fn run(cli: &Cli) -> Result<(), String> {
         s.set_nonblocking(true).map_err(|e| e.to_string())?;
     }
     let _ = socket2::SockRef::from(&rtp).set_recv_buffer_size(4 << 20);
+    let tcp_listener = if cli.tcp {
+        let l = std::net::TcpListener::bind(rtp_addr).map_err(|e| format!("--port {}: cannot listen on tcp {rtp_addr}: {e}", cli.port))?;
+        l.set_nonblocking(true).map_err(|e| e.to_string())?;
+        Some(l)
+    } else {
+        None
+    };
+    let mut tcp_conn: Option<std::net::TcpStream> = None;
+    let mut tcp_buf: Vec<u8> = Vec::with_capacity(1 << 20);
     let mut out: Option<Box<dyn Write>> = match cli.output.as_deref() {
         None => None,
         Some("-") => Some(Box::new(std::io::BufWriter::new(std::io::stdout()))),
@@ -139,7 +152,8 @@ fn run(cli: &Cli) -> Result<(), String> {
     let mono_to_real = realtime_ns() as i64 - monotonic_ns() as i64;
     let mut buf = vec![0u8; 65536];
     let mut rtcp_out = Vec::with_capacity(256);
-    eprintln!("vr-receive: listening on udp {rtp_addr} (RTCP {rtcp_addr}, FEC {fec_addr})");
+    let proto = if cli.tcp { "tcp (RFC 4571)" } else { "udp" };
+    eprintln!("vr-receive: listening on {proto} {rtp_addr} (RTCP {rtcp_addr}, FEC {fec_addr})");
     loop {
         let now = monotonic_ns();
         if vr_stream::rt::stop_signal() != 0 || bye || cli.duration.is_some_and(|d| now - start >= (d * 1e9) as u64) {
@@ -149,8 +163,49 @@ fn run(cli: &Cli) -> Result<(), String> {
         if cli.frames.is_some_and(|n| c.complete + c.recovered + c.lost >= n) {
             break;
         }
-        let mut fds = [PollFd::new(rtp.as_fd(), PollFlags::POLLIN), PollFd::new(rtcp_sock.as_fd(), PollFlags::POLLIN), PollFd::new(fec_sock.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![PollFd::new(rtp.as_fd(), PollFlags::POLLIN), PollFd::new(rtcp_sock.as_fd(), PollFlags::POLLIN), PollFd::new(fec_sock.as_fd(), PollFlags::POLLIN)];
+        if let Some(l) = &tcp_listener {
+            fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(c) = &tcp_conn {
+            fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+        }
         let _ = poll(&mut fds, PollTimeout::from(5u8));
+        drop(fds);
+        // RTP over TCP: a new connection replaces the old (the sender reconnected).
+        if let Some(l) = &tcp_listener
+            && let Ok((c, from)) = l.accept()
+        {
+            let _ = c.set_nonblocking(true);
+            eprintln!("vr-receive: TCP connection from {from}");
+            tcp_conn = Some(c);
+            tcp_buf.clear();
+        }
+        if let Some(c) = tcp_conn.as_mut() {
+            use std::io::Read;
+            loop {
+                match c.read(&mut buf) {
+                    Ok(0) => {
+                        eprintln!("vr-receive: TCP connection closed by the sender");
+                        tcp_conn = None;
+                        break;
+                    }
+                    Ok(n) => {
+                        tcp_buf.extend_from_slice(&buf[..n]);
+                        let t = monotonic_ns();
+                        let used = vr_stream::net::rfc4571_packets(&tcp_buf, |p| rx.on_packet(p, t));
+                        tcp_buf.drain(..used);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        eprintln!("vr-receive: TCP connection: {e}");
+                        tcp_conn = None;
+                        break;
+                    }
+                }
+            }
+        }
         // RTP.
         loop {
             match rtp.recv(&mut buf) {

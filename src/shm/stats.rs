@@ -101,6 +101,15 @@ pub struct NetCounters {
     pub wouldblock_drops: u64,
     /// FEC packets sent (to port + 2).
     pub fec_packets: u64,
+    /// Access units whose packets beyond `stream.burst_bytes` were paced.
+    pub paced_frames: u64,
+    /// Time spent pacing, summed over those frames, ns.
+    pub paced_ns: u64,
+    /// Whole access units not sent because the TCP connection was down or its buffer
+    /// full (`stream.tcp`).
+    pub dropped_frames: u64,
+    /// Bitrate changes made by the adaptive controller.
+    pub abr_changes: u64,
 }
 
 /// What receivers said over RTCP (RFC 3550 receiver reports, RFC 4585 feedback), as the
@@ -159,6 +168,10 @@ struct StatsHeader {
     net_send_errors: AtomicU64,
     net_wouldblock: AtomicU64,
     net_fec: AtomicU64,
+    net_paced_frames: AtomicU64,
+    net_paced_ns: AtomicU64,
+    net_dropped_frames: AtomicU64,
+    net_abr_changes: AtomicU64,
     enc_frames: AtomicU64,
     enc_bytes: AtomicU64,
     enc_idr: AtomicU64,
@@ -348,6 +361,10 @@ impl Stats {
         h.net_send_errors.fetch_add(c.send_errors, Ordering::Relaxed);
         h.net_wouldblock.fetch_add(c.wouldblock_drops, Ordering::Relaxed);
         h.net_fec.fetch_add(c.fec_packets, Ordering::Relaxed);
+        h.net_paced_frames.fetch_add(c.paced_frames, Ordering::Relaxed);
+        h.net_paced_ns.fetch_add(c.paced_ns, Ordering::Relaxed);
+        h.net_dropped_frames.fetch_add(c.dropped_frames, Ordering::Relaxed);
+        h.net_abr_changes.fetch_add(c.abr_changes, Ordering::Relaxed);
     }
 
     /// Network counters.
@@ -360,6 +377,10 @@ impl Stats {
             send_errors: h.net_send_errors.load(Ordering::Relaxed),
             wouldblock_drops: h.net_wouldblock.load(Ordering::Relaxed),
             fec_packets: h.net_fec.load(Ordering::Relaxed),
+            paced_frames: h.net_paced_frames.load(Ordering::Relaxed),
+            paced_ns: h.net_paced_ns.load(Ordering::Relaxed),
+            dropped_frames: h.net_dropped_frames.load(Ordering::Relaxed),
+            abr_changes: h.net_abr_changes.load(Ordering::Relaxed),
         }
     }
 

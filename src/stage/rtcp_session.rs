@@ -6,6 +6,7 @@
 //! BYE at the end. Blocks about other SSRCs and unknown packets (ffmpeg's own RTCP, for
 //! one) are ignored.
 
+use crate::abr::Feedback;
 use crate::net::{RtcpIn, RtcpSocket};
 use crate::rt;
 use crate::rtcp::{self, Rtcp, SenderInfo};
@@ -29,6 +30,7 @@ pub struct SenderRtcp {
     packets: u64,
     octets: u64,
     buf: Vec<u8>,
+    feedback: Vec<Feedback>,
 }
 
 fn ntp_now() -> u64 {
@@ -51,6 +53,7 @@ impl SenderRtcp {
             packets: 0,
             octets: 0,
             buf: Vec::with_capacity(256),
+            feedback: Vec::with_capacity(8),
         })
     }
 
@@ -67,14 +70,19 @@ impl SenderRtcp {
     pub fn tick(&mut self, now_ns: u64, rtp_ts_now: Option<u32>, stats: &Stats, queue: &BitstreamQueue) {
         let ssrc = self.ssrc;
         let mut idr = false;
+        let feedback = &mut self.feedback;
         self.sock.poll(ntp_now, |m| {
             if let RtcpIn::Rtcp(packets, arrival) = m {
                 for p in packets {
                     match p {
                         Rtcp::SenderReport { reports, .. } | Rtcp::ReceiverReport { reports, .. } => {
                             for b in reports.iter().filter(|b| b.ssrc == ssrc) {
-                                let rtt_us = rtcp::rtt_ns(arrival, b).map(|ns| (ns / 1000).min(u32::MAX as u64) as u32);
+                                let rtt_ns = rtcp::rtt_ns(arrival, b);
+                                let rtt_us = rtt_ns.map(|ns| (ns / 1000).min(u32::MAX as u64) as u32);
                                 stats.add_rtcp_report(b.fraction_lost, b.cumulative_lost, b.jitter, rtt_us, now_ns);
+                                if feedback.len() < 64 {
+                                    feedback.push(Feedback { arrival_ns: now_ns, block: *b, rtt_ns });
+                                }
                             }
                         }
                         Rtcp::Pli { media_ssrc, .. } if media_ssrc == ssrc || media_ssrc == 0 => {
@@ -101,6 +109,12 @@ impl SenderRtcp {
             rtcp::write_sdes_cname(&mut self.buf, self.ssrc, &self.cname);
             self.sock.send(&self.buf);
         }
+    }
+
+    /// The report blocks about our SSRC received by the last [`Self::tick`] calls, for
+    /// the rate controller (arrival = the `now_ns` of the tick that read them).
+    pub fn feedback(&mut self) -> std::vec::Drain<'_, Feedback> {
+        self.feedback.drain(..)
     }
 
     /// Sends a BYE (end of stream).
