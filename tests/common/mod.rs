@@ -269,6 +269,19 @@ impl Drop for Netns {
 }
 
 impl Netns {
+    /// Runs `tc qdisc ARGS dev HOST_IF ...` on the host side of the pair (the direction
+    /// host → namespace), e.g. `("replace", "root tbf rate 3mbit burst 20k latency 100ms")`;
+    /// panics on failure.
+    #[allow(dead_code)]
+    pub fn tc_host(&self, verb: &str, args: &str) {
+        let st = Command::new("tc")
+            .args(["qdisc", verb, "dev", &self.host_if])
+            .args(args.split_whitespace())
+            .status()
+            .expect("tc (apt-get install iproute2)");
+        assert!(st.success(), "tc qdisc {verb} dev {} {args}", self.host_if);
+    }
+
     /// Runs `nft` inside the namespace with `args`; panics on failure.
     #[allow(dead_code)]
     pub fn nft(&self, args: &str) {
