@@ -416,6 +416,9 @@ fn random_u32() -> u32 {
     u32::from_ne_bytes(b)
 }
 
+/// Longest the network stage waits for an access unit before reading RTCP again.
+const RTCP_POLL: Duration = Duration::from_millis(3);
+
 /// Where the network stage's media packets go: UDP (sendmmsg, optionally paced) or one
 /// RFC 4571 TCP connection.
 enum MediaOut {
@@ -493,7 +496,9 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
         if ctl.stop_requested() {
             break;
         }
-        let au = match reader.next(Instant::now() + Duration::from_millis(100), SPIN) {
+        // Wake at least every RTCP_POLL while waiting: a PLI read then is an IDR for the
+        // frame being encoded next, not the one after it.
+        let au = match reader.next(Instant::now() + RTCP_POLL, SPIN) {
             Next::Au(a) => a,
             Next::Timeout => {
                 let now = monotonic_ns();

@@ -146,7 +146,7 @@ fn run(cli: &Cli) -> Result<(), String> {
     let mut sender: Option<SocketAddr> = None;
     let (mut last_rr, mut last_pli, mut last_probe, mut last_print) = (0u64, 0u64, 0u64, monotonic_ns());
     let mut probe_n = 0u32;
-    let mut bye = false;
+    let mut bye_at: Option<u64> = None;
     let start = monotonic_ns();
     // Wall clock = monotonic + this (for latency against the sender's wall clock).
     let mono_to_real = realtime_ns() as i64 - monotonic_ns() as i64;
@@ -156,7 +156,9 @@ fn run(cli: &Cli) -> Result<(), String> {
     eprintln!("vr-receive: listening on {proto} {rtp_addr} (RTCP {rtcp_addr}, FEC {fec_addr})");
     loop {
         let now = monotonic_ns();
-        if vr_stream::rt::stop_signal() != 0 || bye || cli.duration.is_some_and(|d| now - start >= (d * 1e9) as u64) {
+        // After a BYE, one reorder window for media still on its way (RTCP can overtake
+        // the last frame's packets on a jittery path).
+        if vr_stream::rt::stop_signal() != 0 || bye_at.is_some_and(|t| now >= t + cli.reorder_ms * 1_000_000) || cli.duration.is_some_and(|d| now - start >= (d * 1e9) as u64) {
             break;
         }
         let c = rx.counts();
@@ -241,7 +243,9 @@ fn run(cli: &Cli) -> Result<(), String> {
                         rx.reception().on_sender_report(info.ntp, arrival_ntp);
                         sender = Some(from);
                     }
-                    Rtcp::Bye { ssrcs } if rx.ssrc().is_some_and(|s| ssrcs.contains(&s)) => bye = true,
+                    Rtcp::Bye { ssrcs } if rx.ssrc().is_some_and(|s| ssrcs.contains(&s)) => {
+                        bye_at.get_or_insert(monotonic_ns());
+                    }
                     _ => {}
                 }
             }

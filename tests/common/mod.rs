@@ -282,6 +282,25 @@ impl Netns {
         assert!(st.success(), "tc qdisc {verb} dev {} {args}", self.host_if);
     }
 
+    /// A veth pair between this namespace (10.77.`subnet`.1) and `other` (10.77.`subnet`.2);
+    /// it goes away with the namespaces.
+    #[allow(dead_code)]
+    pub fn link_to(&self, other: &Netns, subnet: u8) {
+        let a = format!("vl{subnet}a-{}", std::process::id() % 100_000);
+        let b = format!("vl{subnet}b-{}", std::process::id() % 100_000);
+        let ok = |args: &[&str]| Command::new("ip").args(args).status().map(|s| s.success()).unwrap_or(false);
+        let (aa, ba) = (format!("10.77.{subnet}.1/24"), format!("10.77.{subnet}.2/24"));
+        for cmd in [
+            vec!["-n", &self.name, "link", "add", &a, "type", "veth", "peer", "name", &b, "netns", &other.name],
+            vec!["-n", &self.name, "addr", "add", &aa, "dev", &a],
+            vec!["-n", &self.name, "link", "set", &a, "up"],
+            vec!["-n", &other.name, "addr", "add", &ba, "dev", &b],
+            vec!["-n", &other.name, "link", "set", &b, "up"],
+        ] {
+            assert!(ok(&cmd), "ip {cmd:?}");
+        }
+    }
+
     /// Runs `nft` inside the namespace with `args`; panics on failure.
     #[allow(dead_code)]
     pub fn nft(&self, args: &str) {
