@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod encode;
 pub mod fec;
+pub mod fuzzing;
 pub mod impair;
 pub mod latency;
 pub mod net;

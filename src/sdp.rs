@@ -90,9 +90,93 @@ pub fn write_sdp(p: &SdpParams<'_>) -> Result<String, SdpError> {
     Ok(s)
 }
 
+/// What a receiver needs from an SDP description of an H.264 stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdpInfo {
+    /// RTP port of the first video section (RTCP: port + 1).
+    pub port: u16,
+    /// Payload type mapped to `H264/90000`.
+    pub payload_type: u8,
+    /// abs-capture-time extension id (`a=extmap:ID ...abs-capture-time`), if declared.
+    pub capture_time_ext_id: Option<u8>,
+}
+
+/// Errors from [`read_sdp`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SdpReadError {
+    /// The text is not SDP (the parser's message).
+    #[error("not a valid SDP description: {0}")]
+    Syntax(String),
+    /// No `m=video` section.
+    #[error("no m=video section")]
+    NoVideo,
+    /// The video section maps no payload type to H264/90000.
+    #[error("no a=rtpmap:PT H264/90000 in the video section")]
+    NoH264,
+    /// Port outside 1..=65535.
+    #[error("video port {0}: allowed 1..=65535")]
+    BadPort(u32),
+}
+
+/// Reads the receive parameters from SDP text such as [`write_sdp`]'s (parsed by Mozilla's
+/// `webrtc-sdp`, lenient: unknown attributes are skipped).
+///
+/// Errors: [`SdpReadError`] naming what is missing.
+pub fn read_sdp(text: &str) -> Result<SdpInfo, SdpReadError> {
+    use webrtc_sdp::attribute_type::SdpAttribute;
+    use webrtc_sdp::media_type::SdpMediaValue;
+    let session = webrtc_sdp::parse_sdp(text, false).map_err(|e| SdpReadError::Syntax(e.to_string().lines().next().unwrap_or_default().to_string()))?;
+    let video = session.media.iter().find(|m| *m.get_type() == SdpMediaValue::Video).ok_or(SdpReadError::NoVideo)?;
+    let port = video.get_port();
+    if port == 0 || port > 65535 {
+        return Err(SdpReadError::BadPort(port));
+    }
+    let mut payload_type = None;
+    let mut capture_time_ext_id = None;
+    for a in video.get_attributes() {
+        match a {
+            SdpAttribute::Rtpmap(r) if r.codec_name.eq_ignore_ascii_case("H264") && r.frequency == 90_000 => {
+                payload_type.get_or_insert(r.payload_type);
+            }
+            SdpAttribute::Extmap(x) if x.url == ABS_CAPTURE_TIME_URI && (1..=14).contains(&x.id) => capture_time_ext_id = Some(x.id as u8),
+            _ => {}
+        }
+    }
+    Ok(SdpInfo { port: port as u16, payload_type: payload_type.ok_or(SdpReadError::NoH264)?, capture_time_ext_id })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_we_write_reads_back() {
+        let ps = [0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0xda, 0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80];
+        for (ip, ext) in [("127.0.0.1", Some(3)), ("::1", None)] {
+            let s = write_sdp(&SdpParams {
+                origin: ip.parse().unwrap(),
+                dest: ip.parse().unwrap(),
+                port: 6000,
+                payload_type: 102,
+                parameter_sets: &ps,
+                capture_time_ext_id: ext,
+                fps: (30000, 1001),
+                session_id: 7,
+            })
+            .unwrap();
+            assert_eq!(read_sdp(&s), Ok(SdpInfo { port: 6000, payload_type: 102, capture_time_ext_id: ext }), "{s}");
+        }
+    }
+
+    #[test]
+    fn bad_sdp_is_named_never_a_panic() {
+        assert!(matches!(read_sdp("hello"), Err(SdpReadError::Syntax(_))));
+        let audio = "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=x\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n";
+        assert_eq!(read_sdp(audio), Err(SdpReadError::NoVideo));
+        let vp8 = "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=x\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=video 5000 RTP/AVP 97\r\na=rtpmap:97 VP8/90000\r\n";
+        assert_eq!(read_sdp(vp8), Err(SdpReadError::NoH264));
+        assert_eq!(SdpReadError::NoH264.to_string(), "no a=rtpmap:PT H264/90000 in the video section");
+    }
 
     #[test]
     fn sdp_has_every_line_a_player_needs() {

@@ -205,3 +205,49 @@ fn five_percent_loss_with_fec_heals_quickly() {
     }
     assert!(ids.last().is_some_and(|&i| i >= 590), "{:?}", ids.last());
 }
+
+#[test]
+fn rtp_over_tcp_end_to_end_with_the_receiver_configured_from_the_sdp() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (file, sdp) = (dir.path().join("out.h264"), dir.path().join("s.sdp"));
+    let port = free_port_pair();
+    // Not the defaults: only the SDP tells vr-receive these.
+    let cfg = dir.path().join("vr.toml");
+    std::fs::write(&cfg, "[stream]\npayload_type = 110\ncapture_time_ext_id = 5\n").unwrap();
+    let common = ["--ip", "127.0.0.1", "--port", &port.to_string(), "--sdp", sdp.to_str().unwrap(), "--config", cfg.to_str().unwrap(), "--width", "640", "--height", "360"];
+    let out = run_vr(&[&common[..], &["--sdp-only"]].concat(), Duration::from_secs(30));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut rx = Command::new(receive_bin())
+        .args(["--tcp", "--bind", "127.0.0.1", "--json", "--interval", "0", "--sdp"])
+        .arg(&sdp)
+        .arg("-o")
+        .arg(&file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Listening on TCP: the sender connects (it would retry each second otherwise).
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(rx.try_wait().unwrap().is_none(), "vr-receive exited");
+        assert!(t0.elapsed() < Duration::from_secs(10), "vr-receive does not listen on tcp {port}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let inst = instance("recv-tcp");
+    let out = run_vr(&[&common[..], &["--tcp", "--instance", &inst, "--frames", "300"]].concat(), Duration::from_secs(60));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{e}");
+    assert!(e.contains("TCP connected to 127.0.0.1"), "{e}");
+    assert!(e.contains("FEC packets 0"), "no FEC over TCP: {e}");
+    let j = wait_json(rx, Duration::from_secs(10));
+    let complete = j["frames"]["complete"].as_u64().unwrap();
+    // The test's own probe connection was the first; the stream came on the second.
+    assert!(complete >= 299, "{j}");
+    assert_eq!(j["frames"]["lost"], 0, "{j}");
+    assert_eq!(j["latency_ms"]["samples"].as_u64().unwrap(), complete, "abs-capture-time read with id 5: {j}");
+    let ids = decode_ids(&file, 640, 360);
+    assert_eq!(ids.len() as u64, complete);
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "in order, none missing");
+}

@@ -26,21 +26,26 @@ use vr_stream::rtp::ntp_from_unix_ns;
 #[derive(Parser, Debug)]
 #[command(name = "vr-receive", version, about)]
 struct Cli {
-    /// RTP port to listen on (RTCP: port + 1).
-    #[arg(long, default_value_t = 5004)]
-    port: u16,
+    /// RTP port to listen on (RTCP: port + 1, FEC: port + 2) [default: the SDP's, or 5004].
+    #[arg(long)]
+    port: Option<u16>,
+    /// Take port, payload type and abs-capture-time id from this SDP file (vr-stream
+    /// writes one: stream.sdp); explicit options win.
+    #[arg(long, value_name = "FILE")]
+    sdp: Option<String>,
     /// Local address to listen on.
     #[arg(long, default_value = "0.0.0.0")]
     bind: IpAddr,
     /// Write the access units (Annex-B H.264) to FILE, or `-` for stdout.
     #[arg(short, long, value_name = "FILE")]
     output: Option<String>,
-    /// RTP payload type of the video.
-    #[arg(long, default_value_t = 96)]
-    payload_type: u8,
-    /// Header extension id of abs-capture-time (the sender's stream.capture_time_ext_id).
-    #[arg(long, default_value_t = 1)]
-    ext_id: u8,
+    /// RTP payload type of the video [default: the SDP's, or 96].
+    #[arg(long)]
+    payload_type: Option<u8>,
+    /// Header extension id of abs-capture-time (the sender's stream.capture_time_ext_id)
+    /// [default: the SDP's, or 1].
+    #[arg(long)]
+    ext_id: Option<u8>,
     /// RTP payload type of the FEC packets (received on port + 2).
     #[arg(long, default_value_t = 127)]
     fec_payload_type: u8,
@@ -107,24 +112,34 @@ fn main() {
 }
 
 fn run(cli: &Cli) -> Result<(), String> {
-    if cli.port > 65533 || cli.port == 0 {
-        return Err(format!("--port {}: allowed 1..=65533 (RTCP uses port + 1, FEC port + 2)", cli.port));
+    let sdp = match &cli.sdp {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("--sdp {path}: {e}"))?;
+            Some(vr_stream::sdp::read_sdp(&text).map_err(|e| format!("--sdp {path}: {e}"))?)
+        }
+        None => None,
+    };
+    let port = cli.port.or(sdp.as_ref().map(|s| s.port)).unwrap_or(5004);
+    let payload_type = cli.payload_type.or(sdp.as_ref().map(|s| s.payload_type)).unwrap_or(96);
+    let ext_id = cli.ext_id.or(sdp.as_ref().and_then(|s| s.capture_time_ext_id)).unwrap_or(1);
+    if port > 65533 || port == 0 {
+        return Err(format!("--port {port}: allowed 1..=65533 (RTCP uses port + 1, FEC port + 2)"));
     }
     if cli.json && cli.output.as_deref() == Some("-") {
         return Err("--json and -o - both want stdout: write the stream to a file".into());
     }
-    let rtp_addr = SocketAddr::new(cli.bind, cli.port);
-    let rtp = UdpSocket::bind(rtp_addr).map_err(|e| format!("--port {}: cannot listen on udp {rtp_addr}: {e}", cli.port))?;
-    let rtcp_addr = SocketAddr::new(cli.bind, cli.port + 1);
-    let rtcp_sock = UdpSocket::bind(rtcp_addr).map_err(|e| format!("RTCP port {}: cannot listen on udp {rtcp_addr}: {e}", cli.port + 1))?;
-    let fec_addr = SocketAddr::new(cli.bind, cli.port + 2);
-    let fec_sock = UdpSocket::bind(fec_addr).map_err(|e| format!("FEC port {}: cannot listen on udp {fec_addr}: {e}", cli.port + 2))?;
+    let rtp_addr = SocketAddr::new(cli.bind, port);
+    let rtp = UdpSocket::bind(rtp_addr).map_err(|e| format!("--port {}: cannot listen on udp {rtp_addr}: {e}", port))?;
+    let rtcp_addr = SocketAddr::new(cli.bind, port + 1);
+    let rtcp_sock = UdpSocket::bind(rtcp_addr).map_err(|e| format!("RTCP port {}: cannot listen on udp {rtcp_addr}: {e}", port + 1))?;
+    let fec_addr = SocketAddr::new(cli.bind, port + 2);
+    let fec_sock = UdpSocket::bind(fec_addr).map_err(|e| format!("FEC port {}: cannot listen on udp {fec_addr}: {e}", port + 2))?;
     for s in [&rtp, &rtcp_sock, &fec_sock] {
         s.set_nonblocking(true).map_err(|e| e.to_string())?;
     }
     let _ = socket2::SockRef::from(&rtp).set_recv_buffer_size(4 << 20);
     let tcp_listener = if cli.tcp {
-        let l = std::net::TcpListener::bind(rtp_addr).map_err(|e| format!("--port {}: cannot listen on tcp {rtp_addr}: {e}", cli.port))?;
+        let l = std::net::TcpListener::bind(rtp_addr).map_err(|e| format!("--port {}: cannot listen on tcp {rtp_addr}: {e}", port))?;
         l.set_nonblocking(true).map_err(|e| e.to_string())?;
         Some(l)
     } else {
@@ -138,7 +153,7 @@ fn run(cli: &Cli) -> Result<(), String> {
         Some(p) => Some(Box::new(std::io::BufWriter::new(std::fs::File::create(p).map_err(|e| format!("-o {p}: {e}"))?))),
     };
     vr_stream::rt::install_stop_signals();
-    let mut rx = Receiver::new(ReceiverConfig { payload_type: cli.payload_type, capture_time_ext_id: cli.ext_id, reorder_window_ns: cli.reorder_ms * 1_000_000, fec_payload_type: cli.fec_payload_type });
+    let mut rx = Receiver::new(ReceiverConfig { payload_type, capture_time_ext_id: ext_id, reorder_window_ns: cli.reorder_ms * 1_000_000, fec_payload_type: cli.fec_payload_type });
     let new_hist = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
     let mut sum = Summary { hist: new_hist(), window: new_hist(), plis: 0, offset: OffsetEstimator::new(16), bytes: 0, keyframes: 0, held_back: 0, recovery: vec![] };
     // Frames since the first loss not yet healed by an IDR (None: the picture is whole).
