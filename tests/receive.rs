@@ -103,6 +103,9 @@ fn lossy_run(tag: &str, subnet: u8, loss_pct: u32, fec_pct: u32) -> Option<(serd
     let ns = Netns::new(tag, subnet)?;
     ns.nft("add table inet vrt");
     ns.nft("add chain inet vrt in { type filter hook input priority 0 ; }");
+    // Count what arrives by DSCP first (stream.dscp = 34, AF41: WMM's video category).
+    ns.nft("add rule inet vrt in udp dport { 5004, 5005, 5006 } ip dscp af41 counter");
+    ns.nft("add rule inet vrt in udp dport { 5004, 5005, 5006 } ip dscp != af41 counter");
     ns.nft(&format!("add rule inet vrt in udp dport {{ 5004, 5006 }} numgen random mod 100 < {loss_pct} drop"));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("out.h264");
@@ -127,6 +130,16 @@ fn lossy_run(tag: &str, subnet: u8, loss_pct: u32, fec_pct: u32) -> Option<(serd
     let e = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{e}");
     let j = wait_json(rx, Duration::from_secs(10));
+    // Every RTP, RTCP and FEC packet carried AF41.
+    let rules = Command::new("ip").args(["netns", "exec", &ns.name, "nft", "list", "chain", "inet", "vrt", "in"]).output().unwrap();
+    let rules = String::from_utf8_lossy(&rules.stdout).into_owned();
+    let count = |needle: &str| -> u64 {
+        let l = rules.lines().find(|l| l.contains(needle) && l.contains("counter")).unwrap_or_else(|| panic!("no rule {needle}: {rules}"));
+        let w: Vec<&str> = l.split_whitespace().collect();
+        w.windows(2).find(|p| p[0] == "packets").unwrap()[1].parse().unwrap()
+    };
+    assert!(count("dscp af41") > 1000, "{rules}");
+    assert_eq!(count("dscp != af41"), 0, "{rules}");
     let ids = decode_ids(&file, 640, 360);
     Some((j, e, ids))
 }
@@ -250,4 +263,45 @@ fn rtp_over_tcp_end_to_end_with_the_receiver_configured_from_the_sdp() {
     let ids = decode_ids(&file, 640, 360);
     assert_eq!(ids.len() as u64, complete);
     assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "in order, none missing");
+}
+
+#[test]
+fn ffmpeg_from_the_sdp_keeps_decoding_through_5_percent_loss() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(ns) = Netns::new("ffl5", 99) else {
+        eprintln!("skipped: needs root to create a network namespace");
+        return;
+    };
+    ns.nft("add table inet vrt");
+    ns.nft("add chain inet vrt in { type filter hook input priority 0 ; }");
+    ns.nft("add rule inet vrt in udp dport 5004 numgen random mod 100 < 5 drop");
+    let dir = tempfile::tempdir().unwrap();
+    let sdp = dir.path().join("s.sdp");
+    let args = ["--ip", "10.77.99.2", "--port", "5004", "--sdp", sdp.to_str().unwrap(), "--width", "640", "--height", "360", "--bitrate", "3000"];
+    let out = run_vr(&[&args[..], &["--sdp-only"]].concat(), Duration::from_secs(30));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // ffmpeg (no FEC, no PLI: it heals at the periodic IDRs, encoder.keyint = 60).
+    let mut ff = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-protocol_whitelist", "file,udp,rtp", "-i"])
+        .arg(&sdp)
+        .args(["-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ffmpeg");
+    let ids = read_pattern_ids(ff.stdout.take().unwrap(), 640, 360);
+    std::thread::sleep(Duration::from_millis(1500));
+    let inst = instance("ffl5");
+    let out = run_vr(&[&args[..], &["--instance", &inst, "--frames", "600"]].concat(), Duration::from_secs(60));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = Command::new("kill").args(["-INT", &ff.id().to_string()]).status();
+    // `ip netns exec` execs ffmpeg: the pid is ffmpeg's.
+    let _ = ff.wait();
+    let ids = ids.join().unwrap();
+    let readable: Vec<u64> = ids.iter().flatten().copied().collect();
+    eprintln!("ffmpeg from the SDP at 5% loss: {} pictures, {} with a readable id, last {:?}", ids.len(), readable.len(), readable.last());
+    assert!(ids.len() >= 400, "ffmpeg output {} pictures of 600", ids.len());
+    assert!(readable.last().is_some_and(|&i| i >= 540), "decoding went on to the end: {:?}", readable.last());
 }
