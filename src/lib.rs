@@ -12,6 +12,7 @@ pub mod abr;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod detect;
 pub mod encode;
 pub mod fec;
 pub mod fuzzing;

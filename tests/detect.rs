@@ -1,0 +1,138 @@
+//! The detector on a real photo (`dog.jpg` from Debian's darknet package) with the real
+//! YOLOv3-tiny (darknet weights converted by scripts/darknet2onnx.py), through the Rust
+//! pipeline — letterbox, ONNX Runtime session, decode, NMS — against OpenCV's own darknet
+//! implementation (scripts/yolo-reference.py, run by scripts/fetch-yolo.sh): the dog,
+//! bicycle and car/truck detections within 0.02 in score and IoU >= 0.9 in box. The same
+//! photo as an I420 frame (the JPEG → I420 path of webcam frames) finds the same objects.
+
+use std::path::PathBuf;
+use std::process::Command;
+use vr_stream::detect::onnx::{load_runtime, Detector, DetectorParams};
+use vr_stream::detect::{iou, Detection};
+
+struct Assets {
+    dir: PathBuf,
+    lib: PathBuf,
+}
+
+/// Runs scripts/fetch-yolo.sh (cached after the first run) and reads its variables.
+fn assets() -> Assets {
+    let out = Command::new("bash").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch-yolo.sh")).output().expect("bash");
+    assert!(out.status.success(), "scripts/fetch-yolo.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let var = |k: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).map(PathBuf::from).unwrap_or_else(|| panic!("{k} missing: {text}"));
+    Assets { dir: var("VR_YOLO_DIR"), lib: var("ORT_DYLIB_PATH") }
+}
+
+fn rgb_of(jpeg: &[u8]) -> (Vec<u8>, u32, u32) {
+    use zune_jpeg::zune_core::{colorspace::ColorSpace, options::DecoderOptions};
+    let mut d = zune_jpeg::JpegDecoder::new_with_options(std::io::Cursor::new(jpeg), DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB));
+    let px = d.decode().unwrap();
+    let info = d.info().unwrap();
+    (px, info.width as u32, info.height as u32)
+}
+
+struct Ref {
+    class: u16,
+    name: String,
+    score: f32,
+    bbox: [f32; 4],
+}
+
+fn reference(a: &Assets, size: u32) -> Vec<Ref> {
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.dir.join(format!("reference-{size}.json"))).unwrap()).unwrap();
+    j["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let b: Vec<f32> = d["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+            Ref { class: d["class"].as_u64().unwrap() as u16, name: d["name"].as_str().unwrap().into(), score: d["score"].as_f64().unwrap() as f32, bbox: [b[0], b[1], b[2], b[3]] }
+        })
+        .collect()
+}
+
+fn best_match<'a>(dets: &'a [Detection], r: &Ref) -> Option<&'a Detection> {
+    dets.iter().filter(|d| d.class == r.class).max_by(|a, b| iou(&a.bbox, &r.bbox).total_cmp(&iou(&b.bbox, &r.bbox)))
+}
+
+#[test]
+fn dog_jpg_matches_opencv_darknet_through_letterbox_session_decode_and_nms() {
+    let a = assets();
+    load_runtime(&a.lib).unwrap();
+    let jpeg = std::fs::read(a.dir.join("photos/dog.jpg")).unwrap();
+    let (rgb, w, h) = rgb_of(&jpeg);
+    for size in [320u32, 416] {
+        let mut det = Detector::open(DetectorParams {
+            model: a.dir.join(format!("yolov3-tiny-{size}.onnx")),
+            size,
+            threads: 2,
+            conf: 0.25,
+            iou: 0.45,
+            classes: vec![],
+            max: 100,
+        })
+        .unwrap();
+        assert_eq!(det.size(), size);
+        let (dets, t) = det.detect_rgb(&rgb, w, h).unwrap();
+        let refs = reference(&a, size);
+        eprintln!("{size}: prep {:?} infer {:?} post {:?}", t.prep, t.infer, t.post);
+        for d in &dets {
+            eprintln!("  ours: class {} score {:.4} box {:?}", d.class, d.score, d.bbox.map(|v| v.round()));
+        }
+        let wanted = [1u16, 2, 7, 16];
+        let mut checked = vec![];
+        for r in refs.iter().filter(|r| wanted.contains(&r.class)) {
+            let m = best_match(&dets, r).unwrap_or_else(|| panic!("{size}: no {} (reference score {})", r.name, r.score));
+            let (dscore, o) = ((m.score - r.score).abs(), iou(&m.bbox, &r.bbox));
+            eprintln!("  {} ref {:.4} ours {:.4} (diff {dscore:.4}), IoU {o:.4}", r.name, r.score, m.score);
+            assert!(dscore <= 0.02, "{size}: {} score {} vs reference {}", r.name, m.score, r.score);
+            assert!(o >= 0.9, "{size}: {} box {:?} vs reference {:?}: IoU {o}", r.name, m.bbox, r.bbox);
+            checked.push(r.class);
+        }
+        for c in [1u16, 16] {
+            assert!(checked.contains(&c), "{size}: reference lacks class {c}");
+        }
+        assert!(checked.contains(&2) || checked.contains(&7), "{size}: no car or truck");
+        assert_eq!(dets.len(), refs.len(), "{size}: as many detections as the reference");
+    }
+}
+
+#[test]
+fn the_same_photo_as_an_i420_frame_finds_the_same_objects() {
+    let a = assets();
+    load_runtime(&a.lib).unwrap();
+    let jpeg = std::fs::read(a.dir.join("photos/dog.jpg")).unwrap();
+    let (_, w, h) = rgb_of(&jpeg);
+    let mut scratch = vec![0u8; (w * h * 3) as usize];
+    let mut i420 = vec![0u8; (w * h * 3 / 2) as usize];
+    vr_stream::source::v4l2::mjpeg_to_i420(&jpeg, w as usize, h as usize, &mut scratch, &mut i420).unwrap();
+    let mut det = Detector::open(DetectorParams { model: a.dir.join("yolov3-tiny-320.onnx"), size: 320, threads: 2, conf: 0.25, iou: 0.45, classes: vec![], max: 100 }).unwrap();
+    let (dets, t) = det.detect_i420(&i420, w, h).unwrap();
+    eprintln!("I420 320: prep {:?} infer {:?} post {:?}", t.prep, t.infer, t.post);
+    for r in reference(&a, 320).iter().filter(|r| r.score >= 0.35) {
+        let m = best_match(&dets, r).unwrap_or_else(|| panic!("no {} from the I420 frame", r.name));
+        let (dscore, o) = ((m.score - r.score).abs(), iou(&m.bbox, &r.bbox));
+        eprintln!("  {} ref {:.4} ours {:.4} (diff {dscore:.4}), IoU {o:.4}", r.name, r.score, m.score);
+        // 4:2:0 chroma and limited-range rounding move scores a little.
+        assert!(dscore <= 0.08 && o >= 0.85, "{}: score {} vs {}, IoU {o}", r.name, m.score, r.score);
+    }
+    // A class filter: only dogs.
+    let mut dogs = Detector::open(DetectorParams { model: a.dir.join("yolov3-tiny-320.onnx"), size: 320, threads: 1, conf: 0.25, iou: 0.45, classes: vec![16], max: 100 }).unwrap();
+    let (d, _) = dogs.detect_i420(&i420, w, h).unwrap();
+    assert!(!d.is_empty() && d.iter().all(|d| d.class == 16), "{d:?}");
+}
+
+#[test]
+fn a_missing_library_or_model_is_named_with_the_fix() {
+    let e = load_runtime(std::path::Path::new("/nonexistent/libonnxruntime.so")).map(|_| ()).err();
+    // (If another test loaded the runtime first, loading is a no-op: then only the model.)
+    if let Some(e) = e {
+        let m = e.to_string();
+        assert!(m.contains("/nonexistent/libonnxruntime.so") && m.contains("pip download --no-deps onnxruntime"), "{m}");
+    }
+    let a = assets();
+    load_runtime(&a.lib).unwrap();
+    let e = Detector::open(DetectorParams { model: "/nonexistent/m.onnx".into(), size: 320, threads: 1, conf: 0.25, iou: 0.45, classes: vec![], max: 10 }).err().unwrap();
+    assert!(e.to_string().contains("/nonexistent/m.onnx"), "{e}");
+}
