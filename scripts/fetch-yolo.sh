@@ -16,6 +16,9 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 CACHE="${VR_STREAM_CACHE:-$HOME/.cache/vr-stream}/yolo"
 mkdir -p "$CACHE"
 cd "$CACHE"
+# One run at a time (tests call this concurrently).
+exec 9>"$CACHE/.lock"
+flock 9
 ORT_VERSION=1.31.1
 if [ ! -x venv/bin/python ] || ! venv/bin/python -c "import onnxruntime, onnx, numpy, cv2" 2>/dev/null; then
     rm -rf venv

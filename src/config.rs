@@ -64,6 +64,61 @@ pub struct Config {
     pub stats: StatsConfig,
     /// Adaptive bitrate from receiver reports.
     pub abr: AbrConfig,
+    /// Optional object detection.
+    pub detect: DetectConfig,
+}
+
+/// `[detect]`: YOLO object detection in its own stage ([`crate::detect`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DetectConfig {
+    /// Run the detect stage.
+    pub enabled: bool,
+    /// The ONNX model; "" = `yolov3-tiny-320.onnx` in `$VR_YOLO_DIR` or
+    /// `~/.cache/vr-stream/yolo` (scripts/fetch-yolo.sh).
+    pub model: String,
+    /// The ONNX Runtime library; "" = `ORT_DYLIB_PATH`, else /usr/local/lib/libonnxruntime.so.
+    pub onnxruntime: String,
+    /// Model input side for models with free input dimensions, pixels.
+    pub size: u32,
+    /// Least score kept, 0..1.
+    pub conf: f32,
+    /// NMS IoU threshold, 0..1.
+    pub iou: f32,
+    /// Class indices kept; empty = all.
+    pub classes: Vec<u16>,
+    /// Detect on every Nth frame at most (the newest frame when the detector is free).
+    pub every_nth: u32,
+    /// ONNX Runtime intra-op threads.
+    pub threads: u32,
+    /// Most detections per frame.
+    pub max: u32,
+}
+
+impl DetectConfig {
+    /// The model path in force (see [`DetectConfig::model`]).
+    pub fn model_path(&self) -> std::path::PathBuf {
+        if !self.model.is_empty() {
+            return self.model.clone().into();
+        }
+        let dir = std::env::var_os("VR_YOLO_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/vr-stream/yolo")
+        });
+        dir.join("yolov3-tiny-320.onnx")
+    }
+
+    /// The detector parameters.
+    pub fn params(&self) -> crate::detect::onnx::DetectorParams {
+        crate::detect::onnx::DetectorParams {
+            model: self.model_path(),
+            size: self.size,
+            threads: self.threads as usize,
+            conf: self.conf,
+            iou: self.iou,
+            classes: self.classes.clone(),
+            max: self.max as usize,
+        }
+    }
 }
 
 /// `[abr]`: adaptive bitrate ([`crate::abr`]); the ceiling is `encoder.bitrate_kbps`.
@@ -199,6 +254,8 @@ pub struct StagesConfig {
     pub encode: StageConfig,
     /// The network stage.
     pub network: StageConfig,
+    /// The detect stage (with `detect.enabled`).
+    pub detect: StageConfig,
 }
 
 /// CPU and SCHED_FIFO priority of one stage.
@@ -458,14 +515,26 @@ impl Config {
         ] {
             check(key, st.priority, 1, 99)?;
         }
+        check("stages.detect.priority", self.stages.detect.priority, 0, 99)?;
         for (key, st) in [
             ("stages.camera.cpu", self.stages.camera),
             ("stages.encode.cpu", self.stages.encode),
             ("stages.network.cpu", self.stages.network),
+            ("stages.detect.cpu", self.stages.detect),
         ] {
             check(key, st.cpu, 0, 1023)?;
         }
         check("stats.interval_s", self.stats.interval_s, 0, 3600)?;
+        let d = &self.detect;
+        check("detect.size", d.size, 32, 2048)?;
+        if d.size % 32 != 0 {
+            return Err(ConfigError::Invalid { key: "detect.size", value: d.size.to_string(), allowed: "a multiple of 32".into() });
+        }
+        check("detect.conf", d.conf, 0.0, 1.0)?;
+        check("detect.iou", d.iou, 0.0, 1.0)?;
+        check("detect.every_nth", d.every_nth, 1, 1000)?;
+        check("detect.threads", d.threads, 1, 16)?;
+        check("detect.max", d.max, 1, crate::shm::stats::MAX_DETECTIONS as u32)?;
         let a = &self.abr;
         check("abr.min_kbps", a.min_kbps, 100, 200_000)?;
         check("abr.loss_high_percent", a.loss_high_percent, 1, 100)?;

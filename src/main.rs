@@ -35,6 +35,12 @@ struct Cli {
     /// Target bitrate, kbit/s (VBV-capped) [encoder.bitrate_kbps]
     #[arg(long, value_name = "KBPS")]
     bitrate: Option<u32>,
+    /// Run YOLO object detection in its own stage [detect.enabled]
+    #[arg(long)]
+    yolo: bool,
+    /// The detector's ONNX model [detect.model]
+    #[arg(long, value_name = "PATH")]
+    yolo_model: Option<String>,
     /// Keep the bitrate fixed: no adaptation to receiver reports [abr.enabled = false]
     #[arg(long)]
     no_abr: bool,
@@ -154,6 +160,12 @@ fn overrides(cli: &Cli) -> toml::Table {
     }
     if let Some(v) = &cli.bitrate {
         set("encoder", "bitrate_kbps", i(*v as u64));
+    }
+    if cli.yolo {
+        set("detect", "enabled", toml::Value::Boolean(true));
+    }
+    if let Some(v) = &cli.yolo_model {
+        set("detect", "model", s(v));
     }
     if cli.no_abr {
         set("abr", "enabled", toml::Value::Boolean(false));

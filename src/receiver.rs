@@ -325,6 +325,25 @@ impl Receiver {
         None
     }
 
+    /// At the end of the stream: the next pending frame, whatever its state — complete or
+    /// rebuilt if it can be, else lost (the last frame has no later frame to time it out).
+    /// Call until `None`.
+    pub fn drain(&mut self) -> Option<FrameOut> {
+        if let Some(f) = self.poll(u64::MAX / 2) {
+            return Some(f);
+        }
+        let ts = *self.pending.first_key_value()?.0;
+        self.try_recover(ts);
+        let whole = self.complete(&self.pending[&ts]);
+        let f = self.pending.remove(&ts)?;
+        let v = match (whole, f.recovered) {
+            (true, true) => Verdict::Recovered,
+            (true, false) => Verdict::Complete,
+            (false, _) => Verdict::Lost,
+        };
+        Some(self.leave(ts, f, v))
+    }
+
     fn leave(&mut self, ts: u64, f: Pending, verdict: Verdict) -> FrameOut {
         self.last_ts = Some(ts);
         // Without its marker the frame's end is unknown: the next frame then starts at its
@@ -695,6 +714,24 @@ mod tests {
         assert_eq!(out.iter().filter(|f| f.verdict == Verdict::Complete).count(), 3);
         assert_eq!(rx.counts().ignored_packets, 3);
         assert_eq!(rx.counts().duplicate_packets, 1);
+    }
+
+    #[test]
+    fn drain_gives_every_pending_frame_a_verdict() {
+        let frames = stream(3, 10, 0);
+        let mut rx = Receiver::new(cfg());
+        for p in &frames[0] {
+            rx.on_packet(p, 1);
+        }
+        // The last frame lacks its first packet and nothing comes after it.
+        for p in &frames[1][1..] {
+            rx.on_packet(p, 2);
+        }
+        assert_eq!(rx.poll(3).map(|f| f.verdict), Some(Verdict::Complete));
+        assert!(rx.poll(u64::MAX / 2).is_none(), "no later frame: poll alone never decides");
+        assert_eq!(rx.drain().map(|f| f.verdict), Some(Verdict::Lost));
+        assert!(rx.drain().is_none());
+        assert_eq!(rx.counts().lost, 1);
     }
 
     #[test]

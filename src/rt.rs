@@ -62,11 +62,18 @@ fn online_cpus() -> Option<usize> {
 pub const MIN_MEMLOCK: u64 = 256 << 20;
 
 /// What a stage asks for.
+/// Nice value of a stage configured with priority 0 (SCHED_OTHER).
+pub const BACKGROUND_NICE: i32 = 10;
+
+/// What [`apply`] is asked to do for a stage process.
 #[derive(Debug, Clone, Copy)]
 pub struct RtRequest {
     /// CPU to pin to (already mapped with [`map_cpu`]).
     pub cpu: usize,
-    /// SCHED_FIFO priority, 1..=99.
+    /// SCHED_FIFO priority, 1..=99; 0 = SCHED_OTHER at nice [`BACKGROUND_NICE`] (a stage
+    /// that computes flat out, like the detector, must not be SCHED_FIFO on a CPU it shares:
+    /// it would starve SCHED_OTHER work and trip the kernel's RT throttling
+    /// (sched_rt_runtime_us), which then stalls every FIFO stage on that CPU).
     pub priority: u8,
     /// Call mlockall(MCL_CURRENT | MCL_FUTURE).
     pub mlock: bool,
@@ -128,9 +135,13 @@ pub fn apply(req: &RtRequest) -> Vec<RtShortfall> {
         out.push(RtShortfall(format!("cannot pin to CPU {} (sched_setaffinity failed)", req.cpu)));
     }
     let param = libc::sched_param { sched_priority: req.priority as i32 };
+    let policy = if req.priority == 0 { libc::SCHED_OTHER } else { libc::SCHED_FIFO };
     // SAFETY: `param` is a valid sched_param; pid 0 = the calling thread.
-    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
-    if r != 0 {
+    let r = unsafe { libc::sched_setscheduler(0, policy, &param) };
+    if req.priority == 0 {
+        // SAFETY: setpriority has no memory-safety preconditions; 0 = this process.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, BACKGROUND_NICE) };
+    } else if r != 0 {
         let e = std::io::Error::last_os_error();
         out.push(RtShortfall(format!(
             "cannot set SCHED_FIFO priority {}: {e} (RLIMIT_RTPRIO / CAP_SYS_NICE; fix: `sudo setup --apply`)",

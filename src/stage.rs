@@ -19,6 +19,7 @@ use crate::rtp::{self, PacketBuf, Packetizer, RtpParams};
 use crate::shm::bitstream::{AuMeta, BitstreamQueue, Next, Push, FLAG_KEYFRAME};
 use crate::shm::control::NetCounters;
 use crate::shm::control::{Control, RtpState, StageSlot, StageState, STAGE_CAMERA, STAGE_ENCODE, STAGE_NETWORK};
+use crate::shm::stats::STAGE_DETECT;
 use crate::shm::frame_ring::{FrameMeta, FrameRing, RingGeometry, Take, FORMAT_I420, SPIN};
 use crate::source::{self, SourceFormat};
 use std::net::{IpAddr, SocketAddr};
@@ -39,11 +40,18 @@ pub enum StageKind {
     Encode,
     /// Bitstream queue → RTP/UDP.
     Network,
+    /// Frame ring (newest frame) → YOLO → detections in the stats segment (optional).
+    Detect,
 }
 
 impl StageKind {
     /// Every stage, in start order (consumers before producers).
-    pub const ALL: [StageKind; 3] = [StageKind::Network, StageKind::Encode, StageKind::Camera];
+    pub const ALL: [StageKind; 4] = [StageKind::Network, StageKind::Encode, StageKind::Detect, StageKind::Camera];
+
+    /// The stages `cfg` runs, in start order (the detect stage only with `detect.enabled`).
+    pub fn active(cfg: &Config) -> Vec<StageKind> {
+        StageKind::ALL.into_iter().filter(|k| *k != StageKind::Detect || cfg.detect.enabled).collect()
+    }
 
     /// Name used on the command line and in messages.
     pub fn name(self) -> &'static str {
@@ -51,6 +59,7 @@ impl StageKind {
             StageKind::Camera => "camera",
             StageKind::Encode => "encode",
             StageKind::Network => "network",
+            StageKind::Detect => "detect",
         }
     }
 
@@ -65,6 +74,7 @@ impl StageKind {
             StageKind::Camera => STAGE_CAMERA,
             StageKind::Encode => STAGE_ENCODE,
             StageKind::Network => STAGE_NETWORK,
+            StageKind::Detect => STAGE_DETECT,
         }
     }
 
@@ -74,6 +84,7 @@ impl StageKind {
             StageKind::Camera => cfg.stages.camera,
             StageKind::Encode => cfg.stages.encode,
             StageKind::Network => cfg.stages.network,
+            StageKind::Detect => cfg.stages.detect,
         }
     }
 }
@@ -107,9 +118,10 @@ pub fn parse_geometry(s: &str) -> Option<SourceFormat> {
     Some(SourceFormat { width: w.parse().ok()?, height: h.parse().ok()?, fps_num: n.parse().ok()?, fps_den: d.parse().ok()? })
 }
 
-/// Ring geometry for a source format (one consumer: the encoder).
-pub fn ring_geometry(f: &SourceFormat) -> RingGeometry {
-    RingGeometry { width: f.width, height: f.height, fps_num: f.fps_num, fps_den: f.fps_den, consumers: 1 }
+/// Ring geometry for a source format: consumer 0 is the encoder, consumer 1 the detect
+/// stage when `detect` is on.
+pub fn ring_geometry(f: &SourceFormat, detect: bool) -> RingGeometry {
+    RingGeometry { width: f.width, height: f.height, fps_num: f.fps_num, fps_den: f.fps_den, consumers: 1 + detect as u32 }
 }
 
 /// Environment variable with the supervisor's PID, so a stage can tell whether its parent
@@ -187,12 +199,13 @@ pub fn run(kind: StageKind, inst: &str, geometry: &str) -> i32 {
         let text = std::env::var(CONFIG_ENV).map_err(|_| format!("{CONFIG_ENV} not set (stages are started by vr-stream)"))?;
         let cfg = Config::from_toml(&text).map_err(|e| e.to_string())?;
         let fmt = parse_geometry(geometry).ok_or_else(|| format!("bad --geometry {geometry:?}"))?;
-        let ring = FrameRing::open(&ring_name, ring_geometry(&fmt)).map_err(|e| e.to_string())?;
+        let ring = FrameRing::open(&ring_name, ring_geometry(&fmt, cfg.detect.enabled)).map_err(|e| e.to_string())?;
         let queue = BitstreamQueue::open(&bits_name, queue_capacity(cfg.encoder.bitrate_kbps)).map_err(|e| e.to_string())?;
         match kind {
             StageKind::Camera => camera(&cfg, fmt, &ctl, slot, &ring),
             StageKind::Encode => encode(&cfg, fmt, &ctl, slot, &ring, &queue),
             StageKind::Network => network(&cfg, fmt, &ctl, slot, &queue),
+            StageKind::Detect => detect(&cfg, fmt, &ctl, slot, &ring),
         }
     })();
     match result {
@@ -403,6 +416,56 @@ fn encode(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring
         beat(slot);
     }
     queue.set_eos();
+    Ok(())
+}
+
+/// The detect stage: the newest frame whenever the detector is free (consumer 1 of the
+/// frame ring, latest-wins: frames it is too slow for are skipped, never waited for), at
+/// most every `detect.every_nth` frame; letterbox, then the ring slot is released, then
+/// inference, decode, NMS; the result and its timing go to the stats segment.
+fn detect(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring: &FrameRing) -> Result<(), String> {
+    use crate::detect::onnx::{library_path, load_runtime, Detector};
+    load_runtime(&library_path(&cfg.detect.onnxruntime)).map_err(|e| e.to_string())?;
+    let mut det = Detector::open(cfg.detect.params()).map_err(|e| e.to_string())?;
+    go_realtime(StageKind::Detect, cfg, slot)?;
+    let mut consumer = ring.consumer(1).map_err(|e| e.to_string())?;
+    slot.set_state(StageState::Ready);
+    if !wait_go(ctl) {
+        return Ok(());
+    }
+    let every = cfg.detect.every_nth.max(1) as u64;
+    let mut last_id: Option<u64> = None;
+    loop {
+        if ctl.stop_requested() {
+            break;
+        }
+        let frame = match consumer.take(Instant::now() + Duration::from_millis(100)) {
+            Take::Frame(f) => f,
+            Take::Timeout => {
+                beat(slot);
+                continue;
+            }
+            Take::Eos => break,
+        };
+        let (id, capture_ns) = (frame.meta.frame_id, frame.meta.capture_ns);
+        if last_id.is_some_and(|l| id < l + every) {
+            continue;
+        }
+        last_id = Some(id);
+        let t0 = monotonic_ns();
+        let lb = det.prepare_i420(frame.data, fmt.width, fmt.height).map_err(|e| e.to_string())?;
+        drop(frame);
+        let t1 = monotonic_ns();
+        let dets = det.infer(lb).map_err(|e| e.to_string())?;
+        let t2 = monotonic_ns();
+        let set = crate::shm::stats::DetectionSet { frame_id: id, capture_ns, published_ns: t2, detections: dets };
+        ctl.stats().publish_detections(&set, ((t1 - t0) / 1000) as u32, ((t2 - t1) / 1000) as u32);
+        use std::sync::atomic::Ordering::Relaxed;
+        slot.frames_in.fetch_add(1, Relaxed);
+        slot.frames_out.fetch_add(1, Relaxed);
+        slot.drops.store(consumer.drops(), Relaxed);
+        beat(slot);
+    }
     Ok(())
 }
 

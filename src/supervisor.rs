@@ -140,6 +140,14 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     if let Some(n) = note {
         eprintln!("vr-stream: {n}");
     }
+    // The detector, checked here so that a missing library or model is one clear error
+    // before any segment or stage exists (the detect stage opens it again for itself).
+    if cfg.detect.enabled && !opts.sdp_only {
+        use crate::detect::onnx::{library_path, load_runtime, Detector};
+        load_runtime(&library_path(&cfg.detect.onnxruntime)).map_err(|e| anyhow!("--yolo: {e}"))?;
+        let d = Detector::open(cfg.detect.params()).map_err(|e| anyhow!("--yolo: {e}"))?;
+        eprintln!("vr-stream: detector {} ({}x{} input)", cfg.detect.model_path().display(), d.size(), d.size());
+    }
     if opts.sdp_only {
         if cfg.stream.sdp.is_empty() {
             bail!("--sdp-only needs an SDP path (--sdp PATH or stream.sdp)");
@@ -160,7 +168,8 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     };
 
     // Realtime privileges: warn once here rather than once per stage.
-    let max_prio = [cfg.stages.camera, cfg.stages.encode, cfg.stages.network].iter().map(|s| s.priority).max().unwrap_or(1);
+    let active = StageKind::active(cfg);
+    let max_prio = active.iter().map(|k| k.config(cfg).priority).max().unwrap_or(1);
     let short = rt::check_limits(max_prio, cfg.rt.mlock);
     if !short.is_empty() {
         let msg = short.iter().map(|s| s.0.as_str()).collect::<Vec<_>>().join("; ");
@@ -170,7 +179,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         eprintln!("vr-stream: warning: {msg}");
     }
     let mut mapped = vec![];
-    for k in [StageKind::Camera, StageKind::Encode, StageKind::Network] {
+    for &k in &active {
         let c = k.config(cfg).cpu;
         let (m, changed) = rt::map_cpu(c);
         if changed {
@@ -199,7 +208,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         supervisor_pid: std::process::id(),
         started_ns: crate::rt::monotonic_ns(),
     });
-    let ring = FrameRing::create(&ring_name, stage::ring_geometry(&fmt))?;
+    let ring = FrameRing::create(&ring_name, stage::ring_geometry(&fmt, cfg.detect.enabled))?;
     let queue = BitstreamQueue::create(&bits_name, stage::queue_capacity(cfg.encoder.bitrate_kbps))?;
     rt::install_stop_signals();
 
@@ -238,7 +247,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         cmd.spawn()
     };
     let first_backoff = Duration::from_millis(cfg.supervise.backoff_ms as u64);
-    for kind in StageKind::ALL {
+    for &kind in &active {
         match spawn(kind) {
             Ok(child) => stages.push(Stage {
                 kind,
@@ -479,6 +488,20 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             net.dropped_frames,
             net.abr_changes,
             ctl.stats().info().bitrate_kbps
+        );
+    }
+    if cfg.detect.enabled {
+        let d = ctl.stats().detect();
+        let newest = ctl.stats().detections();
+        eprintln!(
+            "vr-stream: detect: {} frames run ({} skipped while busy), mean inference {:.1} ms, last {:.1} ms + {:.1} ms letterbox; {} detections{}",
+            d.inferences,
+            ctl.stage(StageKind::Detect.slot()).drops.load(Ordering::Relaxed),
+            d.infer_us_total as f64 / d.inferences.max(1) as f64 / 1000.0,
+            d.last_infer_us as f64 / 1000.0,
+            d.last_prep_us as f64 / 1000.0,
+            d.detections,
+            newest.map(|s| format!(" (last frame {}: {})", s.frame_id, s.detections.iter().map(|d| format!("class {} {:.2}", d.class, d.score)).collect::<Vec<_>>().join(", "))).unwrap_or_default()
         );
     }
     let r = ctl.stats().rtcp();

@@ -4,9 +4,15 @@
 //! implementation (scripts/yolo-reference.py, run by scripts/fetch-yolo.sh): the dog,
 //! bicycle and car/truck detections within 0.02 in score and IoU >= 0.9 in box. The same
 //! photo as an I420 frame (the JPEG → I420 path of webcam frames) finds the same objects.
+//! `vr-stream --yolo` on the real clip: ffmpeg still decodes >= 99% of the frames, the
+//! detect stage runs and publishes; without a library or model: one clear error, exit 1,
+//! nothing left behind.
 
+mod common;
+use common::*;
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 use vr_stream::detect::onnx::{load_runtime, Detector, DetectorParams};
 use vr_stream::detect::{iou, Detection};
 
@@ -135,4 +141,66 @@ fn a_missing_library_or_model_is_named_with_the_fix() {
     load_runtime(&a.lib).unwrap();
     let e = Detector::open(DetectorParams { model: "/nonexistent/m.onnx".into(), size: 320, threads: 1, conf: 0.25, iou: 0.45, classes: vec![], max: 10 }).err().unwrap();
     assert!(e.to_string().contains("/nonexistent/m.onnx"), "{e}");
+}
+
+#[test]
+fn yolo_on_the_real_clip_leaves_the_video_whole() {
+    let a = assets();
+    let clip = clip();
+    let inst = instance("yolo");
+    let port = free_port_pair();
+    let dir = tempfile::tempdir().unwrap();
+    let (sdp, cfg) = (dir.path().join("s.sdp"), dir.path().join("vr.toml"));
+    std::fs::write(&cfg, format!("[detect]\nonnxruntime = {:?}\nmodel = {:?}\n", a.lib.display().to_string(), a.dir.join("yolov3-tiny-320.onnx").display().to_string())).unwrap();
+    let source = format!("file:{}", clip.display());
+    let args = ["--source", source.as_str(), "--ip", "127.0.0.1", "--port", &port.to_string(), "--sdp", sdp.to_str().unwrap(), "--instance", &inst, "--config", cfg.to_str().unwrap(), "--frames", "300"];
+    let out = run_vr(&[&args[..], &["--sdp-only"]].concat(), Duration::from_secs(20));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut ff = start_ffmpeg(&sdp, port);
+    let stdout = ff.stdout.take().unwrap();
+    let frames = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let f2 = frames.clone();
+    let reader = std::thread::spawn(move || for_each_frame(stdout, 1280 * 720 * 3 / 2, move |_| {
+        f2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }));
+    let out = run_vr(&[&args[..], &["--yolo"]].concat(), Duration::from_secs(60));
+    let e = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{e}");
+    std::thread::sleep(Duration::from_millis(700));
+    interrupt(&ff);
+    let _ = ff.wait();
+    reader.join().unwrap();
+    let decoded = frames.load(std::sync::atomic::Ordering::Relaxed);
+    let sent = summary_field(&e, "sent").unwrap();
+    eprintln!("{}", e.lines().filter(|l| l.contains("detect") || l.contains("total (") || l.contains("frames captured")).collect::<Vec<_>>().join("\n"));
+    assert!(decoded * 100 >= 99 * 300, "ffmpeg decoded {decoded} of 300 ({sent} sent) with --yolo");
+    let line = e.lines().find(|l| l.starts_with("vr-stream: detect:")).expect("detect summary");
+    let run: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(run >= 10, "the detector ran on {run} frames: {line}");
+    assert!(!line.contains(" 0 detections"), "{line}");
+    assert!(e.contains("stage detect pid") && e.contains("policy SCHED_OTHER"), "{e}");
+    assert!(leftover_segments(&inst).is_empty() && processes_of(&inst).is_empty());
+}
+
+#[test]
+fn yolo_without_library_or_model_fails_at_start_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for (n, toml, want) in [
+        (0, "[detect]\nonnxruntime = \"/nonexistent/libonnxruntime.so\"\n", "/nonexistent/libonnxruntime.so"),
+        (1, "[detect]\nmodel = \"/nonexistent/yolo.onnx\"\n", "/nonexistent/yolo.onnx"),
+    ] {
+        let mut toml = toml.to_string();
+        if n == 1 {
+            toml.push_str(&format!("onnxruntime = {:?}\n", assets().lib.display().to_string()));
+        }
+        let cfg = dir.path().join(format!("c{n}.toml"));
+        std::fs::write(&cfg, toml).unwrap();
+        let inst = instance(&format!("yolo-bad{n}"));
+        let out = run_vr(&["--yolo", "--config", cfg.to_str().unwrap(), "--instance", &inst, "--frames", "30", "--sdp", ""], Duration::from_secs(20));
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{e}");
+        assert!(e.contains(want) && e.contains("--yolo"), "{e}");
+        assert!(!e.contains("panicked"), "{e}");
+        assert!(leftover_segments(&inst).is_empty() && processes_of(&inst).is_empty());
+    }
 }

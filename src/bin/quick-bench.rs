@@ -162,7 +162,7 @@ fn main() {
     let encoder = step(json, "encoder", |p| measure::encoder(&cfg, n_enc, p));
     show(json, render::encoder(&encoder));
     let detector: Section<quickbench::Percentiles> = if cli.yolo {
-        Section::not("the detect stage is not built yet (issue: optional YOLO object detection)")
+        step(json, "detector", |p| measure::detector(&cfg, if q { 20 } else { 100 }, p))
     } else {
         Section::not("not asked for (--yolo)")
     };

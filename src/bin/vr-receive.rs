@@ -330,7 +330,7 @@ fn run(cli: &Cli) -> Result<(), String> {
         }
     }
     // Whatever is still pending leaves now.
-    while let Some(f) = rx.poll(u64::MAX / 2) {
+    while let Some(f) = rx.drain() {
         if f.verdict != Verdict::Lost
             && let Some(o) = out.as_mut()
         {

@@ -162,6 +162,23 @@ impl Detector {
         self.size
     }
 
+    /// Letterboxes an I420 frame of `w × h` into the input buffer (the frame is not needed
+    /// after this); returns the mapping for [`Self::infer`].
+    ///
+    /// Errors: [`DetectError::Prep`] for a short frame.
+    pub fn prepare_i420(&mut self, frame: &[u8], w: u32, h: u32) -> Result<Letterbox, DetectError> {
+        let lb = Letterbox::new(w, h, self.size);
+        super::letterbox_i420(frame, &lb, &mut self.input)?;
+        Ok(lb)
+    }
+
+    /// Runs the model on the prepared input; boxes in source pixels, best first.
+    ///
+    /// Errors: [`DetectError::Run`], [`DetectError::Shape`].
+    pub fn infer(&mut self, lb: Letterbox) -> Result<Vec<Detection>, DetectError> {
+        Ok(self.finish(lb, Duration::ZERO)?.0)
+    }
+
     /// Detects in an I420 frame of `w × h`; boxes in frame pixels, best first.
     ///
     /// Errors: [`DetectError::Prep`] for a short frame, [`DetectError::Run`],

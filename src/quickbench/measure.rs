@@ -371,3 +371,46 @@ pub fn camera(cfg: &Config, n: usize, progress: Progress) -> Section<CameraSecti
         capture_latency: Percentiles::from_ns(&lat, Unit::Ms).expect("non-empty"),
     })
 }
+
+/// 6. Detector: letterbox + inference on `n` frames of the real clip (or the pattern) at
+/// the configured model and threads, on the detect stage's CPU as SCHED_OTHER (as the
+/// stage runs by default), ms per frame. Not measured, with the reason, when ONNX Runtime
+/// or the model is missing.
+pub fn detector(cfg: &Config, n: usize, progress: Progress) -> Section<Percentiles> {
+    use crate::detect::onnx::{library_path, load_runtime, Detector};
+    if let Err(e) = load_runtime(&library_path(&cfg.detect.onnxruntime)) {
+        return Section::not(e.to_string());
+    }
+    let mut det = match Detector::open(cfg.detect.params()) {
+        Ok(d) => d,
+        Err(e) => return Section::not(e.to_string()),
+    };
+    let mut src: Box<dyn FrameSource> = match real_clip(cfg).and_then(|p| source::y4m::Y4mSource::open(&p, true).ok()) {
+        Some(s) => Box::new(s),
+        None => Box::new(source::pattern::PatternSource::new(SourceFormat { width: cfg.source.width, height: cfg.source.height, fps_num: cfg.source.fps, fps_den: 1 })),
+    };
+    let fmt = src.format();
+    let mut frame = vec![0u8; fmt.frame_bytes()];
+    let (cpu, _) = rt::map_cpu(cfg.stages.detect.cpu);
+    let _ = core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n + 1 {
+        if let Err(e) = src.next_frame(&mut frame) {
+            return Section::not(format!("source: {e}"));
+        }
+        let t0 = monotonic_ns();
+        let r = det.prepare_i420(&frame, fmt.width, fmt.height).and_then(|lb| det.infer(lb));
+        if let Err(e) = r {
+            return Section::not(e.to_string());
+        }
+        // The first run initializes ONNX Runtime's kernels: not a steady-state sample.
+        if i > 0 {
+            samples.push(monotonic_ns() - t0);
+        }
+        progress(i as f64 / n as f64);
+    }
+    match Percentiles::from_ns(&samples, Unit::Ms) {
+        Some(p) => Section::Measured(p),
+        None => Section::not("no samples"),
+    }
+}

@@ -3,7 +3,7 @@
 //! Sections, each measured on this machine and printed as it finishes: system checks (the
 //! same module as `setup --check`), timer wake-up jitter (SCHED_FIFO beside SCHED_OTHER),
 //! frame copy bandwidth, shared-memory ring hand-off between two pinned processes, x264
-//! encode time, detector (not built yet), camera, network (route, Wi-Fi, UDP echo round
+//! encode time, detector (with --yolo: letterbox + inference per frame), camera, network (route, Wi-Fi, UDP echo round
 //! trip), and a latency budget against `stats.target_ms`. The report is one [`Report`]
 //! (`--json` prints it; `schemas/quick-bench.schema.json` describes it).
 

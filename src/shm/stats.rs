@@ -26,6 +26,49 @@ pub const STAGE_CAMERA: usize = 0;
 pub const STAGE_ENCODE: usize = 1;
 /// Stage index: network.
 pub const STAGE_NETWORK: usize = 2;
+/// Stage index: detect (object detection, optional).
+pub const STAGE_DETECT: usize = 3;
+/// Most detections published per frame.
+pub const MAX_DETECTIONS: usize = 32;
+
+/// The newest detection result, as the detect stage publishes it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DetectionSet {
+    /// Frame the detections belong to.
+    pub frame_id: u64,
+    /// Its capture time, CLOCK_MONOTONIC ns.
+    pub capture_ns: u64,
+    /// When the result was published, CLOCK_MONOTONIC ns.
+    pub published_ns: u64,
+    /// The detections, boxes in frame pixels, best first (at most [`MAX_DETECTIONS`]).
+    pub detections: Vec<crate::detect::Detection>,
+}
+
+/// Detect-stage counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DetectCounters {
+    /// Frames run through the detector.
+    pub inferences: u64,
+    /// Detections published in all.
+    pub detections: u64,
+    /// Time of the last run: preparation (letterbox) and inference, µs.
+    pub last_prep_us: u32,
+    /// Inference of the last run, µs.
+    pub last_infer_us: u32,
+    /// Sum of inference times, µs (mean = this / inferences).
+    pub infer_us_total: u64,
+}
+
+#[repr(C)]
+struct DetBlock {
+    seq: AtomicU64,
+    frame_id: AtomicU64,
+    capture_ns: AtomicU64,
+    published_ns: AtomicU64,
+    count: AtomicU32,
+    /// Per detection: class | score bits << 32, then the four box corners as f32 bits.
+    items: [[AtomicU64; 3]; MAX_DETECTIONS],
+}
 
 /// Largest text field of the stream description (destination, profile), bytes.
 pub const MAX_TEXT: usize = 64;
@@ -185,6 +228,12 @@ struct StatsHeader {
     rtcp_last_ns: AtomicU64,
     rtcp_pli: AtomicU64,
     rtcp_nack: AtomicU64,
+    det_inferences: AtomicU64,
+    det_detections: AtomicU64,
+    det_last_prep_us: AtomicU32,
+    det_last_infer_us: AtomicU32,
+    det_infer_us_total: AtomicU64,
+    det: DetBlock,
 }
 
 /// What one stage reports about itself.
@@ -446,6 +495,81 @@ impl Stats {
         }
     }
 
+    /// Publishes the newest detection result (single writer: the detect stage) and
+    /// counts the run.
+    pub fn publish_detections(&self, set: &DetectionSet, prep_us: u32, infer_us: u32) {
+        let h = self.hdr();
+        let b = &h.det;
+        let s = b.seq.load(Ordering::Relaxed);
+        b.seq.store(s + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        b.frame_id.store(set.frame_id, Ordering::Relaxed);
+        b.capture_ns.store(set.capture_ns, Ordering::Relaxed);
+        b.published_ns.store(set.published_ns, Ordering::Relaxed);
+        let n = set.detections.len().min(MAX_DETECTIONS);
+        b.count.store(n as u32, Ordering::Relaxed);
+        for (slot, d) in b.items.iter().zip(&set.detections[..n]) {
+            slot[0].store(d.class as u64 | (d.score.to_bits() as u64) << 32, Ordering::Relaxed);
+            slot[1].store(d.bbox[0].to_bits() as u64 | (d.bbox[1].to_bits() as u64) << 32, Ordering::Relaxed);
+            slot[2].store(d.bbox[2].to_bits() as u64 | (d.bbox[3].to_bits() as u64) << 32, Ordering::Relaxed);
+        }
+        b.seq.store(s + 2, Ordering::Release);
+        h.det_inferences.fetch_add(1, Ordering::Relaxed);
+        h.det_detections.fetch_add(n as u64, Ordering::Relaxed);
+        h.det_last_prep_us.store(prep_us, Ordering::Relaxed);
+        h.det_last_infer_us.store(infer_us, Ordering::Relaxed);
+        h.det_infer_us_total.fetch_add(infer_us as u64, Ordering::Relaxed);
+    }
+
+    /// The newest detection result (None before the first; retried while being written).
+    pub fn detections(&self) -> Option<DetectionSet> {
+        let b = &self.hdr().det;
+        for _ in 0..100 {
+            let s0 = b.seq.load(Ordering::Acquire);
+            if s0 == 0 {
+                return None;
+            }
+            if s0 % 2 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let n = (b.count.load(Ordering::Relaxed) as usize).min(MAX_DETECTIONS);
+            let f = |v: u64| (f32::from_bits(v as u32), f32::from_bits((v >> 32) as u32));
+            let detections = b.items[..n]
+                .iter()
+                .map(|slot| {
+                    let a = slot[0].load(Ordering::Relaxed);
+                    let (x0, y0) = f(slot[1].load(Ordering::Relaxed));
+                    let (x1, y1) = f(slot[2].load(Ordering::Relaxed));
+                    crate::detect::Detection { class: a as u16, score: f32::from_bits((a >> 32) as u32), bbox: [x0, y0, x1, y1] }
+                })
+                .collect();
+            let set = DetectionSet {
+                frame_id: b.frame_id.load(Ordering::Relaxed),
+                capture_ns: b.capture_ns.load(Ordering::Relaxed),
+                published_ns: b.published_ns.load(Ordering::Relaxed),
+                detections,
+            };
+            fence(Ordering::Acquire);
+            if b.seq.load(Ordering::Relaxed) == s0 {
+                return Some(set);
+            }
+        }
+        None
+    }
+
+    /// Detect-stage counters.
+    pub fn detect(&self) -> DetectCounters {
+        let h = self.hdr();
+        DetectCounters {
+            inferences: h.det_inferences.load(Ordering::Relaxed),
+            detections: h.det_detections.load(Ordering::Relaxed),
+            last_prep_us: h.det_last_prep_us.load(Ordering::Relaxed),
+            last_infer_us: h.det_last_infer_us.load(Ordering::Relaxed),
+            infer_us_total: h.det_infer_us_total.load(Ordering::Relaxed),
+        }
+    }
+
     /// Appends a per-frame record (single writer: the network stage).
     pub fn push_record(&self, r: &FrameRecord) {
         let h = self.hdr();
@@ -571,6 +695,17 @@ mod tests {
             c.push_record(&FrameRecord { frame_id: i, capture_ns: i * 10, ..Default::default() });
         }
         assert!(c.record_at(0).is_none());
+        assert_eq!(c.detections(), None);
+        let set = DetectionSet {
+            frame_id: 7,
+            capture_ns: 70,
+            published_ns: 90,
+            detections: vec![crate::detect::Detection { class: 16, score: 0.5, bbox: [1.0, 2.5, 30.0, 40.25] }],
+        };
+        c.publish_detections(&set, 800, 15_000);
+        assert_eq!(c.detections(), Some(set));
+        assert_eq!(c.detect().inferences, 1);
+        assert_eq!(c.detect().last_infer_us, 15_000);
         assert_eq!(c.record_at(RECORDS as u64 + 9).unwrap().frame_id, RECORDS as u64 + 9);
         assert_eq!(c.record_at(10).unwrap().capture_ns, 100);
         c.stage(1).fail("boom");
