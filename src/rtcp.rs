@@ -103,6 +103,17 @@ pub enum Rtcp {
         /// Lost sequence numbers, in the order the FCI lists them.
         lost: Vec<u16>,
     },
+    /// APP (RFC 3550 §6.7): application-defined.
+    App {
+        /// Source.
+        ssrc: u32,
+        /// The 5-bit subtype.
+        subtype: u8,
+        /// Four ASCII characters naming the application.
+        name: [u8; 4],
+        /// Application data (a multiple of 4 bytes on the wire).
+        data: Vec<u8>,
+    },
     /// Any other packet type or feedback format (skipped).
     Other {
         /// Packet type.
@@ -196,6 +207,7 @@ pub fn parse_compound(b: &[u8]) -> Result<Vec<Rtcp>, RtcpError> {
                 }
                 Rtcp::Sdes { ssrc, cname }
             }
+            PT_APP if p.len() >= 12 => Rtcp::App { ssrc: be32(p, 4), subtype: count, name: [p[8], p[9], p[10], p[11]], data: p[12..].to_vec() },
             PT_BYE => Rtcp::Bye { ssrcs: (0..count as usize).filter_map(|i| p.get(4 + 4 * i..8 + 4 * i)).map(|s| be32(s, 0)).collect() },
             PT_PSFB if count == 1 && p.len() >= 12 => Rtcp::Pli { sender_ssrc: be32(p, 4), media_ssrc: be32(p, 8) },
             PT_RTPFB if count == 1 && p.len() >= 12 => {
@@ -273,6 +285,17 @@ pub fn write_sdes_cname(out: &mut Vec<u8>, ssrc: u32, cname: &str) {
 pub fn write_bye(out: &mut Vec<u8>, ssrc: u32) {
     header(out, 1, PT_BYE, 1);
     out.extend_from_slice(&ssrc.to_be_bytes());
+}
+
+/// Appends an APP packet (RFC 3550 §6.7) from `ssrc`: `subtype` (0..=31), the 4-byte
+/// `name`, and `data` zero-padded to a multiple of 4 bytes.
+pub fn write_app(out: &mut Vec<u8>, ssrc: u32, subtype: u8, name: [u8; 4], data: &[u8]) {
+    let words = data.len().div_ceil(4);
+    header(out, subtype & 0x1f, PT_APP, 2 + words);
+    out.extend_from_slice(&ssrc.to_be_bytes());
+    out.extend_from_slice(&name);
+    out.extend_from_slice(data);
+    out.resize(out.len() + (words * 4 - data.len()), 0);
 }
 
 /// Appends a PLI (RFC 4585 §6.3.1) from `sender_ssrc` about `media_ssrc`.

@@ -543,6 +543,7 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
     let resend_every = if cfg.encoder.intra_refresh && !headers.is_empty() { fmt.fps_num.div_ceil(fmt.fps_den.max(1)) as u64 } else { 0 };
     let mut since_params = 0u64;
     let mut with_params: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut det_runs_sent = 0u64;
     // Reports read -> rate controller -> encoder; every change logged.
     let adapt = |rtcp: &mut rtcp_session::SenderRtcp, abr: &mut Option<crate::abr::RateController>| -> u64 {
         let mut changes = 0;
@@ -646,6 +647,18 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
         rtcp.sent(st.packets, st.bytes);
         rtcp.tick(last_sent, Some(rtp::rtp_timestamp_90k(last_sent, base, ts_offset)), ctl.stats(), queue);
         net.abr_changes = adapt(&mut rtcp, &mut abr);
+        // The detect stage's newest result, once, to the receiver (RTCP APP "VRDT").
+        if cfg.detect.enabled {
+            let runs = ctl.stats().detect().inferences;
+            if runs != det_runs_sent
+                && let Some(set) = ctl.stats().detections()
+            {
+                det_runs_sent = runs;
+                let ts = rtp::rtp_timestamp_90k(set.capture_ns, base, ts_offset);
+                let data = crate::detect::wire::encode(ts, fmt.width, fmt.height, &set.detections);
+                rtcp.send_app(crate::detect::wire::APP_SUBTYPE, crate::detect::wire::APP_NAME, &data);
+            }
+        }
         ctl.stats().add_net(&NetCounters {
             packets: st.packets,
             bytes: st.bytes,

@@ -204,3 +204,49 @@ fn yolo_without_library_or_model_fails_at_start_and_leaves_nothing() {
         assert!(leftover_segments(&inst).is_empty() && processes_of(&inst).is_empty());
     }
 }
+
+#[test]
+fn detections_reach_vr_receive_as_rtcp_app_packets_naming_received_frames() {
+    let a = assets();
+    let clip = clip();
+    let inst = instance("yolo-rx");
+    let port = free_port_pair();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("vr.toml");
+    std::fs::write(&cfg, format!("[detect]\nonnxruntime = {:?}\nmodel = {:?}\n", a.lib.display().to_string(), a.dir.join("yolov3-tiny-320.onnx").display().to_string())).unwrap();
+    let rx = Command::new(env!("CARGO_BIN_EXE_vr-receive"))
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--json", "--interval", "0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !udp_bound(port) {
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let source = format!("file:{}", clip.display());
+    let out = run_vr(
+        &["--yolo", "--source", &source, "--ip", "127.0.0.1", "--port", &port.to_string(), "--sdp", "", "--instance", &inst, "--config", cfg.to_str().unwrap(), "--frames", "300"],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let o = rx.wait_with_output().unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    let d = &j["detections"];
+    eprintln!("{d}");
+    let msgs = d["messages"].as_u64().expect("detection messages");
+    assert!(msgs >= 10, "{d}");
+    // Every message names a frame the receiver got (RTP timestamp) — none invented.
+    assert!(d["matched_frames"].as_u64().unwrap() * 10 >= msgs * 9, "{d}");
+    assert_eq!(d["last"]["frame"], serde_json::json!([1280, 720]));
+    for it in d["last"]["items"].as_array().unwrap() {
+        let b: Vec<f64> = it["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert!(b[0] <= b[2] && b[1] <= b[3] && b[2] <= 1280.0 && b[3] <= 720.0, "{it}");
+        assert!(it["score"].as_f64().unwrap() >= 0.25, "{it}");
+    }
+    // Capture → detections at the receiver: about one inference (tens of ms), not seconds.
+    let age = d["age_ms"]["p50"].as_f64().unwrap();
+    assert!(age > 1.0 && age < 1000.0, "{d}");
+}

@@ -97,6 +97,15 @@ struct Summary {
     held_back: u64,
     /// Frames from each loss to the IDR that healed it (the lost frame counts as 1).
     recovery: Vec<u64>,
+    /// Detection messages (RTCP APP "VRDT") received, and how many named a frame we got.
+    det_msgs: u64,
+    det_matched: u64,
+    det_total: u64,
+    /// Capture → detections received, µs (for messages whose frame we got).
+    det_age: Histogram<u64>,
+    det_last: Option<vr_stream::detect::wire::WireDetections>,
+    /// Recent frames: RTP timestamp → capture time (Unix ns, sender clock).
+    recent: std::collections::VecDeque<(u32, i128)>,
 }
 
 fn pct(h: &Histogram<u64>, q: f64) -> f64 {
@@ -155,7 +164,22 @@ fn run(cli: &Cli) -> Result<(), String> {
     vr_stream::rt::install_stop_signals();
     let mut rx = Receiver::new(ReceiverConfig { payload_type, capture_time_ext_id: ext_id, reorder_window_ns: cli.reorder_ms * 1_000_000, fec_payload_type: cli.fec_payload_type });
     let new_hist = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-    let mut sum = Summary { hist: new_hist(), window: new_hist(), plis: 0, offset: OffsetEstimator::new(16), bytes: 0, keyframes: 0, held_back: 0, recovery: vec![] };
+    let mut sum = Summary {
+        hist: new_hist(),
+        window: new_hist(),
+        plis: 0,
+        offset: OffsetEstimator::new(16),
+        bytes: 0,
+        keyframes: 0,
+        held_back: 0,
+        recovery: vec![],
+        det_msgs: 0,
+        det_matched: 0,
+        det_total: 0,
+        det_age: new_hist(),
+        det_last: None,
+        recent: std::collections::VecDeque::with_capacity(256),
+    };
     // Frames since the first loss not yet healed by an IDR (None: the picture is whole).
     let mut broken_for: Option<u64> = None;
     let mut sender: Option<SocketAddr> = None;
@@ -258,6 +282,19 @@ fn run(cli: &Cli) -> Result<(), String> {
                         rx.reception().on_sender_report(info.ntp, arrival_ntp);
                         sender = Some(from);
                     }
+                    Rtcp::App { ssrc, name, data, .. } if name == vr_stream::detect::wire::APP_NAME && rx.ssrc().is_none_or(|s| s == ssrc) => {
+                        if let Ok(w) = vr_stream::detect::wire::decode(&data) {
+                            sum.det_msgs += 1;
+                            sum.det_total += w.detections.len() as u64;
+                            if let Some(&(_, cap)) = sum.recent.iter().find(|(ts, _)| *ts == w.rtp_ts) {
+                                sum.det_matched += 1;
+                                let offset = sum.offset.best().map_or(0, |s| s.offset_ns) as i128;
+                                let age_us = ((realtime_ns() as i128 - (cap - offset)) / 1000).max(1) as u64;
+                                let _ = sum.det_age.record(age_us.min(60_000_000));
+                            }
+                            sum.det_last = Some(w);
+                        }
+                    }
                     Rtcp::Bye { ssrcs } if rx.ssrc().is_some_and(|s| ssrcs.contains(&s)) => {
                         bye_at.get_or_insert(monotonic_ns());
                     }
@@ -287,6 +324,10 @@ fn run(cli: &Cli) -> Result<(), String> {
             sum.bytes += f.au.len() as u64;
             sum.keyframes += f.keyframe as u64;
             if let Some(ntp) = f.capture_ntp {
+                if sum.recent.len() == 256 {
+                    sum.recent.pop_front();
+                }
+                sum.recent.push_back((f.ts as u32, vr_stream::rtp::unix_ns_from_ntp(ntp)));
                 let offset = sum.offset.best().map_or(0, |s| s.offset_ns);
                 let capture_local = vr_stream::rtp::unix_ns_from_ntp(ntp) - offset as i128;
                 let done = f.last_arrival_ns as i128 + mono_to_real as i128;
@@ -358,6 +399,11 @@ fn run(cli: &Cli) -> Result<(), String> {
                 serde_json::json!({ "losses": r.len(), "p50": r[r.len() / 2], "max": r[r.len() - 1] }) },
             "latency_ms": if sum.hist.is_empty() { serde_json::Value::Null } else { serde_json::json!({
                 "samples": sum.hist.len(), "p50": pct(&sum.hist, 0.5), "p95": pct(&sum.hist, 0.95), "p99": pct(&sum.hist, 0.99), "max": sum.hist.max() as f64 / 1000.0 }) },
+            "detections": if sum.det_msgs == 0 { serde_json::Value::Null } else { serde_json::json!({
+                "messages": sum.det_msgs, "matched_frames": sum.det_matched, "detections": sum.det_total,
+                "age_ms": if sum.det_age.is_empty() { serde_json::Value::Null } else { serde_json::json!({ "p50": pct(&sum.det_age, 0.5), "p99": pct(&sum.det_age, 0.99), "max": sum.det_age.max() as f64 / 1000.0 }) },
+                "last": sum.det_last.as_ref().map(|w| serde_json::json!({ "rtp_ts": w.rtp_ts, "frame": [w.frame.0, w.frame.1],
+                    "items": w.detections.iter().map(|d| serde_json::json!({ "class": d.class, "score": d.score, "box": d.bbox })).collect::<Vec<_>>() })) }) },
             "clock": off.map(|s| serde_json::json!({ "offset_ms": s.offset_ns as f64 / 1e6, "rtt_ms": s.rtt_ns as f64 / 1e6, "samples": sum.offset.len() })),
         });
         println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));

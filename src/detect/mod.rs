@@ -13,6 +13,7 @@
 //! - [`Letterbox::to_source`]: boxes back to source-frame pixels.
 
 pub mod onnx;
+pub mod wire;
 
 /// One detection.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -306,8 +307,9 @@ mod tests {
 
     #[test]
     fn yolov8_layout_decodes_a_constructed_tensor() {
-        // [1, 4 + 3, 5]: five boxes, three classes, stored attribute-major.
-        let (n, classes) = (5usize, 3usize);
+        // [1, 4 + 3, 12]: twelve box slots (the box axis is the longer one, as in real
+        // models: [1, 84, 8400]), five filled, three classes, stored attribute-major.
+        let (n, classes) = (12usize, 3usize);
         let mut t = vec![0f32; (4 + classes) * n];
         let mut set = |i: usize, cx: f32, cy: f32, w: f32, h: f32, scores: [f32; 3]| {
             for (k, v) in [cx, cy, w, h].into_iter().chain(scores).enumerate() {
@@ -335,10 +337,11 @@ mod tests {
 
     #[test]
     fn yolov5_layout_multiplies_objectness() {
-        // [1, 2, 5 + 2].
-        let t = [50.0, 60.0, 20.0, 10.0, 0.5, 0.9, 0.2, 10.0, 10.0, 4.0, 4.0, 0.1, 0.9, 0.9];
-        let layout = Layout::from_shape(&[1, 2, 7]).unwrap();
-        assert_eq!(layout, Layout::V5 { n: 2, classes: 2 });
+        // [1, 8, 5 + 2]: two filled rows, six empty.
+        let mut t = vec![50.0, 60.0, 20.0, 10.0, 0.5, 0.9, 0.2, 10.0, 10.0, 4.0, 4.0, 0.1, 0.9, 0.9];
+        t.resize(8 * 7, 0.0);
+        let layout = Layout::from_shape(&[1, 8, 7]).unwrap();
+        assert_eq!(layout, Layout::V5 { n: 8, classes: 2 });
         let d = decode(&t, layout, 0.25, |_| true);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].class, 0);

@@ -117,6 +117,14 @@ impl SenderRtcp {
         self.feedback.drain(..)
     }
 
+    /// Sends an APP packet (RFC 3550 §6.7) from our SSRC, e.g. detections
+    /// ([`crate::detect::wire`]).
+    pub fn send_app(&mut self, subtype: u8, name: [u8; 4], data: &[u8]) {
+        self.buf.clear();
+        rtcp::write_app(&mut self.buf, self.ssrc, subtype, name, data);
+        self.sock.send(&self.buf);
+    }
+
     /// Sends a BYE (end of stream).
     pub fn bye(&mut self) {
         self.buf.clear();
