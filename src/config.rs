@@ -93,6 +93,8 @@ pub struct DetectConfig {
     pub threads: u32,
     /// Most detections per frame.
     pub max: u32,
+    /// Draw the newest boxes into the video before encoding.
+    pub overlay: bool,
 }
 
 impl DetectConfig {

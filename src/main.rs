@@ -38,6 +38,9 @@ struct Cli {
     /// Run YOLO object detection in its own stage [detect.enabled]
     #[arg(long)]
     yolo: bool,
+    /// Draw the newest detection boxes into the video (implies --yolo) [detect.overlay]
+    #[arg(long)]
+    yolo_overlay: bool,
     /// The detector's ONNX model [detect.model]
     #[arg(long, value_name = "PATH")]
     yolo_model: Option<String>,
@@ -161,8 +164,11 @@ fn overrides(cli: &Cli) -> toml::Table {
     if let Some(v) = &cli.bitrate {
         set("encoder", "bitrate_kbps", i(*v as u64));
     }
-    if cli.yolo {
+    if cli.yolo || cli.yolo_overlay {
         set("detect", "enabled", toml::Value::Boolean(true));
+    }
+    if cli.yolo_overlay {
+        set("detect", "overlay", toml::Value::Boolean(true));
     }
     if let Some(v) = &cli.yolo_model {
         set("detect", "model", s(v));

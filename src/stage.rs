@@ -370,6 +370,10 @@ fn encode(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring
         return Ok(());
     }
     let mut first = true;
+    // --yolo-overlay: the newest detections, drawn into a private copy of each frame.
+    let overlay = cfg.detect.enabled && cfg.detect.overlay;
+    let mut scratch = if overlay { vec![0u8; fmt.frame_bytes()] } else { vec![] };
+    let (mut det_runs, mut boxes) = (0u64, vec![]);
     loop {
         if ctl.stop_requested() {
             break;
@@ -391,7 +395,22 @@ fn encode(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring
         let start = monotonic_ns();
         writer.set_busy(start);
         let force_idr = std::mem::take(&mut first) | queue.take_idr_request();
-        let out = enc.encode(frame.data, force_idr).map_err(|e| e.to_string())?;
+        let input: &[u8] = if overlay {
+            let runs = ctl.stats().detect().inferences;
+            if runs != det_runs
+                && let Some(set) = ctl.stats().detections()
+            {
+                det_runs = runs;
+                boxes = set.detections;
+            }
+            let n = scratch.len();
+            scratch.copy_from_slice(&frame.data[..n]);
+            crate::detect::overlay::draw_i420(&mut scratch, fmt.width, fmt.height, &boxes);
+            &scratch
+        } else {
+            frame.data
+        };
+        let out = enc.encode(input, force_idr).map_err(|e| e.to_string())?;
         let end = monotonic_ns();
         let meta = AuMeta {
             frame_id: frame.meta.frame_id,

@@ -250,3 +250,60 @@ fn detections_reach_vr_receive_as_rtcp_app_packets_naming_received_frames() {
     let age = d["age_ms"]["p50"].as_f64().unwrap();
     assert!(age > 1.0 && age < 1000.0, "{d}");
 }
+
+#[test]
+fn yolo_overlay_draws_the_boxes_into_the_video() {
+    use vr_stream::source::FrameSource;
+    let a = assets();
+    let clip = clip();
+    let inst = instance("yolo-ov");
+    let port = free_port_pair();
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, file) = (dir.path().join("vr.toml"), dir.path().join("out.h264"));
+    std::fs::write(&cfg, format!("[detect]\nonnxruntime = {:?}\nmodel = {:?}\n", a.lib.display().to_string(), a.dir.join("yolov3-tiny-320.onnx").display().to_string())).unwrap();
+    let rx = Command::new(env!("CARGO_BIN_EXE_vr-receive"))
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--json", "--interval", "0", "-o", file.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !udp_bound(port) {
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let source = format!("file:{}", clip.display());
+    let out = run_vr(
+        &["--yolo-overlay", "--source", &source, "--ip", "127.0.0.1", "--port", &port.to_string(), "--sdp", "", "--instance", &inst, "--config", cfg.to_str().unwrap(), "--frames", "200"],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let o = rx.wait_with_output().unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["frames"]["complete"], 200, "{j}");
+    // Decoded frame i against source frame i: the outlines change the chroma a lot along
+    // lines; the encoder alone (8 Mbit/s) hardly ever moves chroma by 48 levels.
+    let mut ff = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i", file.to_str().unwrap(), "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut src = vr_stream::source::y4m::Y4mSource::open(&clip, false).unwrap();
+    let (w, h) = (1280usize, 720usize);
+    let mut s = vec![0u8; w * h * 3 / 2];
+    let mut per_frame = vec![];
+    for_each_frame(ff.stdout.take().unwrap(), w * h * 3 / 2, |d| {
+        src.next_frame(&mut s).unwrap();
+        let c = (w * h..w * h * 3 / 2).filter(|&i| (d[i] as i32 - s[i] as i32).abs() > 48).count();
+        per_frame.push(c);
+    });
+    let _ = ff.wait();
+    assert_eq!(per_frame.len(), 200);
+    let late = &per_frame[100..];
+    let with_boxes = late.iter().filter(|&&c| c > 1000).count();
+    eprintln!("chroma samples moved > 48 levels, frames 100..200: {:?}", &late[..10]);
+    // Frames drawn while the newest result was empty carry none (seen: 72 of 100 with).
+    assert!(with_boxes >= 40, "only {with_boxes} of the last 100 frames carry outlines: {late:?}");
+    assert!(per_frame[0] < 1000, "the first frame (no detection yet) is untouched: {}", per_frame[0]);
+}

@@ -13,6 +13,7 @@
 //! - [`Letterbox::to_source`]: boxes back to source-frame pixels.
 
 pub mod onnx;
+pub mod overlay;
 pub mod wire;
 
 /// One detection.
