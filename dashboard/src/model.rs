@@ -158,6 +158,9 @@ pub struct StreamView {
     pub net: StreamNetView,
     /// RTCP receiver figures; None until a receiver reports.
     pub rtcp: Option<String>,
+    /// The detect stage (`--yolo`): rates, inference time, the newest result's age; None
+    /// when it does not run.
+    pub detector: Option<String>,
 }
 
 /// Everything shown in one tick.
@@ -197,6 +200,7 @@ pub struct Collector {
     prev_frames: [u64; STAGES],
     prev_enc: Option<EncCounters>,
     prev_net: Option<NetCounters>,
+    prev_det: Option<vr_stream::shm::stats::DetectCounters>,
     prev_if: HashMap<String, (u64, u64, u64)>,
     throttled_source: crate::sys::ThrottledSource,
 }
@@ -214,6 +218,7 @@ impl Collector {
             prev_frames: [0; STAGES],
             prev_enc: None,
             prev_net: None,
+            prev_det: None,
             prev_if: HashMap::new(),
             throttled_source: crate::sys::ThrottledSource::detect(),
         }
@@ -434,6 +439,15 @@ impl Collector {
             _ => 0.0,
         };
         self.prev_net = Some(net);
+        let det = stats.detect();
+        let det_rates = match (dt, self.prev_det) {
+            (Some(dt), Some(p)) if det.inferences >= p.inferences => {
+                Some(((det.inferences - p.inferences) as f64 / dt, (det.detections - p.detections) as f64 / dt))
+            }
+            _ => None,
+        };
+        self.prev_det = Some(det);
+        let detector = detector_text(&det, det_rates, stats.detections().map(|s| (s.detections.len(), s.capture_ns)), now_ns);
         StreamView {
             destination: info.destination,
             width: info.width,
@@ -464,8 +478,29 @@ impl Collector {
                 pps,
             },
             rtcp: rtcp_text(&stats.rtcp(), now_ns),
+            detector,
         }
     }
+}
+
+/// One line about the detect stage, or `None` when it has not run: runs/s, detections/s,
+/// the last and mean inference times, and the newest result (boxes, age since its frame's
+/// capture). `rates` = (runs/s, detections/s) over the last tick; `newest` = (boxes,
+/// capture ns).
+fn detector_text(d: &vr_stream::shm::stats::DetectCounters, rates: Option<(f64, f64)>, newest: Option<(usize, u64)>, now_ns: u64) -> Option<String> {
+    if d.inferences == 0 {
+        return None;
+    }
+    let (rps, dps) = rates.unwrap_or((0.0, 0.0));
+    let newest = newest
+        .map(|(n, cap)| format!("newest {n} boxes, {:.0} ms after capture", now_ns.saturating_sub(cap) as f64 / 1e6))
+        .unwrap_or_default();
+    Some(format!(
+        "{rps:.1} runs/s, {dps:.1} detections/s, inference {:.1} ms (mean {:.1}), letterbox {:.1} ms; {newest}",
+        d.last_infer_us as f64 / 1000.0,
+        d.infer_us_total as f64 / d.inferences as f64 / 1000.0,
+        d.last_prep_us as f64 / 1000.0
+    ))
 }
 
 /// One line about what the receivers report over RTCP, or `None` before the first report.
@@ -489,6 +524,17 @@ fn rtcp_text(r: &vr_stream::shm::stats::RtcpCounters, now_ns: u64) -> Option<Str
 mod tests {
     use super::*;
     use vr_stream::shm::stats::RtcpCounters;
+
+    #[test]
+    fn detector_line() {
+        use vr_stream::shm::stats::DetectCounters;
+        assert_eq!(detector_text(&DetectCounters::default(), None, None, 0), None);
+        let d = DetectCounters { inferences: 10, detections: 25, last_prep_us: 800, last_infer_us: 24_300, infer_us_total: 346_000 };
+        assert_eq!(
+            detector_text(&d, Some((13.9, 20.0)), Some((3, 1_000_000_000)), 1_054_000_000).unwrap(),
+            "13.9 runs/s, 20.0 detections/s, inference 24.3 ms (mean 34.6), letterbox 0.8 ms; newest 3 boxes, 54 ms after capture"
+        );
+    }
 
     #[test]
     fn rtcp_line() {

@@ -314,6 +314,9 @@ fn network(area: Rect, buf: &mut Buffer, snap: &Snapshot, view: &View) {
             "RTCP: {}",
             s.rtcp.as_deref().unwrap_or("no receiver reports (loss, jitter, RTT show here once a receiver sends RTCP)")
         )));
+        if let Some(d) = &s.detector {
+            lines.push(Line::raw(format!("detect: {d}")));
+        }
     }
     Paragraph::new(lines)
         .block(Block::default().borders(Borders::ALL).title(" network "))

@@ -46,6 +46,7 @@ fn snapshot(stream: bool) -> Snapshot {
         encoder: EncView { frames: 1000, idr: 17, bitrate_kbps: 8000, measured_kbps: 7950.0, last_bytes: 16000, last_qp: 24 },
         net: StreamNetView { packets: 12000, bytes: 14_000_000, batches: 1000, send_errors: 0, wouldblock_drops: 0, pps: 700.0 },
         rtcp: None,
+        detector: Some("13.9 runs/s, 20.0 detections/s, inference 24.3 ms (mean 34.6), letterbox 0.8 ms; newest 3 boxes, 54 ms after capture".into()),
     };
     Snapshot {
         instance: "vr-stream".into(),
@@ -83,6 +84,7 @@ fn full_layout_shows_every_part() {
         "total    4.00      4.50",
         "wlan0 (route to receiver)",
         "RTCP: no receiver reports",
+        "detect: 13.9 runs/s",
         "q quit",
     ] {
         assert!(t.contains(want), "missing {want:?} in:\n{t}");
