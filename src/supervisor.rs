@@ -101,6 +101,8 @@ struct Stage {
     in_a_row: u32,
     /// When the current process was started.
     started: Instant,
+    /// Given up on without ending the stream (the optional detect stage).
+    abandoned: bool,
 }
 
 /// A stage that ran this long without dying resets its restart count and backoff.
@@ -257,6 +259,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
                 backoff: first_backoff,
                 in_a_row: 0,
                 started: Instant::now(),
+                abandoned: false,
             }),
             Err(e) => {
                 stop_all(&mut stages);
@@ -396,7 +399,11 @@ pub fn run(opts: &RunOptions) -> Result<()> {
                             s.in_a_row = 0;
                             s.backoff = first_backoff;
                         }
-                        if slot.is_permanent() || s.in_a_row >= cfg.supervise.max_restarts {
+                        if (slot.is_permanent() || s.in_a_row >= cfg.supervise.max_restarts) && s.kind == StageKind::Detect {
+                            // Detection is optional: the video goes on without it.
+                            s.abandoned = true;
+                            eprintln!("vr-stream: stage detect failed ({msg}); streaming on without detection");
+                        } else if slot.is_permanent() || s.in_a_row >= cfg.supervise.max_restarts {
                             if failure.is_none() {
                                 failure = Some(if s.in_a_row > 0 {
                                     format!("stage {name} failed {} times in a row, last: {msg}", s.in_a_row + 1)
@@ -440,6 +447,8 @@ pub fn run(opts: &RunOptions) -> Result<()> {
                         Err(e) => failure = Some(format!("stage {} could not be restarted: {e}", s.kind.name())),
                     }
                 }
+            } else if s.abandoned {
+                done += 1;
             } else if let Some(st) = s.exited
                 && st.success() && slot.state() != StageState::Failed {
                     done += 1;

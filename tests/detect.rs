@@ -185,9 +185,14 @@ fn yolo_on_the_real_clip_leaves_the_video_whole() {
 #[test]
 fn yolo_without_library_or_model_fails_at_start_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
+    // A shared library that is not ONNX Runtime: this process's libc.
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let libc = maps.split_whitespace().find(|w| w.contains("/libc.so") || w.contains("/libc-")).expect("libc in /proc/self/maps").to_string();
+    let not_ort = format!("[detect]\nonnxruntime = {libc:?}\n");
     for (n, toml, want) in [
         (0, "[detect]\nonnxruntime = \"/nonexistent/libonnxruntime.so\"\n", "/nonexistent/libonnxruntime.so"),
         (1, "[detect]\nmodel = \"/nonexistent/yolo.onnx\"\n", "/nonexistent/yolo.onnx"),
+        (2, not_ort.as_str(), libc.as_str()),
     ] {
         let mut toml = toml.to_string();
         if n == 1 {
@@ -306,4 +311,41 @@ fn yolo_overlay_draws_the_boxes_into_the_video() {
     // Frames drawn while the newest result was empty carry none (seen: 72 of 100 with).
     assert!(with_boxes >= 40, "only {with_boxes} of the last 100 frames carry outlines: {late:?}");
     assert!(per_frame[0] < 1000, "the first frame (no detection yet) is untouched: {}", per_frame[0]);
+}
+
+#[test]
+fn a_detect_stage_that_keeps_failing_is_dropped_and_the_video_goes_on() {
+    let a = assets();
+    let inst = instance("yolo-fail");
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.onnx");
+    std::fs::copy(a.dir.join("yolov3-tiny-320.onnx"), &model).unwrap();
+    let cfg = dir.path().join("vr.toml");
+    std::fs::write(
+        &cfg,
+        format!("[detect]\nonnxruntime = {:?}\nmodel = {:?}\n[supervise]\nbackoff_ms = 20\nmax_restarts = 2\n", a.lib.display().to_string(), model.display().to_string()),
+    )
+    .unwrap();
+    let port = free_port_pair();
+    let vr = Command::new(bin())
+        .args(["--yolo", "--ip", "127.0.0.1", "--port", &port.to_string(), "--sdp", "", "--instance", &inst, "--config", cfg.to_str().unwrap()])
+        .args(["--width", "640", "--height", "360", "--frames", "360"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ctl = wait_streaming(&inst);
+    std::thread::sleep(Duration::from_millis(500));
+    // The model goes away and the running detector is killed: every restart fails.
+    std::fs::remove_file(&model).unwrap();
+    let pid = ctl.stage(vr_stream::shm::stats::STAGE_DETECT).pid.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(pid > 0);
+    let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    let out = vr.wait_with_output().unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the stream must not end with the detector: {e}");
+    assert!(e.contains("streaming on without detection") && e.contains("m.onnx"), "{e}");
+    assert_eq!(summary_field(&e, "sent"), Some(360), "{e}");
+    assert!(leftover_segments(&inst).is_empty() && processes_of(&inst).is_empty());
 }
