@@ -173,6 +173,16 @@ impl Receiver {
         self.need_keyframe
     }
 
+    /// The RTP timestamp (extended) of the oldest pending frame if it is incomplete, cannot
+    /// be rebuilt from what arrived, and has had no packet for `silence_ns` at `now_ns`.
+    /// Such a frame most likely lost its tail (its verdict still waits for a later frame
+    /// and the reorder window): the caller can ask for an IDR now rather than a frame later.
+    pub fn stalled(&self, now_ns: u64, silence_ns: u64) -> Option<u64> {
+        let (&ts, f) = self.pending.first_key_value()?;
+        let last = f.last_arrival_ns.max(f.last_fec_ns);
+        (!self.complete(f) && now_ns >= last + silence_ns).then_some(ts)
+    }
+
     /// Takes one RTP packet that arrived at `arrival_ns`; `arrival_90k` is the same
     /// instant in 90 kHz ticks (for the jitter estimate). Frames it completes leave through
     /// [`Receiver::poll`].
@@ -470,6 +480,29 @@ mod tests {
         if fp.len() > 1 {
             assert!(rx.poll(2_000).is_none());
         }
+    }
+
+    #[test]
+    fn a_frame_that_lost_its_tail_is_stalled_after_the_silence_not_before() {
+        let frames = stream(2, 0, 0);
+        assert!(frames[0].len() >= 2, "the test needs a frame of several packets");
+        let mut rx = Receiver::new(cfg());
+        assert_eq!(rx.stalled(0, 4_000_000), None, "nothing pending");
+        // Frame 0 without its last packet (the marker).
+        for p in &frames[0][..frames[0].len() - 1] {
+            rx.on_packet(p, 1_000_000);
+        }
+        assert!(rx.poll(2_000_000).is_none());
+        assert_eq!(rx.stalled(4_999_999, 4_000_000), None, "within the silence");
+        let ts = rx.stalled(5_000_000, 4_000_000).expect("stalled after 4 ms without a packet");
+        assert_eq!(ts as u32, crate::rtp::parse_rtp(&frames[0][0], 1).unwrap().timestamp);
+        assert!(!rx.wants_keyframe(), "stalled is a suspicion, not yet a verdict");
+        // A complete frame never stalls.
+        let mut rx = Receiver::new(cfg());
+        for p in &frames[1] {
+            rx.on_packet(p, 1_000_000);
+        }
+        assert_eq!(rx.stalled(100_000_000, 4_000_000), None);
     }
 
     /// The stream through a simulated link ([`crate::impair`]): media and its FEC (20%)

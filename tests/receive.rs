@@ -167,10 +167,11 @@ fn random_loss_without_fec_brings_plis_and_idrs_and_decoding_goes_on() {
     let written = complete - held;
     // Every loss healed by an IDR a few frames later (PLI round trip + the encoder's next
     // frame; an IDR is large, so it is itself lost more often than a P frame).
-    let rec = &j["recovery_frames"];
-    eprintln!("written {written}, held back {held}, recovery {rec}");
-    // Measured here: p50 4, max 10 frames at 60 fps (re-PLI every 50 ms while the IDR is
-    // missing). Forward error correction is what shortens this further.
+    let rec = &j["broken_frames"];
+    eprintln!("written {written}, held back {held}, broken {rec}, after the latest loss {}", j["recovery_frames"]);
+    // Frames from the first loss to the IDR, both counted. Measured here: p50 4, max 10
+    // frames at 60 fps (re-PLI every 50 ms while the IDR is missing). Forward error
+    // correction is what shortens this further.
     assert!(rec["p50"].as_u64().unwrap() <= 8 && rec["max"].as_u64().unwrap() <= 30, "{rec}");
     assert!(ids.len() as u64 >= written * 98 / 100, "decoded {} of {written} written", ids.len());
     assert!(ids.last().is_some_and(|&i| i >= 590), "decoding reaches the end of the stream: {:?}", ids.last());
@@ -204,17 +205,17 @@ fn five_percent_loss_with_fec_heals_quickly() {
         return;
     };
     let f = &j["frames"];
-    eprintln!("5% loss, FEC 20%: {f}; recovery {}; decoded {}", j["recovery_frames"], ids.len());
+    eprintln!("5% loss, FEC 20%: {f}; recovery {}; broken {}; decoded {}", j["recovery_frames"], j["broken_frames"], ids.len());
     assert!(f["recovered"].as_u64().unwrap() > 0);
     // Unrecoverable losses heal through PLI -> IDR (the IDR itself FEC-protected). A frame
     // FEC cannot repair is declared lost as soon as its FEC packets are in, the PLI goes
-    // out at once, and the IDR is the frame after next: 3 frames per loss counting the
-    // lost frame and the IDR (measured: p50 3, max 4), i.e. the picture is whole again
-    // 2 frames after the loss. A lost IDR costs another round.
+    // out at once, and the IDR is the frame after next: the picture is whole again 2
+    // frames after the loss (`recovery_frames`, measured p50 2, max 3). A lost IDR is a
+    // new loss and costs another round (`broken_frames` counts the whole break).
     if !j["recovery_frames"].is_null() {
         let r = &j["recovery_frames"];
-        // Bounds with room for a loaded CI machine (seen: p50 4 while compiling beside it).
-        assert!(r["p50"].as_u64().unwrap() <= 4 && r["max"].as_u64().unwrap() <= 12, "{r}");
+        // Bounds with room for a loaded CI machine (seen: p50 3 while compiling beside it).
+        assert!(r["p50"].as_u64().unwrap() <= 3 && r["max"].as_u64().unwrap() <= 11, "{r}");
     }
     assert!(ids.last().is_some_and(|&i| i >= 590), "{:?}", ids.last());
 }
@@ -303,5 +304,12 @@ fn ffmpeg_from_the_sdp_keeps_decoding_through_5_percent_loss() {
     let readable: Vec<u64> = ids.iter().flatten().copied().collect();
     eprintln!("ffmpeg from the SDP at 5% loss: {} pictures, {} with a readable id, last {:?}", ids.len(), readable.len(), readable.last());
     assert!(ids.len() >= 400, "ffmpeg output {} pictures of 600", ids.len());
-    assert!(readable.last().is_some_and(|&i| i >= 540), "decoding went on to the end: {:?}", readable.last());
+    // Healing at the periodic IDRs, all through the stream: readable pictures in most
+    // 60-frame GOPs, the last two included (measured: all 10 GOPs, last id 572 and 598).
+    // An IDR is tens of packets and often hit at 5% loss, so one GOP can stay unreadable:
+    // a run once ended at id 527, hence no bound on the very last GOP.
+    let gops: std::collections::BTreeSet<u64> = readable.iter().map(|i| i / 60).collect();
+    eprintln!("GOPs with readable pictures: {gops:?}");
+    assert!(gops.len() >= 5, "readable pictures in only {} of 10 GOPs: {gops:?}", gops.len());
+    assert!(readable.last().is_some_and(|&i| i >= 480), "decoding went on to the end: {:?}", readable.last());
 }

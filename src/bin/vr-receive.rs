@@ -61,6 +61,12 @@ struct Cli {
     /// Stop after this many seconds.
     #[arg(long)]
     duration: Option<f64>,
+    /// An incomplete frame that has had no packet for this long, and that FEC cannot
+    /// rebuild, brings a PLI at once, ms (its lost verdict still waits for a later frame
+    /// and the reorder window): a frame whose tail was lost is then healed by the second
+    /// frame after it. 0 disables.
+    #[arg(long, default_value_t = 4)]
+    pli_after_ms: u64,
     /// Do not send RTCP (receiver reports, PLI) or clock probes.
     #[arg(long)]
     no_rtcp: bool,
@@ -80,9 +86,11 @@ struct Cli {
 
 /// Receiver reports interval, ns.
 const RR_INTERVAL_NS: u64 = 500_000_000;
-/// Least time between two PLIs, ns: a PLI is repeated this often until an IDR arrives
-/// (the IDR answering it can be lost too: it is the largest frame).
+/// A PLI is repeated this often until an IDR arrives, ns (the IDR answering it can be
+/// lost without a trace: it is the largest frame).
 const PLI_INTERVAL_NS: u64 = 50_000_000;
+/// Round-trip time assumed before the first clock probe has measured one, ns.
+const DEFAULT_RTT_NS: u64 = 20_000_000;
 /// Clock probe interval, ns.
 const PROBE_INTERVAL_NS: u64 = 1_000_000_000;
 
@@ -96,7 +104,12 @@ struct Summary {
     /// Frames held back while waiting for an IDR after a loss.
     held_back: u64,
     /// Frames from each loss to the IDR that healed it (the lost frame counts as 1).
+    /// Per healed break: frames after the latest unrecoverable loss up to and including
+    /// the IDR that healed it (the IDR the last PLI asked for).
     recovery: Vec<u64>,
+    /// Per healed break: frames from the first lost frame to the IDR, both counted (longer
+    /// than `recovery` when the IDR or a frame before it was lost too).
+    broken: Vec<u64>,
     /// Detection messages (RTCP APP "VRDT") received, and how many named a frame we got.
     det_msgs: u64,
     det_matched: u64,
@@ -106,6 +119,16 @@ struct Summary {
     det_last: Option<vr_stream::detect::wire::WireDetections>,
     /// Recent frames: RTP timestamp → capture time (Unix ns, sender clock).
     recent: std::collections::VecDeque<(u32, i128)>,
+}
+
+/// `{"losses", "p50", "max"}` of a list of frame counts, or null when empty.
+fn spread(v: &[u64]) -> serde_json::Value {
+    if v.is_empty() {
+        return serde_json::Value::Null;
+    }
+    let mut r = v.to_vec();
+    r.sort_unstable();
+    serde_json::json!({ "losses": r.len(), "p50": r[r.len() / 2], "max": r[r.len() - 1] })
 }
 
 fn pct(h: &Histogram<u64>, q: f64) -> f64 {
@@ -173,6 +196,7 @@ fn run(cli: &Cli) -> Result<(), String> {
         keyframes: 0,
         held_back: 0,
         recovery: vec![],
+        broken: vec![],
         det_msgs: 0,
         det_matched: 0,
         det_total: 0,
@@ -181,7 +205,13 @@ fn run(cli: &Cli) -> Result<(), String> {
         recent: std::collections::VecDeque::with_capacity(256),
     };
     // Frames since the first loss not yet healed by an IDR (None: the picture is whole).
+    // Frames since the first unrecoverable loss of the current break, and since the latest.
     let mut broken_for: Option<u64> = None;
+    let mut since_loss = 0u64;
+    // When the latest frame was declared lost (monotonic ns).
+    let mut lost_at = 0u64;
+    // The frame last seen stalled (see `--pli-after-ms`), and whether it still wants a PLI.
+    let (mut stalled_ts, mut suspect) = (None::<u64>, false);
     let mut sender: Option<SocketAddr> = None;
     let (mut last_rr, mut last_pli, mut last_probe, mut last_print) = (0u64, 0u64, 0u64, monotonic_ns());
     let mut probe_n = 0u32;
@@ -307,11 +337,15 @@ fn run(cli: &Cli) -> Result<(), String> {
         while let Some(f) = rx.poll(now) {
             if f.verdict == Verdict::Lost {
                 *broken_for.get_or_insert(0) += 1;
+                since_loss = 0;
+                lost_at = now;
                 continue;
             }
             if let Some(n) = broken_for {
+                since_loss += 1;
                 if f.keyframe {
-                    sum.recovery.push(n + 1);
+                    sum.broken.push(n + 1);
+                    sum.recovery.push(since_loss);
                     broken_for = None;
                 } else {
                     broken_for = Some(n + 1);
@@ -340,12 +374,27 @@ fn run(cli: &Cli) -> Result<(), String> {
                 let _ = o.flush();
             }
         }
+        // A frame that stalled without its tail: ask for the IDR now (once per frame).
+        if cli.pli_after_ms > 0
+            && let Some(ts) = rx.stalled(now, cli.pli_after_ms * 1_000_000)
+            && stalled_ts != Some(ts)
+        {
+            stalled_ts = Some(ts);
+            suspect = true;
+            lost_at = now;
+        }
         // RTCP out.
         if !cli.no_rtcp
             && let (Some(to), Some(ssrc)) = (sender, rx.ssrc())
         {
             let me = ssrc ^ 0x5a5a_5a5a;
-            let pli_due = rx.wants_keyframe() && now - last_pli >= PLI_INTERVAL_NS;
+            // Repeat the PLI when its IDR is overdue; and at once when a frame is lost (or
+            // stalled) one round trip after the last PLI went out: that frame left the
+            // sender after the PLI arrived, so it is the IDR or a frame after it, and
+            // nothing else is coming to heal the picture. (Losses within the round trip are
+            // of frames encoded before the PLI arrived; the IDR is on its way.)
+            let rtt = sum.offset.best().map_or(DEFAULT_RTT_NS, |b| b.rtt_ns);
+            let pli_due = (rx.wants_keyframe() || std::mem::take(&mut suspect)) && (now - last_pli >= PLI_INTERVAL_NS || lost_at >= last_pli + rtt);
             if now - last_rr >= RR_INTERVAL_NS || pli_due {
                 rtcp_out.clear();
                 let block = rx.reception().report_block(ssrc, ntp_from_unix_ns(realtime_ns()));
@@ -393,10 +442,8 @@ fn run(cli: &Cli) -> Result<(), String> {
             "bytes": sum.bytes,
             "pli_sent": sum.plis,
             "held_back": sum.held_back,
-            "recovery_frames": if sum.recovery.is_empty() { serde_json::Value::Null } else {
-                let mut r = sum.recovery.clone();
-                r.sort_unstable();
-                serde_json::json!({ "losses": r.len(), "p50": r[r.len() / 2], "max": r[r.len() - 1] }) },
+            "recovery_frames": spread(&sum.recovery),
+            "broken_frames": spread(&sum.broken),
             "latency_ms": if sum.hist.is_empty() { serde_json::Value::Null } else { serde_json::json!({
                 "samples": sum.hist.len(), "p50": pct(&sum.hist, 0.5), "p95": pct(&sum.hist, 0.95), "p99": pct(&sum.hist, 0.99), "max": sum.hist.max() as f64 / 1000.0 }) },
             "detections": if sum.det_msgs == 0 { serde_json::Value::Null } else { serde_json::json!({
