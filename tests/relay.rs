@@ -180,5 +180,8 @@ fn receiver_latency_agrees_with_sender_latency_plus_the_relay_delay() {
     // kernel clock), the probes' RTT shows the 2 × 5 ms.
     assert!(offset.abs() < 1.0, "offset {offset} ms");
     assert!(r.rx["clock"]["rtt_ms"].as_f64().unwrap() >= 9.0, "{}", r.rx["clock"]);
-    assert_eq!(frames(&r.rx, "complete"), 600);
+    // Every frame whole: complete, or rebuilt when one packet came after its frame's FEC
+    // (seen once on a loaded CI machine: 599 complete + 1 rebuilt, 1 late packet).
+    assert_eq!(frames(&r.rx, "complete") + frames(&r.rx, "recovered"), 600, "{}", r.rx);
+    assert_eq!(frames(&r.rx, "lost"), 0, "{}", r.rx);
 }
