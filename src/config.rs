@@ -66,6 +66,29 @@ pub struct Config {
     pub abr: AbrConfig,
     /// Optional object detection.
     pub detect: DetectConfig,
+    /// The viewer page (HTTPS, WebSocket + WebCodecs) served to the headset.
+    pub web: WebConfig,
+}
+
+/// `[web]`: the HTTPS server for the headset's browser ([`crate::web`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// Serve the viewer page.
+    pub enabled: bool,
+    /// TCP port.
+    pub port: u16,
+    /// Address to listen on.
+    pub bind: String,
+    /// Certificate chain (PEM); "" = the kept self-signed one in `cert_dir`.
+    pub cert: String,
+    /// Private key of `cert` (PEM).
+    pub key: String,
+    /// Where the self-signed pair is kept; "" = `$XDG_CONFIG_HOME/vr-stream` or
+    /// `~/.config/vr-stream`.
+    pub cert_dir: String,
+    /// The PIN the page asks for; "" = a random 6-digit PIN per run, printed at start.
+    pub pin: String,
 }
 
 /// `[detect]`: YOLO object detection in its own stage ([`crate::detect`]).
@@ -537,6 +560,15 @@ impl Config {
         check("detect.every_nth", d.every_nth, 1, 1000)?;
         check("detect.threads", d.threads, 1, 16)?;
         check("detect.max", d.max, 1, crate::shm::stats::MAX_DETECTIONS as u32)?;
+        let w = &self.web;
+        check("web.port", w.port, 1, 65535)?;
+        w.bind.parse::<IpAddr>().map_err(|_| ConfigError::Invalid { key: "web.bind", value: w.bind.clone(), allowed: "an IP address (0.0.0.0 for every interface)".into() })?;
+        if w.cert.is_empty() != w.key.is_empty() {
+            return Err(ConfigError::Invalid { key: "web.cert", value: format!("cert {:?}, key {:?}", w.cert, w.key), allowed: "both or neither (--cert and --key)".into() });
+        }
+        if !w.pin.is_empty() && (w.pin.len() < 4 || w.pin.len() > 12 || !w.pin.bytes().all(|b| b.is_ascii_digit())) {
+            return Err(ConfigError::Invalid { key: "web.pin", value: w.pin.clone(), allowed: "4 to 12 digits, or \"\" for a random PIN".into() });
+        }
         let a = &self.abr;
         check("abr.min_kbps", a.min_kbps, 100, 200_000)?;
         check("abr.loss_high_percent", a.loss_high_percent, 1, 100)?;

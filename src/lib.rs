@@ -30,3 +30,4 @@ pub mod shm;
 pub mod source;
 pub mod stage;
 pub mod supervisor;
+pub mod web;

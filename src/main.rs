@@ -50,6 +50,21 @@ struct Cli {
     /// RTP over TCP (RFC 4571) to --ip:--port, for vr-receive --tcp [stream.tcp]
     #[arg(long)]
     tcp: bool,
+    /// Serve the viewer page (HTTPS) for the headset's browser [web.enabled]
+    #[arg(long)]
+    web: bool,
+    /// The viewer page's port (implies --web; default 8443) [web.port]
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    web_port: Option<u16>,
+    /// The viewer page's PIN, 4-12 digits (default: random per run, printed) [web.pin]
+    #[arg(long, value_name = "DIGITS")]
+    web_pin: Option<String>,
+    /// TLS certificate chain for the viewer page, PEM (with --key) [web.cert]
+    #[arg(long, value_name = "PEM")]
+    cert: Option<String>,
+    /// TLS private key for --cert, PEM [web.key]
+    #[arg(long, value_name = "PEM")]
+    key: Option<String>,
     /// Largest RTP payload, bytes [stream.payload_size]
     #[arg(long, value_name = "BYTES")]
     payload_size: Option<u32>,
@@ -178,6 +193,21 @@ fn overrides(cli: &Cli) -> toml::Table {
     }
     if cli.tcp {
         set("stream", "tcp", toml::Value::Boolean(true));
+    }
+    if cli.web || cli.web_port.is_some() {
+        set("web", "enabled", toml::Value::Boolean(true));
+    }
+    if let Some(v) = &cli.web_port {
+        set("web", "port", i(*v as u64));
+    }
+    if let Some(v) = &cli.web_pin {
+        set("web", "pin", s(v));
+    }
+    if let Some(v) = &cli.cert {
+        set("web", "cert", s(v));
+    }
+    if let Some(v) = &cli.key {
+        set("web", "key", s(v));
     }
     if cli.strict_rt {
         set("rt", "strict", toml::Value::Boolean(true));

@@ -547,6 +547,9 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
         .map_err(|e| format!("RTCP socket (local port {}) to {rtcp_dest}: {e}", s.rtcp_local_port))?;
     let mut abr = cfg.abr.enabled.then(|| crate::abr::RateController::new(cfg.abr.params(cfg.encoder.bitrate_kbps)));
     let interval_ns = fmt.frame_interval_ns();
+    // The viewer page's server, started before this thread turns realtime: its threads
+    // stay SCHED_OTHER and unpinned.
+    let hub = if cfg.web.enabled { Some(start_web(cfg, &fmt, ctl)?) } else { None };
     go_realtime(StageKind::Network, cfg, slot)?;
     let mut reader = queue.reader();
     reader.set_spin_window(Duration::from_nanos(interval_ns), Duration::from_micros(cfg.rt.spin_window_us as u64));
@@ -621,6 +624,17 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
                 continue;
             }
         };
+        // The same access unit to the page's viewers (never blocks; a copy only when
+        // someone is watching).
+        if let Some(h) = &hub {
+            if h.has_viewers() {
+                let cap_unix = real.saturating_sub(mono.saturating_sub(m.capture_ns));
+                h.publish(data, m.flags & FLAG_KEYFRAME != 0, m.frame_id, cap_unix, rt::realtime_ns());
+            }
+            if h.take_idr_request() {
+                queue.request_idr();
+            }
+        }
         drop(au);
         ctl.save_rtp_state(RtpState { ssrc, next_seq: pk.next_seq(), ts_offset, base_ns: base });
         let first_sent = monotonic_ns();
@@ -704,7 +718,30 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
         beat(slot);
     }
     rtcp.bye();
+    if let Some(h) = &hub {
+        let c = h.counters();
+        let page = h.report().map_or("no page report".to_string(), |r| {
+            format!("page decoded {}, capture->decoded p50 {:.1} p99 {:.1} ms, decode {:.1} ms, {:.1} fps", r.decoded, r.latency_p50_ms, r.latency_p99_ms, r.decode_ms, r.fps)
+        });
+        eprintln!("vr-stream[network]: web: {} access units to viewers, {} skipped, {} refused; {page}", c.sent, c.skipped, c.refused);
+    }
     Ok(())
+}
+
+/// Starts the viewer page's HTTPS server ([`crate::web`]) with the certificate, key and
+/// PIN the supervisor resolved into `cfg.web`.
+fn start_web(cfg: &Config, fmt: &SourceFormat, ctl: &Control) -> Result<std::sync::Arc<crate::web::Hub>, String> {
+    use crate::web::{self, auth::Gate, cert, server};
+    let w = &cfg.web;
+    let (c, k) = (std::path::Path::new(&w.cert), std::path::Path::new(&w.key));
+    let id = cert::load_or_create(Some(c), Some(k), &cert::default_dir(), &[]).map_err(|e| format!("web certificate: {e}"))?;
+    let codec = ctl.headers().and_then(|h| web::codec_string(&h)).unwrap_or_default();
+    let desc = web::StreamDesc { codec, width: fmt.width, height: fmt.height, fps: fmt.fps_num / fmt.fps_den.max(1), stereo: cfg.source.stereo };
+    let hub = web::Hub::new(desc);
+    let shared = std::sync::Arc::new(server::Shared { tls: server::tls_config(id)?, gate: std::sync::Mutex::new(Gate::new(w.pin.clone())), hub: hub.clone() });
+    let ip: IpAddr = w.bind.parse().map_err(|_| format!("web.bind {:?} is not an IP address", w.bind))?;
+    server::start(SocketAddr::new(ip, w.port), shared)?;
+    Ok(hub)
 }
 
 /// Sends `pkts` following `pacer`: each sendmmsg takes the packets already due, then the

@@ -128,6 +128,58 @@ fn status_text(s: &std::process::ExitStatus) -> String {
     }
 }
 
+/// Resolves the viewer page's settings in `w` (certificate and key paths, generating the
+/// kept self-signed pair if needed; the PIN, random if unset), checks that the port can be
+/// bound, and returns the URL to print: the address of the interface that routes to
+/// `dest_ip` (the headset's network).
+///
+/// Errors: an unreadable or invalid certificate or key (naming the file), the port in use.
+fn web_setup(w: &mut crate::config::WebConfig, dest_ip: &str) -> Result<String> {
+    use crate::web::{auth, cert, server};
+    use std::net::{IpAddr, SocketAddr, UdpSocket};
+    let bind: IpAddr = w.bind.parse().map_err(|_| anyhow!("web.bind {:?} is not an IP address", w.bind))?;
+    // The address the headset reaches us at: the source address of a route to it.
+    let local = UdpSocket::bind((bind, 0))
+        .and_then(|s| s.connect((dest_ip, 9)).map(|_| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(if bind.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { bind });
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), local.to_string()];
+    if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
+        let h = h.trim();
+        if !h.is_empty() {
+            names.push(h.to_string());
+            names.push(format!("{h}.local"));
+        }
+    }
+    names.dedup();
+    let given = (!w.cert.is_empty()).then(|| (std::path::PathBuf::from(&w.cert), std::path::PathBuf::from(&w.key)));
+    let dir = if w.cert_dir.is_empty() { cert::default_dir() } else { w.cert_dir.clone().into() };
+    let id = cert::load_or_create(given.as_ref().map(|g| g.0.as_path()), given.as_ref().map(|g| g.1.as_path()), &dir, &names)
+        .map_err(|e| anyhow!("web certificate: {e}"))?;
+    if id.generated {
+        eprintln!("vr-stream: generated a self-signed certificate for the viewer page: {} (the browser asks to accept it once)", id.cert_path.display());
+    }
+    let key_path = given.map(|g| g.1).unwrap_or_else(|| dir.join("web-key.pem"));
+    w.cert = id.cert_path.display().to_string();
+    w.key = key_path.display().to_string();
+    server::tls_config(id).map_err(|e| anyhow!("web certificate: {e}"))?;
+    if w.pin.is_empty() {
+        let mut r = [0u8; 8];
+        server::fill_random(&mut r);
+        w.pin = auth::pin_from(r);
+    }
+    let addr = SocketAddr::new(bind, w.port);
+    drop(std::net::TcpListener::bind(addr).map_err(|e| anyhow!("--web-port {}: cannot listen on {addr}: {e}", w.port))?);
+    let host = match local {
+        IpAddr::V6(a) => format!("[{a}]"),
+        a => a.to_string(),
+    };
+    Ok(format!("https://{host}:{}/", w.port))
+}
+
 /// Runs the stream until end of stream, a stop signal or a stage failure.
 ///
 /// Errors: bad source, segment in use, a stage that fails to start or fails while running
@@ -149,6 +201,13 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         load_runtime(&library_path(&cfg.detect.onnxruntime)).map_err(|e| anyhow!("--yolo: {e}"))?;
         let d = Detector::open(cfg.detect.params()).map_err(|e| anyhow!("--yolo: {e}"))?;
         eprintln!("vr-stream: detector {} ({}x{} input)", cfg.detect.model_path().display(), d.size(), d.size());
+    }
+    // The viewer page: certificate, PIN and port settled here (one clear error before
+    // anything starts); the network stage serves it with what is resolved into its config.
+    let mut stage_cfg = cfg.clone();
+    if cfg.web.enabled && !opts.sdp_only {
+        let url = web_setup(&mut stage_cfg.web, &cfg.stream.ip)?;
+        eprintln!("vr-stream: viewer page {url}  PIN {}", stage_cfg.web.pin);
     }
     if opts.sdp_only {
         if cfg.stream.sdp.is_empty() {
@@ -215,7 +274,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     rt::install_stop_signals();
 
     let exe = std::env::current_exe().context("cannot find the vr-stream executable")?;
-    let cfg_text = cfg.to_toml();
+    let cfg_text = stage_cfg.to_toml();
     let geometry = stage::format_geometry(&fmt);
     let mut stages: Vec<Stage> = vec![];
     let stop_all = |stages: &mut Vec<Stage>| {

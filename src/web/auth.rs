@@ -1,0 +1,162 @@
+//! Access control for the viewer page: a short PIN printed at start, session tokens, and a
+//! per-address limit on wrong PINs. Pure logic: the caller passes the time (monotonic ns)
+//! and the random bytes, so this is tested on simulated time.
+//!
+//! Flow: the page posts the PIN to `/api/login`; a right PIN gets a token (32 hex digits,
+//! 128 random bits) that the signalling and media endpoints require; a wrong or missing
+//! one gets HTTP 403. After [`MAX_FAILURES`] wrong PINs in a row from one address, that
+//! address is refused (HTTP 429) for [`BLOCK_NS`], doubling with each further block, so a
+//! 6-digit PIN (10⁶ values) cannot be guessed from the LAN during a session.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// Wrong PINs in a row from one address before it is blocked.
+pub const MAX_FAILURES: u32 = 5;
+/// First block, ns (30 s); each further block doubles it, up to 1 hour.
+pub const BLOCK_NS: u64 = 30_000_000_000;
+/// Longest block, ns (1 hour).
+pub const MAX_BLOCK_NS: u64 = 3_600_000_000_000;
+/// Most tokens kept at once (oldest dropped first): a viewer logs in once per page load.
+pub const MAX_TOKENS: usize = 64;
+
+/// Why a login was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Wrong or missing PIN (HTTP 403).
+    WrongPin,
+    /// Too many wrong PINs from this address: retry after this many ns (HTTP 429).
+    Blocked {
+        /// Time left in the block, ns.
+        retry_after_ns: u64,
+    },
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Failures {
+    in_a_row: u32,
+    blocks: u32,
+    blocked_until_ns: u64,
+}
+
+/// The PIN, the tokens handed out, and the failures per address.
+#[derive(Debug)]
+pub struct Gate {
+    pin: String,
+    tokens: Vec<String>,
+    failures: HashMap<IpAddr, Failures>,
+}
+
+/// A 6-digit PIN from 8 random bytes (uniform to within 10⁻¹³).
+pub fn pin_from(random: [u8; 8]) -> String {
+    format!("{:06}", u64::from_le_bytes(random) % 1_000_000)
+}
+
+/// A token: 16 random bytes as 32 lowercase hex digits.
+pub fn token_from(random: [u8; 16]) -> String {
+    random.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compares without an early exit on the first differing byte.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Gate {
+    /// A gate for `pin` (digits, as printed at start).
+    pub fn new(pin: String) -> Gate {
+        Gate { pin, tokens: vec![], failures: HashMap::new() }
+    }
+
+    /// The PIN.
+    pub fn pin(&self) -> &str {
+        &self.pin
+    }
+
+    /// A login attempt from `addr` with `pin` at `now_ns`; `random` becomes the token if
+    /// the PIN is right. Returns the token, or why not.
+    pub fn login(&mut self, addr: IpAddr, pin: &str, now_ns: u64, random: [u8; 16]) -> Result<String, Refusal> {
+        let f = self.failures.entry(addr).or_default();
+        if now_ns < f.blocked_until_ns {
+            return Err(Refusal::Blocked { retry_after_ns: f.blocked_until_ns - now_ns });
+        }
+        if !same(pin.trim(), &self.pin) {
+            f.in_a_row += 1;
+            if f.in_a_row >= MAX_FAILURES {
+                let block = BLOCK_NS.saturating_mul(1 << f.blocks.min(16)).min(MAX_BLOCK_NS);
+                f.blocks += 1;
+                f.in_a_row = 0;
+                f.blocked_until_ns = now_ns + block;
+            }
+            return Err(Refusal::WrongPin);
+        }
+        f.in_a_row = 0;
+        let t = token_from(random);
+        if self.tokens.len() >= MAX_TOKENS {
+            self.tokens.remove(0);
+        }
+        self.tokens.push(t.clone());
+        Ok(t)
+    }
+
+    /// Whether `token` was handed out by [`Gate::login`] (and not dropped since).
+    pub fn allows(&self, token: &str) -> bool {
+        !token.is_empty() && self.tokens.iter().any(|t| same(t, token))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([192, 168, 1, n])
+    }
+
+    #[test]
+    fn right_pin_gets_a_token_that_is_allowed_wrong_pin_and_forged_tokens_are_not() {
+        let mut g = Gate::new("042137".into());
+        assert_eq!(g.login(ip(2), "000000", 0, [1; 16]), Err(Refusal::WrongPin));
+        assert_eq!(g.login(ip(2), "", 0, [1; 16]), Err(Refusal::WrongPin));
+        assert_eq!(g.login(ip(2), "42137", 0, [1; 16]), Err(Refusal::WrongPin), "leading zero matters");
+        let t = g.login(ip(2), " 042137\n", 0, [0xab; 16]).unwrap();
+        assert_eq!(t, "ab".repeat(16));
+        assert!(g.allows(&t));
+        assert!(!g.allows(""));
+        assert!(!g.allows(&"ac".repeat(16)));
+        assert!(!g.allows(&t[..31]));
+    }
+
+    #[test]
+    fn five_wrong_pins_block_the_address_for_30_s_then_60_s_others_unaffected() {
+        let mut g = Gate::new("123456".into());
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(g.login(ip(9), "111111", 1_000, [0; 16]), Err(Refusal::WrongPin));
+        }
+        // Blocked, even with the right PIN.
+        assert_eq!(g.login(ip(9), "123456", 2_000, [0; 16]), Err(Refusal::Blocked { retry_after_ns: BLOCK_NS - 1_000 }));
+        // Another address is not.
+        assert!(g.login(ip(10), "123456", 2_000, [3; 16]).is_ok());
+        // After the block: allowed again; the next five failures block for twice as long.
+        let t = 1_000 + BLOCK_NS;
+        assert!(g.login(ip(9), "123456", t, [4; 16]).is_ok());
+        for _ in 0..MAX_FAILURES {
+            let _ = g.login(ip(9), "000000", t, [0; 16]);
+        }
+        assert_eq!(g.login(ip(9), "123456", t, [0; 16]), Err(Refusal::Blocked { retry_after_ns: 2 * BLOCK_NS }));
+    }
+
+    #[test]
+    fn pins_are_six_digits_and_tokens_are_capped() {
+        assert_eq!(pin_from([0; 8]), "000000");
+        assert_eq!(pin_from(u64::MAX.to_le_bytes()), format!("{:06}", u64::MAX % 1_000_000));
+        let mut g = Gate::new("1".into());
+        let first = g.login(ip(1), "1", 0, [0; 16]).unwrap();
+        for i in 0..MAX_TOKENS {
+            let mut r = [0u8; 16];
+            r[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+            g.login(ip(1), "1", 0, r).unwrap();
+        }
+        assert!(!g.allows(&first), "oldest token dropped");
+    }
+}

@@ -1,0 +1,288 @@
+//! The headset end: an HTTPS server inside the network stage that serves the viewer page
+//! (plain ES modules from `web/`, compiled into the binary) and streams the same access
+//! units the RTP path sends, one per WebSocket message, to pages that logged in with the
+//! PIN ([`auth`]).
+//!
+//! The network stage publishes each access unit to the [`Hub`] after its RTP packets are
+//! out; the hub never blocks it: a busy hub (`try_lock`) or a viewer whose queue is full
+//! skips the frame, that viewer then waits for the next IDR and the hub asks the encoder
+//! for one (the same path as a PLI). The server threads are started before the stage
+//! turns realtime, so they stay SCHED_OTHER on the housekeeping CPUs.
+//!
+//! WebSocket media message (binary), all integers big-endian:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0 | version, 1 |
+//! | 1 | flags: bit 0 = keyframe (the access unit starts with SPS/PPS + IDR) |
+//! | 2..4 | reserved, 0 |
+//! | 4..8 | frame id (low 32 bits) |
+//! | 8..16 | capture time, Unix ns (the sender's wall clock; the page corrects it by the clock offset) |
+//! | 16..24 | send time, Unix ns |
+//! | 24.. | the access unit, Annex-B (start codes), as in the RTP stream |
+//!
+//! Text messages are JSON: server → page `hello` (codec string from the SPS, width,
+//! height, fps, stereo) and `pong` (`t1` echoed, `t2` = server Unix ms); page → server
+//! `ping` (`t1` = page Unix ms), `keyframe` (its decoder fell behind or failed: the hub
+//! asks the encoder for an IDR, like a PLI) and `stats` (its decoded count, capture →
+//! decoded latency p50/p99 in ms, decode time, fps).
+
+pub mod auth;
+pub mod cert;
+pub mod server;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+/// Media message header length, bytes.
+pub const HEADER_LEN: usize = 24;
+/// Access units a viewer may have queued before it is skipped to the next IDR.
+pub const VIEWER_QUEUE: usize = 8;
+
+/// What the page needs to configure its decoder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamDesc {
+    /// RFC 6381 codec string, e.g. `avc1.42c01f` (from the SPS).
+    pub codec: String,
+    /// Frame size, pixels.
+    pub width: u32,
+    /// Frame height, pixels.
+    pub height: u32,
+    /// Frames per second.
+    pub fps: u32,
+    /// Left | right side by side in one frame.
+    pub stereo: bool,
+}
+
+/// RFC 6381 `avc1.PPCCLL` from the first SPS in `annexb` (profile_idc, constraint flags,
+/// level_idc: the three bytes after the NAL header); `None` without an SPS.
+pub fn codec_string(annexb: &[u8]) -> Option<String> {
+    let sps = crate::rtp::nal_units(annexb).find(|n| n.first().is_some_and(|h| h & 0x1f == 7) && n.len() >= 4)?;
+    Some(format!("avc1.{:02x}{:02x}{:02x}", sps[1], sps[2], sps[3]))
+}
+
+/// The media message for one access unit (layout in the module doc).
+pub fn media_message(au: &[u8], keyframe: bool, frame_id: u64, capture_unix_ns: u64, send_unix_ns: u64) -> Vec<u8> {
+    let mut m = Vec::with_capacity(HEADER_LEN + au.len());
+    m.extend_from_slice(&[1, keyframe as u8, 0, 0]);
+    m.extend_from_slice(&(frame_id as u32).to_be_bytes());
+    m.extend_from_slice(&capture_unix_ns.to_be_bytes());
+    m.extend_from_slice(&send_unix_ns.to_be_bytes());
+    m.extend_from_slice(au);
+    m
+}
+
+struct Viewer {
+    id: u64,
+    tx: SyncSender<Arc<Vec<u8>>>,
+    need_key: bool,
+}
+
+/// What a page reported last (its `stats` message).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PageReport {
+    /// Frames the page decoded so far.
+    pub decoded: u64,
+    /// Capture → decoded latency on the page, ms (clock-offset corrected).
+    pub latency_p50_ms: f64,
+    /// The same, 99th percentile, ms.
+    pub latency_p99_ms: f64,
+    /// Decoder time per frame (chunk in → frame out), p50, ms.
+    pub decode_ms: f64,
+    /// Frames decoded per second over the last report interval.
+    pub fps: f64,
+}
+
+/// Counters of the web path.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WebCounters {
+    /// Viewers connected now.
+    pub viewers: u64,
+    /// Access units queued to viewers (summed over viewers).
+    pub sent: u64,
+    /// Access units a viewer missed (queue full, hub busy, waiting for an IDR).
+    pub skipped: u64,
+    /// Logins refused (wrong PIN, blocked address, bad token).
+    pub refused: u64,
+}
+
+/// Between the network stage (producer) and the viewers' threads.
+#[derive(Default)]
+pub struct Hub {
+    viewers: Mutex<Vec<Viewer>>,
+    count: AtomicU64,
+    next_id: AtomicU64,
+    want_idr: AtomicBool,
+    desc: Mutex<StreamDesc>,
+    sent: AtomicU64,
+    skipped: AtomicU64,
+    refused: AtomicU64,
+    report: Mutex<Option<PageReport>>,
+}
+
+impl Hub {
+    /// An empty hub for a stream described by `desc` (the codec string is filled in from
+    /// the first keyframe if empty).
+    pub fn new(desc: StreamDesc) -> Arc<Hub> {
+        Arc::new(Hub { desc: Mutex::new(desc), ..Default::default() })
+    }
+
+    /// The stream description.
+    pub fn desc(&self) -> StreamDesc {
+        self.desc.lock().map(|d| d.clone()).unwrap_or_default()
+    }
+
+    /// Whether anyone is watching (one atomic load: the network stage's fast path).
+    pub fn has_viewers(&self) -> bool {
+        self.count.load(Ordering::Relaxed) > 0
+    }
+
+    /// Adds a viewer; returns its id and the receiving end of its queue. It gets frames
+    /// from the next IDR on, which is requested now.
+    pub fn join(&self) -> (u64, std::sync::mpsc::Receiver<Arc<Vec<u8>>>) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(VIEWER_QUEUE);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut v = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
+        v.push(Viewer { id, tx, need_key: true });
+        self.count.store(v.len() as u64, Ordering::Relaxed);
+        self.want_idr.store(true, Ordering::Release);
+        (id, rx)
+    }
+
+    /// Removes viewer `id`.
+    pub fn leave(&self, id: u64) {
+        let mut v = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
+        v.retain(|x| x.id != id);
+        self.count.store(v.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Offers one access unit to every viewer without blocking (see the module doc).
+    /// `au` is Annex-B; times are Unix ns.
+    pub fn publish(&self, au: &[u8], keyframe: bool, frame_id: u64, capture_unix_ns: u64, send_unix_ns: u64) {
+        if !self.has_viewers() {
+            return;
+        }
+        if keyframe
+            && let Ok(mut d) = self.desc.try_lock()
+            && d.codec.is_empty()
+            && let Some(c) = codec_string(au)
+        {
+            d.codec = c;
+        }
+        let Ok(mut viewers) = self.viewers.try_lock() else {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let msg = Arc::new(media_message(au, keyframe, frame_id, capture_unix_ns, send_unix_ns));
+        viewers.retain_mut(|v| {
+            if v.need_key && !keyframe {
+                self.skipped.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+            match v.tx.try_send(msg.clone()) {
+                Ok(()) => {
+                    v.need_key = false;
+                    self.sent.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(TrySendError::Full(_)) => {
+                    v.need_key = true;
+                    self.want_idr.store(true, Ordering::Release);
+                    self.skipped.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            }
+        });
+        self.count.store(viewers.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Whether a viewer needs an IDR (cleared by the call): the network stage then asks
+    /// the encoder for one.
+    pub fn take_idr_request(&self) -> bool {
+        self.want_idr.swap(false, Ordering::AcqRel)
+    }
+
+    /// A page's decoder fell behind or failed: ask the encoder for an IDR.
+    pub fn request_idr(&self) {
+        self.want_idr.store(true, Ordering::Release);
+    }
+
+    /// Counts a refused login or connection.
+    pub fn refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Stores a page's report.
+    pub fn set_report(&self, r: PageReport) {
+        if let Ok(mut g) = self.report.lock() {
+            *g = Some(r);
+        }
+    }
+
+    /// The latest page report, if any.
+    pub fn report(&self) -> Option<PageReport> {
+        self.report.lock().ok().and_then(|g| *g)
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> WebCounters {
+        WebCounters {
+            viewers: self.count.load(Ordering::Relaxed),
+            sent: self.sent.load(Ordering::Relaxed),
+            skipped: self.skipped.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codec_string_from_the_sps() {
+        let au = [0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0xaa, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 1, 0x65, 0x88];
+        assert_eq!(codec_string(&au).as_deref(), Some("avc1.42c01f"));
+        assert_eq!(codec_string(&[0, 0, 0, 1, 0x41, 0x9a]), None);
+    }
+
+    #[test]
+    fn media_message_layout() {
+        let m = media_message(&[9, 8, 7], true, 0x1_0000_0005, 0x0102030405060708, 42);
+        assert_eq!(&m[..4], &[1, 1, 0, 0]);
+        assert_eq!(&m[4..8], &5u32.to_be_bytes());
+        assert_eq!(&m[8..16], &0x0102030405060708u64.to_be_bytes());
+        assert_eq!(&m[16..24], &42u64.to_be_bytes());
+        assert_eq!(&m[24..], &[9, 8, 7]);
+    }
+
+    #[test]
+    fn a_viewer_starts_at_an_idr_and_a_full_queue_skips_to_the_next_one() {
+        let hub = Hub::new(StreamDesc::default());
+        hub.publish(b"x", false, 0, 0, 0);
+        assert_eq!(hub.counters().sent, 0, "nobody watching: nothing built");
+        let (_id, rx) = hub.join();
+        assert!(hub.take_idr_request(), "a new viewer asks for an IDR");
+        assert!(!hub.take_idr_request());
+        hub.publish(b"p", false, 1, 0, 0);
+        assert!(rx.try_recv().is_err(), "no P frame before the first IDR");
+        let idr = [0, 0, 0, 1, 0x67, 0x64, 0, 0x28, 0, 0, 0, 1, 0x65, 0x88];
+        hub.publish(&idr, true, 2, 0, 0);
+        assert_eq!(hub.desc().codec, "avc1.640028");
+        for i in 3..3 + VIEWER_QUEUE as u64 {
+            hub.publish(b"p", false, i, 0, 0);
+        }
+        // The queue (VIEWER_QUEUE) is full now: the next P frame is skipped, an IDR asked for.
+        assert!(hub.take_idr_request());
+        hub.publish(b"p", false, 99, 0, 0);
+        let ids: Vec<u32> = rx.try_iter().map(|m| u32::from_be_bytes(m[4..8].try_into().unwrap())).collect();
+        assert_eq!(ids, (2..2 + VIEWER_QUEUE as u32).collect::<Vec<_>>());
+        hub.publish(&idr, true, 100, 0, 0);
+        assert_eq!(rx.try_recv().map(|m| m[1]), Ok(1), "back at the IDR");
+        drop(rx);
+        hub.publish(&idr, true, 101, 0, 0);
+        assert!(!hub.has_viewers(), "a gone viewer is dropped");
+    }
+}

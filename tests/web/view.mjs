@@ -1,0 +1,104 @@
+// Opens the vr-stream viewer page in headless Chromium (Debian's, driven by playwright-core)
+// and prints what the page saw as one JSON document on stdout.
+//   node view.mjs URL SECONDS stream   -> waits for decoded frames, then measures SECONDS
+//   node view.mjs URL SECONDS refused  -> expects the PIN refused and no media at all
+// Also, in both modes: the server's answers to a wrong PIN and to a WebSocket upgrade
+// without a valid token (HTTP status codes), from Node's own HTTPS client.
+import { chromium } from 'playwright-core';
+import https from 'node:https';
+import http from 'node:http';
+
+const [url, secs = '5', mode = 'stream'] = process.argv.slice(2);
+const u = new URL(url);
+const client = u.protocol === 'https:' ? https : http;
+
+function request(path, { method = 'GET', headers = {}, body } = {}) {
+  return new Promise((resolve, reject) => {
+    const req = client.request(
+      { host: u.hostname, port: u.port, path, method, headers, rejectUnauthorized: false },
+      (res) => {
+        res.resume();
+        resolve(res.statusCode);
+      },
+    );
+    req.on('upgrade', (res, sock) => {
+      sock.destroy();
+      resolve(res.statusCode);
+    });
+    req.on('error', reject);
+    if (body) req.write(body);
+    req.end();
+  });
+}
+
+const wrongPin = await request('/api/login', {
+  method: 'POST',
+  headers: { 'Content-Type': 'application/json' },
+  body: JSON.stringify({ pin: '000000x' }),
+});
+const wsNoToken = await request('/ws?token=0123456789abcdef0123456789abcdef', {
+  headers: { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==' },
+});
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+  ],
+});
+const out = { wrongPin, wsNoToken };
+try {
+  const ctx = await browser.newContext({ ignoreHTTPSErrors: true });
+  const page = await ctx.newPage();
+  const log = [];
+  page.on('console', (m) => log.push(m.text()));
+  page.on('pageerror', (e) => log.push(String(e)));
+  await page.goto(url);
+  if (mode === 'refused') {
+    await page.waitForFunction(() => window.__vr && window.__vr.status !== 'login', null, { timeout: 15000 });
+    await page.waitForTimeout(Number(secs) * 1000);
+    const s = await page.evaluate(() => ({ status: window.__vr.status, error: window.__vr.error, received: window.__vr.received }));
+    Object.assign(out, s);
+  } else {
+    await page.waitForFunction(() => window.__vr && (window.__vr.status === 'streaming' || window.__vr.status === 'refused' || window.__vr.status === 'error'), null, { timeout: 30000 });
+    // Let the clock offset settle (4 pings a second for the first 3 s).
+    await page.waitForTimeout(1000);
+    const a = await page.evaluate(() => ({ n: window.__vr.decodedIds.length, received: window.__vr.received }));
+    await page.waitForTimeout(Number(secs) * 1000);
+    const s = await page.evaluate(() => ({ ...window.__vr }));
+    const ids = s.decodedIds.slice(a.n);
+    const q = (xs, p) => {
+      const v = [...xs].sort((x, y) => x - y);
+      return v.length ? v[Math.min(v.length - 1, Math.max(0, Math.ceil(p * v.length) - 1))] : null;
+    };
+    Object.assign(out, {
+      status: s.status,
+      error: s.error,
+      codec: s.codec,
+      offsetMs: s.offset,
+      windowDecoded: ids.length,
+      windowFirstId: ids[0] ?? null,
+      windowLastId: ids[ids.length - 1] ?? null,
+      windowReceived: s.received - a.received,
+      decoded: s.decoded,
+      keyframes: s.keyframes,
+      dropped: s.dropped,
+      drawn: s.drawn,
+      latencyP50Ms: q(s.latencies, 0.5),
+      latencyP99Ms: q(s.latencies, 0.99),
+      decodeP50Ms: q(s.decodeMs, 0.5),
+      inOrder: ids.every((x, i) => i === 0 || x > ids[i - 1]),
+    });
+  }
+  out.log = log.slice(0, 20);
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(out));
