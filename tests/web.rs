@@ -33,15 +33,19 @@ fn free_tcp_port() -> u16 {
 /// Starts vr-stream with the page on `web_port`; returns it once it printed the banner.
 /// `frames` of the real clip (looped) at 60 fps.
 fn start_vr(tag: &str, web_port: u16, pin: &str, frames: u32, cert_dir: &std::path::Path) -> Vr {
+    start_vr_with(tag, web_port, pin, frames, cert_dir, &format!("file:{}", clip().display()), &[])
+}
+
+/// [`start_vr`] with source `src` and `extra` arguments.
+fn start_vr_with(tag: &str, web_port: u16, pin: &str, frames: u32, cert_dir: &std::path::Path, src: &str, extra: &[String]) -> Vr {
     let cfg = cert_dir.join("web.toml");
     std::fs::write(&cfg, format!("[web]\ncert_dir = \"{}\"\n", cert_dir.display())).unwrap();
-    let clip = clip();
-    let src = format!("file:{}", clip.display());
     let port = free_port_pair().to_string();
     let (wp, fr, inst) = (web_port.to_string(), frames.to_string(), instance(tag));
     let mut child = Command::new(bin())
-        .args(["--ip", "127.0.0.1", "--port", &port, "--sdp", "", "--source", &src, "--loop", "--frames", &fr])
+        .args(["--ip", "127.0.0.1", "--port", &port, "--sdp", "", "--source", src, "--loop", "--frames", &fr])
         .args(["--web-port", &wp, "--web-pin", pin, "--config", cfg.to_str().unwrap(), "--instance", &inst])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -165,4 +169,41 @@ fn a_wrong_pin_is_refused_with_403_and_no_media_flows() {
     let web_line = err.lines().find(|l| l.contains("[network]: web:")).unwrap_or("");
     assert!(web_line.contains(" 0 access units to viewers"), "{err}");
     assert!(!web_line.contains(" 0 refused"), "refusals counted: {web_line}");
+}
+
+/// A Y4M file of one colour (ffmpeg's lavfi `color` source), 640x360 at 60 fps, 2 s.
+fn colour_clip(dir: &std::path::Path, colour: &str) -> std::path::PathBuf {
+    let p = dir.join(format!("{colour}.y4m"));
+    let st = Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", &format!("color=c={colour}:s=640x360:r=60"), "-frames:v", "120", "-pix_fmt", "yuv420p"])
+        .arg(&p)
+        .status()
+        .expect("ffmpeg");
+    assert!(st.success());
+    p
+}
+
+#[test]
+fn enter_vr_in_the_emulated_quest_3_starts_a_session_with_two_views_and_stereo_goes_per_eye() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !browser_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (red, blue) = (colour_clip(dir.path(), "red"), colour_clip(dir.path(), "blue"));
+    let port = free_tcp_port();
+    let extra = ["--stereo".to_string(), "--source-right".to_string(), format!("file:{}", blue.display())];
+    let vr = start_vr_with("webxr", port, "112233", 900, dir.path(), &format!("file:{}", red.display()), &extra);
+    let v = view(&format!("https://127.0.0.1:{port}/?pin=112233&xrprobe=1"), 2, "xr");
+    finish(vr);
+    eprintln!("page: {v}");
+    assert!(v["error"].is_null(), "{v}");
+    let xr = &v["xr"];
+    assert_eq!(xr["views"], 2, "an immersive session with two views: {v}");
+    assert!(xr["frames"].as_u64().unwrap() > 30, "{v}");
+    let px = |eye: &str| -> Vec<u64> { xr["pixels"][eye].as_array().unwrap_or_else(|| panic!("no {eye} pixel: {v}")).iter().map(|x| x.as_u64().unwrap()).collect() };
+    let (l, r) = (px("left"), px("right"));
+    // Each eye's centre shows its own source: red on the left, blue on the right.
+    assert!(l[0] > 150 && l[1] < 80 && l[2] < 80, "left eye {l:?} is not red");
+    assert!(r[2] > 150 && r[0] < 80 && r[1] < 80, "right eye {r:?} is not blue");
 }

@@ -2,6 +2,7 @@
 // message, layout in src/web/mod.rs), decode with WebCodecs, draw to a canvas, measure
 // capture -> decoded latency with the clock offset from clock.js, report it back.
 import { ClockSync, nowMs, quantile } from './clock.js';
+import { enterVR } from './xr.js';
 
 const params = new URLSearchParams(location.search);
 // Chunks the decoder may hold before the page skips to the next IDR.
@@ -22,6 +23,7 @@ const state = (window.__vr = {
   dropped: 0, // frames not given to a decoder that fell behind (then: the next IDR)
   offset: null,
   codec: null,
+  xr: null, // { views, frames, pixels } once "Enter VR" started a session
 });
 
 async function login(pin) {
@@ -75,6 +77,8 @@ function start(token) {
 
   let toDraw = null;
   let drawScheduled = false;
+  let xrLatest = null; // the newest frame, for the XR session (which uploads it)
+  let xrOn = false;
   function draw() {
     drawScheduled = false;
     const frame = toDraw;
@@ -94,12 +98,17 @@ function start(token) {
       output: (frame) => {
         const p = pending.get(frame.timestamp);
         pending.delete(frame.timestamp);
+        if (xrOn) {
+          if (xrLatest) xrLatest.close();
+          xrLatest = frame;
+        } else {
         // Latest-wins to the screen: one draw per display refresh, of the newest frame.
         if (toDraw) toDraw.close();
         toDraw = frame;
         if (!drawScheduled) {
           drawScheduled = true;
           requestAnimationFrame(draw);
+        }
         }
         const t = nowMs();
         state.decoded++;
@@ -168,6 +177,34 @@ function start(token) {
       waitKey = true;
     }
   };
+  // "Enter VR" when the browser has immersive-vr (the Quest Browser; an emulator in tests).
+  const enter = $('enter');
+  if (navigator.xr) {
+    navigator.xr.isSessionSupported('immersive-vr').then((ok) => {
+      if (!ok) return;
+      enter.style.display = 'block';
+      enter.onclick = async () => {
+        try {
+          xrOn = true;
+          const session = await enterVR({
+            source: () => xrLatest,
+            stereo: !!(hello && hello.stereo),
+            probe: params.has('xrprobe'),
+            report: (r) => (state.xr = { ...r, pixels: { ...r.pixels } }),
+          });
+          enter.style.display = 'none';
+          session.addEventListener('end', () => {
+            xrOn = false;
+            enter.style.display = 'block';
+          });
+        } catch (e) {
+          xrOn = false;
+          state.error = `Enter VR: ${e.message || e}`;
+        }
+      };
+    });
+  }
+
   ws.onclose = () => {
     clearInterval(pinger);
     clearInterval(reporter);

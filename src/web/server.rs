@@ -23,6 +23,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("/index.html", "text/html; charset=utf-8", include_str!("../../web/index.html")),
     ("/app.js", "text/javascript; charset=utf-8", include_str!("../../web/app.js")),
     ("/clock.js", "text/javascript; charset=utf-8", include_str!("../../web/clock.js")),
+    ("/xr.js", "text/javascript; charset=utf-8", include_str!("../../web/xr.js")),
 ];
 
 /// Largest request head, bytes.

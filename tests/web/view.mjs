@@ -2,11 +2,16 @@
 // and prints what the page saw as one JSON document on stdout.
 //   node view.mjs URL SECONDS stream   -> waits for decoded frames, then measures SECONDS
 //   node view.mjs URL SECONDS refused  -> expects the PIN refused and no media at all
+//   node view.mjs URL SECONDS xr       -> with Meta's WebXR emulator (iwer, Quest 3)
+//                                         installed before the page loads: clicks
+//                                         "Enter VR", reports the session's views and
+//                                         the pixel at each eye's centre (?xrprobe=1)
 // Also, in both modes: the server's answers to a wrong PIN and to a WebSocket upgrade
 // without a valid token (HTTP status codes), from Node's own HTTPS client.
 import { chromium } from 'playwright-core';
 import https from 'node:https';
 import http from 'node:http';
+import { createRequire } from 'node:module';
 
 const [url, secs = '5', mode = 'stream'] = process.argv.slice(2);
 const u = new URL(url);
@@ -56,12 +61,31 @@ const browser = await chromium.launch({
 const out = { wrongPin, wsNoToken };
 try {
   const ctx = await browser.newContext({ ignoreHTTPSErrors: true });
+  if (mode === 'xr') {
+    // Test-only page mode: the emulated runtime is installed before any page script.
+    const iwer = createRequire(import.meta.url).resolve('iwer/build/iwer.min.js');
+    await ctx.addInitScript({ path: iwer });
+    await ctx.addInitScript(() => {
+      const d = new window.IWER.XRDevice(window.IWER.metaQuest3);
+      // The emulator renders mono (a zero-width right viewport) unless told otherwise.
+      d.stereoEnabled = true;
+      d.installRuntime({ forceInstall: true });
+    });
+  }
   const page = await ctx.newPage();
   const log = [];
   page.on('console', (m) => log.push(m.text()));
   page.on('pageerror', (e) => log.push(String(e)));
   await page.goto(url);
-  if (mode === 'refused') {
+  if (mode === 'xr') {
+    await page.waitForFunction(() => window.__vr && window.__vr.status === 'streaming', null, { timeout: 30000 });
+    await page.waitForSelector('#enter', { state: 'visible', timeout: 10000 });
+    await page.click('#enter');
+    await page.waitForFunction(() => window.__vr.xr && window.__vr.xr.frames > 30 || window.__vr.error, null, { timeout: 20000 });
+    await page.waitForTimeout(Number(secs) * 1000);
+    const s = await page.evaluate(() => ({ status: window.__vr.status, error: window.__vr.error, xr: window.__vr.xr, decoded: window.__vr.decoded }));
+    Object.assign(out, s);
+  } else if (mode === 'refused') {
     await page.waitForFunction(() => window.__vr && window.__vr.status !== 'login', null, { timeout: 15000 });
     await page.waitForTimeout(Number(secs) * 1000);
     const s = await page.evaluate(() => ({ status: window.__vr.status, error: window.__vr.error, received: window.__vr.received }));

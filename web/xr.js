@@ -1,0 +1,125 @@
+// "Enter VR": an immersive-vr WebXR session drawing the newest decoded frame as a texture
+// on a quad 2 m in front of the user (mono), or per eye from the two halves of a
+// side-by-side frame (stereo: left half to the left eye). WebGL 2, no libraries.
+
+const VS = `#version 300 es
+in vec2 pos;
+uniform mat4 proj;
+uniform mat4 view;
+uniform vec2 size;     // quad width, height, m
+uniform vec3 center;   // quad centre, m, in the reference space
+uniform vec2 uvScale;  // (0.5, 1) per eye for side by side, (1, 1) mono
+uniform vec2 uvOffset; // (0 | 0.5, 0)
+out vec2 uv;
+void main() {
+  uv = uvOffset + vec2(pos.x * 0.5 + 0.5, 0.5 - pos.y * 0.5) * uvScale;
+  gl_Position = proj * view * vec4(center + vec3(pos.x * size.x * 0.5, pos.y * size.y * 0.5, 0.0), 1.0);
+}`;
+
+const FS = `#version 300 es
+precision mediump float;
+in vec2 uv;
+uniform sampler2D tex;
+out vec4 color;
+void main() { color = texture(tex, uv); }`;
+
+function compile(gl, type, src) {
+  const s = gl.createShader(type);
+  gl.shaderSource(s, src);
+  gl.compileShader(s);
+  if (!gl.getShaderParameter(s, gl.COMPILE_STATUS)) throw new Error(gl.getShaderInfoLog(s));
+  return s;
+}
+
+/**
+ * Starts an immersive-vr session. `source()` returns the newest VideoFrame (or null; the
+ * caller owns it), `stereo` says whether frames are side by side, `report` receives
+ * { views, frames, pixels: { left: [r,g,b,a], right: [...] } } (pixels only when `probe`).
+ */
+export async function enterVR({ source, stereo, probe, report }) {
+  const canvas = document.createElement('canvas');
+  const gl = canvas.getContext('webgl2', { xrCompatible: true, antialias: false });
+  if (!gl) throw new Error('no WebGL 2');
+  const session = await navigator.xr.requestSession('immersive-vr');
+  await gl.makeXRCompatible();
+  const layer = new XRWebGLLayer(session, gl);
+  session.updateRenderState({ baseLayer: layer });
+  let space;
+  try {
+    space = await session.requestReferenceSpace('local-floor');
+  } catch {
+    space = await session.requestReferenceSpace('local');
+  }
+
+  const prog = gl.createProgram();
+  gl.attachShader(prog, compile(gl, gl.VERTEX_SHADER, VS));
+  gl.attachShader(prog, compile(gl, gl.FRAGMENT_SHADER, FS));
+  gl.linkProgram(prog);
+  if (!gl.getProgramParameter(prog, gl.LINK_STATUS)) throw new Error(gl.getProgramInfoLog(prog));
+  const u = (n) => gl.getUniformLocation(prog, n);
+  const buf = gl.createBuffer();
+  gl.bindBuffer(gl.ARRAY_BUFFER, buf);
+  gl.bufferData(gl.ARRAY_BUFFER, new Float32Array([-1, -1, 1, -1, -1, 1, 1, 1]), gl.STATIC_DRAW);
+  const vao = gl.createVertexArray();
+  gl.bindVertexArray(vao);
+  const loc = gl.getAttribLocation(prog, 'pos');
+  gl.enableVertexAttribArray(loc);
+  gl.vertexAttribPointer(loc, 2, gl.FLOAT, false, 0, 0);
+  const tex = gl.createTexture();
+  gl.bindTexture(gl.TEXTURE_2D, tex);
+  gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MIN_FILTER, gl.LINEAR);
+  gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MAG_FILTER, gl.LINEAR);
+  gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_WRAP_S, gl.CLAMP_TO_EDGE);
+  gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_WRAP_T, gl.CLAMP_TO_EDGE);
+  gl.texImage2D(gl.TEXTURE_2D, 0, gl.RGBA, 1, 1, 0, gl.RGBA, gl.UNSIGNED_BYTE, new Uint8Array([0, 0, 0, 255]));
+
+  const out = { views: 0, frames: 0, pixels: {}, aspect: 16 / 9 };
+  let lastFrame = null;
+  let center = null; // 2 m in front of where the head was at the first frame
+  function onFrame(t, xrFrame) {
+    session.requestAnimationFrame(onFrame);
+    const pose = xrFrame.getViewerPose(space);
+    if (!pose) return;
+    if (!center) {
+      const p = pose.transform.position;
+      center = [p.x, p.y, p.z - 2.0];
+    }
+    const vf = source();
+    if (vf && vf !== lastFrame) {
+      gl.bindTexture(gl.TEXTURE_2D, tex);
+      gl.texImage2D(gl.TEXTURE_2D, 0, gl.RGBA, gl.RGBA, gl.UNSIGNED_BYTE, vf);
+      out.aspect = (vf.displayWidth / (stereo ? 2 : 1)) / vf.displayHeight;
+      lastFrame = vf;
+    }
+    gl.bindFramebuffer(gl.FRAMEBUFFER, layer.framebuffer);
+    gl.clearColor(0.05, 0.05, 0.05, 1);
+    gl.clear(gl.COLOR_BUFFER_BIT);
+    gl.useProgram(prog);
+    gl.bindVertexArray(vao);
+    const h = 2.0; // m: about 53 degrees tall at 2 m
+    gl.uniform2f(u('size'), h * out.aspect, h);
+    gl.uniform3f(u('center'), center[0], center[1], center[2]);
+    out.views = pose.views.length;
+    for (const view of pose.views) {
+      const vp = layer.getViewport(view);
+      gl.viewport(vp.x, vp.y, vp.width, vp.height);
+      gl.uniformMatrix4fv(u('proj'), false, view.projectionMatrix);
+      gl.uniformMatrix4fv(u('view'), false, view.transform.inverse.matrix);
+      const right = view.eye === 'right';
+      gl.uniform2f(u('uvScale'), stereo ? 0.5 : 1, 1);
+      gl.uniform2f(u('uvOffset'), stereo && right ? 0.5 : 0, 0);
+      gl.drawArrays(gl.TRIANGLE_STRIP, 0, 4);
+      if (probe) {
+        out.viewports = out.viewports || {};
+        out.viewports[view.eye || 'none'] = [vp.x, vp.y, vp.width, vp.height, stereo && right ? 0.5 : 0];
+        const px = new Uint8Array(4);
+        gl.readPixels(vp.x + (vp.width >> 1), vp.y + (vp.height >> 1), 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, px);
+        out.pixels[view.eye || 'none'] = Array.from(px);
+      }
+    }
+    out.frames++;
+    report(out);
+  }
+  session.requestAnimationFrame(onFrame);
+  return session;
+}
