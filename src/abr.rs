@@ -16,9 +16,14 @@
 //!   the target drops at once to `backoff_percent` of the received rate (or, before a rate
 //!   is known, by half the loss fraction); then no new decision for [`HOLD_NS`], since the
 //!   next report still describes the old rate;
-//! - clean (loss < `loss_low_percent`, no delay growth): the target grows by
-//!   `increase_percent` per second of elapsed time, at most to 1.5 × the received rate
-//!   (an encoder producing less than its target proves nothing about the link);
+//! - clean (loss < `loss_low_percent`, no delay growth): the target grows, at most to
+//!   1.5 × the received rate (an encoder producing less than its target proves nothing
+//!   about the link). Far from the capacity last seen it grows by `increase_percent` per
+//!   second; near it (the received rate within 3 standard deviations of the average rate
+//!   received at congestion, GCC §5.5 "near max") it grows additively, by one mean packet
+//!   per response time (RTT + 100 ms), so that probing does not overflow the queue that
+//!   just overflowed. A received rate above that band means the link got better: the
+//!   estimate is forgotten and growth is multiplicative again;
 //! - in between: hold.
 //!
 //! Always within `min_kbps..=max_kbps`.
@@ -32,6 +37,12 @@ pub const HOLD_NS: u64 = 600_000_000;
 pub const RATE_SPAN_NS: u64 = 250_000_000;
 /// Round-trip samples kept for the minimum (about 10 s of reports at 2 per second).
 pub const RTT_WINDOW: usize = 20;
+/// Weight of a new congestion sample in the capacity average (GCC's 0.05).
+const CAPACITY_ALPHA: f64 = 0.05;
+/// Bounds of the capacity variance, normalized by the average (kbit/s), as in GCC.
+const CAPACITY_VAR_BOUNDS: (f64, f64) = (0.4, 2.5);
+/// Added to the round trip for the additive step's response time, ns (GCC §5.5).
+const RESPONSE_EXTRA_NS: u64 = 100_000_000;
 
 /// Controller settings (the `[abr]` config section).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -89,6 +100,9 @@ pub struct Change {
     pub received_kbps: Option<u32>,
     /// Round trip and its recent minimum, ms.
     pub rtt_ms: Option<(f64, f64)>,
+    /// The link capacity estimate after the change, kbit/s (see
+    /// [`RateController::capacity_kbps`]); while it is known, growth is additive.
+    pub capacity_kbps: Option<u32>,
 }
 
 impl std::fmt::Display for Change {
@@ -104,6 +118,9 @@ impl std::fmt::Display for Change {
         }
         if let Some((rtt, min)) = self.rtt_ms {
             write!(f, ", rtt {rtt:.1} ms (min {min:.1})")?;
+        }
+        if let Some(c) = self.capacity_kbps {
+            write!(f, ", capacity ~{c} kbit/s")?;
         }
         write!(f, ")")
     }
@@ -122,6 +139,22 @@ pub struct RateController {
     rtts: Vec<u64>,
     hold_until_ns: u64,
     last_update_ns: Option<u64>,
+    capacity: Option<Capacity>,
+}
+
+/// The rate received when congestion was detected: exponential average (kbit/s) and
+/// variance normalized by the average (GCC's link capacity estimate).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Capacity {
+    mean_kbps: f64,
+    var_norm: f64,
+}
+
+impl Capacity {
+    /// Three standard deviations, kbit/s.
+    fn band_kbps(&self) -> f64 {
+        3.0 * (self.var_norm * self.mean_kbps).sqrt()
+    }
 }
 
 impl RateController {
@@ -129,12 +162,18 @@ impl RateController {
     /// to `max_kbps` if above it.
     pub fn new(p: AbrParams) -> RateController {
         let p = AbrParams { min_kbps: p.min_kbps.min(p.max_kbps), ..p };
-        RateController { p, target: p.max_kbps as f64, sent_packets: 0, sent_bytes: 0, rate_ref: None, received_kbps: None, rtts: Vec::new(), hold_until_ns: 0, last_update_ns: None }
+        RateController { p, target: p.max_kbps as f64, sent_packets: 0, sent_bytes: 0, rate_ref: None, received_kbps: None, rtts: Vec::new(), hold_until_ns: 0, last_update_ns: None, capacity: None }
     }
 
     /// The current target, kbit/s.
     pub fn target_kbps(&self) -> u32 {
         self.target.round() as u32
+    }
+
+    /// The link capacity estimate, kbit/s: the average rate received when congestion was
+    /// detected, `None` before the first congestion and after the link proved better.
+    pub fn capacity_kbps(&self) -> Option<u32> {
+        self.capacity.map(|c| c.mean_kbps.round() as u32)
     }
 
     /// Counts media packets sent (`bytes`: whole RTP packets).
@@ -191,6 +230,17 @@ impl RateController {
         let (min, max) = (self.p.min_kbps as f64, self.p.max_kbps as f64);
         let congested = loss * 100.0 >= self.p.loss_high_percent as f64 || delay_growth;
         let cause = if congested {
+            if let Some(r) = received_kbps {
+                self.capacity = Some(match self.capacity {
+                    Some(c) if r >= c.mean_kbps - c.band_kbps() => {
+                        let mean = (1.0 - CAPACITY_ALPHA) * c.mean_kbps + CAPACITY_ALPHA * r;
+                        let var = (1.0 - CAPACITY_ALPHA) * c.var_norm + CAPACITY_ALPHA * (mean - r).powi(2) / mean.max(1.0);
+                        Capacity { mean_kbps: mean, var_norm: var.clamp(CAPACITY_VAR_BOUNDS.0, CAPACITY_VAR_BOUNDS.1) }
+                    }
+                    // First sample, or far below the old estimate: the link changed.
+                    _ => Capacity { mean_kbps: r, var_norm: CAPACITY_VAR_BOUNDS.0 },
+                });
+            }
             let to = match received_kbps {
                 Some(r) => (r * self.p.backoff_percent as f64 / 100.0).min(self.target * (1.0 - loss / 2.0)),
                 None => self.target * (1.0 - loss / 2.0),
@@ -199,7 +249,18 @@ impl RateController {
             self.hold_until_ns = now + HOLD_NS;
             if loss * 100.0 >= self.p.loss_high_percent as f64 { Cause::Loss } else { Cause::Delay }
         } else if loss * 100.0 < self.p.loss_low_percent as f64 {
-            let grown = self.target * (1.0 + self.p.increase_percent as f64 / 100.0 * dt_s);
+            if let (Some(c), Some(r)) = (self.capacity, received_kbps) {
+                if r > c.mean_kbps + c.band_kbps() {
+                    self.capacity = None;
+                }
+            }
+            let grown = match (self.capacity, self.mean_packet_bytes()) {
+                (Some(_), Some(b)) => {
+                    let response_s = (min_rtt.unwrap_or(0) + RESPONSE_EXTRA_NS) as f64 / 1e9;
+                    self.target + (b * 8.0 / 1000.0 / response_s).max(4.0) * dt_s
+                }
+                _ => self.target * (1.0 + self.p.increase_percent as f64 / 100.0 * dt_s),
+            };
             let cap = received_kbps.map_or(max, |r| (1.5 * r).max(self.target));
             self.target = grown.min(cap).clamp(min, max);
             Cause::Clean
@@ -214,6 +275,7 @@ impl RateController {
             loss_percent: loss * 100.0,
             received_kbps: received_kbps.map(|r| r.round() as u32),
             rtt_ms: fb.rtt_ns.zip(min_rtt).map(|(r, m)| (r as f64 / 1e6, m as f64 / 1e6)),
+            capacity_kbps: self.capacity_kbps(),
         })
     }
 }
@@ -299,6 +361,46 @@ mod tests {
             assert!(t < 60, "stuck at {}", c.target_kbps());
         }
         assert!(t >= 8, "too fast: {t} reports");
+    }
+
+    #[test]
+    fn near_the_capacity_last_seen_probing_is_additive() {
+        let mut c = RateController::new(params());
+        let mut l = link(20_000.0);
+        for _ in 0..4 {
+            l.step(&mut c);
+        }
+        l.capacity_kbps = 4000.0;
+        l.step(&mut c).expect("a decrease");
+        assert!(c.capacity_kbps().is_some_and(|k| (3900..=4100).contains(&k)), "{:?}", c.capacity_kbps());
+        // 30 s on the same link: slow climbs (1200 B per 105 ms ≈ 91 kbit/s per second),
+        // each ending a little above the capacity; multiplicative growth at 8 %/s would
+        // cross it three times as often.
+        let (mut decreases, mut peak) = (0, 0);
+        for _ in 0..60 {
+            if let Some(ch) = l.step(&mut c) {
+                if ch.cause == Cause::Clean {
+                    assert!(ch.to_kbps - ch.from_kbps <= 50, "additive steps of ≤ 46 kbit/s per report: {ch}");
+                } else {
+                    decreases += 1;
+                }
+            }
+            peak = peak.max(c.target_kbps());
+        }
+        assert!(decreases <= 6, "{decreases} decreases in 30 s");
+        assert!(peak <= 4050, "peak {peak} kbit/s on a 4000 kbit/s link");
+        // A better link: the received rate leaves the band, the estimate is forgotten and
+        // growth is multiplicative again.
+        l.capacity_kbps = 20_000.0;
+        let mut t = 0;
+        while c.capacity_kbps().is_some() {
+            l.step(&mut c);
+            t += 1;
+            assert!(t < 20, "estimate kept at {:?}", c.capacity_kbps());
+        }
+        let before = c.target_kbps();
+        let ch = l.step(&mut c).expect("growth");
+        assert!(ch.to_kbps as f64 >= before as f64 * 1.03, "multiplicative: {ch}");
     }
 
     #[test]
