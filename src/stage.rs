@@ -566,15 +566,24 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
     let mut since_params = 0u64;
     let mut with_params: Vec<u8> = Vec::with_capacity(1 << 20);
     let mut det_runs_sent = 0u64;
-    // Reports read -> rate controller -> encoder; every change logged.
-    let adapt = |rtcp: &mut rtcp_session::SenderRtcp, abr: &mut Option<crate::abr::RateController>| -> u64 {
+    // Reports read -> rate controller -> encoder; every change logged. The encoder gets
+    // the lowest of this controller's target and the WebRTC peers' (each peer runs its
+    // own on its browser's reports, see web::rtc): one encoder feeds every output.
+    let mut rtp_target = cfg.encoder.bitrate_kbps;
+    let mut applied = cfg.encoder.bitrate_kbps;
+    let mut adapt = |rtcp: &mut rtcp_session::SenderRtcp, abr: &mut Option<crate::abr::RateController>, hub: Option<&std::sync::Arc<crate::web::Hub>>| -> u64 {
         let mut changes = 0;
         for fb in rtcp.feedback() {
             if let Some(ch) = abr.as_mut().and_then(|a| a.on_report(fb)) {
-                ctl.request_bitrate(ch.to_kbps);
+                rtp_target = ch.to_kbps;
                 eprintln!("vr-stream[network]: {ch}");
                 changes += 1;
             }
+        }
+        let want = hub.and_then(|h| h.min_target()).map_or(rtp_target, |w| w.min(rtp_target));
+        if want != applied {
+            ctl.request_bitrate(want);
+            applied = want;
         }
         changes
     };
@@ -590,7 +599,7 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
                 let now = monotonic_ns();
                 let ts_now = base_ns.map(|b| rtp::rtp_timestamp_90k(now, b, ts_offset));
                 rtcp.tick(now, ts_now, ctl.stats(), queue);
-                let changes = adapt(&mut rtcp, &mut abr);
+                let changes = adapt(&mut rtcp, &mut abr, hub.as_ref());
                 ctl.stats().add_net(&NetCounters { abr_changes: changes, ..Default::default() });
                 if let MediaOut::Tcp(t) = &mut out {
                     t.flush();
@@ -679,7 +688,7 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
         }
         rtcp.sent(st.packets, st.bytes);
         rtcp.tick(last_sent, Some(rtp::rtp_timestamp_90k(last_sent, base, ts_offset)), ctl.stats(), queue);
-        net.abr_changes = adapt(&mut rtcp, &mut abr);
+        net.abr_changes = adapt(&mut rtcp, &mut abr, hub.as_ref());
         // The detect stage's newest result, once, to the receiver (RTCP APP "VRDT").
         if cfg.detect.enabled {
             let runs = ctl.stats().detect().inferences;
@@ -738,6 +747,9 @@ fn start_web(cfg: &Config, fmt: &SourceFormat, ctl: &Control) -> Result<std::syn
     let codec = ctl.headers().and_then(|h| web::codec_string(&h)).unwrap_or_default();
     let desc = web::StreamDesc { codec, width: fmt.width, height: fmt.height, fps: fmt.fps_num / fmt.fps_den.max(1), stereo: cfg.source.stereo };
     let hub = web::Hub::new(desc);
+    if cfg.abr.enabled {
+        hub.set_abr(cfg.abr.params(cfg.encoder.bitrate_kbps));
+    }
     let shared = std::sync::Arc::new(server::Shared { tls: server::tls_config(id)?, gate: std::sync::Mutex::new(Gate::new(w.pin.clone())), hub: hub.clone() });
     let ip: IpAddr = w.bind.parse().map_err(|_| format!("web.bind {:?} is not an IP address", w.bind))?;
     server::start(SocketAddr::new(ip, w.port), shared)?;

@@ -1,6 +1,12 @@
-// vr-stream viewer: log in with the PIN, receive access units over a WebSocket (one per
-// message, layout in src/web/mod.rs), decode with WebCodecs, draw to a canvas, measure
-// capture -> decoded latency with the clock offset from clock.js, report it back.
+// vr-stream viewer: log in with the PIN, then receive the stream over one of two transports
+// and measure capture -> decoded latency with the clock offset from clock.js (NTP-style
+// pings to vr-stream), reporting it back once a second:
+// - WebRTC (the default): an SDP offer (recvonly H.264 video + data channel "vr") POSTed to
+//   /api/webrtc; the browser's own jitter buffer, decoder and <video>; each frame's capture
+//   time arrives over the data channel keyed by its RTP timestamp, and
+//   requestVideoFrameCallback gives the RTP timestamp of each frame handed to the screen.
+// - WebSocket + WebCodecs (?transport=ws): one access unit per message (layout in
+//   src/web/mod.rs), VideoDecoder with optimizeForLatency, latest-wins drawing to a canvas.
 import { ClockSync, nowMs, quantile } from './clock.js';
 import { enterVR } from './xr.js';
 
@@ -23,6 +29,9 @@ const state = (window.__vr = {
   dropped: 0, // frames not given to a decoder that fell behind (then: the next IDR)
   offset: null,
   codec: null,
+  transport: null, // 'webrtc' | 'ws'
+  framesSent: 0, // WebRTC: frame messages from vr-stream (one per access unit written)
+  rtc: null, // WebRTC: the inbound-rtp statistics, refreshed once a second
   xr: null, // { views, frames, pixels } once "Enter VR" started a session
 });
 
@@ -45,40 +54,220 @@ function keep(arr, v, n = 600) {
   if (arr.length > n) arr.shift();
 }
 
+// What both transports share: the clock, the HUD and report, "Enter VR". `send(obj)`
+// sends a JSON message to vr-stream (false when the channel is not open).
+function common(send) {
+  const clock = new ClockSync();
+  const io = {
+    clock,
+    hello: null,
+    xrOn: false,
+    xrLatest: null, // the newest frame (a VideoFrame the page owns), for the XR session
+    send,
+    askKeyframe: (() => {
+      let last = 0;
+      return () => {
+        const t = performance.now();
+        if (t - last > 200 && send({ type: 'keyframe' })) last = t;
+      };
+    })(),
+    onMessage(m) {
+      if (m.type === 'hello') {
+        io.hello = m;
+        state.codec = m.codec || 'avc1.42e01f';
+      } else if (m.type === 'pong') {
+        clock.add(m.t1, m.t2, nowMs());
+        state.offset = clock.best()?.offset ?? null;
+      }
+    },
+    /** A frame reached the screen path: capture time (server ms), decode time (ms), id. */
+    onDecoded(capMs, decodeMs, id, t = nowMs()) {
+      state.decoded++;
+      state.status = 'streaming';
+      if (capMs == null) return;
+      keep(state.decodedIds, id, 100000);
+      if (decodeMs != null) keep(state.decodeMs, decodeMs);
+      const b = clock.best();
+      if (b) keep(state.latencies, t - (capMs - b.offset));
+    },
+    setXrFrame(frame) {
+      if (io.xrLatest) io.xrLatest.close();
+      io.xrLatest = frame;
+    },
+    stop() {
+      clearInterval(pinger);
+      clearInterval(reporter);
+      if (state.status !== 'error' && state.status !== 'refused') state.status = 'closed';
+    },
+  };
+  let pings = 0;
+  const pinger = setInterval(() => {
+    pings++;
+    if (pings < 12 || pings % 8 === 0) send({ type: 'ping', t1: nowMs() }); // 4/s for 3 s, then every 2 s
+  }, 250);
+
+  // "Enter VR" when the browser has immersive-vr (the Quest Browser; an emulator in tests).
+  const enter = $('enter');
+  if (navigator.xr) {
+    navigator.xr.isSessionSupported('immersive-vr').then((ok) => {
+      if (!ok) return;
+      enter.style.display = 'block';
+      enter.onclick = async () => {
+        try {
+          io.xrOn = true;
+          const session = await enterVR({
+            source: () => io.xrLatest,
+            stereo: !!(io.hello && io.hello.stereo),
+            probe: params.has('xrprobe'),
+            report: (r) => (state.xr = { ...r, pixels: { ...r.pixels } }),
+          });
+          enter.style.display = 'none';
+          session.addEventListener('end', () => {
+            io.xrOn = false;
+            enter.style.display = 'block';
+          });
+        } catch (e) {
+          io.xrOn = false;
+          state.error = `Enter VR: ${e.message || e}`;
+        }
+      };
+    });
+  }
+
+  // Once a second: the HUD, and the report to vr-stream (it shows in its stats).
+  let lastDecoded = 0;
+  let lastT = performance.now();
+  const reporter = setInterval(async () => {
+    const t = performance.now();
+    const fps = ((state.decoded - lastDecoded) * 1000) / (t - lastT);
+    lastDecoded = state.decoded;
+    lastT = t;
+    if (io.stats) await io.stats().catch(() => {});
+    const p50 = quantile(state.latencies, 0.5);
+    const p99 = quantile(state.latencies, 0.99);
+    const dec = quantile(state.decodeMs, 0.5);
+    const h = io.hello;
+    $('hud').textContent =
+      `${h ? `${h.width}x${h.height} ${state.codec} over ${state.transport === 'ws' ? 'WebSocket' : 'WebRTC'}` : ''}\n` +
+      `fps ${fps.toFixed(1)}  decode ${dec.toFixed(1)} ms\n` +
+      `capture->decoded p50 ${p50.toFixed(1)} p99 ${p99.toFixed(1)} ms`;
+    send({ type: 'stats', transport: state.transport, decoded: state.decoded, latency_p50_ms: p50, latency_p99_ms: p99, decode_ms: dec, fps });
+  }, 1000);
+  return io;
+}
+
 function start(token) {
   state.status = 'connecting';
   $('login').style.display = 'none';
+  const want = params.get('transport') || 'webrtc';
+  if (want === 'ws' || !('RTCPeerConnection' in window)) startWs(token);
+  else startRtc(token).catch((e) => {
+    if (state.status === 'connecting' || state.status === 'streaming') state.status = 'error';
+    state.error = state.error || `WebRTC: ${e.message || e}`;
+    $('msg').textContent = state.error;
+  });
+}
+
+// WebRTC: the browser depacketizes, decodes and presents; the page pairs each presented
+// frame (requestVideoFrameCallback: RTP timestamp, presentation time, decode time) with
+// the capture time vr-stream sent for that RTP timestamp over the data channel.
+async function startRtc(token) {
+  state.transport = 'webrtc';
+  const video = $('video');
+  video.style.display = 'block';
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  const tr = pc.addTransceiver('video', { direction: 'recvonly' });
+  const dc = pc.createDataChannel('vr');
+  const send = (m) => dc.readyState === 'open' && (dc.send(JSON.stringify(m)), true);
+  const io = common(send);
+  const caps = new Map(); // RTP timestamp -> { cap (server ms), id }
+  dc.onmessage = (ev) => {
+    const m = JSON.parse(ev.data);
+    if (m.type === 'frame') {
+      state.framesSent++;
+      state.received++;
+      caps.set(m.rtp, { cap: m.cap, id: m.id });
+      if (caps.size > 240) caps.delete(caps.keys().next().value);
+    } else io.onMessage(m);
+  };
+  // Ask the jitter buffer for no extra delay (playout-delay 0/0 also comes in the RTP
+  // header extension); older Chromium knows only playoutDelayHint (seconds).
+  if ('jitterBufferTarget' in tr.receiver) tr.receiver.jitterBufferTarget = 0;
+  else tr.receiver.playoutDelayHint = 0;
+  pc.ontrack = (ev) => {
+    video.srcObject = ev.streams[0] || new MediaStream([ev.track]);
+    video.play().catch((e) => (state.error = `video: ${e.message}`));
+  };
+  pc.onconnectionstatechange = () => {
+    if (pc.connectionState === 'failed' || pc.connectionState === 'closed') {
+      state.error = state.error || `WebRTC connection ${pc.connectionState}`;
+      io.stop();
+    }
+  };
+  const onVideoFrame = (_now, md) => {
+    video.requestVideoFrameCallback(onVideoFrame);
+    const c = caps.get(md.rtpTimestamp);
+    // presentationTime: when the decoded frame was handed to the compositor.
+    const t = performance.timeOrigin + md.presentationTime;
+    io.onDecoded(c?.cap, md.processingDuration != null ? md.processingDuration * 1000 : null, c?.id, t);
+    if (io.xrOn) io.setXrFrame(new VideoFrame(video, { timestamp: md.rtpTimestamp }));
+    else state.drawn++;
+  };
+  video.requestVideoFrameCallback(onVideoFrame);
+  // The browser's own counts: what its decoder did (not only what reached the screen).
+  io.stats = async () => {
+    const r = await pc.getStats(tr.receiver.track);
+    r.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') {
+        state.rtc = {
+          framesReceived: s.framesReceived, framesDecoded: s.framesDecoded, framesDropped: s.framesDropped,
+          keyFramesDecoded: s.keyFramesDecoded, packetsLost: s.packetsLost, nackCount: s.nackCount,
+          pliCount: s.pliCount, jitterBufferDelay: s.jitterBufferDelay, jitterBufferEmittedCount: s.jitterBufferEmittedCount,
+          totalDecodeTime: s.totalDecodeTime,
+        };
+      }
+    });
+  };
+
+  await pc.setLocalDescription(await pc.createOffer());
+  // Not trickle: wait until the host candidates are in the offer (at most 2 s).
+  if (pc.iceGatheringState !== 'complete') {
+    await new Promise((resolve) => {
+      const done = () => pc.iceGatheringState === 'complete' && resolve();
+      pc.addEventListener('icegatheringstatechange', done);
+      setTimeout(resolve, 2000);
+    });
+  }
+  const r = await fetch(`/api/webrtc?token=${encodeURIComponent(token)}`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ sdp: pc.localDescription.sdp }),
+  });
+  if (r.status === 403) {
+    state.status = 'refused';
+    throw new Error('session refused: log in again');
+  }
+  if (!r.ok) throw new Error(`offer refused: ${await r.text()}`);
+  const answer = await r.json();
+  await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+}
+
+// WebSocket + WebCodecs.
+function startWs(token) {
+  state.transport = 'ws';
   const canvas = $('view');
   canvas.style.display = 'block';
   const ctx = canvas.getContext('2d');
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
   const ws = new WebSocket(`${scheme}://${location.host}/ws?token=${encodeURIComponent(token)}`);
   ws.binaryType = 'arraybuffer';
-  const clock = new ClockSync();
-  const pending = new Map(); // chunk timestamp -> { capMs (server clock), tIn }
+  const io = common((m) => ws.readyState === 1 && (ws.send(JSON.stringify(m)), true));
+  const pending = new Map(); // chunk timestamp -> { id, capMs (server clock), tIn }
   let decoder = null;
   let waitKey = true;
-  let hello = null;
-
-  let lastAsk = 0;
-  const askKeyframe = () => {
-    const t = performance.now();
-    if (ws.readyState === 1 && t - lastAsk > 200) {
-      lastAsk = t;
-      ws.send(JSON.stringify({ type: 'keyframe' }));
-    }
-  };
-  const ping = () => ws.readyState === 1 && ws.send(JSON.stringify({ type: 'ping', t1: nowMs() }));
-  let pings = 0;
-  const pinger = setInterval(() => {
-    pings++;
-    if (pings < 12 || pings % 8 === 0) ping(); // 4/s for 3 s, then every 2 s
-  }, 250);
 
   let toDraw = null;
   let drawScheduled = false;
-  let xrLatest = null; // the newest frame, for the XR session (which uploads it)
-  let xrOn = false;
   function draw() {
     drawScheduled = false;
     const frame = toDraw;
@@ -98,33 +287,24 @@ function start(token) {
       output: (frame) => {
         const p = pending.get(frame.timestamp);
         pending.delete(frame.timestamp);
-        if (xrOn) {
-          if (xrLatest) xrLatest.close();
-          xrLatest = frame;
+        if (io.xrOn) {
+          io.setXrFrame(frame);
         } else {
-        // Latest-wins to the screen: one draw per display refresh, of the newest frame.
-        if (toDraw) toDraw.close();
-        toDraw = frame;
-        if (!drawScheduled) {
-          drawScheduled = true;
-          requestAnimationFrame(draw);
+          // Latest-wins to the screen: one draw per display refresh, of the newest frame.
+          if (toDraw) toDraw.close();
+          toDraw = frame;
+          if (!drawScheduled) {
+            drawScheduled = true;
+            requestAnimationFrame(draw);
+          }
         }
-        }
-        const t = nowMs();
-        state.decoded++;
-        state.status = 'streaming';
-        if (p) {
-          keep(state.decodedIds, p.id, 100000);
-          keep(state.decodeMs, performance.now() - p.tIn);
-          const b = clock.best();
-          if (b) keep(state.latencies, t - (p.capMs - b.offset));
-        }
+        io.onDecoded(p?.capMs, p ? performance.now() - p.tIn : null, p?.id);
       },
       error: (e) => {
         state.error = String(e);
         waitKey = true;
         decoder = null; // a new one at the next keyframe
-        askKeyframe();
+        io.askKeyframe();
       },
     });
     // No `description`: the chunks are Annex-B. optimizeForLatency: without it the
@@ -134,14 +314,7 @@ function start(token) {
 
   ws.onmessage = (ev) => {
     if (typeof ev.data === 'string') {
-      const m = JSON.parse(ev.data);
-      if (m.type === 'hello') {
-        hello = m;
-        state.codec = m.codec || 'avc1.42e01f';
-      } else if (m.type === 'pong') {
-        clock.add(m.t1, m.t2, nowMs());
-        state.offset = clock.best()?.offset ?? null;
-      }
+      io.onMessage(JSON.parse(ev.data));
       return;
     }
     const dv = new DataView(ev.data);
@@ -160,7 +333,7 @@ function start(token) {
     if (!key && decoder && decoder.decodeQueueSize > MAX_DECODE_QUEUE) {
       state.dropped++;
       waitKey = true;
-      askKeyframe();
+      io.askKeyframe();
       return;
     }
     if (!decoder || decoder.state === 'closed') {
@@ -177,59 +350,7 @@ function start(token) {
       waitKey = true;
     }
   };
-  // "Enter VR" when the browser has immersive-vr (the Quest Browser; an emulator in tests).
-  const enter = $('enter');
-  if (navigator.xr) {
-    navigator.xr.isSessionSupported('immersive-vr').then((ok) => {
-      if (!ok) return;
-      enter.style.display = 'block';
-      enter.onclick = async () => {
-        try {
-          xrOn = true;
-          const session = await enterVR({
-            source: () => xrLatest,
-            stereo: !!(hello && hello.stereo),
-            probe: params.has('xrprobe'),
-            report: (r) => (state.xr = { ...r, pixels: { ...r.pixels } }),
-          });
-          enter.style.display = 'none';
-          session.addEventListener('end', () => {
-            xrOn = false;
-            enter.style.display = 'block';
-          });
-        } catch (e) {
-          xrOn = false;
-          state.error = `Enter VR: ${e.message || e}`;
-        }
-      };
-    });
-  }
-
-  ws.onclose = () => {
-    clearInterval(pinger);
-    clearInterval(reporter);
-    if (state.status !== 'error') state.status = 'closed';
-  };
-
-  // Once a second: the HUD, and the report to vr-stream (it shows in its stats).
-  let lastDecoded = 0;
-  let lastT = performance.now();
-  const reporter = setInterval(() => {
-    const t = performance.now();
-    const fps = ((state.decoded - lastDecoded) * 1000) / (t - lastT);
-    lastDecoded = state.decoded;
-    lastT = t;
-    const p50 = quantile(state.latencies, 0.5);
-    const p99 = quantile(state.latencies, 0.99);
-    const dec = quantile(state.decodeMs, 0.5);
-    $('hud').textContent =
-      `${hello ? `${hello.width}x${hello.height} ${state.codec}` : ''}\n` +
-      `fps ${fps.toFixed(1)}  decode ${dec.toFixed(1)} ms\n` +
-      `capture->decoded p50 ${p50.toFixed(1)} p99 ${p99.toFixed(1)} ms`;
-    if (ws.readyState === 1) {
-      ws.send(JSON.stringify({ type: 'stats', decoded: state.decoded, latency_p50_ms: p50, latency_p99_ms: p99, decode_ms: dec, fps }));
-    }
-  }, 1000);
+  ws.onclose = () => io.stop();
 }
 
 async function attempt(pin) {
@@ -247,7 +368,7 @@ $('pinform').addEventListener('submit', (ev) => {
   ev.preventDefault();
   attempt($('pin').value);
 });
-if (!('VideoDecoder' in window)) {
+if (!('VideoDecoder' in window) && params.get('transport') === 'ws') {
   state.status = 'error';
   state.error = 'this browser has no WebCodecs VideoDecoder (needs a secure context: https)';
   $('msg').textContent = state.error;

@@ -29,6 +29,7 @@
 
 pub mod auth;
 pub mod cert;
+pub mod rtc;
 pub mod server;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -119,6 +120,8 @@ pub struct Hub {
     skipped: AtomicU64,
     refused: AtomicU64,
     report: Mutex<Option<PageReport>>,
+    abr: Mutex<Option<crate::abr::AbrParams>>,
+    targets: Mutex<Vec<(u64, u32)>>,
 }
 
 impl Hub {
@@ -150,11 +153,42 @@ impl Hub {
         (id, rx)
     }
 
-    /// Removes viewer `id`.
+    /// Removes viewer `id` (and its bitrate target).
     pub fn leave(&self, id: u64) {
         let mut v = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
         v.retain(|x| x.id != id);
         self.count.store(v.len() as u64, Ordering::Relaxed);
+        drop(v);
+        self.set_target(id, None);
+    }
+
+    /// Turns on adaptive bitrate for WebRTC peers: each runs its own
+    /// [`crate::abr::RateController`] with `p` on the receiver reports its browser sends.
+    pub fn set_abr(&self, p: crate::abr::AbrParams) {
+        if let Ok(mut g) = self.abr.lock() {
+            *g = Some(p);
+        }
+    }
+
+    /// The adaptive bitrate settings for peers (`None`: off).
+    pub fn abr(&self) -> Option<crate::abr::AbrParams> {
+        self.abr.lock().ok().and_then(|g| *g)
+    }
+
+    /// Sets (or with `None` clears) viewer `id`'s bitrate target, kbit/s.
+    pub fn set_target(&self, id: u64, kbps: Option<u32>) {
+        let mut t = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        t.retain(|x| x.0 != id);
+        if let Some(k) = kbps {
+            t.push((id, k));
+        }
+    }
+
+    /// The lowest bitrate target of the viewers, kbit/s: one encoder feeds every output,
+    /// so it runs at the rate the worst path carries. `None` when no viewer has one (or
+    /// the lock is busy: the network stage never waits for it).
+    pub fn min_target(&self) -> Option<u32> {
+        self.targets.try_lock().ok().and_then(|t| t.iter().map(|x| x.1).min())
     }
 
     /// Offers one access unit to every viewer without blocking (see the module doc).

@@ -5,7 +5,9 @@
 //!
 //! Routes: `GET /` (the page), `GET /<module>.js` (its ES modules), `POST /api/login`
 //! (`{"pin": "123456"}` → `{"token": "…"}`, 403 wrong PIN, 429 blocked), `GET /ws?token=T`
-//! (WebSocket: media and JSON, see [`super`]; 403 without a valid token). Anything else 404.
+//! (WebSocket: media and JSON, see [`super`]; 403 without a valid token), `POST
+//! /api/webrtc?token=T` (`{"sdp": offer}` → `{"type": "answer", "sdp": answer}`, see
+//! [`super::rtc`]; 403 without a valid token). Anything else 404.
 
 use super::auth::{Gate, Refusal};
 use super::{Hub, PageReport};
@@ -30,6 +32,8 @@ const ASSETS: &[(&str, &str, &str)] = &[
 const MAX_HEAD: usize = 16 << 10;
 /// Largest request body (login), bytes.
 const MAX_BODY: usize = 4 << 10;
+/// Largest WebRTC offer (JSON around the SDP), bytes; Chromium's are 4–10 kB.
+const MAX_SDP: usize = 64 << 10;
 /// How long a viewer's thread waits on its socket for a page message between frames.
 const READ_SLICE: Duration = Duration::from_millis(1);
 
@@ -174,20 +178,35 @@ fn serve<S: Read + Write>(s: &mut S, sock: &TcpStream, peer: IpAddr, sh: &Shared
             // Bytes after the head (a page sending before our 101) belong to the socket.
             viewer(s, sock, sh, buf[head_len..].to_vec())
         }
+        ("POST", "/api/webrtc") => {
+            let token = query_param(&path, "token").unwrap_or("");
+            let allowed = sh.gate.lock().map(|g| g.allows(token)).unwrap_or(false);
+            if !allowed {
+                sh.hub.refused();
+                return respond(s, 403, "text/plain", b"no valid session: log in with the PIN first\n", &[]);
+            }
+            let len: usize = header("Content-Length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+            let Some(body) = read_body(s, &buf[head_len..], len, MAX_SDP)? else {
+                return respond(s, 400, "text/plain", b"body too large\n", &[]);
+            };
+            let Some(offer) = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v["sdp"].as_str().map(str::to_string)) else {
+                return respond(s, 400, "text/plain", b"expected {\"sdp\": \"<SDP offer>\"}\n", &[]);
+            };
+            // The peer's UDP socket on the address the page reached us at.
+            let host = sock.local_addr()?.ip();
+            match super::rtc::answer(&offer, host, sh.hub.clone()) {
+                Ok(answer) => respond(s, 200, "application/json", serde_json::json!({ "type": "answer", "sdp": answer }).to_string().as_bytes(), &[]),
+                Err(e) => {
+                    eprintln!("vr-stream[network]: WebRTC offer from {peer}: {e}");
+                    respond(s, 400, "text/plain", format!("{e}\n").as_bytes(), &[])
+                }
+            }
+        }
         ("POST", "/api/login") => {
             let len: usize = header("Content-Length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-            if len > MAX_BODY {
+            let Some(body) = read_body(s, &buf[head_len..], len, MAX_BODY)? else {
                 return respond(s, 400, "text/plain", b"body too large\n", &[]);
-            }
-            let mut body = buf[head_len..].to_vec();
-            while body.len() < len {
-                let n = s.read(&mut chunk)?;
-                if n == 0 {
-                    break;
-                }
-                body.extend_from_slice(&chunk[..n]);
-            }
-            body.truncate(len);
+            };
             let pin = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v["pin"].as_str().map(str::to_string)).unwrap_or_default();
             let mut random = [0u8; 16];
             fill_random(&mut random);
@@ -219,6 +238,25 @@ fn serve<S: Read + Write>(s: &mut S, sock: &TcpStream, peer: IpAddr, sh: &Shared
         },
         _ => respond(s, 405, "text/plain", b"method not allowed\n", &[]),
     }
+}
+
+/// The request body of `len` bytes (`early`: what came with the head); `None` if `len`
+/// is over `max`. A body cut short by the peer is returned as far as it came.
+fn read_body<S: Read>(s: &mut S, early: &[u8], len: usize, max: usize) -> std::io::Result<Option<Vec<u8>>> {
+    if len > max {
+        return Ok(None);
+    }
+    let mut body = early.to_vec();
+    let mut chunk = [0u8; 2048];
+    while body.len() < len {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    body.truncate(len);
+    Ok(Some(body))
 }
 
 /// Fills `b` from the kernel's random source (getrandom(2)); the time as a last resort.

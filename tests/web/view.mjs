@@ -6,8 +6,9 @@
 //                                         installed before the page loads: clicks
 //                                         "Enter VR", reports the session's views and
 //                                         the pixel at each eye's centre (?xrprobe=1)
-// Also, in both modes: the server's answers to a wrong PIN and to a WebSocket upgrade
-// without a valid token (HTTP status codes), from Node's own HTTPS client.
+// Also, in every mode: the server's answers to a wrong PIN, to a WebSocket upgrade and to
+// a WebRTC offer without a valid token (HTTP status codes), from Node's own HTTPS client.
+// The page's transport is WebRTC unless the URL says ?transport=ws.
 import { chromium } from 'playwright-core';
 import https from 'node:https';
 import http from 'node:http';
@@ -45,6 +46,12 @@ const wsNoToken = await request('/ws?token=0123456789abcdef0123456789abcdef', {
   headers: { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==' },
 });
 
+const rtcNoToken = await request('/api/webrtc?token=0123456789abcdef0123456789abcdef', {
+  method: 'POST',
+  headers: { 'Content-Type': 'application/json' },
+  body: JSON.stringify({ sdp: 'v=0\r\n' }),
+});
+
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   headless: true,
@@ -58,7 +65,7 @@ const browser = await chromium.launch({
     '--disable-sync',
   ],
 });
-const out = { wrongPin, wsNoToken };
+const out = { wrongPin, wsNoToken, rtcNoToken };
 try {
   const ctx = await browser.newContext({ ignoreHTTPSErrors: true });
   if (mode === 'xr') {
@@ -94,7 +101,7 @@ try {
     await page.waitForFunction(() => window.__vr && (window.__vr.status === 'streaming' || window.__vr.status === 'refused' || window.__vr.status === 'error'), null, { timeout: 30000 });
     // Let the clock offset settle (4 pings a second for the first 3 s).
     await page.waitForTimeout(1000);
-    const a = await page.evaluate(() => ({ n: window.__vr.decodedIds.length, received: window.__vr.received }));
+    const a = await page.evaluate(() => ({ n: window.__vr.decodedIds.length, received: window.__vr.received, rtc: window.__vr.rtc }));
     await page.waitForTimeout(Number(secs) * 1000);
     const s = await page.evaluate(() => ({ ...window.__vr }));
     const ids = s.decodedIds.slice(a.n);
@@ -119,6 +126,10 @@ try {
       latencyP99Ms: q(s.latencies, 0.99),
       decodeP50Ms: q(s.decodeMs, 0.5),
       inOrder: ids.every((x, i) => i === 0 || x > ids[i - 1]),
+      transport: s.transport,
+      // WebRTC: the browser's inbound-rtp counters (refreshed once a second) over the window.
+      rtc: s.rtc,
+      windowRtcDecoded: s.rtc && a.rtc ? s.rtc.framesDecoded - a.rtc.framesDecoded : null,
     });
   }
   out.log = log.slice(0, 20);
