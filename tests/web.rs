@@ -48,6 +48,12 @@ impl LoopNs {
         let ns = LoopNs { name, addr: format!("127.0.{n}.1") };
         let (a, b) = (format!("127.0.{n}.1/24"), format!("127.0.{n}.2/24"));
         let n = ns.name.as_str();
+        // No IPv6 in the namespace: the link-local addresses finishing duplicate address
+        // detection a second after the veth comes up are a "network change" to Chromium,
+        // which then aborts the page load (net::ERR_NETWORK_CHANGED).
+        for key in ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"] {
+            let _ = Command::new("ip").args(["netns", "exec", n, "sysctl", "-qw", key]).status();
+        }
         for cmd in [
             vec!["-n", n, "link", "set", "lo", "up"],
             vec!["-n", n, "link", "add", "va", "type", "veth", "peer", "name", "vb"],

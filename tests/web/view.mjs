@@ -130,6 +130,8 @@ try {
       // WebRTC: the browser's inbound-rtp counters (refreshed once a second) over the window.
       rtc: s.rtc,
       windowRtcDecoded: s.rtc && a.rtc ? s.rtc.framesDecoded - a.rtc.framesDecoded : null,
+      // The last (up to 600) capture -> decoded latencies, ms, for benches/web_latency.rs.
+      latencies: s.latencies,
     });
   }
   out.log = log.slice(0, 20);
