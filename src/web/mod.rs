@@ -248,6 +248,37 @@ impl Hub {
         self.refused.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The `hello` message for a new viewer (JSON text): codec string, size, fps, stereo.
+    pub fn hello(&self) -> String {
+        let d = self.desc();
+        serde_json::json!({ "type": "hello", "codec": d.codec, "width": d.width, "height": d.height, "fps": d.fps, "stereo": d.stereo }).to_string()
+    }
+
+    /// Handles a JSON text message from a page (either transport): `keyframe` asks for an
+    /// IDR, `stats` stores the report, `ping` returns the `pong` to send back (server time
+    /// in Unix ms); anything else, or malformed JSON, is ignored.
+    pub fn page_message(&self, text: &[u8]) -> Option<String> {
+        let v = serde_json::from_slice::<serde_json::Value>(text).ok()?;
+        match v["type"].as_str() {
+            Some("ping") => Some(serde_json::json!({ "type": "pong", "t1": v["t1"], "t2": crate::rt::realtime_ns() as f64 / 1e6 }).to_string()),
+            Some("keyframe") => {
+                self.request_idr();
+                None
+            }
+            Some("stats") => {
+                self.set_report(PageReport {
+                    decoded: v["decoded"].as_u64().unwrap_or(0),
+                    latency_p50_ms: v["latency_p50_ms"].as_f64().unwrap_or(f64::NAN),
+                    latency_p99_ms: v["latency_p99_ms"].as_f64().unwrap_or(f64::NAN),
+                    decode_ms: v["decode_ms"].as_f64().unwrap_or(f64::NAN),
+                    fps: v["fps"].as_f64().unwrap_or(0.0),
+                });
+                None
+            }
+            _ => None,
+        }
+    }
+
     /// Stores a page's report.
     pub fn set_report(&self, r: PageReport) {
         if let Ok(mut g) = self.report.lock() {

@@ -21,9 +21,9 @@
 //! frame (`requestVideoFrameCallback` gives its RTP timestamp) with its capture time, and
 //! `pong`; from the page, `ping`, `stats` and `keyframe` as on the WebSocket.
 
-use super::{Hub, PageReport};
+use super::Hub;
 use crate::abr::{Feedback, RateController};
-use crate::rt::{monotonic_ns, realtime_ns};
+use crate::rt::monotonic_ns;
 use crate::rtcp::ReportBlock;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -172,30 +172,15 @@ fn run(mut rtc: Rtc, sock: UdpSocket, local: SocketAddr, hub: &Hub) -> Result<()
                     }
                     Event::ChannelOpen(cid, _) => {
                         channel = Some(cid);
-                        let d = hub.desc();
-                        let hello = serde_json::json!({ "type": "hello", "codec": d.codec, "width": d.width, "height": d.height, "fps": d.fps, "stereo": d.stereo });
                         if let Some(mut ch) = rtc.channel(cid) {
-                            let _ = ch.write(false, hello.to_string().as_bytes());
+                            let _ = ch.write(false, hub.hello().as_bytes());
                         }
                     }
                     Event::ChannelData(d) if !d.binary => {
-                        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&d.data) else { continue };
-                        match v["type"].as_str() {
-                            Some("ping") => {
-                                let pong = serde_json::json!({ "type": "pong", "t1": v["t1"], "t2": realtime_ns() as f64 / 1e6 });
-                                if let Some(mut ch) = rtc.channel(d.id) {
-                                    let _ = ch.write(false, pong.to_string().as_bytes());
-                                }
-                            }
-                            Some("keyframe") => hub.request_idr(),
-                            Some("stats") => hub.set_report(PageReport {
-                                decoded: v["decoded"].as_u64().unwrap_or(0),
-                                latency_p50_ms: v["latency_p50_ms"].as_f64().unwrap_or(f64::NAN),
-                                latency_p99_ms: v["latency_p99_ms"].as_f64().unwrap_or(f64::NAN),
-                                decode_ms: v["decode_ms"].as_f64().unwrap_or(f64::NAN),
-                                fps: v["fps"].as_f64().unwrap_or(0.0),
-                            }),
-                            _ => {}
+                        if let Some(reply) = hub.page_message(&d.data)
+                            && let Some(mut ch) = rtc.channel(d.id)
+                        {
+                            let _ = ch.write(false, reply.as_bytes());
                         }
                     }
                     _ => {}

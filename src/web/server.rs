@@ -10,7 +10,7 @@
 //! [`super::rtc`]; 403 without a valid token). Anything else 404.
 
 use super::auth::{Gate, Refusal};
-use super::{Hub, PageReport};
+use super::Hub;
 use crate::rt::{monotonic_ns, realtime_ns};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -130,6 +130,16 @@ fn respond<S: Write>(s: &mut S, code: u16, ctype: &str, body: &[u8], extra: &[(&
     s.flush()
 }
 
+/// Whether the request's `?token=` names a live session; a refusal is counted.
+fn authorized(sh: &Shared, path: &str) -> bool {
+    let token = query_param(path, "token").unwrap_or("");
+    let ok = sh.gate.lock().map(|g| g.allows(token)).unwrap_or(false);
+    if !ok {
+        sh.hub.refused();
+    }
+    ok
+}
+
 fn query_param<'a>(path: &'a str, key: &str) -> Option<&'a str> {
     path.split_once('?')?.1.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v))
 }
@@ -162,10 +172,7 @@ fn serve<S: Read + Write>(s: &mut S, sock: &TcpStream, peer: IpAddr, sh: &Shared
     let route = path.split('?').next().unwrap_or("/");
     match (method.as_str(), route) {
         ("GET", "/ws") => {
-            let token = query_param(&path, "token").unwrap_or("");
-            let allowed = sh.gate.lock().map(|g| g.allows(token)).unwrap_or(false);
-            if !allowed {
-                sh.hub.refused();
+            if !authorized(sh, &path) {
                 return respond(s, 403, "text/plain", b"no valid session: log in with the PIN first\n", &[]);
             }
             let Some(key) = header("Sec-WebSocket-Key") else {
@@ -179,10 +186,7 @@ fn serve<S: Read + Write>(s: &mut S, sock: &TcpStream, peer: IpAddr, sh: &Shared
             viewer(s, sock, sh, buf[head_len..].to_vec())
         }
         ("POST", "/api/webrtc") => {
-            let token = query_param(&path, "token").unwrap_or("");
-            let allowed = sh.gate.lock().map(|g| g.allows(token)).unwrap_or(false);
-            if !allowed {
-                sh.hub.refused();
+            if !authorized(sh, &path) {
                 return respond(s, 403, "text/plain", b"no valid session: log in with the PIN first\n", &[]);
             }
             let len: usize = header("Content-Length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
@@ -275,9 +279,7 @@ pub fn fill_random(b: &mut [u8]) {
 fn viewer<S: Read + Write>(s: &mut S, sock: &TcpStream, sh: &Shared, early: Vec<u8>) -> std::io::Result<()> {
     sock.set_read_timeout(Some(READ_SLICE))?;
     let mut ws = WebSocket::from_partially_read(s, early, Role::Server, None);
-    let d = sh.hub.desc();
-    let hello = serde_json::json!({ "type": "hello", "codec": d.codec, "width": d.width, "height": d.height, "fps": d.fps, "stereo": d.stereo });
-    if ws.send(Message::text(hello.to_string())).is_err() {
+    if ws.send(Message::text(sh.hub.hello())).is_err() {
         return Ok(());
     }
     let (id, rx) = sh.hub.join();
@@ -295,23 +297,10 @@ fn viewer<S: Read + Write>(s: &mut S, sock: &TcpStream, sh: &Shared, early: Vec<
         }
         match ws.read() {
             Ok(Message::Text(t)) => {
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(t.as_str()) else { continue };
-                match v["type"].as_str() {
-                    Some("ping") => {
-                        let pong = serde_json::json!({ "type": "pong", "t1": v["t1"], "t2": realtime_ns() as f64 / 1e6 });
-                        if ws.send(Message::text(pong.to_string())).is_err() {
-                            break Ok(());
-                        }
-                    }
-                    Some("keyframe") => sh.hub.request_idr(),
-                    Some("stats") => sh.hub.set_report(PageReport {
-                        decoded: v["decoded"].as_u64().unwrap_or(0),
-                        latency_p50_ms: v["latency_p50_ms"].as_f64().unwrap_or(f64::NAN),
-                        latency_p99_ms: v["latency_p99_ms"].as_f64().unwrap_or(f64::NAN),
-                        decode_ms: v["decode_ms"].as_f64().unwrap_or(f64::NAN),
-                        fps: v["fps"].as_f64().unwrap_or(0.0),
-                    }),
-                    _ => {}
+                if let Some(reply) = sh.hub.page_message(t.as_bytes())
+                    && ws.send(Message::text(reply)).is_err()
+                {
+                    break Ok(());
                 }
             }
             Ok(Message::Close(_)) => break Ok(()),
