@@ -569,6 +569,22 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
     // Reports read -> rate controller -> encoder; every change logged. The encoder gets
     // the lowest of this controller's target and the WebRTC peers' (each peer runs its
     // own on its browser's reports, see web::rtc): one encoder feeds every output.
+    // The viewer page's figures into the stats segment (for `dashboard`), 4 times a second.
+    let mut web_stats_ns = 0u64;
+    let web_stats = |hub: Option<&std::sync::Arc<crate::web::Hub>>, now: u64, last: &mut u64| {
+        let Some(h) = hub else { return };
+        if now < *last + 250_000_000 {
+            return;
+        }
+        *last = now;
+        let c = h.counters();
+        let w = crate::shm::stats::WebStats { viewers: c.viewers, sent: c.sent, skipped: c.skipped, refused: c.refused, page: h.report().map(|r| r.to_stats()) };
+        ctl.stats().set_web(&w);
+    };
+    if hub.is_some() {
+        // Marks the page as on before anyone connects.
+        ctl.stats().set_web(&crate::shm::stats::WebStats::default());
+    }
     let mut rtp_target = cfg.encoder.bitrate_kbps;
     let mut applied = cfg.encoder.bitrate_kbps;
     let mut adapt = |rtcp: &mut rtcp_session::SenderRtcp, abr: &mut Option<crate::abr::RateController>, hub: Option<&std::sync::Arc<crate::web::Hub>>| -> u64 {
@@ -600,6 +616,7 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
                 let ts_now = base_ns.map(|b| rtp::rtp_timestamp_90k(now, b, ts_offset));
                 rtcp.tick(now, ts_now, ctl.stats(), queue);
                 let changes = adapt(&mut rtcp, &mut abr, hub.as_ref());
+                web_stats(hub.as_ref(), now, &mut web_stats_ns);
                 ctl.stats().add_net(&NetCounters { abr_changes: changes, ..Default::default() });
                 if let MediaOut::Tcp(t) = &mut out {
                     t.flush();
@@ -689,6 +706,7 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
         rtcp.sent(st.packets, st.bytes);
         rtcp.tick(last_sent, Some(rtp::rtp_timestamp_90k(last_sent, base, ts_offset)), ctl.stats(), queue);
         net.abr_changes = adapt(&mut rtcp, &mut abr, hub.as_ref());
+        web_stats(hub.as_ref(), last_sent, &mut web_stats_ns);
         // The detect stage's newest result, once, to the receiver (RTCP APP "VRDT").
         if cfg.detect.enabled {
             let runs = ctl.stats().detect().inferences;
@@ -696,6 +714,10 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
                 && let Some(set) = ctl.stats().detections()
             {
                 det_runs_sent = runs;
+                if let Some(h) = hub.as_ref().filter(|h| h.has_viewers()) {
+                    let cap_unix = rt::realtime_ns().saturating_sub(monotonic_ns().saturating_sub(set.capture_ns));
+                    h.publish_detections(crate::web::detections_message(set.frame_id, cap_unix, fmt.width, fmt.height, &set.detections));
+                }
                 let ts = rtp::rtp_timestamp_90k(set.capture_ns, base, ts_offset);
                 let data = crate::detect::wire::encode(ts, fmt.width, fmt.height, &set.detections);
                 rtcp.send_app(crate::detect::wire::APP_SUBTYPE, crate::detect::wire::APP_NAME, &data);

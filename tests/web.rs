@@ -107,8 +107,14 @@ fn start_vr(tag: &str, web_port: u16, pin: &str, frames: u32, cert_dir: &std::pa
 /// [`start_vr`] inside `ns` (if given), with source `src` and `extra` arguments.
 #[allow(clippy::too_many_arguments)]
 fn start_vr_with(ns: Option<&LoopNs>, tag: &str, web_port: u16, pin: &str, frames: u32, cert_dir: &std::path::Path, src: &str, extra: &[String]) -> Vr {
+    start_vr_conf(ns, tag, web_port, pin, frames, cert_dir, src, extra, "")
+}
+
+/// [`start_vr_with`], `conf` added to the configuration file (TOML sections after `[web]`).
+#[allow(clippy::too_many_arguments)]
+fn start_vr_conf(ns: Option<&LoopNs>, tag: &str, web_port: u16, pin: &str, frames: u32, cert_dir: &std::path::Path, src: &str, extra: &[String], conf: &str) -> Vr {
     let cfg = cert_dir.join("web.toml");
-    std::fs::write(&cfg, format!("[web]\ncert_dir = \"{}\"\n", cert_dir.display())).unwrap();
+    std::fs::write(&cfg, format!("[web]\ncert_dir = \"{}\"\n{conf}", cert_dir.display())).unwrap();
     let port = free_port_pair().to_string();
     let (wp, fr, inst) = (web_port.to_string(), frames.to_string(), instance(tag));
     let mut child = command(ns, bin())
@@ -151,13 +157,15 @@ fn start_vr_with(ns: Option<&LoopNs>, tag: &str, web_port: u16, pin: &str, frame
         assert!(t0.elapsed() < Duration::from_secs(10), "nothing listens on {web_port}: {banner}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Vr { child, rest }
+    Vr { child, rest, inst }
 }
 
 /// A running vr-stream and the thread collecting its stderr.
 struct Vr {
     child: Child,
     rest: std::thread::JoinHandle<String>,
+    /// Its `--instance` (the stats segment's name).
+    inst: String,
 }
 
 fn view(url: &str, secs: u32, mode: &str) -> serde_json::Value {
@@ -179,7 +187,7 @@ fn view_in(ns: Option<&LoopNs>, url: &str, secs: u32, mode: &str) -> serde_json:
 
 /// Waits for vr-stream to end (SIGINT after 30 s); returns its stderr after the banner.
 fn finish(vr: Vr) -> String {
-    let Vr { mut child, rest } = vr;
+    let Vr { mut child, rest, .. } = vr;
     let t0 = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if t0.elapsed() > Duration::from_secs(30) {
@@ -308,7 +316,16 @@ fn the_page_plays_the_real_clip_over_webrtc_with_playout_delay_zero() {
     let port = free_tcp_port();
     let vr = start_vr_with(Some(&ns), "webrtc", port, "975312", 900, dir.path(), &format!("file:{}", clip().display()), &[]);
     let v = view_in(Some(&ns), &format!("https://{}:{port}/?pin=975312", ns.addr), 5, "stream");
+    // The page's last report, in the stats segment: `dashboard --once --json`.
+    let dash = Command::new(workspace_bin("dashboard", "vr-dashboard")).args(["--once", "--json", "--instance", &vr.inst]).output().unwrap();
+    let d: serde_json::Value = serde_json::from_slice(&dash.stdout).unwrap_or_else(|e| panic!("dashboard --json: {e}: {}", String::from_utf8_lossy(&dash.stdout)));
     let err = finish(vr);
+    let page = &d["stream"]["page"];
+    eprintln!("dashboard page: {page}");
+    assert_eq!(page["transport"], "webrtc", "{d}");
+    let dash_p50 = page["latency_p50_ms"].as_f64().expect("a page report in the stats segment");
+    assert!(dash_p50 > 0.0 && dash_p50 < 200.0 && page["latency_p99_ms"].as_f64().unwrap() >= dash_p50, "{page}");
+    assert!(page["decoded"].as_u64().unwrap() > 100 && page["sent"].as_u64().unwrap() > 100, "{page}");
     eprintln!("page: {v}");
     let web_line = err.lines().find(|l| l.contains("[network]: web:")).unwrap_or("").to_string();
     eprintln!("{web_line}");
@@ -368,4 +385,49 @@ fn the_browsers_receiver_reports_bring_the_bitrate_under_a_policed_link_and_nack
     let nacks = v["rtc"]["nackCount"].as_u64().unwrap_or(0);
     assert!(nacks > 0, "Chromium sent no NACK through a lossy link: {v}");
     assert!(v["rtc"]["framesDecoded"].as_u64().unwrap_or(0) > 200, "{v}");
+}
+
+/// Runs scripts/fetch-yolo.sh (cached) and returns (ONNX Runtime library, model).
+fn yolo_assets() -> (String, String) {
+    let out = Command::new("bash").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch-yolo.sh")).output().expect("bash");
+    assert!(out.status.success(), "scripts/fetch-yolo.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let var = |k: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).unwrap_or_else(|| panic!("{k} missing: {text}")).to_string();
+    (var("ORT_DYLIB_PATH"), format!("{}/yolov3-tiny-320.onnx", var("VR_YOLO_DIR")))
+}
+
+#[test]
+fn yolo_detections_reach_the_page_over_the_data_channel_and_are_drawn() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !browser_ready() {
+        return;
+    }
+    let (lib, model) = yolo_assets();
+    let Some(ns) = LoopNs::new("webyolo", 34) else {
+        panic!("WebRTC needs a network namespace (root)");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_tcp_port();
+    let conf = format!("[detect]\nonnxruntime = {lib:?}\nmodel = {model:?}\n");
+    let vr = start_vr_conf(Some(&ns), "webyolo", port, "192837", 900, dir.path(), &format!("file:{}", clip().display()), &["--yolo".to_string()], &conf);
+    let v = view_in(Some(&ns), &format!("https://{}:{port}/?pin=192837", ns.addr), 4, "stream");
+    finish(vr);
+    let d = &v["detections"];
+    eprintln!("page detections: {} messages, last {}; box pixels {}", d["messages"], d["last"], v["boxPixels"]);
+    assert_eq!(v["status"], "streaming", "{v}");
+    assert!(d["messages"].as_u64().unwrap() >= 10, "{d}");
+    let last = &d["last"];
+    assert_eq!((last["w"].as_u64(), last["h"].as_u64()), (Some(1280), Some(720)), "{last}");
+    let boxes = last["boxes"].as_array().unwrap();
+    for b in boxes {
+        let xy: Vec<f64> = b["b"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert!(xy[0] <= xy[2] && xy[1] <= xy[3] && xy[2] <= 1280.0 && xy[3] <= 720.0, "{b}");
+        assert!(b["s"].as_f64().unwrap() >= 0.25 && b["c"].as_u64().unwrap() < 80, "{b}");
+    }
+    // Capture -> detections on the page: an inference or two, not seconds.
+    let age = last["ageMs"].as_f64().expect("age measured");
+    assert!(age > 0.0 && age < 1000.0, "{last}");
+    if !boxes.is_empty() {
+        assert!(v["boxPixels"].as_u64().unwrap() > 0, "boxes not drawn: {v}");
+    }
 }

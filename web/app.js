@@ -32,6 +32,7 @@ const state = (window.__vr = {
   transport: null, // 'webrtc' | 'ws'
   framesSent: 0, // WebRTC: frame messages from vr-stream (one per access unit written)
   rtc: null, // WebRTC: the inbound-rtp statistics, refreshed once a second
+  detections: { messages: 0, last: null }, // --yolo: the newest set (see drawBoxes)
   xr: null, // { views, frames, pixels } once "Enter VR" started a session
 });
 
@@ -47,6 +48,45 @@ async function login(pin) {
   }
   if (!r.ok) throw new Error('wrong PIN');
   return (await r.json()).token;
+}
+
+// COCO class names, by the index the detector reports.
+const COCO = ('person bicycle car motorcycle airplane bus train truck boat traffic_light fire_hydrant stop_sign ' +
+  'parking_meter bench bird cat dog horse sheep cow elephant bear zebra giraffe backpack umbrella handbag tie ' +
+  'suitcase frisbee skis snowboard sports_ball kite baseball_bat baseball_glove skateboard surfboard tennis_racket ' +
+  'bottle wine_glass cup fork knife spoon bowl banana apple sandwich orange broccoli carrot hot_dog pizza donut cake ' +
+  'chair couch potted_plant bed dining_table toilet tv laptop mouse remote keyboard cell_phone microwave oven ' +
+  'toaster sink refrigerator book clock vase scissors teddy_bear hair_drier toothbrush').split(' ').map((n) => n.replace(/_/g, ' '));
+
+// Detection boxes (--yolo) over the 2D view: `m` is a `detections` message (boxes in frame
+// pixels), `el` the element showing the video (object-fit: contain). Boxes older than
+// 500 ms are cleared: a detector that stopped must not leave stale boxes.
+let boxesTimer = null;
+function drawBoxes(m, el) {
+  const c = $('boxes');
+  const dpr = window.devicePixelRatio || 1;
+  const cw = el.clientWidth, ch = el.clientHeight;
+  if (c.width !== Math.round(cw * dpr) || c.height !== Math.round(ch * dpr)) {
+    c.width = Math.round(cw * dpr);
+    c.height = Math.round(ch * dpr);
+  }
+  const g = c.getContext('2d');
+  g.setTransform(1, 0, 0, 1, 0, 0);
+  g.clearRect(0, 0, c.width, c.height);
+  clearTimeout(boxesTimer);
+  if (!m || !m.w || !m.h) return;
+  const k = Math.min(cw / m.w, ch / m.h) * dpr;
+  const ox = (c.width - m.w * k) / 2, oy = (c.height - m.h * k) / 2;
+  g.lineWidth = 2 * dpr;
+  g.font = `${13 * dpr}px system-ui, sans-serif`;
+  for (const b of m.boxes) {
+    const [x0, y0, x1, y1] = b.b;
+    const hue = (b.c * 47) % 360;
+    g.strokeStyle = g.fillStyle = `hsl(${hue} 90% 55%)`;
+    g.strokeRect(ox + x0 * k, oy + y0 * k, (x1 - x0) * k, (y1 - y0) * k);
+    g.fillText(`${COCO[b.c] ?? b.c} ${(b.s * 100).toFixed(0)}%`, ox + x0 * k + 3 * dpr, oy + y0 * k - 4 * dpr);
+  }
+  boxesTimer = setTimeout(() => g.clearRect(0, 0, c.width, c.height), 500);
 }
 
 function keep(arr, v, n = 600) {
@@ -78,6 +118,12 @@ function common(send) {
       } else if (m.type === 'pong') {
         clock.add(m.t1, m.t2, nowMs());
         state.offset = clock.best()?.offset ?? null;
+      } else if (m.type === 'detections') {
+        const b = clock.best();
+        state.detections.messages++;
+        // Age on arrival: capture -> detections here (the detector's time included).
+        state.detections.last = { ...m, ageMs: b ? nowMs() - (m.cap - b.offset) : null };
+        drawBoxes(m, state.transport === 'ws' ? $('view') : $('video'));
       }
     },
     /** A frame reached the screen path: capture time (server ms), decode time (ms), id. */
@@ -150,7 +196,8 @@ function common(send) {
     $('hud').textContent =
       `${h ? `${h.width}x${h.height} ${state.codec} over ${state.transport === 'ws' ? 'WebSocket' : 'WebRTC'}` : ''}\n` +
       `fps ${fps.toFixed(1)}  decode ${dec.toFixed(1)} ms\n` +
-      `capture->decoded p50 ${p50.toFixed(1)} p99 ${p99.toFixed(1)} ms`;
+      `capture->decoded p50 ${p50.toFixed(1)} p99 ${p99.toFixed(1)} ms` +
+      (state.detections.last ? `\ndetections ${state.detections.last.boxes.length} (${state.detections.last.ageMs?.toFixed(0)} ms after capture)` : '');
     send({ type: 'stats', transport: state.transport, decoded: state.decoded, latency_p50_ms: p50, latency_p99_ms: p99, decode_ms: dec, fps });
   }, 1000);
   return io;

@@ -161,6 +161,70 @@ pub struct StreamView {
     /// The detect stage (`--yolo`): rates, inference time, the newest result's age; None
     /// when it does not run.
     pub detector: Option<String>,
+    /// The viewer page (`--web`); None when vr-stream runs without it.
+    pub page: Option<PageView>,
+}
+
+/// The viewer page: the server's counters and what the newest page report measured on
+/// the headset.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PageView {
+    /// Viewers connected now.
+    pub viewers: u64,
+    /// Access units handed to viewers.
+    pub sent: u64,
+    /// Access units viewers missed.
+    pub skipped: u64,
+    /// Refused logins and connections.
+    pub refused: u64,
+    /// `"webrtc"`, `"ws"` or `"unknown"`; None before a page reported.
+    pub transport: Option<String>,
+    /// Capture → decoded on the page, p50 / p99, ms (None before a report).
+    pub latency_p50_ms: Option<f64>,
+    /// The same, p99, ms.
+    pub latency_p99_ms: Option<f64>,
+    /// Decode time, p50, ms.
+    pub decode_ms: Option<f64>,
+    /// Frames decoded per second on the page.
+    pub fps: Option<f64>,
+    /// Frames decoded by the page so far.
+    pub decoded: Option<u64>,
+    /// Age of the newest report, s.
+    pub report_age_s: Option<f64>,
+}
+
+impl PageView {
+    /// One line for the screen: the page's report first, then the server's counters.
+    pub fn text(&self) -> String {
+        let tail = format!("{} viewer(s), {} sent, {} skipped, {} refused", self.viewers, self.sent, self.skipped, self.refused);
+        match (self.transport.as_deref(), self.latency_p50_ms, self.latency_p99_ms) {
+            (Some(t), Some(p50), Some(p99)) => format!(
+                "{t}, capture->decoded p50 {p50:.1} p99 {p99:.1} ms, decode {:.1} ms, {:.1} fps ({:.1} s ago); {tail}",
+                self.decode_ms.unwrap_or(f64::NAN),
+                self.fps.unwrap_or(0.0),
+                self.report_age_s.unwrap_or(f64::NAN)
+            ),
+            _ => format!("no page report yet; {tail}"),
+        }
+    }
+}
+
+fn page_view(w: &vr_stream::shm::stats::WebStats, now_ns: u64) -> PageView {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    let p = w.page.as_ref();
+    PageView {
+        viewers: w.viewers,
+        sent: w.sent,
+        skipped: w.skipped,
+        refused: w.refused,
+        transport: p.map(|p| p.transport.as_str().to_string()),
+        latency_p50_ms: p.map(|p| ms(p.latency_p50)),
+        latency_p99_ms: p.map(|p| ms(p.latency_p99)),
+        decode_ms: p.map(|p| ms(p.decode)),
+        fps: p.map(|p| p.fps_milli as f64 / 1000.0),
+        decoded: p.map(|p| p.decoded),
+        report_age_s: p.map(|p| now_ns.saturating_sub(p.report_ns) as f64 / 1e9),
+    }
 }
 
 /// Everything shown in one tick.
@@ -479,6 +543,7 @@ impl Collector {
             },
             rtcp: rtcp_text(&stats.rtcp(), now_ns),
             detector,
+            page: stats.web().map(|w| page_view(&w, now_ns)),
         }
     }
 }
@@ -524,6 +589,29 @@ fn rtcp_text(r: &vr_stream::shm::stats::RtcpCounters, now_ns: u64) -> Option<Str
 mod tests {
     use super::*;
     use vr_stream::shm::stats::RtcpCounters;
+
+    #[test]
+    fn page_line() {
+        use std::time::Duration;
+        use vr_stream::shm::stats::{PageStats, PageTransport, WebStats};
+        let mut w = WebStats { viewers: 1, sent: 600, skipped: 2, refused: 1, page: None };
+        assert_eq!(page_view(&w, 0).text(), "no page report yet; 1 viewer(s), 600 sent, 2 skipped, 1 refused");
+        w.page = Some(PageStats {
+            transport: PageTransport::WebRtc,
+            report_ns: 1_000_000_000,
+            decoded: 590,
+            latency_p50: Duration::from_micros(11_500),
+            latency_p99: Duration::from_micros(25_200),
+            decode: Duration::from_micros(1_200),
+            fps_milli: 59_500,
+        });
+        let v = page_view(&w, 1_400_000_000);
+        assert_eq!(v.latency_p99_ms, Some(25.2));
+        assert_eq!(
+            v.text(),
+            "webrtc, capture->decoded p50 11.5 p99 25.2 ms, decode 1.2 ms, 59.5 fps (0.4 s ago); 1 viewer(s), 600 sent, 2 skipped, 1 refused"
+        );
+    }
 
     #[test]
     fn detector_line() {

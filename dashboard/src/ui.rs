@@ -317,6 +317,9 @@ fn network(area: Rect, buf: &mut Buffer, snap: &Snapshot, view: &View) {
         if let Some(d) = &s.detector {
             lines.push(Line::raw(format!("detect: {d}")));
         }
+        if let Some(p) = &s.page {
+            lines.push(Line::raw(format!("page: {}", p.text())));
+        }
     }
     Paragraph::new(lines)
         .block(Block::default().borders(Borders::ALL).title(" network "))

@@ -47,6 +47,19 @@ fn snapshot(stream: bool) -> Snapshot {
         net: StreamNetView { packets: 12000, bytes: 14_000_000, batches: 1000, send_errors: 0, wouldblock_drops: 0, pps: 700.0 },
         rtcp: None,
         detector: Some("13.9 runs/s, 20.0 detections/s, inference 24.3 ms (mean 34.6), letterbox 0.8 ms; newest 3 boxes, 54 ms after capture".into()),
+        page: Some(PageView {
+            viewers: 1,
+            sent: 600,
+            skipped: 1,
+            refused: 0,
+            transport: Some("webrtc".into()),
+            latency_p50_ms: Some(11.5),
+            latency_p99_ms: Some(25.2),
+            decode_ms: Some(1.2),
+            fps: Some(59.5),
+            decoded: Some(590),
+            report_age_s: Some(0.4),
+        }),
     };
     Snapshot {
         instance: "vr-stream".into(),
@@ -85,6 +98,7 @@ fn full_layout_shows_every_part() {
         "wlan0 (route to receiver)",
         "RTCP: no receiver reports",
         "detect: 13.9 runs/s",
+        "page: webrtc, capture->decoded p50 11.5 p99 25.2 ms",
         "q quit",
     ] {
         assert!(t.contains(want), "missing {want:?} in:\n{t}");

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// `b"VRSTSHM\0"` as a little-endian u64: the first 8 bytes of every segment.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"VRSTSHM\0");
 /// Layout version of every segment kind; bump on any change of a `#[repr(C)]` layout.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 /// Directory holding the segment files.
 pub const SHM_DIR: &str = "/dev/shm";
 
@@ -405,9 +405,9 @@ mod tests {
         assert!(e.to_string().contains(&name) && e.to_string().contains("slot count"), "{e}");
         // A different layout version is refused with a clear error.
         // SAFETY: test-only write to our own mapping's version field.
-        unsafe { (*(seg.base() as *mut SegmentHeader)).version = 7 };
+        unsafe { (*(seg.base() as *mut SegmentHeader)).version = LAYOUT_VERSION + 1 };
         let e = Segment::open(&name, layout()).err().unwrap();
-        assert!(matches!(e, ShmError::VersionMismatch { found: 7, .. }), "{e}");
+        assert!(matches!(e, ShmError::VersionMismatch { found, .. } if found == LAYOUT_VERSION + 1), "{e}");
         drop(seg);
         assert!(!segment_path(&name).exists());
     }

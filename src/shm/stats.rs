@@ -234,6 +234,93 @@ struct StatsHeader {
     det_last_infer_us: AtomicU32,
     det_infer_us_total: AtomicU64,
     det: DetBlock,
+    web: WebBlock,
+}
+
+/// The viewer page's figures (`--web`), written by the network stage.
+#[repr(C)]
+struct WebBlock {
+    enabled: AtomicU32,
+    transport: AtomicU32,
+    viewers: AtomicU64,
+    sent: AtomicU64,
+    skipped: AtomicU64,
+    refused: AtomicU64,
+    report_ns: AtomicU64,
+    decoded: AtomicU64,
+    p50_us: AtomicU32,
+    p99_us: AtomicU32,
+    decode_us: AtomicU32,
+    fps_milli: AtomicU32,
+}
+
+/// The viewer page (`--web`): the server's counters and the newest report of a page
+/// (what it measured on the headset). Fields of one report are stored one by one: a
+/// reader may see two consecutive reports mixed.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WebStats {
+    /// Viewers connected now (WebRTC peers and WebSockets).
+    pub viewers: u64,
+    /// Access units handed to viewers, summed over viewers.
+    pub sent: u64,
+    /// Access units a viewer missed (queue full, waiting for an IDR).
+    pub skipped: u64,
+    /// Refused logins and connections (wrong PIN, blocked address, bad token).
+    pub refused: u64,
+    /// The newest page report, if any.
+    pub page: Option<PageStats>,
+}
+
+/// One page's report (once a second).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PageStats {
+    /// How the page receives the stream.
+    pub transport: PageTransport,
+    /// When the report arrived, CLOCK_MONOTONIC ns.
+    pub report_ns: u64,
+    /// Frames the page decoded since it started.
+    pub decoded: u64,
+    /// Capture → decoded on the page (clock-offset corrected), last ≤ 600 frames.
+    pub latency_p50: std::time::Duration,
+    /// The same, 99th percentile.
+    pub latency_p99: std::time::Duration,
+    /// Decode time (WebCodecs: chunk in → frame out; WebRTC: the browser's processing
+    /// duration), median.
+    pub decode: std::time::Duration,
+    /// Frames per second decoded over the last second, thousandths of a frame.
+    pub fps_milli: u32,
+}
+
+/// The page's transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PageTransport {
+    /// Not said.
+    #[default]
+    Unknown,
+    /// WebSocket + WebCodecs.
+    WebSocket,
+    /// WebRTC.
+    WebRtc,
+}
+
+impl PageTransport {
+    /// `"ws"`, `"webrtc"` or `"unknown"`: the page's `transport` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PageTransport::Unknown => "unknown",
+            PageTransport::WebSocket => "ws",
+            PageTransport::WebRtc => "webrtc",
+        }
+    }
+
+    /// From the page's `transport` value.
+    pub fn parse(s: &str) -> PageTransport {
+        match s {
+            "ws" => PageTransport::WebSocket,
+            "webrtc" => PageTransport::WebRtc,
+            _ => PageTransport::Unknown,
+        }
+    }
 }
 
 /// What one stage reports about itself.
@@ -568,6 +655,57 @@ impl Stats {
             last_infer_us: h.det_last_infer_us.load(Ordering::Relaxed),
             infer_us_total: h.det_infer_us_total.load(Ordering::Relaxed),
         }
+    }
+
+    /// Stores the viewer page's figures (single writer: the network stage); `None` page
+    /// keeps the last report.
+    pub fn set_web(&self, w: &WebStats) {
+        let b = &self.hdr().web;
+        b.enabled.store(1, Ordering::Relaxed);
+        b.viewers.store(w.viewers, Ordering::Relaxed);
+        b.sent.store(w.sent, Ordering::Relaxed);
+        b.skipped.store(w.skipped, Ordering::Relaxed);
+        b.refused.store(w.refused, Ordering::Relaxed);
+        if let Some(p) = &w.page {
+            let us = |d: std::time::Duration| d.as_micros().min(u32::MAX as u128) as u32;
+            b.transport.store(p.transport as u32, Ordering::Relaxed);
+            b.decoded.store(p.decoded, Ordering::Relaxed);
+            b.p50_us.store(us(p.latency_p50), Ordering::Relaxed);
+            b.p99_us.store(us(p.latency_p99), Ordering::Relaxed);
+            b.decode_us.store(us(p.decode), Ordering::Relaxed);
+            b.fps_milli.store(p.fps_milli, Ordering::Relaxed);
+            b.report_ns.store(p.report_ns.max(1), Ordering::Release);
+        }
+    }
+
+    /// The viewer page's figures; `None` when vr-stream runs without `--web`.
+    pub fn web(&self) -> Option<WebStats> {
+        let b = &self.hdr().web;
+        if b.enabled.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let report_ns = b.report_ns.load(Ordering::Acquire);
+        let us = |a: &AtomicU32| std::time::Duration::from_micros(a.load(Ordering::Relaxed) as u64);
+        let page = (report_ns != 0).then(|| PageStats {
+            transport: match b.transport.load(Ordering::Relaxed) {
+                1 => PageTransport::WebSocket,
+                2 => PageTransport::WebRtc,
+                _ => PageTransport::Unknown,
+            },
+            report_ns,
+            decoded: b.decoded.load(Ordering::Relaxed),
+            latency_p50: us(&b.p50_us),
+            latency_p99: us(&b.p99_us),
+            decode: us(&b.decode_us),
+            fps_milli: b.fps_milli.load(Ordering::Relaxed),
+        });
+        Some(WebStats {
+            viewers: b.viewers.load(Ordering::Relaxed),
+            sent: b.sent.load(Ordering::Relaxed),
+            skipped: b.skipped.load(Ordering::Relaxed),
+            refused: b.refused.load(Ordering::Relaxed),
+            page,
+        })
     }
 
     /// Appends a per-frame record (single writer: the network stage).

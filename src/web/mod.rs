@@ -93,6 +93,41 @@ pub struct PageReport {
     pub decode_ms: f64,
     /// Frames decoded per second over the last report interval.
     pub fps: f64,
+    /// The page's transport.
+    pub transport: crate::shm::stats::PageTransport,
+    /// When the report arrived, CLOCK_MONOTONIC ns.
+    pub received_ns: u64,
+}
+
+impl PageReport {
+    /// From a page's `stats` message (`{"type":"stats","transport":"webrtc","decoded":N,
+    /// "latency_p50_ms":…,"latency_p99_ms":…,"decode_ms":…,"fps":…}`) received at
+    /// `now_ns`; missing numbers are NaN (0 for counts).
+    pub fn from_message(v: &serde_json::Value, now_ns: u64) -> PageReport {
+        PageReport {
+            decoded: v["decoded"].as_u64().unwrap_or(0),
+            latency_p50_ms: v["latency_p50_ms"].as_f64().unwrap_or(f64::NAN),
+            latency_p99_ms: v["latency_p99_ms"].as_f64().unwrap_or(f64::NAN),
+            decode_ms: v["decode_ms"].as_f64().unwrap_or(f64::NAN),
+            fps: v["fps"].as_f64().unwrap_or(0.0),
+            transport: crate::shm::stats::PageTransport::parse(v["transport"].as_str().unwrap_or("")),
+            received_ns: now_ns,
+        }
+    }
+
+    /// For the stats segment (NaN and negative times as 0).
+    pub fn to_stats(&self) -> crate::shm::stats::PageStats {
+        let d = |ms: f64| std::time::Duration::from_secs_f64(if ms.is_finite() { ms.max(0.0) / 1000.0 } else { 0.0 });
+        crate::shm::stats::PageStats {
+            transport: self.transport,
+            report_ns: self.received_ns,
+            decoded: self.decoded,
+            latency_p50: d(self.latency_p50_ms),
+            latency_p99: d(self.latency_p99_ms),
+            decode: d(self.decode_ms),
+            fps_milli: (self.fps.max(0.0) * 1000.0).min(u32::MAX as f64) as u32,
+        }
+    }
 }
 
 /// Counters of the web path.
@@ -122,6 +157,19 @@ pub struct Hub {
     report: Mutex<Option<PageReport>>,
     abr: Mutex<Option<crate::abr::AbrParams>>,
     targets: Mutex<Vec<(u64, u32)>>,
+    detections: Mutex<(u64, Option<Arc<String>>)>,
+}
+
+/// The `detections` message for the page (JSON text): `{"type":"detections","id":FRAME,
+/// "cap":MS,"w":W,"h":H,"boxes":[{"c":CLASS,"s":SCORE,"b":[X0,Y0,X1,Y1]},…]}` — frame id,
+/// its capture time (Unix ms), the frame size, and per detection the COCO class index,
+/// the score (0..1) and the box in frame pixels.
+pub fn detections_message(frame_id: u64, capture_unix_ns: u64, width: u32, height: u32, dets: &[crate::detect::Detection]) -> String {
+    let boxes: Vec<serde_json::Value> = dets
+        .iter()
+        .map(|d| serde_json::json!({ "c": d.class, "s": (d.score * 1000.0).round() / 1000.0, "b": d.bbox.map(|v| v.round()) }))
+        .collect();
+    serde_json::json!({ "type": "detections", "id": frame_id, "cap": capture_unix_ns as f64 / 1e6, "w": width, "h": height, "boxes": boxes }).to_string()
 }
 
 impl Hub {
@@ -173,6 +221,21 @@ impl Hub {
     /// The adaptive bitrate settings for peers (`None`: off).
     pub fn abr(&self) -> Option<crate::abr::AbrParams> {
         self.abr.lock().ok().and_then(|g| *g)
+    }
+
+    /// Offers the newest detections (a [`detections_message`]) to the viewers, latest-wins:
+    /// a viewer sends the newest one it has not sent yet. Never waits (a busy slot skips).
+    pub fn publish_detections(&self, message: String) {
+        if let Ok(mut d) = self.detections.try_lock() {
+            d.0 += 1;
+            d.1 = Some(Arc::new(message));
+        }
+    }
+
+    /// The newest detections message if newer than `seen` (0 at first), with its number.
+    pub fn detections_after(&self, seen: u64) -> Option<(u64, Arc<String>)> {
+        let d = self.detections.try_lock().ok()?;
+        (d.0 > seen).then(|| (d.0, d.1.clone())).and_then(|(n, m)| m.map(|m| (n, m)))
     }
 
     /// Sets (or with `None` clears) viewer `id`'s bitrate target, kbit/s.
@@ -266,13 +329,7 @@ impl Hub {
                 None
             }
             Some("stats") => {
-                self.set_report(PageReport {
-                    decoded: v["decoded"].as_u64().unwrap_or(0),
-                    latency_p50_ms: v["latency_p50_ms"].as_f64().unwrap_or(f64::NAN),
-                    latency_p99_ms: v["latency_p99_ms"].as_f64().unwrap_or(f64::NAN),
-                    decode_ms: v["decode_ms"].as_f64().unwrap_or(f64::NAN),
-                    fps: v["fps"].as_f64().unwrap_or(0.0),
-                });
+                self.set_report(PageReport::from_message(&v, crate::rt::monotonic_ns()));
                 None
             }
             _ => None,

@@ -18,8 +18,9 @@
 //!
 //! Data channel "vr" (JSON text): to the page, per frame `{"type":"frame","rtp":T,"cap":MS}`
 //! (RTP timestamp, capture time in the sender's Unix ms) so the page can pair each decoded
-//! frame (`requestVideoFrameCallback` gives its RTP timestamp) with its capture time, and
-//! `pong`; from the page, `ping`, `stats` and `keyframe` as on the WebSocket.
+//! frame (`requestVideoFrameCallback` gives its RTP timestamp) with its capture time,
+//! `hello`, `pong` and `detections` ([`super::detections_message`]); from the page,
+//! `ping`, `stats` and `keyframe` as on the WebSocket.
 
 use super::Hub;
 use crate::abr::{Feedback, RateController};
@@ -102,7 +103,15 @@ fn run(mut rtc: Rtc, sock: UdpSocket, local: SocketAddr, hub: &Hub) -> Result<()
     let mut abr = hub.abr().map(RateController::new);
     // Egress totals at the previous statistics event: packets and bytes sent since.
     let (mut sent_packets, mut sent_bytes) = (0u64, 0u64);
+    let mut det_seen = 0u64;
     let res = loop {
+        if let Some(cid) = channel
+            && let Some((n, m)) = hub.detections_after(det_seen)
+            && let Some(mut ch) = rtc.channel(cid)
+        {
+            det_seen = n;
+            let _ = ch.write(false, m.as_bytes());
+        }
         // Media from the hub: everything queued, newest last.
         while let Ok(m) = rx.try_recv() {
             let (Some((mid, pt)), true) = (video, m.len() > super::HEADER_LEN) else { continue };

@@ -283,7 +283,14 @@ fn viewer<S: Read + Write>(s: &mut S, sock: &TcpStream, sh: &Shared, early: Vec<
         return Ok(());
     }
     let (id, rx) = sh.hub.join();
+    let mut det_seen = 0u64;
     let end = loop {
+        if let Some((n, m)) = sh.hub.detections_after(det_seen) {
+            det_seen = n;
+            if ws.send(Message::text(m.as_str())).is_err() {
+                break Ok(());
+            }
+        }
         match rx.recv_timeout(Duration::from_millis(2)) {
             Ok(m) => {
                 if ws.send(Message::binary(m.as_slice().to_vec())).is_err() {

@@ -132,6 +132,16 @@ try {
       windowRtcDecoded: s.rtc && a.rtc ? s.rtc.framesDecoded - a.rtc.framesDecoded : null,
       // The last (up to 600) capture -> decoded latencies, ms, for benches/web_latency.rs.
       latencies: s.latencies,
+      detections: s.detections,
+      // Detection boxes drawn on the overlay: non-transparent pixels of #boxes now.
+      boxPixels: await page.evaluate(() => {
+        const c = document.getElementById('boxes');
+        if (!c.width || !c.height) return 0;
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 3; i < d.length; i += 4) n += d[i] > 0;
+        return n;
+      }),
     });
   }
   out.log = log.slice(0, 20);
