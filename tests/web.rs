@@ -396,8 +396,31 @@ fn yolo_assets() -> (String, String) {
     (var("ORT_DYLIB_PATH"), format!("{}/yolov3-tiny-320.onnx", var("VR_YOLO_DIR")))
 }
 
+/// Checks a page's last `detections` set: the frame size, boxes inside it with COCO
+/// classes and scores over the threshold, arriving within a second of capture.
+fn check_detections(v: &serde_json::Value, what: &str) -> usize {
+    let d = &v["detections"];
+    eprintln!("{what}: {} detection messages, last {}; 2D box pixels {}", d["messages"], d["last"], v["boxPixels"]);
+    assert!(d["messages"].as_u64().unwrap_or(0) >= 10, "{what}: {v}");
+    let last = &d["last"];
+    assert_eq!((last["w"].as_u64(), last["h"].as_u64()), (Some(1280), Some(720)), "{what}: {last}");
+    let boxes = last["boxes"].as_array().unwrap();
+    for b in boxes {
+        let xy: Vec<f64> = b["b"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert!(xy[0] <= xy[2] && xy[1] <= xy[3] && xy[2] <= 1280.0 && xy[3] <= 720.0, "{what}: {b}");
+        assert!(b["s"].as_f64().unwrap() >= 0.25 && b["c"].as_u64().unwrap() < 80, "{what}: {b}");
+    }
+    // Capture -> detections on the page: an inference or two, not seconds.
+    let age = last["ageMs"].as_f64().expect("age measured");
+    assert!(age > 0.0 && age < 1000.0, "{what}: {last}");
+    if !boxes.is_empty() {
+        assert!(v["boxPixels"].as_u64().unwrap() > 0, "{what}: boxes not drawn on the 2D view: {v}");
+    }
+    boxes.len()
+}
+
 #[test]
-fn yolo_detections_reach_the_page_over_the_data_channel_and_are_drawn() {
+fn yolo_detections_reach_the_page_and_the_headset_view() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if !browser_ready() {
         return;
@@ -407,27 +430,27 @@ fn yolo_detections_reach_the_page_over_the_data_channel_and_are_drawn() {
         panic!("WebRTC needs a network namespace (root)");
     };
     let dir = tempfile::tempdir().unwrap();
-    let port = free_tcp_port();
     let conf = format!("[detect]\nonnxruntime = {lib:?}\nmodel = {model:?}\n");
-    let vr = start_vr_conf(Some(&ns), "webyolo", port, "192837", 900, dir.path(), &format!("file:{}", clip().display()), &["--yolo".to_string()], &conf);
+    let src = format!("file:{}", clip().display());
+    // WebRTC: the sets on the data channel, drawn over the <video>.
+    let port = free_tcp_port();
+    let vr = start_vr_conf(Some(&ns), "webyolo", port, "192837", 900, dir.path(), &src, &["--yolo".to_string()], &conf);
     let v = view_in(Some(&ns), &format!("https://{}:{port}/?pin=192837", ns.addr), 4, "stream");
     finish(vr);
-    let d = &v["detections"];
-    eprintln!("page detections: {} messages, last {}; box pixels {}", d["messages"], d["last"], v["boxPixels"]);
     assert_eq!(v["status"], "streaming", "{v}");
-    assert!(d["messages"].as_u64().unwrap() >= 10, "{d}");
-    let last = &d["last"];
-    assert_eq!((last["w"].as_u64(), last["h"].as_u64()), (Some(1280), Some(720)), "{last}");
-    let boxes = last["boxes"].as_array().unwrap();
-    for b in boxes {
-        let xy: Vec<f64> = b["b"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-        assert!(xy[0] <= xy[2] && xy[1] <= xy[3] && xy[2] <= 1280.0 && xy[3] <= 720.0, "{b}");
-        assert!(b["s"].as_f64().unwrap() >= 0.25 && b["c"].as_u64().unwrap() < 80, "{b}");
-    }
-    // Capture -> detections on the page: an inference or two, not seconds.
-    let age = last["ageMs"].as_f64().expect("age measured");
-    assert!(age > 0.0 && age < 1000.0, "{last}");
-    if !boxes.is_empty() {
-        assert!(v["boxPixels"].as_u64().unwrap() > 0, "boxes not drawn: {v}");
-    }
+    check_detections(&v, "webrtc");
+    // The WebSocket, in the emulated headset: the sets as WebSocket text, blended over the
+    // video in the immersive view. The page draws the left eye again without the boxes
+    // once a second and counts the pixels that changed.
+    let port = free_tcp_port();
+    let vr = start_vr_conf(None, "webyolo", port, "192837", 900, dir.path(), &src, &["--yolo".to_string()], &conf);
+    let v = view_in(None, &format!("https://127.0.0.1:{port}/?pin=192837&xrprobe=1&transport=ws"), 4, "xr");
+    finish(vr);
+    assert!(v["error"].is_null(), "{v}");
+    check_detections(&v, "ws + xr");
+    let o = &v["xr"]["overlay"];
+    eprintln!("xr overlay: {o}");
+    assert!(o["withBoxes"].as_u64().unwrap_or(0) > 0, "no probe saw boxes in the headset view: {v}");
+    assert!(o["minPixelsWithBoxes"].as_u64().unwrap() > 500, "boxes not drawn in the headset view: {o}");
+    assert!(o["maxPixelsWithout"].as_u64().is_none_or(|n| n == 0), "the overlay changed pixels without boxes: {o}");
 }

@@ -9,6 +9,7 @@
 //   src/web/mod.rs), VideoDecoder with optimizeForLatency, latest-wins drawing to a canvas.
 import { ClockSync, nowMs, quantile } from './clock.js';
 import { enterVR } from './xr.js';
+import { paintBoxes, BOXES_TTL_MS } from './boxes.js';
 
 const params = new URLSearchParams(location.search);
 // Chunks the decoder may hold before the page skips to the next IDR.
@@ -50,17 +51,9 @@ async function login(pin) {
   return (await r.json()).token;
 }
 
-// COCO class names, by the index the detector reports.
-const COCO = ('person bicycle car motorcycle airplane bus train truck boat traffic_light fire_hydrant stop_sign ' +
-  'parking_meter bench bird cat dog horse sheep cow elephant bear zebra giraffe backpack umbrella handbag tie ' +
-  'suitcase frisbee skis snowboard sports_ball kite baseball_bat baseball_glove skateboard surfboard tennis_racket ' +
-  'bottle wine_glass cup fork knife spoon bowl banana apple sandwich orange broccoli carrot hot_dog pizza donut cake ' +
-  'chair couch potted_plant bed dining_table toilet tv laptop mouse remote keyboard cell_phone microwave oven ' +
-  'toaster sink refrigerator book clock vase scissors teddy_bear hair_drier toothbrush').split(' ').map((n) => n.replace(/_/g, ' '));
-
 // Detection boxes (--yolo) over the 2D view: `m` is a `detections` message (boxes in frame
-// pixels), `el` the element showing the video (object-fit: contain). Boxes older than
-// 500 ms are cleared: a detector that stopped must not leave stale boxes.
+// pixels), `el` the element showing the video (object-fit: contain). Cleared BOXES_TTL_MS
+// after the last set.
 let boxesTimer = null;
 function drawBoxes(m, el) {
   const c = $('boxes');
@@ -76,17 +69,8 @@ function drawBoxes(m, el) {
   clearTimeout(boxesTimer);
   if (!m || !m.w || !m.h) return;
   const k = Math.min(cw / m.w, ch / m.h) * dpr;
-  const ox = (c.width - m.w * k) / 2, oy = (c.height - m.h * k) / 2;
-  g.lineWidth = 2 * dpr;
-  g.font = `${13 * dpr}px system-ui, sans-serif`;
-  for (const b of m.boxes) {
-    const [x0, y0, x1, y1] = b.b;
-    const hue = (b.c * 47) % 360;
-    g.strokeStyle = g.fillStyle = `hsl(${hue} 90% 55%)`;
-    g.strokeRect(ox + x0 * k, oy + y0 * k, (x1 - x0) * k, (y1 - y0) * k);
-    g.fillText(`${COCO[b.c] ?? b.c} ${(b.s * 100).toFixed(0)}%`, ox + x0 * k + 3 * dpr, oy + y0 * k - 4 * dpr);
-  }
-  boxesTimer = setTimeout(() => g.clearRect(0, 0, c.width, c.height), 500);
+  paintBoxes(g, m, { k, ox: (c.width - m.w * k) / 2, oy: (c.height - m.h * k) / 2, unit: dpr });
+  boxesTimer = setTimeout(() => g.clearRect(0, 0, c.width, c.height), BOXES_TTL_MS);
 }
 
 function keep(arr, v, n = 600) {
@@ -103,6 +87,7 @@ function common(send) {
     hello: null,
     xrOn: false,
     xrLatest: null, // the newest frame (a VideoFrame the page owns), for the XR session
+    boxes: null, // --yolo: { m: the newest detections message, at: performance.now() on arrival }
     send,
     askKeyframe: (() => {
       let last = 0;
@@ -123,6 +108,7 @@ function common(send) {
         state.detections.messages++;
         // Age on arrival: capture -> detections here (the detector's time included).
         state.detections.last = { ...m, ageMs: b ? nowMs() - (m.cap - b.offset) : null };
+        io.boxes = { m, at: performance.now() };
         drawBoxes(m, state.transport === 'ws' ? $('view') : $('video'));
       }
     },
@@ -163,6 +149,7 @@ function common(send) {
           io.xrOn = true;
           const session = await enterVR({
             source: () => io.xrLatest,
+            boxes: () => io.boxes,
             stereo: !!(io.hello && io.hello.stereo),
             probe: params.has('xrprobe'),
             report: (r) => (state.xr = { ...r, pixels: { ...r.pixels } }),

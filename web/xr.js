@@ -1,6 +1,9 @@
 // "Enter VR": an immersive-vr WebXR session drawing the newest decoded frame as a texture
 // on a quad 2 m in front of the user (mono), or per eye from the two halves of a
-// side-by-side frame (stereo: left half to the left eye). WebGL 2, no libraries.
+// side-by-side frame (stereo: left half to the left eye), with the YOLO boxes (--yolo)
+// blended over it from an overlay texture in the same frame coordinates. WebGL 2, no
+// libraries.
+import { paintBoxes, BOXES_TTL_MS } from './boxes.js';
 
 const VS = `#version 300 es
 in vec2 pos;
@@ -20,8 +23,13 @@ const FS = `#version 300 es
 precision mediump float;
 in vec2 uv;
 uniform sampler2D tex;
+uniform sampler2D overlay; // boxes, premultiplied alpha, same uv as the frame
+uniform float showOverlay;
 out vec4 color;
-void main() { color = texture(tex, uv); }`;
+void main() {
+  vec4 o = texture(overlay, uv) * showOverlay;
+  color = vec4(texture(tex, uv).rgb * (1.0 - o.a) + o.rgb, 1.0);
+}`;
 
 function compile(gl, type, src) {
   const s = gl.createShader(type);
@@ -31,12 +39,37 @@ function compile(gl, type, src) {
   return s;
 }
 
+function texture(gl) {
+  const t = gl.createTexture();
+  gl.bindTexture(gl.TEXTURE_2D, t);
+  gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MIN_FILTER, gl.LINEAR);
+  gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MAG_FILTER, gl.LINEAR);
+  gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_WRAP_S, gl.CLAMP_TO_EDGE);
+  gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_WRAP_T, gl.CLAMP_TO_EDGE);
+  gl.texImage2D(gl.TEXTURE_2D, 0, gl.RGBA, 1, 1, 0, gl.RGBA, gl.UNSIGNED_BYTE, new Uint8Array([0, 0, 0, 0]));
+  return t;
+}
+
+/** Pixels that differ (any channel by more than 8) between two RGBA readbacks. */
+function differing(a, b) {
+  let n = 0;
+  for (let i = 0; i < a.length; i += 4) {
+    if (Math.abs(a[i] - b[i]) > 8 || Math.abs(a[i + 1] - b[i + 1]) > 8 || Math.abs(a[i + 2] - b[i + 2]) > 8) n++;
+  }
+  return n;
+}
+
 /**
  * Starts an immersive-vr session. `source()` returns the newest VideoFrame (or null; the
- * caller owns it), `stereo` says whether frames are side by side, `report` receives
- * { views, frames, pixels: { left: [r,g,b,a], right: [...] } } (pixels only when `probe`).
+ * caller owns it), `stereo` says whether frames are side by side, `boxes()` the newest
+ * detections ({ m: message, at: performance.now() on arrival } or null; drawn until
+ * BOXES_TTL_MS old), `report` receives { views, frames, overlayBoxes, pixels: { left:
+ * [r,g,b,a], right: [...] }, overlay } — with `probe` (tests), the pixel at each eye's
+ * centre every frame, and once a second `overlay` = { probes, withBoxes,
+ * minPixelsWithBoxes, maxPixelsWithout }: how many of the left eye's pixels the boxes
+ * changed (the eye drawn again without them and compared).
  */
-export async function enterVR({ source, stereo, probe, report }) {
+export async function enterVR({ source, stereo, probe, report, boxes = () => null }) {
   const canvas = document.createElement('canvas');
   const gl = canvas.getContext('webgl2', { xrCompatible: true, antialias: false });
   if (!gl) throw new Error('no WebGL 2');
@@ -65,16 +98,46 @@ export async function enterVR({ source, stereo, probe, report }) {
   const loc = gl.getAttribLocation(prog, 'pos');
   gl.enableVertexAttribArray(loc);
   gl.vertexAttribPointer(loc, 2, gl.FLOAT, false, 0, 0);
-  const tex = gl.createTexture();
-  gl.bindTexture(gl.TEXTURE_2D, tex);
-  gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MIN_FILTER, gl.LINEAR);
-  gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MAG_FILTER, gl.LINEAR);
-  gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_WRAP_S, gl.CLAMP_TO_EDGE);
-  gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_WRAP_T, gl.CLAMP_TO_EDGE);
-  gl.texImage2D(gl.TEXTURE_2D, 0, gl.RGBA, 1, 1, 0, gl.RGBA, gl.UNSIGNED_BYTE, new Uint8Array([0, 0, 0, 255]));
+  const tex = texture(gl);
+  const overlayTex = texture(gl);
+  gl.useProgram(prog);
+  gl.uniform1i(u('tex'), 0);
+  gl.uniform1i(u('overlay'), 1);
+  // The boxes are painted on a canvas in frame pixels (at most 1280 wide) and uploaded
+  // when the set changes or expires.
+  const ov = document.createElement('canvas');
+  let shown = null;
+  function updateOverlay() {
+    const b = boxes();
+    const live = b && b.m && b.m.w && b.m.h && performance.now() - b.at < BOXES_TTL_MS ? b : null;
+    if (live === shown) return;
+    shown = live;
+    out.overlayBoxes = live ? live.m.boxes.length : 0;
+    const g = ov.getContext('2d');
+    if (live) {
+      const k = Math.min(1, 1280 / live.m.w);
+      if (ov.width !== Math.round(live.m.w * k) || ov.height !== Math.round(live.m.h * k)) {
+        ov.width = Math.round(live.m.w * k);
+        ov.height = Math.round(live.m.h * k);
+      }
+      g.clearRect(0, 0, ov.width, ov.height);
+      // Thicker than on the 2D view: read 2 m away; a light tint inside.
+      paintBoxes(g, live.m, { k, unit: 2 * k, fill: 0.15 });
+    } else {
+      g.clearRect(0, 0, ov.width, ov.height);
+    }
+    gl.activeTexture(gl.TEXTURE1);
+    gl.bindTexture(gl.TEXTURE_2D, overlayTex);
+    gl.pixelStorei(gl.UNPACK_PREMULTIPLY_ALPHA_WEBGL, true);
+    gl.texImage2D(gl.TEXTURE_2D, 0, gl.RGBA, gl.RGBA, gl.UNSIGNED_BYTE, ov);
+    gl.pixelStorei(gl.UNPACK_PREMULTIPLY_ALPHA_WEBGL, false);
+    gl.activeTexture(gl.TEXTURE0);
+  }
 
-  const out = { views: 0, frames: 0, pixels: {}, aspect: 16 / 9 };
+  const out = { views: 0, frames: 0, pixels: {}, aspect: 16 / 9, overlayBoxes: 0 };
+  if (probe) out.overlay = { probes: 0, withBoxes: 0, minPixelsWithBoxes: null, maxPixelsWithout: null };
   let lastFrame = null;
+  let lastProbe = 0;
   let center = null; // 2 m in front of where the head was at the first frame
   function onFrame(t, xrFrame) {
     session.requestAnimationFrame(onFrame);
@@ -85,7 +148,9 @@ export async function enterVR({ source, stereo, probe, report }) {
       center = [p.x, p.y, p.z - 2.0];
     }
     const vf = source();
+    updateOverlay();
     if (vf && vf !== lastFrame) {
+      gl.activeTexture(gl.TEXTURE0);
       gl.bindTexture(gl.TEXTURE_2D, tex);
       gl.texImage2D(gl.TEXTURE_2D, 0, gl.RGBA, gl.RGBA, gl.UNSIGNED_BYTE, vf);
       out.aspect = (vf.displayWidth / (stereo ? 2 : 1)) / vf.displayHeight;
@@ -96,6 +161,13 @@ export async function enterVR({ source, stereo, probe, report }) {
     gl.clear(gl.COLOR_BUFFER_BIT);
     gl.useProgram(prog);
     gl.bindVertexArray(vao);
+    gl.activeTexture(gl.TEXTURE1);
+    gl.bindTexture(gl.TEXTURE_2D, overlayTex);
+    gl.activeTexture(gl.TEXTURE0);
+    gl.bindTexture(gl.TEXTURE_2D, tex);
+    gl.uniform1f(u('showOverlay'), 1);
+    const overlayProbe = probe && t - lastProbe > 1000;
+    if (overlayProbe) lastProbe = t;
     const h = 2.0; // m: about 53 degrees tall at 2 m
     gl.uniform2f(u('size'), h * out.aspect, h);
     gl.uniform3f(u('center'), center[0], center[1], center[2]);
@@ -109,6 +181,27 @@ export async function enterVR({ source, stereo, probe, report }) {
       gl.uniform2f(u('uvScale'), stereo ? 0.5 : 1, 1);
       gl.uniform2f(u('uvOffset'), stereo && right ? 0.5 : 0, 0);
       gl.drawArrays(gl.TRIANGLE_STRIP, 0, 4);
+      if (overlayProbe && view.eye !== 'right') {
+        const read = () => {
+          const a = new Uint8Array(vp.width * vp.height * 4);
+          gl.readPixels(vp.x, vp.y, vp.width, vp.height, gl.RGBA, gl.UNSIGNED_BYTE, a);
+          return a;
+        };
+        const withOverlay = read();
+        gl.uniform1f(u('showOverlay'), 0);
+        gl.drawArrays(gl.TRIANGLE_STRIP, 0, 4);
+        const n = differing(withOverlay, read());
+        gl.uniform1f(u('showOverlay'), 1);
+        gl.drawArrays(gl.TRIANGLE_STRIP, 0, 4);
+        const o = out.overlay;
+        o.probes++;
+        if (out.overlayBoxes > 0) {
+          o.withBoxes++;
+          o.minPixelsWithBoxes = Math.min(o.minPixelsWithBoxes ?? n, n);
+        } else {
+          o.maxPixelsWithout = Math.max(o.maxPixelsWithout ?? n, n);
+        }
+      }
       if (probe) {
         out.viewports = out.viewports || {};
         out.viewports[view.eye || 'none'] = [vp.x, vp.y, vp.width, vp.height, stereo && right ? 0.5 : 0];

@@ -26,6 +26,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("/app.js", "text/javascript; charset=utf-8", include_str!("../../web/app.js")),
     ("/clock.js", "text/javascript; charset=utf-8", include_str!("../../web/clock.js")),
     ("/xr.js", "text/javascript; charset=utf-8", include_str!("../../web/xr.js")),
+    ("/boxes.js", "text/javascript; charset=utf-8", include_str!("../../web/boxes.js")),
 ];
 
 /// Largest request head, bytes.

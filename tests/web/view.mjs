@@ -5,7 +5,8 @@
 //   node view.mjs URL SECONDS xr       -> with Meta's WebXR emulator (iwer, Quest 3)
 //                                         installed before the page loads: clicks
 //                                         "Enter VR", reports the session's views and
-//                                         the pixel at each eye's centre (?xrprobe=1)
+//                                         the pixel at each eye's centre and the pixels
+//                                         the YOLO boxes changed (?xrprobe=1)
 // Also, in every mode: the server's answers to a wrong PIN, to a WebSocket upgrade and to
 // a WebRTC offer without a valid token (HTTP status codes), from Node's own HTTPS client.
 // The page's transport is WebRTC unless the URL says ?transport=ws.
@@ -52,6 +53,18 @@ const rtcNoToken = await request('/api/webrtc?token=0123456789abcdef0123456789ab
   body: JSON.stringify({ sdp: 'v=0\r\n' }),
 });
 
+// Detection boxes drawn on the 2D overlay: non-transparent pixels of #boxes now.
+function boxPixels(page) {
+  return page.evaluate(() => {
+    const c = document.getElementById('boxes');
+    if (!c.width || !c.height) return 0;
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    for (let i = 3; i < d.length; i += 4) n += d[i] > 0;
+    return n;
+  });
+}
+
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   headless: true,
@@ -90,8 +103,8 @@ try {
     await page.click('#enter');
     await page.waitForFunction(() => window.__vr.xr && window.__vr.xr.frames > 30 || window.__vr.error, null, { timeout: 20000 });
     await page.waitForTimeout(Number(secs) * 1000);
-    const s = await page.evaluate(() => ({ status: window.__vr.status, error: window.__vr.error, xr: window.__vr.xr, decoded: window.__vr.decoded }));
-    Object.assign(out, s);
+    const s = await page.evaluate(() => ({ status: window.__vr.status, error: window.__vr.error, xr: window.__vr.xr, decoded: window.__vr.decoded, detections: window.__vr.detections }));
+    Object.assign(out, s, { boxPixels: await boxPixels(page) });
   } else if (mode === 'refused') {
     await page.waitForFunction(() => window.__vr && window.__vr.status !== 'login', null, { timeout: 15000 });
     await page.waitForTimeout(Number(secs) * 1000);
@@ -134,16 +147,11 @@ try {
       latencies: s.latencies,
       detections: s.detections,
       // Detection boxes drawn on the overlay: non-transparent pixels of #boxes now.
-      boxPixels: await page.evaluate(() => {
-        const c = document.getElementById('boxes');
-        if (!c.width || !c.height) return 0;
-        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-        let n = 0;
-        for (let i = 3; i < d.length; i += 4) n += d[i] > 0;
-        return n;
-      }),
+      boxPixels: await boxPixels(page),
     });
   }
+  // For a person looking at what the page showed: VIEW_SCREENSHOT=file.png.
+  if (process.env.VIEW_SCREENSHOT) await page.screenshot({ path: process.env.VIEW_SCREENSHOT });
   out.log = log.slice(0, 20);
 } finally {
   await browser.close();
