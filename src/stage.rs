@@ -566,9 +566,6 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
     let mut since_params = 0u64;
     let mut with_params: Vec<u8> = Vec::with_capacity(1 << 20);
     let mut det_runs_sent = 0u64;
-    // Reports read -> rate controller -> encoder; every change logged. The encoder gets
-    // the lowest of this controller's target and the WebRTC peers' (each peer runs its
-    // own on its browser's reports, see web::rtc): one encoder feeds every output.
     // The viewer page's figures into the stats segment (for `dashboard`), 4 times a second.
     let mut web_stats_ns = 0u64;
     let web_stats = |hub: Option<&std::sync::Arc<crate::web::Hub>>, now: u64, last: &mut u64| {
@@ -585,6 +582,10 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
         // Marks the page as on before anyone connects.
         ctl.stats().set_web(&crate::shm::stats::WebStats::default());
     }
+    // Reports read -> rate controller -> encoder; every change logged. The encoder gets
+    // the lowest of this controller's target and the WebRTC peers' (each peer runs its
+    // own on its browser's reports, see web::rtc): one encoder feeds every output. The
+    // count returned (stats: abr_changes) is of changes to the encoder's bitrate.
     let mut rtp_target = cfg.encoder.bitrate_kbps;
     let mut applied = cfg.encoder.bitrate_kbps;
     let mut adapt = |rtcp: &mut rtcp_session::SenderRtcp, abr: &mut Option<crate::abr::RateController>, hub: Option<&std::sync::Arc<crate::web::Hub>>| -> u64 {
@@ -593,13 +594,13 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
             if let Some(ch) = abr.as_mut().and_then(|a| a.on_report(fb)) {
                 rtp_target = ch.to_kbps;
                 eprintln!("vr-stream[network]: {ch}");
-                changes += 1;
             }
         }
         let want = hub.and_then(|h| h.min_target()).map_or(rtp_target, |w| w.min(rtp_target));
         if want != applied {
             ctl.request_bitrate(want);
             applied = want;
+            changes += 1;
         }
         changes
     };

@@ -381,6 +381,9 @@ fn the_browsers_receiver_reports_bring_the_bitrate_under_a_policed_link_and_nack
     // the policer's rate, for loss, and the encoder followed (the lowest target wins).
     let to_kbps = |l: &str| l.split(" -> ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|k| k.parse::<u32>().ok());
     assert!(changes.iter().any(|l| l.contains("(loss") && to_kbps(l).is_some_and(|k| k < 3000)), "no decrease under 3000 kbit/s: {err}");
+    // ... and the encoder followed: its bitrate changes are counted in the exit summary.
+    let applied = err.split("bitrate changes ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse::<u64>().ok());
+    assert!(applied.is_some_and(|n| n >= 1), "the encoder's bitrate never changed: {err}");
     // Lost packets were asked for again (NACK) and str0m resent them from its buffer.
     let nacks = v["rtc"]["nackCount"].as_u64().unwrap_or(0);
     assert!(nacks > 0, "Chromium sent no NACK through a lossy link: {v}");

@@ -151,7 +151,8 @@ pub struct NetCounters {
     /// Whole access units not sent because the TCP connection was down or its buffer
     /// full (`stream.tcp`).
     pub dropped_frames: u64,
-    /// Bitrate changes made by the adaptive controller.
+    /// Changes to the encoder's bitrate (asked by the RTP receiver's rate controller or a
+    /// WebRTC peer's: the encoder runs at the lowest target).
     pub abr_changes: u64,
 }
 
