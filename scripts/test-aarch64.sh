@@ -27,15 +27,15 @@ fi
 . scripts/cross-env.sh
 
 cargo build --release --target "$TARGET" --workspace --all-targets
-cargo test --release --target "$TARGET" --workspace --lib
-cargo test --release --target "$TARGET" -p vr-dashboard --test render
+# Every run is --workspace (named test targets are picked from whichever package has
+# them): a `-p PACKAGE` run resolves features per package and would rebuild the crates.
 if [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
-    cargo test --release --target "$TARGET" -p vr-setup --test roots
-    cargo test --release --target "$TARGET" -p vr-stream --test bad_input --test encoder
-    cargo test --release --target "$TARGET" -p vr-stream --test stages -- \
+    cargo test --release --target "$TARGET" --workspace --lib --test render --test roots --test bad_input --test encoder
+    cargo test --release --target "$TARGET" --workspace --test stages -- \
         stages_are_pinned sigint_and_sighup bitrate_and_idr
 else
     echo "test-aarch64: no binfmt_misc for aarch64 here (not root?): skipping the tests that start aarch64 children"
+    cargo test --release --target "$TARGET" --workspace --lib --test render
 fi
 cargo pi5 --target "$TARGET" --target-dir target/pi5
 qemu-aarch64-static -L / target/pi5/$TARGET/release/vr-stream --print-config >/dev/null
