@@ -50,6 +50,10 @@ pub const STATS_INTERVAL: Duration = Duration::from_millis(100);
 /// Errors: an offer str0m cannot parse or accept, no UDP port, no thread.
 pub fn answer(offer_sdp: &str, host: IpAddr, hub: Arc<Hub>) -> Result<String, String> {
     let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|e| format!("the SDP offer: {e}"))?;
+    // str0m's own bandwidth estimation (transport-cc, `enable_bwe`) stays off: it paces
+    // media at 1.1 x its estimate, which spreads each access unit over the frame interval
+    // (measured with it on, the real clip at 6 Mbit/s: capture -> decoded p50 1.9 s at
+    // 10 fps, against 10 ms at 60 fps). The browser's receiver reports drive `abr` instead.
     let mut rtc = Rtc::builder()
         .clear_codecs()
         .enable_h264(true)
