@@ -219,7 +219,10 @@ fn the_page_decodes_the_real_clip_over_the_websocket_with_webcodecs() {
     assert_eq!(v["status"], "streaming", "{v}");
     assert_eq!(v["wrongPin"], 403, "{v}");
     assert_eq!(v["wsNoToken"], 403, "{v}");
-    assert!(v["codec"].as_str().is_some_and(|c| c.starts_with("avc1.")), "{v}");
+    // The decoder is configured from the stream's own SPS: x264 ultrafast at 1280x720 60 fps
+    // is constrained baseline (42, constraint flags c0), level 3.2 (0x20) — not 3.1, which
+    // caps 720p at 30 fps.
+    assert_eq!(v["codec"], "avc1.42c020", "{v}");
     let (n, first, last) = (v["windowDecoded"].as_u64().unwrap(), v["windowFirstId"].as_u64().unwrap(), v["windowLastId"].as_u64().unwrap());
     let sent = last - first + 1;
     // 5 s at 60 fps.

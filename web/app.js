@@ -73,6 +73,18 @@ function drawBoxes(m, el) {
   boxesTimer = setTimeout(() => g.clearRect(0, 0, c.width, c.height), BOXES_TTL_MS);
 }
 
+// The RFC 6381 codec string (avc1.PPCCLL: profile_idc, constraint flags, level_idc) of
+// the first SPS (NAL type 7) in an Annex-B access unit, or null.
+function codecOf(au) {
+  for (let i = 0; i + 7 < au.length; i++) {
+    if (au[i] === 0 && au[i + 1] === 0 && au[i + 2] === 1 && (au[i + 3] & 0x1f) === 7) {
+      const hex = (b) => b.toString(16).padStart(2, '0');
+      return `avc1.${hex(au[i + 4])}${hex(au[i + 5])}${hex(au[i + 6])}`;
+    }
+  }
+  return null;
+}
+
 function keep(arr, v, n = 600) {
   arr.push(v);
   if (arr.length > n) arr.shift();
@@ -99,7 +111,7 @@ function common(send) {
     onMessage(m) {
       if (m.type === 'hello') {
         io.hello = m;
-        state.codec = m.codec || 'avc1.42e01f';
+        state.codec = m.codec || state.codec;
       } else if (m.type === 'pong') {
         clock.add(m.t1, m.t2, nowMs());
         state.offset = clock.best()?.offset ?? null;
@@ -181,7 +193,7 @@ function common(send) {
     const dec = quantile(state.decodeMs, 0.5);
     const h = io.hello;
     $('hud').textContent =
-      `${h ? `${h.width}x${h.height} ${state.codec} over ${state.transport === 'ws' ? 'WebSocket' : 'WebRTC'}` : ''}\n` +
+      `${h ? `${h.width}x${h.height} ${state.codec || 'H.264'} over ${state.transport === 'ws' ? 'WebSocket' : 'WebRTC'}` : ''}\n` +
       `fps ${fps.toFixed(1)}  decode ${dec.toFixed(1)} ms\n` +
       `capture->decoded p50 ${p50.toFixed(1)} p99 ${p99.toFixed(1)} ms` +
       (state.detections.last ? `\ndetections ${state.detections.last.boxes.length} (${state.detections.last.ageMs?.toFixed(0)} ms after capture)` : '');
@@ -341,9 +353,18 @@ function startWs(token) {
         io.askKeyframe();
       },
     });
+    configured = null;
+  }
+  let configured = null; // the codec string the decoder is configured with
+  // (Re)configures for a keyframe's SPS: the hello's codec string is empty when the page
+  // joined before vr-stream's first IDR, and a new SPS may bring another level.
+  function configure(au) {
+    const codec = codecOf(au) || state.codec || 'avc1.42e01f';
+    if (codec === configured) return;
     // No `description`: the chunks are Annex-B. optimizeForLatency: without it the
     // decoder holds each frame until the next arrives.
-    decoder.configure({ codec: state.codec, optimizeForLatency: true, hardwareAcceleration: 'no-preference' });
+    decoder.configure({ codec, optimizeForLatency: true, hardwareAcceleration: 'no-preference' });
+    configured = state.codec = codec;
   }
 
   ws.onmessage = (ev) => {
@@ -374,6 +395,7 @@ function startWs(token) {
       if (!key) return;
       makeDecoder();
     }
+    if (key) configure(new Uint8Array(ev.data, 24));
     waitKey = false;
     pending.set(id, { id, capMs, tIn: performance.now() });
     if (pending.size > 120) pending.delete(pending.keys().next().value);

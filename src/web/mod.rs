@@ -257,15 +257,17 @@ impl Hub {
     /// Offers one access unit to every viewer without blocking (see the module doc).
     /// `au` is Annex-B; times are Unix ns.
     pub fn publish(&self, au: &[u8], keyframe: bool, frame_id: u64, capture_unix_ns: u64, send_unix_ns: u64) {
-        if !self.has_viewers() {
-            return;
-        }
+        // The codec string from the first IDR's SPS even with nobody watching, so the first
+        // viewer's `hello` has it.
         if keyframe
             && let Ok(mut d) = self.desc.try_lock()
             && d.codec.is_empty()
             && let Some(c) = codec_string(au)
         {
             d.codec = c;
+        }
+        if !self.has_viewers() {
+            return;
         }
         let Ok(mut viewers) = self.viewers.try_lock() else {
             self.skipped.fetch_add(1, Ordering::Relaxed);
