@@ -652,9 +652,9 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
             }
         };
         // The same access unit to the page's viewers (never blocks; a copy only when
-        // someone is watching).
+        // someone is watching; keyframes always, for the codec string of the SPS).
         if let Some(h) = &hub {
-            if h.has_viewers() {
+            if h.has_viewers() || m.flags & FLAG_KEYFRAME != 0 {
                 let cap_unix = real.saturating_sub(mono.saturating_sub(m.capture_ns));
                 h.publish(data, m.flags & FLAG_KEYFRAME != 0, m.frame_id, cap_unix, rt::realtime_ns());
             }

@@ -303,6 +303,10 @@ fn enter_vr_in_the_emulated_quest_3_starts_a_session_with_two_views_and_stereo_g
         // Each eye's centre shows its own source: red on the left, blue on the right.
         assert!(l[0] > 150 && l[1] < 80 && l[2] < 80, "{transport}: left eye {l:?} is not red");
         assert!(r[2] > 150 && r[0] < 80 && r[1] < 80, "{transport}: right eye {r:?} is not blue");
+        // The HUD (fps, decode time, latency) on its panel under the video, in the headset.
+        let hud = &xr["hud"];
+        assert!(hud["text"].as_str().is_some_and(|t| t.contains("capture->decoded")), "{transport}: no HUD text: {hud}");
+        assert!(hud["minPixels"].as_u64().is_some_and(|n| n > 1000), "{transport}: the HUD panel is not drawn: {hud}");
     }
 }
 

@@ -162,9 +162,10 @@ function common(send) {
           const session = await enterVR({
             source: () => io.xrLatest,
             boxes: () => io.boxes,
+            hud: () => $('hud').textContent,
             stereo: !!(io.hello && io.hello.stereo),
             probe: params.has('xrprobe'),
-            report: (r) => (state.xr = { ...r, pixels: { ...r.pixels } }),
+            report: (r) => (state.xr = { ...r, pixels: { ...r.pixels }, overlay: r.overlay && { ...r.overlay }, hud: r.hud && { ...r.hud } }),
           });
           enter.style.display = 'none';
           session.addEventListener('end', () => {

@@ -1,8 +1,8 @@
 // "Enter VR": an immersive-vr WebXR session drawing the newest decoded frame as a texture
 // on a quad 2 m in front of the user (mono), or per eye from the two halves of a
 // side-by-side frame (stereo: left half to the left eye), with the YOLO boxes (--yolo)
-// blended over it from an overlay texture in the same frame coordinates. WebGL 2, no
-// libraries.
+// blended over it from an overlay texture in the same frame coordinates, and the HUD on a
+// panel under it. WebGL 2, no libraries.
 import { paintBoxes, BOXES_TTL_MS } from './boxes.js';
 
 const VS = `#version 300 es
@@ -63,13 +63,14 @@ function differing(a, b) {
  * Starts an immersive-vr session. `source()` returns the newest VideoFrame (or null; the
  * caller owns it), `stereo` says whether frames are side by side, `boxes()` the newest
  * detections ({ m: message, at: performance.now() on arrival } or null; drawn until
- * BOXES_TTL_MS old), `report` receives { views, frames, overlayBoxes, pixels: { left:
- * [r,g,b,a], right: [...] }, overlay } — with `probe` (tests), the pixel at each eye's
- * centre every frame, and once a second `overlay` = { probes, withBoxes,
- * minPixelsWithBoxes, maxPixelsWithout }: how many of the left eye's pixels the boxes
- * changed (the eye drawn again without them and compared).
+ * BOXES_TTL_MS old), `hud()` the HUD text (lines; shown on a panel under the video),
+ * `report` receives { views, frames, overlayBoxes, pixels: { left: [r,g,b,a], right:
+ * [...] }, overlay, hud } — with `probe` (tests), the pixel at each eye's centre every
+ * frame, and once a second `overlay` = { probes, withBoxes, minPixelsWithBoxes,
+ * maxPixelsWithout } and `hud` = { probes, minPixels, text } (probes once it has text): how many of the left eye's
+ * pixels the boxes and the HUD changed (the eye drawn again without each and compared).
  */
-export async function enterVR({ source, stereo, probe, report, boxes = () => null }) {
+export async function enterVR({ source, stereo, probe, report, boxes = () => null, hud = () => null }) {
   const canvas = document.createElement('canvas');
   const gl = canvas.getContext('webgl2', { xrCompatible: true, antialias: false });
   if (!gl) throw new Error('no WebGL 2');
@@ -134,11 +135,68 @@ export async function enterVR({ source, stereo, probe, report, boxes = () => nul
     gl.activeTexture(gl.TEXTURE0);
   }
 
+  // The HUD (the 2D view's text: fps, decode time, latency, detections) on a small panel
+  // under the video, repainted when the text changes.
+  const hudCanvas = document.createElement('canvas');
+  hudCanvas.width = 640;
+  hudCanvas.height = 160;
+  const hudTex = texture(gl);
+  let hudShown = null;
+  function updateHud() {
+    const text = hud();
+    if (!text || text === hudShown) return;
+    hudShown = text;
+    const g = hudCanvas.getContext('2d');
+    g.fillStyle = 'rgb(40,44,52)'; // lighter than the surroundings (0.05 grey)
+    g.fillRect(0, 0, hudCanvas.width, hudCanvas.height);
+    g.fillStyle = 'rgb(235,235,235)';
+    g.font = '26px ui-monospace, monospace';
+    text.split('\n').slice(0, 5).forEach((line, i) => g.fillText(line, 14, 34 + i * 30));
+    gl.activeTexture(gl.TEXTURE0);
+    gl.bindTexture(gl.TEXTURE_2D, hudTex);
+    gl.texImage2D(gl.TEXTURE_2D, 0, gl.RGBA, gl.RGBA, gl.UNSIGNED_BYTE, hudCanvas);
+  }
+
   const out = { views: 0, frames: 0, pixels: {}, aspect: 16 / 9, overlayBoxes: 0 };
-  if (probe) out.overlay = { probes: 0, withBoxes: 0, minPixelsWithBoxes: null, maxPixelsWithout: null };
+  if (probe) {
+    out.overlay = { probes: 0, withBoxes: 0, minPixelsWithBoxes: null, maxPixelsWithout: null };
+    out.hud = { probes: 0, minPixels: null, text: null };
+  }
   let lastFrame = null;
   let lastProbe = 0;
   let center = null; // 2 m in front of where the head was at the first frame
+  const H = 2.0; // video height, m: about 53 degrees tall at 2 m
+  const HUD_W = 0.8; // HUD panel width, m (height from the canvas' aspect)
+
+  // One eye: the video quad (its half with stereo) with the boxes blended in, then the
+  // HUD panel 5 cm under it.
+  function drawEye(view, vp, { overlay = true, withHud = true } = {}) {
+    gl.viewport(vp.x, vp.y, vp.width, vp.height);
+    gl.uniformMatrix4fv(u('proj'), false, view.projectionMatrix);
+    gl.uniformMatrix4fv(u('view'), false, view.transform.inverse.matrix);
+    gl.activeTexture(gl.TEXTURE1);
+    gl.bindTexture(gl.TEXTURE_2D, overlayTex);
+    gl.activeTexture(gl.TEXTURE0);
+    gl.bindTexture(gl.TEXTURE_2D, tex);
+    gl.uniform1f(u('showOverlay'), overlay ? 1 : 0);
+    gl.uniform2f(u('size'), H * out.aspect, H);
+    gl.uniform3f(u('center'), center[0], center[1], center[2]);
+    const right = view.eye === 'right';
+    gl.uniform2f(u('uvScale'), stereo ? 0.5 : 1, 1);
+    gl.uniform2f(u('uvOffset'), stereo && right ? 0.5 : 0, 0);
+    gl.drawArrays(gl.TRIANGLE_STRIP, 0, 4);
+    if (withHud && hudShown) {
+      const hh = (HUD_W * hudCanvas.height) / hudCanvas.width;
+      gl.bindTexture(gl.TEXTURE_2D, hudTex);
+      gl.uniform1f(u('showOverlay'), 0);
+      gl.uniform2f(u('size'), HUD_W, hh);
+      gl.uniform3f(u('center'), center[0], center[1] - H / 2 - 0.05 - hh / 2, center[2]);
+      gl.uniform2f(u('uvScale'), 1, 1);
+      gl.uniform2f(u('uvOffset'), 0, 0);
+      gl.drawArrays(gl.TRIANGLE_STRIP, 0, 4);
+    }
+  }
+
   function onFrame(t, xrFrame) {
     session.requestAnimationFrame(onFrame);
     const pose = xrFrame.getViewerPose(space);
@@ -149,6 +207,7 @@ export async function enterVR({ source, stereo, probe, report, boxes = () => nul
     }
     const vf = source();
     updateOverlay();
+    updateHud();
     if (vf && vf !== lastFrame) {
       gl.activeTexture(gl.TEXTURE0);
       gl.bindTexture(gl.TEXTURE_2D, tex);
@@ -161,45 +220,49 @@ export async function enterVR({ source, stereo, probe, report, boxes = () => nul
     gl.clear(gl.COLOR_BUFFER_BIT);
     gl.useProgram(prog);
     gl.bindVertexArray(vao);
-    gl.activeTexture(gl.TEXTURE1);
-    gl.bindTexture(gl.TEXTURE_2D, overlayTex);
-    gl.activeTexture(gl.TEXTURE0);
-    gl.bindTexture(gl.TEXTURE_2D, tex);
-    gl.uniform1f(u('showOverlay'), 1);
-    const overlayProbe = probe && t - lastProbe > 1000;
-    if (overlayProbe) lastProbe = t;
-    const h = 2.0; // m: about 53 degrees tall at 2 m
-    gl.uniform2f(u('size'), h * out.aspect, h);
-    gl.uniform3f(u('center'), center[0], center[1], center[2]);
+    const eyeProbe = probe && t - lastProbe > 1000;
+    if (eyeProbe) lastProbe = t;
     out.views = pose.views.length;
     for (const view of pose.views) {
       const vp = layer.getViewport(view);
-      gl.viewport(vp.x, vp.y, vp.width, vp.height);
-      gl.uniformMatrix4fv(u('proj'), false, view.projectionMatrix);
-      gl.uniformMatrix4fv(u('view'), false, view.transform.inverse.matrix);
       const right = view.eye === 'right';
-      gl.uniform2f(u('uvScale'), stereo ? 0.5 : 1, 1);
-      gl.uniform2f(u('uvOffset'), stereo && right ? 0.5 : 0, 0);
-      gl.drawArrays(gl.TRIANGLE_STRIP, 0, 4);
-      if (overlayProbe && view.eye !== 'right') {
+      drawEye(view, vp);
+      if (eyeProbe && !right) {
+        // The left eye drawn again without the boxes, then without the HUD: the pixels
+        // each one changed. Then the whole eye once more for the display.
         const read = () => {
           const a = new Uint8Array(vp.width * vp.height * 4);
           gl.readPixels(vp.x, vp.y, vp.width, vp.height, gl.RGBA, gl.UNSIGNED_BYTE, a);
           return a;
         };
-        const withOverlay = read();
-        gl.uniform1f(u('showOverlay'), 0);
-        gl.drawArrays(gl.TRIANGLE_STRIP, 0, 4);
-        const n = differing(withOverlay, read());
-        gl.uniform1f(u('showOverlay'), 1);
-        gl.drawArrays(gl.TRIANGLE_STRIP, 0, 4);
+        // Clears this eye only (a plain clear would take the other eye with it).
+        const clearEye = () => {
+          gl.enable(gl.SCISSOR_TEST);
+          gl.scissor(vp.x, vp.y, vp.width, vp.height);
+          gl.clear(gl.COLOR_BUFFER_BIT);
+          gl.disable(gl.SCISSOR_TEST);
+        };
+        const all = read();
+        clearEye();
+        drawEye(view, vp, { overlay: false });
+        const boxPx = differing(all, read());
+        clearEye();
+        drawEye(view, vp, { withHud: false });
+        const hudPx = differing(all, read());
+        clearEye();
+        drawEye(view, vp);
         const o = out.overlay;
         o.probes++;
         if (out.overlayBoxes > 0) {
           o.withBoxes++;
-          o.minPixelsWithBoxes = Math.min(o.minPixelsWithBoxes ?? n, n);
+          o.minPixelsWithBoxes = Math.min(o.minPixelsWithBoxes ?? boxPx, boxPx);
         } else {
-          o.maxPixelsWithout = Math.max(o.maxPixelsWithout ?? n, n);
+          o.maxPixelsWithout = Math.max(o.maxPixelsWithout ?? boxPx, boxPx);
+        }
+        if (hudShown) {
+          out.hud.probes++;
+          out.hud.minPixels = Math.min(out.hud.minPixels ?? hudPx, hudPx);
+          out.hud.text = hudShown;
         }
       }
       if (probe) {
