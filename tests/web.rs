@@ -291,18 +291,29 @@ fn enter_vr_in_the_emulated_quest_3_starts_a_session_with_two_views_and_stereo_g
         let port = free_tcp_port();
         let host = ns.map_or("127.0.0.1", |n| n.addr.as_str());
         let vr = start_vr_with(ns, "webxr", port, "112233", 900, dir.path(), &format!("file:{}", red.display()), &extra);
-        let v = view_in(ns, &format!("https://{host}:{port}/?pin=112233&xrprobe=1&transport={transport}"), 2, "xr");
+        // The head turned 60 degrees left when "Enter VR" is pressed (view.mjs xr-turn).
+        let v = view_in(ns, &format!("https://{host}:{port}/?pin=112233&xrprobe=1&transport={transport}"), 2, "xr-turn");
         finish(vr);
         eprintln!("page ({transport}): {v}");
         assert!(v["error"].is_null(), "{transport}: {v}");
         let xr = &v["xr"];
         assert_eq!(xr["views"], 2, "{transport}: an immersive session with two views: {v}");
         assert!(xr["frames"].as_u64().unwrap() > 30, "{transport}: {v}");
-        let px = |eye: &str| -> Vec<u64> { xr["pixels"][eye].as_array().unwrap_or_else(|| panic!("{transport}: no {eye} pixel: {v}")).iter().map(|x| x.as_u64().unwrap()).collect() };
-        let (l, r) = (px("left"), px("right"));
-        // Each eye's centre shows its own source: red on the left, blue on the right.
-        assert!(l[0] > 150 && l[1] < 80 && l[2] < 80, "{transport}: left eye {l:?} is not red");
-        assert!(r[2] > 150 && r[0] < 80 && r[1] < 80, "{transport}: right eye {r:?} is not blue");
+        let px = |p: &serde_json::Value, eye: &str| -> Vec<u64> { p[eye].as_array().unwrap_or_else(|| panic!("{transport}: no {eye} pixel: {v}")).iter().map(|x| x.as_u64().unwrap()).collect() };
+        let per_eye = |p: &serde_json::Value, when: &str| {
+            let (l, r) = (px(p, "left"), px(p, "right"));
+            assert!(l[0] > 150 && l[1] < 80 && l[2] < 80, "{transport}, {when}: left eye {l:?} is not red");
+            assert!(r[2] > 150 && r[0] < 80 && r[1] < 80, "{transport}, {when}: right eye {r:?} is not blue");
+        };
+        // Each eye's centre shows its own source: red on the left, blue on the right — the
+        // screen was put where the (turned) head looked.
+        per_eye(&xr["pixels"], "head turned 60 degrees");
+        // Head straight again: the screen stays in the world, 60 degrees to the left.
+        let back = px(&v["pixelsHeadBack"], "left");
+        assert!(back.iter().take(3).all(|&c| c < 60), "{transport}: the screen followed the head: {back:?}");
+        // The trigger (select) puts it in front again.
+        per_eye(&v["pixelsRecentered"], "after the trigger");
+        assert!(v["recenters"].as_u64() >= Some(1), "{transport}: {v}");
         // The HUD (fps, decode time, latency) on its panel under the video, in the headset.
         let hud = &xr["hud"];
         assert!(hud["text"].as_str().is_some_and(|t| t.contains("capture->decoded")), "{transport}: no HUD text: {hud}");

@@ -11,12 +11,14 @@ uniform mat4 proj;
 uniform mat4 view;
 uniform vec2 size;     // quad width, height, m
 uniform vec3 center;   // quad centre, m, in the reference space
+uniform vec3 right;    // the quad's horizontal axis (unit; it stands upright, facing the user)
 uniform vec2 uvScale;  // (0.5, 1) per eye for side by side, (1, 1) mono
 uniform vec2 uvOffset; // (0 | 0.5, 0)
 out vec2 uv;
 void main() {
   uv = uvOffset + vec2(pos.x * 0.5 + 0.5, 0.5 - pos.y * 0.5) * uvScale;
-  gl_Position = proj * view * vec4(center + vec3(pos.x * size.x * 0.5, pos.y * size.y * 0.5, 0.0), 1.0);
+  vec3 p = center + right * (pos.x * size.x * 0.5) + vec3(0.0, pos.y * size.y * 0.5, 0.0);
+  gl_Position = proj * view * vec4(p, 1.0);
 }`;
 
 const FS = `#version 300 es
@@ -64,8 +66,8 @@ function differing(a, b) {
  * caller owns it), `stereo` says whether frames are side by side, `boxes()` the newest
  * detections ({ m: message, at: performance.now() on arrival } or null; drawn until
  * BOXES_TTL_MS old), `hud()` the HUD text (lines; shown on a panel under the video),
- * `report` receives { views, frames, overlayBoxes, pixels: { left: [r,g,b,a], right:
- * [...] }, overlay, hud } — with `probe` (tests), the pixel at each eye's centre every
+ * `report` receives { views, frames, recenters, overlayBoxes, pixels: { left: [r,g,b,a],
+ * right: [...] }, overlay, hud } — with `probe` (tests), the pixel at each eye's centre every
  * frame, and once a second `overlay` = { probes, withBoxes, minPixelsWithBoxes,
  * maxPixelsWithout } and `hud` = { probes, minPixels, text } (probes once it has text): how many of the left eye's
  * pixels the boxes and the HUD changed (the eye drawn again without each and compared).
@@ -164,7 +166,28 @@ export async function enterVR({ source, stereo, probe, report, boxes = () => nul
   }
   let lastFrame = null;
   let lastProbe = 0;
-  let center = null; // 2 m in front of where the head was at the first frame
+  // Where the screen stands: 2 m ahead of the head along its heading (yaw only), upright,
+  // facing it; set at the first frame and again after a recenter — the trigger ("select")
+  // or the system's own (the reference space's `reset`, e.g. holding the Meta button).
+  let center = null;
+  let axis = [1, 0, 0];
+  out.recenters = 0;
+  const recenter = () => {
+    center = null;
+    out.recenters++;
+  };
+  session.addEventListener('select', recenter);
+  space.addEventListener('reset', recenter);
+  function anchor(t) {
+    const p = t.position, q = t.orientation;
+    // The head's forward (0, 0, -1) rotated by q, flattened to the floor.
+    let fx = -2 * (q.x * q.z + q.w * q.y);
+    let fz = -(1 - 2 * (q.x * q.x + q.y * q.y));
+    const n = Math.hypot(fx, fz);
+    [fx, fz] = n > 1e-3 ? [fx / n, fz / n] : [0, -1]; // looking straight up or down: -z
+    center = [p.x + 2 * fx, p.y, p.z + 2 * fz];
+    axis = [-fz, 0, fx]; // forward x up
+  }
   const H = 2.0; // video height, m: about 53 degrees tall at 2 m
   const HUD_W = 0.8; // HUD panel width, m (height from the canvas' aspect)
 
@@ -181,6 +204,7 @@ export async function enterVR({ source, stereo, probe, report, boxes = () => nul
     gl.uniform1f(u('showOverlay'), overlay ? 1 : 0);
     gl.uniform2f(u('size'), H * out.aspect, H);
     gl.uniform3f(u('center'), center[0], center[1], center[2]);
+    gl.uniform3f(u('right'), axis[0], axis[1], axis[2]);
     const right = view.eye === 'right';
     gl.uniform2f(u('uvScale'), stereo ? 0.5 : 1, 1);
     gl.uniform2f(u('uvOffset'), stereo && right ? 0.5 : 0, 0);
@@ -201,10 +225,7 @@ export async function enterVR({ source, stereo, probe, report, boxes = () => nul
     session.requestAnimationFrame(onFrame);
     const pose = xrFrame.getViewerPose(space);
     if (!pose) return;
-    if (!center) {
-      const p = pose.transform.position;
-      center = [p.x, p.y, p.z - 2.0];
-    }
+    if (!center) anchor(pose.transform);
     const vf = source();
     updateOverlay();
     updateHud();

@@ -7,6 +7,9 @@
 //                                         "Enter VR", reports the session's views and
 //                                         the pixel at each eye's centre and the pixels
 //                                         the YOLO boxes changed (?xrprobe=1)
+//   node view.mjs URL SECONDS xr-turn  -> the same with the head turned 60 degrees left;
+//                                         then straight again, then the trigger pressed:
+//                                         the eye-centre pixels after each
 // Also, in every mode: the server's answers to a wrong PIN, to a WebSocket upgrade and to
 // a WebRTC offer without a valid token (HTTP status codes), from Node's own HTTPS client.
 // The page's transport is WebRTC unless the URL says ?transport=ws.
@@ -16,6 +19,7 @@ import http from 'node:http';
 import { createRequire } from 'node:module';
 
 const [url, secs = '5', mode = 'stream'] = process.argv.slice(2);
+const xr = mode === 'xr' || mode === 'xr-turn';
 const u = new URL(url);
 const client = u.protocol === 'https:' ? https : http;
 
@@ -81,23 +85,26 @@ const browser = await chromium.launch({
 const out = { wrongPin, wsNoToken, rtcNoToken };
 try {
   const ctx = await browser.newContext({ ignoreHTTPSErrors: true });
-  if (mode === 'xr') {
+  if (xr) {
     // Test-only page mode: the emulated runtime is installed before any page script.
     const iwer = createRequire(import.meta.url).resolve('iwer/build/iwer.min.js');
     await ctx.addInitScript({ path: iwer });
-    await ctx.addInitScript(() => {
+    await ctx.addInitScript((turn) => {
       const d = new window.IWER.XRDevice(window.IWER.metaQuest3);
       // The emulator renders mono (a zero-width right viewport) unless told otherwise.
       d.stereoEnabled = true;
+      // xr-turn: the head turned 60 degrees to the left (about +y) before "Enter VR".
+      if (turn) d.quaternion.set(0, Math.sin(Math.PI / 6), 0, Math.cos(Math.PI / 6));
       d.installRuntime({ forceInstall: true });
-    });
+      window.__xrDevice = d;
+    }, mode === 'xr-turn');
   }
   const page = await ctx.newPage();
   const log = [];
   page.on('console', (m) => log.push(m.text()));
   page.on('pageerror', (e) => log.push(String(e)));
   await page.goto(url);
-  if (mode === 'xr') {
+  if (xr) {
     await page.waitForFunction(() => window.__vr && window.__vr.status === 'streaming', null, { timeout: 30000 });
     await page.waitForSelector('#enter', { state: 'visible', timeout: 10000 });
     await page.click('#enter');
@@ -105,6 +112,20 @@ try {
     await page.waitForTimeout(Number(secs) * 1000);
     const s = await page.evaluate(() => ({ status: window.__vr.status, error: window.__vr.error, xr: window.__vr.xr, decoded: window.__vr.decoded, detections: window.__vr.detections }));
     Object.assign(out, s, { boxPixels: await boxPixels(page) });
+    if (mode === 'xr-turn') {
+      // The head straight again: the screen stays where it was put (60 degrees left); then
+      // the trigger (select) puts it in front again.
+      const pixels = () => page.evaluate(() => ({ ...window.__vr.xr.pixels }));
+      await page.evaluate(() => window.__xrDevice.quaternion.set(0, 0, 0, 1));
+      await page.waitForTimeout(700);
+      out.pixelsHeadBack = await pixels();
+      await page.evaluate(() => window.__xrDevice.controllers.right.updateButtonValue('trigger', 1));
+      await page.waitForTimeout(300);
+      await page.evaluate(() => window.__xrDevice.controllers.right.updateButtonValue('trigger', 0));
+      await page.waitForTimeout(700);
+      out.pixelsRecentered = await pixels();
+      out.recenters = await page.evaluate(() => window.__vr.xr.recenters);
+    }
   } else if (mode === 'refused') {
     await page.waitForFunction(() => window.__vr && window.__vr.status !== 'login', null, { timeout: 15000 });
     await page.waitForTimeout(Number(secs) * 1000);
