@@ -119,6 +119,10 @@ pub fn compact(area: Rect, buf: &mut Buffer, snap: &Snapshot, view: &View) {
         if let Some((p50, p99)) = total(s) {
             lines.push(Line::raw(format!("total p50 {p50:.1} p99 {p99:.1} ms")));
         }
+        // Capture -> decoded on the viewer page (the headset), when one reported.
+        if let Some((p50, p99)) = s.page.as_ref().and_then(|p| p.latency_p50_ms.zip(p.latency_p99_ms)) {
+            lines.push(Line::raw(format!("page p50 {p50:.1} p99 {p99:.1} ms")));
+        }
         lines.push(Line::raw(format!(
             "fps {}",
             s.stages.iter().map(|st| format!("{} {:.0}", &st.name[..3], st.fps)).collect::<Vec<_>>().join(" ")

@@ -123,9 +123,9 @@ fn tiny_terminal_matches_the_expected_buffer() {
     let mut expected = Buffer::with_lines([
         "vr-stream -> 192.168",
         "total p50 4.0 p99 4.",
+        "page p50 11.5 p99 25",
         "fps cam 60 enc 60 ne",
         "drops 3 restarts 0  ",
-        "q quit  ? help      ",
     ]);
     expected.set_style(Rect::new(0, 0, 9, 1), ratatui::style::Style::default().add_modifier(ratatui::style::Modifier::BOLD));
     assert_eq!(buf, expected);
