@@ -314,6 +314,9 @@ fn enter_vr_in_the_emulated_quest_3_starts_a_session_with_two_views_and_stereo_g
         // The trigger (select) puts it in front again.
         per_eye(&v["pixelsRecentered"], "after the trigger");
         assert!(v["recenters"].as_u64() >= Some(1), "{transport}: {v}");
+        // The grip hides the HUD panel.
+        let off = &v["hudAfterSqueeze"];
+        assert!(off["on"] == false && off["pixels"] == 0, "{transport}: the HUD is still drawn after the grip: {off}");
         // The HUD (fps, decode time, latency) on its panel under the video, in the headset.
         let hud = &xr["hud"];
         assert!(hud["text"].as_str().is_some_and(|t| t.contains("capture->decoded")), "{transport}: no HUD text: {hud}");

@@ -66,10 +66,11 @@ function differing(a, b) {
  * caller owns it), `stereo` says whether frames are side by side, `boxes()` the newest
  * detections ({ m: message, at: performance.now() on arrival } or null; drawn until
  * BOXES_TTL_MS old), `hud()` the HUD text (lines; shown on a panel under the video),
- * `report` receives { views, frames, recenters, overlayBoxes, pixels: { left: [r,g,b,a],
+ * `report` receives { views, frames, recenters, hudOn, overlayBoxes, pixels: { left: [r,g,b,a],
  * right: [...] }, overlay, hud } — with `probe` (tests), the pixel at each eye's centre every
  * frame, and once a second `overlay` = { probes, withBoxes, minPixelsWithBoxes,
- * maxPixelsWithout } and `hud` = { probes, minPixels, text } (probes once it has text): how many of the left eye's
+ * maxPixelsWithout } and `hud` = { probes, minPixels, text, lastPixels } (probes once it
+ * has text and is on; lastPixels: the latest probe's, on or off): how many of the left eye's
  * pixels the boxes and the HUD changed (the eye drawn again without each and compared).
  */
 export async function enterVR({ source, stereo, probe, report, boxes = () => null, hud = () => null }) {
@@ -177,6 +178,9 @@ export async function enterVR({ source, stereo, probe, report, boxes = () => nul
     out.recenters++;
   };
   session.addEventListener('select', recenter);
+  // The grip (squeeze) shows or hides the HUD panel.
+  out.hudOn = true;
+  session.addEventListener('squeeze', () => (out.hudOn = !out.hudOn));
   space.addEventListener('reset', recenter);
   function anchor(t) {
     const p = t.position, q = t.orientation;
@@ -209,7 +213,7 @@ export async function enterVR({ source, stereo, probe, report, boxes = () => nul
     gl.uniform2f(u('uvScale'), stereo ? 0.5 : 1, 1);
     gl.uniform2f(u('uvOffset'), stereo && right ? 0.5 : 0, 0);
     gl.drawArrays(gl.TRIANGLE_STRIP, 0, 4);
-    if (withHud && hudShown) {
+    if (withHud && out.hudOn && hudShown) {
       const hh = (HUD_W * hudCanvas.height) / hudCanvas.width;
       gl.bindTexture(gl.TEXTURE_2D, hudTex);
       gl.uniform1f(u('showOverlay'), 0);
@@ -280,7 +284,8 @@ export async function enterVR({ source, stereo, probe, report, boxes = () => nul
         } else {
           o.maxPixelsWithout = Math.max(o.maxPixelsWithout ?? boxPx, boxPx);
         }
-        if (hudShown) {
+        out.hud.lastPixels = hudPx;
+        if (hudShown && out.hudOn) {
           out.hud.probes++;
           out.hud.minPixels = Math.min(out.hud.minPixels ?? hudPx, hudPx);
           out.hud.text = hudShown;

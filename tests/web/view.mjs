@@ -125,6 +125,12 @@ try {
       await page.waitForTimeout(700);
       out.pixelsRecentered = await pixels();
       out.recenters = await page.evaluate(() => window.__vr.xr.recenters);
+      // The grip (squeeze) hides the HUD: the next probes (once a second) see no HUD pixels.
+      await page.evaluate(() => window.__xrDevice.controllers.right.updateButtonValue('squeeze', 1));
+      await page.waitForTimeout(300);
+      await page.evaluate(() => window.__xrDevice.controllers.right.updateButtonValue('squeeze', 0));
+      await page.waitForTimeout(1500);
+      out.hudAfterSqueeze = await page.evaluate(() => ({ on: window.__vr.xr.hudOn, pixels: window.__vr.xr.hud.lastPixels }));
     }
   } else if (mode === 'refused') {
     await page.waitForFunction(() => window.__vr && window.__vr.status !== 'login', null, { timeout: 15000 });
