@@ -23,6 +23,13 @@ pub fn realtime_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// The wall-clock time (Unix ns) of the CLOCK_MONOTONIC instant `mono_ns`, from a pair of
+/// readings of both clocks taken together (`mono_now`, `real_now`): its age subtracted
+/// from the wall clock. Instants after `mono_now` count as now.
+pub fn wall_ns(mono_ns: u64, mono_now: u64, real_now: u64) -> u64 {
+    real_now.saturating_sub(mono_now.saturating_sub(mono_ns))
+}
+
 /// Sleeps until CLOCK_MONOTONIC reaches `deadline_ns` (clock_nanosleep TIMER_ABSTIME;
 /// restarted after signals). Returns at once if it has passed.
 pub fn sleep_until_ns(deadline_ns: u64) {

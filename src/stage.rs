@@ -633,7 +633,7 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
         let ts = rtp::rtp_timestamp_90k(m.capture_ns, base, ts_offset);
         // abs-capture-time: the capture instant on the wall clock, from its age now.
         let (mono, real) = (monotonic_ns(), rt::realtime_ns());
-        let ntp = rtp::ntp_from_unix_ns(real.saturating_sub(mono.saturating_sub(m.capture_ns)));
+        let ntp = rtp::ntp_from_unix_ns(rt::wall_ns(m.capture_ns, mono, real));
         since_params = if m.flags & FLAG_KEYFRAME != 0 { 0 } else { since_params + 1 };
         let data = if resend_every > 0 && since_params >= resend_every {
             since_params = 0;
@@ -655,7 +655,7 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
         // someone is watching; keyframes always, for the codec string of the SPS).
         if let Some(h) = &hub {
             if h.has_viewers() || m.flags & FLAG_KEYFRAME != 0 {
-                let cap_unix = real.saturating_sub(mono.saturating_sub(m.capture_ns));
+                let cap_unix = rt::wall_ns(m.capture_ns, mono, real);
                 h.publish(data, m.flags & FLAG_KEYFRAME != 0, m.frame_id, cap_unix, rt::realtime_ns());
             }
             if h.take_idr_request() {
@@ -716,7 +716,8 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
             {
                 det_runs_sent = runs;
                 if let Some(h) = hub.as_ref().filter(|h| h.has_viewers()) {
-                    let cap_unix = rt::realtime_ns().saturating_sub(monotonic_ns().saturating_sub(set.capture_ns));
+                    // This frame's clock pair (taken before sending it) dates the detections too.
+                    let cap_unix = rt::wall_ns(set.capture_ns, mono, real);
                     h.publish_detections(crate::web::detections_message(set.frame_id, cap_unix, fmt.width, fmt.height, &set.detections));
                 }
                 let ts = rtp::rtp_timestamp_90k(set.capture_ns, base, ts_offset);
