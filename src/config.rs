@@ -89,6 +89,22 @@ pub struct WebConfig {
     pub cert_dir: String,
     /// The PIN the page asks for; "" = a random 6-digit PIN per run, printed at start.
     pub pin: String,
+    /// Most connections open at once (TLS and plain, WebSockets included); one more is
+    /// closed at once.
+    pub max_connections: u32,
+    /// Most connections open at once from one client address.
+    pub max_connections_per_address: u32,
+    /// Time a client gets to finish the TLS handshake and send a request head, ms
+    /// (slowloris bound).
+    pub header_timeout_ms: u32,
+    /// A keep-alive connection with no request for this long is closed, s.
+    pub idle_timeout_s: u32,
+    /// Largest request body (login, WebRTC offer), bytes.
+    pub max_body_bytes: u32,
+    /// Most WebRTC peers at once (each has a thread and a UDP socket).
+    pub max_peers: u32,
+    /// A login's session lasts this long, s; restarting vr-stream revokes every session.
+    pub session_ttl_s: u32,
 }
 
 /// `[detect]`: YOLO object detection in its own stage ([`crate::detect`]).
@@ -281,6 +297,21 @@ pub struct StagesConfig {
     pub network: StageConfig,
     /// The detect stage (with `detect.enabled`).
     pub detect: StageConfig,
+    /// The web stage (with `web.enabled`): not realtime.
+    pub web: WebStageConfig,
+}
+
+/// `[stages.web]`: where the viewer page's server runs. It is never SCHED_FIFO and never
+/// locks its memory: it serves untrusted peers (see [`crate::web`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebStageConfig {
+    /// CPUs it may run on, a kernel CPU list (`0`, `0-1`, `0,3`): the housekeeping CPUs,
+    /// not the isolated ones of the realtime stages. CPUs this machine lacks are left
+    /// out; none left = any CPU.
+    pub cpus: String,
+    /// Nice value, -20..=19 (SCHED_OTHER).
+    pub nice: i32,
 }
 
 /// CPU and SCHED_FIFO priority of one stage.
@@ -549,6 +580,12 @@ impl Config {
         ] {
             check(key, st.cpu, 0, 1023)?;
         }
+        vr_setup::cpus::CpuList::parse(&self.stages.web.cpus).map_err(|e| ConfigError::Invalid {
+            key: "stages.web.cpus",
+            value: format!("{:?}", self.stages.web.cpus),
+            allowed: format!("a kernel CPU list such as \"0\" or \"0-1,3\" ({e})"),
+        })?;
+        check("stages.web.nice", self.stages.web.nice, -20, 19)?;
         check("stats.interval_s", self.stats.interval_s, 0, 3600)?;
         let d = &self.detect;
         check("detect.size", d.size, 32, 2048)?;
@@ -569,6 +606,13 @@ impl Config {
         if !w.pin.is_empty() && (w.pin.len() < 4 || w.pin.len() > 12 || !w.pin.bytes().all(|b| b.is_ascii_digit())) {
             return Err(ConfigError::Invalid { key: "web.pin", value: w.pin.clone(), allowed: "4 to 12 digits, or \"\" for a random PIN".into() });
         }
+        check("web.max_connections", w.max_connections, 1, 10_000)?;
+        check("web.max_connections_per_address", w.max_connections_per_address, 1, w.max_connections)?;
+        check("web.header_timeout_ms", w.header_timeout_ms, 100, 60_000)?;
+        check("web.idle_timeout_s", w.idle_timeout_s, 1, 3600)?;
+        check("web.max_body_bytes", w.max_body_bytes, 1024, 1 << 20)?;
+        check("web.max_peers", w.max_peers, 1, 64)?;
+        check("web.session_ttl_s", w.session_ttl_s, 60, 7 * 86_400)?;
         let a = &self.abr;
         check("abr.min_kbps", a.min_kbps, 100, 200_000)?;
         check("abr.loss_high_percent", a.loss_high_percent, 1, 100)?;

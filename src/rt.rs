@@ -178,6 +178,32 @@ pub fn apply(req: &RtRequest) -> Vec<RtShortfall> {
     out
 }
 
+/// Sets up a process that must stay out of the realtime stages' way (the web stage):
+/// SCHED_OTHER at `nice`, allowed on `cpus` (those present on this machine; none present =
+/// any CPU), and no memory locking. Returns what could not be done.
+pub fn apply_background(cpus: &[usize], nice: i32) -> Vec<RtShortfall> {
+    let mut out = vec![];
+    let online = online_cpus().unwrap_or(1);
+    let present: Vec<usize> = cpus.iter().copied().filter(|&c| c < online).collect();
+    if !present.is_empty() {
+        let mut set = nix::sched::CpuSet::new();
+        for &c in &present {
+            let _ = set.set(c);
+        }
+        if let Err(e) = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set) {
+            out.push(RtShortfall(format!("cannot restrict to CPUs {present:?}: {e}")));
+        }
+    }
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param; pid 0 = the calling thread.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
+    // SAFETY: setpriority has no memory-safety preconditions; 0 = this process.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+        out.push(RtShortfall(format!("cannot set nice {nice}: {}", std::io::Error::last_os_error())));
+    }
+    out
+}
+
 /// Touches 512 KiB of stack so that later calls do not page-fault on it.
 #[inline(never)]
 pub fn prefault_stack() {

@@ -1,4 +1,5 @@
-//! The stage processes: camera, encode, network. Each is the `vr-stream` executable
+//! The stage processes: camera, encode, network, and the optional detect and web stages.
+//! Each is the `vr-stream` executable
 //! re-invoked by the supervisor as `vr-stream stage NAME --instance I --geometry WxH@N/D`
 //! with the merged configuration in the `VR_STREAM_CONFIG` environment variable.
 //!
@@ -19,7 +20,7 @@ use crate::rtp::{self, PacketBuf, Packetizer, RtpParams};
 use crate::shm::bitstream::{AuMeta, BitstreamQueue, Next, Push, FLAG_KEYFRAME};
 use crate::shm::control::NetCounters;
 use crate::shm::control::{Control, RtpState, StageSlot, StageState, STAGE_CAMERA, STAGE_ENCODE, STAGE_NETWORK};
-use crate::shm::stats::STAGE_DETECT;
+use crate::shm::stats::{STAGE_DETECT, STAGE_WEB};
 use crate::shm::frame_ring::{FrameMeta, FrameRing, RingGeometry, Take, FORMAT_I420, SPIN};
 use crate::source::{self, SourceFormat};
 use std::net::{IpAddr, SocketAddr};
@@ -42,15 +43,32 @@ pub enum StageKind {
     Network,
     /// Frame ring (newest frame) → YOLO → detections in the stats segment (optional).
     Detect,
+    /// The web queue (the encoder's copy of each access unit) → the viewer page's
+    /// WebSocket and WebRTC viewers (optional, not realtime: [`crate::web::stage`]).
+    Web,
 }
 
 impl StageKind {
     /// Every stage, in start order (consumers before producers).
-    pub const ALL: [StageKind; 4] = [StageKind::Network, StageKind::Encode, StageKind::Detect, StageKind::Camera];
+    pub const ALL: [StageKind; 5] = [StageKind::Network, StageKind::Web, StageKind::Encode, StageKind::Detect, StageKind::Camera];
 
-    /// The stages `cfg` runs, in start order (the detect stage only with `detect.enabled`).
+    /// The stages `cfg` runs, in start order (the detect stage only with `detect.enabled`,
+    /// the web stage only with `web.enabled`).
     pub fn active(cfg: &Config) -> Vec<StageKind> {
-        StageKind::ALL.into_iter().filter(|k| *k != StageKind::Detect || cfg.detect.enabled).collect()
+        StageKind::ALL
+            .into_iter()
+            .filter(|k| match k {
+                StageKind::Detect => cfg.detect.enabled,
+                StageKind::Web => cfg.web.enabled,
+                _ => true,
+            })
+            .collect()
+    }
+
+    /// Whether the stream goes on without this stage when it keeps failing (detection and
+    /// the viewer page are extras; the RTP stream is not).
+    pub fn optional(self) -> bool {
+        matches!(self, StageKind::Detect | StageKind::Web)
     }
 
     /// Name used on the command line and in messages.
@@ -60,6 +78,7 @@ impl StageKind {
             StageKind::Encode => "encode",
             StageKind::Network => "network",
             StageKind::Detect => "detect",
+            StageKind::Web => "web",
         }
     }
 
@@ -75,23 +94,44 @@ impl StageKind {
             StageKind::Encode => STAGE_ENCODE,
             StageKind::Network => STAGE_NETWORK,
             StageKind::Detect => STAGE_DETECT,
+            StageKind::Web => STAGE_WEB,
         }
     }
 
-    /// Its CPU/priority from the configuration.
+    /// Its CPU/priority from the configuration (the web stage: the first of its CPUs,
+    /// priority 0 = SCHED_OTHER; its whole set is `stages.web`).
     pub fn config(self, cfg: &Config) -> StageConfig {
         match self {
             StageKind::Camera => cfg.stages.camera,
             StageKind::Encode => cfg.stages.encode,
             StageKind::Network => cfg.stages.network,
             StageKind::Detect => cfg.stages.detect,
+            StageKind::Web => StageConfig { cpu: web_cpus(cfg).first().map_or(0, |&c| c as u32), priority: 0 },
         }
     }
+}
+
+/// The CPUs of `stages.web` (validated with the configuration).
+pub fn web_cpus(cfg: &Config) -> Vec<usize> {
+    vr_setup::cpus::CpuList::parse(&cfg.stages.web.cpus).map(|l| l.iter().map(|c| c as usize).collect()).unwrap_or_default()
 }
 
 /// Segment names of instance `inst`: (control, frame ring, bitstream queue).
 pub fn segment_names(inst: &str) -> (String, String, String) {
     (format!("{inst}-ctl"), format!("{inst}-frames"), format!("{inst}-bits"))
+}
+
+/// Name of the web queue of instance `inst`: the encoder's copy of each access unit for
+/// the web stage (a [`BitstreamQueue`] with a lossy writer).
+pub fn web_queue_name(inst: &str) -> String {
+    format!("{inst}-web")
+}
+
+/// Web queue capacity, bytes: about half a second of stream at `bitrate_kbps` (with room
+/// for IDRs), at least 2 MiB. The web stage skips to the newest frame after a stall, so
+/// more would only be memory.
+pub fn web_queue_capacity(bitrate_kbps: u32) -> usize {
+    (bitrate_kbps as usize * 1000 / 8).max(2 << 20)
 }
 
 /// Name of the stats segment of instance `inst` (what `dashboard` reads).
@@ -139,17 +179,26 @@ fn set_parent_death_signal() -> bool {
     expected.is_none_or(|p| p == parent)
 }
 
-/// Applies the stage's realtime settings and records what is in force in its slot.
+/// Applies the stage's realtime settings and records what is in force in its slot (the
+/// web stage: SCHED_OTHER at its nice value on its CPUs, never locked: [`rt::apply_background`]).
 /// Errors (only with `rt.strict`): what could not be had.
-fn go_realtime(kind: StageKind, cfg: &Config, slot: &StageSlot) -> Result<(), String> {
-    let sc = kind.config(cfg);
-    let (cpu, _) = rt::map_cpu(sc.cpu);
-    let short = rt::apply(&rt::RtRequest { cpu, priority: sc.priority, mlock: cfg.rt.mlock });
+pub(crate) fn go_realtime(kind: StageKind, cfg: &Config, slot: &StageSlot) -> Result<(), String> {
+    let short = if kind == StageKind::Web {
+        let short = rt::apply_background(&web_cpus(cfg), cfg.stages.web.nice);
+        let st = rt::read_state(0);
+        record_state(slot, &st);
+        // Not a realtime stage: what it could not have is worth a note, never a refusal.
+        for s in short {
+            eprintln!("vr-stream[web]: note: {}", s.0);
+        }
+        return Ok(());
+    } else {
+        let sc = kind.config(cfg);
+        let (cpu, _) = rt::map_cpu(sc.cpu);
+        rt::apply(&rt::RtRequest { cpu, priority: sc.priority, mlock: cfg.rt.mlock })
+    };
     let st = rt::read_state(0);
-    slot.cpu.store(if st.cpus.len() == 1 { st.cpus[0] as i32 } else { -1 }, std::sync::atomic::Ordering::Relaxed);
-    slot.policy.store(st.policy as u32, std::sync::atomic::Ordering::Relaxed);
-    slot.priority.store(st.priority as u32, std::sync::atomic::Ordering::Relaxed);
-    slot.vmlck_kb.store(st.vmlck_kb, std::sync::atomic::Ordering::Relaxed);
+    record_state(slot, &st);
     if !short.is_empty() {
         let msg = short.iter().map(|s| s.0.as_str()).collect::<Vec<_>>().join("; ");
         if cfg.rt.strict {
@@ -162,8 +211,17 @@ fn go_realtime(kind: StageKind, cfg: &Config, slot: &StageSlot) -> Result<(), St
     Ok(())
 }
 
+/// Writes what is in force (CPU if pinned to one, policy, priority, VmLck) into `slot`.
+fn record_state(slot: &StageSlot, st: &rt::RtState) {
+    use std::sync::atomic::Ordering::Relaxed;
+    slot.cpu.store(if st.cpus.len() == 1 { st.cpus[0] as i32 } else { -1 }, Relaxed);
+    slot.policy.store(st.policy as u32, Relaxed);
+    slot.priority.store(st.priority as u32, Relaxed);
+    slot.vmlck_kb.store(st.vmlck_kb, Relaxed);
+}
+
 /// Waits for the supervisor's go signal. False if a stop came first.
-fn wait_go(ctl: &Control) -> bool {
+pub(crate) fn wait_go(ctl: &Control) -> bool {
     while !ctl.go() {
         if ctl.stop_requested() {
             return false;
@@ -173,7 +231,7 @@ fn wait_go(ctl: &Control) -> bool {
     true
 }
 
-fn beat(slot: &StageSlot) {
+pub(crate) fn beat(slot: &StageSlot) {
     slot.heartbeat_ns.store(monotonic_ns(), std::sync::atomic::Ordering::Relaxed);
 }
 
@@ -201,11 +259,13 @@ pub fn run(kind: StageKind, inst: &str, geometry: &str) -> i32 {
         let fmt = parse_geometry(geometry).ok_or_else(|| format!("bad --geometry {geometry:?}"))?;
         let ring = FrameRing::open(&ring_name, ring_geometry(&fmt, cfg.detect.enabled)).map_err(|e| e.to_string())?;
         let queue = BitstreamQueue::open(&bits_name, queue_capacity(cfg.encoder.bitrate_kbps)).map_err(|e| e.to_string())?;
+        let web_queue = || BitstreamQueue::open(&web_queue_name(inst), web_queue_capacity(cfg.encoder.bitrate_kbps)).map_err(|e| e.to_string());
         match kind {
             StageKind::Camera => camera(&cfg, fmt, &ctl, slot, &ring),
-            StageKind::Encode => encode(&cfg, fmt, &ctl, slot, &ring, &queue),
+            StageKind::Encode => encode(&cfg, fmt, &ctl, slot, &ring, &queue, cfg.web.enabled.then(web_queue).transpose()?.as_ref()),
             StageKind::Network => network(&cfg, fmt, &ctl, slot, &queue),
             StageKind::Detect => detect(&cfg, fmt, &ctl, slot, &ring),
+            StageKind::Web => crate::web::stage::run(&cfg, fmt, &ctl, slot, &web_queue()?),
         }
     })();
     match result {
@@ -350,7 +410,10 @@ fn reopen(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot) -> R
     }
 }
 
-fn encode(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring: &FrameRing, queue: &BitstreamQueue) -> Result<(), String> {
+/// The encode stage. `web`: the web stage's queue, which gets a copy of each access unit
+/// through a lossy writer (a full queue drops the copy, never delays this stage, and asks
+/// for no IDR: the web stage asks itself when a viewer needs one).
+fn encode(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring: &FrameRing, queue: &BitstreamQueue, web: Option<&BitstreamQueue>) -> Result<(), String> {
     let (mut enc, notes) = open_encoder(&EncoderParams::from_config(&cfg.encoder, fmt)).map_err(|e| e.to_string())?;
     for n in notes {
         eprintln!("vr-stream[encode]: {n}");
@@ -365,6 +428,10 @@ fn encode(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring
     consumer.set_spin_window(Duration::from_micros(cfg.rt.spin_window_us as u64));
     let mut writer = queue.writer();
     queue.prefault();
+    let mut web_writer = web.map(|q| {
+        q.prefault();
+        q.lossy_writer()
+    });
     slot.set_state(StageState::Ready);
     if !wait_go(ctl) {
         return Ok(());
@@ -394,7 +461,7 @@ fn encode(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring
         };
         let start = monotonic_ns();
         writer.set_busy(start);
-        let force_idr = std::mem::take(&mut first) | queue.take_idr_request();
+        let force_idr = std::mem::take(&mut first) | queue.take_idr_request() | web.is_some_and(|q| q.take_idr_request());
         let input: &[u8] = if overlay {
             let runs = ctl.stats().detect().inferences;
             if runs != det_runs
@@ -424,6 +491,9 @@ fn encode(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring
         };
         let (bytes, key, qp) = (out.data.len() as u64, out.keyframe, out.qp);
         let pushed = writer.push(meta, out.data);
+        if let Some(w) = web_writer.as_mut() {
+            w.push(meta, out.data);
+        }
         drop(frame); // release the ring slot only now: x264 read it in place
         use std::sync::atomic::Ordering::Relaxed;
         slot.frames_in.fetch_add(1, Relaxed);
@@ -435,6 +505,9 @@ fn encode(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring
         beat(slot);
     }
     queue.set_eos();
+    if let Some(q) = web {
+        q.set_eos();
+    }
     Ok(())
 }
 
@@ -547,9 +620,6 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
         .map_err(|e| format!("RTCP socket (local port {}) to {rtcp_dest}: {e}", s.rtcp_local_port))?;
     let mut abr = cfg.abr.enabled.then(|| crate::abr::RateController::new(cfg.abr.params(cfg.encoder.bitrate_kbps)));
     let interval_ns = fmt.frame_interval_ns();
-    // The viewer page's server, started before this thread turns realtime: its threads
-    // stay SCHED_OTHER and unpinned.
-    let hub = if cfg.web.enabled { Some(start_web(cfg, &fmt, ctl)?) } else { None };
     go_realtime(StageKind::Network, cfg, slot)?;
     let mut reader = queue.reader();
     reader.set_spin_window(Duration::from_nanos(interval_ns), Duration::from_micros(cfg.rt.spin_window_us as u64));
@@ -566,29 +636,14 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
     let mut since_params = 0u64;
     let mut with_params: Vec<u8> = Vec::with_capacity(1 << 20);
     let mut det_runs_sent = 0u64;
-    // The viewer page's figures into the stats segment (for `dashboard`), 4 times a second.
-    let mut web_stats_ns = 0u64;
-    let web_stats = |hub: Option<&std::sync::Arc<crate::web::Hub>>, now: u64, last: &mut u64| {
-        let Some(h) = hub else { return };
-        if now < *last + 250_000_000 {
-            return;
-        }
-        *last = now;
-        let c = h.counters();
-        let w = crate::shm::stats::WebStats { viewers: c.viewers, sent: c.sent, skipped: c.skipped, refused: c.refused, page: h.report().map(|r| r.to_stats()) };
-        ctl.stats().set_web(&w);
-    };
-    if hub.is_some() {
-        // Marks the page as on before anyone connects.
-        ctl.stats().set_web(&crate::shm::stats::WebStats::default());
-    }
     // Reports read -> rate controller -> encoder; every change logged. The encoder gets
-    // the lowest of this controller's target and the WebRTC peers' (each peer runs its
-    // own on its browser's reports, see web::rtc): one encoder feeds every output. The
-    // count returned (stats: abr_changes) is of changes to the encoder's bitrate.
+    // the lowest of this controller's target and the web stage's (the lowest of its
+    // WebRTC peers', each running its own controller on its browser's reports, see
+    // web::rtc): one encoder feeds every output. The count returned (stats: abr_changes)
+    // is of changes to the encoder's bitrate.
     let mut rtp_target = cfg.encoder.bitrate_kbps;
     let mut applied = cfg.encoder.bitrate_kbps;
-    let mut adapt = |rtcp: &mut rtcp_session::SenderRtcp, abr: &mut Option<crate::abr::RateController>, hub: Option<&std::sync::Arc<crate::web::Hub>>| -> u64 {
+    let mut adapt = |rtcp: &mut rtcp_session::SenderRtcp, abr: &mut Option<crate::abr::RateController>| -> u64 {
         let mut changes = 0;
         for fb in rtcp.feedback() {
             if let Some(ch) = abr.as_mut().and_then(|a| a.on_report(fb)) {
@@ -596,7 +651,7 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
                 eprintln!("vr-stream[network]: {ch}");
             }
         }
-        let want = hub.and_then(|h| h.min_target()).map_or(rtp_target, |w| w.min(rtp_target));
+        let want = ctl.web_target().map_or(rtp_target, |w| w.min(rtp_target));
         if want != applied {
             ctl.request_bitrate(want);
             applied = want;
@@ -616,8 +671,7 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
                 let now = monotonic_ns();
                 let ts_now = base_ns.map(|b| rtp::rtp_timestamp_90k(now, b, ts_offset));
                 rtcp.tick(now, ts_now, ctl.stats(), queue);
-                let changes = adapt(&mut rtcp, &mut abr, hub.as_ref());
-                web_stats(hub.as_ref(), now, &mut web_stats_ns);
+                let changes = adapt(&mut rtcp, &mut abr);
                 ctl.stats().add_net(&NetCounters { abr_changes: changes, ..Default::default() });
                 if let MediaOut::Tcp(t) = &mut out {
                     t.flush();
@@ -651,17 +705,6 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
                 continue;
             }
         };
-        // The same access unit to the page's viewers (never blocks; a copy only when
-        // someone is watching; keyframes always, for the codec string of the SPS).
-        if let Some(h) = &hub {
-            if h.has_viewers() || m.flags & FLAG_KEYFRAME != 0 {
-                let cap_unix = rt::wall_ns(m.capture_ns, mono, real);
-                h.publish(data, m.flags & FLAG_KEYFRAME != 0, m.frame_id, cap_unix, rt::realtime_ns());
-            }
-            if h.take_idr_request() {
-                queue.request_idr();
-            }
-        }
         drop(au);
         ctl.save_rtp_state(RtpState { ssrc, next_seq: pk.next_seq(), ts_offset, base_ns: base });
         let first_sent = monotonic_ns();
@@ -706,8 +749,7 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
         }
         rtcp.sent(st.packets, st.bytes);
         rtcp.tick(last_sent, Some(rtp::rtp_timestamp_90k(last_sent, base, ts_offset)), ctl.stats(), queue);
-        net.abr_changes = adapt(&mut rtcp, &mut abr, hub.as_ref());
-        web_stats(hub.as_ref(), last_sent, &mut web_stats_ns);
+        net.abr_changes = adapt(&mut rtcp, &mut abr);
         // The detect stage's newest result, once, to the receiver (RTCP APP "VRDT").
         if cfg.detect.enabled {
             let runs = ctl.stats().detect().inferences;
@@ -715,11 +757,6 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
                 && let Some(set) = ctl.stats().detections()
             {
                 det_runs_sent = runs;
-                if let Some(h) = hub.as_ref().filter(|h| h.has_viewers()) {
-                    // This frame's clock pair (taken before sending it) dates the detections too.
-                    let cap_unix = rt::wall_ns(set.capture_ns, mono, real);
-                    h.publish_detections(crate::web::detections_message(set.frame_id, cap_unix, fmt.width, fmt.height, &set.detections));
-                }
                 let ts = rtp::rtp_timestamp_90k(set.capture_ns, base, ts_offset);
                 let data = crate::detect::wire::encode(ts, fmt.width, fmt.height, &set.detections);
                 rtcp.send_app(crate::detect::wire::APP_SUBTYPE, crate::detect::wire::APP_NAME, &data);
@@ -751,33 +788,7 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
         beat(slot);
     }
     rtcp.bye();
-    if let Some(h) = &hub {
-        let c = h.counters();
-        let page = h.report().map_or("no page report".to_string(), |r| {
-            format!("page decoded {}, capture->decoded p50 {:.1} p99 {:.1} ms, decode {:.1} ms, {:.1} fps", r.decoded, r.latency_p50_ms, r.latency_p99_ms, r.decode_ms, r.fps)
-        });
-        eprintln!("vr-stream[network]: web: {} access units to viewers, {} skipped, {} refused; {page}", c.sent, c.skipped, c.refused);
-    }
     Ok(())
-}
-
-/// Starts the viewer page's HTTPS server ([`crate::web`]) with the certificate, key and
-/// PIN the supervisor resolved into `cfg.web`.
-fn start_web(cfg: &Config, fmt: &SourceFormat, ctl: &Control) -> Result<std::sync::Arc<crate::web::Hub>, String> {
-    use crate::web::{self, auth::Gate, cert, server};
-    let w = &cfg.web;
-    let (c, k) = (std::path::Path::new(&w.cert), std::path::Path::new(&w.key));
-    let id = cert::load_or_create(Some(c), Some(k), &cert::default_dir(), &[]).map_err(|e| format!("web certificate: {e}"))?;
-    let codec = ctl.headers().and_then(|h| web::codec_string(&h)).unwrap_or_default();
-    let desc = web::StreamDesc { codec, width: fmt.width, height: fmt.height, fps: fmt.fps_num / fmt.fps_den.max(1), stereo: cfg.source.stereo };
-    let hub = web::Hub::new(desc);
-    if cfg.abr.enabled {
-        hub.set_abr(cfg.abr.params(cfg.encoder.bitrate_kbps));
-    }
-    let shared = std::sync::Arc::new(server::Shared { tls: server::tls_config(id)?, gate: std::sync::Mutex::new(Gate::new(w.pin.clone())), hub: hub.clone() });
-    let ip: IpAddr = w.bind.parse().map_err(|_| format!("web.bind {:?} is not an IP address", w.bind))?;
-    server::start(SocketAddr::new(ip, w.port), shared)?;
-    Ok(hub)
 }
 
 /// Sends `pkts` following `pacer`: each sendmmsg takes the packets already due, then the

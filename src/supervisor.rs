@@ -271,6 +271,11 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     });
     let ring = FrameRing::create(&ring_name, stage::ring_geometry(&fmt, cfg.detect.enabled))?;
     let queue = BitstreamQueue::create(&bits_name, stage::queue_capacity(cfg.encoder.bitrate_kbps))?;
+    let web_queue = if cfg.web.enabled {
+        Some(BitstreamQueue::create(&stage::web_queue_name(&opts.instance), stage::web_queue_capacity(cfg.encoder.bitrate_kbps))?)
+    } else {
+        None
+    };
     rt::install_stop_signals();
 
     let exe = std::env::current_exe().context("cannot find the vr-stream executable")?;
@@ -281,6 +286,9 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         ctl.request_stop();
         ring.wake_all();
         queue.wake_all();
+        if let Some(q) = &web_queue {
+            q.wake_all();
+        }
         let deadline = Instant::now() + STOP_GRACE;
         for s in stages.iter_mut() {
             while s.exited.is_none() {
@@ -458,10 +466,15 @@ pub fn run(opts: &RunOptions) -> Result<()> {
                             s.in_a_row = 0;
                             s.backoff = first_backoff;
                         }
-                        if (slot.is_permanent() || s.in_a_row >= cfg.supervise.max_restarts) && s.kind == StageKind::Detect {
-                            // Detection is optional: the video goes on without it.
+                        if s.kind == StageKind::Web {
+                            // Its WebRTC peers' bitrate target dies with it.
+                            ctl.set_web_target(None);
+                        }
+                        if (slot.is_permanent() || s.in_a_row >= cfg.supervise.max_restarts) && s.kind.optional() {
+                            // Detection and the viewer page are optional: the video goes on.
                             s.abandoned = true;
-                            eprintln!("vr-stream: stage detect failed ({msg}); streaming on without detection");
+                            let without = if s.kind == StageKind::Web { "the viewer page" } else { "detection" };
+                            eprintln!("vr-stream: stage {name} failed ({msg}); streaming on without {without}");
                         } else if slot.is_permanent() || s.in_a_row >= cfg.supervise.max_restarts {
                             if failure.is_none() {
                                 failure = Some(if s.in_a_row > 0 {

@@ -214,7 +214,7 @@ fn the_page_decodes_the_real_clip_over_the_websocket_with_webcodecs() {
     let v = view(&format!("https://127.0.0.1:{port}/?pin=246810&transport=ws"), 5, "stream");
     let err = finish(vr);
     eprintln!("page: {v}");
-    let web_line = err.lines().find(|l| l.contains("[network]: web:")).unwrap_or("").to_string();
+    let web_line = err.lines().find(|l| l.contains("[web]: ")).unwrap_or("").to_string();
     eprintln!("{web_line}");
     assert_eq!(v["status"], "streaming", "{v}");
     assert_eq!(v["wrongPin"], 403, "{v}");
@@ -256,7 +256,7 @@ fn a_wrong_pin_is_refused_with_403_and_no_media_flows() {
     assert_eq!(v["wrongPin"], 403, "{v}");
     assert_eq!(v["wsNoToken"], 403, "{v}");
     assert_eq!(v["rtcNoToken"], 403, "{v}");
-    let web_line = err.lines().find(|l| l.contains("[network]: web:")).unwrap_or("");
+    let web_line = err.lines().find(|l| l.contains("[web]: ")).unwrap_or("");
     assert!(web_line.contains(" 0 access units to viewers"), "{err}");
     assert!(!web_line.contains(" 0 refused"), "refusals counted: {web_line}");
 }
@@ -348,7 +348,7 @@ fn the_page_plays_the_real_clip_over_webrtc_with_playout_delay_zero() {
     assert!(dash_p50 > 0.0 && dash_p50 < 200.0 && page["latency_p99_ms"].as_f64().unwrap() >= dash_p50, "{page}");
     assert!(page["decoded"].as_u64().unwrap() > 100 && page["sent"].as_u64().unwrap() > 100, "{page}");
     eprintln!("page: {v}");
-    let web_line = err.lines().find(|l| l.contains("[network]: web:")).unwrap_or("").to_string();
+    let web_line = err.lines().find(|l| l.contains("[web]: ")).unwrap_or("").to_string();
     eprintln!("{web_line}");
     assert_eq!(v["status"], "streaming", "{v}");
     assert_eq!(v["transport"], "webrtc", "{v}");

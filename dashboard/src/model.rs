@@ -11,7 +11,7 @@ use vr_stream::quickbench::{Percentiles, Unit};
 use vr_stream::shm::stats::{EncCounters, NetCounters, StageState, Stats, RECORDS, STAGES};
 
 /// Stage slot names, by index.
-pub const STAGE_NAMES: [&str; STAGES] = ["camera", "encode", "network", "detect"];
+pub const STAGE_NAMES: [&str; STAGES] = ["camera", "encode", "network", "detect", "web"];
 
 /// One CPU core.
 #[derive(Debug, Clone, Serialize, PartialEq)]

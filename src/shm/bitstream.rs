@@ -182,7 +182,15 @@ impl BitstreamQueue {
 
     /// The writer side. Call once, in the producing process.
     pub fn writer(&self) -> Writer<'_> {
-        Writer { q: self }
+        Writer { q: self, lossy: false }
+    }
+
+    /// A writer whose drops do not raise the IDR request: for a consumer that may stall or
+    /// die without that costing the other outputs an IDR (the web stage's copy of the
+    /// stream). Its reader notices drops by [`BitstreamQueue::dropped`] and asks for an IDR
+    /// itself ([`BitstreamQueue::request_idr`]) when it needs one.
+    pub fn lossy_writer(&self) -> Writer<'_> {
+        Writer { q: self, lossy: true }
     }
 
     /// The reader side. Call once, in the consuming process.
@@ -194,6 +202,7 @@ impl BitstreamQueue {
 /// The producing side.
 pub struct Writer<'a> {
     q: &'a BitstreamQueue,
+    lossy: bool,
 }
 
 impl Writer<'_> {
@@ -206,8 +215,8 @@ impl Writer<'_> {
         futex::notify(&h.seq, &h.waiters);
     }
 
-    /// Queues one access unit, or drops it whole when it does not fit (counted, IDR
-    /// requested). Never blocks.
+    /// Queues one access unit, or drops it whole when it does not fit (counted; IDR
+    /// requested unless the writer is lossy). Never blocks.
     pub fn push(&mut self, meta: AuMeta, payload: &[u8]) -> Push {
         let q = self.q;
         let h = q.hdr();
@@ -223,7 +232,9 @@ impl Writer<'_> {
         if need > cap || (w - r) + pad + need > cap {
             h.dropped_aus.fetch_add(1, Ordering::Relaxed);
             h.dropped_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
-            h.idr_request.store(1, Ordering::Release);
+            if !self.lossy {
+                h.idr_request.store(1, Ordering::Release);
+            }
             return Push::Dropped;
         }
         let base = q.data();
@@ -294,6 +305,19 @@ impl Drop for AuGuard<'_> {
 }
 
 impl Reader<'_> {
+    /// Frees every record queued now without reading it (a restarted consumer that wants
+    /// the live stream, not what piled up while it was away). Returns how many bytes.
+    pub fn skip_all(&mut self) -> u64 {
+        let h = self.q.hdr();
+        let r = h.read_pos.0.load(Ordering::Relaxed);
+        // SYNC POINT R: Acquire pairs with the writer's Release store of write_pos (a
+        // record boundary: the writer only ever publishes whole records).
+        let w = h.write_pos.0.load(Ordering::Acquire);
+        // SYNC POINT W: Release pairs with the writer's Acquire load of read_pos.
+        h.read_pos.0.store(w, Ordering::Release);
+        w - r
+    }
+
     /// Records arrive about every `interval` (one access unit per frame): spin instead of
     /// sleeping within `window` either side of the expected arrival. While the writer is
     /// busy ([`Writer::set_busy`]) the arrival is expected at busy-since + the shortest to
@@ -411,5 +435,25 @@ mod tests {
         }
         assert_eq!(n, 5 - dropped);
         assert!(matches!(r.next(never, Duration::ZERO), Next::Eos));
+    }
+
+    #[test]
+    fn a_lossy_writer_drops_without_an_idr_request_and_skip_all_frees_the_backlog() {
+        let name = format!("vr-stream-test-bs-lossy-{}", std::process::id());
+        let q = BitstreamQueue::create(&name, 4096).unwrap();
+        let mut w = q.lossy_writer();
+        let mut r = q.reader();
+        let big = vec![1u8; 1500];
+        let pushed: Vec<Push> = (0..4).map(|i| w.push(AuMeta { frame_id: i, ..Default::default() }, &big)).collect();
+        assert_eq!(pushed.iter().filter(|p| **p == Push::Dropped).count() as u64, q.dropped());
+        assert!(q.dropped() >= 1);
+        assert!(!q.take_idr_request(), "a lossy writer's drop asks for no IDR");
+        assert!(r.skip_all() > 0);
+        assert!(matches!(r.next(Instant::now(), Duration::ZERO), Next::Timeout), "nothing left after skip_all");
+        assert_eq!(w.push(AuMeta { frame_id: 9, ..Default::default() }, &big), Push::Queued, "room again");
+        match r.next(Instant::now(), Duration::ZERO) {
+            Next::Au(a) => assert_eq!(a.meta.frame_id, 9),
+            _ => panic!("the record pushed after skip_all"),
+        }
     }
 }

@@ -7,7 +7,7 @@
 //! Layout after the 64-byte segment header: `ControlHeader` only.
 
 use super::{Kind, Layout, Segment, ShmError, KIND_HEADER_OFFSET};
-pub use super::stats::{EncCounters, NetCounters, StageSlot, StageState, Stats, StreamInfo, RECORDS, STAGES, STAGE_CAMERA, STAGE_ENCODE, STAGE_NETWORK};
+pub use super::stats::{EncCounters, NetCounters, StageSlot, StageState, Stats, StreamInfo, RECORDS, STAGES, STAGE_CAMERA, STAGE_ENCODE, STAGE_NETWORK, STAGE_WEB};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Largest SPS/PPS blob, bytes.
@@ -27,6 +27,8 @@ struct ControlHeader {
     rtp_next_seq: AtomicU32,
     rtp_ts_offset: AtomicU32,
     rtp_base_ns: AtomicU64,
+    /// The web stage's bitrate target (the lowest of its WebRTC peers'), kbit/s; 0 = none.
+    web_target_kbps: AtomicU32,
 }
 
 /// RTP continuity state (see [`Control::rtp_state`]).
@@ -129,6 +131,20 @@ impl Control {
     /// Takes a pending bitrate request, kbit/s.
     pub fn take_bitrate_request(&self) -> Option<u32> {
         match self.hdr().bitrate_request_kbps.swap(0, Ordering::AcqRel) {
+            0 => None,
+            k => Some(k),
+        }
+    }
+
+    /// Sets the web stage's bitrate target, kbit/s (`None`: no WebRTC peer has one). The
+    /// network stage gives the encoder the lowest of this and the RTP path's target.
+    pub fn set_web_target(&self, kbps: Option<u32>) {
+        self.hdr().web_target_kbps.store(kbps.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// The web stage's bitrate target, kbit/s, if it has one.
+    pub fn web_target(&self) -> Option<u32> {
+        match self.hdr().web_target_kbps.load(Ordering::Relaxed) {
             0 => None,
             k => Some(k),
         }

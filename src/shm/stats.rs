@@ -14,7 +14,7 @@ use crate::latency::FrameRecord;
 use std::sync::atomic::{fence, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 /// Stage slots.
-pub const STAGES: usize = 4;
+pub const STAGES: usize = 5;
 /// Per-frame records kept (a ring; about 68 s at 60 fps).
 pub const RECORDS: usize = 4096;
 /// Largest stage error message, bytes.
@@ -28,6 +28,8 @@ pub const STAGE_ENCODE: usize = 1;
 pub const STAGE_NETWORK: usize = 2;
 /// Stage index: detect (object detection, optional).
 pub const STAGE_DETECT: usize = 3;
+/// Stage index: web (the viewer page's server, optional).
+pub const STAGE_WEB: usize = 4;
 /// Most detections published per frame.
 pub const MAX_DETECTIONS: usize = 32;
 
@@ -658,7 +660,7 @@ impl Stats {
         }
     }
 
-    /// Stores the viewer page's figures (single writer: the network stage); `None` page
+    /// Stores the viewer page's figures (single writer: the web stage); `None` page
     /// keeps the last report.
     pub fn set_web(&self, w: &WebStats) {
         let b = &self.hdr().web;
@@ -709,7 +711,7 @@ impl Stats {
         })
     }
 
-    /// Appends a per-frame record (single writer: the network stage).
+    /// Appends a per-frame record (single writer: the web stage).
     pub fn push_record(&self, r: &FrameRecord) {
         let h = self.hdr();
         let n = h.records_written.load(Ordering::Relaxed);

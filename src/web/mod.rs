@@ -1,13 +1,12 @@
-//! The headset end: an HTTPS server inside the network stage that serves the viewer page
+//! The headset end: an HTTPS server in its own stage process ([`stage`]) that serves the viewer page
 //! (plain ES modules from `web/`, compiled into the binary) and streams the same access
 //! units the RTP path sends, one per WebSocket message, to pages that logged in with the
 //! PIN ([`auth`]).
 //!
-//! The network stage publishes each access unit to the [`Hub`] after its RTP packets are
-//! out; the hub never blocks it: a busy hub (`try_lock`) or a viewer whose queue is full
-//! skips the frame, that viewer then waits for the next IDR and the hub asks the encoder
-//! for one (the same path as a PLI). The server threads are started before the stage
-//! turns realtime, so they stay SCHED_OTHER on the housekeeping CPUs.
+//! The web stage publishes each access unit of its queue (the encoder's copy) to the
+//! [`Hub`]; the hub never blocks it: a busy hub (`try_lock`) or a viewer whose queue is
+//! full skips the frame, that viewer then waits for the next IDR and the hub asks the
+//! encoder for one (the same path as a PLI).
 //!
 //! WebSocket media message (binary), all integers big-endian:
 //!
@@ -31,6 +30,7 @@ pub mod auth;
 pub mod cert;
 pub mod rtc;
 pub mod server;
+pub mod stage;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -248,10 +248,21 @@ impl Hub {
     }
 
     /// The lowest bitrate target of the viewers, kbit/s: one encoder feeds every output,
-    /// so it runs at the rate the worst path carries. `None` when no viewer has one (or
-    /// the lock is busy: the network stage never waits for it).
+    /// so it runs at the rate the worst path carries. `None` when no viewer has one.
     pub fn min_target(&self) -> Option<u32> {
-        self.targets.try_lock().ok().and_then(|t| t.iter().map(|x| x.1).min())
+        self.targets.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|x| x.1).min()
+    }
+
+    /// Access units were lost before the hub saw them (the web queue dropped copies):
+    /// every viewer waits for the next IDR, which is requested now.
+    pub fn resync(&self) {
+        let mut v = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
+        for x in v.iter_mut() {
+            x.need_key = true;
+        }
+        if !v.is_empty() {
+            self.want_idr.store(true, Ordering::Release);
+        }
     }
 
     /// Offers one access unit to every viewer without blocking (see the module doc).

@@ -1,0 +1,136 @@
+//! The web stage: the viewer page's process. It serves HTTPS ([`super::server`]), the
+//! WebSocket viewers and the WebRTC peers ([`super::rtc`]) out of the realtime stages,
+//! because everything it does answers peers on the network: their connections, TLS
+//! handshakes and signalling must never cost a realtime stage CPU time or locked memory.
+//!
+//! - Scheduling: SCHED_OTHER at `stages.web.nice` on the `stages.web.cpus` (the
+//!   housekeeping CPUs), no `mlockall` ([`crate::rt::apply_background`]).
+//! - Input: the web queue, a [`BitstreamQueue`] the encode stage fills with a copy of each
+//!   access unit through a lossy writer: when this stage is slow, stalled or dead, the
+//!   copies are dropped and nothing else notices. After a drop (or on start) the viewers
+//!   wait for the next IDR and this stage asks the encoder for one
+//!   ([`BitstreamQueue::request_idr`]) — the same as a PLI.
+//! - Output besides the viewers: the lowest bitrate target of its WebRTC peers
+//!   ([`crate::shm::control::Control::set_web_target`]; the network stage gives the
+//!   encoder the lowest of that and the RTP path's), the page figures for `dashboard`
+//!   ([`crate::shm::stats::Stats::set_web`]) four times a second, and YOLO detections
+//!   to the pages as they come.
+//!
+//! Crash-only like the other stages: the supervisor restarts it with backoff, and gives up
+//! on it (streaming on without the page) only after `supervise.max_restarts`.
+
+use super::{auth::Gate, cert, server, Hub, StreamDesc};
+use crate::config::Config;
+use crate::rt::{self, monotonic_ns, realtime_ns};
+use crate::shm::bitstream::{BitstreamQueue, Next, FLAG_KEYFRAME};
+use crate::shm::control::{Control, StageSlot, StageState};
+use crate::shm::stats::WebStats;
+use crate::source::SourceFormat;
+use crate::stage::{beat, go_realtime, wait_go, StageKind};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the page figures go to the stats segment.
+const STATS_EVERY_NS: u64 = 250_000_000;
+
+/// Runs the web stage until end of stream or a stop request.
+///
+/// Errors: the certificate or key cannot be loaded, the port cannot be bound, the OS
+/// random source fails (no PIN or token without it).
+pub fn run(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, queue: &BitstreamQueue) -> Result<(), String> {
+    // Scheduling first: the server's threads inherit this thread's CPUs and nice value.
+    go_realtime(StageKind::Web, cfg, slot)?;
+    let hub = start(cfg, &fmt, ctl)?;
+    ctl.set_web_target(None);
+    ctl.stats().set_web(&WebStats::default());
+    let mut reader = queue.reader();
+    // Whatever piled up while no web stage was running is stale.
+    reader.skip_all();
+    slot.set_state(StageState::Ready);
+    if !wait_go(ctl) {
+        return Ok(());
+    }
+    let mut dropped_seen = queue.dropped();
+    let (mut det_seen, mut stats_ns) = (0u64, 0u64);
+    loop {
+        if ctl.stop_requested() {
+            break;
+        }
+        match reader.next(Instant::now() + Duration::from_millis(100), Duration::ZERO) {
+            Next::Au(au) => {
+                let m = au.meta;
+                let dropped = queue.dropped();
+                if dropped != dropped_seen {
+                    // Copies were dropped while this stage was busy: every viewer's decoder
+                    // needs an IDR now.
+                    dropped_seen = dropped;
+                    hub.resync();
+                }
+                let key = m.flags & FLAG_KEYFRAME != 0;
+                if hub.has_viewers() || key {
+                    let (mono, real) = (monotonic_ns(), realtime_ns());
+                    hub.publish(au.data, key, m.frame_id, rt::wall_ns(m.capture_ns, mono, real), real);
+                }
+                use std::sync::atomic::Ordering::Relaxed;
+                slot.frames_in.fetch_add(1, Relaxed);
+                slot.frames_out.fetch_add(1, Relaxed);
+            }
+            Next::Timeout => {}
+            Next::Eos => break,
+        }
+        if hub.take_idr_request() {
+            queue.request_idr();
+        }
+        ctl.set_web_target(hub.min_target());
+        if cfg.detect.enabled {
+            let runs = ctl.stats().detect().inferences;
+            if runs != det_seen
+                && let Some(set) = ctl.stats().detections()
+            {
+                det_seen = runs;
+                if hub.has_viewers() {
+                    let cap = rt::wall_ns(set.capture_ns, monotonic_ns(), realtime_ns());
+                    hub.publish_detections(super::detections_message(set.frame_id, cap, fmt.width, fmt.height, &set.detections));
+                }
+            }
+        }
+        let now = monotonic_ns();
+        if now >= stats_ns + STATS_EVERY_NS {
+            stats_ns = now;
+            ctl.stats().set_web(&stats_of(&hub));
+        }
+        beat(slot);
+    }
+    ctl.stats().set_web(&stats_of(&hub));
+    ctl.set_web_target(None);
+    let c = hub.counters();
+    let page = hub.report().map_or("no page report".to_string(), |r| {
+        format!("page decoded {}, capture->decoded p50 {:.1} p99 {:.1} ms, decode {:.1} ms, {:.1} fps", r.decoded, r.latency_p50_ms, r.latency_p99_ms, r.decode_ms, r.fps)
+    });
+    eprintln!("vr-stream[web]: {} access units to viewers, {} skipped, {} refused; {page}", c.sent, c.skipped, c.refused);
+    Ok(())
+}
+
+fn stats_of(hub: &Hub) -> WebStats {
+    let c = hub.counters();
+    WebStats { viewers: c.viewers, sent: c.sent, skipped: c.skipped, refused: c.refused, page: hub.report().map(|r| r.to_stats()) }
+}
+
+/// Starts the HTTPS server with the certificate, key and PIN the supervisor resolved into
+/// `cfg.web`; returns the hub the viewers join.
+fn start(cfg: &Config, fmt: &SourceFormat, ctl: &Control) -> Result<Arc<Hub>, String> {
+    let w = &cfg.web;
+    let (c, k) = (std::path::Path::new(&w.cert), std::path::Path::new(&w.key));
+    let id = cert::load_or_create(Some(c), Some(k), &cert::default_dir(), &[]).map_err(|e| format!("web certificate: {e}"))?;
+    let codec = ctl.headers().and_then(|h| super::codec_string(&h)).unwrap_or_default();
+    let desc = StreamDesc { codec, width: fmt.width, height: fmt.height, fps: fmt.fps_num / fmt.fps_den.max(1), stereo: cfg.source.stereo };
+    let hub = Hub::new(desc);
+    if cfg.abr.enabled {
+        hub.set_abr(cfg.abr.params(cfg.encoder.bitrate_kbps));
+    }
+    let shared = Arc::new(server::Shared { tls: server::tls_config(id)?, gate: std::sync::Mutex::new(Gate::new(w.pin.clone())), hub: hub.clone() });
+    let ip: IpAddr = w.bind.parse().map_err(|_| format!("web.bind {:?} is not an IP address", w.bind))?;
+    server::start(SocketAddr::new(ip, w.port), shared)?;
+    Ok(hub)
+}
