@@ -97,12 +97,14 @@ pub struct WebConfig {
     /// Time a client gets to finish the TLS handshake and send a request head, ms
     /// (slowloris bound).
     pub header_timeout_ms: u32,
-    /// A keep-alive connection with no request for this long is closed, s.
+    /// A WebSocket whose page sent nothing for this long is closed, s (between requests on
+    /// a keep-alive connection, `header_timeout_ms` applies).
     pub idle_timeout_s: u32,
     /// Largest request body (login, WebRTC offer), bytes.
     pub max_body_bytes: u32,
-    /// Most WebRTC peers at once (each has a thread and a UDP socket).
-    pub max_peers: u32,
+    /// Most viewers at once, WebSocket and WebRTC (a WebRTC peer has a thread and a UDP
+    /// socket).
+    pub max_viewers: u32,
     /// A login's session lasts this long, s; restarting vr-stream revokes every session.
     pub session_ttl_s: u32,
 }
@@ -611,8 +613,8 @@ impl Config {
         check("web.header_timeout_ms", w.header_timeout_ms, 100, 60_000)?;
         check("web.idle_timeout_s", w.idle_timeout_s, 1, 3600)?;
         check("web.max_body_bytes", w.max_body_bytes, 1024, 1 << 20)?;
-        check("web.max_peers", w.max_peers, 1, 64)?;
-        check("web.session_ttl_s", w.session_ttl_s, 60, 7 * 86_400)?;
+        check("web.max_viewers", w.max_viewers, 1, 64)?;
+        check("web.session_ttl_s", w.session_ttl_s, 1, 7 * 86_400)?;
         let a = &self.abr;
         check("abr.min_kbps", a.min_kbps, 100, 200_000)?;
         check("abr.loss_high_percent", a.loss_high_percent, 1, 100)?;

@@ -51,8 +51,11 @@ struct Cli {
     #[arg(long)]
     tcp: bool,
     /// Serve the viewer page (HTTPS) for the headset's browser [web.enabled]
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_web")]
     web: bool,
+    /// Do not serve the viewer page, whatever the configuration says [web.enabled = false]
+    #[arg(long, conflicts_with = "web_port")]
+    no_web: bool,
     /// The viewer page's port (implies --web; default 8443) [web.port]
     #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     web_port: Option<u16>,
@@ -196,6 +199,9 @@ fn overrides(cli: &Cli) -> toml::Table {
     }
     if cli.web || cli.web_port.is_some() {
         set("web", "enabled", toml::Value::Boolean(true));
+    }
+    if cli.no_web {
+        set("web", "enabled", toml::Value::Boolean(false));
     }
     if let Some(v) = &cli.web_port {
         set("web", "port", i(*v as u64));

@@ -168,7 +168,7 @@ fn web_setup(w: &mut crate::config::WebConfig, dest_ip: &str) -> Result<String> 
     server::tls_config(id).map_err(|e| anyhow!("web certificate: {e}"))?;
     if w.pin.is_empty() {
         let mut r = [0u8; 8];
-        server::fill_random(&mut r);
+        server::os_random(&mut r).map_err(|e| anyhow!("viewer page: {e} (web.enabled = false or --no-web streams without the page)"))?;
         w.pin = auth::pin_from(r);
     }
     let addr = SocketAddr::new(bind, w.port);

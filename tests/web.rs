@@ -115,10 +115,13 @@ fn start_vr_with(ns: Option<&LoopNs>, tag: &str, web_port: u16, pin: &str, frame
 fn start_vr_conf(ns: Option<&LoopNs>, tag: &str, web_port: u16, pin: &str, frames: u32, cert_dir: &std::path::Path, src: &str, extra: &[String], conf: &str) -> Vr {
     let cfg = cert_dir.join("web.toml");
     std::fs::write(&cfg, format!("[web]\ncert_dir = \"{}\"\n{conf}", cert_dir.display())).unwrap();
+    // The RTP port: `--port` in `extra` (a receiver listens there), else a free one.
     let port = free_port_pair().to_string();
+    let port_args = if extra.iter().any(|a| a == "--port") { vec![] } else { vec!["--port", port.as_str()] };
     let (wp, fr, inst) = (web_port.to_string(), frames.to_string(), instance(tag));
     let mut child = command(ns, bin())
-        .args(["--ip", "127.0.0.1", "--port", &port, "--sdp", "", "--source", src, "--loop", "--frames", &fr])
+        .args(["--ip", "127.0.0.1", "--sdp", "", "--source", src, "--loop", "--frames", &fr])
+        .args(port_args)
         .args(["--web-port", &wp, "--web-pin", pin, "--config", cfg.to_str().unwrap(), "--instance", &inst])
         .args(extra)
         .stdin(Stdio::null())
@@ -219,6 +222,15 @@ fn the_page_decodes_the_real_clip_over_the_websocket_with_webcodecs() {
     assert_eq!(v["status"], "streaming", "{v}");
     assert_eq!(v["wrongPin"], 403, "{v}");
     assert_eq!(v["wsNoToken"], 403, "{v}");
+    assert_eq!(v["wsForged"], 403, "{v}");
+    assert_eq!(v["rtcForged"], 403, "{v}");
+    // The session is an HttpOnly, Secure, SameSite=Strict cookie, and no URL the page
+    // requested carries it (or any token).
+    let c = &v["cookie"];
+    assert!(c["httpOnly"] == true && c["secure"] == true && c["sameSite"] == "Strict" && c["path"] == "/", "session cookie {c}");
+    let reqs = v["requests"].as_array().expect("the page's requests");
+    assert!(reqs.iter().any(|u| u.as_str().is_some_and(|u| u.contains("/ws"))), "{reqs:?}");
+    assert!(reqs.iter().all(|u| !u.as_str().unwrap_or("").contains("token")), "a token in a URL: {reqs:?}");
     // The decoder is configured from the stream's own SPS: x264 ultrafast at 1280x720 60 fps
     // is constrained baseline (42, constraint flags c0), level 3.2 (0x20) — not 3.1, which
     // caps 720p at 30 fps.
@@ -353,6 +365,10 @@ fn the_page_plays_the_real_clip_over_webrtc_with_playout_delay_zero() {
     assert_eq!(v["status"], "streaming", "{v}");
     assert_eq!(v["transport"], "webrtc", "{v}");
     assert_eq!(v["rtcNoToken"], 403, "{v}");
+    assert_eq!(v["rtcForged"], 403, "{v}");
+    let reqs = v["requests"].as_array().expect("the page's requests");
+    assert!(reqs.iter().any(|u| u.as_str().is_some_and(|u| u.contains("/api/webrtc"))), "{reqs:?}");
+    assert!(reqs.iter().all(|u| !u.as_str().unwrap_or("").contains("token")), "a token in a URL: {reqs:?}");
     // Frames vr-stream wrote to the peer in the window (one data-channel message each)
     // against the frames Chromium's decoder produced (inbound-rtp framesDecoded).
     let sent = v["windowReceived"].as_u64().unwrap();
@@ -477,4 +493,130 @@ fn yolo_detections_reach_the_page_and_the_headset_view() {
     assert!(o["withBoxes"].as_u64().unwrap_or(0) > 0, "no probe saw boxes in the headset view: {v}");
     assert!(o["minPixelsWithBoxes"].as_u64().unwrap() > 500, "boxes not drawn in the headset view: {o}");
     assert!(o["maxPixelsWithout"].as_u64().is_none_or(|n| n == 0), "the overlay changed pixels without boxes: {o}");
+}
+
+/// `Key:  N kB` of /proc/PID/status, kB (0 when the process is gone).
+fn status_kb(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|s| vr_stream::rt::status_field_kb(&s, key)).unwrap_or(0)
+}
+
+/// PIDs of instance `inst`'s stage `name`.
+fn stage_pids(inst: &str, name: &str) -> Vec<u32> {
+    processes_of(inst)
+        .into_iter()
+        .filter(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(&format!("stage {name} "))))
+        .collect()
+}
+
+/// One run for the flood test: vr-receive on the RTP port, vr-stream with the page, a
+/// WebRTC viewer in Chromium; with `flood`, once the viewer watches, tests/web/flood.py
+/// from another address of the namespace (2000 idle connections, then 16 loops of TLS
+/// handshake + `GET /` for 10 s) while the realtime stages' VmLck and the web stage's RSS
+/// are sampled. Returns (vr-receive's JSON, the page's, the flood's JSON, VmLck of the
+/// realtime stages before / most during, the web stage's most RSS kB).
+fn flood_run(ns: &std::sync::Arc<LoopNs>, dir: &std::path::Path, flood: bool) -> (serde_json::Value, serde_json::Value, serde_json::Value, (u64, u64), u64) {
+    let rtp = free_port_pair();
+    // The receiver at SCHED_FIFO too: its own wake-ups, not Chromium starting on the same
+    // two cores, should not be what its latency figures measure.
+    let mut rx = ns
+        .command("chrt")
+        .args(["-f", "70", env!("CARGO_BIN_EXE_vr-receive")])
+        .args(["--port", &rtp.to_string(), "--bind", "127.0.0.1", "--json", "--interval", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    // Listening: a UDP socket on the port in the namespace.
+    while !ns.command("ss").args(["-Hlun", &format!("sport = :{rtp}")]).output().is_ok_and(|o| !o.stdout.is_empty()) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "vr-receive does not listen on {rtp}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let web = free_tcp_port();
+    let extra = ["--port".to_string(), rtp.to_string()];
+    let vr = start_vr_with(Some(ns), "webflood", web, "505050", 1500, dir, &format!("file:{}", clip().display()), &extra);
+    let inst = vr.inst.clone();
+    let url = format!("https://{}:{web}/?pin=505050", ns.addr);
+    let viewer = {
+        let ns = ns.clone();
+        std::thread::spawn(move || view_in(Some(&ns), &url, 12, "stream"))
+    };
+    // The viewer is watching: the web stage counts it.
+    let ctl = wait_streaming(&inst);
+    let t0 = Instant::now();
+    while ctl.stats().web().is_none_or(|w| w.viewers == 0 || w.sent < 60) {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no viewer joined");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let realtime: Vec<u32> = ["camera", "encode", "network"].iter().flat_map(|n| stage_pids(&inst, n)).collect();
+    assert_eq!(realtime.len(), 3, "stage pids of {inst}");
+    let vmlck = || realtime.iter().map(|&p| status_kb(p, "VmLck:")).sum::<u64>();
+    let before = vmlck();
+    let web_pid = stage_pids(&inst, "web")[0];
+    let (mut most_lck, mut most_rss) = (before, status_kb(web_pid, "VmRSS:"));
+    let mut attack = serde_json::Value::Null;
+    if flood {
+        let mut f = ns
+            .command("python3")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/web/flood.py"))
+            .args([ns.addr.as_str(), &web.to_string(), &ns.addr.replace(".1", ".3"), "2000", "16", "10"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        while f.try_wait().unwrap().is_none() {
+            most_lck = most_lck.max(vmlck());
+            most_rss = most_rss.max(status_kb(web_pid, "VmRSS:"));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut out = String::new();
+        std::io::Read::read_to_string(f.stdout.as_mut().unwrap(), &mut out).unwrap();
+        attack = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("flood.py: {e}: {out}"));
+    }
+    let page = viewer.join().unwrap();
+    let err = finish(vr);
+    let out = rx.wait_with_output().unwrap();
+    assert!(out.status.success(), "vr-receive: {}", String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("vr-receive --json: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+    eprintln!("{}", err.lines().filter(|l| l.contains("[web]:")).collect::<Vec<_>>().join("\n"));
+    (j, page, attack, (before, most_lck), most_rss)
+}
+
+#[test]
+fn a_flood_on_the_web_port_costs_the_rtp_stream_nothing_and_the_web_stage_stays_bounded() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !browser_ready() {
+        return;
+    }
+    let Some(ns) = LoopNs::new("webflood", 35).map(std::sync::Arc::new) else {
+        panic!("the flood test needs a network namespace (root)");
+    };
+    // The attacker's own address: the per-address limit is not the viewer's.
+    assert!(ns.command("ip").args(["addr", "add", "127.0.35.3/24", "dev", "vb"]).status().unwrap().success());
+    let dir = tempfile::tempdir().unwrap();
+    let (quiet, _, _, _, _) = flood_run(&ns, dir.path(), false);
+    let (j, page, attack, (lck_before, lck_most), rss) = flood_run(&ns, dir.path(), true);
+    let p99 = |j: &serde_json::Value| j["latency_ms"]["p99"].as_f64().expect("latency");
+    eprintln!(
+        "quiet: p99 {:.2} ms, {} complete; flood: p99 {:.2} ms, {} complete, {} lost; attack {attack}; VmLck of the realtime stages {lck_before} -> at most {lck_most} kB; web stage RSS at most {rss} kB",
+        p99(&quiet),
+        quiet["frames"]["complete"],
+        p99(&j),
+        j["frames"]["complete"],
+        j["frames"]["lost"]
+    );
+    // The attack ran: most idle connections were reset at once, handshakes went on.
+    assert!(attack["idle_still_open"].as_u64().unwrap() <= 64, "{attack}");
+    assert!(attack["handshakes"].as_u64().unwrap() > 0, "{attack}");
+    // The RTP stream lost nothing and its p99 barely moved.
+    assert_eq!(j["frames"]["lost"], 0, "{j}");
+    assert!(j["frames"]["complete"].as_u64().unwrap() >= 1400, "{j}");
+    assert!(p99(&j) < p99(&quiet) + 1.5, "p99 {} ms under the flood against {} ms without", p99(&j), p99(&quiet));
+    // No locked memory grew in the realtime stages; the web stage's memory is bounded.
+    assert!(lck_most <= lck_before, "VmLck of the realtime stages {lck_before} -> {lck_most} kB");
+    assert!(rss < 96 * 1024, "web stage RSS {rss} kB");
+    // The viewer kept decoding during the flood.
+    assert_eq!(page["status"], "streaming", "{page}");
+    let (sent, decoded) = (page["windowReceived"].as_u64().unwrap(), page["windowRtcDecoded"].as_u64().unwrap_or(0));
+    assert!(sent >= 600 && decoded * 100 >= sent * 90, "the viewer decoded {decoded} of {sent} frames during the flood: {page}");
 }

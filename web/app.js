@@ -48,7 +48,8 @@ async function login(pin) {
     throw new Error(`too many wrong PINs: wait ${j.retry_after_s ?? 30} s`);
   }
   if (!r.ok) throw new Error('wrong PIN');
-  return (await r.json()).token;
+  // The session is an HttpOnly cookie the browser keeps and sends with /ws and
+  // /api/webrtc: no token in any URL, none readable by scripts.
 }
 
 // Detection boxes (--yolo) over the 2D view: `m` is a `detections` message (boxes in frame
@@ -203,12 +204,12 @@ function common(send) {
   return io;
 }
 
-function start(token) {
+function start() {
   state.status = 'connecting';
   $('login').style.display = 'none';
   const want = params.get('transport') || 'webrtc';
-  if (want === 'ws' || !('RTCPeerConnection' in window)) startWs(token);
-  else startRtc(token).catch((e) => {
+  if (want === 'ws' || !('RTCPeerConnection' in window)) startWs();
+  else startRtc().catch((e) => {
     if (state.status === 'connecting' || state.status === 'streaming') state.status = 'error';
     state.error = state.error || `WebRTC: ${e.message || e}`;
     $('msg').textContent = state.error;
@@ -218,7 +219,7 @@ function start(token) {
 // WebRTC: the browser depacketizes, decodes and presents; the page pairs each presented
 // frame (requestVideoFrameCallback: RTP timestamp, presentation time, decode time) with
 // the capture time vr-stream sent for that RTP timestamp over the data channel.
-async function startRtc(token) {
+async function startRtc() {
   state.transport = 'webrtc';
   const video = $('video');
   video.style.display = 'block';
@@ -285,7 +286,7 @@ async function startRtc(token) {
       setTimeout(resolve, 2000);
     });
   }
-  const r = await fetch(`/api/webrtc?token=${encodeURIComponent(token)}`, {
+  const r = await fetch('/api/webrtc', {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ sdp: pc.localDescription.sdp }),
@@ -300,13 +301,13 @@ async function startRtc(token) {
 }
 
 // WebSocket + WebCodecs.
-function startWs(token) {
+function startWs() {
   state.transport = 'ws';
   const canvas = $('view');
   canvas.style.display = 'block';
   const ctx = canvas.getContext('2d');
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-  const ws = new WebSocket(`${scheme}://${location.host}/ws?token=${encodeURIComponent(token)}`);
+  const ws = new WebSocket(`${scheme}://${location.host}/ws`);
   ws.binaryType = 'arraybuffer';
   const io = common((m) => ws.readyState === 1 && (ws.send(JSON.stringify(m)), true));
   const pending = new Map(); // chunk timestamp -> { id, capMs (server clock), tIn }
@@ -412,8 +413,8 @@ function startWs(token) {
 
 async function attempt(pin) {
   try {
-    const token = await login(pin);
-    start(token);
+    await login(pin);
+    start();
   } catch (e) {
     state.status = 'refused';
     state.error = e.message;

@@ -3,10 +3,14 @@
 //! and the random bytes, so this is tested on simulated time.
 //!
 //! Flow: the page posts the PIN to `/api/login`; a right PIN gets a token (32 hex digits,
-//! 128 random bits) that the signalling and media endpoints require; a wrong or missing
-//! one gets HTTP 403. After [`MAX_FAILURES`] wrong PINs in a row from one address, that
-//! address is refused (HTTP 429) for [`BLOCK_NS`], doubling with each further block, so a
-//! 6-digit PIN (10⁶ values) cannot be guessed from the LAN during a session.
+//! 128 bits from the OS CSPRNG, see [`super::server`]) in an `HttpOnly; Secure;
+//! SameSite=Strict` cookie, which the signalling and media endpoints require; a wrong,
+//! expired or missing one gets HTTP 403. A token lasts the session TTL given to
+//! [`Gate::new`] (`web.session_ttl_s`) and dies with the process: restarting vr-stream
+//! revokes every session. Tokens are compared in constant time (`subtle`). After
+//! [`MAX_FAILURES`] wrong PINs in a row from one address, that address is refused (HTTP
+//! 429) for [`BLOCK_NS`], doubling with each further block, so a 6-digit PIN (10⁶ values)
+//! cannot be guessed from the LAN during a session.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -19,6 +23,10 @@ pub const BLOCK_NS: u64 = 30_000_000_000;
 pub const MAX_BLOCK_NS: u64 = 3_600_000_000_000;
 /// Most tokens kept at once (oldest dropped first): a viewer logs in once per page load.
 pub const MAX_TOKENS: usize = 64;
+/// Most client addresses whose failures are remembered: beyond it the entries of
+/// addresses not blocked now are forgotten (memory stays bounded whatever the number of
+/// addresses a peer sends from).
+pub const MAX_ADDRESSES: usize = 4096;
 
 /// Why a login was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +51,9 @@ struct Failures {
 #[derive(Debug)]
 pub struct Gate {
     pin: String,
-    tokens: Vec<String>,
+    ttl_ns: u64,
+    /// (token, expiry in CLOCK_MONOTONIC ns), oldest first.
+    tokens: Vec<(String, u64)>,
     failures: HashMap<IpAddr, Failures>,
 }
 
@@ -57,15 +67,16 @@ pub fn token_from(random: [u8; 16]) -> String {
     random.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Compares without an early exit on the first differing byte.
+/// Compares in constant time for equal lengths (`subtle`; the length is not secret).
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 impl Gate {
-    /// A gate for `pin` (digits, as printed at start).
-    pub fn new(pin: String) -> Gate {
-        Gate { pin, tokens: vec![], failures: HashMap::new() }
+    /// A gate for `pin` (digits, as printed at start) whose tokens last `ttl`.
+    pub fn new(pin: String, ttl: std::time::Duration) -> Gate {
+        Gate { pin, ttl_ns: ttl.as_nanos().min(u64::MAX as u128) as u64, tokens: vec![], failures: HashMap::new() }
     }
 
     /// The PIN.
@@ -76,6 +87,9 @@ impl Gate {
     /// A login attempt from `addr` with `pin` at `now_ns`; `random` becomes the token if
     /// the PIN is right. Returns the token, or why not.
     pub fn login(&mut self, addr: IpAddr, pin: &str, now_ns: u64, random: [u8; 16]) -> Result<String, Refusal> {
+        if self.failures.len() >= MAX_ADDRESSES && !self.failures.contains_key(&addr) {
+            self.failures.retain(|_, f| f.blocked_until_ns > now_ns);
+        }
         let f = self.failures.entry(addr).or_default();
         if now_ns < f.blocked_until_ns {
             return Err(Refusal::Blocked { retry_after_ns: f.blocked_until_ns - now_ns });
@@ -92,16 +106,24 @@ impl Gate {
         }
         f.in_a_row = 0;
         let t = token_from(random);
+        self.tokens.retain(|(_, exp)| *exp > now_ns);
         if self.tokens.len() >= MAX_TOKENS {
             self.tokens.remove(0);
         }
-        self.tokens.push(t.clone());
+        self.tokens.push((t.clone(), now_ns.saturating_add(self.ttl_ns)));
         Ok(t)
     }
 
-    /// Whether `token` was handed out by [`Gate::login`] (and not dropped since).
-    pub fn allows(&self, token: &str) -> bool {
-        !token.is_empty() && self.tokens.iter().any(|t| same(t, token))
+    /// Whether `token` was handed out by [`Gate::login`], has not expired at `now_ns`
+    /// and was not dropped since. Every kept token is compared (no early exit).
+    pub fn allows(&self, token: &str, now_ns: u64) -> bool {
+        let hit = self.tokens.iter().fold(false, |acc, (t, exp)| acc | (same(t, token) & (*exp > now_ns)));
+        !token.is_empty() && hit
+    }
+
+    /// The session lifetime, s (the cookie's Max-Age).
+    pub fn ttl_s(&self) -> u64 {
+        self.ttl_ns / 1_000_000_000
     }
 }
 
@@ -109,27 +131,47 @@ impl Gate {
 mod tests {
     use super::*;
 
+    const TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
     fn ip(n: u8) -> IpAddr {
         IpAddr::from([192, 168, 1, n])
     }
 
     #[test]
     fn right_pin_gets_a_token_that_is_allowed_wrong_pin_and_forged_tokens_are_not() {
-        let mut g = Gate::new("042137".into());
+        let mut g = Gate::new("042137".into(), TTL);
         assert_eq!(g.login(ip(2), "000000", 0, [1; 16]), Err(Refusal::WrongPin));
         assert_eq!(g.login(ip(2), "", 0, [1; 16]), Err(Refusal::WrongPin));
         assert_eq!(g.login(ip(2), "42137", 0, [1; 16]), Err(Refusal::WrongPin), "leading zero matters");
         let t = g.login(ip(2), " 042137\n", 0, [0xab; 16]).unwrap();
         assert_eq!(t, "ab".repeat(16));
-        assert!(g.allows(&t));
-        assert!(!g.allows(""));
-        assert!(!g.allows(&"ac".repeat(16)));
-        assert!(!g.allows(&t[..31]));
+        assert!(g.allows(&t, 0));
+        assert!(!g.allows("", 0));
+        assert!(!g.allows(&"ac".repeat(16), 0));
+        assert!(!g.allows(&t[..31], 0));
+    }
+
+    #[test]
+    fn a_token_expires_after_the_ttl() {
+        let mut g = Gate::new("1234".into(), std::time::Duration::from_secs(2));
+        let t = g.login(ip(3), "1234", 1_000, [7; 16]).unwrap();
+        assert!(g.allows(&t, 1_000 + 1_999_999_999));
+        assert!(!g.allows(&t, 1_000 + 2_000_000_000), "expired at the TTL");
+        assert_eq!(g.ttl_s(), 2);
+    }
+
+    #[test]
+    fn the_failure_table_stays_bounded() {
+        let mut g = Gate::new("1234".into(), TTL);
+        for i in 0..(MAX_ADDRESSES as u32 * 3) {
+            let _ = g.login(IpAddr::from(i.to_be_bytes()), "0000", 0, [0; 16]);
+        }
+        assert!(g.failures.len() <= MAX_ADDRESSES);
     }
 
     #[test]
     fn five_wrong_pins_block_the_address_for_30_s_then_60_s_others_unaffected() {
-        let mut g = Gate::new("123456".into());
+        let mut g = Gate::new("123456".into(), TTL);
         for _ in 0..MAX_FAILURES {
             assert_eq!(g.login(ip(9), "111111", 1_000, [0; 16]), Err(Refusal::WrongPin));
         }
@@ -150,13 +192,13 @@ mod tests {
     fn pins_are_six_digits_and_tokens_are_capped() {
         assert_eq!(pin_from([0; 8]), "000000");
         assert_eq!(pin_from(u64::MAX.to_le_bytes()), format!("{:06}", u64::MAX % 1_000_000));
-        let mut g = Gate::new("1".into());
+        let mut g = Gate::new("1".into(), TTL);
         let first = g.login(ip(1), "1", 0, [0; 16]).unwrap();
         for i in 0..MAX_TOKENS {
             let mut r = [0u8; 16];
             r[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
             g.login(ip(1), "1", 0, r).unwrap();
         }
-        assert!(!g.allows(&first), "oldest token dropped");
+        assert!(!g.allows(&first, 0), "oldest token dropped");
     }
 }

@@ -33,8 +33,9 @@ pub mod server;
 pub mod stage;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
+use bytes::Bytes;
 use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc::error::TrySendError;
 
 /// Media message header length, bytes.
 pub const HEADER_LEN: usize = 24;
@@ -76,7 +77,7 @@ pub fn media_message(au: &[u8], keyframe: bool, frame_id: u64, capture_unix_ns: 
 
 struct Viewer {
     id: u64,
-    tx: SyncSender<Arc<Vec<u8>>>,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
     need_key: bool,
 }
 
@@ -189,10 +190,11 @@ impl Hub {
         self.count.load(Ordering::Relaxed) > 0
     }
 
-    /// Adds a viewer; returns its id and the receiving end of its queue. It gets frames
-    /// from the next IDR on, which is requested now.
-    pub fn join(&self) -> (u64, std::sync::mpsc::Receiver<Arc<Vec<u8>>>) {
-        let (tx, rx) = std::sync::mpsc::sync_channel(VIEWER_QUEUE);
+    /// Adds a viewer; returns its id and the receiving end of its queue ([`VIEWER_QUEUE`]
+    /// media messages, [`media_message`]). It gets frames from the next IDR on, which is
+    /// requested now.
+    pub fn join(&self) -> (u64, tokio::sync::mpsc::Receiver<Bytes>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(VIEWER_QUEUE);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut v = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
         v.push(Viewer { id, tx, need_key: true });
@@ -284,7 +286,7 @@ impl Hub {
             self.skipped.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let msg = Arc::new(media_message(au, keyframe, frame_id, capture_unix_ns, send_unix_ns));
+        let msg = Bytes::from(media_message(au, keyframe, frame_id, capture_unix_ns, send_unix_ns));
         viewers.retain_mut(|v| {
             if v.need_key && !keyframe {
                 self.skipped.fetch_add(1, Ordering::Relaxed);
@@ -302,7 +304,7 @@ impl Hub {
                     self.skipped.fetch_add(1, Ordering::Relaxed);
                     true
                 }
-                Err(TrySendError::Disconnected(_)) => false,
+                Err(TrySendError::Closed(_)) => false,
             }
         });
         self.count.store(viewers.len() as u64, Ordering::Relaxed);
@@ -398,7 +400,7 @@ mod tests {
         let hub = Hub::new(StreamDesc::default());
         hub.publish(b"x", false, 0, 0, 0);
         assert_eq!(hub.counters().sent, 0, "nobody watching: nothing built");
-        let (_id, rx) = hub.join();
+        let (_id, mut rx) = hub.join();
         assert!(hub.take_idr_request(), "a new viewer asks for an IDR");
         assert!(!hub.take_idr_request());
         hub.publish(b"p", false, 1, 0, 0);
@@ -412,7 +414,7 @@ mod tests {
         // The queue (VIEWER_QUEUE) is full now: the next P frame is skipped, an IDR asked for.
         assert!(hub.take_idr_request());
         hub.publish(b"p", false, 99, 0, 0);
-        let ids: Vec<u32> = rx.try_iter().map(|m| u32::from_be_bytes(m[4..8].try_into().unwrap())).collect();
+        let ids: Vec<u32> = std::iter::from_fn(|| rx.try_recv().ok()).map(|m| u32::from_be_bytes(m[4..8].try_into().unwrap())).collect();
         assert_eq!(ids, (2..2 + VIEWER_QUEUE as u32).collect::<Vec<_>>());
         hub.publish(&idr, true, 100, 0, 0);
         assert_eq!(rx.try_recv().map(|m| m[1]), Ok(1), "back at the IDR");

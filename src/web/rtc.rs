@@ -48,7 +48,9 @@ pub const STATS_INTERVAL: Duration = Duration::from_millis(100);
 /// reached us at); starts the peer's thread. Returns the answer SDP.
 ///
 /// Errors: an offer str0m cannot parse or accept, no UDP port, no thread.
-pub fn answer(offer_sdp: &str, host: IpAddr, hub: Arc<Hub>) -> Result<String, String> {
+///
+/// `slot`: the viewer's place among `web.max_viewers`, held by the peer's thread until it ends.
+pub fn answer(offer_sdp: &str, host: IpAddr, hub: Arc<Hub>, slot: super::server::ViewerSlot) -> Result<String, String> {
     let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|e| format!("the SDP offer: {e}"))?;
     // str0m's own bandwidth estimation (transport-cc, `enable_bwe`) stays off: it paces
     // media at 1.1 x its estimate, which spreads each access unit over the frame interval
@@ -68,8 +70,9 @@ pub fn answer(offer_sdp: &str, host: IpAddr, hub: Arc<Hub>) -> Result<String, St
     std::thread::Builder::new()
         .name("web-rtc".into())
         .spawn(move || {
+            let _slot = slot;
             if let Err(e) = run(rtc, sock, local, &hub) {
-                eprintln!("vr-stream[network]: WebRTC peer: {e}");
+                eprintln!("vr-stream[web]: WebRTC peer: {e}");
             }
         })
         .map_err(|e| format!("WebRTC thread: {e}"))?;
@@ -98,7 +101,7 @@ fn h264_pt(rtc: &mut Rtc, mid: Mid) -> Option<str0m::media::Pt> {
 }
 
 fn run(mut rtc: Rtc, sock: UdpSocket, local: SocketAddr, hub: &Hub) -> Result<(), String> {
-    let (id, rx) = hub.join();
+    let (id, mut rx) = hub.join();
     let mut video: Option<(Mid, str0m::media::Pt)> = None;
     let mut channel = None;
     let mut buf = vec![0u8; 2000];
@@ -130,7 +133,7 @@ fn run(mut rtc: Rtc, sock: UdpSocket, local: SocketAddr, hub: &Hub) -> Result<()
             let w = w.playout_delay(MediaTime::from_millis(0), MediaTime::from_millis(0));
             let au: Arc<[u8]> = Arc::from(&m[super::HEADER_LEN..]);
             if let Err(e) = w.write(pt, Instant::now(), MediaTime::from_90khz(ts90), au) {
-                eprintln!("vr-stream[network]: WebRTC write: {e}");
+                eprintln!("vr-stream[web]: WebRTC write: {e}");
             }
             if let Some(cid) = channel
                 && let Some(mut ch) = rtc.channel(cid)
@@ -155,7 +158,7 @@ fn run(mut rtc: Rtc, sock: UdpSocket, local: SocketAddr, hub: &Hub) -> Result<()
                             video = Some((m.mid, pt));
                             hub.request_idr();
                         } else {
-                            eprintln!("vr-stream[network]: WebRTC peer offered no H.264 packetization-mode 1");
+                            eprintln!("vr-stream[web]: WebRTC peer offered no H.264 packetization-mode 1");
                         }
                     }
                     Event::KeyframeRequest(_) => {
@@ -179,7 +182,7 @@ fn run(mut rtc: Rtc, sock: UdpSocket, local: SocketAddr, hub: &Hub) -> Result<()
                         };
                         let fb = Feedback { arrival_ns: monotonic_ns(), block, rtt_ns: st.rtt.map(|d| d.as_nanos() as u64) };
                         if let Some(ch) = a.on_report(fb) {
-                            eprintln!("vr-stream[network]: WebRTC peer {id}: {ch}");
+                            eprintln!("vr-stream[web]: WebRTC peer {id}: {ch}");
                             hub.set_target(id, Some(ch.to_kbps));
                         }
                     }

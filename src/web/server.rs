@@ -1,23 +1,44 @@
-//! The HTTPS server: one thread accepting, one thread per connection (a handful of
-//! viewers, not a web farm). TLS by rustls (aws-lc-rs); plain HTTP is answered only for
-//! peers on the loopback interface. HTTP/1.1 request heads are parsed by `httparse`, the
-//! WebSocket framing is `tungstenite`'s.
+//! The HTTPS server of the web stage: hyper (HTTP/1.1) with axum's router and WebSocket,
+//! TLS by tokio-rustls (aws-lc-rs), on a current-thread tokio runtime in one thread of the
+//! web stage. Plain HTTP is answered only for peers on the loopback interface.
 //!
 //! Routes: `GET /` (the page), `GET /<module>.js` (its ES modules), `POST /api/login`
-//! (`{"pin": "123456"}` → `{"token": "…"}`, 403 wrong PIN, 429 blocked), `GET /ws?token=T`
-//! (WebSocket: media and JSON, see [`super`]; 403 without a valid token), `POST
-//! /api/webrtc?token=T` (`{"sdp": offer}` → `{"type": "answer", "sdp": answer}`, see
-//! [`super::rtc`]; 403 without a valid token). Anything else 404.
+//! (`{"pin": "123456"}` → 200 with the session cookie [`COOKIE`] (`HttpOnly; Secure;
+//! SameSite=Strict`, Max-Age = `web.session_ttl_s`) and `{"expires_s": N}`, 403 wrong PIN,
+//! 429 blocked), `GET /ws` (WebSocket: media and JSON, see [`super`]) and `POST
+//! /api/webrtc` (`{"sdp": offer}` → `{"type": "answer", "sdp": answer}`, see
+//! [`super::rtc`]), both 403 without a valid, unexpired session cookie and 503 beyond
+//! `web.max_viewers` viewers. Anything else 404 (405 for a known path with another method).
+//!
+//! Whoever reaches the port is untrusted, so every resource a peer can make this process
+//! use is bounded (`[web]` keys, `config/default.toml`):
+//! - connections open at once, in all (`max_connections`) and per client address
+//!   (`max_connections_per_address`): one more is reset at accept, before any byte is read
+//!   or any task exists for it;
+//! - the TLS handshake and each request head must arrive within `header_timeout_ms`
+//!   (also the idle time allowed between requests on a keep-alive connection: hyper's
+//!   header read timeout starts when the previous response is written); a whole request
+//!   (body included) within the same time again;
+//! - request bodies up to `max_body_bytes`; hyper's read buffer to [`MAX_BUF`];
+//! - viewers (WebSocket and WebRTC) up to `max_viewers`, each with a queue of
+//!   [`super::VIEWER_QUEUE`] access units; a WebSocket whose page sent nothing for
+//!   `idle_timeout_s` is closed (pages send a ping every second).
 
 use super::auth::{Gate, Refusal};
 use super::Hub;
-use crate::rt::{monotonic_ns, realtime_ns};
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use crate::rt::monotonic_ns;
+use axum::body::{Body, Bytes};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Extension, State};
+use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tungstenite::protocol::{Role, WebSocket};
-use tungstenite::Message;
 
 /// The page and its modules, compiled in (`web/` in the repository).
 const ASSETS: &[(&str, &str, &str)] = &[
@@ -29,23 +50,133 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("/boxes.js", "text/javascript; charset=utf-8", include_str!("../../web/boxes.js")),
 ];
 
-/// Largest request head, bytes.
-const MAX_HEAD: usize = 16 << 10;
-/// Largest request body (login), bytes.
-const MAX_BODY: usize = 4 << 10;
-/// Largest WebRTC offer (JSON around the SDP), bytes; Chromium's are 4–10 kB.
-const MAX_SDP: usize = 64 << 10;
-/// How long a viewer's thread waits on its socket for a page message between frames.
-const READ_SLICE: Duration = Duration::from_millis(1);
+/// The session cookie's name.
+pub const COOKIE: &str = "vrs_session";
+/// hyper's largest read buffer per connection, bytes (its minimum is 8192; the default
+/// ~400 kB would let each connection hold that much).
+pub const MAX_BUF: usize = 16 << 10;
+/// Largest message a page may send on the WebSocket, bytes (its JSON is under 1 kB).
+pub const MAX_WS_MESSAGE: usize = 64 << 10;
+/// Bytes queued for one WebSocket before a send waits (then the hub skips its frames).
+pub const MAX_WS_WRITE_BUFFER: usize = 4 << 20;
 
-/// Everything a connection thread needs.
-pub struct Shared {
+/// The limits of [`config::WebConfig`](crate::config::WebConfig), in units.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections open at once.
+    pub connections: usize,
+    /// Connections open at once from one address.
+    pub per_address: usize,
+    /// TLS handshake and each request head (and a whole request) must take less.
+    pub header_timeout: Duration,
+    /// A WebSocket whose page sent nothing this long is closed.
+    pub idle_timeout: Duration,
+    /// Largest request body, bytes.
+    pub max_body: usize,
+    /// Viewers at once (WebSocket + WebRTC).
+    pub viewers: usize,
+}
+
+impl Limits {
+    /// From the `[web]` configuration.
+    pub fn from_config(w: &crate::config::WebConfig) -> Limits {
+        Limits {
+            connections: w.max_connections as usize,
+            per_address: w.max_connections_per_address as usize,
+            header_timeout: Duration::from_millis(w.header_timeout_ms as u64),
+            idle_timeout: Duration::from_secs(w.idle_timeout_s as u64),
+            max_body: w.max_body_bytes as usize,
+            viewers: w.max_viewers as usize,
+        }
+    }
+}
+
+/// Open connections, in all and per client address.
+#[derive(Default)]
+struct Admission {
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One admitted connection; frees its place when dropped.
+struct Admitted {
+    app: Arc<App>,
+    ip: IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut g = self.app.admission.open.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 -= 1;
+        if let Some(n) = g.1.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                g.1.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A viewer's place (of [`Limits::viewers`]); freed when dropped.
+pub struct ViewerSlot(Arc<AtomicUsize>);
+
+impl Drop for ViewerSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Everything the server's tasks share.
+pub struct App {
     /// rustls configuration (certificate and key loaded).
     pub tls: Arc<rustls::ServerConfig>,
-    /// PIN and tokens.
+    /// PIN and sessions.
     pub gate: Mutex<Gate>,
     /// The stream.
     pub hub: Arc<Hub>,
+    /// The limits in force.
+    pub limits: Limits,
+    admission: Admission,
+    viewers: Arc<AtomicUsize>,
+    /// Connections reset at accept because a limit was reached.
+    pub limited: AtomicU64,
+}
+
+impl App {
+    /// The server's state for `hub` with `gate` and `limits`.
+    pub fn new(tls: Arc<rustls::ServerConfig>, gate: Gate, hub: Arc<Hub>, limits: Limits) -> Arc<App> {
+        Arc::new(App { tls, gate: Mutex::new(gate), hub, limits, admission: Admission::default(), viewers: Arc::default(), limited: AtomicU64::new(0) })
+    }
+
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
+        let mut g = self.admission.open.lock().unwrap_or_else(|e| e.into_inner());
+        let per = g.1.get(&ip).copied().unwrap_or(0);
+        if g.0 >= self.limits.connections || per >= self.limits.per_address {
+            return None;
+        }
+        g.0 += 1;
+        *g.1.entry(ip).or_insert(0) += 1;
+        Some(Admitted { app: self.clone(), ip })
+    }
+
+    /// A viewer's place, or `None` when [`Limits::viewers`] are watching.
+    pub fn viewer_slot(&self) -> Option<ViewerSlot> {
+        let n = self.viewers.fetch_add(1, Ordering::AcqRel);
+        let slot = ViewerSlot(self.viewers.clone());
+        (n < self.limits.viewers).then_some(slot)
+    }
+
+    /// Connections open now.
+    pub fn connections(&self) -> usize {
+        self.admission.open.lock().map(|g| g.0).unwrap_or(0)
+    }
+}
+
+/// What a request's connection is (inserted into each request's extensions).
+#[derive(Debug, Clone, Copy)]
+struct Conn {
+    peer: SocketAddr,
+    local: SocketAddr,
+    tls: bool,
 }
 
 /// A rustls server configuration for `id` (TLS 1.2 and 1.3, ALPN http/1.1).
@@ -63,260 +194,285 @@ pub fn tls_config(id: super::cert::Identity) -> Result<Arc<rustls::ServerConfig>
     Ok(Arc::new(c))
 }
 
-/// Binds `addr` and serves from a background thread.
+/// Fills `b` from the OS CSPRNG (getrandom(2) through the `getrandom` crate).
 ///
-/// Errors: the address cannot be bound (in use, no permission), naming it.
-pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> Result<(), String> {
-    let l = TcpListener::bind(addr).map_err(|e| format!("web server on {addr}: {e}"))?;
+/// Errors: the OS random source failed; the caller refuses to make a PIN or token
+/// without it (there is no fallback).
+pub fn os_random(b: &mut [u8]) -> Result<(), String> {
+    getrandom::fill(b).map_err(|e| format!("the OS random source failed ({e}): no PIN or session token can be made without it"))
+}
+
+/// Binds `addr` and serves `app` from a thread of its own (a current-thread tokio runtime).
+///
+/// Errors: the address cannot be bound (in use, no permission), naming it; no runtime.
+pub fn start(addr: SocketAddr, app: Arc<App>) -> Result<(), String> {
+    let l = std::net::TcpListener::bind(addr).map_err(|e| format!("web server on {addr}: {e}"))?;
+    l.set_nonblocking(true).map_err(|e| format!("web server on {addr}: {e}"))?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("web server runtime: {e}"))?;
     std::thread::Builder::new()
-        .name("web-accept".into())
+        .name("web-http".into())
         .spawn(move || {
-            for c in l.incoming() {
-                let Ok(c) = c else { continue };
-                let sh = shared.clone();
-                let _ = std::thread::Builder::new().name("web-conn".into()).spawn(move || {
-                    let _ = connection(c, sh);
-                });
-            }
+            rt.block_on(async move {
+                match tokio::net::TcpListener::from_std(l) {
+                    Ok(l) => accept_loop(l, app).await,
+                    Err(e) => eprintln!("vr-stream[web]: {addr}: {e}"),
+                }
+            })
         })
         .map_err(|e| format!("web server thread: {e}"))?;
     Ok(())
 }
 
-fn connection(tcp: TcpStream, sh: Arc<Shared>) -> std::io::Result<()> {
-    let peer = tcp.peer_addr()?;
+async fn accept_loop(listener: tokio::net::TcpListener, app: Arc<App>) {
+    let router = router(app.clone());
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(_) => {
+                // Out of file descriptors or a peer gone before accept: try again soon.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let Some(admitted) = app.admit(peer.ip()) else {
+            // Reset (SO_LINGER 0): no FIN_WAIT state kept for a peer over the limit.
+            let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
+            app.limited.fetch_add(1, Ordering::Relaxed);
+            drop(tcp);
+            continue;
+        };
+        let router = router.clone();
+        tokio::spawn(async move {
+            let _ = connection(tcp, peer, admitted, router).await;
+        });
+    }
+}
+
+async fn connection(tcp: tokio::net::TcpStream, peer: SocketAddr, admitted: Admitted, router: Router) -> std::io::Result<()> {
+    let app = admitted.app.clone();
+    let head = app.limits.header_timeout;
     let _ = tcp.set_nodelay(true);
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let local = tcp.local_addr()?;
     let mut first = [0u8; 1];
-    if tcp.peek(&mut first)? == 0 {
+    let timed_out = |_| std::io::Error::from(std::io::ErrorKind::TimedOut);
+    if tokio::time::timeout(head, tcp.peek(&mut first)).await.map_err(timed_out)?? == 0 {
         return Ok(());
     }
     // A TLS record starts with 0x16 (handshake).
     if first[0] == 0x16 {
-        let conn = rustls::ServerConnection::new(sh.tls.clone()).map_err(std::io::Error::other)?;
-        let sock = tcp.try_clone()?;
-        let mut s = rustls::StreamOwned::new(conn, tcp);
-        serve(&mut s, &sock, peer.ip(), &sh, true)
+        let acceptor = tokio_rustls::TlsAcceptor::from(app.tls.clone());
+        let tls = tokio::time::timeout(head, acceptor.accept(tcp)).await.map_err(timed_out)??;
+        http(hyper_util::rt::TokioIo::new(tls), Conn { peer, local, tls: true }, &app, router).await
     } else if peer.ip().is_loopback() {
-        let sock = tcp.try_clone()?;
-        let mut s = tcp;
-        serve(&mut s, &sock, peer.ip(), &sh, false)
+        http(hyper_util::rt::TokioIo::new(tcp), Conn { peer, local, tls: false }, &app, router).await
     } else {
-        let mut s = tcp;
-        respond(&mut s, 403, "text/plain", b"plain HTTP is served on localhost only: use https://\n", &[])
+        use tokio::io::AsyncWriteExt;
+        let body = "plain HTTP is served on localhost only: use https://\n";
+        let mut tcp = tcp;
+        let reply = format!("HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        tokio::time::timeout(head, tcp.write_all(reply.as_bytes())).await.map_err(timed_out)?
     }
 }
 
-fn respond<S: Write>(s: &mut S, code: u16, ctype: &str, body: &[u8], extra: &[(&str, String)]) -> std::io::Result<()> {
-    let reason = match code {
-        200 => "OK",
-        204 => "No Content",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        429 => "Too Many Requests",
-        _ => "Error",
-    };
-    let mut head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in extra {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes())?;
-    s.write_all(body)?;
-    s.flush()
+async fn http<I>(io: hyper_util::rt::TokioIo<I>, conn: Conn, app: &App, router: Router) -> std::io::Result<()>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tower::ServiceExt;
+    let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(conn);
+        router.clone().oneshot(req)
+    });
+    hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(app.limits.header_timeout)
+        .max_buf_size(MAX_BUF)
+        .serve_connection(io, svc)
+        .with_upgrades()
+        .await
+        .map_err(std::io::Error::other)
 }
 
-/// Whether the request's `?token=` names a live session; a refusal is counted.
-fn authorized(sh: &Shared, path: &str) -> bool {
-    let token = query_param(path, "token").unwrap_or("");
-    let ok = sh.gate.lock().map(|g| g.allows(token)).unwrap_or(false);
+fn router(app: Arc<App>) -> Router {
+    let mut r = Router::new()
+        .route("/api/login", post(login))
+        .route("/api/webrtc", post(webrtc))
+        .route("/ws", get(ws))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }));
+    for &(path, ctype, body) in ASSETS {
+        r = r.route(
+            path,
+            get(move |Extension(c): Extension<Conn>| async move {
+                let mut h = vec![(header::CONTENT_TYPE, ctype), (header::CACHE_CONTROL, "no-store")];
+                if c.tls {
+                    h.push((header::STRICT_TRANSPORT_SECURITY, "max-age=0"));
+                }
+                (h.into_iter().map(|(k, v)| (k, HeaderValue::from_static(v))).collect::<HeaderMap>(), body)
+            }),
+        );
+    }
+    let limit = app.limits.max_body;
+    r.fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .layer(axum::middleware::from_fn_with_state(app.clone(), whole_request_timeout))
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .with_state(app)
+}
+
+/// A whole request (head and body) gets [`Limits::header_timeout`] to be handled; a
+/// WebSocket's life after its 101 is not a request and is not limited by it.
+async fn whole_request_timeout(State(app): State<Arc<App>>, req: Request<Body>, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(app.limits.header_timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => (StatusCode::REQUEST_TIMEOUT, "request took too long\n").into_response(),
+    }
+}
+
+fn text(code: StatusCode, msg: &'static str) -> Response {
+    (code, [(header::CACHE_CONTROL, "no-store")], msg).into_response()
+}
+
+/// The session token in the request's [`COOKIE`], if any. The `Cookie` header is parsed by
+/// the `cookie` crate (RFC 6265 §5.4 pairs).
+fn session_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == COOKIE)
+        .map(|c| c.value().to_string())
+}
+
+/// Whether the request carries a live session; a refusal is counted.
+fn authorized(app: &App, headers: &HeaderMap) -> bool {
+    let token = session_token(headers).unwrap_or_default();
+    let ok = app.gate.lock().map(|g| g.allows(&token, monotonic_ns())).unwrap_or(false);
     if !ok {
-        sh.hub.refused();
+        app.hub.refused();
     }
     ok
 }
 
-fn query_param<'a>(path: &'a str, key: &str) -> Option<&'a str> {
-    path.split_once('?')?.1.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v))
-}
+const NO_SESSION: &str = "no valid session: log in with the PIN first\n";
+const TOO_MANY: &str = "too many viewers: close another one first\n";
 
-/// One request (then the connection closes, or becomes a WebSocket).
-fn serve<S: Read + Write>(s: &mut S, sock: &TcpStream, peer: IpAddr, sh: &Shared, tls: bool) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(2048);
-    let mut chunk = [0u8; 2048];
-    let head_len = loop {
-        let n = s.read(&mut chunk)?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p + 4;
-        }
-        if buf.len() > MAX_HEAD {
-            return respond(s, 400, "text/plain", b"request head too large\n", &[]);
-        }
+async fn login(State(app): State<Arc<App>>, Extension(c): Extension<Conn>, body: Bytes) -> Response {
+    let pin = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v["pin"].as_str().map(str::to_string)).unwrap_or_default();
+    let mut random = [0u8; 16];
+    if let Err(e) = os_random(&mut random) {
+        eprintln!("vr-stream[web]: login from {}: {e}", c.peer);
+        return text(StatusCode::SERVICE_UNAVAILABLE, "no random source: cannot make a session\n");
+    }
+    let (r, ttl) = {
+        let mut g = app.gate.lock().unwrap_or_else(|e| e.into_inner());
+        (g.login(c.peer.ip(), &pin, monotonic_ns(), random), g.ttl_s())
     };
-    let mut headers = [httparse::EMPTY_HEADER; 48];
-    let mut req = httparse::Request::new(&mut headers);
-    if !matches!(req.parse(&buf[..head_len]), Ok(httparse::Status::Complete(_))) {
-        return respond(s, 400, "text/plain", b"malformed request\n", &[]);
-    }
-    let method = req.method.unwrap_or("").to_string();
-    let path = req.path.unwrap_or("/").to_string();
-    let header = |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| String::from_utf8_lossy(h.value).into_owned());
-    let route = path.split('?').next().unwrap_or("/");
-    match (method.as_str(), route) {
-        ("GET", "/ws") => {
-            if !authorized(sh, &path) {
-                return respond(s, 403, "text/plain", b"no valid session: log in with the PIN first\n", &[]);
-            }
-            let Some(key) = header("Sec-WebSocket-Key") else {
-                return respond(s, 400, "text/plain", b"expected a WebSocket upgrade\n", &[]);
-            };
-            let accept = tungstenite::handshake::derive_accept_key(key.trim().as_bytes());
-            let head = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
-            s.write_all(head.as_bytes())?;
-            s.flush()?;
-            // Bytes after the head (a page sending before our 101) belong to the socket.
-            viewer(s, sock, sh, buf[head_len..].to_vec())
+    match r {
+        Ok(token) => {
+            let cookie = cookie::Cookie::build((COOKIE, token))
+                .http_only(true)
+                .secure(true)
+                .same_site(cookie::SameSite::Strict)
+                .path("/")
+                .max_age(cookie::time::Duration::seconds(ttl as i64))
+                .build();
+            let set = HeaderValue::from_str(&cookie.to_string()).unwrap_or(HeaderValue::from_static(""));
+            let body = serde_json::json!({ "expires_s": ttl }).to_string();
+            (StatusCode::OK, [(header::SET_COOKIE, set), (header::CONTENT_TYPE, HeaderValue::from_static("application/json")), (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))], body).into_response()
         }
-        ("POST", "/api/webrtc") => {
-            if !authorized(sh, &path) {
-                return respond(s, 403, "text/plain", b"no valid session: log in with the PIN first\n", &[]);
-            }
-            let len: usize = header("Content-Length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-            let Some(body) = read_body(s, &buf[head_len..], len, MAX_SDP)? else {
-                return respond(s, 400, "text/plain", b"body too large\n", &[]);
-            };
-            let Some(offer) = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v["sdp"].as_str().map(str::to_string)) else {
-                return respond(s, 400, "text/plain", b"expected {\"sdp\": \"<SDP offer>\"}\n", &[]);
-            };
-            // The peer's UDP socket on the address the page reached us at.
-            let host = sock.local_addr()?.ip();
-            match super::rtc::answer(&offer, host, sh.hub.clone()) {
-                Ok(answer) => respond(s, 200, "application/json", serde_json::json!({ "type": "answer", "sdp": answer }).to_string().as_bytes(), &[]),
-                Err(e) => {
-                    eprintln!("vr-stream[network]: WebRTC offer from {peer}: {e}");
-                    respond(s, 400, "text/plain", format!("{e}\n").as_bytes(), &[])
-                }
-            }
+        Err(Refusal::WrongPin) => {
+            app.hub.refused();
+            (StatusCode::FORBIDDEN, [(header::CONTENT_TYPE, "application/json")], r#"{"error":"wrong PIN"}"#).into_response()
         }
-        ("POST", "/api/login") => {
-            let len: usize = header("Content-Length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-            let Some(body) = read_body(s, &buf[head_len..], len, MAX_BODY)? else {
-                return respond(s, 400, "text/plain", b"body too large\n", &[]);
-            };
-            let pin = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v["pin"].as_str().map(str::to_string)).unwrap_or_default();
-            let mut random = [0u8; 16];
-            fill_random(&mut random);
-            let r = sh.gate.lock().map_err(|_| std::io::Error::other("gate poisoned"))?.login(peer, &pin, monotonic_ns(), random);
-            match r {
-                Ok(token) => respond(s, 200, "application/json", serde_json::json!({ "token": token }).to_string().as_bytes(), &[]),
-                Err(Refusal::WrongPin) => {
-                    sh.hub.refused();
-                    respond(s, 403, "application/json", br#"{"error":"wrong PIN"}"#, &[])
-                }
-                Err(Refusal::Blocked { retry_after_ns }) => {
-                    sh.hub.refused();
-                    let secs = retry_after_ns.div_ceil(1_000_000_000);
-                    let body = serde_json::json!({ "error": "too many wrong PINs", "retry_after_s": secs }).to_string();
-                    respond(s, 429, "application/json", body.as_bytes(), &[("Retry-After", secs.to_string())])
-                }
-            }
-        }
-        ("GET", "/favicon.ico") => respond(s, 204, "image/x-icon", b"", &[]),
-        ("GET", _) => match ASSETS.iter().find(|(p, _, _)| *p == route) {
-            Some((_, ctype, body)) => {
-                let mut extra = vec![];
-                if tls {
-                    extra.push(("Strict-Transport-Security", "max-age=0".to_string()));
-                }
-                respond(s, 200, ctype, body.as_bytes(), &extra)
-            }
-            None => respond(s, 404, "text/plain", b"not found\n", &[]),
-        },
-        _ => respond(s, 405, "text/plain", b"method not allowed\n", &[]),
-    }
-}
-
-/// The request body of `len` bytes (`early`: what came with the head); `None` if `len`
-/// is over `max`. A body cut short by the peer is returned as far as it came.
-fn read_body<S: Read>(s: &mut S, early: &[u8], len: usize, max: usize) -> std::io::Result<Option<Vec<u8>>> {
-    if len > max {
-        return Ok(None);
-    }
-    let mut body = early.to_vec();
-    let mut chunk = [0u8; 2048];
-    while body.len() < len {
-        let n = s.read(&mut chunk)?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    body.truncate(len);
-    Ok(Some(body))
-}
-
-/// Fills `b` from the kernel's random source (getrandom(2)); the time as a last resort.
-pub fn fill_random(b: &mut [u8]) {
-    // SAFETY: getrandom writes at most b.len() bytes into the buffer we own.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr() as *mut libc::c_void, b.len(), 0) };
-    if n != b.len() as isize {
-        let t = realtime_ns() ^ monotonic_ns().rotate_left(29);
-        for (i, x) in b.iter_mut().enumerate() {
-            *x = (t >> ((i % 8) * 8)) as u8 ^ (i as u8).wrapping_mul(151);
+        Err(Refusal::Blocked { retry_after_ns }) => {
+            app.hub.refused();
+            let secs = retry_after_ns.div_ceil(1_000_000_000);
+            let body = serde_json::json!({ "error": "too many wrong PINs", "retry_after_s": secs }).to_string();
+            (StatusCode::TOO_MANY_REQUESTS, [(header::CONTENT_TYPE, "application/json".to_string()), (header::RETRY_AFTER, secs.to_string())], body).into_response()
         }
     }
 }
 
-/// A logged-in page: media out as it comes, page messages in between.
-fn viewer<S: Read + Write>(s: &mut S, sock: &TcpStream, sh: &Shared, early: Vec<u8>) -> std::io::Result<()> {
-    sock.set_read_timeout(Some(READ_SLICE))?;
-    let mut ws = WebSocket::from_partially_read(s, early, Role::Server, None);
-    if ws.send(Message::text(sh.hub.hello())).is_err() {
-        return Ok(());
+async fn webrtc(State(app): State<Arc<App>>, Extension(c): Extension<Conn>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&app, &headers) {
+        return text(StatusCode::FORBIDDEN, NO_SESSION);
     }
-    let (id, rx) = sh.hub.join();
+    let Some(offer) = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v["sdp"].as_str().map(str::to_string)) else {
+        return text(StatusCode::BAD_REQUEST, "expected {\"sdp\": \"<SDP offer>\"}\n");
+    };
+    let Some(slot) = app.viewer_slot() else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, TOO_MANY);
+    };
+    // The peer's UDP socket on the address the page reached us at.
+    match super::rtc::answer(&offer, c.local.ip(), app.hub.clone(), slot) {
+        Ok(answer) => axum::Json(serde_json::json!({ "type": "answer", "sdp": answer })).into_response(),
+        Err(e) => {
+            eprintln!("vr-stream[web]: WebRTC offer from {}: {e}", c.peer);
+            (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
+        }
+    }
+}
+
+async fn ws(State(app): State<Arc<App>>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+    if !authorized(&app, &headers) {
+        return text(StatusCode::FORBIDDEN, NO_SESSION);
+    }
+    let Some(slot) = app.viewer_slot() else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, TOO_MANY);
+    };
+    upgrade
+        .max_message_size(MAX_WS_MESSAGE)
+        .max_frame_size(MAX_WS_MESSAGE)
+        .max_write_buffer_size(MAX_WS_WRITE_BUFFER)
+        .on_upgrade(move |socket| viewer(socket, app, slot))
+}
+
+/// A logged-in page on the WebSocket: media out as it comes, page messages in between.
+async fn viewer(mut ws: WebSocket, app: Arc<App>, _slot: ViewerSlot) {
+    let hub = app.hub.clone();
+    if ws.send(Message::text(hub.hello())).await.is_err() {
+        return;
+    }
+    let (id, mut rx) = hub.join();
     let mut det_seen = 0u64;
-    let end = loop {
-        if let Some((n, m)) = sh.hub.detections_after(det_seen) {
+    let idle = app.limits.idle_timeout;
+    let mut last_heard = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        if let Some((n, m)) = hub.detections_after(det_seen) {
             det_seen = n;
-            if ws.send(Message::text(m.as_str())).is_err() {
-                break Ok(());
+            if ws.send(Message::text(m.as_str())).await.is_err() {
+                break;
             }
         }
-        match rx.recv_timeout(Duration::from_millis(2)) {
-            Ok(m) => {
-                if ws.send(Message::binary(m.as_slice().to_vec())).is_err() {
-                    break Ok(());
-                }
-                // Drain what queued meanwhile before reading.
-                continue;
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break Ok(()),
-        }
-        match ws.read() {
-            Ok(Message::Text(t)) => {
-                if let Some(reply) = sh.hub.page_message(t.as_bytes())
-                    && ws.send(Message::text(reply)).is_err()
-                {
-                    break Ok(());
+        tokio::select! {
+            m = rx.recv() => {
+                let Some(m) = m else { break };
+                if ws.send(Message::Binary(m)).await.is_err() {
+                    break;
                 }
             }
-            Ok(Message::Close(_)) => break Ok(()),
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-            Err(_) => break Ok(()),
+            msg = ws.recv() => {
+                last_heard = tokio::time::Instant::now();
+                match msg {
+                    Some(Ok(Message::Text(t))) => {
+                        if let Some(reply) = hub.page_message(t.as_bytes())
+                            && ws.send(Message::text(reply)).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                }
+            }
+            _ = tick.tick() => {
+                if last_heard.elapsed() > idle {
+                    break;
+                }
+            }
         }
-    };
-    sh.hub.leave(id);
-    end
+    }
+    hub.leave(id);
 }

@@ -41,7 +41,7 @@ const STATS_EVERY_NS: u64 = 250_000_000;
 pub fn run(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, queue: &BitstreamQueue) -> Result<(), String> {
     // Scheduling first: the server's threads inherit this thread's CPUs and nice value.
     go_realtime(StageKind::Web, cfg, slot)?;
-    let hub = start(cfg, &fmt, ctl)?;
+    let (hub, app) = start(cfg, &fmt, ctl)?;
     ctl.set_web_target(None);
     ctl.stats().set_web(&WebStats::default());
     let mut reader = queue.reader();
@@ -108,7 +108,8 @@ pub fn run(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
     let page = hub.report().map_or("no page report".to_string(), |r| {
         format!("page decoded {}, capture->decoded p50 {:.1} p99 {:.1} ms, decode {:.1} ms, {:.1} fps", r.decoded, r.latency_p50_ms, r.latency_p99_ms, r.decode_ms, r.fps)
     });
-    eprintln!("vr-stream[web]: {} access units to viewers, {} skipped, {} refused; {page}", c.sent, c.skipped, c.refused);
+    let limited = app.limited.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("vr-stream[web]: {} access units to viewers, {} skipped, {} refused, {limited} connections reset at a limit; {page}", c.sent, c.skipped, c.refused);
     Ok(())
 }
 
@@ -119,7 +120,7 @@ fn stats_of(hub: &Hub) -> WebStats {
 
 /// Starts the HTTPS server with the certificate, key and PIN the supervisor resolved into
 /// `cfg.web`; returns the hub the viewers join.
-fn start(cfg: &Config, fmt: &SourceFormat, ctl: &Control) -> Result<Arc<Hub>, String> {
+fn start(cfg: &Config, fmt: &SourceFormat, ctl: &Control) -> Result<(Arc<Hub>, Arc<server::App>), String> {
     let w = &cfg.web;
     let (c, k) = (std::path::Path::new(&w.cert), std::path::Path::new(&w.key));
     let id = cert::load_or_create(Some(c), Some(k), &cert::default_dir(), &[]).map_err(|e| format!("web certificate: {e}"))?;
@@ -129,8 +130,11 @@ fn start(cfg: &Config, fmt: &SourceFormat, ctl: &Control) -> Result<Arc<Hub>, St
     if cfg.abr.enabled {
         hub.set_abr(cfg.abr.params(cfg.encoder.bitrate_kbps));
     }
-    let shared = Arc::new(server::Shared { tls: server::tls_config(id)?, gate: std::sync::Mutex::new(Gate::new(w.pin.clone())), hub: hub.clone() });
+    // No session without the OS CSPRNG: find out now rather than at the first login.
+    server::os_random(&mut [0u8; 16])?;
+    let gate = Gate::new(w.pin.clone(), Duration::from_secs(w.session_ttl_s as u64));
+    let app = server::App::new(server::tls_config(id)?, gate, hub.clone(), server::Limits::from_config(w));
     let ip: IpAddr = w.bind.parse().map_err(|_| format!("web.bind {:?} is not an IP address", w.bind))?;
-    server::start(SocketAddr::new(ip, w.port), shared)?;
-    Ok(hub)
+    server::start(SocketAddr::new(ip, w.port), app.clone())?;
+    Ok((hub, app))
 }

@@ -11,7 +11,9 @@
 //                                         then straight again, then the trigger pressed:
 //                                         the eye-centre pixels after each
 // Also, in every mode: the server's answers to a wrong PIN, to a WebSocket upgrade and to
-// a WebRTC offer without a valid token (HTTP status codes), from Node's own HTTPS client.
+// a WebRTC offer with no session cookie and with a forged one (HTTP status codes), from
+// Node's own HTTPS client; the URLs the page requested (`requests`) and the session
+// cookie's attributes as the browser stored them (`cookie`).
 // The page's transport is WebRTC unless the URL says ?transport=ws.
 import { chromium } from 'playwright-core';
 import https from 'node:https';
@@ -47,15 +49,13 @@ const wrongPin = await request('/api/login', {
   headers: { 'Content-Type': 'application/json' },
   body: JSON.stringify({ pin: '000000x' }),
 });
-const wsNoToken = await request('/ws?token=0123456789abcdef0123456789abcdef', {
-  headers: { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==' },
-});
-
-const rtcNoToken = await request('/api/webrtc?token=0123456789abcdef0123456789abcdef', {
-  method: 'POST',
-  headers: { 'Content-Type': 'application/json' },
-  body: JSON.stringify({ sdp: 'v=0\r\n' }),
-});
+const upgrade = { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==' };
+const forged = { Cookie: 'vrs_session=0123456789abcdef0123456789abcdef' };
+const wsNoToken = await request('/ws', { headers: upgrade });
+const wsForged = await request('/ws', { headers: { ...upgrade, ...forged } });
+const offer = { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ sdp: 'v=0\r\n' }) };
+const rtcNoToken = await request('/api/webrtc', offer);
+const rtcForged = await request('/api/webrtc', { ...offer, headers: { ...offer.headers, ...forged } });
 
 // Detection boxes drawn on the 2D overlay: non-transparent pixels of #boxes now.
 function boxPixels(page) {
@@ -82,7 +82,8 @@ const browser = await chromium.launch({
     '--disable-sync',
   ],
 });
-const out = { wrongPin, wsNoToken, rtcNoToken };
+const out = { wrongPin, wsNoToken, wsForged, rtcNoToken, rtcForged };
+const requests = [];
 try {
   const ctx = await browser.newContext({ ignoreHTTPSErrors: true });
   if (xr) {
@@ -103,6 +104,8 @@ try {
   const log = [];
   page.on('console', (m) => log.push(m.text()));
   page.on('pageerror', (e) => log.push(String(e)));
+  page.on('request', (r) => requests.length < 200 && requests.push(r.url()));
+  page.on('websocket', (w) => requests.length < 200 && requests.push(w.url()));
   await page.goto(url);
   if (xr) {
     await page.waitForFunction(() => window.__vr && window.__vr.status === 'streaming', null, { timeout: 30000 });
@@ -180,6 +183,9 @@ try {
   // For a person looking at what the page showed: VIEW_SCREENSHOT=file.png.
   if (process.env.VIEW_SCREENSHOT) await page.screenshot({ path: process.env.VIEW_SCREENSHOT });
   out.log = log.slice(0, 20);
+  out.requests = requests;
+  const c = (await ctx.cookies()).find((k) => k.name === 'vrs_session');
+  out.cookie = c ? { httpOnly: c.httpOnly, secure: c.secure, sameSite: c.sameSite, path: c.path, expires: c.expires } : null;
 } finally {
   await browser.close();
 }
