@@ -205,8 +205,14 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     // The viewer page: certificate, PIN and port settled here (one clear error before
     // anything starts); the network stage serves it with what is resolved into its config.
     let mut stage_cfg = cfg.clone();
+    // The run's session key (auth.rs), for the web stage only: its sessions outlive a
+    // restart of the web stage, not of vr-stream.
+    let mut web_key = String::new();
     if cfg.web.enabled && !opts.sdp_only {
         let url = web_setup(&mut stage_cfg.web, &cfg.stream.ip)?;
+        let mut k = [0u8; crate::web::auth::KEY_LEN];
+        crate::web::server::os_random(&mut k).map_err(|e| anyhow!("viewer page: {e}"))?;
+        web_key = k.iter().map(|b| format!("{b:02x}")).collect();
         eprintln!("vr-stream: viewer page {url}  PIN {}", stage_cfg.web.pin);
     }
     if opts.sdp_only {
@@ -312,6 +318,9 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             .stdin(Stdio::null());
         if !short.is_empty() {
             cmd.env(stage::RT_WARNED_ENV, "1");
+        }
+        if kind == StageKind::Web {
+            cmd.env(crate::web::stage::KEY_ENV, &web_key);
         }
         cmd.spawn()
     };

@@ -508,17 +508,30 @@ fn stage_pids(inst: &str, name: &str) -> Vec<u32> {
         .collect()
 }
 
-/// One run for the flood test: vr-receive on the RTP port, vr-stream with the page, a
-/// WebRTC viewer in Chromium; with `flood`, once the viewer watches, tests/web/flood.py
-/// from another address of the namespace (2000 idle connections, then 16 loops of TLS
-/// handshake + `GET /` for 10 s) while the realtime stages' VmLck and the web stage's RSS
-/// are sampled. Returns (vr-receive's JSON, the page's, the flood's JSON, VmLck of the
-/// realtime stages before / most during, the web stage's most RSS kB).
-fn flood_run(ns: &std::sync::Arc<LoopNs>, dir: &std::path::Path, flood: bool) -> (serde_json::Value, serde_json::Value, serde_json::Value, (u64, u64), u64) {
+/// What a disruption of a [`watched_run`] gets to work with.
+struct Watched<'a> {
+    ns: &'a LoopNs,
+    inst: String,
+    web_port: u16,
+}
+
+/// One run in `ns`: vr-receive (SCHED_FIFO) on the RTP port, vr-stream with the page (the
+/// real clip, 1500 frames), a viewer in Chromium over `transport` (`view.mjs URL secs
+/// mode`); once the viewer watches, `disrupt` runs while the realtime stages' VmLck and
+/// the web stage's RSS are sampled. Returns (vr-receive's JSON, the page's, what
+/// `disrupt` returned, VmLck of the realtime stages before / most during, the web stage's
+/// most RSS kB).
+fn watched_run(
+    ns: &std::sync::Arc<LoopNs>,
+    dir: &std::path::Path,
+    transport: &str,
+    (secs, mode): (u32, &'static str),
+    disrupt: impl FnOnce(&Watched) -> serde_json::Value,
+) -> (serde_json::Value, serde_json::Value, serde_json::Value, (u64, u64), u64) {
     let rtp = free_port_pair();
     // The receiver at SCHED_FIFO too: its own wake-ups, not Chromium starting on the same
     // two cores, should not be what its latency figures measure.
-    let mut rx = ns
+    let rx = ns
         .command("chrt")
         .args(["-f", "70", env!("CARGO_BIN_EXE_vr-receive")])
         .args(["--port", &rtp.to_string(), "--bind", "127.0.0.1", "--json", "--interval", "0"])
@@ -535,12 +548,12 @@ fn flood_run(ns: &std::sync::Arc<LoopNs>, dir: &std::path::Path, flood: bool) ->
     }
     let web = free_tcp_port();
     let extra = ["--port".to_string(), rtp.to_string()];
-    let vr = start_vr_with(Some(ns), "webflood", web, "505050", 1500, dir, &format!("file:{}", clip().display()), &extra);
+    let vr = start_vr_with(Some(ns), "webwatch", web, "505050", 1500, dir, &format!("file:{}", clip().display()), &extra);
     let inst = vr.inst.clone();
-    let url = format!("https://{}:{web}/?pin=505050", ns.addr);
+    let url = format!("https://{}:{web}/?pin=505050&transport={transport}", ns.addr);
     let viewer = {
         let ns = ns.clone();
-        std::thread::spawn(move || view_in(Some(&ns), &url, 12, "stream"))
+        std::thread::spawn(move || view_in(Some(&ns), &url, secs, mode))
     };
     // The viewer is watching: the web stage counts it.
     let ctl = wait_streaming(&inst);
@@ -553,33 +566,60 @@ fn flood_run(ns: &std::sync::Arc<LoopNs>, dir: &std::path::Path, flood: bool) ->
     assert_eq!(realtime.len(), 3, "stage pids of {inst}");
     let vmlck = || realtime.iter().map(|&p| status_kb(p, "VmLck:")).sum::<u64>();
     let before = vmlck();
-    let web_pid = stage_pids(&inst, "web")[0];
-    let (mut most_lck, mut most_rss) = (before, status_kb(web_pid, "VmRSS:"));
-    let mut attack = serde_json::Value::Null;
-    if flood {
-        let mut f = ns
-            .command("python3")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/web/flood.py"))
-            .args([ns.addr.as_str(), &web.to_string(), &ns.addr.replace(".1", ".3"), "2000", "16", "10"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3");
-        while f.try_wait().unwrap().is_none() {
-            most_lck = most_lck.max(vmlck());
-            most_rss = most_rss.max(status_kb(web_pid, "VmRSS:"));
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let mut out = String::new();
-        std::io::Read::read_to_string(f.stdout.as_mut().unwrap(), &mut out).unwrap();
-        attack = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("flood.py: {e}: {out}"));
-    }
+    let web_rss = || stage_pids(&inst, "web").first().map_or(0, |&p| status_kb(p, "VmRSS:"));
+    let (most_lck, most_rss) = (std::sync::atomic::AtomicU64::new(before), std::sync::atomic::AtomicU64::new(web_rss()));
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let what = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                most_lck.fetch_max(vmlck(), std::sync::atomic::Ordering::Relaxed);
+                most_rss.fetch_max(web_rss(), std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let w = disrupt(&Watched { ns, inst: inst.clone(), web_port: web });
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        w
+    });
     let page = viewer.join().unwrap();
     let err = finish(vr);
     let out = rx.wait_with_output().unwrap();
     assert!(out.status.success(), "vr-receive: {}", String::from_utf8_lossy(&out.stderr));
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("vr-receive --json: {e}: {}", String::from_utf8_lossy(&out.stdout)));
-    eprintln!("{}", err.lines().filter(|l| l.contains("[web]:")).collect::<Vec<_>>().join("\n"));
-    (j, page, attack, (before, most_lck), most_rss)
+    eprintln!("{}", err.lines().filter(|l| l.contains("[web]:") || l.contains("stage web")).collect::<Vec<_>>().join("\n"));
+    let (l, r) = (most_lck.into_inner(), most_rss.into_inner());
+    (j, page, what, (before, l), r)
+}
+
+/// Unix time now, ms (the clock view.mjs's timeline uses).
+fn unix_ms() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() * 1000.0
+}
+
+/// From a view.mjs timeline: when (Unix ms) the page first decoded a frame after `after_ms`,
+/// and whether its HUD said "reconnecting" in between.
+fn resumed_at(page: &serde_json::Value, after_ms: f64) -> (Option<f64>, bool) {
+    let tl = page["timeline"].as_array().unwrap_or_else(|| panic!("no timeline: {page}"));
+    let at = |i: usize| tl[i][0].as_f64().unwrap();
+    let dec = |i: usize| tl[i][1].as_u64().unwrap();
+    let start = (0..tl.len()).find(|&i| at(i) >= after_ms).unwrap_or(tl.len());
+    let hud = (0..tl.len()).any(|i| tl[i][4] == true);
+    let resumed = (start.max(1)..tl.len()).find(|&i| dec(i) > dec(start.min(tl.len() - 1))).map(at);
+    (resumed, hud)
+}
+
+/// tests/web/flood.py from the attacker's address of `w.ns`: 2000 idle connections, then
+/// 16 loops of TLS handshake + `GET /` for 10 s. Returns its JSON.
+fn flood(w: &Watched) -> serde_json::Value {
+    let out = w
+        .ns
+        .command("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/web/flood.py"))
+        .args([w.ns.addr.as_str(), &w.web_port.to_string(), &w.ns.addr.replace(".1", ".3"), "2000", "16", "10"])
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("flood.py: {e}: {text}"))
 }
 
 #[test]
@@ -594,8 +634,8 @@ fn a_flood_on_the_web_port_costs_the_rtp_stream_nothing_and_the_web_stage_stays_
     // The attacker's own address: the per-address limit is not the viewer's.
     assert!(ns.command("ip").args(["addr", "add", "127.0.35.3/24", "dev", "vb"]).status().unwrap().success());
     let dir = tempfile::tempdir().unwrap();
-    let (quiet, _, _, _, _) = flood_run(&ns, dir.path(), false);
-    let (j, page, attack, (lck_before, lck_most), rss) = flood_run(&ns, dir.path(), true);
+    let (quiet, _, _, _, _) = watched_run(&ns, dir.path(), "webrtc", (12, "stream"), |_| serde_json::Value::Null);
+    let (j, page, attack, (lck_before, lck_most), rss) = watched_run(&ns, dir.path(), "webrtc", (12, "stream"), flood);
     let p99 = |j: &serde_json::Value| j["latency_ms"]["p99"].as_f64().expect("latency");
     eprintln!(
         "quiet: p99 {:.2} ms, {} complete; flood: p99 {:.2} ms, {} complete, {} lost; attack {attack}; VmLck of the realtime stages {lck_before} -> at most {lck_most} kB; web stage RSS at most {rss} kB",
@@ -619,4 +659,79 @@ fn a_flood_on_the_web_port_costs_the_rtp_stream_nothing_and_the_web_stage_stays_
     assert_eq!(page["status"], "streaming", "{page}");
     let (sent, decoded) = (page["windowReceived"].as_u64().unwrap(), page["windowRtcDecoded"].as_u64().unwrap_or(0));
     assert!(sent >= 600 && decoded * 100 >= sent * 90, "the viewer decoded {decoded} of {sent} frames during the flood: {page}");
+}
+
+#[test]
+fn a_killed_web_stage_is_back_within_a_second_the_rtp_stream_loses_nothing_and_the_page_resumes() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !browser_ready() {
+        return;
+    }
+    let Some(ns) = LoopNs::new("webkill", 36).map(std::sync::Arc::new) else {
+        panic!("the kill test needs a network namespace (root)");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (j, page, what, _, _) = watched_run(&ns, dir.path(), "webrtc", (10, "timeline"), |w| {
+        let old = stage_pids(&w.inst, "web");
+        assert_eq!(old.len(), 1, "one web stage: {old:?}");
+        std::thread::sleep(Duration::from_secs(1));
+        let killed_ms = unix_ms();
+        let t0 = Instant::now();
+        assert!(Command::new("kill").args(["-9", &old[0].to_string()]).status().unwrap().success());
+        // Back: a new web stage process that accepts connections on the port.
+        let listening = || w.ns.command("bash").args(["-c", &format!("exec 3<>/dev/tcp/{}/{}", w.ns.addr, w.web_port)]).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+        loop {
+            let now = stage_pids(&w.inst, "web");
+            if !now.is_empty() && now != old && listening() {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(5), "no web stage after 5 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        serde_json::json!({ "killed_ms": killed_ms, "back_ms": t0.elapsed().as_secs_f64() * 1000.0 })
+    });
+    let back = what["back_ms"].as_f64().unwrap();
+    let (resumed, hud) = resumed_at(&page, what["killed_ms"].as_f64().unwrap() + 100.0);
+    let resumed_after = resumed.map(|t| t - what["killed_ms"].as_f64().unwrap());
+    eprintln!(
+        "web stage back after {back:.0} ms; page decoding again {resumed_after:?} ms after the kill (reconnects {}, last drop {}); RTP: {} complete, {} lost",
+        page["reconnects"], page["lastDrop"], j["frames"]["complete"], j["frames"]["lost"]
+    );
+    assert!(back < 1000.0, "the web stage came back after {back:.0} ms");
+    assert_eq!(j["frames"]["lost"], 0, "the RTP stream lost frames: {j}");
+    assert!(j["frames"]["complete"].as_u64().unwrap() >= 1400, "{j}");
+    assert!(resumed_after.is_some_and(|t| t < 6000.0), "the page did not resume by itself: {page}");
+    assert!(page["reconnects"].as_u64().unwrap() >= 1 && hud, "no reconnect shown: {page}");
+    assert_eq!(page["status"], "streaming", "{page}");
+}
+
+#[test]
+fn a_three_second_drop_of_the_viewers_traffic_heals_without_a_reload_over_webrtc_and_the_websocket() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !browser_ready() {
+        return;
+    }
+    let Some(ns) = LoopNs::new("webdrop", 37).map(std::sync::Arc::new) else {
+        panic!("the drop test needs a network namespace (root)");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for transport in ["webrtc", "ws"] {
+        let (j, page, what, _, _) = watched_run(&ns, dir.path(), transport, (11, "timeline"), |w| {
+            std::thread::sleep(Duration::from_secs(1));
+            // Everything between the browser and vr-stream (both on 127.0.37.x), not the
+            // RTP stream to 127.0.0.1.
+            w.ns.nft("table inet wifidrop {\n chain out {\n  type filter hook output priority 0;\n  ip daddr 127.0.37.0/24 drop\n }\n}\n");
+            std::thread::sleep(Duration::from_secs(3));
+            w.ns.nft("delete table inet wifidrop\n");
+            serde_json::json!({ "unblocked_ms": unix_ms() })
+        });
+        let unblocked = what["unblocked_ms"].as_f64().unwrap();
+        let (resumed, hud) = resumed_at(&page, unblocked);
+        let after = resumed.map(|t| t - unblocked);
+        eprintln!("{transport}: decoding again {after:?} ms after the link came back (reconnects {}, last drop {}); RTP lost {}", page["reconnects"], page["lastDrop"], j["frames"]["lost"]);
+        assert!(after.is_some_and(|t| t < 3000.0), "{transport}: not decoding within 3 s of the link's return: {page}");
+        assert!(hud, "{transport}: the HUD never said reconnecting: {page}");
+        assert_eq!(page["status"], "streaming", "{transport}: {page}");
+        assert_eq!(j["frames"]["lost"], 0, "{transport}: the RTP stream lost frames: {j}");
+    }
 }

@@ -7,6 +7,12 @@
 //   requestVideoFrameCallback gives the RTP timestamp of each frame handed to the screen.
 // - WebSocket + WebCodecs (?transport=ws): one access unit per message (layout in
 //   src/web/mod.rs), VideoDecoder with optimizeForLatency, latest-wins drawing to a canvas.
+// Wi-Fi drops: when the WebSocket closes, the peer connection's ICE goes disconnected or
+// failed, or no frame is decoded for NO_FRAME_MS, the page drops the connection and makes
+// a new one by itself (backoff RECONNECT_FIRST_MS doubling to RECONNECT_MAX_MS), keeping
+// its login (the HttpOnly session cookie) while the session lasts; vr-stream starts every
+// new viewer at an IDR. The HUD says "reconnecting" meanwhile. A session that is gone
+// (vr-stream restarted, or expired) brings the PIN form back.
 import { ClockSync, nowMs, quantile } from './clock.js';
 import { enterVR } from './xr.js';
 import { paintBoxes, BOXES_TTL_MS } from './boxes.js';
@@ -14,11 +20,21 @@ import { paintBoxes, BOXES_TTL_MS } from './boxes.js';
 const params = new URLSearchParams(location.search);
 // Chunks the decoder may hold before the page skips to the next IDR.
 const MAX_DECODE_QUEUE = 8;
+// No frame decoded for this long: the connection is dropped and made again.
+const NO_FRAME_MS = 2000;
+// The first connection gets longer for its first frame (ICE gathering, decoder set-up).
+const FIRST_FRAME_MS = 8000;
+const RECONNECT_FIRST_MS = 250;
+const RECONNECT_MAX_MS = 2000;
+// Requests of a reconnecting page (session check, WebRTC offer) give up after this long.
+const REQUEST_TIMEOUT_MS = 2000;
 const $ = (id) => document.getElementById(id);
 
 // Everything a test (or a curious user, from the console) may want to read.
 const state = (window.__vr = {
-  status: 'login', // login | refused | connecting | streaming | closed | error
+  status: 'login', // login | refused | connecting | streaming | reconnecting | error
+  reconnects: 0, // connections made again after a drop
+  lastDrop: null, // why the last connection was dropped
   error: null,
   received: 0,
   keyframes: 0,
@@ -129,6 +145,7 @@ function common(send) {
     onDecoded(capMs, decodeMs, id, t = nowMs()) {
       state.decoded++;
       state.status = 'streaming';
+      io.lastFrameAt = performance.now();
       if (capMs == null) return;
       keep(state.decodedIds, id, 100000);
       if (decodeMs != null) keep(state.decodeMs, decodeMs);
@@ -139,11 +156,7 @@ function common(send) {
       if (io.xrLatest) io.xrLatest.close();
       io.xrLatest = frame;
     },
-    stop() {
-      clearInterval(pinger);
-      clearInterval(reporter);
-      if (state.status !== 'error' && state.status !== 'refused') state.status = 'closed';
-    },
+    lastFrameAt: 0,
   };
   let pings = 0;
   const pinger = setInterval(() => {
@@ -195,39 +208,103 @@ function common(send) {
     const dec = quantile(state.decodeMs, 0.5);
     const h = io.hello;
     $('hud').textContent =
+      (state.status === 'reconnecting' ? `reconnecting… (${state.lastDrop})\n` : '') +
       `${h ? `${h.width}x${h.height} ${state.codec || 'H.264'} over ${state.transport === 'ws' ? 'WebSocket' : 'WebRTC'}` : ''}\n` +
       `fps ${fps.toFixed(1)}  decode ${dec.toFixed(1)} ms\n` +
       `capture->decoded p50 ${p50.toFixed(1)} p99 ${p99.toFixed(1)} ms` +
       (state.detections.last ? `\ndetections ${state.detections.last.boxes.length} (${state.detections.last.ageMs?.toFixed(0)} ms after capture)` : '');
-    send({ type: 'stats', transport: state.transport, decoded: state.decoded, latency_p50_ms: p50, latency_p99_ms: p99, decode_ms: dec, fps });
+    send({ type: 'stats', transport: state.transport, decoded: state.decoded, latency_p50_ms: p50, latency_p99_ms: p99, decode_ms: dec, fps, reconnects: state.reconnects });
   }, 1000);
   return io;
+}
+
+// The connection in use (replaced on every reconnect); `idle` while there is none.
+const idle = { send: () => false, close() {} };
+let conn = idle;
+let io = null;
+let gen = 0; // bumped when a connection is dropped: its late callbacks then do nothing
+let backoff = RECONNECT_FIRST_MS;
+let connectedAt = 0;
+let watchdog = null;
+
+function fetchTimeout(url, opts = {}) {
+  const ac = new AbortController();
+  const t = setTimeout(() => ac.abort(), REQUEST_TIMEOUT_MS);
+  return fetch(url, { ...opts, signal: ac.signal }).finally(() => clearTimeout(t));
 }
 
 function start() {
   state.status = 'connecting';
   $('login').style.display = 'none';
   const want = params.get('transport') || 'webrtc';
-  if (want === 'ws' || !('RTCPeerConnection' in window)) startWs();
-  else startRtc().catch((e) => {
-    if (state.status === 'connecting' || state.status === 'streaming') state.status = 'error';
-    state.error = state.error || `WebRTC: ${e.message || e}`;
-    $('msg').textContent = state.error;
-  });
+  state.transport = want === 'ws' || !('RTCPeerConnection' in window) ? 'ws' : 'webrtc';
+  (state.transport === 'ws' ? $('view') : $('video')).style.display = 'block';
+  if (!io) io = common((m) => conn.send(m));
+  clearInterval(watchdog);
+  watchdog = setInterval(() => {
+    if (conn === idle) return;
+    const limit = state.decoded ? NO_FRAME_MS : FIRST_FRAME_MS;
+    if (performance.now() - Math.max(io.lastFrameAt, connectedAt) > limit) drop(`no frame for ${limit / 1000} s`);
+  }, 250);
+  connect();
+}
+
+// One connection attempt; a failure is a drop (then another attempt after the backoff).
+async function connect() {
+  const my = ++gen;
+  const down = (why) => my === gen && drop(why);
+  try {
+    if (state.reconnects > 0) {
+      const r = await fetchTimeout('/api/session');
+      if (r.status === 403) return sessionGone();
+      if (!r.ok) throw new Error(`session check: HTTP ${r.status}`);
+    }
+    if (my !== gen) return;
+    const c = await (state.transport === 'ws' ? connectWs(io, down) : connectRtc(io, down));
+    if (my !== gen) return c.close();
+    conn = c;
+    connectedAt = performance.now();
+  } catch (e) {
+    if (e.refused) return sessionGone();
+    down(e.message || String(e));
+  }
+}
+
+function drop(why) {
+  gen++;
+  try {
+    conn.close();
+  } catch {}
+  conn = idle;
+  state.reconnects++;
+  state.lastDrop = why;
+  state.status = 'reconnecting';
+  $('hud').textContent = `reconnecting… (${why})`;
+  setTimeout(connect, backoff);
+  backoff = Math.min(backoff * 2, RECONNECT_MAX_MS);
+}
+
+function sessionGone() {
+  gen++;
+  clearInterval(watchdog);
+  conn.close();
+  conn = idle;
+  state.status = 'refused';
+  state.error = 'the session ended (vr-stream restarted or it expired): enter the PIN again';
+  $('msg').textContent = state.error;
+  $('login').style.display = 'flex';
 }
 
 // WebRTC: the browser depacketizes, decodes and presents; the page pairs each presented
 // frame (requestVideoFrameCallback: RTP timestamp, presentation time, decode time) with
 // the capture time vr-stream sent for that RTP timestamp over the data channel.
-async function startRtc() {
-  state.transport = 'webrtc';
+async function connectRtc(io, down) {
   const video = $('video');
-  video.style.display = 'block';
+  let closed = false;
   const pc = new RTCPeerConnection({ iceServers: [] });
   const tr = pc.addTransceiver('video', { direction: 'recvonly' });
   const dc = pc.createDataChannel('vr');
   const send = (m) => dc.readyState === 'open' && (dc.send(JSON.stringify(m)), true);
-  const io = common(send);
   const caps = new Map(); // RTP timestamp -> { cap (server ms), id }
   dc.onmessage = (ev) => {
     const m = JSON.parse(ev.data);
@@ -247,12 +324,13 @@ async function startRtc() {
     video.play().catch((e) => (state.error = `video: ${e.message}`));
   };
   pc.onconnectionstatechange = () => {
-    if (pc.connectionState === 'failed' || pc.connectionState === 'closed') {
-      state.error = state.error || `WebRTC connection ${pc.connectionState}`;
-      io.stop();
-    }
+    if (['disconnected', 'failed', 'closed'].includes(pc.connectionState)) down(`WebRTC connection ${pc.connectionState}`);
+  };
+  pc.oniceconnectionstatechange = () => {
+    if (['disconnected', 'failed'].includes(pc.iceConnectionState)) down(`ICE ${pc.iceConnectionState}`);
   };
   const onVideoFrame = (_now, md) => {
+    if (closed) return;
     video.requestVideoFrameCallback(onVideoFrame);
     const c = caps.get(md.rtpTimestamp);
     // presentationTime: when the decoded frame was handed to the compositor.
@@ -286,30 +364,36 @@ async function startRtc() {
       setTimeout(resolve, 2000);
     });
   }
-  const r = await fetch('/api/webrtc', {
+  const r = await fetchTimeout('/api/webrtc', {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ sdp: pc.localDescription.sdp }),
   });
+  const close = () => {
+    closed = true;
+    pc.close();
+  };
   if (r.status === 403) {
-    state.status = 'refused';
-    throw new Error('session refused: log in again');
+    close();
+    throw Object.assign(new Error('session refused: log in again'), { refused: true });
   }
-  if (!r.ok) throw new Error(`offer refused: ${await r.text()}`);
+  if (!r.ok) {
+    close();
+    throw new Error(`offer refused: ${await r.text()}`);
+  }
   const answer = await r.json();
   await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+  return { send, close };
 }
 
 // WebSocket + WebCodecs.
-function startWs() {
-  state.transport = 'ws';
+function connectWs(io, down) {
   const canvas = $('view');
-  canvas.style.display = 'block';
   const ctx = canvas.getContext('2d');
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
   const ws = new WebSocket(`${scheme}://${location.host}/ws`);
   ws.binaryType = 'arraybuffer';
-  const io = common((m) => ws.readyState === 1 && (ws.send(JSON.stringify(m)), true));
+  const send = (m) => ws.readyState === 1 && (ws.send(JSON.stringify(m)), true);
   const pending = new Map(); // chunk timestamp -> { id, capMs (server clock), tIn }
   let decoder = null;
   let waitKey = true;
@@ -408,7 +492,17 @@ function startWs() {
       waitKey = true;
     }
   };
-  ws.onclose = () => io.stop();
+  ws.onclose = () => down('WebSocket closed');
+  return {
+    send,
+    close() {
+      ws.onclose = null;
+      ws.close();
+      if (decoder && decoder.state !== 'closed') decoder.close();
+      if (toDraw) toDraw.close();
+      toDraw = null;
+    },
+  };
 }
 
 async function attempt(pin) {

@@ -1,13 +1,18 @@
 //! Access control for the viewer page: a short PIN printed at start, session tokens, and a
-//! per-address limit on wrong PINs. Pure logic: the caller passes the time (monotonic ns)
-//! and the random bytes, so this is tested on simulated time.
+//! per-address limit on wrong PINs. Pure logic: the caller passes the time (CLOCK_MONOTONIC
+//! ns, the same in every process of the machine), the random bytes and the session key,
+//! so this is tested on simulated time.
 //!
-//! Flow: the page posts the PIN to `/api/login`; a right PIN gets a token (32 hex digits,
-//! 128 bits from the OS CSPRNG, see [`super::server`]) in an `HttpOnly; Secure;
-//! SameSite=Strict` cookie, which the signalling and media endpoints require; a wrong,
-//! expired or missing one gets HTTP 403. A token lasts the session TTL given to
-//! [`Gate::new`] (`web.session_ttl_s`) and dies with the process: restarting vr-stream
-//! revokes every session. Tokens are compared in constant time (`subtle`). After
+//! Flow: the page posts the PIN to `/api/login`; a right PIN gets a token in an
+//! `HttpOnly; Secure; SameSite=Strict` cookie, which the signalling and media endpoints
+//! require; a wrong, expired or missing one gets HTTP 403.
+//!
+//! A token is [`TOKEN_LEN`] bytes as lowercase hex: its expiry (CLOCK_MONOTONIC ns, 8 bytes
+//! big-endian), 16 bytes from the OS CSPRNG, and HMAC-SHA256 (aws-lc-rs) of those 24
+//! bytes under the session key. The supervisor makes the key (32 bytes from the CSPRNG)
+//! once per run and hands it to the web stage, so a restarted web stage still accepts the
+//! sessions of the pages that were watching, while restarting vr-stream revokes every
+//! session. The MAC is checked in constant time; nothing per session is stored. After
 //! [`MAX_FAILURES`] wrong PINs in a row from one address, that address is refused (HTTP
 //! 429) for [`BLOCK_NS`], doubling with each further block, so a 6-digit PIN (10⁶ values)
 //! cannot be guessed from the LAN during a session.
@@ -21,8 +26,10 @@ pub const MAX_FAILURES: u32 = 5;
 pub const BLOCK_NS: u64 = 30_000_000_000;
 /// Longest block, ns (1 hour).
 pub const MAX_BLOCK_NS: u64 = 3_600_000_000_000;
-/// Most tokens kept at once (oldest dropped first): a viewer logs in once per page load.
-pub const MAX_TOKENS: usize = 64;
+/// Length of a token, bytes (before hex): expiry 8 + random 16 + HMAC-SHA256 32.
+pub const TOKEN_LEN: usize = 56;
+/// Length of the session key, bytes.
+pub const KEY_LEN: usize = 32;
 /// Most client addresses whose failures are remembered: beyond it the entries of
 /// addresses not blocked now are forgotten (memory stays bounded whatever the number of
 /// addresses a peer sends from).
@@ -47,13 +54,11 @@ struct Failures {
     blocked_until_ns: u64,
 }
 
-/// The PIN, the tokens handed out, and the failures per address.
-#[derive(Debug)]
+/// The PIN, the session key and lifetime, and the failures per address.
 pub struct Gate {
     pin: String,
     ttl_ns: u64,
-    /// (token, expiry in CLOCK_MONOTONIC ns), oldest first.
-    tokens: Vec<(String, u64)>,
+    key: aws_lc_rs::hmac::Key,
     failures: HashMap<IpAddr, Failures>,
 }
 
@@ -62,9 +67,15 @@ pub fn pin_from(random: [u8; 8]) -> String {
     format!("{:06}", u64::from_le_bytes(random) % 1_000_000)
 }
 
-/// A token: 16 random bytes as 32 lowercase hex digits.
-pub fn token_from(random: [u8; 16]) -> String {
-    random.iter().map(|b| format!("{b:02x}")).collect()
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || !s.is_ascii() {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
 }
 
 /// Compares in constant time for equal lengths (`subtle`; the length is not secret).
@@ -74,9 +85,21 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 impl Gate {
-    /// A gate for `pin` (digits, as printed at start) whose tokens last `ttl`.
-    pub fn new(pin: String, ttl: std::time::Duration) -> Gate {
-        Gate { pin, ttl_ns: ttl.as_nanos().min(u64::MAX as u128) as u64, tokens: vec![], failures: HashMap::new() }
+    /// A gate for `pin` (digits, as printed at start) whose tokens last `ttl`, signed
+    /// with `key` (the run's session key).
+    pub fn new(pin: String, ttl: std::time::Duration, key: &[u8; KEY_LEN]) -> Gate {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
+        Gate { pin, ttl_ns: ttl.as_nanos().min(u64::MAX as u128) as u64, key, failures: HashMap::new() }
+    }
+
+    /// The token for a session expiring at `expiry_ns` (layout in the module doc).
+    fn token(&self, expiry_ns: u64, random: [u8; 16]) -> String {
+        let mut b = Vec::with_capacity(TOKEN_LEN);
+        b.extend_from_slice(&expiry_ns.to_be_bytes());
+        b.extend_from_slice(&random);
+        let tag = aws_lc_rs::hmac::sign(&self.key, &b);
+        b.extend_from_slice(tag.as_ref());
+        hex(&b)
     }
 
     /// The PIN.
@@ -105,20 +128,16 @@ impl Gate {
             return Err(Refusal::WrongPin);
         }
         f.in_a_row = 0;
-        let t = token_from(random);
-        self.tokens.retain(|(_, exp)| *exp > now_ns);
-        if self.tokens.len() >= MAX_TOKENS {
-            self.tokens.remove(0);
-        }
-        self.tokens.push((t.clone(), now_ns.saturating_add(self.ttl_ns)));
-        Ok(t)
+        Ok(self.token(now_ns.saturating_add(self.ttl_ns), random))
     }
 
-    /// Whether `token` was handed out by [`Gate::login`], has not expired at `now_ns`
-    /// and was not dropped since. Every kept token is compared (no early exit).
+    /// Whether `token` was made by [`Gate::login`] under this run's key and has not
+    /// expired at `now_ns` (the MAC is verified in constant time by aws-lc-rs).
     pub fn allows(&self, token: &str, now_ns: u64) -> bool {
-        let hit = self.tokens.iter().fold(false, |acc, (t, exp)| acc | (same(t, token) & (*exp > now_ns)));
-        !token.is_empty() && hit
+        let Some(b) = unhex(token).filter(|b| b.len() == TOKEN_LEN) else { return false };
+        let (data, tag) = b.split_at(24);
+        let expiry = u64::from_be_bytes(data[..8].try_into().unwrap_or_default());
+        aws_lc_rs::hmac::verify(&self.key, data, tag).is_ok() && expiry > now_ns
     }
 
     /// The session lifetime, s (the cookie's Max-Age).
@@ -132,6 +151,7 @@ mod tests {
     use super::*;
 
     const TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+    const KEY: [u8; KEY_LEN] = [9; KEY_LEN];
 
     fn ip(n: u8) -> IpAddr {
         IpAddr::from([192, 168, 1, n])
@@ -139,21 +159,29 @@ mod tests {
 
     #[test]
     fn right_pin_gets_a_token_that_is_allowed_wrong_pin_and_forged_tokens_are_not() {
-        let mut g = Gate::new("042137".into(), TTL);
+        let mut g = Gate::new("042137".into(), TTL, &KEY);
         assert_eq!(g.login(ip(2), "000000", 0, [1; 16]), Err(Refusal::WrongPin));
         assert_eq!(g.login(ip(2), "", 0, [1; 16]), Err(Refusal::WrongPin));
         assert_eq!(g.login(ip(2), "42137", 0, [1; 16]), Err(Refusal::WrongPin), "leading zero matters");
         let t = g.login(ip(2), " 042137\n", 0, [0xab; 16]).unwrap();
-        assert_eq!(t, "ab".repeat(16));
+        assert_eq!(t.len(), 2 * TOKEN_LEN);
+        assert!(t[16..48] == "ab".repeat(16), "expiry, then the random bytes: {t}");
         assert!(g.allows(&t, 0));
         assert!(!g.allows("", 0));
-        assert!(!g.allows(&"ac".repeat(16), 0));
-        assert!(!g.allows(&t[..31], 0));
+        assert!(!g.allows(&"ac".repeat(TOKEN_LEN), 0));
+        assert!(!g.allows(&t[..2 * TOKEN_LEN - 2], 0));
+        // One bit of the expiry changed (a later one): the MAC no longer matches.
+        let mut later = t.clone();
+        later.replace_range(0..2, "ff");
+        assert!(!g.allows(&later, 0));
+        // Another run's key: refused; the same key (a restarted web stage): accepted.
+        assert!(!Gate::new("042137".into(), TTL, &[8; KEY_LEN]).allows(&t, 0));
+        assert!(Gate::new("042137".into(), TTL, &KEY).allows(&t, 0));
     }
 
     #[test]
     fn a_token_expires_after_the_ttl() {
-        let mut g = Gate::new("1234".into(), std::time::Duration::from_secs(2));
+        let mut g = Gate::new("1234".into(), std::time::Duration::from_secs(2), &KEY);
         let t = g.login(ip(3), "1234", 1_000, [7; 16]).unwrap();
         assert!(g.allows(&t, 1_000 + 1_999_999_999));
         assert!(!g.allows(&t, 1_000 + 2_000_000_000), "expired at the TTL");
@@ -162,7 +190,7 @@ mod tests {
 
     #[test]
     fn the_failure_table_stays_bounded() {
-        let mut g = Gate::new("1234".into(), TTL);
+        let mut g = Gate::new("1234".into(), TTL, &KEY);
         for i in 0..(MAX_ADDRESSES as u32 * 3) {
             let _ = g.login(IpAddr::from(i.to_be_bytes()), "0000", 0, [0; 16]);
         }
@@ -171,7 +199,7 @@ mod tests {
 
     #[test]
     fn five_wrong_pins_block_the_address_for_30_s_then_60_s_others_unaffected() {
-        let mut g = Gate::new("123456".into(), TTL);
+        let mut g = Gate::new("123456".into(), TTL, &KEY);
         for _ in 0..MAX_FAILURES {
             assert_eq!(g.login(ip(9), "111111", 1_000, [0; 16]), Err(Refusal::WrongPin));
         }
@@ -189,16 +217,8 @@ mod tests {
     }
 
     #[test]
-    fn pins_are_six_digits_and_tokens_are_capped() {
+    fn pins_are_six_digits() {
         assert_eq!(pin_from([0; 8]), "000000");
         assert_eq!(pin_from(u64::MAX.to_le_bytes()), format!("{:06}", u64::MAX % 1_000_000));
-        let mut g = Gate::new("1".into(), TTL);
-        let first = g.login(ip(1), "1", 0, [0; 16]).unwrap();
-        for i in 0..MAX_TOKENS {
-            let mut r = [0u8; 16];
-            r[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
-            g.login(ip(1), "1", 0, r).unwrap();
-        }
-        assert!(!g.allows(&first, 0), "oldest token dropped");
     }
 }

@@ -5,7 +5,7 @@
 //! Routes: `GET /` (the page), `GET /<module>.js` (its ES modules), `POST /api/login`
 //! (`{"pin": "123456"}` → 200 with the session cookie [`COOKIE`] (`HttpOnly; Secure;
 //! SameSite=Strict`, Max-Age = `web.session_ttl_s`) and `{"expires_s": N}`, 403 wrong PIN,
-//! 429 blocked), `GET /ws` (WebSocket: media and JSON, see [`super`]) and `POST
+//! 429 blocked), `GET /api/session` (204 with a valid session cookie, else 403), `GET /ws` (WebSocket: media and JSON, see [`super`]) and `POST
 //! /api/webrtc` (`{"sdp": offer}` → `{"type": "answer", "sdp": answer}`, see
 //! [`super::rtc`]), both 403 without a valid, unexpired session cookie and 503 beyond
 //! `web.max_viewers` viewers. Anything else 404 (405 for a known path with another method).
@@ -296,6 +296,7 @@ where
 fn router(app: Arc<App>) -> Router {
     let mut r = Router::new()
         .route("/api/login", post(login))
+        .route("/api/session", get(session))
         .route("/api/webrtc", post(webrtc))
         .route("/ws", get(ws))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }));
@@ -392,6 +393,12 @@ async fn login(State(app): State<Arc<App>>, Extension(c): Extension<Conn>, body:
             (StatusCode::TOO_MANY_REQUESTS, [(header::CONTENT_TYPE, "application/json".to_string()), (header::RETRY_AFTER, secs.to_string())], body).into_response()
         }
     }
+}
+
+/// `GET /api/session`: 204 while the session cookie is valid, else 403 (a reconnecting
+/// page asks before it tries again, and shows the PIN form when its session is gone).
+async fn session(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if authorized(&app, &headers) { StatusCode::NO_CONTENT.into_response() } else { text(StatusCode::FORBIDDEN, NO_SESSION) }
 }
 
 async fn webrtc(State(app): State<Arc<App>>, Extension(c): Extension<Conn>, headers: HeaderMap, body: Bytes) -> Response {

@@ -31,6 +31,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Environment variable carrying the run's session key (hex, [`super::auth::KEY_LEN`]
+/// bytes) from the supervisor to the web stage only.
+pub const KEY_ENV: &str = "VR_STREAM_WEB_KEY";
+
 /// How often the page figures go to the stats segment.
 const STATS_EVERY_NS: u64 = 250_000_000;
 
@@ -132,7 +136,14 @@ fn start(cfg: &Config, fmt: &SourceFormat, ctl: &Control) -> Result<(Arc<Hub>, A
     }
     // No session without the OS CSPRNG: find out now rather than at the first login.
     server::os_random(&mut [0u8; 16])?;
-    let gate = Gate::new(w.pin.clone(), Duration::from_secs(w.session_ttl_s as u64));
+    let hex = std::env::var(KEY_ENV).unwrap_or_default();
+    let key: [u8; super::auth::KEY_LEN] = (0..hex.len())
+        .step_by(2)
+        .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect::<Option<Vec<u8>>>()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| format!("{KEY_ENV} is not {} hex bytes (the web stage is started by vr-stream)", super::auth::KEY_LEN))?;
+    let gate = Gate::new(w.pin.clone(), Duration::from_secs(w.session_ttl_s as u64), &key);
     let app = server::App::new(server::tls_config(id)?, gate, hub.clone(), server::Limits::from_config(w));
     let ip: IpAddr = w.bind.parse().map_err(|_| format!("web.bind {:?} is not an IP address", w.bind))?;
     server::start(SocketAddr::new(ip, w.port), app.clone())?;

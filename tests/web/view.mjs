@@ -7,6 +7,9 @@
 //                                         "Enter VR", reports the session's views and
 //                                         the pixel at each eye's centre and the pixels
 //                                         the YOLO boxes changed (?xrprobe=1)
+//   node view.mjs URL SECONDS timeline -> once streaming, samples the page every 100 ms for
+//                                         SECONDS: [Unix ms, decoded, status, reconnects,
+//                                         whether the HUD says "reconnecting"]
 //   node view.mjs URL SECONDS xr-turn  -> the same with the head turned 60 degrees left;
 //                                         then straight again, then the trigger pressed:
 //                                         the eye-centre pixels after each
@@ -135,6 +138,17 @@ try {
       await page.waitForTimeout(1500);
       out.hudAfterSqueeze = await page.evaluate(() => ({ on: window.__vr.xr.hudOn, pixels: window.__vr.xr.hud.lastPixels }));
     }
+  } else if (mode === 'timeline') {
+    await page.waitForFunction(() => window.__vr && window.__vr.status === 'streaming', null, { timeout: 30000 });
+    const timeline = [];
+    const end = Date.now() + Number(secs) * 1000;
+    while (Date.now() < end) {
+      const v = await page.evaluate(() => [window.__vr.decoded, window.__vr.status, window.__vr.reconnects, document.getElementById('hud').textContent.startsWith('reconnecting')]);
+      timeline.push([Date.now(), ...v]);
+      await page.waitForTimeout(100);
+    }
+    const s = await page.evaluate(() => ({ status: window.__vr.status, error: window.__vr.error, reconnects: window.__vr.reconnects, lastDrop: window.__vr.lastDrop, transport: window.__vr.transport, hud: document.getElementById('hud').textContent }));
+    Object.assign(out, s, { timeline });
   } else if (mode === 'refused') {
     await page.waitForFunction(() => window.__vr && window.__vr.status !== 'login', null, { timeout: 15000 });
     await page.waitForTimeout(Number(secs) * 1000);
