@@ -128,13 +128,72 @@ fn status_text(s: &std::process::ExitStatus) -> String {
     }
 }
 
+/// `https://HOST:PORT/` for an address (IPv6 in brackets).
+pub fn viewer_url(ip: std::net::IpAddr, port: u16) -> String {
+    match ip {
+        std::net::IpAddr::V6(a) => format!("https://[{a}]:{port}/"),
+        a => format!("https://{a}:{port}/"),
+    }
+}
+
+/// The addresses a headset may type to reach a server bound to `bind`: `bind` itself if
+/// it is one address, else every address of an interface that is up, not loopback and
+/// not IPv6 link-local (getifaddrs(3)), IPv4 first.
+fn reachable_addresses(bind: std::net::IpAddr) -> Vec<std::net::IpAddr> {
+    use std::net::IpAddr;
+    if !bind.is_unspecified() {
+        return vec![bind];
+    }
+    let mut out: Vec<IpAddr> = vec![];
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for a in addrs {
+            if !a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP) || a.flags.contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK) {
+                continue;
+            }
+            let Some(sa) = a.address else { continue };
+            let ip = match (sa.as_sockaddr_in(), sa.as_sockaddr_in6()) {
+                (Some(v4), _) => IpAddr::V4(v4.ip()),
+                (_, Some(v6)) if !v6.ip().is_unicast_link_local() && !v6.ip().is_loopback() => IpAddr::V6(v6.ip()),
+                _ => continue,
+            };
+            if !ip.is_loopback() && !out.contains(&ip) {
+                out.push(ip);
+            }
+        }
+    }
+    out.sort_by_key(|ip| ip.is_ipv6());
+    out
+}
+
+/// `HOSTNAME.local` if it resolves (mDNS through nss-mdns / Avahi, as on Raspberry Pi OS)
+/// within a second; the lookup runs on its own thread so a resolver without mDNS cannot
+/// hold the start-up.
+fn mdns_name() -> Option<String> {
+    let host = std::fs::read_to_string("/etc/hostname").ok()?.trim().to_string();
+    if host.is_empty() || host.contains('.') {
+        return None;
+    }
+    let name = format!("{host}.local");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let n = name.clone();
+    std::thread::Builder::new()
+        .name("mdns-lookup".into())
+        .spawn(move || {
+            use std::net::ToSocketAddrs;
+            let _ = tx.send((n.as_str(), 443).to_socket_addrs().map(|mut a| a.next().is_some()).unwrap_or(false));
+        })
+        .ok()?;
+    rx.recv_timeout(Duration::from_secs(1)).ok().filter(|&ok| ok).map(|_| name)
+}
+
 /// Resolves the viewer page's settings in `w` (certificate and key paths, generating the
 /// kept self-signed pair if needed; the PIN, random if unset), checks that the port can be
-/// bound, and returns the URL to print: the address of the interface that routes to
-/// `dest_ip` (the headset's network).
+/// bound, and returns the URLs to print: first the address of the interface that routes
+/// to `dest_ip` (the headset's network), then the machine's other non-loopback addresses
+/// and `https://HOSTNAME.local:PORT/` when mDNS resolves it.
 ///
 /// Errors: an unreadable or invalid certificate or key (naming the file), the port in use.
-fn web_setup(w: &mut crate::config::WebConfig, dest_ip: &str) -> Result<String> {
+fn web_setup(w: &mut crate::config::WebConfig, dest_ip: &str) -> Result<Vec<String>> {
     use crate::web::{auth, cert, server};
     use std::net::{IpAddr, SocketAddr, UdpSocket};
     let bind: IpAddr = w.bind.parse().map_err(|_| anyhow!("web.bind {:?} is not an IP address", w.bind))?;
@@ -146,7 +205,14 @@ fn web_setup(w: &mut crate::config::WebConfig, dest_ip: &str) -> Result<String> 
         .ok()
         .filter(|ip| !ip.is_unspecified())
         .unwrap_or(if bind.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { bind });
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), local.to_string()];
+    let mut addresses = vec![local];
+    for a in reachable_addresses(bind) {
+        if !addresses.contains(&a) {
+            addresses.push(a);
+        }
+    }
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    names.extend(addresses.iter().map(|a| a.to_string()));
     if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
         let h = h.trim();
         if !h.is_empty() {
@@ -173,11 +239,11 @@ fn web_setup(w: &mut crate::config::WebConfig, dest_ip: &str) -> Result<String> 
     }
     let addr = SocketAddr::new(bind, w.port);
     drop(std::net::TcpListener::bind(addr).map_err(|e| anyhow!("--web-port {}: cannot listen on {addr}: {e}", w.port))?);
-    let host = match local {
-        IpAddr::V6(a) => format!("[{a}]"),
-        a => a.to_string(),
-    };
-    Ok(format!("https://{host}:{}/", w.port))
+    let mut urls: Vec<String> = addresses.iter().map(|&a| viewer_url(a, w.port)).collect();
+    if let Some(n) = mdns_name() {
+        urls.push(format!("https://{n}:{}/", w.port));
+    }
+    Ok(urls)
 }
 
 /// Runs the stream until end of stream, a stop signal or a stage failure.
@@ -209,11 +275,20 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     // restart of the web stage, not of vr-stream.
     let mut web_key = String::new();
     if cfg.web.enabled && !opts.sdp_only {
-        let url = web_setup(&mut stage_cfg.web, &cfg.stream.ip)?;
+        let urls = web_setup(&mut stage_cfg.web, &cfg.stream.ip)?;
         let mut k = [0u8; crate::web::auth::KEY_LEN];
         crate::web::server::os_random(&mut k).map_err(|e| anyhow!("viewer page: {e}"))?;
         web_key = k.iter().map(|b| format!("{b:02x}")).collect();
-        eprintln!("vr-stream: viewer page {url}  PIN {}", stage_cfg.web.pin);
+        eprintln!("vr-stream: viewer page {}  PIN {}", urls[0], stage_cfg.web.pin);
+        // What to type on the headset: an address other than loopback when there is one.
+        let loopback = |u: &String| u.starts_with("https://127.") || u.starts_with("https://[::1]");
+        let (head, rest): (Vec<&String>, Vec<&String>) = urls.iter().partition(|u| !loopback(u));
+        let mut order: Vec<&String> = head.into_iter().chain(rest.into_iter().filter(|u| !loopback(u))).collect();
+        order.dedup();
+        if let Some((first, others)) = order.split_first() {
+            let others = if others.is_empty() { String::new() } else { format!(" (or {})", others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")) };
+            eprintln!("vr-stream: on the headset, open {first}{others} in the Quest Browser, accept the certificate once and enter the PIN");
+        }
     }
     if opts.sdp_only {
         if cfg.stream.sdp.is_empty() {
