@@ -8,7 +8,9 @@
 //! streams and its clock offset settles, the last 600 per-frame latencies the page measured
 //! (capture time from vr-stream, corrected by the NTP-style offset; "decoded" = WebCodecs
 //! output for the WebSocket, handed to the compositor — `requestVideoFrameCallback`'s
-//! `presentationTime` — for WebRTC). Reports p50/p95/p99/max per transport, and the
+//! `presentationTime` — for WebRTC), and the same frames' capture → expected display
+//! (`expectedDisplayTime` for WebRTC; for the WebSocket, the animation frame that drew it
+//! + one display refresh). Reports p50/p95/p99/max per transport for both, and the
 //! differences.
 //!
 //! Needs root (network namespace), /usr/bin/chromium and `npm ci` in tests/web
@@ -61,8 +63,9 @@ fn ns_setup() -> Option<Ns> {
     Some(ns)
 }
 
-/// One run: the page's last latencies (ms) over `transport`, and its decoded/sent counts.
-fn run(ns: &Ns, transport: &str, secs: u32, port: u16) -> Result<(Vec<f64>, String), String> {
+/// One run: the page's last latencies (ms) over `transport` (capture -> decoded, capture
+/// -> expected display), and its decoded/sent counts.
+fn run(ns: &Ns, transport: &str, secs: u32, port: u16) -> Result<(Vec<f64>, Vec<f64>, String), String> {
     let dir = std::env::temp_dir().join(format!("vr-webbench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let cfg = dir.join("web.toml");
@@ -104,12 +107,13 @@ fn run(ns: &Ns, transport: &str, secs: u32, port: u16) -> Result<(Vec<f64>, Stri
     if v["status"] != "streaming" {
         return Err(format!("the page did not stream: {v}"));
     }
-    let lat: Vec<f64> = v["latencies"].as_array().map(|a| a.iter().filter_map(|x| x.as_f64()).collect()).unwrap_or_default();
+    let list = |k: &str| -> Vec<f64> { v[k].as_array().map(|a| a.iter().filter_map(|x| x.as_f64()).collect()).unwrap_or_default() };
+    let (lat, display) = (list("latencies"), list("displayLatencies"));
     let counts = match transport {
         "ws" => format!("decoded {} of {} received", v["windowDecoded"], v["windowReceived"]),
         _ => format!("decoded {} of {} written", v["windowRtcDecoded"], v["windowReceived"]),
     };
-    Ok((lat, counts))
+    Ok((lat, display, counts))
 }
 
 fn main() {
@@ -127,24 +131,32 @@ fn main() {
         return;
     };
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut hist = [("ws", Histogram::<u64>::new(3).unwrap()), ("webrtc", Histogram::<u64>::new(3).unwrap())];
+    let new = || Histogram::<u64>::new(3).unwrap();
+    // Per transport: capture -> decoded, capture -> expected display.
+    let mut hist = [("ws", new(), new()), ("webrtc", new(), new())];
     for round in 0..rounds {
-        for (t, h) in hist.iter_mut() {
-            let (lat, counts) = run(&ns, t, secs, port).unwrap_or_else(|e| panic!("{t}: {e}"));
+        for (t, h, hd) in hist.iter_mut() {
+            let (lat, display, counts) = run(&ns, t, secs, port).unwrap_or_else(|e| panic!("{t}: {e}"));
             assert!(lat.len() >= 60 * secs as usize / 2, "{t}: only {} latencies in {secs} s", lat.len());
             for l in &lat {
                 h.record((l.max(0.0) * 1000.0) as u64).unwrap(); // µs
             }
+            for l in &display {
+                hd.record((l.max(0.0) * 1000.0) as u64).unwrap();
+            }
             println!("round {round} {t:7}: {} frames measured, {counts}", lat.len());
         }
     }
-    println!("capture -> decoded on the page, headless Chromium, 720p60, 6 Mbit/s (ms)");
-    println!("{:28} {:>8} {:>8} {:>8} {:>8} {:>8}", "", "frames", "p50", "p95", "p99", "max");
     let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 1000.0;
-    for (t, h) in &hist {
-        let name = if *t == "ws" { "WebSocket+WebCodecs (base)" } else { "WebRTC (str0m)" };
-        println!("{name:28} {:>8} {:>8.2} {:>8.2} {:>8.2} {:>8.2}", h.len(), q(h, 0.5), q(h, 0.95), q(h, 0.99), h.max() as f64 / 1000.0);
+    for (what, pick) in [("decoded", 0usize), ("expected display", 1)] {
+        println!("capture -> {what} on the page, headless Chromium, 720p60, 6 Mbit/s (ms)");
+        println!("{:28} {:>8} {:>8} {:>8} {:>8} {:>8}", "", "frames", "p50", "p95", "p99", "max");
+        for (t, h, hd) in &hist {
+            let h = if pick == 0 { h } else { hd };
+            let name = if *t == "ws" { "WebSocket+WebCodecs (base)" } else { "WebRTC (str0m)" };
+            println!("{name:28} {:>8} {:>8.2} {:>8.2} {:>8.2} {:>8.2}", h.len(), q(h, 0.5), q(h, 0.95), q(h, 0.99), h.max() as f64 / 1000.0);
+        }
+        let (b, w) = if pick == 0 { (&hist[0].1, &hist[1].1) } else { (&hist[0].2, &hist[1].2) };
+        println!("WebRTC - WebSocket: p50 {:+.2} ms, p99 {:+.2} ms", q(w, 0.5) - q(b, 0.5), q(w, 0.99) - q(b, 0.99));
     }
-    let (b, w) = (&hist[0].1, &hist[1].1);
-    println!("WebRTC - WebSocket: p50 {:+.2} ms, p99 {:+.2} ms", q(w, 0.5) - q(b, 0.5), q(w, 0.99) - q(b, 0.99));
 }

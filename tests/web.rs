@@ -243,6 +243,9 @@ fn the_page_decodes_the_real_clip_over_the_websocket_with_webcodecs() {
     assert_eq!(v["inOrder"], true);
     let p50 = v["latencyP50Ms"].as_f64().expect("latency measured on the page");
     assert!(p50 > 0.0 && p50 < 200.0, "capture -> decoded p50 {p50} ms: {v}");
+    // Capture -> expected display: after the decode, within a few refreshes of it.
+    let d50 = v["displayP50Ms"].as_f64().expect("capture -> expected display measured");
+    assert!(d50 > p50 && d50 < p50 + 100.0, "display p50 {d50} ms, decoded p50 {p50} ms");
     // The page's report reached vr-stream.
     assert!(web_line.contains("capture->decoded p50"), "{err}");
     // The key is kept private.
@@ -359,6 +362,12 @@ fn the_page_plays_the_real_clip_over_webrtc_with_playout_delay_zero() {
     let dash_p50 = page["latency_p50_ms"].as_f64().expect("a page report in the stats segment");
     assert!(dash_p50 > 0.0 && dash_p50 < 200.0 && page["latency_p99_ms"].as_f64().unwrap() >= dash_p50, "{page}");
     assert!(page["decoded"].as_u64().unwrap() > 100 && page["sent"].as_u64().unwrap() > 100, "{page}");
+    // The viewer listed on its own: transport, the page's address, its figures.
+    let list = page["list"].as_array().expect("viewers listed");
+    assert_eq!(list.len(), 1, "{page}");
+    assert_eq!(list[0]["transport"], "webrtc", "{page}");
+    assert!(list[0]["address"].as_str().is_some_and(|a| a.starts_with(&format!("{}:", ns.addr))), "{page}");
+    assert!(list[0]["latency_p50_ms"].as_f64().is_some() && list[0]["display_p99_ms"].as_f64().is_some() && list[0]["reconnects"] == 0, "{page}");
     eprintln!("page: {v}");
     let web_line = err.lines().find(|l| l.contains("[web]: ")).unwrap_or("").to_string();
     eprintln!("{web_line}");
@@ -379,6 +388,11 @@ fn the_page_plays_the_real_clip_over_webrtc_with_playout_delay_zero() {
     assert!(v["windowDecoded"].as_u64().unwrap() * 2 >= sent, "fewer than half the frames paired with their capture time: {v}");
     let p50 = v["latencyP50Ms"].as_f64().expect("latency measured on the page");
     assert!(p50 > 0.0 && p50 < 200.0, "capture -> decoded p50 {p50} ms: {v}");
+    // requestVideoFrameCallback's expectedDisplayTime, measured. (Headless Chromium has no
+    // display: its expected display time came 1-2 ms *before* presentationTime here, so
+    // only closeness is checked.)
+    let d50 = v["displayP50Ms"].as_f64().expect("capture -> expected display measured");
+    assert!(d50 > 0.0 && (d50 - p50).abs() < 50.0, "display p50 {d50} ms, presented p50 {p50} ms");
     // Playout delay 0/0 (the RTP header extension): Chromium's jitter buffer hands each
     // frame on at once. Measured here: 0.3 ms per frame with it, 9.9 ms without (and
     // capture -> presented p50 11.5 ms against 32 ms).

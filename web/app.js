@@ -41,6 +41,9 @@ const state = (window.__vr = {
   decoded: 0,
   decodedIds: [],
   latencies: [], // capture -> decoded, ms, last 600
+  // capture -> expected display, ms, last 600: WebRTC, requestVideoFrameCallback's
+  // expectedDisplayTime; WebSocket, the drawing frame's time + one display refresh
+  displayLatencies: [],
   decodeMs: [], // chunk in -> frame out, ms, last 600
   drawn: 0, // frames drawn (at most one per display refresh)
   dropped: 0, // frames not given to a decoder that fell behind (then: the next IDR)
@@ -152,6 +155,11 @@ function common(send) {
       const b = clock.best();
       if (b) keep(state.latencies, t - (capMs - b.offset));
     },
+    /** A frame is expected on the display at `t` (Unix ms): capture time (server ms). */
+    onDisplayed(capMs, t) {
+      const b = clock.best();
+      if (capMs != null && b) keep(state.displayLatencies, t - (capMs - b.offset));
+    },
     setXrFrame(frame) {
       if (io.xrLatest) io.xrLatest.close();
       io.xrLatest = frame;
@@ -203,6 +211,8 @@ function common(send) {
     lastDecoded = state.decoded;
     lastT = t;
     if (io.stats) await io.stats().catch(() => {});
+    const dp50 = quantile(state.displayLatencies, 0.5);
+    const dp99 = quantile(state.displayLatencies, 0.99);
     const p50 = quantile(state.latencies, 0.5);
     const p99 = quantile(state.latencies, 0.99);
     const dec = quantile(state.decodeMs, 0.5);
@@ -211,9 +221,10 @@ function common(send) {
       (state.status === 'reconnecting' ? `reconnecting… (${state.lastDrop})\n` : '') +
       `${h ? `${h.width}x${h.height} ${state.codec || 'H.264'} over ${state.transport === 'ws' ? 'WebSocket' : 'WebRTC'}` : ''}\n` +
       `fps ${fps.toFixed(1)}  decode ${dec.toFixed(1)} ms\n` +
-      `capture->decoded p50 ${p50.toFixed(1)} p99 ${p99.toFixed(1)} ms` +
+      `capture->decoded p50 ${p50.toFixed(1)} p99 ${p99.toFixed(1)} ms\n` +
+      `capture->display p50 ${dp50.toFixed(1)} p99 ${dp99.toFixed(1)} ms (expected)` +
       (state.detections.last ? `\ndetections ${state.detections.last.boxes.length} (${state.detections.last.ageMs?.toFixed(0)} ms after capture)` : '');
-    send({ type: 'stats', transport: state.transport, decoded: state.decoded, latency_p50_ms: p50, latency_p99_ms: p99, decode_ms: dec, fps, reconnects: state.reconnects });
+    send({ type: 'stats', transport: state.transport, decoded: state.decoded, latency_p50_ms: p50, latency_p99_ms: p99, display_p50_ms: dp50, display_p99_ms: dp99, decode_ms: dec, fps, reconnects: state.reconnects });
   }, 1000);
   return io;
 }
@@ -336,6 +347,7 @@ async function connectRtc(io, down) {
     // presentationTime: when the decoded frame was handed to the compositor.
     const t = performance.timeOrigin + md.presentationTime;
     io.onDecoded(c?.cap, md.processingDuration != null ? md.processingDuration * 1000 : null, c?.id, t);
+    if (md.expectedDisplayTime != null) io.onDisplayed(c?.cap, performance.timeOrigin + md.expectedDisplayTime);
     if (io.xrOn) io.setXrFrame(new VideoFrame(video, { timestamp: md.rtpTimestamp }));
     else state.drawn++;
   };
@@ -399,9 +411,15 @@ function connectWs(io, down) {
   let waitKey = true;
 
   let toDraw = null;
+  let toDrawCap = null; // its capture time (server ms)
   let drawScheduled = false;
-  function draw() {
+  // The display's refresh interval, ms, from successive animation frames (60 Hz at first).
+  let refreshMs = 1000 / 60;
+  let lastRaf = null;
+  function draw(ts) {
     drawScheduled = false;
+    if (lastRaf != null && ts - lastRaf > 4 && ts - lastRaf < 50) refreshMs += (ts - lastRaf - refreshMs) / 16;
+    lastRaf = ts;
     const frame = toDraw;
     toDraw = null;
     if (!frame) return;
@@ -412,6 +430,8 @@ function connectWs(io, down) {
     ctx.drawImage(frame, 0, 0);
     frame.close();
     state.drawn++;
+    // Drawn in the animation frame that started at `ts`: shown at the next refresh.
+    io.onDisplayed(toDrawCap, performance.timeOrigin + ts + refreshMs);
   }
 
   function makeDecoder() {
@@ -425,6 +445,7 @@ function connectWs(io, down) {
           // Latest-wins to the screen: one draw per display refresh, of the newest frame.
           if (toDraw) toDraw.close();
           toDraw = frame;
+          toDrawCap = p?.capMs;
           if (!drawScheduled) {
             drawScheduled = true;
             requestAnimationFrame(draw);

@@ -183,14 +183,61 @@ pub struct PageView {
     pub latency_p50_ms: Option<f64>,
     /// The same, p99, ms.
     pub latency_p99_ms: Option<f64>,
+    /// Capture → expected display on the page, p50, ms.
+    pub display_p50_ms: Option<f64>,
+    /// The same, p99, ms.
+    pub display_p99_ms: Option<f64>,
     /// Decode time, p50, ms.
     pub decode_ms: Option<f64>,
     /// Frames decoded per second on the page.
     pub fps: Option<f64>,
     /// Frames decoded by the page so far.
     pub decoded: Option<u64>,
+    /// Connections the page made again after drops.
+    pub reconnects: Option<u32>,
     /// Age of the newest report, s.
     pub report_age_s: Option<f64>,
+    /// Every viewer connected now (at most 8), each with its page's last report.
+    pub list: Vec<ViewerView>,
+}
+
+/// One viewer connected now.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ViewerView {
+    /// `"webrtc"` or `"ws"`.
+    pub transport: String,
+    /// The page's address, `IP:PORT`.
+    pub address: String,
+    /// Capture → decoded p50 / p99, ms (None before its first report).
+    pub latency_p50_ms: Option<f64>,
+    /// The same, p99.
+    pub latency_p99_ms: Option<f64>,
+    /// Capture → expected display p50, ms.
+    pub display_p50_ms: Option<f64>,
+    /// The same, p99.
+    pub display_p99_ms: Option<f64>,
+    /// Frames decoded per second.
+    pub fps: Option<f64>,
+    /// Reconnects of that page.
+    pub reconnects: Option<u32>,
+}
+
+impl ViewerView {
+    /// One line for the screen.
+    pub fn text(&self) -> String {
+        match (self.latency_p50_ms, self.latency_p99_ms) {
+            (Some(p50), Some(p99)) => format!(
+                "{} {}: decoded p50 {p50:.1} p99 {p99:.1} ms, display p50 {:.1} p99 {:.1} ms, {:.1} fps, {} reconnects",
+                self.transport,
+                self.address,
+                self.display_p50_ms.unwrap_or(f64::NAN),
+                self.display_p99_ms.unwrap_or(f64::NAN),
+                self.fps.unwrap_or(0.0),
+                self.reconnects.unwrap_or(0)
+            ),
+            _ => format!("{} {}: no report yet", self.transport, self.address),
+        }
+    }
 }
 
 impl PageView {
@@ -212,6 +259,23 @@ impl PageView {
 fn page_view(w: &vr_stream::shm::stats::WebStats, now_ns: u64) -> PageView {
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
     let p = w.page.as_ref();
+    let list = w
+        .list
+        .iter()
+        .map(|v| {
+            let r = v.report.as_ref();
+            ViewerView {
+                transport: v.transport.as_str().to_string(),
+                address: v.addr.to_string(),
+                latency_p50_ms: r.map(|p| ms(p.latency_p50)),
+                latency_p99_ms: r.map(|p| ms(p.latency_p99)),
+                display_p50_ms: r.map(|p| ms(p.display_p50)),
+                display_p99_ms: r.map(|p| ms(p.display_p99)),
+                fps: r.map(|p| p.fps_milli as f64 / 1000.0),
+                reconnects: r.map(|p| p.reconnects),
+            }
+        })
+        .collect();
     PageView {
         viewers: w.viewers,
         sent: w.sent,
@@ -220,10 +284,14 @@ fn page_view(w: &vr_stream::shm::stats::WebStats, now_ns: u64) -> PageView {
         transport: p.map(|p| p.transport.as_str().to_string()),
         latency_p50_ms: p.map(|p| ms(p.latency_p50)),
         latency_p99_ms: p.map(|p| ms(p.latency_p99)),
+        display_p50_ms: p.map(|p| ms(p.display_p50)),
+        display_p99_ms: p.map(|p| ms(p.display_p99)),
         decode_ms: p.map(|p| ms(p.decode)),
         fps: p.map(|p| p.fps_milli as f64 / 1000.0),
         decoded: p.map(|p| p.decoded),
+        reconnects: p.map(|p| p.reconnects),
         report_age_s: p.map(|p| now_ns.saturating_sub(p.report_ns) as f64 / 1e9),
+        list,
     }
 }
 
@@ -594,7 +662,7 @@ mod tests {
     fn page_line() {
         use std::time::Duration;
         use vr_stream::shm::stats::{PageStats, PageTransport, WebStats};
-        let mut w = WebStats { viewers: 1, sent: 600, skipped: 2, refused: 1, page: None };
+        let mut w = WebStats { viewers: 1, sent: 600, skipped: 2, refused: 1, page: None, list: vec![] };
         assert_eq!(page_view(&w, 0).text(), "no page report yet; 1 viewer(s), 600 sent, 2 skipped, 1 refused");
         w.page = Some(PageStats {
             transport: PageTransport::WebRtc,
@@ -604,13 +672,18 @@ mod tests {
             latency_p99: Duration::from_micros(25_200),
             decode: Duration::from_micros(1_200),
             fps_milli: 59_500,
+            display_p50: Duration::from_micros(20_000),
+            display_p99: Duration::from_micros(33_000),
+            reconnects: 2,
         });
+        w.list = vec![vr_stream::shm::stats::ViewerStats { addr: "192.168.1.100:50432".parse().unwrap(), transport: PageTransport::WebRtc, report: w.page }];
         let v = page_view(&w, 1_400_000_000);
         assert_eq!(v.latency_p99_ms, Some(25.2));
         assert_eq!(
             v.text(),
             "webrtc, capture->decoded p50 11.5 p99 25.2 ms, decode 1.2 ms, 59.5 fps (0.4 s ago); 1 viewer(s), 600 sent, 2 skipped, 1 refused"
         );
+        assert_eq!(v.list[0].text(), "webrtc 192.168.1.100:50432: decoded p50 11.5 p99 25.2 ms, display p50 20.0 p99 33.0 ms, 59.5 fps, 2 reconnects");
     }
 
     #[test]

@@ -323,6 +323,9 @@ fn network(area: Rect, buf: &mut Buffer, snap: &Snapshot, view: &View) {
         }
         if let Some(p) = &s.page {
             lines.push(Line::raw(format!("page: {}", p.text())));
+            for v in &p.list {
+                lines.push(Line::raw(format!("  viewer {}", v.text())));
+            }
         }
     }
     Paragraph::new(lines)

@@ -55,10 +55,23 @@ fn snapshot(stream: bool) -> Snapshot {
             transport: Some("webrtc".into()),
             latency_p50_ms: Some(11.5),
             latency_p99_ms: Some(25.2),
+            display_p50_ms: Some(20.0),
+            display_p99_ms: Some(33.0),
             decode_ms: Some(1.2),
             fps: Some(59.5),
             decoded: Some(590),
+            reconnects: Some(0),
             report_age_s: Some(0.4),
+            list: vec![ViewerView {
+                transport: "webrtc".into(),
+                address: "192.168.1.100:50432".into(),
+                latency_p50_ms: Some(11.5),
+                latency_p99_ms: Some(25.2),
+                display_p50_ms: Some(20.0),
+                display_p99_ms: Some(33.0),
+                fps: Some(59.5),
+                reconnects: Some(0),
+            }],
         }),
     };
     Snapshot {

@@ -240,27 +240,104 @@ struct StatsHeader {
     web: WebBlock,
 }
 
-/// The viewer page's figures (`--web`), written by the network stage.
+/// Viewers listed one by one in the stats segment (more are counted, not listed).
+pub const MAX_VIEWER_ROWS: usize = 8;
+
+/// One page's report as stored (the newest of any page, and one per viewer row).
 #[repr(C)]
-struct WebBlock {
-    enabled: AtomicU32,
+#[derive(Default)]
+struct ReportBlock {
     transport: AtomicU32,
-    viewers: AtomicU64,
-    sent: AtomicU64,
-    skipped: AtomicU64,
-    refused: AtomicU64,
+    reconnects: AtomicU32,
     report_ns: AtomicU64,
     decoded: AtomicU64,
     p50_us: AtomicU32,
     p99_us: AtomicU32,
+    display_p50_us: AtomicU32,
+    display_p99_us: AtomicU32,
     decode_us: AtomicU32,
     fps_milli: AtomicU32,
+}
+
+/// One viewer connected now: a seqlock (`seq` odd while the web stage writes it), its
+/// address (IPv6, IPv4-mapped, big-endian halves; port) and its page's last report.
+#[repr(C)]
+struct ViewerRow {
+    seq: AtomicU64,
+    used: AtomicU32,
+    port: AtomicU32,
+    addr_hi: AtomicU64,
+    addr_lo: AtomicU64,
+    report: ReportBlock,
+}
+
+/// The viewer page's figures (`--web`), written by the web stage.
+#[repr(C)]
+struct WebBlock {
+    enabled: AtomicU32,
+    rows_seq: AtomicU32,
+    viewers: AtomicU64,
+    sent: AtomicU64,
+    skipped: AtomicU64,
+    refused: AtomicU64,
+    /// The newest report of any page (kept after that page left).
+    last: ReportBlock,
+    rows: [ViewerRow; MAX_VIEWER_ROWS],
+}
+
+impl ReportBlock {
+    fn store(&self, p: &PageStats) {
+        let us = |d: std::time::Duration| d.as_micros().min(u32::MAX as u128) as u32;
+        self.transport.store(p.transport as u32, Ordering::Relaxed);
+        self.reconnects.store(p.reconnects, Ordering::Relaxed);
+        self.decoded.store(p.decoded, Ordering::Relaxed);
+        self.p50_us.store(us(p.latency_p50), Ordering::Relaxed);
+        self.p99_us.store(us(p.latency_p99), Ordering::Relaxed);
+        self.display_p50_us.store(us(p.display_p50), Ordering::Relaxed);
+        self.display_p99_us.store(us(p.display_p99), Ordering::Relaxed);
+        self.decode_us.store(us(p.decode), Ordering::Relaxed);
+        self.fps_milli.store(p.fps_milli, Ordering::Relaxed);
+        self.report_ns.store(p.report_ns, Ordering::Release);
+    }
+
+    /// The report, `None` before one arrived (report_ns 0).
+    fn load(&self) -> Option<PageStats> {
+        let report_ns = self.report_ns.load(Ordering::Acquire);
+        let us = |a: &AtomicU32| std::time::Duration::from_micros(a.load(Ordering::Relaxed) as u64);
+        (report_ns != 0).then(|| PageStats {
+            transport: match self.transport.load(Ordering::Relaxed) {
+                1 => PageTransport::WebSocket,
+                2 => PageTransport::WebRtc,
+                _ => PageTransport::Unknown,
+            },
+            report_ns,
+            decoded: self.decoded.load(Ordering::Relaxed),
+            latency_p50: us(&self.p50_us),
+            latency_p99: us(&self.p99_us),
+            display_p50: us(&self.display_p50_us),
+            display_p99: us(&self.display_p99_us),
+            decode: us(&self.decode_us),
+            fps_milli: self.fps_milli.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// One viewer connected now, as listed in the stats segment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ViewerStats {
+    /// Its page's address (the HTTP peer that opened the WebSocket or sent the offer).
+    pub addr: std::net::SocketAddr,
+    /// How it receives the stream (known before its first report).
+    pub transport: PageTransport,
+    /// Its page's last report, `None` before the first (one a second).
+    pub report: Option<PageStats>,
 }
 
 /// The viewer page (`--web`): the server's counters and the newest report of a page
 /// (what it measured on the headset). Fields of one report are stored one by one: a
 /// reader may see two consecutive reports mixed.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct WebStats {
     /// Viewers connected now (WebRTC peers and WebSockets).
     pub viewers: u64,
@@ -272,6 +349,8 @@ pub struct WebStats {
     pub refused: u64,
     /// The newest page report, if any.
     pub page: Option<PageStats>,
+    /// The viewers connected now (at most [`MAX_VIEWER_ROWS`]), each with its page's report.
+    pub list: Vec<ViewerStats>,
 }
 
 /// One page's report (once a second).
@@ -287,11 +366,19 @@ pub struct PageStats {
     pub latency_p50: std::time::Duration,
     /// The same, 99th percentile.
     pub latency_p99: std::time::Duration,
+    /// Capture → expected display (WebRTC: `requestVideoFrameCallback`'s
+    /// `expectedDisplayTime`; WebSocket: the drawing frame's time + one display refresh),
+    /// median.
+    pub display_p50: std::time::Duration,
+    /// The same, 99th percentile.
+    pub display_p99: std::time::Duration,
     /// Decode time (WebCodecs: chunk in → frame out; WebRTC: the browser's processing
     /// duration), median.
     pub decode: std::time::Duration,
     /// Frames per second decoded over the last second, thousandths of a frame.
     pub fps_milli: u32,
+    /// Connections the page made again after a drop (Wi-Fi, a restarted web stage).
+    pub reconnects: u32,
 }
 
 /// The page's transport.
@@ -670,14 +757,31 @@ impl Stats {
         b.skipped.store(w.skipped, Ordering::Relaxed);
         b.refused.store(w.refused, Ordering::Relaxed);
         if let Some(p) = &w.page {
-            let us = |d: std::time::Duration| d.as_micros().min(u32::MAX as u128) as u32;
-            b.transport.store(p.transport as u32, Ordering::Relaxed);
-            b.decoded.store(p.decoded, Ordering::Relaxed);
-            b.p50_us.store(us(p.latency_p50), Ordering::Relaxed);
-            b.p99_us.store(us(p.latency_p99), Ordering::Relaxed);
-            b.decode_us.store(us(p.decode), Ordering::Relaxed);
-            b.fps_milli.store(p.fps_milli, Ordering::Relaxed);
-            b.report_ns.store(p.report_ns.max(1), Ordering::Release);
+            b.last.store(&PageStats { report_ns: p.report_ns.max(1), ..*p });
+        }
+        for (i, row) in b.rows.iter().enumerate() {
+            let v = w.list.get(i);
+            let s = row.seq.load(Ordering::Relaxed);
+            // SYNC POINT W (seqlock): odd seq, Release fence, fields, even seq with
+            // Release; pairs with the reader's Acquire load / Acquire fence in `web`.
+            row.seq.store(s | 1, Ordering::Relaxed);
+            fence(Ordering::Release);
+            row.used.store(v.is_some() as u32, Ordering::Relaxed);
+            if let Some(v) = v {
+                let ip = match v.addr.ip() {
+                    std::net::IpAddr::V4(a) => a.to_ipv6_mapped(),
+                    std::net::IpAddr::V6(a) => a,
+                };
+                let bits = u128::from(ip);
+                row.addr_hi.store((bits >> 64) as u64, Ordering::Relaxed);
+                row.addr_lo.store(bits as u64, Ordering::Relaxed);
+                row.port.store(v.addr.port() as u32, Ordering::Relaxed);
+                match &v.report {
+                    Some(p) => row.report.store(&PageStats { report_ns: p.report_ns.max(1), transport: v.transport, ..*p }),
+                    None => row.report.store(&PageStats { transport: v.transport, report_ns: 0, ..Default::default() }),
+                }
+            }
+            row.seq.store((s | 1) + 1, Ordering::Release);
         }
     }
 
@@ -687,31 +791,47 @@ impl Stats {
         if b.enabled.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        let report_ns = b.report_ns.load(Ordering::Acquire);
-        let us = |a: &AtomicU32| std::time::Duration::from_micros(a.load(Ordering::Relaxed) as u64);
-        let page = (report_ns != 0).then(|| PageStats {
-            transport: match b.transport.load(Ordering::Relaxed) {
-                1 => PageTransport::WebSocket,
-                2 => PageTransport::WebRtc,
-                _ => PageTransport::Unknown,
-            },
-            report_ns,
-            decoded: b.decoded.load(Ordering::Relaxed),
-            latency_p50: us(&b.p50_us),
-            latency_p99: us(&b.p99_us),
-            decode: us(&b.decode_us),
-            fps_milli: b.fps_milli.load(Ordering::Relaxed),
-        });
+        let mut list = vec![];
+        for row in &b.rows {
+            // A row being rewritten is read again (a few times), then skipped.
+            for _ in 0..4 {
+                // SYNC POINT R (seqlock): pairs with the Release store of seq in set_web.
+                let s0 = row.seq.load(Ordering::Acquire);
+                if s0 & 1 == 1 {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                let used = row.used.load(Ordering::Relaxed) != 0;
+                let bits = ((row.addr_hi.load(Ordering::Relaxed) as u128) << 64) | row.addr_lo.load(Ordering::Relaxed) as u128;
+                let v6 = std::net::Ipv6Addr::from(bits);
+                let ip = v6.to_ipv4_mapped().map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4);
+                let addr = std::net::SocketAddr::new(ip, row.port.load(Ordering::Relaxed) as u16);
+                let transport = match row.report.transport.load(Ordering::Relaxed) {
+                    1 => PageTransport::WebSocket,
+                    2 => PageTransport::WebRtc,
+                    _ => PageTransport::Unknown,
+                };
+                let report = row.report.load();
+                fence(Ordering::Acquire);
+                if row.seq.load(Ordering::Relaxed) == s0 {
+                    if used {
+                        list.push(ViewerStats { addr, transport, report });
+                    }
+                    break;
+                }
+            }
+        }
         Some(WebStats {
             viewers: b.viewers.load(Ordering::Relaxed),
             sent: b.sent.load(Ordering::Relaxed),
             skipped: b.skipped.load(Ordering::Relaxed),
             refused: b.refused.load(Ordering::Relaxed),
-            page,
+            page: b.last.load(),
+            list,
         })
     }
 
-    /// Appends a per-frame record (single writer: the web stage).
+    /// Appends a per-frame record (single writer: the network stage).
     pub fn push_record(&self, r: &FrameRecord) {
         let h = self.hdr();
         let n = h.records_written.load(Ordering::Relaxed);

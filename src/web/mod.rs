@@ -79,6 +79,9 @@ struct Viewer {
     id: u64,
     tx: tokio::sync::mpsc::Sender<Bytes>,
     need_key: bool,
+    addr: std::net::SocketAddr,
+    transport: crate::shm::stats::PageTransport,
+    report: Option<PageReport>,
 }
 
 /// What a page reported last (its `stats` message).
@@ -90,6 +93,12 @@ pub struct PageReport {
     pub latency_p50_ms: f64,
     /// The same, 99th percentile, ms.
     pub latency_p99_ms: f64,
+    /// Capture → expected display on the page, p50, ms.
+    pub display_p50_ms: f64,
+    /// The same, 99th percentile, ms.
+    pub display_p99_ms: f64,
+    /// Connections the page made again after a drop.
+    pub reconnects: u32,
     /// Decoder time per frame (chunk in → frame out), p50, ms.
     pub decode_ms: f64,
     /// Frames decoded per second over the last report interval.
@@ -102,13 +111,17 @@ pub struct PageReport {
 
 impl PageReport {
     /// From a page's `stats` message (`{"type":"stats","transport":"webrtc","decoded":N,
-    /// "latency_p50_ms":…,"latency_p99_ms":…,"decode_ms":…,"fps":…}`) received at
-    /// `now_ns`; missing numbers are NaN (0 for counts).
+    /// "latency_p50_ms":…,"latency_p99_ms":…,"display_p50_ms":…,"display_p99_ms":…,
+    /// "decode_ms":…,"fps":…,"reconnects":N}`) received at `now_ns`; missing numbers are
+    /// NaN (0 for counts).
     pub fn from_message(v: &serde_json::Value, now_ns: u64) -> PageReport {
         PageReport {
             decoded: v["decoded"].as_u64().unwrap_or(0),
             latency_p50_ms: v["latency_p50_ms"].as_f64().unwrap_or(f64::NAN),
             latency_p99_ms: v["latency_p99_ms"].as_f64().unwrap_or(f64::NAN),
+            display_p50_ms: v["display_p50_ms"].as_f64().unwrap_or(f64::NAN),
+            display_p99_ms: v["display_p99_ms"].as_f64().unwrap_or(f64::NAN),
+            reconnects: v["reconnects"].as_u64().unwrap_or(0).min(u32::MAX as u64) as u32,
             decode_ms: v["decode_ms"].as_f64().unwrap_or(f64::NAN),
             fps: v["fps"].as_f64().unwrap_or(0.0),
             transport: crate::shm::stats::PageTransport::parse(v["transport"].as_str().unwrap_or("")),
@@ -125,6 +138,9 @@ impl PageReport {
             decoded: self.decoded,
             latency_p50: d(self.latency_p50_ms),
             latency_p99: d(self.latency_p99_ms),
+            display_p50: d(self.display_p50_ms),
+            display_p99: d(self.display_p99_ms),
+            reconnects: self.reconnects,
             decode: d(self.decode_ms),
             fps_milli: (self.fps.max(0.0) * 1000.0).min(u32::MAX as f64) as u32,
         }
@@ -190,14 +206,14 @@ impl Hub {
         self.count.load(Ordering::Relaxed) > 0
     }
 
-    /// Adds a viewer; returns its id and the receiving end of its queue ([`VIEWER_QUEUE`]
-    /// media messages, [`media_message`]). It gets frames from the next IDR on, which is
-    /// requested now.
-    pub fn join(&self) -> (u64, tokio::sync::mpsc::Receiver<Bytes>) {
+    /// Adds a viewer (its page at `addr`, over `transport`); returns its id and the
+    /// receiving end of its queue ([`VIEWER_QUEUE`] media messages, [`media_message`]). It
+    /// gets frames from the next IDR on, which is requested now.
+    pub fn join(&self, addr: std::net::SocketAddr, transport: crate::shm::stats::PageTransport) -> (u64, tokio::sync::mpsc::Receiver<Bytes>) {
         let (tx, rx) = tokio::sync::mpsc::channel(VIEWER_QUEUE);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut v = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
-        v.push(Viewer { id, tx, need_key: true });
+        v.push(Viewer { id, tx, need_key: true, addr, transport, report: None });
         self.count.store(v.len() as u64, Ordering::Relaxed);
         self.want_idr.store(true, Ordering::Release);
         (id, rx)
@@ -332,10 +348,11 @@ impl Hub {
         serde_json::json!({ "type": "hello", "codec": d.codec, "width": d.width, "height": d.height, "fps": d.fps, "stereo": d.stereo }).to_string()
     }
 
-    /// Handles a JSON text message from a page (either transport): `keyframe` asks for an
-    /// IDR, `stats` stores the report, `ping` returns the `pong` to send back (server time
-    /// in Unix ms); anything else, or malformed JSON, is ignored.
-    pub fn page_message(&self, text: &[u8]) -> Option<String> {
+    /// Handles a JSON text message from viewer `id`'s page (either transport): `keyframe`
+    /// asks for an IDR, `stats` stores the report (the viewer's and the newest of all),
+    /// `ping` returns the `pong` to send back (server time in Unix ms); anything else, or
+    /// malformed JSON, is ignored.
+    pub fn page_message(&self, id: u64, text: &[u8]) -> Option<String> {
         let v = serde_json::from_slice::<serde_json::Value>(text).ok()?;
         match v["type"].as_str() {
             Some("ping") => Some(serde_json::json!({ "type": "pong", "t1": v["t1"], "t2": crate::rt::realtime_ns() as f64 / 1e6 }).to_string()),
@@ -344,7 +361,11 @@ impl Hub {
                 None
             }
             Some("stats") => {
-                self.set_report(PageReport::from_message(&v, crate::rt::monotonic_ns()));
+                let r = PageReport::from_message(&v, crate::rt::monotonic_ns());
+                if let Some(x) = self.viewers.lock().unwrap_or_else(|e| e.into_inner()).iter_mut().find(|x| x.id == id) {
+                    x.report = Some(r);
+                }
+                self.set_report(r);
                 None
             }
             _ => None,
@@ -356,6 +377,16 @@ impl Hub {
         if let Ok(mut g) = self.report.lock() {
             *g = Some(r);
         }
+    }
+
+    /// The viewers connected now (at most [`crate::shm::stats::MAX_VIEWER_ROWS`], oldest
+    /// first) with their pages' last reports.
+    pub fn viewer_list(&self) -> Vec<crate::shm::stats::ViewerStats> {
+        let v = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
+        v.iter()
+            .take(crate::shm::stats::MAX_VIEWER_ROWS)
+            .map(|x| crate::shm::stats::ViewerStats { addr: x.addr, transport: x.transport, report: x.report.map(|r| r.to_stats()) })
+            .collect()
     }
 
     /// The latest page report, if any.
@@ -400,7 +431,7 @@ mod tests {
         let hub = Hub::new(StreamDesc::default());
         hub.publish(b"x", false, 0, 0, 0);
         assert_eq!(hub.counters().sent, 0, "nobody watching: nothing built");
-        let (_id, mut rx) = hub.join();
+        let (_id, mut rx) = hub.join(([127, 0, 0, 1], 9).into(), crate::shm::stats::PageTransport::WebSocket);
         assert!(hub.take_idr_request(), "a new viewer asks for an IDR");
         assert!(!hub.take_idr_request());
         hub.publish(b"p", false, 1, 0, 0);

@@ -50,7 +50,8 @@ pub const STATS_INTERVAL: Duration = Duration::from_millis(100);
 /// Errors: an offer str0m cannot parse or accept, no UDP port, no thread.
 ///
 /// `slot`: the viewer's place among `web.max_viewers`, held by the peer's thread until it ends.
-pub fn answer(offer_sdp: &str, host: IpAddr, hub: Arc<Hub>, slot: super::server::ViewerSlot) -> Result<String, String> {
+/// `page`: the address the page's offer came from (listed in the stats).
+pub fn answer(offer_sdp: &str, host: IpAddr, page: SocketAddr, hub: Arc<Hub>, slot: super::server::ViewerSlot) -> Result<String, String> {
     let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|e| format!("the SDP offer: {e}"))?;
     // str0m's own bandwidth estimation (transport-cc, `enable_bwe`) stays off: it paces
     // media at 1.1 x its estimate, which spreads each access unit over the frame interval
@@ -71,7 +72,7 @@ pub fn answer(offer_sdp: &str, host: IpAddr, hub: Arc<Hub>, slot: super::server:
         .name("web-rtc".into())
         .spawn(move || {
             let _slot = slot;
-            if let Err(e) = run(rtc, sock, local, &hub) {
+            if let Err(e) = run(rtc, sock, local, page, &hub) {
                 eprintln!("vr-stream[web]: WebRTC peer: {e}");
             }
         })
@@ -100,8 +101,8 @@ fn h264_pt(rtc: &mut Rtc, mid: Mid) -> Option<str0m::media::Pt> {
     best.map(|(_, pt)| pt)
 }
 
-fn run(mut rtc: Rtc, sock: UdpSocket, local: SocketAddr, hub: &Hub) -> Result<(), String> {
-    let (id, mut rx) = hub.join();
+fn run(mut rtc: Rtc, sock: UdpSocket, local: SocketAddr, page: SocketAddr, hub: &Hub) -> Result<(), String> {
+    let (id, mut rx) = hub.join(page, crate::shm::stats::PageTransport::WebRtc);
     let mut video: Option<(Mid, str0m::media::Pt)> = None;
     let mut channel = None;
     let mut buf = vec![0u8; 2000];
@@ -193,7 +194,7 @@ fn run(mut rtc: Rtc, sock: UdpSocket, local: SocketAddr, hub: &Hub) -> Result<()
                         }
                     }
                     Event::ChannelData(d) if !d.binary => {
-                        if let Some(reply) = hub.page_message(&d.data)
+                        if let Some(reply) = hub.page_message(id, &d.data)
                             && let Some(mut ch) = rtc.channel(d.id)
                         {
                             let _ = ch.write(false, reply.as_bytes());

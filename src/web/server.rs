@@ -412,7 +412,7 @@ async fn webrtc(State(app): State<Arc<App>>, Extension(c): Extension<Conn>, head
         return text(StatusCode::SERVICE_UNAVAILABLE, TOO_MANY);
     };
     // The peer's UDP socket on the address the page reached us at.
-    match super::rtc::answer(&offer, c.local.ip(), app.hub.clone(), slot) {
+    match super::rtc::answer(&offer, c.local.ip(), c.peer, app.hub.clone(), slot) {
         Ok(answer) => axum::Json(serde_json::json!({ "type": "answer", "sdp": answer })).into_response(),
         Err(e) => {
             eprintln!("vr-stream[web]: WebRTC offer from {}: {e}", c.peer);
@@ -421,7 +421,7 @@ async fn webrtc(State(app): State<Arc<App>>, Extension(c): Extension<Conn>, head
     }
 }
 
-async fn ws(State(app): State<Arc<App>>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+async fn ws(State(app): State<Arc<App>>, Extension(c): Extension<Conn>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
     if !authorized(&app, &headers) {
         return text(StatusCode::FORBIDDEN, NO_SESSION);
     }
@@ -432,16 +432,16 @@ async fn ws(State(app): State<Arc<App>>, headers: HeaderMap, upgrade: WebSocketU
         .max_message_size(MAX_WS_MESSAGE)
         .max_frame_size(MAX_WS_MESSAGE)
         .max_write_buffer_size(MAX_WS_WRITE_BUFFER)
-        .on_upgrade(move |socket| viewer(socket, app, slot))
+        .on_upgrade(move |socket| viewer(socket, app, slot, c.peer))
 }
 
 /// A logged-in page on the WebSocket: media out as it comes, page messages in between.
-async fn viewer(mut ws: WebSocket, app: Arc<App>, _slot: ViewerSlot) {
+async fn viewer(mut ws: WebSocket, app: Arc<App>, _slot: ViewerSlot, peer: SocketAddr) {
     let hub = app.hub.clone();
     if ws.send(Message::text(hub.hello())).await.is_err() {
         return;
     }
-    let (id, mut rx) = hub.join();
+    let (id, mut rx) = hub.join(peer, crate::shm::stats::PageTransport::WebSocket);
     let mut det_seen = 0u64;
     let idle = app.limits.idle_timeout;
     let mut last_heard = tokio::time::Instant::now();
@@ -464,7 +464,7 @@ async fn viewer(mut ws: WebSocket, app: Arc<App>, _slot: ViewerSlot) {
                 last_heard = tokio::time::Instant::now();
                 match msg {
                     Some(Ok(Message::Text(t))) => {
-                        if let Some(reply) = hub.page_message(t.as_bytes())
+                        if let Some(reply) = hub.page_message(id, t.as_bytes())
                             && ws.send(Message::text(reply)).await.is_err()
                         {
                             break;

@@ -110,7 +110,10 @@ pub fn run(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
     ctl.set_web_target(None);
     let c = hub.counters();
     let page = hub.report().map_or("no page report".to_string(), |r| {
-        format!("page decoded {}, capture->decoded p50 {:.1} p99 {:.1} ms, decode {:.1} ms, {:.1} fps", r.decoded, r.latency_p50_ms, r.latency_p99_ms, r.decode_ms, r.fps)
+        format!(
+            "page decoded {}, capture->decoded p50 {:.1} p99 {:.1} ms, capture->display p50 {:.1} p99 {:.1} ms, decode {:.1} ms, {:.1} fps, {} reconnects",
+            r.decoded, r.latency_p50_ms, r.latency_p99_ms, r.display_p50_ms, r.display_p99_ms, r.decode_ms, r.fps, r.reconnects
+        )
     });
     let limited = app.limited.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!("vr-stream[web]: {} access units to viewers, {} skipped, {} refused, {limited} connections reset at a limit; {page}", c.sent, c.skipped, c.refused);
@@ -119,7 +122,7 @@ pub fn run(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
 
 fn stats_of(hub: &Hub) -> WebStats {
     let c = hub.counters();
-    WebStats { viewers: c.viewers, sent: c.sent, skipped: c.skipped, refused: c.refused, page: hub.report().map(|r| r.to_stats()) }
+    WebStats { viewers: c.viewers, sent: c.sent, skipped: c.skipped, refused: c.refused, page: hub.report().map(|r| r.to_stats()), list: hub.viewer_list() }
 }
 
 /// Starts the HTTPS server with the certificate, key and PIN the supervisor resolved into
