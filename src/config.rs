@@ -89,6 +89,9 @@ pub struct WebConfig {
     pub cert_dir: String,
     /// The PIN the page asks for; "" = a random 6-digit PIN per run, printed at start.
     pub pin: String,
+    /// Addresses or prefixes allowed to use the page; empty = `stream.ip` and loopback
+    /// ([`WebConfig::allowed`]).
+    pub allow: Vec<String>,
     /// Most connections open at once (TLS and plain, WebSockets included); one more is
     /// closed at once.
     pub max_connections: u32,
@@ -107,6 +110,22 @@ pub struct WebConfig {
     pub max_viewers: u32,
     /// A login's session lasts this long, s; restarting vr-stream revokes every session.
     pub session_ttl_s: u32,
+}
+
+impl WebConfig {
+    /// The networks allowed to use the page: `allow` parsed (an address is a /32 or
+    /// /128), or when empty the receiver's address `stream_ip` and loopback (127.0.0.0/8,
+    /// ::1). Entries that do not parse are left out (validated with the configuration).
+    pub fn allowed(&self, stream_ip: &str) -> Vec<ipnet::IpNet> {
+        let parse = |s: &str| s.parse::<ipnet::IpNet>().ok().or_else(|| s.parse::<IpAddr>().ok().map(ipnet::IpNet::from));
+        if self.allow.is_empty() {
+            let mut v: Vec<ipnet::IpNet> = vec!["127.0.0.0/8".parse().expect("a prefix"), "::1/128".parse().expect("a prefix")];
+            v.extend(parse(stream_ip));
+            v
+        } else {
+            self.allow.iter().filter_map(|s| parse(s)).collect()
+        }
+    }
 }
 
 /// `[detect]`: YOLO object detection in its own stage ([`crate::detect`]).
@@ -608,6 +627,15 @@ impl Config {
         if !w.pin.is_empty() && (w.pin.len() < 4 || w.pin.len() > 12 || !w.pin.bytes().all(|b| b.is_ascii_digit())) {
             return Err(ConfigError::Invalid { key: "web.pin", value: w.pin.clone(), allowed: "4 to 12 digits, or \"\" for a random PIN".into() });
         }
+        for a in &w.allow {
+            if a.parse::<ipnet::IpNet>().is_err() && a.parse::<IpAddr>().is_err() {
+                return Err(ConfigError::Invalid {
+                    key: "web.allow",
+                    value: format!("{a:?}"),
+                    allowed: "IP addresses or prefixes such as \"192.168.1.100\", \"192.168.1.0/24\", \"0.0.0.0/0\"".into(),
+                });
+            }
+        }
         check("web.max_connections", w.max_connections, 1, 10_000)?;
         check("web.max_connections_per_address", w.max_connections_per_address, 1, w.max_connections)?;
         check("web.header_timeout_ms", w.header_timeout_ms, 100, 60_000)?;
@@ -703,5 +731,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("config x"), "{err}");
+    }
+
+    #[test]
+    fn web_allow_defaults_to_the_receiver_and_loopback() {
+        let mut c = load(&[]).unwrap();
+        let nets = |c: &Config| c.web.allowed(&c.stream.ip).iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        c.stream.ip = "192.168.1.100".into();
+        assert_eq!(nets(&c), ["127.0.0.0/8", "::1/128", "192.168.1.100/32"]);
+        c.web.allow = vec!["10.0.0.0/8".into(), "fd00::5".into()];
+        assert_eq!(nets(&c), ["10.0.0.0/8", "fd00::5/128"]);
+        let err = load(&[Layer::File { path: "x".into(), text: "[web]\nallow = [\"192.168.1.300\"]\n".into() }]).unwrap_err().to_string();
+        assert!(err.contains("web.allow") && err.contains("192.168.1.300"), "{err}");
     }
 }

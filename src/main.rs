@@ -245,7 +245,8 @@ fn main_inner(cli: Cli) -> Result<()> {
     if cli.instance.is_empty() || cli.instance.contains('/') {
         anyhow::bail!("--instance {:?}: allowed a non-empty name without '/'", cli.instance);
     }
-    supervisor::run(&RunOptions { cfg, instance: cli.instance, sdp_only: cli.sdp_only, profile: cli.profile.clone() })
+    let web_explicit = cli.web || cli.web_port.is_some();
+    supervisor::run(&RunOptions { cfg, instance: cli.instance, sdp_only: cli.sdp_only, profile: cli.profile.clone(), web_explicit })
 }
 
 fn main() {

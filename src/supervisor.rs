@@ -39,6 +39,10 @@ pub struct RunOptions {
     pub sdp_only: bool,
     /// `--profile` name (shown by `dashboard`), if any.
     pub profile: Option<String>,
+    /// The viewer page was asked for on the command line (`--web`, `--web-port`): a port
+    /// that cannot be bound is then an error; otherwise (on by default) a note, and the
+    /// stream runs without the page.
+    pub web_explicit: bool,
 }
 
 /// Size and rate of the configured source, read without starting it (Y4M header, device
@@ -192,10 +196,11 @@ fn mdns_name() -> Option<String> {
 /// to `dest_ip` (the headset's network), then the machine's other non-loopback addresses
 /// and `https://HOSTNAME.local:PORT/` when mDNS resolves it.
 ///
-/// Errors: an unreadable or invalid certificate or key (naming the file), the port in use.
+/// Errors: an unreadable or invalid certificate or key (naming the file), no OS random
+/// source.
 fn web_setup(w: &mut crate::config::WebConfig, dest_ip: &str) -> Result<Vec<String>> {
     use crate::web::{auth, cert, server};
-    use std::net::{IpAddr, SocketAddr, UdpSocket};
+    use std::net::{IpAddr, UdpSocket};
     let bind: IpAddr = w.bind.parse().map_err(|_| anyhow!("web.bind {:?} is not an IP address", w.bind))?;
     // The address the headset reaches us at: the source address of a route to it.
     let local = UdpSocket::bind((bind, 0))
@@ -237,8 +242,6 @@ fn web_setup(w: &mut crate::config::WebConfig, dest_ip: &str) -> Result<Vec<Stri
         server::os_random(&mut r).map_err(|e| anyhow!("viewer page: {e} (web.enabled = false or --no-web streams without the page)"))?;
         w.pin = auth::pin_from(r);
     }
-    let addr = SocketAddr::new(bind, w.port);
-    drop(std::net::TcpListener::bind(addr).map_err(|e| anyhow!("--web-port {}: cannot listen on {addr}: {e}", w.port))?);
     let mut urls: Vec<String> = addresses.iter().map(|&a| viewer_url(a, w.port)).collect();
     if let Some(n) = mdns_name() {
         urls.push(format!("https://{n}:{}/", w.port));
@@ -270,6 +273,26 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     }
     // The viewer page: certificate, PIN and port settled here (one clear error before
     // anything starts); the network stage serves it with what is resolved into its config.
+    // The viewer page is on by default: a port that cannot be bound turns it off with a
+    // note, unless it was asked for on the command line.
+    let mut web_on = cfg.web.enabled && !opts.sdp_only;
+    if web_on {
+        let bind: IpAddr = cfg.web.bind.parse().map_err(|_| anyhow!("web.bind {:?} is not an IP address", cfg.web.bind))?;
+        let addr = SocketAddr::new(bind, cfg.web.port);
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            if opts.web_explicit {
+                bail!("--web-port {}: cannot listen on {addr}: {e}", cfg.web.port);
+            }
+            eprintln!("vr-stream: note: no viewer page: cannot listen on {addr} ({e}); --web-port PORT picks another port, --no-web turns the page off");
+            web_on = false;
+        }
+    }
+    let cfg_on = {
+        let mut c = cfg.clone();
+        c.web.enabled = web_on;
+        c
+    };
+    let cfg = &cfg_on;
     let mut stage_cfg = cfg.clone();
     // The run's session key (auth.rs), for the web stage only: its sessions outlive a
     // restart of the web stage, not of vr-stream.
@@ -289,6 +312,8 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             let others = if others.is_empty() { String::new() } else { format!(" (or {})", others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")) };
             eprintln!("vr-stream: on the headset, open {first}{others} in the Quest Browser, accept the certificate once and enter the PIN");
         }
+        let who: Vec<String> = cfg.web.allowed(&cfg.stream.ip).iter().map(|n| n.to_string()).collect();
+        eprintln!("vr-stream: the page answers {} only (web.allow; --no-web turns it off)", who.join(", "));
     }
     if opts.sdp_only {
         if cfg.stream.sdp.is_empty() {
@@ -425,6 +450,21 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         let mut all = true;
         for s in stages.iter_mut() {
             let slot = ctl.stage(s.kind.slot());
+            if s.abandoned {
+                continue;
+            }
+            // An optional stage (detection, the viewer page) that cannot start costs the
+            // stream nothing: say so and go on without it.
+            let failed = slot.state() == StageState::Failed || matches!(s.child.try_wait(), Ok(Some(_)));
+            if failed && s.kind.optional() {
+                let st = s.child.wait().ok();
+                s.exited = st;
+                let msg = slot.error().or_else(|| st.map(|st| status_text(&st))).unwrap_or_default();
+                s.abandoned = true;
+                let without = if s.kind == StageKind::Web { "the viewer page" } else { "detection" };
+                eprintln!("vr-stream: stage {} failed to start ({msg}); streaming without {without}", s.kind.name());
+                continue;
+            }
             match slot.state() {
                 StageState::Ready => continue,
                 StageState::Failed => {
@@ -457,7 +497,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    for s in &stages {
+    for s in stages.iter().filter(|s| !s.abandoned) {
         let slot = ctl.stage(s.kind.slot());
         let sc = s.kind.config(cfg);
         let cpu = slot.cpu.load(Ordering::Relaxed);

@@ -1,5 +1,6 @@
-//! Soak: a pattern stream (to a UDP sink) with RSS, open file descriptors and /dev/shm
-//! segments of every vr-stream process sampled every second: nothing grows after warm-up.
+//! Soak: a pattern stream (to a UDP sink) and the viewer page (nobody watching) with RSS,
+//! open file descriptors and /dev/shm segments of every vr-stream process sampled every
+//! second: nothing grows after warm-up.
 //! CI runs 60 s; `scripts/soak.sh [SECONDS]` runs longer (VR_SOAK_SECONDS).
 
 mod common;
@@ -45,8 +46,11 @@ fn long_run_does_not_grow() {
         }
         n
     });
+    // The page on a port of its own (the default 8443 may be another run's).
+    let web = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
     let mut sup = Command::new(bin())
         .args(["--source", "pattern", "--width", "640", "--height", "360", "--bitrate", "3000", "--port", &port, "--sdp", "", "--instance", &inst, "--stats-interval", "10"])
+        .args(["--web-port", &web])
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -69,9 +73,9 @@ fn long_run_does_not_grow() {
     let max_rss = samples.iter().skip(10).map(|s| s.rss_kb).max().unwrap_or(0);
     eprintln!("{secs} s: after warm-up {warm:?}, at the end {last:?}, max RSS {max_rss} kB, {packets} packets received");
     for s in samples.iter().skip(10) {
-        assert_eq!(s.processes, 4, "{s:?}");
+        assert_eq!(s.processes, 5, "{s:?}"); // the supervisor, camera, encode, network, web
         assert_eq!(s.fds, warm.fds, "open fds changed: {s:?} vs {warm:?}");
-        assert_eq!(s.segments, 4, "{s:?}"); // -ctl, -stats, -frames, -bits
+        assert_eq!(s.segments, 5, "{s:?}"); // -ctl, -stats, -frames, -bits, -web
     }
     // Every process prefaults or locks its memory, so RSS stays flat (a leak grows
     // steadily); a few pages of slack.

@@ -749,3 +749,85 @@ fn a_three_second_drop_of_the_viewers_traffic_heals_without_a_reload_over_webrtc
         assert_eq!(j["frames"]["lost"], 0, "{transport}: the RTP stream lost frames: {j}");
     }
 }
+
+#[test]
+fn by_default_vr_stream_ip_a_serves_the_page_to_a_and_this_machine_only_and_no_web_serves_nothing() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(ns) = LoopNs::new("weballow", 38) else {
+        panic!("the allow-list test needs a network namespace (root)");
+    };
+    // vr-stream's side 10.89.0.1, the headset 10.89.0.2, another device 10.89.0.3.
+    for (addr, dev) in [("10.89.0.1/24", "va"), ("10.89.0.2/24", "vb"), ("10.89.0.3/24", "vb")] {
+        assert!(ns.command("ip").args(["addr", "add", addr, "dev", dev]).status().unwrap().success());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("web.toml");
+    std::fs::write(&cfg, format!("[web]\ncert_dir = \"{}\"\n", dir.path().display())).unwrap();
+    let start = |extra: &[&str]| {
+        let mut c = ns
+            .command(bin())
+            .args(["--ip", "10.89.0.2", "--source", "pattern", "--width", "640", "--height", "360", "--frames", "1200", "--sdp", ""])
+            .args(["--config", cfg.to_str().unwrap(), "--instance", &instance("weballow")])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Everything up to the streaming line.
+        let mut err = BufReader::new(c.stderr.take().unwrap());
+        let mut banner = String::new();
+        let mut line = String::new();
+        while err.read_line(&mut line).unwrap() > 0 {
+            banner.push_str(&line);
+            if line.starts_with("vr-stream: streaming ") {
+                break;
+            }
+            line.clear();
+        }
+        // The rest of stderr drained (a closed pipe would kill vr-stream's next line).
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        (c, banner)
+    };
+    // curl from `source` to the page: (HTTP status, body).
+    let curl = |source: &str, path: &str, data: Option<&str>| -> (u32, String) {
+        let mut c = ns.command("curl");
+        c.args(["-sk", "--max-time", "5", "--interface", source, "-w", "\n%{http_code}"]);
+        if let Some(d) = data {
+            c.args(["-H", "Content-Type: application/json", "--data", d]);
+        }
+        let out = c.arg(format!("https://10.89.0.1:8443{path}")).output().expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    };
+    let (mut vr, banner) = start(&[]);
+    assert!(banner.contains("viewer page https://") && banner.contains("on the headset, open https://10.89.0."), "{banner}");
+    assert!(banner.contains("answers 127.0.0.0/8, ::1/128, 10.89.0.2/32 only"), "{banner}");
+    let pin = banner.split("PIN ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or_else(|| panic!("no PIN: {banner}")).to_string();
+    // The headset named by --ip: the page, and a login with the PIN.
+    let t0 = Instant::now();
+    let (code, body) = loop {
+        let r = curl("10.89.0.2", "/", None);
+        if r.0 != 0 || t0.elapsed() > Duration::from_secs(10) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("pinform"), "the page with its PIN form: {body}");
+    assert_eq!(curl("10.89.0.2", "/api/login", Some(&format!("{{\"pin\":\"{pin}\"}}"))).0, 200);
+    // Another device on the network: 403 for everything, no PIN form, not even with the PIN.
+    let (code, body) = curl("10.89.0.3", "/", None);
+    assert_eq!(code, 403, "{body}");
+    assert!(!body.contains("pinform") && body.contains("10.89.0.2"), "{body}");
+    assert_eq!(curl("10.89.0.3", "/api/login", Some(&format!("{{\"pin\":\"{pin}\"}}"))).0, 403);
+    interrupt(&vr);
+    assert!(vr.wait().unwrap().success());
+    // --no-web: nothing listens.
+    let (mut vr, banner) = start(&["--no-web"]);
+    assert!(!banner.contains("viewer page"), "{banner}");
+    assert_eq!(curl("10.89.0.2", "/", None).0, 0, "something answers on 8443 with --no-web");
+    interrupt(&vr);
+    assert!(vr.wait().unwrap().success());
+}

@@ -98,6 +98,22 @@ pub fn load_or_create(cert: Option<&Path>, key: Option<&Path>, dir: &Path, names
         return Ok(Identity { chain, key, cert_path: c, generated: false });
     }
     std::fs::create_dir_all(dir).map_err(|err| CertError::Io { path: dir.to_path_buf(), err })?;
+    // Two vr-streams starting at once must not each write half a pair (one's key beside the
+    // other's certificate): generation is serialized by an exclusive lock on a file in
+    // `dir` (flock(2), released when the handle drops), and whoever waited finds the pair.
+    let lock_path = dir.join(".web-cert.lock");
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|err| CertError::Io { path: lock_path.clone(), err })?;
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| CertError::Io { path: lock_path.clone(), err: e.into() })?;
+    if c.exists() && k.exists() {
+        let (chain, key) = read_pem(&c, &k)?;
+        return Ok(Identity { chain, key, cert_path: c, generated: false });
+    }
     let ck = rcgen::generate_simple_self_signed(names.to_vec()).map_err(|e| CertError::Generate(e.to_string()))?;
     // The key first: a certificate without its key is never left behind.
     write_atomic(&k, &ck.signing_key.serialize_pem(), 0o600)?;

@@ -10,6 +10,9 @@
 //! [`super::rtc`]), both 403 without a valid, unexpired session cookie and 503 beyond
 //! `web.max_viewers` viewers. Anything else 404 (405 for a known path with another method).
 //!
+//! Only peers in `web.allow` (default: the `--ip` address and loopback) are served at
+//! all: others get 403 for every request, the page included, before any PIN.
+//!
 //! Whoever reaches the port is untrusted, so every resource a peer can make this process
 //! use is bounded (`[web]` keys, `config/default.toml`):
 //! - connections open at once, in all (`max_connections`) and per client address
@@ -77,6 +80,15 @@ pub struct Limits {
     pub viewers: usize,
 }
 
+/// Whether `ip` (an IPv4-mapped IPv6 address counts as its IPv4 address) is in `allowed`.
+pub fn is_allowed(allowed: &[ipnet::IpNet], ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        a => a,
+    };
+    allowed.iter().any(|n| n.contains(&ip))
+}
+
 impl Limits {
     /// From the `[web]` configuration.
     pub fn from_config(w: &crate::config::WebConfig) -> Limits {
@@ -135,6 +147,8 @@ pub struct App {
     pub hub: Arc<Hub>,
     /// The limits in force.
     pub limits: Limits,
+    /// Who may use the page at all (`web.allow`); others get 403 for every request.
+    pub allowed: Vec<ipnet::IpNet>,
     admission: Admission,
     viewers: Arc<AtomicUsize>,
     /// Connections reset at accept because a limit was reached.
@@ -143,8 +157,8 @@ pub struct App {
 
 impl App {
     /// The server's state for `hub` with `gate` and `limits`.
-    pub fn new(tls: Arc<rustls::ServerConfig>, gate: Gate, hub: Arc<Hub>, limits: Limits) -> Arc<App> {
-        Arc::new(App { tls, gate: Mutex::new(gate), hub, limits, admission: Admission::default(), viewers: Arc::default(), limited: AtomicU64::new(0) })
+    pub fn new(tls: Arc<rustls::ServerConfig>, gate: Gate, hub: Arc<Hub>, limits: Limits, allowed: Vec<ipnet::IpNet>) -> Arc<App> {
+        Arc::new(App { tls, gate: Mutex::new(gate), hub, limits, allowed, admission: Admission::default(), viewers: Arc::default(), limited: AtomicU64::new(0) })
     }
 
     fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
@@ -315,8 +329,20 @@ fn router(app: Arc<App>) -> Router {
     let limit = app.limits.max_body;
     r.fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .layer(axum::middleware::from_fn_with_state(app.clone(), whole_request_timeout))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), allow_list))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(app)
+}
+
+/// `web.allow`: a peer outside it gets 403 for every request, before any PIN is asked.
+async fn allow_list(State(app): State<Arc<App>>, Extension(c): Extension<Conn>, req: Request<Body>, next: axum::middleware::Next) -> Response {
+    if is_allowed(&app.allowed, c.peer.ip()) {
+        return next.run(req).await;
+    }
+    app.hub.refused();
+    let nets: Vec<String> = app.allowed.iter().map(|n| n.to_string()).collect();
+    let body = format!("this viewer page is for {} only (web.allow; vr-stream --ip names the headset)\n", nets.join(", "));
+    (StatusCode::FORBIDDEN, [(header::CACHE_CONTROL, "no-store")], body).into_response()
 }
 
 /// A whole request (head and body) gets [`Limits::header_timeout`] to be handled; a

@@ -147,7 +147,7 @@ fn start(cfg: &Config, fmt: &SourceFormat, ctl: &Control) -> Result<(Arc<Hub>, A
         .and_then(|v| v.try_into().ok())
         .ok_or_else(|| format!("{KEY_ENV} is not {} hex bytes (the web stage is started by vr-stream)", super::auth::KEY_LEN))?;
     let gate = Gate::new(w.pin.clone(), Duration::from_secs(w.session_ttl_s as u64), &key);
-    let app = server::App::new(server::tls_config(id)?, gate, hub.clone(), server::Limits::from_config(w));
+    let app = server::App::new(server::tls_config(id)?, gate, hub.clone(), server::Limits::from_config(w), w.allowed(&cfg.stream.ip));
     let ip: IpAddr = w.bind.parse().map_err(|_| format!("web.bind {:?} is not an IP address", w.bind))?;
     server::start(SocketAddr::new(ip, w.port), app.clone())?;
     Ok((hub, app))
