@@ -831,3 +831,45 @@ fn by_default_vr_stream_ip_a_serves_the_page_to_a_and_this_machine_only_and_no_w
     interrupt(&vr);
     assert!(vr.wait().unwrap().success());
 }
+
+#[test]
+fn a_session_cookie_works_until_it_expires_then_gets_403() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_tcp_port();
+    // Sessions of 2 s.
+    let vr = start_vr_conf(None, "webttl", port, "778899", 360, dir.path(), "pattern", &[], "session_ttl_s = 2\n");
+    let jar = dir.path().join("cookies.txt");
+    let curl = |args: &[&str]| -> (u32, String) {
+        let out = Command::new("curl").args(["-sk", "--max-time", "5", "-w", "\n%{http_code}"]).args(args).output().expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    };
+    let url = |p: &str| format!("https://127.0.0.1:{port}{p}");
+    let (code, body) = curl(&["-c", jar.to_str().unwrap(), "-H", "Content-Type: application/json", "--data", r#"{"pin":"778899"}"#, &url("/api/login")]);
+    assert_eq!(code, 200, "{body}");
+    let logged_in = Instant::now();
+    let jar_text = std::fs::read_to_string(&jar).unwrap();
+    assert!(jar_text.contains("#HttpOnly_") && jar_text.contains("vrs_session"), "{jar_text}");
+    // The cookie opens the session...
+    assert_eq!(curl(&["-b", jar.to_str().unwrap(), &url("/api/session")]).0, 204);
+    // ... a forged one and none do not...
+    assert_eq!(curl(&["-b", "vrs_session=00112233", &url("/api/session")]).0, 403);
+    assert_eq!(curl(&[&url("/api/session")]).0, 403);
+    // ... and the real one stops at its expiry (polled, with a deadline).
+    let expired_after = loop {
+        let code = curl(&["-b", jar.to_str().unwrap(), &url("/api/session")]).0;
+        if code == 403 {
+            break logged_in.elapsed();
+        }
+        assert_eq!(code, 204);
+        assert!(logged_in.elapsed() < Duration::from_secs(10), "the session never expired");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(expired_after >= Duration::from_millis(1900), "expired after {expired_after:?}, TTL 2 s");
+    // An expired cookie opens no WebSocket either.
+    let ws = curl(&["-b", jar.to_str().unwrap(), "-H", "Connection: Upgrade", "-H", "Upgrade: websocket", "-H", "Sec-WebSocket-Version: 13", "-H", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", &url("/ws")]);
+    assert_eq!(ws.0, 403, "{}", ws.1);
+    finish(vr);
+}
