@@ -16,6 +16,10 @@
 //! Needs root (network namespace), /usr/bin/chromium and `npm ci` in tests/web
 //! (`scripts/install-browser-deps.sh`). Run: `cargo bench --bench web_latency` (10 s per
 //! transport, 3 rounds). Under `cargo test` one round of 3 s.
+//!
+//! `WEB_BENCH_BEFORE=/path/to/vr-stream` adds another build (e.g. one from before a
+//! change, built in a worktree) to every round, interleaved with this one, and reports it
+//! as "before": the same machine, the same minutes.
 
 use hdrhistogram::Histogram;
 use std::process::{Command, Stdio};
@@ -65,14 +69,14 @@ fn ns_setup() -> Option<Ns> {
 
 /// One run: the page's last latencies (ms) over `transport` (capture -> decoded, capture
 /// -> expected display), and its decoded/sent counts.
-fn run(ns: &Ns, transport: &str, secs: u32, port: u16) -> Result<(Vec<f64>, Vec<f64>, String), String> {
+fn run(ns: &Ns, exe: &str, transport: &str, secs: u32, port: u16) -> Result<(Vec<f64>, Vec<f64>, String), String> {
     let dir = std::env::temp_dir().join(format!("vr-webbench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let cfg = dir.join("web.toml");
     std::fs::write(&cfg, format!("[web]\ncert_dir = \"{}\"\n", dir.display())).map_err(|e| e.to_string())?;
     let frames = ((secs + 12) * 60).to_string();
     let mut vr = Command::new("ip")
-        .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_vr-stream")])
+        .args(["netns", "exec", &ns.0, exe])
         .args(["--ip", "127.0.0.1", "--port", "5004", "--sdp", "", "--bitrate", "6000", "--loop", "--frames", &frames])
         .arg("--source")
         .arg(format!("file:{}", clip().display()))
@@ -132,11 +136,17 @@ fn main() {
     };
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let new = || Histogram::<u64>::new(3).unwrap();
-    // Per transport: capture -> decoded, capture -> expected display.
-    let mut hist = [("ws", new(), new()), ("webrtc", new(), new())];
+    // Per build and transport: capture -> decoded, capture -> expected display.
+    let before = std::env::var("WEB_BENCH_BEFORE").ok();
+    let mut hist = vec![("ws", env!("CARGO_BIN_EXE_vr-stream").to_string(), new(), new()), ("webrtc", env!("CARGO_BIN_EXE_vr-stream").to_string(), new(), new())];
+    if let Some(b) = &before {
+        hist.push(("ws before", b.clone(), new(), new()));
+        hist.push(("webrtc before", b.clone(), new(), new()));
+    }
     for round in 0..rounds {
-        for (t, h, hd) in hist.iter_mut() {
-            let (lat, display, counts) = run(&ns, t, secs, port).unwrap_or_else(|e| panic!("{t}: {e}"));
+        for (t, exe, h, hd) in hist.iter_mut() {
+            let transport = t.split(' ').next().unwrap_or("ws");
+            let (lat, display, counts) = run(&ns, exe, transport, secs, port).unwrap_or_else(|e| panic!("{t}: {e}"));
             assert!(lat.len() >= 60 * secs as usize / 2, "{t}: only {} latencies in {secs} s", lat.len());
             for l in &lat {
                 h.record((l.max(0.0) * 1000.0) as u64).unwrap(); // µs
@@ -144,19 +154,27 @@ fn main() {
             for l in &display {
                 hd.record((l.max(0.0) * 1000.0) as u64).unwrap();
             }
-            println!("round {round} {t:7}: {} frames measured, {counts}", lat.len());
+            println!("round {round} {t:13}: {} frames measured, {counts}", lat.len());
         }
     }
     let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 1000.0;
     for (what, pick) in [("decoded", 0usize), ("expected display", 1)] {
         println!("capture -> {what} on the page, headless Chromium, 720p60, 6 Mbit/s (ms)");
         println!("{:28} {:>8} {:>8} {:>8} {:>8} {:>8}", "", "frames", "p50", "p95", "p99", "max");
-        for (t, h, hd) in &hist {
+        for (t, _, h, hd) in &hist {
             let h = if pick == 0 { h } else { hd };
-            let name = if *t == "ws" { "WebSocket+WebCodecs (base)" } else { "WebRTC (str0m)" };
+            if h.is_empty() {
+                continue; // a build whose page does not measure it
+            }
+            let name = match *t {
+                "ws" => "WebSocket+WebCodecs (base)",
+                "webrtc" => "WebRTC (str0m)",
+                "ws before" => "WebSocket, before",
+                _ => "WebRTC, before",
+            };
             println!("{name:28} {:>8} {:>8.2} {:>8.2} {:>8.2} {:>8.2}", h.len(), q(h, 0.5), q(h, 0.95), q(h, 0.99), h.max() as f64 / 1000.0);
         }
-        let (b, w) = if pick == 0 { (&hist[0].1, &hist[1].1) } else { (&hist[0].2, &hist[1].2) };
+        let (b, w) = if pick == 0 { (&hist[0].2, &hist[1].2) } else { (&hist[0].3, &hist[1].3) };
         println!("WebRTC - WebSocket: p50 {:+.2} ms, p99 {:+.2} ms", q(w, 0.5) - q(b, 0.5), q(w, 0.99) - q(b, 0.99));
     }
 }

@@ -276,16 +276,47 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     // The viewer page is on by default: a port that cannot be bound turns it off with a
     // note, unless it was asked for on the command line.
     let mut web_on = cfg.web.enabled && !opts.sdp_only;
+    let mut web_cfg = cfg.web.clone();
+    // The run's session key (auth.rs), for the web stage only: its sessions outlive a
+    // restart of the web stage, not of vr-stream.
+    let mut web_key = String::new();
+    let mut web_lines = vec![];
     if web_on {
-        let bind: IpAddr = cfg.web.bind.parse().map_err(|_| anyhow!("web.bind {:?} is not an IP address", cfg.web.bind))?;
-        let addr = SocketAddr::new(bind, cfg.web.port);
-        if let Err(e) = std::net::TcpListener::bind(addr) {
-            if opts.web_explicit {
-                bail!("--web-port {}: cannot listen on {addr}: {e}", cfg.web.port);
+        let setup = (|| -> Result<()> {
+            let bind: IpAddr = web_cfg.bind.parse().map_err(|_| anyhow!("web.bind {:?} is not an IP address", web_cfg.bind))?;
+            let addr = SocketAddr::new(bind, web_cfg.port);
+            drop(std::net::TcpListener::bind(addr).map_err(|e| anyhow!("cannot listen on {addr}: {e}"))?);
+            let urls = web_setup(&mut web_cfg, &cfg.stream.ip)?;
+            let mut k = [0u8; crate::web::auth::KEY_LEN];
+            crate::web::server::os_random(&mut k).map_err(|e| anyhow!("viewer page: {e}"))?;
+            web_key = k.iter().map(|b| format!("{b:02x}")).collect();
+            web_lines.push(format!("vr-stream: viewer page {}  PIN {}", urls[0], web_cfg.pin));
+            // What to type on the headset: an address other than loopback when there is one.
+            let loopback = |u: &String| u.starts_with("https://127.") || u.starts_with("https://[::1]");
+            let (head, rest): (Vec<&String>, Vec<&String>) = urls.iter().partition(|u| !loopback(u));
+            let mut order: Vec<&String> = head.into_iter().chain(rest.into_iter().filter(|u| !loopback(u))).collect();
+            order.dedup();
+            if let Some((first, others)) = order.split_first() {
+                let others = if others.is_empty() { String::new() } else { format!(" (or {})", others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")) };
+                web_lines.push(format!("vr-stream: on the headset, open {first}{others} in the Quest Browser, accept the certificate once and enter the PIN"));
             }
-            eprintln!("vr-stream: note: no viewer page: cannot listen on {addr} ({e}); --web-port PORT picks another port, --no-web turns the page off");
+            let who: Vec<String> = web_cfg.allowed(&cfg.stream.ip).iter().map(|n| n.to_string()).collect();
+            web_lines.push(format!("vr-stream: the page answers {} only (web.allow; --no-web turns it off)", who.join(", ")));
+            Ok(())
+        })();
+        // The page is on by default: what stops it (the port taken by another run, a
+        // certificate directory this user cannot write) leaves it off with a note, unless
+        // it was asked for on the command line.
+        if let Err(e) = setup {
+            if opts.web_explicit {
+                bail!("viewer page (--web/--web-port): {e:#}");
+            }
+            eprintln!("vr-stream: note: no viewer page: {e:#} (--web-port PORT picks another port, web.cert_dir another directory, --no-web turns the page off)");
             web_on = false;
         }
+    }
+    for l in &web_lines {
+        eprintln!("{l}");
     }
     let cfg_on = {
         let mut c = cfg.clone();
@@ -294,26 +325,8 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     };
     let cfg = &cfg_on;
     let mut stage_cfg = cfg.clone();
-    // The run's session key (auth.rs), for the web stage only: its sessions outlive a
-    // restart of the web stage, not of vr-stream.
-    let mut web_key = String::new();
-    if cfg.web.enabled && !opts.sdp_only {
-        let urls = web_setup(&mut stage_cfg.web, &cfg.stream.ip)?;
-        let mut k = [0u8; crate::web::auth::KEY_LEN];
-        crate::web::server::os_random(&mut k).map_err(|e| anyhow!("viewer page: {e}"))?;
-        web_key = k.iter().map(|b| format!("{b:02x}")).collect();
-        eprintln!("vr-stream: viewer page {}  PIN {}", urls[0], stage_cfg.web.pin);
-        // What to type on the headset: an address other than loopback when there is one.
-        let loopback = |u: &String| u.starts_with("https://127.") || u.starts_with("https://[::1]");
-        let (head, rest): (Vec<&String>, Vec<&String>) = urls.iter().partition(|u| !loopback(u));
-        let mut order: Vec<&String> = head.into_iter().chain(rest.into_iter().filter(|u| !loopback(u))).collect();
-        order.dedup();
-        if let Some((first, others)) = order.split_first() {
-            let others = if others.is_empty() { String::new() } else { format!(" (or {})", others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")) };
-            eprintln!("vr-stream: on the headset, open {first}{others} in the Quest Browser, accept the certificate once and enter the PIN");
-        }
-        let who: Vec<String> = cfg.web.allowed(&cfg.stream.ip).iter().map(|n| n.to_string()).collect();
-        eprintln!("vr-stream: the page answers {} only (web.allow; --no-web turns it off)", who.join(", "));
+    if web_on {
+        stage_cfg.web = web_cfg;
     }
     if opts.sdp_only {
         if cfg.stream.sdp.is_empty() {

@@ -31,8 +31,9 @@ fn online_cpus() -> u32 {
 fn stages_are_pinned_realtime_processes_and_sigterm_cleans_up() {
     let inst = instance("stages");
     let port = free_port_pair().to_string();
+    // The three realtime stages only (the web stage is SCHED_OTHER: tests/web.rs).
     let mut sup = Command::new(bin())
-        .args(["--source", "pattern", "--width", "320", "--height", "240", "--port", &port, "--sdp", "", "--instance", &inst])
+        .args(["--source", "pattern", "--width", "320", "--height", "240", "--port", &port, "--sdp", "", "--instance", &inst, "--no-web"])
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -185,7 +186,7 @@ fn sigint_and_sighup_stop_everything_within_a_second() {
         let inst = instance(&format!("sig{sig}"));
         let port = free_port_pair().to_string();
         let mut sup = Command::new(bin())
-            .args(["--source", "pattern", "--width", "160", "--height", "120", "--port", &port, "--sdp", "", "--instance", &inst])
+            .args(["--source", "pattern", "--width", "160", "--height", "120", "--port", &port, "--sdp", "", "--instance", &inst, "--no-web"])
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
