@@ -189,9 +189,9 @@ try {
       windowRtcDecoded: s.rtc && a.rtc ? s.rtc.framesDecoded - a.rtc.framesDecoded : null,
       // The last (up to 600) capture -> decoded latencies, ms, for benches/web_latency.rs.
       latencies: s.latencies,
-      displayLatencies: s.displayLatencies,
-      displayP50Ms: q(s.displayLatencies, 0.5),
-      displayP99Ms: q(s.displayLatencies, 0.99),
+      displayLatencies: s.displayLatencies || [],
+      displayP50Ms: q(s.displayLatencies || [], 0.5),
+      displayP99Ms: q(s.displayLatencies || [], 0.99),
       detections: s.detections,
       // Detection boxes drawn on the overlay: non-transparent pixels of #boxes now.
       boxPixels: await boxPixels(page),
