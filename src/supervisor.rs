@@ -289,7 +289,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             let urls = web_setup(&mut web_cfg, &cfg.stream.ip)?;
             let mut k = [0u8; crate::web::auth::KEY_LEN];
             crate::web::server::os_random(&mut k).map_err(|e| anyhow!("viewer page: {e}"))?;
-            web_key = k.iter().map(|b| format!("{b:02x}")).collect();
+            web_key = crate::web::auth::hex(&k);
             web_lines.push(format!("vr-stream: viewer page {}  PIN {}", urls[0], web_cfg.pin));
             // What to type on the headset: an address other than loopback when there is one.
             let loopback = |u: &String| u.starts_with("https://127.") || u.starts_with("https://[::1]");

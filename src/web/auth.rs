@@ -67,11 +67,13 @@ pub fn pin_from(random: [u8; 8]) -> String {
     format!("{:06}", u64::from_le_bytes(random) % 1_000_000)
 }
 
-fn hex(b: &[u8]) -> String {
+/// Bytes as lowercase hex (tokens, the session key in the web stage's environment).
+pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
+/// Lowercase or uppercase hex back to bytes; `None` if it is not hex.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 || !s.is_ascii() {
         return None;
     }

@@ -140,10 +140,7 @@ fn start(cfg: &Config, fmt: &SourceFormat, ctl: &Control) -> Result<(Arc<Hub>, A
     // No session without the OS CSPRNG: find out now rather than at the first login.
     server::os_random(&mut [0u8; 16])?;
     let hex = std::env::var(KEY_ENV).unwrap_or_default();
-    let key: [u8; super::auth::KEY_LEN] = (0..hex.len())
-        .step_by(2)
-        .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect::<Option<Vec<u8>>>()
+    let key: [u8; super::auth::KEY_LEN] = super::auth::unhex(&hex)
         .and_then(|v| v.try_into().ok())
         .ok_or_else(|| format!("{KEY_ENV} is not {} hex bytes (the web stage is started by vr-stream)", super::auth::KEY_LEN))?;
     let gate = Gate::new(w.pin.clone(), Duration::from_secs(w.session_ttl_s as u64), &key);
