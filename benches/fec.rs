@@ -6,7 +6,7 @@
 //!
 //! Run: `cargo bench --bench fec`.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use vr_stream::fec::{self, FecEncoder};
 use vr_stream::rtp::{PacketBuf, Packetizer, RtpParams};
@@ -16,7 +16,12 @@ use common::access_units;
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("fec_720p_20pct");
-    let params = RtpParams { ssrc: 1, payload_type: 96, payload_size: 1200, capture_time_ext_id: Some(1) };
+    let params = RtpParams {
+        ssrc: 1,
+        payload_type: 96,
+        payload_size: 1200,
+        capture_time_ext_id: Some(1),
+    };
     for (name, au) in access_units() {
         let mut pk = Packetizer::new(params, 0);
         let mut media = PacketBuf::with_capacity(1 << 20);
@@ -30,18 +35,29 @@ fn bench(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("encode", &id), &media, |b, media| {
             b.iter(|| {
                 fec_out.clear();
-                enc.protect(black_box(media), 20, 127, &mut fec_out).unwrap()
+                enc.protect(black_box(media), 20, 127, &mut fec_out)
+                    .unwrap()
             })
         });
         fec_out.clear();
         enc.protect(&media, 20, 127, &mut fec_out).unwrap();
-        let fecs: Vec<fec::FecPacket> = fec_out.iter().map(|p| fec::parse_fec(p, 127).unwrap()).collect();
+        let fecs: Vec<fec::FecPacket> = fec_out
+            .iter()
+            .map(|p| fec::parse_fec(p, 127).unwrap())
+            .collect();
         // Lose the first m media packets: the worst case the code still repairs.
         let have: Vec<(usize, &[u8])> = (m..k).map(|i| (i, media.get(i))).collect();
-        g.bench_with_input(BenchmarkId::new("rebuild_m_lost", &id), &have, |b, have| b.iter(|| fec::recover(black_box(have), &fecs).unwrap()));
+        g.bench_with_input(BenchmarkId::new("rebuild_m_lost", &id), &have, |b, have| {
+            b.iter(|| fec::recover(black_box(have), &fecs).unwrap())
+        });
         let mut pk2 = Packetizer::new(params, 0);
         let mut pkts = PacketBuf::with_capacity(1 << 20);
-        g.bench_with_input(BenchmarkId::new("packetize_baseline", &id), &au, |b, au| b.iter(|| pk2.packetize(black_box(au), 90_000, Some(1), &mut pkts).unwrap()));
+        g.bench_with_input(BenchmarkId::new("packetize_baseline", &id), &au, |b, au| {
+            b.iter(|| {
+                pk2.packetize(black_box(au), 90_000, Some(1), &mut pkts)
+                    .unwrap()
+            })
+        });
     }
     g.finish();
 }

@@ -27,7 +27,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use vr_stream::rt::{self, monotonic_ns};
 use vr_stream::shm::bitstream::{AuMeta, BitstreamQueue, Next};
-use vr_stream::shm::frame_ring::{FrameMeta, FrameRing, RingGeometry, Take, SPIN};
+use vr_stream::shm::frame_ring::{FrameMeta, FrameRing, RingGeometry, SPIN, Take};
 
 const ROLE: &str = "VR_BENCH_RING_ROLE";
 const FRAME: (u32, u32) = (1280, 720);
@@ -37,15 +37,33 @@ const PERIOD_NS: u64 = 1_000_000_000 / 60;
 const SPIN_WINDOW_US: u64 = 500;
 
 fn geom() -> RingGeometry {
-    RingGeometry { width: FRAME.0, height: FRAME.1, fps_num: 60, fps_den: 1, consumers: 1 }
+    RingGeometry {
+        width: FRAME.0,
+        height: FRAME.1,
+        fps_num: 60,
+        fps_den: 1,
+        consumers: 1,
+    }
 }
 
 fn pin(cpu: usize, prio: u8) -> String {
     let (cpu, _) = rt::map_cpu(cpu as u32);
-    let short = rt::apply(&rt::RtRequest { cpu, priority: prio, mlock: true });
+    let short = rt::apply(&rt::RtRequest {
+        cpu,
+        priority: prio,
+        mlock: true,
+    });
     let st = rt::read_state(0);
-    let pol = if st.policy == libc::SCHED_FIFO { format!("SCHED_FIFO {}", st.priority) } else { "SCHED_OTHER".into() };
-    if short.is_empty() { format!("CPU {cpu} {pol}") } else { format!("CPU {cpu} {pol} (best effort)") }
+    let pol = if st.policy == libc::SCHED_FIFO {
+        format!("SCHED_FIFO {}", st.priority)
+    } else {
+        "SCHED_OTHER".into()
+    };
+    if short.is_empty() {
+        format!("CPU {cpu} {pol}")
+    } else {
+        format!("CPU {cpu} {pol} (best effort)")
+    }
 }
 
 fn summarize(lat: &[u64]) -> [f64; 4] {
@@ -54,7 +72,12 @@ fn summarize(lat: &[u64]) -> [f64; 4] {
         h.saturating_record(l.max(1));
     }
     let us = |v: u64| v as f64 / 1000.0;
-    [us(h.value_at_quantile(0.5)), us(h.value_at_quantile(0.99)), us(h.value_at_quantile(0.999)), us(h.max())]
+    [
+        us(h.value_at_quantile(0.5)),
+        us(h.value_at_quantile(0.99)),
+        us(h.value_at_quantile(0.999)),
+        us(h.max()),
+    ]
 }
 
 /// Consumer side. Prints READY, then RESULT with the latencies in ns.
@@ -68,7 +91,10 @@ fn child(role: &str) {
         "queue" => {
             let q = BitstreamQueue::open(name, 1 << 20).unwrap();
             let mut r = q.reader();
-            r.set_spin_window(Duration::from_nanos(PERIOD_NS), Duration::from_micros(SPIN_WINDOW_US));
+            r.set_spin_window(
+                Duration::from_nanos(PERIOD_NS),
+                Duration::from_micros(SPIN_WINDOW_US),
+            );
             println!("READY {where_}");
             out.lock().flush().unwrap();
             loop {
@@ -110,7 +136,12 @@ fn child(role: &str) {
         _ => panic!("unknown role {kind}"),
     }
     if std::env::var_os("VR_BENCH_DUMP").is_some() {
-        let slow: Vec<(usize, u64)> = lat.iter().copied().enumerate().filter(|&(_, l)| l > 50_000).collect();
+        let slow: Vec<(usize, u64)> = lat
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|&(_, l)| l > 50_000)
+            .collect();
         eprintln!("{kind}: slow hand-offs (index, ns): {slow:?}");
     }
     let text: Vec<String> = lat.iter().map(|l| l.to_string()).collect();
@@ -131,12 +162,25 @@ fn spawn(role: String) -> Peer {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
-    let placement = first.strip_prefix("READY ").expect("child ready").to_string();
-    Peer { child, lines, placement }
+    let placement = first
+        .strip_prefix("READY ")
+        .expect("child ready")
+        .to_string();
+    Peer {
+        child,
+        lines,
+        placement,
+    }
 }
 
 fn finish(mut p: Peer) -> Vec<u64> {
-    let l = p.lines.find_map(|l| l.ok().and_then(|l| l.strip_prefix("RESULT ").map(str::to_string))).unwrap();
+    let l = p
+        .lines
+        .find_map(|l| {
+            l.ok()
+                .and_then(|l| l.strip_prefix("RESULT ").map(str::to_string))
+        })
+        .unwrap();
     p.child.wait().unwrap();
     l.split_whitespace().map(|v| v.parse().unwrap()).collect()
 }
@@ -153,7 +197,14 @@ fn run_case(kind: &str, n: usize, size: usize) -> ([f64; 4], String) {
             let t0 = monotonic_ns() + period;
             for i in 0..n as u64 {
                 rt::sleep_until_ns(t0 + i * period);
-                w.push(AuMeta { frame_id: i, capture_ns: monotonic_ns(), ..Default::default() }, &payload);
+                w.push(
+                    AuMeta {
+                        frame_id: i,
+                        capture_ns: monotonic_ns(),
+                        ..Default::default()
+                    },
+                    &payload,
+                );
             }
             q.set_eos();
             let pl = peer.placement.clone();
@@ -171,7 +222,13 @@ fn run_case(kind: &str, n: usize, size: usize) -> ([f64; 4], String) {
                     // The "camera" writes its frame; the hand-off starts after that.
                     buf[..64].fill(i as u8);
                     let now = monotonic_ns();
-                    Ok::<_, ()>(FrameMeta { frame_id: i, capture_ns: now, published_ns: now, len: buf.len() as u64, ..Default::default() })
+                    Ok::<_, ()>(FrameMeta {
+                        frame_id: i,
+                        capture_ns: now,
+                        published_ns: now,
+                        len: buf.len() as u64,
+                        ..Default::default()
+                    })
                 })
                 .unwrap();
             }
@@ -209,8 +266,13 @@ fn main() {
     let n = if full { 1500 } else { 60 };
     let me = pin(0, 90);
     let frame = (FRAME.0 * FRAME.1 * 3 / 2) as usize;
-    println!("ring hand-off latency, {n} messages one 60 fps frame interval (16.7 ms) apart; producer {me}");
-    println!("{:<46} {:>9} {:>9} {:>9} {:>9}", "case (consumer placement)", "p50 µs", "p99 µs", "p99.9 µs", "max µs");
+    println!(
+        "ring hand-off latency, {n} messages one 60 fps frame interval (16.7 ms) apart; producer {me}"
+    );
+    println!(
+        "{:<46} {:>9} {:>9} {:>9} {:>9}",
+        "case (consumer placement)", "p50 µs", "p99 µs", "p99.9 µs", "max µs"
+    );
     let mut ring_p99 = 0.0f64;
     for (label, kind, size) in [
         ("shm queue, 64 B record", "queue", 64usize),
@@ -222,7 +284,13 @@ fn main() {
         if kind != "uds" {
             ring_p99 = ring_p99.max(p[1]);
         }
-        println!("{:<46} {:>9.1} {:>9.1} {:>9.1} {:>9.1}   [{placement}]", label, p[0], p[1], p[2], p[3]);
+        println!(
+            "{:<46} {:>9.1} {:>9.1} {:>9.1} {:>9.1}   [{placement}]",
+            label, p[0], p[1], p[2], p[3]
+        );
     }
-    println!("target p99 < 50 µs for the shm rings: {} (worst ring p99 {ring_p99:.1} µs)", if ring_p99 < 50.0 { "met" } else { "NOT met" });
+    println!(
+        "target p99 < 50 µs for the shm rings: {} (worst ring p99 {ring_p99:.1} µs)",
+        if ring_p99 < 50.0 { "met" } else { "NOT met" }
+    );
 }

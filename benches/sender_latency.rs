@@ -32,10 +32,18 @@ const H: usize = 720;
 fn clip() -> PathBuf {
     let dir = std::env::var_os("VR_STREAM_ASSETS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/vr-stream/assets"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/vr-stream/assets")
+        });
     let p = dir.join("box-720p60.y4m");
     if !p.exists() {
-        let ok = Command::new("bash").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch-assets.sh")).status().unwrap();
+        let ok = Command::new("bash")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/scripts/fetch-assets.sh"
+            ))
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
     p
@@ -43,7 +51,8 @@ fn clip() -> PathBuf {
 
 fn children_cpu() -> Duration {
     let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
-    let tv = |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
+    let tv =
+        |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
     tv(u.user_time()) + tv(u.system_time())
 }
 
@@ -53,7 +62,12 @@ fn pct(v: &[u64]) -> (f64, f64, f64, usize) {
         h.saturating_record(x.max(1));
     }
     let ms = |x: u64| x as f64 / 1e6;
-    (ms(h.value_at_quantile(0.5)), ms(h.value_at_quantile(0.99)), ms(h.max()), v.len())
+    (
+        ms(h.value_at_quantile(0.5)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.max()),
+        v.len(),
+    )
 }
 
 fn sink(port: u16) -> std::thread::JoinHandle<u64> {
@@ -92,8 +106,22 @@ fn run_vr_stream(clip: &std::path::Path, frames: usize, spin_window_us: u32) -> 
     let rx = sink(port);
     let cpu0 = children_cpu();
     let out = Command::new(env!("CARGO_BIN_EXE_vr-stream"))
-        .args(["--source", &format!("file:{}", clip.display()), "--bitrate", "8000", "--port", &port.to_string(), "--sdp", ""])
-        .args(["--frames", &frames.to_string(), "--instance", &format!("vrs-bench-{}", std::process::id())])
+        .args([
+            "--source",
+            &format!("file:{}", clip.display()),
+            "--bitrate",
+            "8000",
+            "--port",
+            &port.to_string(),
+            "--sdp",
+            "",
+        ])
+        .args([
+            "--frames",
+            &frames.to_string(),
+            "--instance",
+            &format!("vrs-bench-{}", std::process::id()),
+        ])
         .arg("--latency-log")
         .arg(&csv)
         .arg("--config")
@@ -102,9 +130,20 @@ fn run_vr_stream(clip: &std::path::Path, frames: usize, spin_window_us: u32) -> 
         .output()
         .unwrap();
     let cpu = children_cpu() - cpu0;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(&csv).unwrap();
-    let mut r = Run { total: vec![], encode: vec![], overhead: vec![], overhead_no_read: vec![], cpu, packets: 0 };
+    let mut r = Run {
+        total: vec![],
+        encode: vec![],
+        overhead: vec![],
+        overhead_no_read: vec![],
+        cpu,
+        packets: 0,
+    };
     for l in text.lines().skip(1) {
         let v: Vec<u64> = l.split(',').map(|x| x.parse().unwrap()).collect();
         let (cap, publ, es, ee, last) = (v[1], v[2], v[3], v[4], v[6]);
@@ -159,7 +198,8 @@ fn run_gstreamer(clip: &std::path::Path, frames: usize) -> Run {
     let period = 1_000_000_000u64 / 60;
     let t0 = vr_stream::rt::monotonic_ns() + 200_000_000;
     for i in 0..frames {
-        f.read_exact_at(&mut buf, (hdr + i * (fb + 6) + 6) as u64).unwrap();
+        f.read_exact_at(&mut buf, (hdr + i * (fb + 6) + 6) as u64)
+            .unwrap();
         vr_stream::rt::sleep_until_ns(t0 + i as u64 * period);
         stdin.write_all(&buf).unwrap();
     }
@@ -173,29 +213,48 @@ fn run_gstreamer(clip: &std::path::Path, frames: usize) -> Run {
     let mut per_frame: std::collections::BTreeMap<u64, u64> = Default::default();
     let num = |l: &str, key: &str| -> Option<u64> {
         let i = l.find(key)? + key.len();
-        l[i..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        l[i..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
     };
-    for l in text.lines().filter(|l| l.contains("latency, src-element-id=")) {
+    for l in text
+        .lines()
+        .filter(|l| l.contains("latency, src-element-id="))
+    {
         if let (Some(t), Some(ts)) = (num(l, "time=(guint64)"), num(l, "ts=(guint64)")) {
             let e = per_frame.entry(ts - t).or_default();
             *e = (*e).max(t);
         }
     }
     let total: Vec<u64> = per_frame.values().copied().collect();
-    Run { total, encode: vec![], overhead: vec![], overhead_no_read: vec![], cpu, packets: rx.join().unwrap() }
+    Run {
+        total,
+        encode: vec![],
+        overhead: vec![],
+        overhead_no_read: vec![],
+        cpu,
+        packets: rx.join().unwrap(),
+    }
 }
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let frames = if full { 600 } else { 120 };
     let clip = clip();
-    println!("sender latency, real clip 1280x720 60 fps, {frames} frames, 8 Mbit/s, x264 ultrafast/zerolatency 1 thread");
+    println!(
+        "sender latency, real clip 1280x720 60 fps, {frames} frames, 8 Mbit/s, x264 ultrafast/zerolatency 1 thread"
+    );
     println!("-- vr-stream, default hand-off wait (rt.spin_window_us = 500)");
     let ours = run_vr_stream(&clip, frames, 500);
     println!("-- vr-stream, futex only (rt.spin_window_us = 0)");
     let futex_only = run_vr_stream(&clip, frames, 0);
     let gst = run_gstreamer(&clip, frames);
-    println!("{:<58} {:>8} {:>8} {:>8} {:>7}", "ms", "p50", "p99", "max", "frames");
+    println!(
+        "{:<58} {:>8} {:>8} {:>8} {:>7}",
+        "ms", "p50", "p99", "max", "frames"
+    );
     let row = |name: &str, v: &[u64]| {
         let (a, b, c, n) = pct(v);
         println!("{name:<58} {a:>8.3} {b:>8.3} {c:>8.3} {n:>7}");
@@ -204,10 +263,22 @@ fn main() {
     let our_p99 = row("vr-stream: capture -> last RTP packet sent", &ours.total);
     row("vr-stream: x264 encode call", &ours.encode);
     let ovh = row("vr-stream: overhead beyond the encode call", &ours.overhead);
-    let ovh2 = row("vr-stream: overhead without the source read", &ours.overhead_no_read);
-    row("vr-stream, futex only: capture -> last RTP packet", &futex_only.total);
-    row("vr-stream, futex only: overhead beyond the encode call", &futex_only.overhead);
-    let gst_p99 = row("GStreamer: raw frame in -> last packet at udpsink", &gst.total);
+    let ovh2 = row(
+        "vr-stream: overhead without the source read",
+        &ours.overhead_no_read,
+    );
+    row(
+        "vr-stream, futex only: capture -> last RTP packet",
+        &futex_only.total,
+    );
+    row(
+        "vr-stream, futex only: overhead beyond the encode call",
+        &futex_only.overhead,
+    );
+    let gst_p99 = row(
+        "GStreamer: raw frame in -> last packet at udpsink",
+        &gst.total,
+    );
     println!(
         "CPU time for {frames} frames: vr-stream {:.2} s ({} packets; futex only {:.2} s), GStreamer {:.2} s ({} packets)",
         ours.cpu.as_secs_f64(),

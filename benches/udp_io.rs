@@ -25,13 +25,22 @@ fn thread_cpu_ns() -> u64 {
 }
 
 fn frames(n: usize) -> Vec<PacketBuf> {
-    let mut pk = Packetizer::new(RtpParams { ssrc: 5, payload_type: 96, payload_size: 1200, capture_time_ext_id: Some(1) }, 0);
+    let mut pk = Packetizer::new(
+        RtpParams {
+            ssrc: 5,
+            payload_type: 96,
+            payload_size: 1200,
+            capture_time_ext_id: Some(1),
+        },
+        0,
+    );
     (0..n)
         .map(|i| {
             let mut au = vec![0, 0, 0, 1, if i == 0 { 0x65 } else { 0x41 }];
             au.extend((0..16_500).map(|k| ((k * 7 + i) % 251 + 1) as u8));
             let mut b = PacketBuf::default();
-            pk.packetize(&au, (i * 1500) as u32, Some(1 << 32), &mut b).unwrap();
+            pk.packetize(&au, (i * 1500) as u32, Some(1 << 32), &mut b)
+                .unwrap();
             b
         })
         .collect()
@@ -40,7 +49,8 @@ fn frames(n: usize) -> Vec<PacketBuf> {
 /// Drains `s` until `stop` packets or 2 s of silence; returns packets seen.
 fn drain(s: UdpSocket, stop: u64) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
-        s.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
         let mut b = [0u8; 2048];
         let mut n = 0;
         while n < stop && s.recv(&mut b).is_ok() {
@@ -93,16 +103,30 @@ fn send_run(name: &'static str, fr: &[PacketBuf], batch: Option<usize>) -> Resul
     let (cpu, wall) = (thread_cpu_ns() - cpu0, t0.elapsed());
     let delivered = h.join().unwrap();
     let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-    Result { name, per_frame_us: (us(0.5), us(0.99), hist.max() as f64 / 1000.0), pps: sent as f64 / wall.as_secs_f64(), cpu_ns_per_pkt: cpu as f64 / sent.max(1) as f64, delivered, sent }
+    Result {
+        name,
+        per_frame_us: (us(0.5), us(0.99), hist.max() as f64 / 1000.0),
+        pps: sent as f64 / wall.as_secs_f64(),
+        cpu_ns_per_pkt: cpu as f64 / sent.max(1) as f64,
+        delivered,
+        sent,
+    }
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--test") || !std::env::args().any(|a| a == "--bench");
+    let quick =
+        std::env::args().any(|a| a == "--test") || !std::env::args().any(|a| a == "--bench");
     let n = if quick { 300 } else { 6000 };
     let fr = frames(n);
     let pkts: usize = fr.iter().map(|f| f.len()).sum();
-    println!("udp_io: {n} frames of {} packets ({pkts} packets, 1200 B payloads), 127.0.0.1", fr[1].len());
-    println!("{:<34} {:>9} {:>9} {:>9} {:>12} {:>10} {:>10}", "sender (per frame, µs)", "p50", "p99", "max", "packets/s", "CPU ns/pkt", "delivered");
+    println!(
+        "udp_io: {n} frames of {} packets ({pkts} packets, 1200 B payloads), 127.0.0.1",
+        fr[1].len()
+    );
+    println!(
+        "{:<34} {:>9} {:>9} {:>9} {:>12} {:>10} {:>10}",
+        "sender (per frame, µs)", "p50", "p99", "max", "packets/s", "CPU ns/pkt", "delivered"
+    );
     // Alternate the two, twice, so neither always runs on a cold cache.
     let mut rows = vec![];
     for _ in 0..2 {
@@ -112,12 +136,24 @@ fn main() {
     for r in &rows {
         println!(
             "{:<34} {:>9.1} {:>9.1} {:>9.1} {:>12.0} {:>10.0} {:>5}/{:<5}",
-            r.name, r.per_frame_us.0, r.per_frame_us.1, r.per_frame_us.2, r.pps, r.cpu_ns_per_pkt, r.delivered, r.sent
+            r.name,
+            r.per_frame_us.0,
+            r.per_frame_us.1,
+            r.per_frame_us.2,
+            r.pps,
+            r.cpu_ns_per_pkt,
+            r.delivered,
+            r.sent
         );
     }
 
     // Receiver: the packets of the frames through a socket into the state machine.
-    let cfg = ReceiverConfig { payload_type: 96, capture_time_ext_id: 1, reorder_window_ns: 20_000_000, fec_payload_type: 127 };
+    let cfg = ReceiverConfig {
+        payload_type: 96,
+        capture_time_ext_id: 1,
+        reorder_window_ns: 20_000_000,
+        fec_payload_type: 127,
+    };
     let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
     let _ = socket2::SockRef::from(&rx).set_recv_buffer_size(64 << 20);
     let dest = rx.local_addr().unwrap();
@@ -150,7 +186,10 @@ fn main() {
         cpu as f64 / got.max(1) as f64
     );
     // The state machine alone, per packet.
-    let all: Vec<Vec<u8>> = fr.iter().flat_map(|f| f.iter().map(|p| p.to_vec()).collect::<Vec<_>>()).collect();
+    let all: Vec<Vec<u8>> = fr
+        .iter()
+        .flat_map(|f| f.iter().map(|p| p.to_vec()).collect::<Vec<_>>())
+        .collect();
     let mut r = Receiver::new(cfg);
     let mut hist = Histogram::<u64>::new_with_bounds(1, 1_000_000_000, 3).unwrap();
     let t0 = Instant::now();

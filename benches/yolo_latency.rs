@@ -15,20 +15,46 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn fetch() -> (String, String) {
-    let out = Command::new("bash").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch-yolo.sh")).output().unwrap();
-    assert!(out.status.success(), "scripts/fetch-yolo.sh: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/fetch-yolo.sh"
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "scripts/fetch-yolo.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let t = String::from_utf8_lossy(&out.stdout).into_owned();
-    let v = |k: &str| t.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).unwrap().to_string();
+    let v = |k: &str| {
+        t.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap()
+            .to_string()
+    };
     (v("VR_YOLO_DIR"), v("ORT_DYLIB_PATH"))
 }
 
 fn clip() -> std::path::PathBuf {
     let dir = std::env::var_os("VR_STREAM_ASSETS")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/vr-stream/assets"));
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/vr-stream/assets")
+        });
     let p = dir.join("box-720p60.y4m");
     if !p.exists() {
-        assert!(Command::new("bash").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch-assets.sh")).status().unwrap().success());
+        assert!(
+            Command::new("bash")
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/scripts/fetch-assets.sh"
+                ))
+                .status()
+                .unwrap()
+                .success()
+        );
     }
     p
 }
@@ -45,7 +71,10 @@ fn run(frames: usize, yolo: Option<(&str, &str)>) -> Run {
     let cfg = dir.path().join("c.toml");
     let mut toml = String::new();
     if let Some((model_dir, lib)) = yolo {
-        toml = format!("[detect]\nenabled = true\nonnxruntime = {lib:?}\nmodel = {:?}\n", format!("{model_dir}/yolov3-tiny-320.onnx"));
+        toml = format!(
+            "[detect]\nenabled = true\nonnxruntime = {lib:?}\nmodel = {:?}\n",
+            format!("{model_dir}/yolov3-tiny-320.onnx")
+        );
     }
     std::fs::write(&cfg, toml).unwrap();
     let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -56,8 +85,22 @@ fn run(frames: usize, yolo: Option<(&str, &str)>) -> Run {
         while sink.recv(&mut b).is_ok() {}
     });
     let out = Command::new(env!("CARGO_BIN_EXE_vr-stream"))
-        .args(["--source", &format!("file:{}", clip().display()), "--bitrate", "8000", "--port", &port.to_string(), "--sdp", ""])
-        .args(["--frames", &frames.to_string(), "--instance", &format!("vrs-ybench-{}", std::process::id())])
+        .args([
+            "--source",
+            &format!("file:{}", clip().display()),
+            "--bitrate",
+            "8000",
+            "--port",
+            &port.to_string(),
+            "--sdp",
+            "",
+        ])
+        .args([
+            "--frames",
+            &frames.to_string(),
+            "--instance",
+            &format!("vrs-ybench-{}", std::process::id()),
+        ])
         .arg("--latency-log")
         .arg(&csv)
         .arg("--config")
@@ -77,7 +120,14 @@ fn run(frames: usize, yolo: Option<(&str, &str)>) -> Run {
             v[6] - v[1]
         })
         .collect();
-    Run { sent: total_ns.len(), total_ns, detect_line: err.lines().find(|l| l.starts_with("vr-stream: detect:")).map(str::to_string) }
+    Run {
+        sent: total_ns.len(),
+        total_ns,
+        detect_line: err
+            .lines()
+            .find(|l| l.starts_with("vr-stream: detect:"))
+            .map(str::to_string),
+    }
 }
 
 fn pct(v: &[u64]) -> (f64, f64, f64) {
@@ -86,21 +136,41 @@ fn pct(v: &[u64]) -> (f64, f64, f64) {
         h.saturating_record(x.max(1));
     }
     let ms = |x: u64| x as f64 / 1e6;
-    (ms(h.value_at_quantile(0.5)), ms(h.value_at_quantile(0.99)), ms(h.max()))
+    (
+        ms(h.value_at_quantile(0.5)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.max()),
+    )
 }
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let frames = if full { 600 } else { 120 };
     let (dir, lib) = fetch();
-    println!("sender latency (capture -> last RTP packet), real clip 1280x720 60 fps 8 Mbit/s, {frames} frames per run");
-    println!("{:<36} {:>8} {:>8} {:>8} {:>7}", "ms", "p50", "p99", "max", "frames");
+    println!(
+        "sender latency (capture -> last RTP packet), real clip 1280x720 60 fps 8 Mbit/s, {frames} frames per run"
+    );
+    println!(
+        "{:<36} {:>8} {:>8} {:>8} {:>7}",
+        "ms", "p50", "p99", "max", "frames"
+    );
     let mut p99 = [vec![], vec![]];
     for round in 0..2 {
-        for (i, yolo) in [None, Some((dir.as_str(), lib.as_str()))].into_iter().enumerate() {
+        for (i, yolo) in [None, Some((dir.as_str(), lib.as_str()))]
+            .into_iter()
+            .enumerate()
+        {
             let r = run(frames, yolo);
             let (a, b, c) = pct(&r.total_ns);
-            let name = format!("{} (run {})", if i == 0 { "without --yolo" } else { "with --yolo" }, round + 1);
+            let name = format!(
+                "{} (run {})",
+                if i == 0 {
+                    "without --yolo"
+                } else {
+                    "with --yolo"
+                },
+                round + 1
+            );
             println!("{name:<36} {a:>8.3} {b:>8.3} {c:>8.3} {:>7}", r.sent);
             if let Some(l) = r.detect_line {
                 println!("  {}", l.trim_start_matches("vr-stream: "));

@@ -112,7 +112,11 @@ impl std::fmt::Display for Change {
             Cause::Delay => "delay growth",
             Cause::Clean => "clean",
         };
-        write!(f, "bitrate {} -> {} kbit/s ({cause}: loss {:.1}%", self.from_kbps, self.to_kbps, self.loss_percent)?;
+        write!(
+            f,
+            "bitrate {} -> {} kbit/s ({cause}: loss {:.1}%",
+            self.from_kbps, self.to_kbps, self.loss_percent
+        )?;
         if let Some(r) = self.received_kbps {
             write!(f, ", received {r} kbit/s")?;
         }
@@ -161,8 +165,22 @@ impl RateController {
     /// A controller starting at `max_kbps` (the configured bitrate). `min_kbps` is raised
     /// to `max_kbps` if above it.
     pub fn new(p: AbrParams) -> RateController {
-        let p = AbrParams { min_kbps: p.min_kbps.min(p.max_kbps), ..p };
-        RateController { p, target: p.max_kbps as f64, sent_packets: 0, sent_bytes: 0, rate_ref: None, received_kbps: None, rtts: Vec::new(), hold_until_ns: 0, last_update_ns: None, capacity: None }
+        let p = AbrParams {
+            min_kbps: p.min_kbps.min(p.max_kbps),
+            ..p
+        };
+        RateController {
+            p,
+            target: p.max_kbps as f64,
+            sent_packets: 0,
+            sent_bytes: 0,
+            rate_ref: None,
+            received_kbps: None,
+            rtts: Vec::new(),
+            hold_until_ns: 0,
+            last_update_ns: None,
+            capacity: None,
+        }
     }
 
     /// The current target, kbit/s.
@@ -195,11 +213,16 @@ impl RateController {
         match self.rate_ref {
             Some(r) if now.saturating_sub(r.arrival_ns) >= RATE_SPAN_NS => {
                 let dt = now - r.arrival_ns;
-                let expected = fb.block.ext_highest_seq.wrapping_sub(r.block.ext_highest_seq) as i64;
+                let expected = fb
+                    .block
+                    .ext_highest_seq
+                    .wrapping_sub(r.block.ext_highest_seq) as i64;
                 self.received_kbps = if (0..1 << 20).contains(&expected) {
-                    let lost = (fb.block.cumulative_lost as i64 - r.block.cumulative_lost as i64).max(0);
+                    let lost =
+                        (fb.block.cumulative_lost as i64 - r.block.cumulative_lost as i64).max(0);
                     let got = (expected - lost).max(0) as f64;
-                    self.mean_packet_bytes().map(|b| got * b * 8.0 / (dt as f64 / 1e9) / 1000.0)
+                    self.mean_packet_bytes()
+                        .map(|b| got * b * 8.0 / (dt as f64 / 1e9) / 1000.0)
                 } else {
                     None // a reset or a different stream
                 };
@@ -221,7 +244,9 @@ impl RateController {
             (Some(r), Some(m), Some(p)) => r >= m + self.p.delay_ms as u64 * 1_000_000 && r >= p,
             _ => false,
         };
-        let dt_s = self.last_update_ns.map_or(0.0, |t| (now.saturating_sub(t) as f64 / 1e9).min(1.0));
+        let dt_s = self
+            .last_update_ns
+            .map_or(0.0, |t| (now.saturating_sub(t) as f64 / 1e9).min(1.0));
         self.last_update_ns = Some(now);
         if now < self.hold_until_ns {
             return None;
@@ -234,20 +259,32 @@ impl RateController {
                 self.capacity = Some(match self.capacity {
                     Some(c) if r >= c.mean_kbps - c.band_kbps() => {
                         let mean = (1.0 - CAPACITY_ALPHA) * c.mean_kbps + CAPACITY_ALPHA * r;
-                        let var = (1.0 - CAPACITY_ALPHA) * c.var_norm + CAPACITY_ALPHA * (mean - r).powi(2) / mean.max(1.0);
-                        Capacity { mean_kbps: mean, var_norm: var.clamp(CAPACITY_VAR_BOUNDS.0, CAPACITY_VAR_BOUNDS.1) }
+                        let var = (1.0 - CAPACITY_ALPHA) * c.var_norm
+                            + CAPACITY_ALPHA * (mean - r).powi(2) / mean.max(1.0);
+                        Capacity {
+                            mean_kbps: mean,
+                            var_norm: var.clamp(CAPACITY_VAR_BOUNDS.0, CAPACITY_VAR_BOUNDS.1),
+                        }
                     }
                     // First sample, or far below the old estimate: the link changed.
-                    _ => Capacity { mean_kbps: r, var_norm: CAPACITY_VAR_BOUNDS.0 },
+                    _ => Capacity {
+                        mean_kbps: r,
+                        var_norm: CAPACITY_VAR_BOUNDS.0,
+                    },
                 });
             }
             let to = match received_kbps {
-                Some(r) => (r * self.p.backoff_percent as f64 / 100.0).min(self.target * (1.0 - loss / 2.0)),
+                Some(r) => (r * self.p.backoff_percent as f64 / 100.0)
+                    .min(self.target * (1.0 - loss / 2.0)),
                 None => self.target * (1.0 - loss / 2.0),
             };
             self.target = to.clamp(min, max);
             self.hold_until_ns = now + HOLD_NS;
-            if loss * 100.0 >= self.p.loss_high_percent as f64 { Cause::Loss } else { Cause::Delay }
+            if loss * 100.0 >= self.p.loss_high_percent as f64 {
+                Cause::Loss
+            } else {
+                Cause::Delay
+            }
         } else if loss * 100.0 < self.p.loss_low_percent as f64 {
             if let (Some(c), Some(r)) = (self.capacity, received_kbps) {
                 if r > c.mean_kbps + c.band_kbps() {
@@ -274,7 +311,10 @@ impl RateController {
             cause,
             loss_percent: loss * 100.0,
             received_kbps: received_kbps.map(|r| r.round() as u32),
-            rtt_ms: fb.rtt_ns.zip(min_rtt).map(|(r, m)| (r as f64 / 1e6, m as f64 / 1e6)),
+            rtt_ms: fb
+                .rtt_ns
+                .zip(min_rtt)
+                .map(|(r, m)| (r as f64 / 1e6, m as f64 / 1e6)),
             capacity_kbps: self.capacity_kbps(),
         })
     }
@@ -285,7 +325,15 @@ mod tests {
     use super::*;
 
     fn params() -> AbrParams {
-        AbrParams { min_kbps: 500, max_kbps: 8000, loss_high_percent: 10, loss_low_percent: 2, delay_ms: 25, increase_percent: 8, backoff_percent: 85 }
+        AbrParams {
+            min_kbps: 500,
+            max_kbps: 8000,
+            loss_high_percent: 10,
+            loss_low_percent: 2,
+            delay_ms: 25,
+            increase_percent: 8,
+            backoff_percent: 85,
+        }
     }
 
     /// A simulated link: the sender sends at the controller's target in 1200-byte packets;
@@ -309,18 +357,42 @@ mod tests {
             let carried = (self.capacity_kbps / sent_kbps).min(1.0);
             let lost = (packets as f64 * (1.0 - carried)).round() as u64;
             let over = sent_kbps > self.capacity_kbps;
-            let rtt = self.base_rtt_ns + if over { (self.queue_ms * 1e6) as u64 } else { 0 };
+            let rtt = self.base_rtt_ns
+                + if over {
+                    (self.queue_ms * 1e6) as u64
+                } else {
+                    0
+                };
             self.seq += packets as u32;
             self.lost += lost as i64;
             self.now += (dt * 1e9) as u64;
             let fraction = ((lost as f64 / packets.max(1) as f64) * 256.0).min(255.0) as u8;
-            let block = ReportBlock { ssrc: 1, fraction_lost: fraction, cumulative_lost: self.lost as i32, ext_highest_seq: self.seq, jitter: 0, lsr: 0, dlsr: 0 };
-            c.on_report(Feedback { arrival_ns: self.now, block, rtt_ns: Some(rtt) })
+            let block = ReportBlock {
+                ssrc: 1,
+                fraction_lost: fraction,
+                cumulative_lost: self.lost as i32,
+                ext_highest_seq: self.seq,
+                jitter: 0,
+                lsr: 0,
+                dlsr: 0,
+            };
+            c.on_report(Feedback {
+                arrival_ns: self.now,
+                block,
+                rtt_ns: Some(rtt),
+            })
         }
     }
 
     fn link(capacity_kbps: f64) -> Link {
-        Link { seq: 1000, lost: 0, now: 1_000_000_000, capacity_kbps, base_rtt_ns: 5_000_000, queue_ms: 60.0 }
+        Link {
+            seq: 1000,
+            lost: 0,
+            now: 1_000_000_000,
+            capacity_kbps,
+            base_rtt_ns: 5_000_000,
+            queue_ms: 60.0,
+        }
     }
 
     #[test]
@@ -341,7 +413,9 @@ mod tests {
             l.step(&mut c);
         }
         l.capacity_kbps = 4000.0;
-        let first = l.step(&mut c).expect("a decrease on the first congested report");
+        let first = l
+            .step(&mut c)
+            .expect("a decrease on the first congested report");
         assert_eq!(first.cause, Cause::Loss);
         assert!(first.to_kbps < 4000, "{first}");
         assert!(first.to_kbps > 2500, "not an overreaction: {first}");
@@ -372,7 +446,12 @@ mod tests {
         }
         l.capacity_kbps = 4000.0;
         l.step(&mut c).expect("a decrease");
-        assert!(c.capacity_kbps().is_some_and(|k| (3900..=4100).contains(&k)), "{:?}", c.capacity_kbps());
+        assert!(
+            c.capacity_kbps()
+                .is_some_and(|k| (3900..=4100).contains(&k)),
+            "{:?}",
+            c.capacity_kbps()
+        );
         // 30 s on the same link: slow climbs (1200 B per 105 ms ≈ 91 kbit/s per second),
         // each ending a little above the capacity; multiplicative growth at 8 %/s would
         // cross it three times as often.
@@ -380,7 +459,10 @@ mod tests {
         for _ in 0..60 {
             if let Some(ch) = l.step(&mut c) {
                 if ch.cause == Cause::Clean {
-                    assert!(ch.to_kbps - ch.from_kbps <= 50, "additive steps of ≤ 46 kbit/s per report: {ch}");
+                    assert!(
+                        ch.to_kbps - ch.from_kbps <= 50,
+                        "additive steps of ≤ 46 kbit/s per report: {ch}"
+                    );
                 } else {
                     decreases += 1;
                 }
@@ -400,37 +482,96 @@ mod tests {
         }
         let before = c.target_kbps();
         let ch = l.step(&mut c).expect("growth");
-        assert!(ch.to_kbps as f64 >= before as f64 * 1.03, "multiplicative: {ch}");
+        assert!(
+            ch.to_kbps as f64 >= before as f64 * 1.03,
+            "multiplicative: {ch}"
+        );
     }
 
     #[test]
     fn delay_growth_without_loss_backs_off() {
         // A deep queue: no loss yet, only delay.
-        let mk = |seq, rtt| Feedback { arrival_ns: 0, block: ReportBlock { ssrc: 1, fraction_lost: 0, cumulative_lost: 0, ext_highest_seq: seq, jitter: 0, lsr: 0, dlsr: 0 }, rtt_ns: Some(rtt) };
+        let mk = |seq, rtt| Feedback {
+            arrival_ns: 0,
+            block: ReportBlock {
+                ssrc: 1,
+                fraction_lost: 0,
+                cumulative_lost: 0,
+                ext_highest_seq: seq,
+                jitter: 0,
+                lsr: 0,
+                dlsr: 0,
+            },
+            rtt_ns: Some(rtt),
+        };
         let mut c2 = RateController::new(params());
         c2.on_sent(1000, 1_200_000);
-        assert_eq!(c2.on_report(Feedback { arrival_ns: 1_000_000_000, ..mk(100, 5_000_000) }), None);
-        assert_eq!(c2.on_report(Feedback { arrival_ns: 1_500_000_000, ..mk(400, 20_000_000) }), None);
-        let ch = c2.on_report(Feedback { arrival_ns: 2_000_000_000, ..mk(700, 45_000_000) }).expect("delay trigger");
+        assert_eq!(
+            c2.on_report(Feedback {
+                arrival_ns: 1_000_000_000,
+                ..mk(100, 5_000_000)
+            }),
+            None
+        );
+        assert_eq!(
+            c2.on_report(Feedback {
+                arrival_ns: 1_500_000_000,
+                ..mk(400, 20_000_000)
+            }),
+            None
+        );
+        let ch = c2
+            .on_report(Feedback {
+                arrival_ns: 2_000_000_000,
+                ..mk(700, 45_000_000)
+            })
+            .expect("delay trigger");
         assert_eq!(ch.cause, Cause::Delay);
         // 300 packets of 1200 B in 0.5 s = 5760 kbit/s received; 85 % of it.
         assert_eq!(ch.received_kbps, Some(5760));
         assert_eq!(ch.to_kbps, 4896);
-        assert!(ch.to_string().contains("8000 -> 4896 kbit/s (delay growth"), "{ch}");
+        assert!(
+            ch.to_string().contains("8000 -> 4896 kbit/s (delay growth"),
+            "{ch}"
+        );
         // Held: the next report is not acted on.
-        assert_eq!(c2.on_report(Feedback { arrival_ns: 2_500_000_000, ..mk(1000, 60_000_000) }), None);
+        assert_eq!(
+            c2.on_report(Feedback {
+                arrival_ns: 2_500_000_000,
+                ..mk(1000, 60_000_000)
+            }),
+            None
+        );
     }
 
     #[test]
     fn moderate_random_loss_holds_and_bounds_are_kept() {
-        let mut c = RateController::new(AbrParams { min_kbps: 3000, ..params() });
+        let mut c = RateController::new(AbrParams {
+            min_kbps: 3000,
+            ..params()
+        });
         let mut l = link(20_000.0);
         for _ in 0..3 {
             l.step(&mut c);
         }
         // 5 % loss (between the marks): no change.
-        let b = ReportBlock { ssrc: 1, fraction_lost: 13, cumulative_lost: 0, ext_highest_seq: l.seq, jitter: 0, lsr: 0, dlsr: 0 };
-        assert_eq!(c.on_report(Feedback { arrival_ns: l.now + 500_000_000, block: b, rtt_ns: None }), None);
+        let b = ReportBlock {
+            ssrc: 1,
+            fraction_lost: 13,
+            cumulative_lost: 0,
+            ext_highest_seq: l.seq,
+            jitter: 0,
+            lsr: 0,
+            dlsr: 0,
+        };
+        assert_eq!(
+            c.on_report(Feedback {
+                arrival_ns: l.now + 500_000_000,
+                block: b,
+                rtt_ns: None
+            }),
+            None
+        );
         // 90 % loss on a tiny link: stops at the minimum.
         l.capacity_kbps = 100.0;
         for _ in 0..20 {
@@ -443,11 +584,39 @@ mod tests {
     fn reports_sent_with_plis_50_ms_apart_keep_the_rate_estimate() {
         let mut c = RateController::new(params());
         c.on_sent(1000, 1_200_000);
-        let b = |seq, lost: u8| ReportBlock { ssrc: 1, fraction_lost: lost, cumulative_lost: 0, ext_highest_seq: seq, jitter: 0, lsr: 0, dlsr: 0 };
-        assert_eq!(c.on_report(Feedback { arrival_ns: 1_000_000_000, block: b(0, 0), rtt_ns: None }), None);
-        assert_eq!(c.on_report(Feedback { arrival_ns: 1_500_000_000, block: b(250, 0), rtt_ns: None }), None);
+        let b = |seq, lost: u8| ReportBlock {
+            ssrc: 1,
+            fraction_lost: lost,
+            cumulative_lost: 0,
+            ext_highest_seq: seq,
+            jitter: 0,
+            lsr: 0,
+            dlsr: 0,
+        };
+        assert_eq!(
+            c.on_report(Feedback {
+                arrival_ns: 1_000_000_000,
+                block: b(0, 0),
+                rtt_ns: None
+            }),
+            None
+        );
+        assert_eq!(
+            c.on_report(Feedback {
+                arrival_ns: 1_500_000_000,
+                block: b(250, 0),
+                rtt_ns: None
+            }),
+            None
+        );
         // Broken frames: a report with each PLI, 50 ms apart, the first one lossy.
-        let ch = c.on_report(Feedback { arrival_ns: 1_550_000_000, block: b(260, 128), rtt_ns: None }).expect("loss");
+        let ch = c
+            .on_report(Feedback {
+                arrival_ns: 1_550_000_000,
+                block: b(260, 128),
+                rtt_ns: None,
+            })
+            .expect("loss");
         // 250 packets of 1200 B in 0.5 s.
         assert_eq!(ch.received_kbps, Some(4800));
         assert_eq!(ch.to_kbps, 4080);
@@ -457,9 +626,27 @@ mod tests {
     fn reset_sequence_numbers_give_no_rate() {
         let mut c = RateController::new(params());
         c.on_sent(10, 12_000);
-        let b = |seq| ReportBlock { ssrc: 1, fraction_lost: 80, cumulative_lost: 0, ext_highest_seq: seq, jitter: 0, lsr: 0, dlsr: 0 };
-        let _ = c.on_report(Feedback { arrival_ns: 1_000_000_000, block: b(50_000), rtt_ns: None });
-        let ch = c.on_report(Feedback { arrival_ns: 2_000_000_000, block: b(10), rtt_ns: None }).expect("loss");
+        let b = |seq| ReportBlock {
+            ssrc: 1,
+            fraction_lost: 80,
+            cumulative_lost: 0,
+            ext_highest_seq: seq,
+            jitter: 0,
+            lsr: 0,
+            dlsr: 0,
+        };
+        let _ = c.on_report(Feedback {
+            arrival_ns: 1_000_000_000,
+            block: b(50_000),
+            rtt_ns: None,
+        });
+        let ch = c
+            .on_report(Feedback {
+                arrival_ns: 2_000_000_000,
+                block: b(10),
+                rtt_ns: None,
+            })
+            .expect("loss");
         assert_eq!(ch.received_kbps, None);
     }
 }

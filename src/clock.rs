@@ -53,7 +53,12 @@ pub fn parse_answer(b: &[u8]) -> Option<(u64, u32, u64, u64)> {
         return None;
     }
     let w = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-    Some((w(8), u32::from_be_bytes(b[16..20].try_into().ok()?), w(20), w(28)))
+    Some((
+        w(8),
+        u32::from_be_bytes(b[16..20].try_into().ok()?),
+        w(20),
+        w(28),
+    ))
 }
 
 /// One offset sample.
@@ -74,7 +79,10 @@ pub fn sample(t1_ntp: u64, t2_ntp: u64, t3_ntp: u64, t4_ntp: u64) -> Option<Samp
     if rtt < 0 || t3 < t2 {
         return None;
     }
-    Some(Sample { offset_ns: (((t2 - t1) + (t3 - t4)) / 2) as i64, rtt_ns: rtt as u64 })
+    Some(Sample {
+        offset_ns: (((t2 - t1) + (t3 - t4)) / 2) as i64,
+        rtt_ns: rtt as u64,
+    })
 }
 
 /// Keeps the last `window` samples and answers with the one of smallest round trip.
@@ -87,7 +95,10 @@ pub struct OffsetEstimator {
 impl OffsetEstimator {
     /// An estimator over the last `window` samples (at least 1).
     pub fn new(window: usize) -> OffsetEstimator {
-        OffsetEstimator { window: window.max(1), samples: Default::default() }
+        OffsetEstimator {
+            window: window.max(1),
+            samples: Default::default(),
+        }
     }
 
     /// Adds a sample.
@@ -126,10 +137,16 @@ mod tests {
     fn wire_round_trip() {
         let r = request(ntp(1_000), 7);
         let a = answer(&r, ntp(5_000), ntp(6_000)).unwrap();
-        assert_eq!(parse_answer(&a), Some((ntp(1_000), 7, ntp(5_000), ntp(6_000))));
+        assert_eq!(
+            parse_answer(&a),
+            Some((ntp(1_000), 7, ntp(5_000), ntp(6_000)))
+        );
         assert!(answer(b"VRSTECHO\0\0\0\0\0\0\0\0", 1, 2).is_none());
         assert!(parse_answer(&r).is_none());
-        assert!(crate::rtcp::parse_compound(&r).is_err(), "not mistaken for RTCP");
+        assert!(
+            crate::rtcp::parse_compound(&r).is_err(),
+            "not mistaken for RTCP"
+        );
     }
 
     #[test]
@@ -140,7 +157,10 @@ mod tests {
         let true_offset = 3_000_000i64;
         let base = 1_700_000_000_000_000_000u64;
         let mut est = OffsetEstimator::new(8);
-        for (i, extra) in [6_000_000u64, 8_000_000, 0, 4_000_000, 2_000_000].iter().enumerate() {
+        for (i, extra) in [6_000_000u64, 8_000_000, 0, 4_000_000, 2_000_000]
+            .iter()
+            .enumerate()
+        {
             let t1 = base + i as u64 * 100_000_000;
             let t2 = (t1 as i64 + 2_000_000 + true_offset) as u64;
             let hold = (i as u64 * 7_000_000) % 16_000_000;

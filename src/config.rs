@@ -117,9 +117,16 @@ impl WebConfig {
     /// /128), or when empty the receiver's address `stream_ip` and loopback (127.0.0.0/8,
     /// ::1). Entries that do not parse are left out (validated with the configuration).
     pub fn allowed(&self, stream_ip: &str) -> Vec<ipnet::IpNet> {
-        let parse = |s: &str| s.parse::<ipnet::IpNet>().ok().or_else(|| s.parse::<IpAddr>().ok().map(ipnet::IpNet::from));
+        let parse = |s: &str| {
+            s.parse::<ipnet::IpNet>()
+                .ok()
+                .or_else(|| s.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
+        };
         if self.allow.is_empty() {
-            let mut v: Vec<ipnet::IpNet> = vec!["127.0.0.0/8".parse().expect("a prefix"), "::1/128".parse().expect("a prefix")];
+            let mut v: Vec<ipnet::IpNet> = vec![
+                "127.0.0.0/8".parse().expect("a prefix"),
+                "::1/128".parse().expect("a prefix"),
+            ];
             v.extend(parse(stream_ip));
             v
         } else {
@@ -163,9 +170,12 @@ impl DetectConfig {
         if !self.model.is_empty() {
             return self.model.clone().into();
         }
-        let dir = std::env::var_os("VR_YOLO_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/vr-stream/yolo")
-        });
+        let dir = std::env::var_os("VR_YOLO_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                    .join(".cache/vr-stream/yolo")
+            });
         dir.join("yolov3-tiny-320.onnx")
     }
 
@@ -383,7 +393,14 @@ pub struct StatsConfig {
 }
 
 /// x264 presets we allow (the fast end: slower ones cannot keep 60 fps on a Pi 5).
-pub const PRESETS: &[&str] = &["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"];
+pub const PRESETS: &[&str] = &[
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+];
 /// H.264 profiles we allow.
 pub const H264_PROFILES: &[&str] = &["baseline", "main", "high"];
 /// Allowed `encoder.backend` values: `auto` (the V4L2 M2M encoder when `encoder.device`
@@ -431,7 +448,11 @@ fn deserialize(t: toml::Table, origin: &str) -> Result<Config, ConfigError> {
         let msg = one_line(e.inner().message());
         ConfigError::Parse {
             origin: origin.to_string(),
-            message: if path.is_empty() || path == "." { msg } else { format!("{path}: {msg}") },
+            message: if path.is_empty() || path == "." {
+                msg
+            } else {
+                format!("{path}: {msg}")
+            },
         }
     })
 }
@@ -509,14 +530,18 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "stream.fec_payload_type",
                 value: s.fec_payload_type.to_string(),
-                allowed: format!("a payload type other than stream.payload_type ({})", s.payload_type),
+                allowed: format!(
+                    "a payload type other than stream.payload_type ({})",
+                    s.payload_type
+                ),
             });
         }
         if s.fec_percent > 0 && s.port > 65533 {
             return Err(ConfigError::Invalid {
                 key: "stream.port",
                 value: s.port.to_string(),
-                allowed: "1..=65533 with FEC on (FEC goes to port + 2), or stream.fec_percent = 0".into(),
+                allowed: "1..=65533 with FEC on (FEC goes to port + 2), or stream.fec_percent = 0"
+                    .into(),
             });
         }
         let src = &self.source;
@@ -601,31 +626,56 @@ impl Config {
         ] {
             check(key, st.cpu, 0, 1023)?;
         }
-        vr_setup::cpus::CpuList::parse(&self.stages.web.cpus).map_err(|e| ConfigError::Invalid {
-            key: "stages.web.cpus",
-            value: format!("{:?}", self.stages.web.cpus),
-            allowed: format!("a kernel CPU list such as \"0\" or \"0-1,3\" ({e})"),
+        vr_setup::cpus::CpuList::parse(&self.stages.web.cpus).map_err(|e| {
+            ConfigError::Invalid {
+                key: "stages.web.cpus",
+                value: format!("{:?}", self.stages.web.cpus),
+                allowed: format!("a kernel CPU list such as \"0\" or \"0-1,3\" ({e})"),
+            }
         })?;
         check("stages.web.nice", self.stages.web.nice, -20, 19)?;
         check("stats.interval_s", self.stats.interval_s, 0, 3600)?;
         let d = &self.detect;
         check("detect.size", d.size, 32, 2048)?;
         if d.size % 32 != 0 {
-            return Err(ConfigError::Invalid { key: "detect.size", value: d.size.to_string(), allowed: "a multiple of 32".into() });
+            return Err(ConfigError::Invalid {
+                key: "detect.size",
+                value: d.size.to_string(),
+                allowed: "a multiple of 32".into(),
+            });
         }
         check("detect.conf", d.conf, 0.0, 1.0)?;
         check("detect.iou", d.iou, 0.0, 1.0)?;
         check("detect.every_nth", d.every_nth, 1, 1000)?;
         check("detect.threads", d.threads, 1, 16)?;
-        check("detect.max", d.max, 1, crate::shm::stats::MAX_DETECTIONS as u32)?;
+        check(
+            "detect.max",
+            d.max,
+            1,
+            crate::shm::stats::MAX_DETECTIONS as u32,
+        )?;
         let w = &self.web;
         check("web.port", w.port, 1, 65535)?;
-        w.bind.parse::<IpAddr>().map_err(|_| ConfigError::Invalid { key: "web.bind", value: w.bind.clone(), allowed: "an IP address (0.0.0.0 for every interface)".into() })?;
+        w.bind.parse::<IpAddr>().map_err(|_| ConfigError::Invalid {
+            key: "web.bind",
+            value: w.bind.clone(),
+            allowed: "an IP address (0.0.0.0 for every interface)".into(),
+        })?;
         if w.cert.is_empty() != w.key.is_empty() {
-            return Err(ConfigError::Invalid { key: "web.cert", value: format!("cert {:?}, key {:?}", w.cert, w.key), allowed: "both or neither (--cert and --key)".into() });
+            return Err(ConfigError::Invalid {
+                key: "web.cert",
+                value: format!("cert {:?}, key {:?}", w.cert, w.key),
+                allowed: "both or neither (--cert and --key)".into(),
+            });
         }
-        if !w.pin.is_empty() && (w.pin.len() < 4 || w.pin.len() > 12 || !w.pin.bytes().all(|b| b.is_ascii_digit())) {
-            return Err(ConfigError::Invalid { key: "web.pin", value: w.pin.clone(), allowed: "4 to 12 digits, or \"\" for a random PIN".into() });
+        if !w.pin.is_empty()
+            && (w.pin.len() < 4 || w.pin.len() > 12 || !w.pin.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(ConfigError::Invalid {
+                key: "web.pin",
+                value: w.pin.clone(),
+                allowed: "4 to 12 digits, or \"\" for a random PIN".into(),
+            });
         }
         for a in &w.allow {
             if a.parse::<ipnet::IpNet>().is_err() && a.parse::<IpAddr>().is_err() {
@@ -637,7 +687,12 @@ impl Config {
             }
         }
         check("web.max_connections", w.max_connections, 1, 10_000)?;
-        check("web.max_connections_per_address", w.max_connections_per_address, 1, w.max_connections)?;
+        check(
+            "web.max_connections_per_address",
+            w.max_connections_per_address,
+            1,
+            w.max_connections,
+        )?;
         check("web.header_timeout_ms", w.header_timeout_ms, 100, 60_000)?;
         check("web.idle_timeout_s", w.idle_timeout_s, 1, 3600)?;
         check("web.max_body_bytes", w.max_body_bytes, 1024, 1 << 20)?;
@@ -646,7 +701,12 @@ impl Config {
         let a = &self.abr;
         check("abr.min_kbps", a.min_kbps, 100, 200_000)?;
         check("abr.loss_high_percent", a.loss_high_percent, 1, 100)?;
-        check("abr.loss_low_percent", a.loss_low_percent, 0, a.loss_high_percent)?;
+        check(
+            "abr.loss_low_percent",
+            a.loss_low_percent,
+            0,
+            a.loss_high_percent,
+        )?;
         check("abr.delay_ms", a.delay_ms, 1, 2000)?;
         check("abr.increase_percent", a.increase_percent, 1, 100)?;
         check("abr.backoff_percent", a.backoff_percent, 10, 100)?;
@@ -656,9 +716,19 @@ impl Config {
         check("stats.target_ms", self.stats.target_ms, 1, 1000)?;
         check("rt.spin_window_us", self.rt.spin_window_us, 0, 5000)?;
         check("supervise.backoff_ms", self.supervise.backoff_ms, 1, 10_000)?;
-        check("supervise.max_restarts", self.supervise.max_restarts, 0, 100)?;
+        check(
+            "supervise.max_restarts",
+            self.supervise.max_restarts,
+            0,
+            100,
+        )?;
         if self.supervise.heartbeat_timeout_ms != 0 {
-            check("supervise.heartbeat_timeout_ms", self.supervise.heartbeat_timeout_ms, 200, 60_000)?;
+            check(
+                "supervise.heartbeat_timeout_ms",
+                self.supervise.heartbeat_timeout_ms,
+                200,
+                60_000,
+            )?;
         }
         Ok(())
     }
@@ -705,43 +775,80 @@ mod tests {
 
     #[test]
     fn unknown_key_names_file_and_key() {
-        let err = load(&[Layer::File { path: "my.toml".into(), text: "[encoder]\nbitrat = 5\n".into() }])
-            .unwrap_err()
-            .to_string();
+        let err = load(&[Layer::File {
+            path: "my.toml".into(),
+            text: "[encoder]\nbitrat = 5\n".into(),
+        }])
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("my.toml") && err.contains("bitrat"), "{err}");
     }
 
     #[test]
     fn bad_values_are_named() {
-        let err = load(&[Layer::File { path: "x".into(), text: "[stream]\npayload_size = 50\n".into() }])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("stream.payload_size = 50") && err.contains("200..=8900"), "{err}");
-        let err = load(&[Layer::File { path: "x".into(), text: "[stream]\nip = \"300.1.1.1\"\n".into() }])
-            .unwrap_err()
-            .to_string();
+        let err = load(&[Layer::File {
+            path: "x".into(),
+            text: "[stream]\npayload_size = 50\n".into(),
+        }])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("stream.payload_size = 50") && err.contains("200..=8900"),
+            "{err}"
+        );
+        let err = load(&[Layer::File {
+            path: "x".into(),
+            text: "[stream]\nip = \"300.1.1.1\"\n".into(),
+        }])
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("stream.ip"), "{err}");
-        let err = load(&[Layer::File { path: "x".into(), text: "[source]\nwidth = 641\n".into() }])
-            .unwrap_err()
-            .to_string();
+        let err = load(&[Layer::File {
+            path: "x".into(),
+            text: "[source]\nwidth = 641\n".into(),
+        }])
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("even"), "{err}");
-        let err = load(&[Layer::Profile("fast".into())]).unwrap_err().to_string();
-        assert!(err.contains("unknown profile 'fast'") && err.contains("ultra_low"), "{err}");
-        let err = load(&[Layer::File { path: "x".into(), text: "[stream]\nport = \"a\"\n".into() }])
+        let err = load(&[Layer::Profile("fast".into())])
             .unwrap_err()
             .to_string();
+        assert!(
+            err.contains("unknown profile 'fast'") && err.contains("ultra_low"),
+            "{err}"
+        );
+        let err = load(&[Layer::File {
+            path: "x".into(),
+            text: "[stream]\nport = \"a\"\n".into(),
+        }])
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("config x"), "{err}");
     }
 
     #[test]
     fn web_allow_defaults_to_the_receiver_and_loopback() {
         let mut c = load(&[]).unwrap();
-        let nets = |c: &Config| c.web.allowed(&c.stream.ip).iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let nets = |c: &Config| {
+            c.web
+                .allowed(&c.stream.ip)
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+        };
         c.stream.ip = "192.168.1.100".into();
         assert_eq!(nets(&c), ["127.0.0.0/8", "::1/128", "192.168.1.100/32"]);
         c.web.allow = vec!["10.0.0.0/8".into(), "fd00::5".into()];
         assert_eq!(nets(&c), ["10.0.0.0/8", "fd00::5/128"]);
-        let err = load(&[Layer::File { path: "x".into(), text: "[web]\nallow = [\"192.168.1.300\"]\n".into() }]).unwrap_err().to_string();
-        assert!(err.contains("web.allow") && err.contains("192.168.1.300"), "{err}");
+        let err = load(&[Layer::File {
+            path: "x".into(),
+            text: "[web]\nallow = [\"192.168.1.300\"]\n".into(),
+        }])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("web.allow") && err.contains("192.168.1.300"),
+            "{err}"
+        );
     }
 }

@@ -33,7 +33,11 @@ pub enum FecError {
 
 /// Recovery shards for a frame of `k` packets at `percent` overhead (0 = none).
 pub fn recovery_count(k: usize, percent: u32) -> usize {
-    if percent == 0 || k == 0 { 0 } else { (k * percent as usize).div_ceil(100).max(1) }
+    if percent == 0 || k == 0 {
+        0
+    } else {
+        (k * percent as usize).div_ceil(100).max(1)
+    }
 }
 
 fn shard_size(max_packet: usize) -> usize {
@@ -57,7 +61,10 @@ pub struct FecEncoder {
 impl FecEncoder {
     /// FEC packets numbered from `first_seq`.
     pub fn new(first_seq: u16) -> FecEncoder {
-        FecEncoder { seq: first_seq, shard: vec![] }
+        FecEncoder {
+            seq: first_seq,
+            shard: vec![],
+        }
     }
 
     /// Appends to `out` the FEC packets protecting `media` (all the RTP packets of one
@@ -66,7 +73,13 @@ impl FecEncoder {
     ///
     /// Errors: [`FecError::Rs`] if the frame has more packets than the code allows
     /// (32768).
-    pub fn protect(&mut self, media: &PacketBuf, percent: u32, pt: u8, out: &mut PacketBuf) -> Result<usize, FecError> {
+    pub fn protect(
+        &mut self,
+        media: &PacketBuf,
+        percent: u32,
+        pt: u8,
+        out: &mut PacketBuf,
+    ) -> Result<usize, FecError> {
         let k = media.len();
         let m = recovery_count(k, percent);
         if m == 0 {
@@ -74,16 +87,20 @@ impl FecEncoder {
         }
         let first = media.get(0);
         if first.len() < RTP_HEADER {
-            return Err(FecError::Malformed("media packet shorter than an RTP header"));
+            return Err(FecError::Malformed(
+                "media packet shorter than an RTP header",
+            ));
         }
         let base_seq = u16::from_be_bytes([first[2], first[3]]);
         let ts = &first[4..8];
         let ssrc = &first[8..12];
         let size = shard_size(media.iter().map(|p| p.len()).max().unwrap_or(0));
-        let mut enc = reed_solomon_simd::ReedSolomonEncoder::new(k, m, size).map_err(|e| FecError::Rs(e.to_string()))?;
+        let mut enc = reed_solomon_simd::ReedSolomonEncoder::new(k, m, size)
+            .map_err(|e| FecError::Rs(e.to_string()))?;
         for p in media.iter() {
             shard_of(p, size, &mut self.shard);
-            enc.add_original_shard(&self.shard).map_err(|e| FecError::Rs(e.to_string()))?;
+            enc.add_original_shard(&self.shard)
+                .map_err(|e| FecError::Rs(e.to_string()))?;
         }
         let result = enc.encode().map_err(|e| FecError::Rs(e.to_string()))?;
         for (i, r) in result.recovery_iter().enumerate() {
@@ -148,7 +165,12 @@ pub fn parse_fec(b: &[u8], pt: u8) -> Result<FecPacket<'_>, FecError> {
         index: u16at(18),
         shard: &b[RTP_HEADER + FEC_HEADER..],
     };
-    if p.k == 0 || p.m == 0 || p.index >= p.m || p.k as usize + p.m as usize > 65536 || p.shard.len() % 2 != 0 {
+    if p.k == 0
+        || p.m == 0
+        || p.index >= p.m
+        || p.k as usize + p.m as usize > 65536
+        || p.shard.len() % 2 != 0
+    {
         return Err(FecError::Malformed("bad k, m, index or shard size"));
     }
     Ok(p)
@@ -161,29 +183,43 @@ pub fn parse_fec(b: &[u8], pt: u8) -> Result<FecPacket<'_>, FecError> {
 ///
 /// Errors: [`FecError::Rs`] when too few shards arrived (fewer than k in all) or they
 /// disagree; [`FecError::Malformed`] for a rebuilt shard whose length prefix is wrong.
-pub fn recover(have: &[(usize, &[u8])], fec: &[FecPacket<'_>]) -> Result<Vec<(usize, Vec<u8>)>, FecError> {
-    let Some(f0) = fec.first() else { return Err(FecError::Rs("no FEC packet".into())) };
+pub fn recover(
+    have: &[(usize, &[u8])],
+    fec: &[FecPacket<'_>],
+) -> Result<Vec<(usize, Vec<u8>)>, FecError> {
+    let Some(f0) = fec.first() else {
+        return Err(FecError::Rs("no FEC packet".into()));
+    };
     let (k, m, size) = (f0.k as usize, f0.m as usize, f0.shard.len());
     if have.len() >= k {
         return Ok(vec![]);
     }
     if have.len() + fec.len() < k {
-        return Err(FecError::Rs(format!("{} media + {} FEC packets of {k} needed", have.len(), fec.len())));
+        return Err(FecError::Rs(format!(
+            "{} media + {} FEC packets of {k} needed",
+            have.len(),
+            fec.len()
+        )));
     }
-    let mut dec = reed_solomon_simd::ReedSolomonDecoder::new(k, m, size).map_err(|e| FecError::Rs(e.to_string()))?;
+    let mut dec = reed_solomon_simd::ReedSolomonDecoder::new(k, m, size)
+        .map_err(|e| FecError::Rs(e.to_string()))?;
     let mut shard = Vec::with_capacity(size);
     for &(i, p) in have {
         if p.len() + 2 > size || i >= k {
-            return Err(FecError::Malformed("media packet does not fit the frame's shards"));
+            return Err(FecError::Malformed(
+                "media packet does not fit the frame's shards",
+            ));
         }
         shard_of(p, size, &mut shard);
-        dec.add_original_shard(i, &shard).map_err(|e| FecError::Rs(e.to_string()))?;
+        dec.add_original_shard(i, &shard)
+            .map_err(|e| FecError::Rs(e.to_string()))?;
     }
     for f in fec {
         if (f.k as usize, f.m as usize, f.shard.len()) != (k, m, size) {
             return Err(FecError::Malformed("FEC packets of one frame disagree"));
         }
-        dec.add_recovery_shard(f.index as usize, f.shard).map_err(|e| FecError::Rs(e.to_string()))?;
+        dec.add_recovery_shard(f.index as usize, f.shard)
+            .map_err(|e| FecError::Rs(e.to_string()))?;
     }
     let res = dec.decode().map_err(|e| FecError::Rs(e.to_string()))?;
     let mut out = vec![];
@@ -204,7 +240,15 @@ mod tests {
     use crate::rtp::{Packetizer, RtpParams};
 
     fn frame(bytes: usize, seq: u16) -> PacketBuf {
-        let mut pk = Packetizer::new(RtpParams { ssrc: 9, payload_type: 96, payload_size: 1200, capture_time_ext_id: Some(1) }, seq);
+        let mut pk = Packetizer::new(
+            RtpParams {
+                ssrc: 9,
+                payload_type: 96,
+                payload_size: 1200,
+                capture_time_ext_id: Some(1),
+            },
+            seq,
+        );
         let mut au = vec![0, 0, 0, 1, 0x65];
         au.extend((0..bytes).map(|i| (i * 7 % 251) as u8));
         let mut b = PacketBuf::default();
@@ -232,11 +276,17 @@ mod tests {
         let fecs: Vec<FecPacket> = fec_out.iter().map(|p| parse_fec(p, 127).unwrap()).collect();
         assert_eq!(fecs[0].base_seq, 65530);
         assert_eq!((fecs[3].index, fecs[3].k, fecs[3].m), (3, 17, 4));
-        assert!(fec_out.get(3)[1] & 0x80 != 0 && fec_out.get(0)[1] & 0x80 == 0, "marker on the last");
+        assert!(
+            fec_out.get(3)[1] & 0x80 != 0 && fec_out.get(0)[1] & 0x80 == 0,
+            "marker on the last"
+        );
         // Lose 4 media packets (first, last = marker, two middle) and one FEC packet too
         // many? No: 4 media lost, 4 FEC present → exactly enough.
         let lost = [0usize, 5, 9, k - 1];
-        let have: Vec<(usize, &[u8])> = (0..k).filter(|i| !lost.contains(i)).map(|i| (i, media.get(i))).collect();
+        let have: Vec<(usize, &[u8])> = (0..k)
+            .filter(|i| !lost.contains(i))
+            .map(|i| (i, media.get(i)))
+            .collect();
         let got = recover(&have, &fecs).unwrap();
         assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), lost.to_vec());
         for (i, p) in &got {
@@ -254,7 +304,9 @@ mod tests {
     fn malformed_fec_is_refused() {
         let media = frame(3000, 1);
         let mut out = PacketBuf::default();
-        FecEncoder::new(0).protect(&media, 50, 127, &mut out).unwrap();
+        FecEncoder::new(0)
+            .protect(&media, 50, 127, &mut out)
+            .unwrap();
         let good = out.get(0).to_vec();
         assert!(parse_fec(&good, 126).is_err());
         assert!(parse_fec(&good[..15], 127).is_err());
@@ -264,6 +316,11 @@ mod tests {
         let mut odd = good.clone();
         odd.push(0);
         assert!(parse_fec(&odd, 127).is_err());
-        assert_eq!(FecEncoder::new(0).protect(&media, 0, 127, &mut out).unwrap(), 0);
+        assert_eq!(
+            FecEncoder::new(0)
+                .protect(&media, 0, 127, &mut out)
+                .unwrap(),
+            0
+        );
     }
 }

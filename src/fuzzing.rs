@@ -18,7 +18,12 @@ use crate::rtp::PacketBuf;
 
 /// RTP parsing, depacketizing and the receiver state machine on arbitrary packets.
 pub fn depacketizer(data: &[u8]) {
-    let mut rx = Receiver::new(ReceiverConfig { payload_type: 96, capture_time_ext_id: 1, reorder_window_ns: 20_000_000, fec_payload_type: 127 });
+    let mut rx = Receiver::new(ReceiverConfig {
+        payload_type: 96,
+        capture_time_ext_id: 1,
+        reorder_window_ns: 20_000_000,
+        fec_payload_type: 127,
+    });
     let mut t = 0u64;
     let mut payloads: Vec<Vec<u8>> = vec![];
     crate::net::rfc4571_packets(data, |p| {
@@ -33,7 +38,9 @@ pub fn depacketizer(data: &[u8]) {
             payloads.push(r.payload.to_vec());
         }
         while let Some(f) = rx.poll(t) {
-            assert!(f.verdict == crate::receiver::Verdict::Lost || !f.au.is_empty() || f.packets > 0);
+            assert!(
+                f.verdict == crate::receiver::Verdict::Lost || !f.au.is_empty() || f.packets > 0
+            );
         }
     });
     while rx.poll(u64::MAX / 2).is_some() {}
@@ -48,7 +55,9 @@ pub fn depacketizer(data: &[u8]) {
 pub fn rtcp(data: &[u8]) {
     if let Ok(pkts) = crate::rtcp::parse_compound(data) {
         for p in pkts {
-            if let crate::rtcp::Rtcp::SenderReport { reports, .. } | crate::rtcp::Rtcp::ReceiverReport { reports, .. } = p {
+            if let crate::rtcp::Rtcp::SenderReport { reports, .. }
+            | crate::rtcp::Rtcp::ReceiverReport { reports, .. } = p
+            {
                 for b in &reports {
                     let _ = crate::rtcp::rtt_ns(u64::MAX, b);
                     let _ = crate::rtcp::rtt_ns(0, b);
@@ -93,10 +102,18 @@ pub fn fec(data: &[u8]) {
     let mut out = PacketBuf::default();
     let mut enc = crate::fec::FecEncoder::new(0);
     let percent = 10 + (data[1] as u32 % 91);
-    let Ok(m) = enc.protect(&buf, percent, 127, &mut out) else { return };
+    let Ok(m) = enc.protect(&buf, percent, 127, &mut out) else {
+        return;
+    };
     let lost = |i: usize| (data[1] as usize >> (i % 8)) & 1 == 1 && i % 3 != 2;
-    let have: Vec<(usize, &[u8])> = (0..k).filter(|&i| !lost(i)).map(|i| (i, buf.get(i))).collect();
-    let fecs: Vec<_> = out.iter().filter_map(|p| crate::fec::parse_fec(p, 127).ok()).collect();
+    let have: Vec<(usize, &[u8])> = (0..k)
+        .filter(|&i| !lost(i))
+        .map(|i| (i, buf.get(i)))
+        .collect();
+    let fecs: Vec<_> = out
+        .iter()
+        .filter_map(|p| crate::fec::parse_fec(p, 127).ok())
+        .collect();
     assert_eq!(fecs.len(), m);
     match crate::fec::recover(&have, &fecs) {
         Ok(rebuilt) => {
@@ -105,7 +122,11 @@ pub fn fec(data: &[u8]) {
                 assert_eq!(p, buf.get(i), "rebuilt packet {i} differs");
             }
         }
-        Err(e) => assert!(have.len() + m < k, "{} of {k} media + {m} FEC and still: {e}", have.len()),
+        Err(e) => assert!(
+            have.len() + m < k,
+            "{} of {k} media + {m} FEC and still: {e}",
+            have.len()
+        ),
     }
 }
 
@@ -115,6 +136,9 @@ pub fn sdp(data: &[u8]) {
         && let Ok(info) = crate::sdp::read_sdp(text)
     {
         assert!(info.port > 0);
-        assert!(info.capture_time_ext_id.is_none_or(|id| (1..=14).contains(&id)));
+        assert!(
+            info.capture_time_ext_id
+                .is_none_or(|id| (1..=14).contains(&id))
+        );
     }
 }

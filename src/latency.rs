@@ -39,8 +39,12 @@ pub type SpanFn = fn(&FrameRecord) -> u64;
 /// The spans reported, in order: name and how to compute it from a record (ns).
 pub const SPANS: &[(&str, SpanFn)] = &[
     ("camera", |r| r.published_ns.saturating_sub(r.capture_ns)),
-    ("queue", |r| r.encode_start_ns.saturating_sub(r.published_ns)),
-    ("encode", |r| r.encode_end_ns.saturating_sub(r.encode_start_ns)),
+    ("queue", |r| {
+        r.encode_start_ns.saturating_sub(r.published_ns)
+    }),
+    ("encode", |r| {
+        r.encode_end_ns.saturating_sub(r.encode_start_ns)
+    }),
     ("send", |r| r.last_sent_ns.saturating_sub(r.encode_end_ns)),
     ("total", |r| r.last_sent_ns.saturating_sub(r.capture_ns)),
 ];
@@ -129,7 +133,9 @@ impl LatencyStats {
     pub fn new() -> LatencyStats {
         // 1 ns .. 100 s, 3 significant digits: valid bounds, cannot fail.
         let h = Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("histogram bounds");
-        LatencyStats { hists: SPANS.iter().map(|_| h.clone()).collect() }
+        LatencyStats {
+            hists: SPANS.iter().map(|_| h.clone()).collect(),
+        }
     }
 
     /// Adds one frame (frames without a send time are ignored).
@@ -170,7 +176,10 @@ impl LatencyStats {
 
     /// A table: one line per span with p50/p95/p99/max in ms.
     pub fn report(&self) -> String {
-        let mut s = format!("latency over {} frames (ms)      p50      p95      p99      max\n", self.count());
+        let mut s = format!(
+            "latency over {} frames (ms)      p50      p95      p99      max\n",
+            self.count()
+        );
         for (name, _) in SPANS {
             if let Some(p) = self.span(name) {
                 let label = match *name {
@@ -220,8 +229,15 @@ mod tests {
         let tot = st.span("total").unwrap();
         assert!((tot.p99 - 1290.0).abs() < 3.0, "{tot:?}");
         assert!(st.report().contains("total"));
-        let r = FrameRecord { frame_id: 3, bytes: 9, ..Default::default() };
+        let r = FrameRecord {
+            frame_id: 3,
+            bytes: 9,
+            ..Default::default()
+        };
         assert_eq!(FrameRecord::from_array(r.to_array()), r);
-        assert_eq!(r.csv_line().split(',').count(), FrameRecord::CSV_HEADER.split(',').count());
+        assert_eq!(
+            r.csv_line().split(',').count(),
+            FrameRecord::CSV_HEADER.split(',').count()
+        );
     }
 }

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use vr_stream::config::{self, Layer};
 use vr_stream::stage::{self, StageKind};
-use vr_stream::supervisor::{self, RunOptions, DEFAULT_INSTANCE};
+use vr_stream::supervisor::{self, DEFAULT_INSTANCE, RunOptions};
 
 /// Low-latency camera → H.264 → RTP sender (Raspberry Pi 5).
 #[derive(Parser, Debug)]
@@ -133,7 +133,9 @@ enum Cmd {
 fn overrides(cli: &Cli) -> toml::Table {
     let mut t = toml::Table::new();
     let mut set = |section: &str, key: &str, v: toml::Value| {
-        let s = t.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let s = t
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         if let toml::Value::Table(s) = s {
             s.insert(key.to_string(), v);
         }
@@ -233,8 +235,12 @@ fn main_inner(cli: Cli) -> Result<()> {
         layers.push(Layer::Profile(p.clone()));
     }
     if let Some(path) = &cli.config {
-        let text = std::fs::read_to_string(path).with_context(|| format!("--config {path}: cannot read"))?;
-        layers.push(Layer::File { path: path.clone(), text });
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--config {path}: cannot read"))?;
+        layers.push(Layer::File {
+            path: path.clone(),
+            text,
+        });
     }
     layers.push(Layer::Overrides(overrides(&cli)));
     let cfg = config::load(&layers)?;
@@ -243,15 +249,29 @@ fn main_inner(cli: Cli) -> Result<()> {
         return Ok(());
     }
     if cli.instance.is_empty() || cli.instance.contains('/') {
-        anyhow::bail!("--instance {:?}: allowed a non-empty name without '/'", cli.instance);
+        anyhow::bail!(
+            "--instance {:?}: allowed a non-empty name without '/'",
+            cli.instance
+        );
     }
     let web_explicit = cli.web || cli.web_port.is_some();
-    supervisor::run(&RunOptions { cfg, instance: cli.instance, sdp_only: cli.sdp_only, profile: cli.profile.clone(), web_explicit })
+    supervisor::run(&RunOptions {
+        cfg,
+        instance: cli.instance,
+        sdp_only: cli.sdp_only,
+        profile: cli.profile.clone(),
+        web_explicit,
+    })
 }
 
 fn main() {
     let cli: Cli = vr_stream::cli::parse_or_exit("vr-stream");
-    if let Some(Cmd::Stage { name, instance, geometry }) = &cli.cmd {
+    if let Some(Cmd::Stage {
+        name,
+        instance,
+        geometry,
+    }) = &cli.cmd
+    {
         let Some(kind) = StageKind::parse(name) else {
             eprintln!("vr-stream: unknown stage {name:?}: allowed camera, encode, network");
             std::process::exit(2);

@@ -74,12 +74,20 @@ impl UdpSender {
         sock.connect(&SockAddr::from(dest))?;
         sock.set_nonblocking(true)?;
         let batch = batch.max(1);
-        Ok(UdpSender { sock, batch, iovs: Vec::with_capacity(batch), msgs: Vec::with_capacity(batch) })
+        Ok(UdpSender {
+            sock,
+            batch,
+            iovs: Vec::with_capacity(batch),
+            msgs: Vec::with_capacity(batch),
+        })
     }
 
     /// The local address (the sender side of the stream).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.sock.local_addr()?.as_socket().ok_or_else(|| io::Error::other("not an IP socket"))
+        self.sock
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("not an IP socket"))
     }
 
     /// Sends every packet of `pkts`, in order, in batches. Never fails: errors are counted.
@@ -98,7 +106,10 @@ impl UdpSender {
             self.msgs.clear();
             for k in i..end {
                 let p = pkts.get(k);
-                self.iovs.push(libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() });
+                self.iovs.push(libc::iovec {
+                    iov_base: p.as_ptr() as *mut libc::c_void,
+                    iov_len: p.len(),
+                });
             }
             for iov in self.iovs.iter_mut() {
                 // SAFETY: an all-zero msghdr/mmsghdr is valid (null name, no control data).
@@ -109,7 +120,9 @@ impl UdpSender {
             }
             // SAFETY: msgs[..] point at iovecs that point into `pkts`, all alive for the
             // call; the socket is connected so msg_name is null; count = msgs.len().
-            let r = unsafe { libc::sendmmsg(self.fd(), self.msgs.as_mut_ptr(), self.msgs.len() as u32, 0) };
+            let r = unsafe {
+                libc::sendmmsg(self.fd(), self.msgs.as_mut_ptr(), self.msgs.len() as u32, 0)
+            };
             st.batches += 1;
             if r > 0 {
                 for k in i..i + r as usize {
@@ -145,7 +158,11 @@ impl UdpSender {
     }
 
     fn wait_writable(&self) -> bool {
-        let mut pfd = libc::pollfd { fd: self.fd(), events: libc::POLLOUT, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: self.fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd.
         let r = unsafe { libc::poll(&mut pfd, 1, WOULD_BLOCK_WAIT_MS) };
         r > 0
@@ -192,14 +209,26 @@ impl RtcpSocket {
                 let _ = sock.set_tclass_v6((dscp as u32) << 2);
             }
         }
-        let any: SocketAddr = if dest.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+        let any: SocketAddr = if dest.is_ipv4() {
+            "0.0.0.0:0".parse().unwrap()
+        } else {
+            "[::]:0".parse().unwrap()
+        };
         sock.bind(&SockAddr::from(SocketAddr::new(any.ip(), local_port)))?;
         sock.set_nonblocking(true)?;
         let sock: std::net::UdpSocket = sock.into();
         // Kernel receive timestamps (CLOCK_REALTIME) for clock probes: a request waits in
         // the socket until the stage polls it, and that wait must not count.
-        let _ = nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimestampns, &true);
-        Ok(RtcpSocket { sock, dest, rx: vec![0u8; 2048] })
+        let _ = nix::sys::socket::setsockopt(
+            &sock,
+            nix::sys::socket::sockopt::ReceiveTimestampns,
+            &true,
+        );
+        Ok(RtcpSocket {
+            sock,
+            dest,
+            rx: vec![0u8; 2048],
+        })
     }
 
     /// The local address (where receivers' RTCP comes back).
@@ -216,25 +245,36 @@ impl RtcpSocket {
     /// Receives one datagram: (length, source, kernel receive time as Unix ns if the
     /// kernel gave one). `None` when nothing is waiting.
     fn recv(&mut self) -> Option<(usize, SocketAddr, Option<u64>)> {
-        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
+        use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg};
         use std::os::fd::AsRawFd;
         loop {
             let mut iov = [io::IoSliceMut::new(&mut self.rx)];
             let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
-            match recvmsg::<SockaddrStorage>(self.sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_DONTWAIT) {
+            match recvmsg::<SockaddrStorage>(
+                self.sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_DONTWAIT,
+            ) {
                 Ok(m) => {
                     let ts = m.cmsgs().ok().and_then(|mut c| {
                         c.find_map(|c| match c {
-                            ControlMessageOwned::ScmTimestampns(t) => Some(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64),
+                            ControlMessageOwned::ScmTimestampns(t) => {
+                                Some(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+                            }
                             _ => None,
                         })
                     });
                     let from = m.address.and_then(|a| {
-                        a.as_sockaddr_in().map(|v4| SocketAddr::from(*v4)).or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6)))
+                        a.as_sockaddr_in()
+                            .map(|v4| SocketAddr::from(*v4))
+                            .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6)))
                     });
                     let n = m.bytes;
                     match from {
-                        Some(from) if !m.flags.contains(MsgFlags::MSG_TRUNC) => return Some((n, from, ts)),
+                        Some(from) if !m.flags.contains(MsgFlags::MSG_TRUNC) => {
+                            return Some((n, from, ts));
+                        }
                         _ => continue,
                     }
                 }
@@ -310,7 +350,15 @@ impl TcpSender {
     /// A sender to `dest` with DSCP `dscp` and a send buffer of `sndbuf` bytes. Connects
     /// lazily (on the first frame).
     pub fn new(dest: SocketAddr, dscp: u8, sndbuf: usize) -> TcpSender {
-        TcpSender { dest, dscp, sndbuf, conn: None, pending: Vec::with_capacity(1 << 20), written: 0, last_try_ns: None }
+        TcpSender {
+            dest,
+            dscp,
+            sndbuf,
+            conn: None,
+            pending: Vec::with_capacity(1 << 20),
+            written: 0,
+            last_try_ns: None,
+        }
     }
 
     /// Whether a connection is up.
@@ -319,18 +367,33 @@ impl TcpSender {
     }
 
     fn connect(&mut self, now_ns: u64) -> bool {
-        if self.last_try_ns.is_some_and(|t| now_ns.saturating_sub(t) < TCP_RETRY_NS) {
+        if self
+            .last_try_ns
+            .is_some_and(|t| now_ns.saturating_sub(t) < TCP_RETRY_NS)
+        {
             return false;
         }
         self.last_try_ns = Some(now_ns);
-        let Ok(sock) = Socket::new(Domain::for_address(self.dest), Type::STREAM, Some(Protocol::TCP)) else { return false };
+        let Ok(sock) = Socket::new(
+            Domain::for_address(self.dest),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        ) else {
+            return false;
+        };
         let _ = sock.set_send_buffer_size(self.sndbuf);
         let _ = sock.set_tcp_nodelay(true);
         let _ = match self.dest {
             SocketAddr::V4(_) => sock.set_tos_v4((self.dscp as u32) << 2),
             SocketAddr::V6(_) => sock.set_tclass_v6((self.dscp as u32) << 2),
         };
-        if sock.connect_timeout(&SockAddr::from(self.dest), std::time::Duration::from_millis(TCP_CONNECT_TIMEOUT_MS)).is_err() {
+        if sock
+            .connect_timeout(
+                &SockAddr::from(self.dest),
+                std::time::Duration::from_millis(TCP_CONNECT_TIMEOUT_MS),
+            )
+            .is_err()
+        {
             return false;
         }
         if sock.set_nonblocking(true).is_err() {
@@ -389,11 +452,16 @@ impl TcpSender {
             return TcpFrame::Dropped;
         }
         for p in pkts.iter() {
-            self.pending.extend_from_slice(&(p.len() as u16).to_be_bytes());
+            self.pending
+                .extend_from_slice(&(p.len() as u16).to_be_bytes());
             self.pending.extend_from_slice(p);
         }
         self.flush();
-        if self.conn.is_none() { TcpFrame::Dropped } else { TcpFrame::Sent { fresh } }
+        if self.conn.is_none() {
+            TcpFrame::Dropped
+        } else {
+            TcpFrame::Sent { fresh }
+        }
     }
 }
 
@@ -415,7 +483,11 @@ pub fn rfc4571_packets<'a>(buf: &'a [u8], mut f: impl FnMut(&'a [u8])) -> usize 
 
 /// The local address the kernel would use to reach `dest` (a UDP connect sends nothing).
 pub fn route_source(dest: SocketAddr) -> Option<std::net::IpAddr> {
-    let bind: SocketAddr = if dest.is_ipv4() { "0.0.0.0:0".parse().ok()? } else { "[::]:0".parse().ok()? };
+    let bind: SocketAddr = if dest.is_ipv4() {
+        "0.0.0.0:0".parse().ok()?
+    } else {
+        "[::]:0".parse().ok()?
+    };
     let s = std::net::UdpSocket::bind(bind).ok()?;
     s.connect(dest).ok()?;
     Some(s.local_addr().ok()?.ip())
@@ -431,7 +503,15 @@ mod tests {
         let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let dest = rx.local_addr().unwrap();
         let mut tx = UdpSender::new(dest, 34, 4).unwrap();
-        let mut pk = Packetizer::new(RtpParams { ssrc: 1, payload_type: 96, payload_size: 500, capture_time_ext_id: None }, 0);
+        let mut pk = Packetizer::new(
+            RtpParams {
+                ssrc: 1,
+                payload_type: 96,
+                payload_size: 500,
+                capture_time_ext_id: None,
+            },
+            0,
+        );
         let mut buf = PacketBuf::default();
         let mut au = vec![0, 0, 0, 1, 0x65];
         au.extend(std::iter::repeat_n(7u8, 4000));
@@ -441,7 +521,8 @@ mod tests {
         assert_eq!(st.batches as usize, n.div_ceil(4));
         let mut got = 0;
         let mut b = [0u8; 2000];
-        rx.set_read_timeout(Some(std::time::Duration::from_secs(1))).unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(1)))
+            .unwrap();
         while got < n {
             rx.recv(&mut b).unwrap();
             got += 1;
@@ -481,7 +562,15 @@ mod tests {
         use std::io::Read;
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let dest = l.local_addr().unwrap();
-        let mut pk = Packetizer::new(RtpParams { ssrc: 1, payload_type: 96, payload_size: 500, capture_time_ext_id: None }, 0);
+        let mut pk = Packetizer::new(
+            RtpParams {
+                ssrc: 1,
+                payload_type: 96,
+                payload_size: 500,
+                capture_time_ext_id: None,
+            },
+            0,
+        );
         let mut buf = PacketBuf::default();
         let mut au = vec![0, 0, 0, 1, 0x65];
         au.extend(std::iter::repeat_n(7u8, 4000));
@@ -490,7 +579,8 @@ mod tests {
         assert_eq!(tx.send_frame(&buf, 0), TcpFrame::Sent { fresh: true });
         assert_eq!(tx.send_frame(&buf, 1), TcpFrame::Sent { fresh: false });
         let (mut c, _) = l.accept().unwrap();
-        c.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
         let mut got = vec![];
         let mut packets = 0;
         while packets < 2 * n {
@@ -518,8 +608,15 @@ mod tests {
         }
         assert!(dropped);
         let l2 = std::net::TcpListener::bind(dest).unwrap();
-        assert_eq!(tx.send_frame(&buf, 100), TcpFrame::Dropped, "within the retry interval");
-        assert_eq!(tx.send_frame(&buf, 2 * TCP_RETRY_NS), TcpFrame::Sent { fresh: true });
+        assert_eq!(
+            tx.send_frame(&buf, 100),
+            TcpFrame::Dropped,
+            "within the retry interval"
+        );
+        assert_eq!(
+            tx.send_frame(&buf, 2 * TCP_RETRY_NS),
+            TcpFrame::Sent { fresh: true }
+        );
         let (_c2, _) = l2.accept().unwrap();
     }
 }

@@ -23,13 +23,22 @@ impl Pacer {
     /// `burst_bytes` and rate `pacing_kbps` (kbit/s), at one frame per `frame_interval_ns`.
     /// `None` when no packet needs to wait (pacing off with `burst_bytes` 0, or the frame
     /// fits in the burst).
-    pub fn plan(total_bytes: u64, burst_bytes: u64, pacing_kbps: u32, frame_interval_ns: u64) -> Option<Pacer> {
+    pub fn plan(
+        total_bytes: u64,
+        burst_bytes: u64,
+        pacing_kbps: u32,
+        frame_interval_ns: u64,
+    ) -> Option<Pacer> {
         if burst_bytes == 0 || total_bytes <= burst_bytes || pacing_kbps == 0 {
             return None;
         }
         let configured = pacing_kbps as f64 * 1000.0 / 8.0 / 1e9;
-        let needed = (total_bytes - burst_bytes) as f64 / (frame_interval_ns.max(1) as f64 * MAX_SPREAD);
-        Some(Pacer { burst_bytes, bytes_per_ns: configured.max(needed) })
+        let needed =
+            (total_bytes - burst_bytes) as f64 / (frame_interval_ns.max(1) as f64 * MAX_SPREAD);
+        Some(Pacer {
+            burst_bytes,
+            bytes_per_ns: configured.max(needed),
+        })
     }
 
     /// The rate in force, kbit/s.

@@ -123,7 +123,9 @@ pub struct Receiver {
 }
 
 fn unwrap(prev: Option<u64>, v: u64, bits: u32) -> u64 {
-    let Some(p) = prev else { return v + (1u64 << bits) };
+    let Some(p) = prev else {
+        return v + (1u64 << bits);
+    };
     let m = 1u64 << bits;
     let base = p & !(m - 1);
     // Pick the candidate nearest to the previous value.
@@ -200,12 +202,24 @@ impl Receiver {
         let ts = unwrap(self.max_ts, p.timestamp as u64, 32);
         self.max_seq = Some(self.max_seq.map_or(seq, |m| m.max(seq)));
         self.max_ts = Some(self.max_ts.map_or(ts, |m| m.max(ts)));
-        self.stats.on_packet(p.seq, p.timestamp, arrival_ns / 100_000 * 9 + (arrival_ns % 100_000) * 9 / 100_000);
-        if self.last_ts.is_some_and(|l| ts <= l) || self.last_end_seq.or(self.late_floor).is_some_and(|e| seq <= e) {
+        self.stats.on_packet(
+            p.seq,
+            p.timestamp,
+            arrival_ns / 100_000 * 9 + (arrival_ns % 100_000) * 9 / 100_000,
+        );
+        if self.last_ts.is_some_and(|l| ts <= l)
+            || self
+                .last_end_seq
+                .or(self.late_floor)
+                .is_some_and(|e| seq <= e)
+        {
             self.counts.late_packets += 1;
             return;
         }
-        let f = self.pending.entry(ts).or_insert_with(|| Pending { first_arrival_ns: arrival_ns, ..Default::default() });
+        let f = self.pending.entry(ts).or_insert_with(|| Pending {
+            first_arrival_ns: arrival_ns,
+            ..Default::default()
+        });
         if f.pkts.contains_key(&seq) {
             self.counts.duplicate_packets += 1;
             return;
@@ -236,7 +250,10 @@ impl Receiver {
             return; // the frame has left (complete without it, or given up)
         }
         let base = unwrap(self.max_seq, p.base_seq as u64, 16);
-        let f = self.pending.entry(ts).or_insert_with(|| Pending { first_arrival_ns: arrival_ns, ..Default::default() });
+        let f = self.pending.entry(ts).or_insert_with(|| Pending {
+            first_arrival_ns: arrival_ns,
+            ..Default::default()
+        });
         f.fec_span = Some((base, p.k as usize));
         f.fec_m = p.m as usize;
         f.last_fec_ns = arrival_ns;
@@ -248,14 +265,28 @@ impl Receiver {
     /// enough arrived; true if it did.
     fn try_recover(&mut self, ts: u64) -> bool {
         let pt = self.cfg.fec_payload_type;
-        let Some(f) = self.pending.get_mut(&ts) else { return false };
-        let Some((base, k)) = f.fec_span else { return false };
-        let have: Vec<(usize, &[u8])> = f.pkts.range(base..base + k as u64).map(|(&s, p)| ((s - base) as usize, &p[..])).collect();
+        let Some(f) = self.pending.get_mut(&ts) else {
+            return false;
+        };
+        let Some((base, k)) = f.fec_span else {
+            return false;
+        };
+        let have: Vec<(usize, &[u8])> = f
+            .pkts
+            .range(base..base + k as u64)
+            .map(|(&s, p)| ((s - base) as usize, &p[..]))
+            .collect();
         if have.len() >= k || have.len() + f.fec.len() < k {
             return false;
         }
-        let fecs: Vec<crate::fec::FecPacket> = f.fec.iter().filter_map(|p| crate::fec::parse_fec(p, pt).ok()).collect();
-        let Ok(rebuilt) = crate::fec::recover(&have, &fecs) else { return false };
+        let fecs: Vec<crate::fec::FecPacket> = f
+            .fec
+            .iter()
+            .filter_map(|p| crate::fec::parse_fec(p, pt).ok())
+            .collect();
+        let Ok(rebuilt) = crate::fec::recover(&have, &fecs) else {
+            return false;
+        };
         let n = rebuilt.len() as u64;
         for (i, pkt) in rebuilt {
             let seq = base + i as u64;
@@ -272,10 +303,13 @@ impl Receiver {
     fn complete(&self, f: &Pending) -> bool {
         if let Some((base, k)) = f.fec_span {
             // FEC says exactly which packets make the frame.
-            return f.marker == Some(base + k as u64 - 1) && f.pkts.range(base..base + k as u64).count() == k;
+            return f.marker == Some(base + k as u64 - 1)
+                && f.pkts.range(base..base + k as u64).count() == k;
         }
         let Some(m) = f.marker else { return false };
-        let Some((&lo, _)) = f.pkts.first_key_value() else { return false };
+        let Some((&lo, _)) = f.pkts.first_key_value() else {
+            return false;
+        };
         // The frame starts right after the previous frame's marker packet; when that end
         // is unknown (first frame, or the previous frame left without its marker), at its
         // lowest packet, which must then begin a NAL unit.
@@ -285,8 +319,12 @@ impl Receiver {
         }
         if self.last_end_seq.is_none() {
             let first = &f.pkts[&lo];
-            let Some(p) = parse_rtp(first, self.cfg.capture_time_ext_id) else { return false };
-            if p.payload.first().is_some_and(|h| h & 0x1f == 28) && p.payload.get(1).is_some_and(|fu| fu & 0x80 == 0) {
+            let Some(p) = parse_rtp(first, self.cfg.capture_time_ext_id) else {
+                return false;
+            };
+            if p.payload.first().is_some_and(|h| h & 0x1f == 28)
+                && p.payload.get(1).is_some_and(|fu| fu & 0x80 == 0)
+            {
                 return false;
             }
         }
@@ -308,13 +346,21 @@ impl Receiver {
             if let (Some(e), Some(start)) = (self.last_end_seq, start)
                 && start > e + 1
             {
-                let gap = Pending { first_arrival_ns: f.first_arrival_ns, last_arrival_ns: f.first_arrival_ns, ..Default::default() };
+                let gap = Pending {
+                    first_arrival_ns: f.first_arrival_ns,
+                    last_arrival_ns: f.first_arrival_ns,
+                    ..Default::default()
+                };
                 let out = self.leave(ts - 1, gap, Verdict::Lost);
                 self.last_end_seq = Some(start - 1);
                 return Some(out);
             }
             let f = self.pending.remove(&ts).unwrap();
-            let v = if f.recovered { Verdict::Recovered } else { Verdict::Complete };
+            let v = if f.recovered {
+                Verdict::Recovered
+            } else {
+                Verdict::Complete
+            };
             return Some(self.leave(ts, f, v));
         }
         // Give up on the oldest frame once a later frame is complete (or has its marker)
@@ -360,7 +406,11 @@ impl Receiver {
         // own first packet.
         self.last_end_seq = f.marker;
         if f.marker.is_none() {
-            self.late_floor = f.pkts.last_key_value().map(|(&hi, _)| hi).or(self.late_floor);
+            self.late_floor = f
+                .pkts
+                .last_key_value()
+                .map(|(&hi, _)| hi)
+                .or(self.late_floor);
         }
         let mut out = FrameOut {
             ts,
@@ -374,7 +424,12 @@ impl Receiver {
         };
         if verdict != Verdict::Lost {
             let ext = self.cfg.capture_time_ext_id;
-            let ok = depacketize(f.pkts.values().filter_map(|p| parse_rtp(p, ext).map(|r| r.payload)), &mut out.au);
+            let ok = depacketize(
+                f.pkts
+                    .values()
+                    .filter_map(|p| parse_rtp(p, ext).map(|r| r.payload)),
+                &mut out.au,
+            );
             if !ok {
                 out.au.clear();
                 out.verdict = Verdict::Lost;
@@ -402,7 +457,12 @@ mod tests {
     use crate::rtp::{PacketBuf, Packetizer, RtpParams};
 
     fn cfg() -> ReceiverConfig {
-        ReceiverConfig { payload_type: 96, capture_time_ext_id: 1, reorder_window_ns: 20_000_000, fec_payload_type: 127 }
+        ReceiverConfig {
+            payload_type: 96,
+            capture_time_ext_id: 1,
+            reorder_window_ns: 20_000_000,
+            fec_payload_type: 127,
+        }
     }
 
     #[test]
@@ -424,7 +484,10 @@ mod tests {
                 // Frame 3 loses its first packet (the frame start), frame 7 its marker,
                 // frame 11 two packets: all within 50% FEC; frame 15 loses everything but
                 // one media packet: beyond repair.
-                let drop = (i == 3 && k == 0) || (i == 7 && k + 1 == f.len()) || (i == 11 && k < 2) || (i == 15 && k > 0);
+                let drop = (i == 3 && k == 0)
+                    || (i == 7 && k + 1 == f.len())
+                    || (i == 11 && k < 2)
+                    || (i == 15 && k > 0);
                 if !drop {
                     rx.on_packet(p, t);
                 }
@@ -442,11 +505,29 @@ mod tests {
         while let Some(fr) = rx.poll(t + 1_000_000_000) {
             out.push(fr);
         }
-        let v: Vec<(usize, Verdict)> = out.iter().enumerate().filter(|(_, f)| f.verdict != Verdict::Complete).map(|(i, f)| (i, f.verdict)).collect();
-        assert_eq!(v, vec![(3, Verdict::Recovered), (7, Verdict::Recovered), (11, Verdict::Recovered), (15, Verdict::Lost)]);
+        let v: Vec<(usize, Verdict)> = out
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.verdict != Verdict::Complete)
+            .map(|(i, f)| (i, f.verdict))
+            .collect();
+        assert_eq!(
+            v,
+            vec![
+                (3, Verdict::Recovered),
+                (7, Verdict::Recovered),
+                (11, Verdict::Recovered),
+                (15, Verdict::Lost)
+            ]
+        );
         // The rebuilt frames are byte-identical to what the packets carried.
         let mut want = vec![];
-        crate::rtp::depacketize(frames[11].iter().map(|p| crate::rtp::parse_rtp(p, 1).unwrap().payload), &mut want);
+        crate::rtp::depacketize(
+            frames[11]
+                .iter()
+                .map(|p| crate::rtp::parse_rtp(p, 1).unwrap().payload),
+            &mut want,
+        );
         assert_eq!(out[11].au, want);
         assert_eq!(rx.counts().recovered, 3);
         assert_eq!(rx.counts().fec_rebuilt, 4);
@@ -469,8 +550,13 @@ mod tests {
         for p in fp.iter() {
             rx.on_fec(p, 2_000);
         }
-        assert!(rx.poll(2_000).is_none(), "a grace period for media read after the FEC");
-        let f = rx.poll(2_000 + FEC_GRACE_NS).expect("declared lost without waiting for a later frame");
+        assert!(
+            rx.poll(2_000).is_none(),
+            "a grace period for media read after the FEC"
+        );
+        let f = rx
+            .poll(2_000 + FEC_GRACE_NS)
+            .expect("declared lost without waiting for a later frame");
         assert_eq!(f.verdict, Verdict::Lost);
         assert!(rx.wants_keyframe());
         // With one FEC packet still to come it would wait.
@@ -485,7 +571,10 @@ mod tests {
     #[test]
     fn a_frame_that_lost_its_tail_is_stalled_after_the_silence_not_before() {
         let frames = stream(2, 0, 0);
-        assert!(frames[0].len() >= 2, "the test needs a frame of several packets");
+        assert!(
+            frames[0].len() >= 2,
+            "the test needs a frame of several packets"
+        );
         let mut rx = Receiver::new(cfg());
         assert_eq!(rx.stalled(0, 4_000_000), None, "nothing pending");
         // Frame 0 without its last packet (the marker).
@@ -494,9 +583,17 @@ mod tests {
         }
         assert!(rx.poll(2_000_000).is_none());
         assert_eq!(rx.stalled(4_999_999, 4_000_000), None, "within the silence");
-        let ts = rx.stalled(5_000_000, 4_000_000).expect("stalled after 4 ms without a packet");
-        assert_eq!(ts as u32, crate::rtp::parse_rtp(&frames[0][0], 1).unwrap().timestamp);
-        assert!(!rx.wants_keyframe(), "stalled is a suspicion, not yet a verdict");
+        let ts = rx
+            .stalled(5_000_000, 4_000_000)
+            .expect("stalled after 4 ms without a packet");
+        assert_eq!(
+            ts as u32,
+            crate::rtp::parse_rtp(&frames[0][0], 1).unwrap().timestamp
+        );
+        assert!(
+            !rx.wants_keyframe(),
+            "stalled is a suspicion, not yet a verdict"
+        );
         // A complete frame never stalls.
         let mut rx = Receiver::new(cfg());
         for p in &frames[1] {
@@ -521,12 +618,20 @@ mod tests {
                 media.push_parts(pk, &[]);
             }
             let mut au = vec![];
-            crate::rtp::depacketize(f.iter().map(|pk| crate::rtp::parse_rtp(pk, 1).unwrap().payload), &mut au);
+            crate::rtp::depacketize(
+                f.iter()
+                    .map(|pk| crate::rtp::parse_rtp(pk, 1).unwrap().payload),
+                &mut au,
+            );
             originals.push(au);
             let mut fp = PacketBuf::default();
             fec.protect(&media, 20, 127, &mut fp).unwrap();
             let mut t = 1_000_000_000 + i as u64 * 16_666_667;
-            for (is_fec, pk) in media.iter().map(|x| (false, x)).chain(fp.iter().map(|x| (true, x))) {
+            for (is_fec, pk) in media
+                .iter()
+                .map(|x| (false, x))
+                .chain(fp.iter().map(|x| (true, x)))
+            {
                 t += 50_000;
                 if let Fate::Deliver { at_ns, .. } = link.on_packet(t) {
                     arrivals.push((at_ns, arrivals.len(), is_fec, pk.to_vec()));
@@ -544,7 +649,11 @@ mod tests {
                 }
                 tick += 1_000_000;
             }
-            if *is_fec { rx.on_fec(pk, *at) } else { rx.on_packet(pk, *at) }
+            if *is_fec {
+                rx.on_fec(pk, *at)
+            } else {
+                rx.on_packet(pk, *at)
+            }
         }
         while let Some(f) = rx.poll(u64::MAX / 2) {
             out.push(f);
@@ -561,7 +670,10 @@ mod tests {
             // stream(): first timestamp 7, 1500 ticks per frame.
             let i = ((f.ts as u32).wrapping_sub(7) / 1500) as usize;
             assert!(last.is_none_or(|l| i > l), "frame {i} out of order");
-            assert_eq!(&f.au, &originals[i], "frame {i} delivered with wrong content");
+            assert_eq!(
+                &f.au, &originals[i],
+                "frame {i} delivered with wrong content"
+            );
             last = Some(i);
             delivered += 1;
         }
@@ -582,8 +694,14 @@ mod tests {
         };
         let (out, orig) = through_link(3000, p);
         let (ok, lost) = check_integrity(&out, &orig);
-        let recovered = out.iter().filter(|f| f.verdict == Verdict::Recovered).count();
-        assert!(ok * 1000 >= 995 * 3000, "{ok} of 3000 whole, {lost} lost, {recovered} recovered");
+        let recovered = out
+            .iter()
+            .filter(|f| f.verdict == Verdict::Recovered)
+            .count();
+        assert!(
+            ok * 1000 >= 995 * 3000,
+            "{ok} of 3000 whole, {lost} lost, {recovered} recovered"
+        );
         assert!(recovered > 50, "FEC did the work: {recovered}");
     }
 
@@ -592,14 +710,24 @@ mod tests {
         use std::time::Duration;
         // 5% loss in bursts of 4 packets on average: more than one FEC packet per frame
         // can repair, so frames are lost — and every frame delivered is still exact.
-        let p = crate::impair::ImpairParams { loss_percent: 5.0, burst: 4.0, delay: Duration::from_millis(3), jitter: Duration::from_millis(1), seed: 9, ..Default::default() };
+        let p = crate::impair::ImpairParams {
+            loss_percent: 5.0,
+            burst: 4.0,
+            delay: Duration::from_millis(3),
+            jitter: Duration::from_millis(1),
+            seed: 9,
+            ..Default::default()
+        };
         let (out, orig) = through_link(3000, p);
         let (ok, lost) = check_integrity(&out, &orig);
         assert!(lost > 30 && ok > 2500, "{ok} whole, {lost} lost");
         // Every loss was noticed (a lost verdict before the next frame out), even a frame
         // whose packets and FEC all vanished: nothing after a loss goes unflagged.
         let verdict_lost = out.iter().filter(|f| f.verdict == Verdict::Lost).count();
-        assert!(verdict_lost >= 1 && verdict_lost <= lost, "{verdict_lost} lost verdicts for {lost} frames");
+        assert!(
+            verdict_lost >= 1 && verdict_lost <= lost,
+            "{verdict_lost} lost verdicts for {lost} frames"
+        );
         let mut i = 0;
         let mut flagged_before = true;
         for f in &out {
@@ -609,7 +737,10 @@ mod tests {
             }
             let idx = ((f.ts as u32).wrapping_sub(7) / 1500) as usize;
             if idx != i {
-                assert!(flagged_before, "frames {i}..{idx} missing without a lost verdict");
+                assert!(
+                    flagged_before,
+                    "frames {i}..{idx} missing without a lost verdict"
+                );
             }
             flagged_before = false;
             i = idx + 1;
@@ -619,7 +750,15 @@ mod tests {
     /// `n` frames of the given sizes packetized with 1000-byte payloads: frame i is an IDR
     /// when i % 30 == 0.
     fn stream(n: usize, first_seq: u16, first_ts: u32) -> Vec<Vec<Vec<u8>>> {
-        let mut pk = Packetizer::new(RtpParams { ssrc: 0x55, payload_type: 96, payload_size: 1000, capture_time_ext_id: Some(1) }, first_seq);
+        let mut pk = Packetizer::new(
+            RtpParams {
+                ssrc: 0x55,
+                payload_type: 96,
+                payload_size: 1000,
+                capture_time_ext_id: Some(1),
+            },
+            first_seq,
+        );
         let mut out = vec![];
         for i in 0..n {
             let mut au = vec![];
@@ -629,7 +768,13 @@ mod tests {
             au.extend_from_slice(&[0, 0, 0, 1, if i % 30 == 0 { 0x65 } else { 0x41 }]);
             au.extend((0..(1500 + 700 * (i % 4))).map(|k| (k % 200 + 1) as u8));
             let mut buf = PacketBuf::default();
-            pk.packetize(&au, first_ts.wrapping_add(1500 * i as u32), Some(1 << 32), &mut buf).unwrap();
+            pk.packetize(
+                &au,
+                first_ts.wrapping_add(1500 * i as u32),
+                Some(1 << 32),
+                &mut buf,
+            )
+            .unwrap();
             out.push(buf.iter().map(|p| p.to_vec()).collect());
         }
         out
@@ -667,7 +812,10 @@ mod tests {
         let out = run(&mut rx, &in_order(&frames));
         assert_eq!(out.len(), 60);
         assert!(out.iter().all(|f| f.verdict == Verdict::Complete));
-        assert!(out.windows(2).all(|w| w[1].ts == w[0].ts + 1500), "timestamps unwrapped and in order");
+        assert!(
+            out.windows(2).all(|w| w[1].ts == w[0].ts + 1500),
+            "timestamps unwrapped and in order"
+        );
         assert!(out[0].keyframe && out[30].keyframe && !out[1].keyframe);
         assert!(out[0].au.starts_with(&[0, 0, 0, 1, 0x67]));
         assert_eq!(out[0].capture_ntp, Some(1 << 32));
@@ -685,7 +833,12 @@ mod tests {
         order.swap(10, 11);
         let mut rx = Receiver::new(cfg());
         let out = run(&mut rx, &order);
-        assert_eq!(out.iter().filter(|f| f.verdict == Verdict::Complete).count(), 10);
+        assert_eq!(
+            out.iter()
+                .filter(|f| f.verdict == Verdict::Complete)
+                .count(),
+            10
+        );
         assert!(out.windows(2).all(|w| w[1].ts > w[0].ts));
     }
 
@@ -711,7 +864,11 @@ mod tests {
         assert_eq!(out.len(), 40);
         assert_eq!(out[5].verdict, Verdict::Lost);
         assert!(out[5].au.is_empty());
-        assert!(out.iter().enumerate().all(|(i, f)| i == 5 || f.verdict == Verdict::Complete));
+        assert!(
+            out.iter()
+                .enumerate()
+                .all(|(i, f)| i == 5 || f.verdict == Verdict::Complete)
+        );
         // Wanted from frame 5 until the IDR of frame 30 left.
         assert!(!wanted_at[4] && wanted_at[5] && wanted_at[29] && !wanted_at[30]);
         assert_eq!(rx.counts().late_packets, 1);
@@ -727,7 +884,16 @@ mod tests {
         let mut rx = Receiver::new(cfg());
         let out = run(&mut rx, &order);
         let v: Vec<Verdict> = out.iter().map(|f| f.verdict).collect();
-        assert_eq!(v, vec![Verdict::Complete, Verdict::Complete, Verdict::Lost, Verdict::Complete, Verdict::Complete]);
+        assert_eq!(
+            v,
+            vec![
+                Verdict::Complete,
+                Verdict::Complete,
+                Verdict::Lost,
+                Verdict::Complete,
+                Verdict::Complete
+            ]
+        );
     }
 
     #[test]
@@ -744,7 +910,12 @@ mod tests {
         order.insert(3, (7, b"junk".to_vec()));
         order.insert(4, (8, frames[0][0].clone()));
         let out = run(&mut rx, &order);
-        assert_eq!(out.iter().filter(|f| f.verdict == Verdict::Complete).count(), 3);
+        assert_eq!(
+            out.iter()
+                .filter(|f| f.verdict == Verdict::Complete)
+                .count(),
+            3
+        );
         assert_eq!(rx.counts().ignored_packets, 3);
         assert_eq!(rx.counts().duplicate_packets, 1);
     }
@@ -761,7 +932,10 @@ mod tests {
             rx.on_packet(p, 2);
         }
         assert_eq!(rx.poll(3).map(|f| f.verdict), Some(Verdict::Complete));
-        assert!(rx.poll(u64::MAX / 2).is_none(), "no later frame: poll alone never decides");
+        assert!(
+            rx.poll(u64::MAX / 2).is_none(),
+            "no later frame: poll alone never decides"
+        );
         assert_eq!(rx.drain().map(|f| f.verdict), Some(Verdict::Lost));
         assert!(rx.drain().is_none());
         assert_eq!(rx.counts().lost, 1);

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 /// CLOCK_MONOTONIC now, ns (the clock of every timestamp in the pipeline).
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -17,7 +20,10 @@ pub fn monotonic_ns() -> u64 {
 
 /// CLOCK_REALTIME now, ns since the Unix epoch.
 pub fn realtime_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: as above.
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -40,7 +46,14 @@ pub fn sleep_until_ns(deadline_ns: u64) {
     loop {
         // SAFETY: `ts` is a valid absolute time; the remainder pointer may be null with
         // TIMER_ABSTIME.
-        let r = unsafe { libc::clock_nanosleep(libc::CLOCK_MONOTONIC, libc::TIMER_ABSTIME, &ts, std::ptr::null_mut()) };
+        let r = unsafe {
+            libc::clock_nanosleep(
+                libc::CLOCK_MONOTONIC,
+                libc::TIMER_ABSTIME,
+                &ts,
+                std::ptr::null_mut(),
+            )
+        };
         if r != libc::EINTR {
             return;
         }
@@ -50,7 +63,10 @@ pub fn sleep_until_ns(deadline_ns: u64) {
 /// Maps a configured CPU onto the CPUs present (`cpu % count`). Returns the CPU to use
 /// and whether it differs from the configured one.
 pub fn map_cpu(cpu: u32) -> (usize, bool) {
-    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(1);
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .max(1);
     // available_parallelism honours our own affinity mask; count online CPUs instead.
     let online = online_cpus().unwrap_or(n).max(1);
     let c = cpu as usize % online;
@@ -139,10 +155,19 @@ pub fn check_limits(req_priority: u8, mlock: bool) -> Vec<RtShortfall> {
 pub fn apply(req: &RtRequest) -> Vec<RtShortfall> {
     let mut out = vec![];
     if !core_affinity::set_for_current(core_affinity::CoreId { id: req.cpu }) {
-        out.push(RtShortfall(format!("cannot pin to CPU {} (sched_setaffinity failed)", req.cpu)));
+        out.push(RtShortfall(format!(
+            "cannot pin to CPU {} (sched_setaffinity failed)",
+            req.cpu
+        )));
     }
-    let param = libc::sched_param { sched_priority: req.priority as i32 };
-    let policy = if req.priority == 0 { libc::SCHED_OTHER } else { libc::SCHED_FIFO };
+    let param = libc::sched_param {
+        sched_priority: req.priority as i32,
+    };
+    let policy = if req.priority == 0 {
+        libc::SCHED_OTHER
+    } else {
+        libc::SCHED_FIFO
+    };
     // SAFETY: `param` is a valid sched_param; pid 0 = the calling thread.
     let r = unsafe { libc::sched_setscheduler(0, policy, &param) };
     if req.priority == 0 {
@@ -191,7 +216,9 @@ pub fn apply_background(cpus: &[usize], nice: i32) -> Vec<RtShortfall> {
             let _ = set.set(c);
         }
         if let Err(e) = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set) {
-            out.push(RtShortfall(format!("cannot restrict to CPUs {present:?}: {e}")));
+            out.push(RtShortfall(format!(
+                "cannot restrict to CPUs {present:?}: {e}"
+            )));
         }
     }
     let param = libc::sched_param { sched_priority: 0 };
@@ -199,7 +226,10 @@ pub fn apply_background(cpus: &[usize], nice: i32) -> Vec<RtShortfall> {
     unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
     // SAFETY: setpriority has no memory-safety preconditions; 0 = this process.
     if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
-        out.push(RtShortfall(format!("cannot set nice {nice}: {}", std::io::Error::last_os_error())));
+        out.push(RtShortfall(format!(
+            "cannot set nice {nice}: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     out
 }
@@ -229,9 +259,15 @@ pub fn read_state(pid: i32) -> RtState {
         }
     }
     if let Ok(set) = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(pid)) {
-        st.cpus = (0..nix::sched::CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false)).collect();
+        st.cpus = (0..nix::sched::CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect();
     }
-    let path = if pid == 0 { "/proc/self/status".to_string() } else { format!("/proc/{pid}/status") };
+    let path = if pid == 0 {
+        "/proc/self/status".to_string()
+    } else {
+        format!("/proc/{pid}/status")
+    };
     if let Ok(s) = std::fs::read_to_string(path) {
         st.vmlck_kb = status_field_kb(&s, "VmLck:").unwrap_or(0);
     }
@@ -240,7 +276,11 @@ pub fn read_state(pid: i32) -> RtState {
 
 /// Parses `Key:   123 kB` from /proc/PID/status text.
 pub fn status_field_kb(status: &str, key: &str) -> Option<u64> {
-    status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }
 
 static STOP_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
@@ -252,8 +292,12 @@ extern "C" fn on_stop_signal(sig: libc::c_int) {
 /// Makes SIGINT, SIGTERM and SIGHUP set a flag instead of killing the process (SA_RESTART):
 /// the program polls [`stop_signal`] and stops cleanly.
 pub fn install_stop_signals() {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let act = SigAction::new(SigHandler::Handler(on_stop_signal), SaFlags::SA_RESTART, SigSet::empty());
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let act = SigAction::new(
+        SigHandler::Handler(on_stop_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
     for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         let _ = unsafe { sigaction(s, &act) };

@@ -180,25 +180,42 @@ pub fn parse_compound(b: &[u8]) -> Result<Vec<Rtcp>, RtcpError> {
         let len = (be16(h, 2) as usize + 1) * 4;
         let p = b.get(off..off + len).ok_or(RtcpError::Truncated(off))?;
         // Padding (P bit) only counts in the last byte of the packet.
-        let body_end = if h[0] & 0x20 != 0 { len.saturating_sub(*p.last().unwrap_or(&0) as usize).max(4) } else { len };
+        let body_end = if h[0] & 0x20 != 0 {
+            len.saturating_sub(*p.last().unwrap_or(&0) as usize).max(4)
+        } else {
+            len
+        };
         let p = &p[..body_end];
         let blocks = |from: usize| -> Vec<ReportBlock> {
-            (0..count as usize).filter_map(|i| p.get(from + 24 * i..from + 24 * (i + 1))).map(report_block).collect()
+            (0..count as usize)
+                .filter_map(|i| p.get(from + 24 * i..from + 24 * (i + 1)))
+                .map(report_block)
+                .collect()
         };
         out.push(match pt {
             PT_SR if p.len() >= 28 => Rtcp::SenderReport {
                 ssrc: be32(p, 4),
-                info: SenderInfo { ntp: (be32(p, 8) as u64) << 32 | be32(p, 12) as u64, rtp_ts: be32(p, 16), packets: be32(p, 20), octets: be32(p, 24) },
+                info: SenderInfo {
+                    ntp: (be32(p, 8) as u64) << 32 | be32(p, 12) as u64,
+                    rtp_ts: be32(p, 16),
+                    packets: be32(p, 20),
+                    octets: be32(p, 24),
+                },
                 reports: blocks(28),
             },
-            PT_RR if p.len() >= 8 => Rtcp::ReceiverReport { ssrc: be32(p, 4), reports: blocks(8) },
+            PT_RR if p.len() >= 8 => Rtcp::ReceiverReport {
+                ssrc: be32(p, 4),
+                reports: blocks(8),
+            },
             PT_SDES if count >= 1 && p.len() >= 8 => {
                 let ssrc = be32(p, 4);
                 let mut i = 8;
                 let mut cname = None;
                 while i + 2 <= p.len() && p[i] != 0 {
                     let (t, n) = (p[i], p[i + 1] as usize);
-                    let Some(v) = p.get(i + 2..i + 2 + n) else { break };
+                    let Some(v) = p.get(i + 2..i + 2 + n) else {
+                        break;
+                    };
                     if t == 1 {
                         cname = Some(String::from_utf8_lossy(v).into_owned());
                         break;
@@ -207,18 +224,39 @@ pub fn parse_compound(b: &[u8]) -> Result<Vec<Rtcp>, RtcpError> {
                 }
                 Rtcp::Sdes { ssrc, cname }
             }
-            PT_APP if p.len() >= 12 => Rtcp::App { ssrc: be32(p, 4), subtype: count, name: [p[8], p[9], p[10], p[11]], data: p[12..].to_vec() },
-            PT_BYE => Rtcp::Bye { ssrcs: (0..count as usize).filter_map(|i| p.get(4 + 4 * i..8 + 4 * i)).map(|s| be32(s, 0)).collect() },
-            PT_PSFB if count == 1 && p.len() >= 12 => Rtcp::Pli { sender_ssrc: be32(p, 4), media_ssrc: be32(p, 8) },
+            PT_APP if p.len() >= 12 => Rtcp::App {
+                ssrc: be32(p, 4),
+                subtype: count,
+                name: [p[8], p[9], p[10], p[11]],
+                data: p[12..].to_vec(),
+            },
+            PT_BYE => Rtcp::Bye {
+                ssrcs: (0..count as usize)
+                    .filter_map(|i| p.get(4 + 4 * i..8 + 4 * i))
+                    .map(|s| be32(s, 0))
+                    .collect(),
+            },
+            PT_PSFB if count == 1 && p.len() >= 12 => Rtcp::Pli {
+                sender_ssrc: be32(p, 4),
+                media_ssrc: be32(p, 8),
+            },
             PT_RTPFB if count == 1 && p.len() >= 12 => {
                 let mut lost = vec![];
                 for f in p[12..].chunks_exact(4) {
                     let pid = be16(f, 0);
                     let blp = be16(f, 2);
                     lost.push(pid);
-                    lost.extend((0..16).filter(|k| blp & (1 << k) != 0).map(|k| pid.wrapping_add(k + 1)));
+                    lost.extend(
+                        (0..16)
+                            .filter(|k| blp & (1 << k) != 0)
+                            .map(|k| pid.wrapping_add(k + 1)),
+                    );
                 }
-                Rtcp::Nack { sender_ssrc: be32(p, 4), media_ssrc: be32(p, 8), lost }
+                Rtcp::Nack {
+                    sender_ssrc: be32(p, 4),
+                    media_ssrc: be32(p, 8),
+                    lost,
+                }
             }
             _ => Rtcp::Other { pt, count },
         });
@@ -317,7 +355,9 @@ pub fn write_nack(out: &mut Vec<u8>, sender_ssrc: u32, media_ssrc: u32, lost: &[
     }
     for s in sorted {
         match fci.last_mut() {
-            Some((pid, blp)) if s.wrapping_sub(*pid) >= 1 && s.wrapping_sub(*pid) <= 16 => *blp |= 1 << (s.wrapping_sub(*pid) - 1),
+            Some((pid, blp)) if s.wrapping_sub(*pid) >= 1 && s.wrapping_sub(*pid) <= 16 => {
+                *blp |= 1 << (s.wrapping_sub(*pid) - 1)
+            }
             _ => fci.push((s, 0)),
         }
     }
@@ -414,7 +454,11 @@ impl ReceptionStats {
 
     /// Packets expected so far (from the sequence numbers).
     pub fn expected(&self) -> u64 {
-        if !self.started { 0 } else { (self.ext_highest_seq() as u64 + 1).saturating_sub(self.base_seq as u64) }
+        if !self.started {
+            0
+        } else {
+            (self.ext_highest_seq() as u64 + 1).saturating_sub(self.base_seq as u64)
+        }
     }
 
     /// Packets received so far (duplicates included, as A.3 counts them).
@@ -441,8 +485,16 @@ impl ReceptionStats {
         self.expected_prior = expected;
         self.received_prior = self.received;
         let interval_lost = interval_expected as i64 - interval_received as i64;
-        let fraction_lost = if interval_expected == 0 || interval_lost <= 0 { 0 } else { ((interval_lost << 8) / interval_expected as i64).min(255) as u8 };
-        let dlsr = if self.last_sr_mid == 0 { 0 } else { ntp_middle32(now_ntp).wrapping_sub(ntp_middle32(self.last_sr_arrival_ntp)) };
+        let fraction_lost = if interval_expected == 0 || interval_lost <= 0 {
+            0
+        } else {
+            ((interval_lost << 8) / interval_expected as i64).min(255) as u8
+        };
+        let dlsr = if self.last_sr_mid == 0 {
+            0
+        } else {
+            ntp_middle32(now_ntp).wrapping_sub(ntp_middle32(self.last_sr_arrival_ntp))
+        };
         ReportBlock {
             ssrc,
             fraction_lost,
@@ -461,8 +513,21 @@ mod tests {
 
     #[test]
     fn sr_sdes_round_trip_as_one_compound() {
-        let info = SenderInfo { ntp: 0xE1B2_C3D4_8000_0000, rtp_ts: 123_456, packets: 1000, octets: 1_200_000 };
-        let rb = ReportBlock { ssrc: 7, fraction_lost: 25, cumulative_lost: -3, ext_highest_seq: 0x0001_0005, jitter: 90, lsr: 0x1234_5678, dlsr: 65536 };
+        let info = SenderInfo {
+            ntp: 0xE1B2_C3D4_8000_0000,
+            rtp_ts: 123_456,
+            packets: 1000,
+            octets: 1_200_000,
+        };
+        let rb = ReportBlock {
+            ssrc: 7,
+            fraction_lost: 25,
+            cumulative_lost: -3,
+            ext_highest_seq: 0x0001_0005,
+            jitter: 90,
+            lsr: 0x1234_5678,
+            dlsr: 65536,
+        };
         let mut b = vec![];
         write_sr(&mut b, 0xAABB_CCDD, &info, &[rb]);
         write_sdes_cname(&mut b, 0xAABB_CCDD, "vr-stream@pi");
@@ -470,24 +535,64 @@ mod tests {
         // SR with one block: 4 + 4 + 20 + 24; SDES: 4 + (4 + 2 + 12 + 1, padded to 20).
         assert_eq!(b.len(), 52 + 24);
         let p = parse_compound(&b).unwrap();
-        assert_eq!(p[0], Rtcp::SenderReport { ssrc: 0xAABB_CCDD, info, reports: vec![rb] });
-        assert_eq!(p[1], Rtcp::Sdes { ssrc: 0xAABB_CCDD, cname: Some("vr-stream@pi".into()) });
+        assert_eq!(
+            p[0],
+            Rtcp::SenderReport {
+                ssrc: 0xAABB_CCDD,
+                info,
+                reports: vec![rb]
+            }
+        );
+        assert_eq!(
+            p[1],
+            Rtcp::Sdes {
+                ssrc: 0xAABB_CCDD,
+                cname: Some("vr-stream@pi".into())
+            }
+        );
     }
 
     #[test]
     fn rr_pli_nack_bye_round_trip() {
-        let rb = ReportBlock { ssrc: 1, fraction_lost: 255, cumulative_lost: 8_388_607, ext_highest_seq: 9, jitter: 1, lsr: 2, dlsr: 3 };
+        let rb = ReportBlock {
+            ssrc: 1,
+            fraction_lost: 255,
+            cumulative_lost: 8_388_607,
+            ext_highest_seq: 9,
+            jitter: 1,
+            lsr: 2,
+            dlsr: 3,
+        };
         let mut b = vec![];
         write_rr(&mut b, 42, &[rb, ReportBlock { ssrc: 2, ..rb }]);
         write_pli(&mut b, 42, 1);
         write_nack(&mut b, 42, 1, &[65535, 100, 0, 3, 101, 117, 118]);
         write_bye(&mut b, 42);
         let p = parse_compound(&b).unwrap();
-        assert_eq!(p[0], Rtcp::ReceiverReport { ssrc: 42, reports: vec![rb, ReportBlock { ssrc: 2, ..rb }] });
-        assert_eq!(p[1], Rtcp::Pli { sender_ssrc: 42, media_ssrc: 1 });
+        assert_eq!(
+            p[0],
+            Rtcp::ReceiverReport {
+                ssrc: 42,
+                reports: vec![rb, ReportBlock { ssrc: 2, ..rb }]
+            }
+        );
+        assert_eq!(
+            p[1],
+            Rtcp::Pli {
+                sender_ssrc: 42,
+                media_ssrc: 1
+            }
+        );
         // PID 65535 covers 0 and 3 (wrap), PID 100 covers 101, and 117 (17 after 100) starts
         // a new PID covering 118.
-        assert_eq!(p[2], Rtcp::Nack { sender_ssrc: 42, media_ssrc: 1, lost: vec![65535, 0, 3, 100, 101, 117, 118] });
+        assert_eq!(
+            p[2],
+            Rtcp::Nack {
+                sender_ssrc: 42,
+                media_ssrc: 1,
+                lost: vec![65535, 0, 3, 100, 101, 117, 118]
+            }
+        );
         assert_eq!(p[3], Rtcp::Bye { ssrcs: vec![42] });
     }
 
@@ -496,29 +601,67 @@ mod tests {
         // An RR as ffmpeg sends it: V=2 RC=1 PT=201 length=7, SSRC, one block.
         let b = [
             0x81, 0xC9, 0x00, 0x07, 0x11, 0x22, 0x33, 0x44, // header, reporter
-            0xAA, 0xBB, 0xCC, 0xDD, 0x0A, 0xFF, 0xFF, 0xFE, // source, fraction 10/256, lost -2
+            0xAA, 0xBB, 0xCC, 0xDD, 0x0A, 0xFF, 0xFF,
+            0xFE, // source, fraction 10/256, lost -2
             0x00, 0x02, 0x00, 0x10, 0x00, 0x00, 0x01, 0x00, // ext seq 2<<16|16, jitter 256
             0x12, 0x34, 0x56, 0x78, 0x00, 0x00, 0x80, 0x00, // LSR, DLSR 0.5 s
         ];
         let p = parse_compound(&b).unwrap();
-        let Rtcp::ReceiverReport { ssrc, reports } = &p[0] else { panic!("{p:?}") };
+        let Rtcp::ReceiverReport { ssrc, reports } = &p[0] else {
+            panic!("{p:?}")
+        };
         assert_eq!(*ssrc, 0x1122_3344);
-        assert_eq!(reports[0], ReportBlock { ssrc: 0xAABB_CCDD, fraction_lost: 10, cumulative_lost: -2, ext_highest_seq: 0x0002_0010, jitter: 256, lsr: 0x1234_5678, dlsr: 0x8000 });
+        assert_eq!(
+            reports[0],
+            ReportBlock {
+                ssrc: 0xAABB_CCDD,
+                fraction_lost: 10,
+                cumulative_lost: -2,
+                ext_highest_seq: 0x0002_0010,
+                jitter: 256,
+                lsr: 0x1234_5678,
+                dlsr: 0x8000
+            }
+        );
         // RTT: arrival 0.75 s after the SR's middle-32 time, DLSR 0.5 s → 0.25 s.
         let arrival = ((0x1234_5678u64 + 0xC000) << 16) | 0xABCD;
         assert_eq!(rtt_ns(arrival, &reports[0]), Some(250_000_000));
-        assert_eq!(rtt_ns(arrival, &ReportBlock { lsr: 0, ..reports[0] }), None);
+        assert_eq!(
+            rtt_ns(
+                arrival,
+                &ReportBlock {
+                    lsr: 0,
+                    ..reports[0]
+                }
+            ),
+            None
+        );
     }
 
     #[test]
     fn garbage_and_truncation_are_errors_not_panics() {
         assert!(parse_compound(&[]).is_err());
-        assert_eq!(parse_compound(&[0x40, 0xC8, 0, 0]), Err(RtcpError::Version(1)));
-        assert_eq!(parse_compound(&[0x80, 0x60, 0, 0]), Err(RtcpError::NotRtcp(0x60)));
-        assert_eq!(parse_compound(&[0x80, 0xC9, 0, 7, 1, 2, 3, 4]), Err(RtcpError::Truncated(0)));
+        assert_eq!(
+            parse_compound(&[0x40, 0xC8, 0, 0]),
+            Err(RtcpError::Version(1))
+        );
+        assert_eq!(
+            parse_compound(&[0x80, 0x60, 0, 0]),
+            Err(RtcpError::NotRtcp(0x60))
+        );
+        assert_eq!(
+            parse_compound(&[0x80, 0xC9, 0, 7, 1, 2, 3, 4]),
+            Err(RtcpError::Truncated(0))
+        );
         // RC says 3 blocks but the length holds none: the blocks are ignored.
         let p = parse_compound(&[0x83, 0xC9, 0, 1, 0, 0, 0, 9]).unwrap();
-        assert_eq!(p[0], Rtcp::ReceiverReport { ssrc: 9, reports: vec![] });
+        assert_eq!(
+            p[0],
+            Rtcp::ReceiverReport {
+                ssrc: 9,
+                reports: vec![]
+            }
+        );
         // Unknown feedback format: skipped as Other.
         let p = parse_compound(&[0x8F, 0xCE, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2]).unwrap();
         assert_eq!(p[0], Rtcp::Other { pt: 206, count: 15 });
@@ -546,7 +689,15 @@ mod tests {
         assert_eq!(s.received(), 15);
         assert_eq!(s.lost(), 1);
         let rb = s.report_block(5, 0);
-        assert_eq!((rb.ssrc, rb.fraction_lost, rb.cumulative_lost, rb.ext_highest_seq), (5, 16, 1, 65545));
+        assert_eq!(
+            (
+                rb.ssrc,
+                rb.fraction_lost,
+                rb.cumulative_lost,
+                rb.ext_highest_seq
+            ),
+            (5, 16, 1, 65545)
+        );
         // Next interval: 4 expected, none lost.
         for seq in 10..14u16 {
             s.on_packet(seq, (t * 1500) as u32, t * 1500);

@@ -18,7 +18,8 @@ pub const RTP_HEADER: usize = 12;
 /// padded to 16.
 pub const EXT_LEN: usize = 16;
 /// URI of the abs-capture-time header extension (for the SDP `a=extmap` line).
-pub const ABS_CAPTURE_TIME_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time";
+pub const ABS_CAPTURE_TIME_URI: &str =
+    "http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time";
 /// Seconds from 1900-01-01 (NTP era 0) to 1970-01-01 (Unix epoch).
 pub const NTP_UNIX_OFFSET_S: u64 = 2_208_988_800;
 
@@ -57,7 +58,10 @@ pub struct PacketBuf {
 impl PacketBuf {
     /// Empty storage with room for `bytes` of packets.
     pub fn with_capacity(bytes: usize) -> PacketBuf {
-        PacketBuf { buf: Vec::with_capacity(bytes), spans: Vec::with_capacity(bytes / 1000 + 8) }
+        PacketBuf {
+            buf: Vec::with_capacity(bytes),
+            spans: Vec::with_capacity(bytes / 1000 + 8),
+        }
     }
 
     /// Removes all packets (keeps capacity).
@@ -113,21 +117,23 @@ impl PacketBuf {
 /// which belong to the next 4-byte start code, are trimmed). Empty units are skipped.
 pub fn nal_units(au: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
     let mut pos = find_start(au, 0).map(|(_, p)| p);
-    std::iter::from_fn(move || loop {
-        let start = pos?;
-        let (end, next) = match find_start(au, start) {
-            Some((sc, after)) => (sc, Some(after)),
-            None => (au.len(), None),
-        };
-        pos = next;
-        let mut nal = &au[start..end];
-        while let [rest @ .., 0] = nal {
-            nal = rest;
+    std::iter::from_fn(move || {
+        loop {
+            let start = pos?;
+            let (end, next) = match find_start(au, start) {
+                Some((sc, after)) => (sc, Some(after)),
+                None => (au.len(), None),
+            };
+            pos = next;
+            let mut nal = &au[start..end];
+            while let [rest @ .., 0] = nal {
+                nal = rest;
+            }
+            if !nal.is_empty() {
+                return Some(nal);
+            }
+            pos?;
         }
-        if !nal.is_empty() {
-            return Some(nal);
-        }
-        pos?;
     })
 }
 
@@ -200,7 +206,8 @@ impl Packetizer {
         self.seq = self.seq.wrapping_add(1);
         if let (Some(ntp), Some(id)) = (ext, self.p.capture_time_ext_id) {
             // RFC 8285 §4.2: 0xBEDE, length in 32-bit words, then id<<4 | (len - 1).
-            out.buf.extend_from_slice(&[0xBE, 0xDE, 0, 3, (id << 4) | 7]);
+            out.buf
+                .extend_from_slice(&[0xBE, 0xDE, 0, 3, (id << 4) | 7]);
             out.buf.extend_from_slice(&ntp.to_be_bytes());
             out.buf.extend_from_slice(&[0, 0, 0]);
         }
@@ -212,7 +219,13 @@ impl Packetizer {
     ///
     /// Errors: [`PacketizeError::Empty`] if `au` holds no NAL unit,
     /// [`PacketizeError::PayloadSize`] if the payload size is below 64 bytes.
-    pub fn packetize(&mut self, au: &[u8], rtp_ts: u32, capture_ntp: Option<u64>, out: &mut PacketBuf) -> Result<usize, PacketizeError> {
+    pub fn packetize(
+        &mut self,
+        au: &[u8],
+        rtp_ts: u32,
+        capture_ntp: Option<u64>,
+        out: &mut PacketBuf,
+    ) -> Result<usize, PacketizeError> {
         out.clear();
         let max = self.p.payload_size;
         if max < 64 {
@@ -226,7 +239,11 @@ impl Packetizer {
         while let Some(nal) = nals.next() {
             let t = nal[0] & 0x1f;
             let small_non_vcl = |n: &[u8]| matches!(n[0] & 0x1f, 6..=9) && n.len() + 2 < max;
-            if small_non_vcl(nal) && nals.peek().is_some_and(|n| small_non_vcl(n) && 1 + 2 + nal.len() + 2 + n.len() <= max) {
+            if small_non_vcl(nal)
+                && nals
+                    .peek()
+                    .is_some_and(|n| small_non_vcl(n) && 1 + 2 + nal.len() + 2 + n.len() <= max)
+            {
                 // STAP-A: header (F | max NRI | 24), then 16-bit size + NAL unit per unit.
                 let start = out.begin();
                 self.header(out, rtp_ts, ext.take());
@@ -241,7 +258,9 @@ impl Packetizer {
                     out.buf.extend_from_slice(n);
                     used += 2 + n.len();
                     cur = match nals.peek() {
-                        Some(next) if small_non_vcl(next) && used + 2 + next.len() <= max => nals.next(),
+                        Some(next) if small_non_vcl(next) && used + 2 + next.len() <= max => {
+                            nals.next()
+                        }
                         _ => None,
                     };
                 }
@@ -363,9 +382,13 @@ pub fn depacketize<'a>(payloads: impl IntoIterator<Item = &'a [u8]>, out: &mut V
             24 => {
                 let mut i = 1;
                 while i < p.len() {
-                    let Some(sz) = p.get(i..i + 2) else { return false };
+                    let Some(sz) = p.get(i..i + 2) else {
+                        return false;
+                    };
                     let n = u16::from_be_bytes([sz[0], sz[1]]) as usize;
-                    let Some(nal) = p.get(i + 2..i + 2 + n) else { return false };
+                    let Some(nal) = p.get(i + 2..i + 2 + n) else {
+                        return false;
+                    };
                     out.extend_from_slice(&[0, 0, 0, 1]);
                     out.extend_from_slice(nal);
                     i += 2 + n;
@@ -398,13 +421,22 @@ mod tests {
     use super::*;
 
     fn params(max: usize) -> RtpParams {
-        RtpParams { ssrc: 0x1234_5678, payload_type: 96, payload_size: max, capture_time_ext_id: Some(1) }
+        RtpParams {
+            ssrc: 0x1234_5678,
+            payload_type: 96,
+            payload_size: max,
+            capture_time_ext_id: Some(1),
+        }
     }
 
     fn au(sizes: &[(u8, usize)]) -> Vec<u8> {
         let mut v = vec![];
         for (k, &(t, n)) in sizes.iter().enumerate() {
-            v.extend_from_slice(if k == 0 { &[0, 0, 0, 1][..] } else { &[0, 0, 1][..] });
+            v.extend_from_slice(if k == 0 {
+                &[0, 0, 0, 1][..]
+            } else {
+                &[0, 0, 1][..]
+            });
             v.push(0x60 | t);
             v.extend((1..n).map(|i| (i % 251 + 2) as u8));
         }
@@ -413,7 +445,9 @@ mod tests {
 
     #[test]
     fn nal_split_handles_3_and_4_byte_start_codes() {
-        let a = [0, 0, 0, 1, 0x67, 1, 2, 0, 0, 0, 1, 0x68, 3, 0, 0, 1, 0x65, 9];
+        let a = [
+            0, 0, 0, 1, 0x67, 1, 2, 0, 0, 0, 1, 0x68, 3, 0, 0, 1, 0x65, 9,
+        ];
         let v: Vec<&[u8]> = nal_units(&a).collect();
         assert_eq!(v, vec![&[0x67, 1, 2][..], &[0x68, 3][..], &[0x65, 9][..]]);
         assert_eq!(nal_units(&[1, 2, 3]).count(), 0);
@@ -425,7 +459,9 @@ mod tests {
         let a = au(&[(7, 20), (8, 5), (5, 3000), (5, 700)]);
         let mut pk = Packetizer::new(params(1200), 65534);
         let mut out = PacketBuf::with_capacity(8000);
-        let n = pk.packetize(&a, 90_000, Some(0xAABB_CCDD_0011_2233), &mut out).unwrap();
+        let n = pk
+            .packetize(&a, 90_000, Some(0xAABB_CCDD_0011_2233), &mut out)
+            .unwrap();
         // STAP-A(SPS+PPS), 3 FU-A for 3000 bytes, one single NAL for 700.
         assert_eq!(n, 5);
         let pkts: Vec<RtpPacket> = out.iter().map(|b| parse_rtp(b, 1).unwrap()).collect();
@@ -439,7 +475,10 @@ mod tests {
         assert!(pkts.iter().take(4).all(|p| !p.marker) && pkts[4].marker);
         let seqs: Vec<u16> = pkts.iter().map(|p| p.seq).collect();
         assert_eq!(seqs, vec![65534, 65535, 0, 1, 2]);
-        assert!(pkts.iter().all(|p| p.timestamp == 90_000 && p.ssrc == 0x1234_5678 && p.payload.len() <= 1200));
+        assert!(
+            pkts.iter()
+                .all(|p| p.timestamp == 90_000 && p.ssrc == 0x1234_5678 && p.payload.len() <= 1200)
+        );
         assert!(out.iter().all(|b| b.len() <= 1200 + RTP_HEADER + EXT_LEN));
         let mut back = vec![];
         assert!(depacketize(pkts.iter().map(|p| p.payload), &mut back));
@@ -452,13 +491,22 @@ mod tests {
     fn errors_and_timestamps() {
         let mut pk = Packetizer::new(params(1200), 0);
         let mut out = PacketBuf::default();
-        assert_eq!(pk.packetize(&[0, 0, 0], 0, None, &mut out), Err(PacketizeError::Empty(3)));
+        assert_eq!(
+            pk.packetize(&[0, 0, 0], 0, None, &mut out),
+            Err(PacketizeError::Empty(3))
+        );
         let mut small = Packetizer::new(params(10), 0);
         assert!(small.packetize(&au(&[(5, 10)]), 0, None, &mut out).is_err());
-        assert_eq!(rtp_timestamp_90k(1_000_000_000 + 16_666_667, 1_000_000_000, 10), 10 + 1500);
+        assert_eq!(
+            rtp_timestamp_90k(1_000_000_000 + 16_666_667, 1_000_000_000, 10),
+            10 + 1500
+        );
         assert_eq!(rtp_timestamp_90k(0, 5, u32::MAX), u32::MAX);
         // 1970-01-01T00:00:00.5 in NTP: era offset seconds, half a second of fraction.
-        assert_eq!(ntp_from_unix_ns(500_000_000), (NTP_UNIX_OFFSET_S << 32) | 0x8000_0000);
+        assert_eq!(
+            ntp_from_unix_ns(500_000_000),
+            (NTP_UNIX_OFFSET_S << 32) | 0x8000_0000
+        );
     }
 
     #[test]
@@ -487,7 +535,10 @@ mod tests {
             let plain = nal_units(&junk).all(|n| (1..=23).contains(&(n[0] & 0x1f)));
             if pk.packetize(&junk, 0, Some(1), &mut out).is_ok() && plain {
                 let mut back = vec![];
-                let pl: Vec<&[u8]> = out.iter().map(|b| parse_rtp(b, 1).unwrap().payload).collect();
+                let pl: Vec<&[u8]> = out
+                    .iter()
+                    .map(|b| parse_rtp(b, 1).unwrap().payload)
+                    .collect();
                 assert!(depacketize(pl.iter().copied(), &mut back));
                 let a: Vec<&[u8]> = nal_units(&junk).collect();
                 let b: Vec<&[u8]> = nal_units(&back).collect();

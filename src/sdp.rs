@@ -6,7 +6,7 @@
 //! abs-capture-time `a=extmap` (RFC 8285), and `a=framerate`. RTCP is on PORT + 1
 //! (RFC 3550 §11), the default, so no `a=rtcp` line is needed.
 
-use crate::rtp::{nal_units, ABS_CAPTURE_TIME_URI};
+use crate::rtp::{ABS_CAPTURE_TIME_URI, nal_units};
 use base64::Engine as _;
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -51,8 +51,12 @@ fn ip_kind(ip: &IpAddr) -> &'static str {
 ///
 /// Errors: [`SdpError`] if the parameter sets lack an SPS or PPS.
 pub fn write_sdp(p: &SdpParams<'_>) -> Result<String, SdpError> {
-    let sps = nal_units(p.parameter_sets).find(|n| n[0] & 0x1f == 7 && n.len() >= 4).ok_or(SdpError::NoSps)?;
-    let pps = nal_units(p.parameter_sets).find(|n| n[0] & 0x1f == 8).ok_or(SdpError::NoPps)?;
+    let sps = nal_units(p.parameter_sets)
+        .find(|n| n[0] & 0x1f == 7 && n.len() >= 4)
+        .ok_or(SdpError::NoSps)?;
+    let pps = nal_units(p.parameter_sets)
+        .find(|n| n[0] & 0x1f == 8)
+        .ok_or(SdpError::NoPps)?;
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut s = String::new();
     let mut line = |l: String| {
@@ -60,7 +64,12 @@ pub fn write_sdp(p: &SdpParams<'_>) -> Result<String, SdpError> {
         s.push_str("\r\n");
     };
     line("v=0".into());
-    line(format!("o=- {} 1 IN {} {}", p.session_id, ip_kind(&p.origin), p.origin));
+    line(format!(
+        "o=- {} 1 IN {} {}",
+        p.session_id,
+        ip_kind(&p.origin),
+        p.origin
+    ));
     line("s=vr-stream".into());
     line(format!("c=IN {} {}", ip_kind(&p.dest), p.dest));
     line("t=0 0".into());
@@ -125,8 +134,14 @@ pub enum SdpReadError {
 pub fn read_sdp(text: &str) -> Result<SdpInfo, SdpReadError> {
     use webrtc_sdp::attribute_type::SdpAttribute;
     use webrtc_sdp::media_type::SdpMediaValue;
-    let session = webrtc_sdp::parse_sdp(text, false).map_err(|e| SdpReadError::Syntax(e.to_string().lines().next().unwrap_or_default().to_string()))?;
-    let video = session.media.iter().find(|m| *m.get_type() == SdpMediaValue::Video).ok_or(SdpReadError::NoVideo)?;
+    let session = webrtc_sdp::parse_sdp(text, false).map_err(|e| {
+        SdpReadError::Syntax(e.to_string().lines().next().unwrap_or_default().to_string())
+    })?;
+    let video = session
+        .media
+        .iter()
+        .find(|m| *m.get_type() == SdpMediaValue::Video)
+        .ok_or(SdpReadError::NoVideo)?;
     let port = video.get_port();
     if port == 0 || port > 65535 {
         return Err(SdpReadError::BadPort(port));
@@ -135,14 +150,24 @@ pub fn read_sdp(text: &str) -> Result<SdpInfo, SdpReadError> {
     let mut capture_time_ext_id = None;
     for a in video.get_attributes() {
         match a {
-            SdpAttribute::Rtpmap(r) if r.codec_name.eq_ignore_ascii_case("H264") && r.frequency == 90_000 => {
+            SdpAttribute::Rtpmap(r)
+                if r.codec_name.eq_ignore_ascii_case("H264") && r.frequency == 90_000 =>
+            {
                 payload_type.get_or_insert(r.payload_type);
             }
-            SdpAttribute::Extmap(x) if x.url == ABS_CAPTURE_TIME_URI && (1..=14).contains(&x.id) => capture_time_ext_id = Some(x.id as u8),
+            SdpAttribute::Extmap(x)
+                if x.url == ABS_CAPTURE_TIME_URI && (1..=14).contains(&x.id) =>
+            {
+                capture_time_ext_id = Some(x.id as u8)
+            }
             _ => {}
         }
     }
-    Ok(SdpInfo { port: port as u16, payload_type: payload_type.ok_or(SdpReadError::NoH264)?, capture_time_ext_id })
+    Ok(SdpInfo {
+        port: port as u16,
+        payload_type: payload_type.ok_or(SdpReadError::NoH264)?,
+        capture_time_ext_id,
+    })
 }
 
 #[cfg(test)]
@@ -151,7 +176,9 @@ mod tests {
 
     #[test]
     fn what_we_write_reads_back() {
-        let ps = [0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0xda, 0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80];
+        let ps = [
+            0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0xda, 0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80,
+        ];
         for (ip, ext) in [("127.0.0.1", Some(3)), ("::1", None)] {
             let s = write_sdp(&SdpParams {
                 origin: ip.parse().unwrap(),
@@ -164,7 +191,15 @@ mod tests {
                 session_id: 7,
             })
             .unwrap();
-            assert_eq!(read_sdp(&s), Ok(SdpInfo { port: 6000, payload_type: 102, capture_time_ext_id: ext }), "{s}");
+            assert_eq!(
+                read_sdp(&s),
+                Ok(SdpInfo {
+                    port: 6000,
+                    payload_type: 102,
+                    capture_time_ext_id: ext
+                }),
+                "{s}"
+            );
         }
     }
 
@@ -175,12 +210,17 @@ mod tests {
         assert_eq!(read_sdp(audio), Err(SdpReadError::NoVideo));
         let vp8 = "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=x\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=video 5000 RTP/AVP 97\r\na=rtpmap:97 VP8/90000\r\n";
         assert_eq!(read_sdp(vp8), Err(SdpReadError::NoH264));
-        assert_eq!(SdpReadError::NoH264.to_string(), "no a=rtpmap:PT H264/90000 in the video section");
+        assert_eq!(
+            SdpReadError::NoH264.to_string(),
+            "no a=rtpmap:PT H264/90000 in the video section"
+        );
     }
 
     #[test]
     fn sdp_has_every_line_a_player_needs() {
-        let ps = [0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0xda, 0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80];
+        let ps = [
+            0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0xda, 0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80,
+        ];
         let s = write_sdp(&SdpParams {
             origin: "10.0.0.1".parse().unwrap(),
             dest: "127.0.0.1".parse().unwrap(),
@@ -194,8 +234,13 @@ mod tests {
         .unwrap();
         assert!(s.contains("m=video 5004 RTP/AVP 96\r\n"));
         assert!(s.contains("c=IN IP4 127.0.0.1\r\n"));
-        assert!(s.contains("profile-level-id=42c01f;sprop-parameter-sets=Z0LAH9o=,aM48gA==\r\n"), "{s}");
-        assert!(s.contains("a=extmap:1 http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time"));
+        assert!(
+            s.contains("profile-level-id=42c01f;sprop-parameter-sets=Z0LAH9o=,aM48gA==\r\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("a=extmap:1 http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time")
+        );
         assert!(s.contains("a=framerate:60\r\n"));
         let e = write_sdp(&SdpParams {
             origin: "::1".parse().unwrap(),

@@ -12,16 +12,18 @@
 mod rtcp_session;
 
 use crate::config::{Config, StageConfig};
-use crate::encode::{open_encoder, EncoderParams};
+use crate::encode::{EncoderParams, open_encoder};
 use crate::latency::FrameRecord;
 use crate::net::{SendStats, UdpSender};
 use crate::rt::{self, monotonic_ns};
 use crate::rtp::{self, PacketBuf, Packetizer, RtpParams};
-use crate::shm::bitstream::{AuMeta, BitstreamQueue, Next, Push, FLAG_KEYFRAME};
+use crate::shm::bitstream::{AuMeta, BitstreamQueue, FLAG_KEYFRAME, Next, Push};
 use crate::shm::control::NetCounters;
-use crate::shm::control::{Control, RtpState, StageSlot, StageState, STAGE_CAMERA, STAGE_ENCODE, STAGE_NETWORK};
+use crate::shm::control::{
+    Control, RtpState, STAGE_CAMERA, STAGE_ENCODE, STAGE_NETWORK, StageSlot, StageState,
+};
+use crate::shm::frame_ring::{FORMAT_I420, FrameMeta, FrameRing, RingGeometry, SPIN, Take};
 use crate::shm::stats::{STAGE_DETECT, STAGE_WEB};
-use crate::shm::frame_ring::{FrameMeta, FrameRing, RingGeometry, Take, FORMAT_I420, SPIN};
 use crate::source::{self, SourceFormat};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -50,7 +52,13 @@ pub enum StageKind {
 
 impl StageKind {
     /// Every stage, in start order (consumers before producers).
-    pub const ALL: [StageKind; 5] = [StageKind::Network, StageKind::Web, StageKind::Encode, StageKind::Detect, StageKind::Camera];
+    pub const ALL: [StageKind; 5] = [
+        StageKind::Network,
+        StageKind::Web,
+        StageKind::Encode,
+        StageKind::Detect,
+        StageKind::Camera,
+    ];
 
     /// The stages `cfg` runs, in start order (the detect stage only with `detect.enabled`,
     /// the web stage only with `web.enabled`).
@@ -106,19 +114,28 @@ impl StageKind {
             StageKind::Encode => cfg.stages.encode,
             StageKind::Network => cfg.stages.network,
             StageKind::Detect => cfg.stages.detect,
-            StageKind::Web => StageConfig { cpu: web_cpus(cfg).first().map_or(0, |&c| c as u32), priority: 0 },
+            StageKind::Web => StageConfig {
+                cpu: web_cpus(cfg).first().map_or(0, |&c| c as u32),
+                priority: 0,
+            },
         }
     }
 }
 
 /// The CPUs of `stages.web` (validated with the configuration).
 pub fn web_cpus(cfg: &Config) -> Vec<usize> {
-    vr_setup::cpus::CpuList::parse(&cfg.stages.web.cpus).map(|l| l.iter().map(|c| c as usize).collect()).unwrap_or_default()
+    vr_setup::cpus::CpuList::parse(&cfg.stages.web.cpus)
+        .map(|l| l.iter().map(|c| c as usize).collect())
+        .unwrap_or_default()
 }
 
 /// Segment names of instance `inst`: (control, frame ring, bitstream queue).
 pub fn segment_names(inst: &str) -> (String, String, String) {
-    (format!("{inst}-ctl"), format!("{inst}-frames"), format!("{inst}-bits"))
+    (
+        format!("{inst}-ctl"),
+        format!("{inst}-frames"),
+        format!("{inst}-bits"),
+    )
 }
 
 /// Name of the web queue of instance `inst`: the encoder's copy of each access unit for
@@ -155,13 +172,24 @@ pub fn parse_geometry(s: &str) -> Option<SourceFormat> {
     let (wh, fps) = s.split_once('@')?;
     let (w, h) = wh.split_once('x')?;
     let (n, d) = fps.split_once('/')?;
-    Some(SourceFormat { width: w.parse().ok()?, height: h.parse().ok()?, fps_num: n.parse().ok()?, fps_den: d.parse().ok()? })
+    Some(SourceFormat {
+        width: w.parse().ok()?,
+        height: h.parse().ok()?,
+        fps_num: n.parse().ok()?,
+        fps_den: d.parse().ok()?,
+    })
 }
 
 /// Ring geometry for a source format: consumer 0 is the encoder, consumer 1 the detect
 /// stage when `detect` is on.
 pub fn ring_geometry(f: &SourceFormat, detect: bool) -> RingGeometry {
-    RingGeometry { width: f.width, height: f.height, fps_num: f.fps_num, fps_den: f.fps_den, consumers: 1 + detect as u32 }
+    RingGeometry {
+        width: f.width,
+        height: f.height,
+        fps_num: f.fps_num,
+        fps_den: f.fps_den,
+        consumers: 1 + detect as u32,
+    }
 }
 
 /// Environment variable with the supervisor's PID, so a stage can tell whether its parent
@@ -172,8 +200,18 @@ pub const SUPERVISOR_PID_ENV: &str = "VR_STREAM_SUPERVISOR_PID";
 /// reparented before the prctl call, so the signal would never come).
 fn set_parent_death_signal() -> bool {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number; no memory is passed.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) };
-    let expected = std::env::var(SUPERVISOR_PID_ENV).ok().and_then(|v| v.parse::<i32>().ok());
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGTERM as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    let expected = std::env::var(SUPERVISOR_PID_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok());
     // SAFETY: getppid has no preconditions.
     let parent = unsafe { libc::getppid() };
     expected.is_none_or(|p| p == parent)
@@ -195,12 +233,20 @@ pub(crate) fn go_realtime(kind: StageKind, cfg: &Config, slot: &StageSlot) -> Re
     } else {
         let sc = kind.config(cfg);
         let (cpu, _) = rt::map_cpu(sc.cpu);
-        rt::apply(&rt::RtRequest { cpu, priority: sc.priority, mlock: cfg.rt.mlock })
+        rt::apply(&rt::RtRequest {
+            cpu,
+            priority: sc.priority,
+            mlock: cfg.rt.mlock,
+        })
     };
     let st = rt::read_state(0);
     record_state(slot, &st);
     if !short.is_empty() {
-        let msg = short.iter().map(|s| s.0.as_str()).collect::<Vec<_>>().join("; ");
+        let msg = short
+            .iter()
+            .map(|s| s.0.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
         if cfg.rt.strict {
             return Err(format!("--strict-rt: {msg}"));
         }
@@ -214,7 +260,14 @@ pub(crate) fn go_realtime(kind: StageKind, cfg: &Config, slot: &StageSlot) -> Re
 /// Writes what is in force (CPU if pinned to one, policy, priority, VmLck) into `slot`.
 fn record_state(slot: &StageSlot, st: &rt::RtState) {
     use std::sync::atomic::Ordering::Relaxed;
-    slot.cpu.store(if st.cpus.len() == 1 { st.cpus[0] as i32 } else { -1 }, Relaxed);
+    slot.cpu.store(
+        if st.cpus.len() == 1 {
+            st.cpus[0] as i32
+        } else {
+            -1
+        },
+        Relaxed,
+    );
     slot.policy.store(st.policy as u32, Relaxed);
     slot.priority.store(st.priority as u32, Relaxed);
     slot.vmlck_kb.store(st.vmlck_kb, Relaxed);
@@ -232,13 +285,17 @@ pub(crate) fn wait_go(ctl: &Control) -> bool {
 }
 
 pub(crate) fn beat(slot: &StageSlot) {
-    slot.heartbeat_ns.store(monotonic_ns(), std::sync::atomic::Ordering::Relaxed);
+    slot.heartbeat_ns
+        .store(monotonic_ns(), std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Runs stage `kind` of instance `inst` to completion. Returns the process exit code.
 pub fn run(kind: StageKind, inst: &str, geometry: &str) -> i32 {
     if !set_parent_death_signal() {
-        eprintln!("vr-stream[{}]: the supervisor is gone; exiting", kind.name());
+        eprintln!(
+            "vr-stream[{}]: the supervisor is gone; exiting",
+            kind.name()
+        );
         return 1;
     }
     let (ctl_name, ring_name, bits_name) = segment_names(inst);
@@ -250,19 +307,37 @@ pub fn run(kind: StageKind, inst: &str, geometry: &str) -> i32 {
         }
     };
     let slot = ctl.stage(kind.slot());
-    slot.pid.store(std::process::id(), std::sync::atomic::Ordering::Relaxed);
+    slot.pid
+        .store(std::process::id(), std::sync::atomic::Ordering::Relaxed);
     slot.set_state(StageState::Starting);
     beat(slot);
     let result = (|| -> Result<(), String> {
-        let text = std::env::var(CONFIG_ENV).map_err(|_| format!("{CONFIG_ENV} not set (stages are started by vr-stream)"))?;
+        let text = std::env::var(CONFIG_ENV)
+            .map_err(|_| format!("{CONFIG_ENV} not set (stages are started by vr-stream)"))?;
         let cfg = Config::from_toml(&text).map_err(|e| e.to_string())?;
         let fmt = parse_geometry(geometry).ok_or_else(|| format!("bad --geometry {geometry:?}"))?;
-        let ring = FrameRing::open(&ring_name, ring_geometry(&fmt, cfg.detect.enabled)).map_err(|e| e.to_string())?;
-        let queue = BitstreamQueue::open(&bits_name, queue_capacity(cfg.encoder.bitrate_kbps)).map_err(|e| e.to_string())?;
-        let web_queue = || BitstreamQueue::open(&web_queue_name(inst), web_queue_capacity(cfg.encoder.bitrate_kbps)).map_err(|e| e.to_string());
+        let ring = FrameRing::open(&ring_name, ring_geometry(&fmt, cfg.detect.enabled))
+            .map_err(|e| e.to_string())?;
+        let queue = BitstreamQueue::open(&bits_name, queue_capacity(cfg.encoder.bitrate_kbps))
+            .map_err(|e| e.to_string())?;
+        let web_queue = || {
+            BitstreamQueue::open(
+                &web_queue_name(inst),
+                web_queue_capacity(cfg.encoder.bitrate_kbps),
+            )
+            .map_err(|e| e.to_string())
+        };
         match kind {
             StageKind::Camera => camera(&cfg, fmt, &ctl, slot, &ring),
-            StageKind::Encode => encode(&cfg, fmt, &ctl, slot, &ring, &queue, cfg.web.enabled.then(web_queue).transpose()?.as_ref()),
+            StageKind::Encode => encode(
+                &cfg,
+                fmt,
+                &ctl,
+                slot,
+                &ring,
+                &queue,
+                cfg.web.enabled.then(web_queue).transpose()?.as_ref(),
+            ),
             StageKind::Network => network(&cfg, fmt, &ctl, slot, &queue),
             StageKind::Detect => detect(&cfg, fmt, &ctl, slot, &ring),
             StageKind::Web => crate::web::stage::run(&cfg, fmt, &ctl, slot, &web_queue()?),
@@ -285,7 +360,13 @@ enum CamStop {
     Err(source::SourceError),
 }
 
-fn camera(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring: &FrameRing) -> Result<(), String> {
+fn camera(
+    cfg: &Config,
+    fmt: SourceFormat,
+    ctl: &Control,
+    slot: &StageSlot,
+    ring: &FrameRing,
+) -> Result<(), String> {
     let mut src = source::open(&cfg.source).map_err(|e| e.to_string())?;
     if src.format().width != fmt.width || src.format().height != fmt.height {
         return Err(format!(
@@ -301,7 +382,8 @@ fn camera(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring
     let mut producer = ring.producer().map_err(|e| e.to_string())?;
     if let Some(last) = producer.last_published() {
         // A restart: go on after the last frame the previous camera stage published.
-        src.resume_at(last.frame_id + 1).map_err(|e| e.to_string())?;
+        src.resume_at(last.frame_id + 1)
+            .map_err(|e| e.to_string())?;
     }
     ring.prefault();
     slot.set_state(StageState::Ready);
@@ -333,7 +415,8 @@ fn camera(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring
         match r {
             Ok(_) => {
                 n += 1;
-                slot.frames_out.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                slot.frames_out
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 beat(slot);
             }
             Err(CamStop::Eof) => break,
@@ -352,7 +435,8 @@ fn camera(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring
                 match reopen(cfg, fmt, ctl, slot)? {
                     Some(s) => {
                         src = s;
-                        slot.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        slot.retries
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         slot.set_state(StageState::Ready);
                     }
                     None => break,
@@ -372,14 +456,25 @@ impl source::FrameSource for Gone {
         self.0
     }
 
-    fn next_frame(&mut self, _dst: &mut [u8]) -> Result<Option<source::Captured>, source::SourceError> {
-        Err(source::SourceError::Device { device: "camera".into(), message: "closed while reopening".into() })
+    fn next_frame(
+        &mut self,
+        _dst: &mut [u8],
+    ) -> Result<Option<source::Captured>, source::SourceError> {
+        Err(source::SourceError::Device {
+            device: "camera".into(),
+            message: "closed while reopening".into(),
+        })
     }
 }
 
 /// Reopens the camera until it is back (Some) or a stop is requested (None), waiting
 /// 100 ms doubling to 2 s between attempts. Error: it came back with another frame size.
-fn reopen(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot) -> Result<Option<Box<dyn source::FrameSource>>, String> {
+fn reopen(
+    cfg: &Config,
+    fmt: SourceFormat,
+    ctl: &Control,
+    slot: &StageSlot,
+) -> Result<Option<Box<dyn source::FrameSource>>, String> {
     let mut backoff = Duration::from_millis(100);
     loop {
         let until = Instant::now() + backoff;
@@ -391,7 +486,9 @@ fn reopen(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot) -> R
             std::thread::sleep(Duration::from_millis(20));
         }
         match source::open(&cfg.source) {
-            Ok(s) if s.format().width == fmt.width && s.format().height == fmt.height => return Ok(Some(s)),
+            Ok(s) if s.format().width == fmt.width && s.format().height == fmt.height => {
+                return Ok(Some(s));
+            }
             Ok(s) => {
                 return Err(format!(
                     "camera {} came back at {}x{}, the stream is {}x{}",
@@ -400,10 +497,13 @@ fn reopen(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot) -> R
                     s.format().height,
                     fmt.width,
                     fmt.height
-                ))
+                ));
             }
             Err(e) => {
-                slot.retrying(&format!("{e}; next attempt in {} ms", (backoff * 2).min(Duration::from_secs(2)).as_millis()));
+                slot.retrying(&format!(
+                    "{e}; next attempt in {} ms",
+                    (backoff * 2).min(Duration::from_secs(2)).as_millis()
+                ));
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }
@@ -413,8 +513,17 @@ fn reopen(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot) -> R
 /// The encode stage. `web`: the web stage's queue, which gets a copy of each access unit
 /// through a lossy writer (a full queue drops the copy, never delays this stage, and asks
 /// for no IDR: the web stage asks itself when a viewer needs one).
-fn encode(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring: &FrameRing, queue: &BitstreamQueue, web: Option<&BitstreamQueue>) -> Result<(), String> {
-    let (mut enc, notes) = open_encoder(&EncoderParams::from_config(&cfg.encoder, fmt)).map_err(|e| e.to_string())?;
+fn encode(
+    cfg: &Config,
+    fmt: SourceFormat,
+    ctl: &Control,
+    slot: &StageSlot,
+    ring: &FrameRing,
+    queue: &BitstreamQueue,
+    web: Option<&BitstreamQueue>,
+) -> Result<(), String> {
+    let (mut enc, notes) =
+        open_encoder(&EncoderParams::from_config(&cfg.encoder, fmt)).map_err(|e| e.to_string())?;
     for n in notes {
         eprintln!("vr-stream[encode]: {n}");
     }
@@ -439,7 +548,11 @@ fn encode(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring
     let mut first = true;
     // --yolo-overlay: the newest detections, drawn into a private copy of each frame.
     let overlay = cfg.detect.enabled && cfg.detect.overlay;
-    let mut scratch = if overlay { vec![0u8; fmt.frame_bytes()] } else { vec![] };
+    let mut scratch = if overlay {
+        vec![0u8; fmt.frame_bytes()]
+    } else {
+        vec![]
+    };
     let (mut det_runs, mut boxes) = (0u64, vec![]);
     loop {
         if ctl.stop_requested() {
@@ -461,7 +574,9 @@ fn encode(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring
         };
         let start = monotonic_ns();
         writer.set_busy(start);
-        let force_idr = std::mem::take(&mut first) | queue.take_idr_request() | web.is_some_and(|q| q.take_idr_request());
+        let force_idr = std::mem::take(&mut first)
+            | queue.take_idr_request()
+            | web.is_some_and(|q| q.take_idr_request());
         let input: &[u8] = if overlay {
             let runs = ctl.stats().detect().inferences;
             if runs != det_runs
@@ -515,8 +630,14 @@ fn encode(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring
 /// frame ring, latest-wins: frames it is too slow for are skipped, never waited for), at
 /// most every `detect.every_nth` frame; letterbox, then the ring slot is released, then
 /// inference, decode, NMS; the result and its timing go to the stats segment.
-fn detect(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring: &FrameRing) -> Result<(), String> {
-    use crate::detect::onnx::{library_path, load_runtime, Detector};
+fn detect(
+    cfg: &Config,
+    fmt: SourceFormat,
+    ctl: &Control,
+    slot: &StageSlot,
+    ring: &FrameRing,
+) -> Result<(), String> {
+    use crate::detect::onnx::{Detector, library_path, load_runtime};
     load_runtime(&library_path(&cfg.detect.onnxruntime)).map_err(|e| e.to_string())?;
     let mut det = Detector::open(cfg.detect.params()).map_err(|e| e.to_string())?;
     go_realtime(StageKind::Detect, cfg, slot)?;
@@ -545,13 +666,21 @@ fn detect(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, ring
         }
         last_id = Some(id);
         let t0 = monotonic_ns();
-        let lb = det.prepare_i420(frame.data, fmt.width, fmt.height).map_err(|e| e.to_string())?;
+        let lb = det
+            .prepare_i420(frame.data, fmt.width, fmt.height)
+            .map_err(|e| e.to_string())?;
         drop(frame);
         let t1 = monotonic_ns();
         let dets = det.infer(lb).map_err(|e| e.to_string())?;
         let t2 = monotonic_ns();
-        let set = crate::shm::stats::DetectionSet { frame_id: id, capture_ns, published_ns: t2, detections: dets };
-        ctl.stats().publish_detections(&set, ((t1 - t0) / 1000) as u32, ((t2 - t1) / 1000) as u32);
+        let set = crate::shm::stats::DetectionSet {
+            frame_id: id,
+            capture_ns,
+            published_ns: t2,
+            detections: dets,
+        };
+        ctl.stats()
+            .publish_detections(&set, ((t1 - t0) / 1000) as u32, ((t2 - t1) / 1000) as u32);
         use std::sync::atomic::Ordering::Relaxed;
         slot.frames_in.fetch_add(1, Relaxed);
         slot.frames_out.fetch_add(1, Relaxed);
@@ -581,35 +710,54 @@ enum MediaOut {
     Tcp(crate::net::TcpSender),
 }
 
-fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, queue: &BitstreamQueue) -> Result<(), String> {
+fn network(
+    cfg: &Config,
+    fmt: SourceFormat,
+    ctl: &Control,
+    slot: &StageSlot,
+    queue: &BitstreamQueue,
+) -> Result<(), String> {
     let s = &cfg.stream;
-    let ip: IpAddr = s.ip.parse().map_err(|_| format!("stream.ip {:?} is not an IP address", s.ip))?;
+    let ip: IpAddr =
+        s.ip.parse()
+            .map_err(|_| format!("stream.ip {:?} is not an IP address", s.ip))?;
     let dest = SocketAddr::new(ip, s.port);
     let mut out = if s.tcp {
         // About 100 ms of the bitrate in the socket at most: more is latency, not safety.
         let sndbuf = (cfg.encoder.bitrate_kbps as usize * 1000 / 8 / 10).max(64 << 10);
         MediaOut::Tcp(crate::net::TcpSender::new(dest, s.dscp, sndbuf))
     } else {
-        MediaOut::Udp(UdpSender::new(dest, s.dscp, s.sendmmsg_batch as usize).map_err(|e| format!("UDP socket to {dest}: {e}"))?)
+        MediaOut::Udp(
+            UdpSender::new(dest, s.dscp, s.sendmmsg_batch as usize)
+                .map_err(|e| format!("UDP socket to {dest}: {e}"))?,
+        )
     };
     // A restarted network stage continues the stream the previous one was sending: same
     // SSRC, next sequence number, same timestamp mapping.
     let saved = ctl.rtp_state();
-    let ssrc = saved.map(|r| r.ssrc).unwrap_or(if s.ssrc != 0 { s.ssrc } else { random_u32() });
+    let ssrc = saved
+        .map(|r| r.ssrc)
+        .unwrap_or(if s.ssrc != 0 { s.ssrc } else { random_u32() });
     let params = RtpParams {
         ssrc,
         payload_type: s.payload_type,
         payload_size: s.payload_size as usize,
         capture_time_ext_id: Some(s.capture_time_ext_id),
     };
-    let mut pk = Packetizer::new(params, saved.map(|r| r.next_seq).unwrap_or(random_u32() as u16));
+    let mut pk = Packetizer::new(
+        params,
+        saved.map(|r| r.next_seq).unwrap_or(random_u32() as u16),
+    );
     let ts_offset = saved.map(|r| r.ts_offset).unwrap_or_else(random_u32);
     let mut pkts = PacketBuf::with_capacity(2 << 20);
     // FEC to port + 2 from its own socket: its errors (nobody listening there, e.g.
     // ffmpeg) never count against the stream. Not over TCP: TCP does not lose packets.
     let fec_dest = SocketAddr::new(ip, s.port.saturating_add(2));
     let mut fec_tx = if s.fec_percent > 0 && !s.tcp {
-        Some(UdpSender::new(fec_dest, s.dscp, s.sendmmsg_batch as usize).map_err(|e| format!("FEC socket to {fec_dest}: {e}"))?)
+        Some(
+            UdpSender::new(fec_dest, s.dscp, s.sendmmsg_batch as usize)
+                .map_err(|e| format!("FEC socket to {fec_dest}: {e}"))?,
+        )
     } else {
         None
     };
@@ -617,12 +765,23 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
     let mut fec_pkts = PacketBuf::with_capacity(1 << 20);
     let rtcp_dest = SocketAddr::new(ip, s.port + 1);
     let mut rtcp = rtcp_session::SenderRtcp::new(rtcp_dest, s.dscp, s.rtcp_local_port, ssrc)
-        .map_err(|e| format!("RTCP socket (local port {}) to {rtcp_dest}: {e}", s.rtcp_local_port))?;
-    let mut abr = cfg.abr.enabled.then(|| crate::abr::RateController::new(cfg.abr.params(cfg.encoder.bitrate_kbps)));
+        .map_err(|e| {
+            format!(
+                "RTCP socket (local port {}) to {rtcp_dest}: {e}",
+                s.rtcp_local_port
+            )
+        })?;
+    let mut abr = cfg
+        .abr
+        .enabled
+        .then(|| crate::abr::RateController::new(cfg.abr.params(cfg.encoder.bitrate_kbps)));
     let interval_ns = fmt.frame_interval_ns();
     go_realtime(StageKind::Network, cfg, slot)?;
     let mut reader = queue.reader();
-    reader.set_spin_window(Duration::from_nanos(interval_ns), Duration::from_micros(cfg.rt.spin_window_us as u64));
+    reader.set_spin_window(
+        Duration::from_nanos(interval_ns),
+        Duration::from_micros(cfg.rt.spin_window_us as u64),
+    );
     slot.set_state(StageState::Ready);
     if !wait_go(ctl) {
         return Ok(());
@@ -632,7 +791,11 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
     // SPS/PPS in band: put them in front of an access unit once a second (a receiver that
     // joins late, or a decoder that ignores sprop-parameter-sets, can then start).
     let headers = ctl.headers().unwrap_or_default();
-    let resend_every = if cfg.encoder.intra_refresh && !headers.is_empty() { fmt.fps_num.div_ceil(fmt.fps_den.max(1)) as u64 } else { 0 };
+    let resend_every = if cfg.encoder.intra_refresh && !headers.is_empty() {
+        fmt.fps_num.div_ceil(fmt.fps_den.max(1)) as u64
+    } else {
+        0
+    };
     let mut since_params = 0u64;
     let mut with_params: Vec<u8> = Vec::with_capacity(1 << 20);
     let mut det_runs_sent = 0u64;
@@ -643,7 +806,9 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
     // is of changes to the encoder's bitrate.
     let mut rtp_target = cfg.encoder.bitrate_kbps;
     let mut applied = cfg.encoder.bitrate_kbps;
-    let mut adapt = |rtcp: &mut rtcp_session::SenderRtcp, abr: &mut Option<crate::abr::RateController>| -> u64 {
+    let mut adapt = |rtcp: &mut rtcp_session::SenderRtcp,
+                     abr: &mut Option<crate::abr::RateController>|
+     -> u64 {
         let mut changes = 0;
         for fb in rtcp.feedback() {
             if let Some(ch) = abr.as_mut().and_then(|a| a.on_report(fb)) {
@@ -672,7 +837,10 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
                 let ts_now = base_ns.map(|b| rtp::rtp_timestamp_90k(now, b, ts_offset));
                 rtcp.tick(now, ts_now, ctl.stats(), queue);
                 let changes = adapt(&mut rtcp, &mut abr);
-                ctl.stats().add_net(&NetCounters { abr_changes: changes, ..Default::default() });
+                ctl.stats().add_net(&NetCounters {
+                    abr_changes: changes,
+                    ..Default::default()
+                });
                 if let MediaOut::Tcp(t) = &mut out {
                     t.flush();
                 }
@@ -688,7 +856,11 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
         // abs-capture-time: the capture instant on the wall clock, from its age now.
         let (mono, real) = (monotonic_ns(), rt::realtime_ns());
         let ntp = rtp::ntp_from_unix_ns(rt::wall_ns(m.capture_ns, mono, real));
-        since_params = if m.flags & FLAG_KEYFRAME != 0 { 0 } else { since_params + 1 };
+        since_params = if m.flags & FLAG_KEYFRAME != 0 {
+            0
+        } else {
+            since_params + 1
+        };
         let data = if resend_every > 0 && since_params >= resend_every {
             since_params = 0;
             with_params.clear();
@@ -706,11 +878,21 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
             }
         };
         drop(au);
-        ctl.save_rtp_state(RtpState { ssrc, next_seq: pk.next_seq(), ts_offset, base_ns: base });
+        ctl.save_rtp_state(RtpState {
+            ssrc,
+            next_seq: pk.next_seq(),
+            ts_offset,
+            base_ns: base,
+        });
         let first_sent = monotonic_ns();
         let mut net = NetCounters::default();
         let st = match &mut out {
-            MediaOut::Udp(tx) => match crate::pacing::Pacer::plan(pkts.bytes() as u64, s.burst_bytes as u64, s.pacing_kbps, interval_ns) {
+            MediaOut::Udp(tx) => match crate::pacing::Pacer::plan(
+                pkts.bytes() as u64,
+                s.burst_bytes as u64,
+                s.pacing_kbps,
+                interval_ns,
+            ) {
                 None => tx.send(&pkts),
                 Some(pacer) => {
                     let st = send_paced(tx, &pkts, &pacer, first_sent);
@@ -725,7 +907,12 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
                         eprintln!("vr-stream[network]: TCP connected to {dest}");
                         queue.request_idr();
                     }
-                    SendStats { packets: n as u64, bytes: pkts.bytes() as u64, batches: 1, ..Default::default() }
+                    SendStats {
+                        packets: n as u64,
+                        bytes: pkts.bytes() as u64,
+                        batches: 1,
+                        ..Default::default()
+                    }
                 }
                 crate::net::TcpFrame::Dropped => {
                     // The receiver's picture is broken from here: the next frame that
@@ -748,7 +935,12 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
             }
         }
         rtcp.sent(st.packets, st.bytes);
-        rtcp.tick(last_sent, Some(rtp::rtp_timestamp_90k(last_sent, base, ts_offset)), ctl.stats(), queue);
+        rtcp.tick(
+            last_sent,
+            Some(rtp::rtp_timestamp_90k(last_sent, base, ts_offset)),
+            ctl.stats(),
+            queue,
+        );
         net.abr_changes = adapt(&mut rtcp, &mut abr);
         // The detect stage's newest result, once, to the receiver (RTCP APP "VRDT").
         if cfg.detect.enabled {
@@ -759,7 +951,11 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
                 det_runs_sent = runs;
                 let ts = rtp::rtp_timestamp_90k(set.capture_ns, base, ts_offset);
                 let data = crate::detect::wire::encode(ts, fmt.width, fmt.height, &set.detections);
-                rtcp.send_app(crate::detect::wire::APP_SUBTYPE, crate::detect::wire::APP_NAME, &data);
+                rtcp.send_app(
+                    crate::detect::wire::APP_SUBTYPE,
+                    crate::detect::wire::APP_NAME,
+                    &data,
+                );
             }
         }
         ctl.stats().add_net(&NetCounters {
@@ -794,7 +990,12 @@ fn network(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
 /// Sends `pkts` following `pacer`: each sendmmsg takes the packets already due, then the
 /// stage sleeps (clock_nanosleep, absolute) until the next one is. `start_ns`: when the
 /// first packet left (CLOCK_MONOTONIC).
-fn send_paced(tx: &mut UdpSender, pkts: &PacketBuf, pacer: &crate::pacing::Pacer, start_ns: u64) -> SendStats {
+fn send_paced(
+    tx: &mut UdpSender,
+    pkts: &PacketBuf,
+    pacer: &crate::pacing::Pacer,
+    start_ns: u64,
+) -> SendStats {
     // Packets due within this much of now go in the same batch (below the sleep's own
     // wake-up error).
     const SLACK_NS: u64 = 20_000;

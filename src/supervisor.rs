@@ -4,17 +4,17 @@
 //! (no child process and no segment outlives it).
 
 use crate::config::Config;
-use crate::encode::{self, open_encoder, EncoderParams};
+use crate::encode::{self, EncoderParams, open_encoder};
 use crate::latency::{FrameRecord, LatencyStats};
 use crate::rt;
-use crate::sdp::{write_sdp, SdpParams};
+use crate::sdp::{SdpParams, write_sdp};
 use crate::shm::bitstream::BitstreamQueue;
 use crate::shm::control::StreamInfo;
-use crate::shm::control::{Control, StageState, RECORDS};
+use crate::shm::control::{Control, RECORDS, StageState};
 use crate::shm::frame_ring::FrameRing;
 use crate::source::{self, SourceFormat, SourceSpec};
 use crate::stage::{self, StageKind};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result, anyhow, bail};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
@@ -54,14 +54,23 @@ pub fn probe_source(cfg: &Config) -> Result<SourceFormat> {
         return Ok(source::open(src)?.format());
     }
     match SourceSpec::parse(&src.uri).map_err(|e| anyhow!("source {:?}: {e}", src.uri))? {
-        SourceSpec::Pattern => Ok(SourceFormat { width: src.width, height: src.height, fps_num: src.fps, fps_den: 1 }),
+        SourceSpec::Pattern => Ok(SourceFormat {
+            width: src.width,
+            height: src.height,
+            fps_num: src.fps,
+            fps_den: 1,
+        }),
         SourceSpec::File(p) => Ok(source::y4m::probe(&p)?.format),
         SourceSpec::V4l2(_) | SourceSpec::Libcamera(_) => Ok(source::open(src)?.format()),
     }
 }
 
 fn destination(cfg: &Config) -> Result<SocketAddr> {
-    let ip: IpAddr = cfg.stream.ip.parse().map_err(|_| anyhow!("stream.ip {:?} is not an IP address", cfg.stream.ip))?;
+    let ip: IpAddr = cfg
+        .stream
+        .ip
+        .parse()
+        .map_err(|_| anyhow!("stream.ip {:?} is not an IP address", cfg.stream.ip))?;
     Ok(SocketAddr::new(ip, cfg.stream.port))
 }
 
@@ -151,13 +160,18 @@ fn reachable_addresses(bind: std::net::IpAddr) -> Vec<std::net::IpAddr> {
     let mut out: Vec<IpAddr> = vec![];
     if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
         for a in addrs {
-            if !a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP) || a.flags.contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK) {
+            if !a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP)
+                || a.flags
+                    .contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK)
+            {
                 continue;
             }
             let Some(sa) = a.address else { continue };
             let ip = match (sa.as_sockaddr_in(), sa.as_sockaddr_in6()) {
                 (Some(v4), _) => IpAddr::V4(v4.ip()),
-                (_, Some(v6)) if !v6.ip().is_unicast_link_local() && !v6.ip().is_loopback() => IpAddr::V6(v6.ip()),
+                (_, Some(v6)) if !v6.ip().is_unicast_link_local() && !v6.ip().is_loopback() => {
+                    IpAddr::V6(v6.ip())
+                }
                 _ => continue,
             };
             if !ip.is_loopback() && !out.contains(&ip) {
@@ -173,7 +187,10 @@ fn reachable_addresses(bind: std::net::IpAddr) -> Vec<std::net::IpAddr> {
 /// within a second; the lookup runs on its own thread so a resolver without mDNS cannot
 /// hold the start-up.
 fn mdns_name() -> Option<String> {
-    let host = std::fs::read_to_string("/etc/hostname").ok()?.trim().to_string();
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()?
+        .trim()
+        .to_string();
     if host.is_empty() || host.contains('.') {
         return None;
     }
@@ -184,10 +201,18 @@ fn mdns_name() -> Option<String> {
         .name("mdns-lookup".into())
         .spawn(move || {
             use std::net::ToSocketAddrs;
-            let _ = tx.send((n.as_str(), 443).to_socket_addrs().map(|mut a| a.next().is_some()).unwrap_or(false));
+            let _ = tx.send(
+                (n.as_str(), 443)
+                    .to_socket_addrs()
+                    .map(|mut a| a.next().is_some())
+                    .unwrap_or(false),
+            );
         })
         .ok()?;
-    rx.recv_timeout(Duration::from_secs(1)).ok().filter(|&ok| ok).map(|_| name)
+    rx.recv_timeout(Duration::from_secs(1))
+        .ok()
+        .filter(|&ok| ok)
+        .map(|_| name)
 }
 
 /// Resolves the viewer page's settings in `w` (certificate and key paths, generating the
@@ -201,7 +226,10 @@ fn mdns_name() -> Option<String> {
 fn web_setup(w: &mut crate::config::WebConfig, dest_ip: &str) -> Result<Vec<String>> {
     use crate::web::{auth, cert, server};
     use std::net::{IpAddr, UdpSocket};
-    let bind: IpAddr = w.bind.parse().map_err(|_| anyhow!("web.bind {:?} is not an IP address", w.bind))?;
+    let bind: IpAddr = w
+        .bind
+        .parse()
+        .map_err(|_| anyhow!("web.bind {:?} is not an IP address", w.bind))?;
     // The address the headset reaches us at: the source address of a route to it.
     let local = UdpSocket::bind((bind, 0))
         .and_then(|s| s.connect((dest_ip, 9)).map(|_| s))
@@ -209,7 +237,11 @@ fn web_setup(w: &mut crate::config::WebConfig, dest_ip: &str) -> Result<Vec<Stri
         .map(|a| a.ip())
         .ok()
         .filter(|ip| !ip.is_unspecified())
-        .unwrap_or(if bind.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { bind });
+        .unwrap_or(if bind.is_unspecified() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            bind
+        });
     let mut addresses = vec![local];
     for a in reachable_addresses(bind) {
         if !addresses.contains(&a) {
@@ -226,20 +258,41 @@ fn web_setup(w: &mut crate::config::WebConfig, dest_ip: &str) -> Result<Vec<Stri
         }
     }
     names.dedup();
-    let given = (!w.cert.is_empty()).then(|| (std::path::PathBuf::from(&w.cert), std::path::PathBuf::from(&w.key)));
-    let dir = if w.cert_dir.is_empty() { cert::default_dir() } else { w.cert_dir.clone().into() };
-    let id = cert::load_or_create(given.as_ref().map(|g| g.0.as_path()), given.as_ref().map(|g| g.1.as_path()), &dir, &names)
-        .map_err(|e| anyhow!("web certificate: {e}"))?;
+    let given = (!w.cert.is_empty()).then(|| {
+        (
+            std::path::PathBuf::from(&w.cert),
+            std::path::PathBuf::from(&w.key),
+        )
+    });
+    let dir = if w.cert_dir.is_empty() {
+        cert::default_dir()
+    } else {
+        w.cert_dir.clone().into()
+    };
+    let id = cert::load_or_create(
+        given.as_ref().map(|g| g.0.as_path()),
+        given.as_ref().map(|g| g.1.as_path()),
+        &dir,
+        &names,
+    )
+    .map_err(|e| anyhow!("web certificate: {e}"))?;
     if id.generated {
-        eprintln!("vr-stream: generated a self-signed certificate for the viewer page: {} (the browser asks to accept it once)", id.cert_path.display());
+        eprintln!(
+            "vr-stream: generated a self-signed certificate for the viewer page: {} (the browser asks to accept it once)",
+            id.cert_path.display()
+        );
     }
-    let key_path = given.map(|g| g.1).unwrap_or_else(|| dir.join("web-key.pem"));
+    let key_path = given
+        .map(|g| g.1)
+        .unwrap_or_else(|| dir.join("web-key.pem"));
     w.cert = id.cert_path.display().to_string();
     w.key = key_path.display().to_string();
     server::tls_config(id).map_err(|e| anyhow!("web certificate: {e}"))?;
     if w.pin.is_empty() {
         let mut r = [0u8; 8];
-        server::os_random(&mut r).map_err(|e| anyhow!("viewer page: {e} (web.enabled = false or --no-web streams without the page)"))?;
+        server::os_random(&mut r).map_err(|e| {
+            anyhow!("viewer page: {e} (web.enabled = false or --no-web streams without the page)")
+        })?;
         w.pin = auth::pin_from(r);
     }
     let mut urls: Vec<String> = addresses.iter().map(|&a| viewer_url(a, w.port)).collect();
@@ -259,17 +312,26 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     destination(cfg)?;
     // The encoder backend, checked here so that a missing device or feature is one clear
     // error before any stage starts (the encode stage opens it for real).
-    let (_, note) = encode::choose_backend(&cfg.encoder, std::path::Path::new(&cfg.encoder.device).exists(), encode::M2M_BUILT)?;
+    let (_, note) = encode::choose_backend(
+        &cfg.encoder,
+        std::path::Path::new(&cfg.encoder.device).exists(),
+        encode::M2M_BUILT,
+    )?;
     if let Some(n) = note {
         eprintln!("vr-stream: {n}");
     }
     // The detector, checked here so that a missing library or model is one clear error
     // before any segment or stage exists (the detect stage opens it again for itself).
     if cfg.detect.enabled && !opts.sdp_only {
-        use crate::detect::onnx::{library_path, load_runtime, Detector};
+        use crate::detect::onnx::{Detector, library_path, load_runtime};
         load_runtime(&library_path(&cfg.detect.onnxruntime)).map_err(|e| anyhow!("--yolo: {e}"))?;
         let d = Detector::open(cfg.detect.params()).map_err(|e| anyhow!("--yolo: {e}"))?;
-        eprintln!("vr-stream: detector {} ({}x{} input)", cfg.detect.model_path().display(), d.size(), d.size());
+        eprintln!(
+            "vr-stream: detector {} ({}x{} input)",
+            cfg.detect.model_path().display(),
+            d.size(),
+            d.size()
+        );
     }
     // The viewer page: certificate, PIN and port settled here (one clear error before
     // anything starts); the network stage serves it with what is resolved into its config.
@@ -283,25 +345,57 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     let mut web_lines = vec![];
     if web_on {
         let setup = (|| -> Result<()> {
-            let bind: IpAddr = web_cfg.bind.parse().map_err(|_| anyhow!("web.bind {:?} is not an IP address", web_cfg.bind))?;
+            let bind: IpAddr = web_cfg
+                .bind
+                .parse()
+                .map_err(|_| anyhow!("web.bind {:?} is not an IP address", web_cfg.bind))?;
             let addr = SocketAddr::new(bind, web_cfg.port);
-            drop(std::net::TcpListener::bind(addr).map_err(|e| anyhow!("cannot listen on {addr}: {e}"))?);
+            drop(
+                std::net::TcpListener::bind(addr)
+                    .map_err(|e| anyhow!("cannot listen on {addr}: {e}"))?,
+            );
             let urls = web_setup(&mut web_cfg, &cfg.stream.ip)?;
             let mut k = [0u8; crate::web::auth::KEY_LEN];
             crate::web::server::os_random(&mut k).map_err(|e| anyhow!("viewer page: {e}"))?;
             web_key = crate::web::auth::hex(&k);
-            web_lines.push(format!("vr-stream: viewer page {}  PIN {}", urls[0], web_cfg.pin));
+            web_lines.push(format!(
+                "vr-stream: viewer page {}  PIN {}",
+                urls[0], web_cfg.pin
+            ));
             // What to type on the headset: an address other than loopback when there is one.
-            let loopback = |u: &String| u.starts_with("https://127.") || u.starts_with("https://[::1]");
-            let (head, rest): (Vec<&String>, Vec<&String>) = urls.iter().partition(|u| !loopback(u));
-            let mut order: Vec<&String> = head.into_iter().chain(rest.into_iter().filter(|u| !loopback(u))).collect();
+            let loopback =
+                |u: &String| u.starts_with("https://127.") || u.starts_with("https://[::1]");
+            let (head, rest): (Vec<&String>, Vec<&String>) =
+                urls.iter().partition(|u| !loopback(u));
+            let mut order: Vec<&String> = head
+                .into_iter()
+                .chain(rest.into_iter().filter(|u| !loopback(u)))
+                .collect();
             order.dedup();
             if let Some((first, others)) = order.split_first() {
-                let others = if others.is_empty() { String::new() } else { format!(" (or {})", others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")) };
+                let others = if others.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (or {})",
+                        others
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
                 web_lines.push(format!("vr-stream: on the headset, open {first}{others} in the Quest Browser, accept the certificate once and enter the PIN"));
             }
-            let who: Vec<String> = web_cfg.allowed(&cfg.stream.ip).iter().map(|n| n.to_string()).collect();
-            web_lines.push(format!("vr-stream: the page answers {} only (web.allow; --no-web turns it off)", who.join(", ")));
+            let who: Vec<String> = web_cfg
+                .allowed(&cfg.stream.ip)
+                .iter()
+                .map(|n| n.to_string())
+                .collect();
+            web_lines.push(format!(
+                "vr-stream: the page answers {} only (web.allow; --no-web turns it off)",
+                who.join(", ")
+            ));
             Ok(())
         })();
         // The page is on by default: what stops it (the port taken by another run, a
@@ -311,7 +405,9 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             if opts.web_explicit {
                 bail!("viewer page (--web/--web-port): {e:#}");
             }
-            eprintln!("vr-stream: note: no viewer page: {e:#} (--web-port PORT picks another port, web.cert_dir another directory, --no-web turns the page off)");
+            eprintln!(
+                "vr-stream: note: no viewer page: {e:#} (--web-port PORT picks another port, web.cert_dir another directory, --no-web turns the page off)"
+            );
             web_on = false;
         }
     }
@@ -341,7 +437,8 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     let mut csv = if cfg.stats.latency_log.is_empty() {
         None
     } else {
-        let f = std::fs::File::create(&cfg.stats.latency_log).with_context(|| format!("--latency-log {}: cannot create", cfg.stats.latency_log))?;
+        let f = std::fs::File::create(&cfg.stats.latency_log)
+            .with_context(|| format!("--latency-log {}: cannot create", cfg.stats.latency_log))?;
         let mut w = std::io::BufWriter::new(f);
         writeln!(w, "{}", FrameRecord::CSV_HEADER)?;
         Some(w)
@@ -349,10 +446,18 @@ pub fn run(opts: &RunOptions) -> Result<()> {
 
     // Realtime privileges: warn once here rather than once per stage.
     let active = StageKind::active(cfg);
-    let max_prio = active.iter().map(|k| k.config(cfg).priority).max().unwrap_or(1);
+    let max_prio = active
+        .iter()
+        .map(|k| k.config(cfg).priority)
+        .max()
+        .unwrap_or(1);
     let short = rt::check_limits(max_prio, cfg.rt.mlock);
     if !short.is_empty() {
-        let msg = short.iter().map(|s| s.0.as_str()).collect::<Vec<_>>().join("; ");
+        let msg = short
+            .iter()
+            .map(|s| s.0.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
         if cfg.rt.strict {
             bail!("--strict-rt: {msg}");
         }
@@ -367,7 +472,10 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         }
     }
     if !mapped.is_empty() {
-        eprintln!("vr-stream: note: CPUs configured beyond this machine's; mapped modulo the CPU count: {}", mapped.join(", "));
+        eprintln!(
+            "vr-stream: note: CPUs configured beyond this machine's; mapped modulo the CPU count: {}",
+            mapped.join(", ")
+        );
     }
 
     let (ctl_name, ring_name, bits_name) = stage::segment_names(&opts.instance);
@@ -389,9 +497,13 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         started_ns: crate::rt::monotonic_ns(),
     });
     let ring = FrameRing::create(&ring_name, stage::ring_geometry(&fmt, cfg.detect.enabled))?;
-    let queue = BitstreamQueue::create(&bits_name, stage::queue_capacity(cfg.encoder.bitrate_kbps))?;
+    let queue =
+        BitstreamQueue::create(&bits_name, stage::queue_capacity(cfg.encoder.bitrate_kbps))?;
     let web_queue = if cfg.web.enabled {
-        Some(BitstreamQueue::create(&stage::web_queue_name(&opts.instance), stage::web_queue_capacity(cfg.encoder.bitrate_kbps))?)
+        Some(BitstreamQueue::create(
+            &stage::web_queue_name(&opts.instance),
+            stage::web_queue_capacity(cfg.encoder.bitrate_kbps),
+        )?)
     } else {
         None
     };
@@ -413,7 +525,9 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             while s.exited.is_none() {
                 match s.child.try_wait() {
                     Ok(Some(st)) => s.exited = Some(st),
-                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
                     _ => {
                         let _ = s.child.kill();
                         s.exited = s.child.wait().ok();
@@ -425,10 +539,17 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     };
     let spawn = |kind: StageKind| {
         let mut cmd = Command::new(&exe);
-        cmd.args(["stage", kind.name(), "--instance", &opts.instance, "--geometry", &geometry])
-            .env(stage::CONFIG_ENV, &cfg_text)
-            .env(stage::SUPERVISOR_PID_ENV, std::process::id().to_string())
-            .stdin(Stdio::null());
+        cmd.args([
+            "stage",
+            kind.name(),
+            "--instance",
+            &opts.instance,
+            "--geometry",
+            &geometry,
+        ])
+        .env(stage::CONFIG_ENV, &cfg_text)
+        .env(stage::SUPERVISOR_PID_ENV, std::process::id().to_string())
+        .stdin(Stdio::null());
         if !short.is_empty() {
             cmd.env(stage::RT_WARNED_ENV, "1");
         }
@@ -468,14 +589,25 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             }
             // An optional stage (detection, the viewer page) that cannot start costs the
             // stream nothing: say so and go on without it.
-            let failed = slot.state() == StageState::Failed || matches!(s.child.try_wait(), Ok(Some(_)));
+            let failed =
+                slot.state() == StageState::Failed || matches!(s.child.try_wait(), Ok(Some(_)));
             if failed && s.kind.optional() {
                 let st = s.child.wait().ok();
                 s.exited = st;
-                let msg = slot.error().or_else(|| st.map(|st| status_text(&st))).unwrap_or_default();
+                let msg = slot
+                    .error()
+                    .or_else(|| st.map(|st| status_text(&st)))
+                    .unwrap_or_default();
                 s.abandoned = true;
-                let without = if s.kind == StageKind::Web { "the viewer page" } else { "detection" };
-                eprintln!("vr-stream: stage {} failed to start ({msg}); streaming without {without}", s.kind.name());
+                let without = if s.kind == StageKind::Web {
+                    "the viewer page"
+                } else {
+                    "detection"
+                };
+                eprintln!(
+                    "vr-stream: stage {} failed to start ({msg}); streaming without {without}",
+                    s.kind.name()
+                );
                 continue;
             }
             match slot.state() {
@@ -518,7 +650,11 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             "vr-stream: stage {} pid {} cpu {} policy {} priority {} (configured cpu {} priority {}) VmLck {} kB",
             s.kind.name(),
             s.child.id(),
-            if cpu < 0 { "any".to_string() } else { cpu.to_string() },
+            if cpu < 0 {
+                "any".to_string()
+            } else {
+                cpu.to_string()
+            },
             policy_name(slot.policy.load(Ordering::Relaxed)),
             slot.priority.load(Ordering::Relaxed),
             sc.cpu,
@@ -527,7 +663,9 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         );
     }
     if !cfg.stream.sdp.is_empty() {
-        let headers = ctl.headers().ok_or_else(|| anyhow!("encode stage published no SPS/PPS"));
+        let headers = ctl
+            .headers()
+            .ok_or_else(|| anyhow!("encode stage published no SPS/PPS"));
         let text = headers.and_then(|h| sdp_text(cfg, &fmt, &h));
         if let Err(e) = text.and_then(|t| write_sdp_file(&cfg.stream.sdp, &t)) {
             stop_all(&mut stages);
@@ -537,7 +675,11 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     eprintln!(
         "vr-stream: streaming {} {}x{} @ {}/{} fps, {} kbit/s to {}:{}{}",
         if cfg.source.stereo {
-            let right = if cfg.source.right_uri.is_empty() { &cfg.source.uri } else { &cfg.source.right_uri };
+            let right = if cfg.source.right_uri.is_empty() {
+                &cfg.source.uri
+            } else {
+                &cfg.source.right_uri
+            };
             format!("stereo {} | {}", cfg.source.uri, right)
         } else {
             cfg.source.uri.clone()
@@ -549,7 +691,11 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         cfg.encoder.bitrate_kbps,
         cfg.stream.ip,
         cfg.stream.port,
-        if cfg.stream.sdp.is_empty() { String::new() } else { format!(" (SDP: {})", cfg.stream.sdp) }
+        if cfg.stream.sdp.is_empty() {
+            String::new()
+        } else {
+            format!(" (SDP: {})", cfg.stream.sdp)
+        }
     );
     ctl.set_go();
 
@@ -557,7 +703,9 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     let mut window = LatencyStats::new();
     let mut next_record = 0u64;
     let mut lost_records = 0u64;
-    let mut drain = |stats: &mut LatencyStats, window: &mut LatencyStats, csv: &mut Option<std::io::BufWriter<std::fs::File>>| {
+    let mut drain = |stats: &mut LatencyStats,
+                     window: &mut LatencyStats,
+                     csv: &mut Option<std::io::BufWriter<std::fs::File>>| {
         let written = ctl.stats().records_written();
         if written - next_record > RECORDS as u64 {
             lost_records += written - next_record - RECORDS as u64;
@@ -607,15 +755,26 @@ pub fn run(opts: &RunOptions) -> Result<()> {
                             // Its WebRTC peers' bitrate target dies with it.
                             ctl.set_web_target(None);
                         }
-                        if (slot.is_permanent() || s.in_a_row >= cfg.supervise.max_restarts) && s.kind.optional() {
+                        if (slot.is_permanent() || s.in_a_row >= cfg.supervise.max_restarts)
+                            && s.kind.optional()
+                        {
                             // Detection and the viewer page are optional: the video goes on.
                             s.abandoned = true;
-                            let without = if s.kind == StageKind::Web { "the viewer page" } else { "detection" };
-                            eprintln!("vr-stream: stage {name} failed ({msg}); streaming on without {without}");
+                            let without = if s.kind == StageKind::Web {
+                                "the viewer page"
+                            } else {
+                                "detection"
+                            };
+                            eprintln!(
+                                "vr-stream: stage {name} failed ({msg}); streaming on without {without}"
+                            );
                         } else if slot.is_permanent() || s.in_a_row >= cfg.supervise.max_restarts {
                             if failure.is_none() {
                                 failure = Some(if s.in_a_row > 0 {
-                                    format!("stage {name} failed {} times in a row, last: {msg}", s.in_a_row + 1)
+                                    format!(
+                                        "stage {name} failed {} times in a row, last: {msg}",
+                                        s.in_a_row + 1
+                                    )
                                 } else {
                                     format!("stage {name} failed: {msg}")
                                 });
@@ -632,12 +791,17 @@ pub fn run(opts: &RunOptions) -> Result<()> {
                             s.backoff = (s.backoff * 2).min(MAX_BACKOFF);
                         }
                     }
-                } else if cfg.supervise.heartbeat_timeout_ms > 0 && slot.state() == StageState::Ready {
+                } else if cfg.supervise.heartbeat_timeout_ms > 0
+                    && slot.state() == StageState::Ready
+                {
                     // Hung: alive but not beating. Kill it; the exit path restarts it.
                     let beat = slot.heartbeat_ns.load(Ordering::Relaxed);
                     let age_ms = rt::monotonic_ns().saturating_sub(beat) / 1_000_000;
                     if beat > 0 && age_ms > cfg.supervise.heartbeat_timeout_ms as u64 {
-                        eprintln!("vr-stream: stage {} stopped beating ({age_ms} ms): killing it", s.kind.name());
+                        eprintln!(
+                            "vr-stream: stage {} stopped beating ({age_ms} ms): killing it",
+                            s.kind.name()
+                        );
                         let _ = s.child.kill();
                     }
                 }
@@ -653,15 +817,22 @@ pub fn run(opts: &RunOptions) -> Result<()> {
                             s.restart_at = None;
                             s.started = Instant::now();
                         }
-                        Err(e) => failure = Some(format!("stage {} could not be restarted: {e}", s.kind.name())),
+                        Err(e) => {
+                            failure = Some(format!(
+                                "stage {} could not be restarted: {e}",
+                                s.kind.name()
+                            ))
+                        }
                     }
                 }
             } else if s.abandoned {
                 done += 1;
             } else if let Some(st) = s.exited
-                && st.success() && slot.state() != StageState::Failed {
-                    done += 1;
-                }
+                && st.success()
+                && slot.state() != StageState::Failed
+            {
+                done += 1;
+            }
         }
         if failure.is_some() || done == stages.len() {
             break;
@@ -670,12 +841,21 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     stop_all(&mut stages);
     drain(&mut stats, &mut window, &mut csv);
     if let Some(w) = csv.as_mut() {
-        w.flush().with_context(|| format!("--latency-log {}", cfg.stats.latency_log))?;
+        w.flush()
+            .with_context(|| format!("--latency-log {}", cfg.stats.latency_log))?;
     }
-    let cam = ctl.stage(StageKind::Camera.slot()).frames_out.load(Ordering::Relaxed);
+    let cam = ctl
+        .stage(StageKind::Camera.slot())
+        .frames_out
+        .load(Ordering::Relaxed);
     let enc = ctl.stage(StageKind::Encode.slot());
     let net = ctl.stats().net();
-    let (packets, bytes, batches, errors) = (net.packets, net.bytes, net.batches, net.send_errors + net.wouldblock_drops);
+    let (packets, bytes, batches, errors) = (
+        net.packets,
+        net.bytes,
+        net.batches,
+        net.send_errors + net.wouldblock_drops,
+    );
     let enc_counters = ctl.stats().encoded();
     let (enc_bytes, idr) = (enc_counters.bytes, enc_counters.idr);
     let restarts: Vec<String> = StageKind::ALL
@@ -692,11 +872,17 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         "vr-stream: frames captured {cam} encoded {} sent {} (ring drops {}, queue drops {}, IDR {idr}); \
          packets {packets} bytes {bytes} sendmmsg {batches} send errors {errors} FEC packets {}; encoded {enc_bytes} bytes{}",
         enc.frames_in.load(Ordering::Relaxed),
-        ctl.stage(StageKind::Network.slot()).frames_out.load(Ordering::Relaxed),
+        ctl.stage(StageKind::Network.slot())
+            .frames_out
+            .load(Ordering::Relaxed),
         enc.drops.load(Ordering::Relaxed),
         queue.dropped(),
         net.fec_packets,
-        if lost_records > 0 { format!("; {lost_records} latency records overwritten before read") } else { String::new() }
+        if lost_records > 0 {
+            format!("; {lost_records} latency records overwritten before read")
+        } else {
+            String::new()
+        }
     );
     if net.paced_frames + net.dropped_frames + net.abr_changes > 0 {
         eprintln!(
@@ -714,12 +900,24 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         eprintln!(
             "vr-stream: detect: {} frames run ({} skipped while busy), mean inference {:.1} ms, last {:.1} ms + {:.1} ms letterbox; {} detections{}",
             d.inferences,
-            ctl.stage(StageKind::Detect.slot()).drops.load(Ordering::Relaxed),
+            ctl.stage(StageKind::Detect.slot())
+                .drops
+                .load(Ordering::Relaxed),
             d.infer_us_total as f64 / d.inferences.max(1) as f64 / 1000.0,
             d.last_infer_us as f64 / 1000.0,
             d.last_prep_us as f64 / 1000.0,
             d.detections,
-            newest.map(|s| format!(" (last frame {}: {})", s.frame_id, s.detections.iter().map(|d| format!("class {} {:.2}", d.class, d.score)).collect::<Vec<_>>().join(", "))).unwrap_or_default()
+            newest
+                .map(|s| format!(
+                    " (last frame {}: {})",
+                    s.frame_id,
+                    s.detections
+                        .iter()
+                        .map(|d| format!("class {} {:.2}", d.class, d.score))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+                .unwrap_or_default()
         );
     }
     let r = ctl.stats().rtcp();
@@ -730,7 +928,9 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             r.fraction_lost as f64 * 100.0 / 256.0,
             r.cumulative_lost,
             r.jitter_90k as f64 / 90.0,
-            r.rtt_us.map(|u| format!("{:.2} ms", u as f64 / 1000.0)).unwrap_or_else(|| "n/a".into()),
+            r.rtt_us
+                .map(|u| format!("{:.2} ms", u as f64 / 1000.0))
+                .unwrap_or_else(|| "n/a".into()),
             r.pli,
             r.nack_packets
         );

@@ -17,7 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Lines of a child's stderr with their arrival time, collected on a thread.
-fn collect_lines(r: impl std::io::Read + Send + 'static, t0: Instant) -> (Arc<Mutex<Vec<(f64, String)>>>, std::thread::JoinHandle<()>) {
+fn collect_lines(
+    r: impl std::io::Read + Send + 'static,
+    t0: Instant,
+) -> (Arc<Mutex<Vec<(f64, String)>>>, std::thread::JoinHandle<()>) {
     let lines = Arc::new(Mutex::new(vec![]));
     let l2 = lines.clone();
     let h = std::thread::spawn(move || {
@@ -31,7 +34,11 @@ fn collect_lines(r: impl std::io::Read + Send + 'static, t0: Instant) -> (Arc<Mu
 /// (complete + recovered, lost) from a vr-receive progress line.
 fn frame_counts(line: &str) -> Option<(u64, u64)> {
     let w: Vec<&str> = line.split_whitespace().collect();
-    let num = |key: &str| w.windows(2).find(|p| p[0] == key).and_then(|p| p[1].parse::<u64>().ok());
+    let num = |key: &str| {
+        w.windows(2)
+            .find(|p| p[0] == key)
+            .and_then(|p| p[1].parse::<u64>().ok())
+    };
     Some((num("complete")? + num("recovered")?, num("lost")?))
 }
 
@@ -59,9 +66,27 @@ fn tbf_at_half_the_bitrate_brings_the_rate_under_it_within_two_seconds_and_back_
     // on PLI, as a congested link would otherwise drop each periodic one.
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("vr.toml");
-    std::fs::write(&cfg, "[encoder]\nkeyint = 1000\n[stream]\nfec_percent = 0\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[encoder]\nkeyint = 1000\n[stream]\nfec_percent = 0\n",
+    )
+    .unwrap();
     let mut vr = Command::new(bin())
-        .args(["--ip", "10.77.95.2", "--port", "5004", "--sdp", "", "--instance", &inst, "--bitrate", "6000", "--loop", "--frames", "1140"])
+        .args([
+            "--ip",
+            "10.77.95.2",
+            "--port",
+            "5004",
+            "--sdp",
+            "",
+            "--instance",
+            &inst,
+            "--bitrate",
+            "6000",
+            "--loop",
+            "--frames",
+            "1140",
+        ])
         .arg("--source")
         .arg(format!("file:{}", clip.display()))
         .arg("--config")
@@ -92,7 +117,9 @@ fn tbf_at_half_the_bitrate_brings_the_rate_under_it_within_two_seconds_and_back_
         samples.push((t, ctl.stats().info().bitrate_kbps, ctl.stats().net().bytes));
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = Command::new("kill").args(["-INT", &vr.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-INT", &vr.id().to_string()])
+        .status();
     let st = vr.wait().unwrap();
     interrupt(&rx.0);
     let _ = rx.0.wait();
@@ -100,10 +127,16 @@ fn tbf_at_half_the_bitrate_brings_the_rate_under_it_within_two_seconds_and_back_
     rx_h.join().unwrap();
     let vr_lines = vr_lines.lock().unwrap().clone();
     let rx_lines = rx_lines.lock().unwrap().clone();
-    let log: String = vr_lines.iter().map(|(t, l)| format!("{t:6.2} {l}\n")).collect();
+    let log: String = vr_lines
+        .iter()
+        .map(|(t, l)| format!("{t:6.2} {l}\n"))
+        .collect();
     assert!(st.success(), "vr-stream: {log}");
     eprintln!("{log}");
-    assert!(samples.last().unwrap().0 >= end - 0.5, "the stream ended early");
+    assert!(
+        samples.last().unwrap().0 >= end - 0.5,
+        "the stream ended early"
+    );
 
     let rate_kbps = |a: f64, b: f64| {
         let first = samples.iter().find(|s| s.0 >= a).unwrap();
@@ -115,26 +148,61 @@ fn tbf_at_half_the_bitrate_brings_the_rate_under_it_within_two_seconds_and_back_
     assert_eq!(target_at(on - 0.1), 6000, "{log}");
     let before = rate_kbps(1.0, on);
     eprintln!("sent before the limit: {before:.0} kbit/s");
-    assert!(before > LIMIT_KBPS, "the clip must need more than the limit: {before:.0} kbit/s");
+    assert!(
+        before > LIMIT_KBPS,
+        "the clip must need more than the limit: {before:.0} kbit/s"
+    );
     // Within 2 s of the limit: the target, and what is sent from then on, under it.
-    let under = samples.iter().find(|s| s.0 >= on && (s.1 as f64) < LIMIT_KBPS).map(|s| s.0 - on);
+    let under = samples
+        .iter()
+        .find(|s| s.0 >= on && (s.1 as f64) < LIMIT_KBPS)
+        .map(|s| s.0 - on);
     eprintln!("target under the limit {under:?} s after it");
-    assert!(under.is_some_and(|d| d <= 2.0), "target not under {LIMIT_KBPS} kbit/s within 2 s: {log}");
+    assert!(
+        under.is_some_and(|d| d <= 2.0),
+        "target not under {LIMIT_KBPS} kbit/s within 2 s: {log}"
+    );
     let during = rate_kbps(on + 2.0, off);
     eprintln!("sent from 2 s into the limit to its end: {during:.0} kbit/s");
-    assert!(during < LIMIT_KBPS, "sent {during:.0} kbit/s through a {LIMIT_KBPS} kbit/s link: {log}");
+    assert!(
+        during < LIMIT_KBPS,
+        "sent {during:.0} kbit/s through a {LIMIT_KBPS} kbit/s link: {log}"
+    );
     // The logged changes name their cause.
-    assert!(vr_lines.iter().any(|(t, l)| *t >= on && *t <= on + 2.5 && l.contains("bitrate 6000 -> ") && (l.contains("(loss") || l.contains("(delay growth"))), "{log}");
+    assert!(
+        vr_lines.iter().any(|(t, l)| *t >= on
+            && *t <= on + 2.5
+            && l.contains("bitrate 6000 -> ")
+            && (l.contains("(loss") || l.contains("(delay growth"))),
+        "{log}"
+    );
     // The receiver: frames complete again in the last 2 s of the limit.
-    let counts_at = |t: f64| rx_lines.iter().rev().find(|(ta, l)| *ta <= t && l.contains("frames complete")).and_then(|(_, l)| frame_counts(l)).unwrap();
+    let counts_at = |t: f64| {
+        rx_lines
+            .iter()
+            .rev()
+            .find(|(ta, l)| *ta <= t && l.contains("frames complete"))
+            .and_then(|(_, l)| frame_counts(l))
+            .unwrap()
+    };
     let (ok0, lost0) = counts_at(off - 2.0);
     let (ok1, lost1) = counts_at(off);
     let (got, lost) = (ok1 - ok0, lost1 - lost0);
     eprintln!("receiver in the last 2 s of the limit: {got} frames whole, {lost} lost");
-    assert!(got >= 100 && lost * 20 <= got, "{got} whole, {lost} lost: {:?}", rx_lines);
+    assert!(
+        got >= 100 && lost * 20 <= got,
+        "{got} whole, {lost} lost: {:?}",
+        rx_lines
+    );
     // Lifted: the target climbs back above the limit.
-    let back = samples.iter().find(|s| s.0 >= off && (s.1 as f64) > LIMIT_KBPS).map(|s| s.0 - off);
-    eprintln!("target above the limit again {back:?} s after it was lifted; last target {} kbit/s", samples.last().unwrap().1);
+    let back = samples
+        .iter()
+        .find(|s| s.0 >= off && (s.1 as f64) > LIMIT_KBPS)
+        .map(|s| s.0 - off);
+    eprintln!(
+        "target above the limit again {back:?} s after it was lifted; last target {} kbit/s",
+        samples.last().unwrap().1
+    );
     assert!(back.is_some(), "{log}");
     assert!(vr_lines.iter().any(|l| l.1.contains("(clean")), "{log}");
 }

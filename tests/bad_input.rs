@@ -15,15 +15,34 @@ fn check(tag: &str, args: &[&str], needles: &[&str]) {
     all.extend_from_slice(args);
     let out = run_vr(&all, Duration::from_secs(20));
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{tag}: expected failure, got success: {e}");
+    assert!(
+        !out.status.success(),
+        "{tag}: expected failure, got success: {e}"
+    );
     assert!(!e.contains("panicked"), "{tag}: panic: {e}");
     let err_lines: Vec<&str> = e.lines().filter(|l| l.contains("error:")).collect();
-    assert_eq!(err_lines.len(), 1, "{tag}: exactly one error line expected: {e}");
+    assert_eq!(
+        err_lines.len(),
+        1,
+        "{tag}: exactly one error line expected: {e}"
+    );
     for n in needles {
-        assert!(err_lines[0].contains(n), "{tag}: error line lacks {n:?}: {}", err_lines[0]);
+        assert!(
+            err_lines[0].contains(n),
+            "{tag}: error line lacks {n:?}: {}",
+            err_lines[0]
+        );
     }
-    assert!(leftover_segments(&inst).is_empty(), "{tag}: segments left {:?}", leftover_segments(&inst));
-    assert!(processes_of(&inst).is_empty(), "{tag}: processes left {:?}", processes_of(&inst));
+    assert!(
+        leftover_segments(&inst).is_empty(),
+        "{tag}: segments left {:?}",
+        leftover_segments(&inst)
+    );
+    assert!(
+        processes_of(&inst).is_empty(),
+        "{tag}: processes left {:?}",
+        processes_of(&inst)
+    );
 }
 
 #[test]
@@ -41,24 +60,84 @@ fn bad_sources() {
     std::fs::write(p("c444.y4m"), b"YUV4MPEG2 W640 H480 F30:1 C444\n").unwrap();
     std::fs::write(p("empty.y4m"), b"").unwrap();
 
-    check("missing", &["--source", &f("nope.y4m")], &["nope.y4m", "No such file"]);
-    check("trunc", &["--source", &f("trunc.y4m")], &["trunc.y4m", "frame 1 is truncated"]);
-    check("junk", &["--source", &f("junk.y4m")], &["junk.y4m", "not a Y4M file"]);
-    check("odd", &["--source", &f("odd.y4m")], &["odd.y4m", "641x480", "even"]);
-    check("c444", &["--source", &f("c444.y4m")], &["c444.y4m", "C444", "allowed"]);
-    check("empty", &["--source", &f("empty.y4m")], &["empty.y4m", "empty file"]);
-    check("uri", &["--source", "rtsp://cam"], &["source.uri", "allowed: pattern, file:PATH.y4m, v4l2:/dev/videoN"]);
-    check("nodev", &["--source", "v4l2:/dev/video99"], &["/dev/video99"]);
+    check(
+        "missing",
+        &["--source", &f("nope.y4m")],
+        &["nope.y4m", "No such file"],
+    );
+    check(
+        "trunc",
+        &["--source", &f("trunc.y4m")],
+        &["trunc.y4m", "frame 1 is truncated"],
+    );
+    check(
+        "junk",
+        &["--source", &f("junk.y4m")],
+        &["junk.y4m", "not a Y4M file"],
+    );
+    check(
+        "odd",
+        &["--source", &f("odd.y4m")],
+        &["odd.y4m", "641x480", "even"],
+    );
+    check(
+        "c444",
+        &["--source", &f("c444.y4m")],
+        &["c444.y4m", "C444", "allowed"],
+    );
+    check(
+        "empty",
+        &["--source", &f("empty.y4m")],
+        &["empty.y4m", "empty file"],
+    );
+    check(
+        "uri",
+        &["--source", "rtsp://cam"],
+        &[
+            "source.uri",
+            "allowed: pattern, file:PATH.y4m, v4l2:/dev/videoN",
+        ],
+    );
+    check(
+        "nodev",
+        &["--source", "v4l2:/dev/video99"],
+        &["/dev/video99"],
+    );
     #[cfg(not(feature = "libcamera"))]
-    check("libcamera", &["--source", "libcamera:0"], &["libcamera:0", "--features libcamera"]);
-    check("oddsize", &["--source", "pattern", "--width", "641"], &["source.width", "641", "even"]);
+    check(
+        "libcamera",
+        &["--source", "libcamera:0"],
+        &["libcamera:0", "--features libcamera"],
+    );
+    check(
+        "oddsize",
+        &["--source", "pattern", "--width", "641"],
+        &["source.width", "641", "even"],
+    );
     std::fs::write(p("small.y4m"), b"YUV4MPEG2 W64 H32 F30:1\n").unwrap();
     check(
         "stereo-mismatch",
-        &["--stereo", "--source", &f("small.y4m"), "--source-right", "pattern", "--width", "320", "--height", "240"],
-        &["stereo sources", "left is 64x32 at 30/1 fps, right is 320x240 at 60/1 fps"],
+        &[
+            "--stereo",
+            "--source",
+            &f("small.y4m"),
+            "--source-right",
+            "pattern",
+            "--width",
+            "320",
+            "--height",
+            "240",
+        ],
+        &[
+            "stereo sources",
+            "left is 64x32 at 30/1 fps, right is 320x240 at 60/1 fps",
+        ],
     );
-    check("stereo-uri", &["--stereo", "--source-right", "rtsp://cam"], &["source.right_uri", "allowed"]);
+    check(
+        "stereo-uri",
+        &["--stereo", "--source-right", "rtsp://cam"],
+        &["source.right_uri", "allowed"],
+    );
 }
 
 #[test]
@@ -69,37 +148,104 @@ fn bad_network_and_config() {
         std::fs::write(&p, text).unwrap();
         p.display().to_string()
     };
-    check("ip", &["--ip", "300.1.1.1"], &["stream.ip", "300.1.1.1", "IPv4 or IPv6"]);
-    check("ipname", &["--ip", "headset.local"], &["stream.ip", "headset.local"]);
-    check("port", &["--port", "70000"], &["--port", "70000", "1..=65534"]);
+    check(
+        "ip",
+        &["--ip", "300.1.1.1"],
+        &["stream.ip", "300.1.1.1", "IPv4 or IPv6"],
+    );
+    check(
+        "ipname",
+        &["--ip", "headset.local"],
+        &["stream.ip", "headset.local"],
+    );
+    check(
+        "port",
+        &["--port", "70000"],
+        &["--port", "70000", "1..=65534"],
+    );
     check("port0", &["--port", "0"], &["--port", "0", "1..=65534"]);
     check("portx", &["--port", "abc"], &["--port", "abc"]);
     let k = cfg("key.toml", "[encoder]\nbitrat = 5000\n");
-    check("key", &["--config", &k], &["key.toml", "bitrat", "bitrate_kbps"]);
+    check(
+        "key",
+        &["--config", &k],
+        &["key.toml", "bitrat", "bitrate_kbps"],
+    );
     let v = cfg("val.toml", "[stream]\npayload_size = 50\n");
-    check("val", &["--config", &v], &["stream.payload_size = 50", "200..=8900"]);
+    check(
+        "val",
+        &["--config", &v],
+        &["stream.payload_size = 50", "200..=8900"],
+    );
     let t = cfg("type.toml", "[stream]\nport = 70000\n");
-    check("type", &["--config", &t], &["type.toml", "stream.port", "70000"]);
+    check(
+        "type",
+        &["--config", &t],
+        &["type.toml", "stream.port", "70000"],
+    );
     let s = cfg("syntax.toml", "[stream\nport = 1\n");
     check("syntax", &["--config", &s], &["syntax.toml"]);
-    check("nocfg", &["--config", "/nonexistent/vr.toml"], &["/nonexistent/vr.toml"]);
-    check("profile", &["--profile", "turbo"], &["turbo", "ultra_low, low, quality"]);
-    check("bitrate", &["--bitrate", "10"], &["encoder.bitrate_kbps = 10", "100..=200000"]);
+    check(
+        "nocfg",
+        &["--config", "/nonexistent/vr.toml"],
+        &["/nonexistent/vr.toml"],
+    );
+    check(
+        "profile",
+        &["--profile", "turbo"],
+        &["turbo", "ultra_low, low, quality"],
+    );
+    check(
+        "bitrate",
+        &["--bitrate", "10"],
+        &["encoder.bitrate_kbps = 10", "100..=200000"],
+    );
     check("flag", &["--no-such-flag"], &["--no-such-flag"]);
-    check("backend", &["--encoder", "nvenc"], &["encoder.backend", "nvenc", "auto, x264, v4l2m2m"]);
+    check(
+        "backend",
+        &["--encoder", "nvenc"],
+        &["encoder.backend", "nvenc", "auto, x264, v4l2m2m"],
+    );
     // No V4L2 M2M encoder on this machine: the device is named, with what to do instead.
-    let d = cfg("m2m.toml", "[encoder]\nbackend = \"v4l2m2m\"\ndevice = \"/dev/video91\"\n");
-    check("m2m", &["--config", &d], &["encoder.device /dev/video91: no such device", "encoder.backend = \"x264\""]);
+    let d = cfg(
+        "m2m.toml",
+        "[encoder]\nbackend = \"v4l2m2m\"\ndevice = \"/dev/video91\"\n",
+    );
+    check(
+        "m2m",
+        &["--config", &d],
+        &[
+            "encoder.device /dev/video91: no such device",
+            "encoder.backend = \"x264\"",
+        ],
+    );
     let d = cfg("dev.toml", "[encoder]\ndevice = \"video11\"\n");
-    check("m2mpath", &["--config", &d], &["encoder.device", "absolute device path"]);
+    check(
+        "m2mpath",
+        &["--config", &d],
+        &["encoder.device", "absolute device path"],
+    );
     // Valid as an address, but a link-local IPv6 without a scope cannot be connected to:
     // the network stage fails while starting, and vr-stream names it.
-    check("stagefail", &["--ip", "fe80::1"], &["stage network failed to start", "fe80::1"]);
+    check(
+        "stagefail",
+        &["--ip", "fe80::1"],
+        &["stage network failed to start", "fe80::1"],
+    );
 }
 
 #[test]
 fn print_config_shows_the_merged_result() {
-    let out = run_vr(&["--profile", "ultra_low", "--bitrate", "6000", "--print-config"], Duration::from_secs(10));
+    let out = run_vr(
+        &[
+            "--profile",
+            "ultra_low",
+            "--bitrate",
+            "6000",
+            "--print-config",
+        ],
+        Duration::from_secs(10),
+    );
     assert!(out.status.success());
     let t = String::from_utf8_lossy(&out.stdout);
     let cfg = vr_stream::config::Config::from_toml(&t).unwrap();

@@ -13,8 +13,8 @@ use common::*;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
-use vr_stream::detect::onnx::{load_runtime, Detector, DetectorParams};
-use vr_stream::detect::{iou, Detection};
+use vr_stream::detect::onnx::{Detector, DetectorParams, load_runtime};
+use vr_stream::detect::{Detection, iou};
 
 /// The tests here stream or run the model flat out: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -30,16 +30,37 @@ struct Assets {
 
 /// Runs scripts/fetch-yolo.sh (cached after the first run) and reads its variables.
 fn assets() -> Assets {
-    let out = Command::new("bash").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch-yolo.sh")).output().expect("bash");
-    assert!(out.status.success(), "scripts/fetch-yolo.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/fetch-yolo.sh"
+        ))
+        .output()
+        .expect("bash");
+    assert!(
+        out.status.success(),
+        "scripts/fetch-yolo.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let var = |k: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).map(PathBuf::from).unwrap_or_else(|| panic!("{k} missing: {text}"));
-    Assets { dir: var("VR_YOLO_DIR"), lib: var("ORT_DYLIB_PATH") }
+    let var = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("{k} missing: {text}"))
+    };
+    Assets {
+        dir: var("VR_YOLO_DIR"),
+        lib: var("ORT_DYLIB_PATH"),
+    }
 }
 
 fn rgb_of(jpeg: &[u8]) -> (Vec<u8>, u32, u32) {
     use zune_jpeg::zune_core::{colorspace::ColorSpace, options::DecoderOptions};
-    let mut d = zune_jpeg::JpegDecoder::new_with_options(std::io::Cursor::new(jpeg), DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB));
+    let mut d = zune_jpeg::JpegDecoder::new_with_options(
+        std::io::Cursor::new(jpeg),
+        DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB),
+    );
     let px = d.decode().unwrap();
     let info = d.info().unwrap();
     (px, info.width as u32, info.height as u32)
@@ -53,20 +74,35 @@ struct Ref {
 }
 
 fn reference(a: &Assets, size: u32) -> Vec<Ref> {
-    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.dir.join(format!("reference-{size}.json"))).unwrap()).unwrap();
+    let j: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(a.dir.join(format!("reference-{size}.json"))).unwrap(),
+    )
+    .unwrap();
     j["detections"]
         .as_array()
         .unwrap()
         .iter()
         .map(|d| {
-            let b: Vec<f32> = d["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
-            Ref { class: d["class"].as_u64().unwrap() as u16, name: d["name"].as_str().unwrap().into(), score: d["score"].as_f64().unwrap() as f32, bbox: [b[0], b[1], b[2], b[3]] }
+            let b: Vec<f32> = d["box"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            Ref {
+                class: d["class"].as_u64().unwrap() as u16,
+                name: d["name"].as_str().unwrap().into(),
+                score: d["score"].as_f64().unwrap() as f32,
+                bbox: [b[0], b[1], b[2], b[3]],
+            }
         })
         .collect()
 }
 
 fn best_match<'a>(dets: &'a [Detection], r: &Ref) -> Option<&'a Detection> {
-    dets.iter().filter(|d| d.class == r.class).max_by(|a, b| iou(&a.bbox, &r.bbox).total_cmp(&iou(&b.bbox, &r.bbox)))
+    dets.iter()
+        .filter(|d| d.class == r.class)
+        .max_by(|a, b| iou(&a.bbox, &r.bbox).total_cmp(&iou(&b.bbox, &r.bbox)))
 }
 
 #[test]
@@ -90,25 +126,56 @@ fn dog_jpg_matches_opencv_darknet_through_letterbox_session_decode_and_nms() {
         assert_eq!(det.size(), size);
         let (dets, t) = det.detect_rgb(&rgb, w, h).unwrap();
         let refs = reference(&a, size);
-        eprintln!("{size}: prep {:?} infer {:?} post {:?}", t.prep, t.infer, t.post);
+        eprintln!(
+            "{size}: prep {:?} infer {:?} post {:?}",
+            t.prep, t.infer, t.post
+        );
         for d in &dets {
-            eprintln!("  ours: class {} score {:.4} box {:?}", d.class, d.score, d.bbox.map(|v| v.round()));
+            eprintln!(
+                "  ours: class {} score {:.4} box {:?}",
+                d.class,
+                d.score,
+                d.bbox.map(|v| v.round())
+            );
         }
         let wanted = [1u16, 2, 7, 16];
         let mut checked = vec![];
         for r in refs.iter().filter(|r| wanted.contains(&r.class)) {
-            let m = best_match(&dets, r).unwrap_or_else(|| panic!("{size}: no {} (reference score {})", r.name, r.score));
+            let m = best_match(&dets, r)
+                .unwrap_or_else(|| panic!("{size}: no {} (reference score {})", r.name, r.score));
             let (dscore, o) = ((m.score - r.score).abs(), iou(&m.bbox, &r.bbox));
-            eprintln!("  {} ref {:.4} ours {:.4} (diff {dscore:.4}), IoU {o:.4}", r.name, r.score, m.score);
-            assert!(dscore <= 0.02, "{size}: {} score {} vs reference {}", r.name, m.score, r.score);
-            assert!(o >= 0.9, "{size}: {} box {:?} vs reference {:?}: IoU {o}", r.name, m.bbox, r.bbox);
+            eprintln!(
+                "  {} ref {:.4} ours {:.4} (diff {dscore:.4}), IoU {o:.4}",
+                r.name, r.score, m.score
+            );
+            assert!(
+                dscore <= 0.02,
+                "{size}: {} score {} vs reference {}",
+                r.name,
+                m.score,
+                r.score
+            );
+            assert!(
+                o >= 0.9,
+                "{size}: {} box {:?} vs reference {:?}: IoU {o}",
+                r.name,
+                m.bbox,
+                r.bbox
+            );
             checked.push(r.class);
         }
         for c in [1u16, 16] {
             assert!(checked.contains(&c), "{size}: reference lacks class {c}");
         }
-        assert!(checked.contains(&2) || checked.contains(&7), "{size}: no car or truck");
-        assert_eq!(dets.len(), refs.len(), "{size}: as many detections as the reference");
+        assert!(
+            checked.contains(&2) || checked.contains(&7),
+            "{size}: no car or truck"
+        );
+        assert_eq!(
+            dets.len(),
+            refs.len(),
+            "{size}: as many detections as the reference"
+        );
     }
 }
 
@@ -121,19 +188,50 @@ fn the_same_photo_as_an_i420_frame_finds_the_same_objects() {
     let (_, w, h) = rgb_of(&jpeg);
     let mut scratch = vec![0u8; (w * h * 3) as usize];
     let mut i420 = vec![0u8; (w * h * 3 / 2) as usize];
-    vr_stream::source::v4l2::mjpeg_to_i420(&jpeg, w as usize, h as usize, &mut scratch, &mut i420).unwrap();
-    let mut det = Detector::open(DetectorParams { model: a.dir.join("yolov3-tiny-320.onnx"), size: 320, threads: 2, conf: 0.25, iou: 0.45, classes: vec![], max: 100 }).unwrap();
+    vr_stream::source::v4l2::mjpeg_to_i420(&jpeg, w as usize, h as usize, &mut scratch, &mut i420)
+        .unwrap();
+    let mut det = Detector::open(DetectorParams {
+        model: a.dir.join("yolov3-tiny-320.onnx"),
+        size: 320,
+        threads: 2,
+        conf: 0.25,
+        iou: 0.45,
+        classes: vec![],
+        max: 100,
+    })
+    .unwrap();
     let (dets, t) = det.detect_i420(&i420, w, h).unwrap();
-    eprintln!("I420 320: prep {:?} infer {:?} post {:?}", t.prep, t.infer, t.post);
+    eprintln!(
+        "I420 320: prep {:?} infer {:?} post {:?}",
+        t.prep, t.infer, t.post
+    );
     for r in reference(&a, 320).iter().filter(|r| r.score >= 0.35) {
         let m = best_match(&dets, r).unwrap_or_else(|| panic!("no {} from the I420 frame", r.name));
         let (dscore, o) = ((m.score - r.score).abs(), iou(&m.bbox, &r.bbox));
-        eprintln!("  {} ref {:.4} ours {:.4} (diff {dscore:.4}), IoU {o:.4}", r.name, r.score, m.score);
+        eprintln!(
+            "  {} ref {:.4} ours {:.4} (diff {dscore:.4}), IoU {o:.4}",
+            r.name, r.score, m.score
+        );
         // 4:2:0 chroma and limited-range rounding move scores a little.
-        assert!(dscore <= 0.08 && o >= 0.85, "{}: score {} vs {}, IoU {o}", r.name, m.score, r.score);
+        assert!(
+            dscore <= 0.08 && o >= 0.85,
+            "{}: score {} vs {}, IoU {o}",
+            r.name,
+            m.score,
+            r.score
+        );
     }
     // A class filter: only dogs.
-    let mut dogs = Detector::open(DetectorParams { model: a.dir.join("yolov3-tiny-320.onnx"), size: 320, threads: 1, conf: 0.25, iou: 0.45, classes: vec![16], max: 100 }).unwrap();
+    let mut dogs = Detector::open(DetectorParams {
+        model: a.dir.join("yolov3-tiny-320.onnx"),
+        size: 320,
+        threads: 1,
+        conf: 0.25,
+        iou: 0.45,
+        classes: vec![16],
+        max: 100,
+    })
+    .unwrap();
     let (d, _) = dogs.detect_i420(&i420, w, h).unwrap();
     assert!(!d.is_empty() && d.iter().all(|d| d.class == 16), "{d:?}");
 }
@@ -141,15 +239,31 @@ fn the_same_photo_as_an_i420_frame_finds_the_same_objects() {
 #[test]
 fn a_missing_library_or_model_is_named_with_the_fix() {
     let _serial = serial();
-    let e = load_runtime(std::path::Path::new("/nonexistent/libonnxruntime.so")).map(|_| ()).err();
+    let e = load_runtime(std::path::Path::new("/nonexistent/libonnxruntime.so"))
+        .map(|_| ())
+        .err();
     // (If another test loaded the runtime first, loading is a no-op: then only the model.)
     if let Some(e) = e {
         let m = e.to_string();
-        assert!(m.contains("/nonexistent/libonnxruntime.so") && m.contains("pip download --no-deps onnxruntime"), "{m}");
+        assert!(
+            m.contains("/nonexistent/libonnxruntime.so")
+                && m.contains("pip download --no-deps onnxruntime"),
+            "{m}"
+        );
     }
     let a = assets();
     load_runtime(&a.lib).unwrap();
-    let e = Detector::open(DetectorParams { model: "/nonexistent/m.onnx".into(), size: 320, threads: 1, conf: 0.25, iou: 0.45, classes: vec![], max: 10 }).err().unwrap();
+    let e = Detector::open(DetectorParams {
+        model: "/nonexistent/m.onnx".into(),
+        size: 320,
+        threads: 1,
+        conf: 0.25,
+        iou: 0.45,
+        classes: vec![],
+        max: 10,
+    })
+    .err()
+    .unwrap();
     assert!(e.to_string().contains("/nonexistent/m.onnx"), "{e}");
 }
 
@@ -162,18 +276,50 @@ fn yolo_on_the_real_clip_leaves_the_video_whole() {
     let port = free_port_pair();
     let dir = tempfile::tempdir().unwrap();
     let (sdp, cfg) = (dir.path().join("s.sdp"), dir.path().join("vr.toml"));
-    std::fs::write(&cfg, format!("[detect]\nonnxruntime = {:?}\nmodel = {:?}\n", a.lib.display().to_string(), a.dir.join("yolov3-tiny-320.onnx").display().to_string())).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[detect]\nonnxruntime = {:?}\nmodel = {:?}\n",
+            a.lib.display().to_string(),
+            a.dir.join("yolov3-tiny-320.onnx").display().to_string()
+        ),
+    )
+    .unwrap();
     let source = format!("file:{}", clip.display());
-    let args = ["--source", source.as_str(), "--ip", "127.0.0.1", "--port", &port.to_string(), "--sdp", sdp.to_str().unwrap(), "--instance", &inst, "--config", cfg.to_str().unwrap(), "--frames", "300"];
-    let out = run_vr(&[&args[..], &["--sdp-only"]].concat(), Duration::from_secs(20));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let args = [
+        "--source",
+        source.as_str(),
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--sdp",
+        sdp.to_str().unwrap(),
+        "--instance",
+        &inst,
+        "--config",
+        cfg.to_str().unwrap(),
+        "--frames",
+        "300",
+    ];
+    let out = run_vr(
+        &[&args[..], &["--sdp-only"]].concat(),
+        Duration::from_secs(20),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut ff = start_ffmpeg(&sdp, port);
     let stdout = ff.stdout.take().unwrap();
     let frames = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let f2 = frames.clone();
-    let reader = std::thread::spawn(move || for_each_frame(stdout, 1280 * 720 * 3 / 2, move |_| {
-        f2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }));
+    let reader = std::thread::spawn(move || {
+        for_each_frame(stdout, 1280 * 720 * 3 / 2, move |_| {
+            f2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })
+    });
     let out = run_vr(&[&args[..], &["--yolo"]].concat(), Duration::from_secs(60));
     let e = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{e}");
@@ -183,13 +329,30 @@ fn yolo_on_the_real_clip_leaves_the_video_whole() {
     reader.join().unwrap();
     let decoded = frames.load(std::sync::atomic::Ordering::Relaxed);
     let sent = summary_field(&e, "sent").unwrap();
-    eprintln!("{}", e.lines().filter(|l| l.contains("detect") || l.contains("total (") || l.contains("frames captured")).collect::<Vec<_>>().join("\n"));
-    assert!(decoded * 100 >= 99 * 300, "ffmpeg decoded {decoded} of 300 ({sent} sent) with --yolo");
-    let line = e.lines().find(|l| l.starts_with("vr-stream: detect:")).expect("detect summary");
+    eprintln!(
+        "{}",
+        e.lines()
+            .filter(|l| l.contains("detect")
+                || l.contains("total (")
+                || l.contains("frames captured"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        decoded * 100 >= 99 * 300,
+        "ffmpeg decoded {decoded} of 300 ({sent} sent) with --yolo"
+    );
+    let line = e
+        .lines()
+        .find(|l| l.starts_with("vr-stream: detect:"))
+        .expect("detect summary");
     let run: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
     assert!(run >= 10, "the detector ran on {run} frames: {line}");
     assert!(!line.contains(" 0 detections"), "{line}");
-    assert!(e.contains("stage detect pid") && e.contains("policy SCHED_OTHER"), "{e}");
+    assert!(
+        e.contains("stage detect pid") && e.contains("policy SCHED_OTHER"),
+        "{e}"
+    );
     assert!(leftover_segments(&inst).is_empty() && processes_of(&inst).is_empty());
 }
 
@@ -199,21 +362,49 @@ fn yolo_without_library_or_model_fails_at_start_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     // A shared library that is not ONNX Runtime: this process's libc.
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    let libc = maps.split_whitespace().find(|w| w.contains("/libc.so") || w.contains("/libc-")).expect("libc in /proc/self/maps").to_string();
+    let libc = maps
+        .split_whitespace()
+        .find(|w| w.contains("/libc.so") || w.contains("/libc-"))
+        .expect("libc in /proc/self/maps")
+        .to_string();
     let not_ort = format!("[detect]\nonnxruntime = {libc:?}\n");
     for (n, toml, want) in [
-        (0, "[detect]\nonnxruntime = \"/nonexistent/libonnxruntime.so\"\n", "/nonexistent/libonnxruntime.so"),
-        (1, "[detect]\nmodel = \"/nonexistent/yolo.onnx\"\n", "/nonexistent/yolo.onnx"),
+        (
+            0,
+            "[detect]\nonnxruntime = \"/nonexistent/libonnxruntime.so\"\n",
+            "/nonexistent/libonnxruntime.so",
+        ),
+        (
+            1,
+            "[detect]\nmodel = \"/nonexistent/yolo.onnx\"\n",
+            "/nonexistent/yolo.onnx",
+        ),
         (2, not_ort.as_str(), libc.as_str()),
     ] {
         let mut toml = toml.to_string();
         if n == 1 {
-            toml.push_str(&format!("onnxruntime = {:?}\n", assets().lib.display().to_string()));
+            toml.push_str(&format!(
+                "onnxruntime = {:?}\n",
+                assets().lib.display().to_string()
+            ));
         }
         let cfg = dir.path().join(format!("c{n}.toml"));
         std::fs::write(&cfg, toml).unwrap();
         let inst = instance(&format!("yolo-bad{n}"));
-        let out = run_vr(&["--yolo", "--config", cfg.to_str().unwrap(), "--instance", &inst, "--frames", "30", "--sdp", ""], Duration::from_secs(20));
+        let out = run_vr(
+            &[
+                "--yolo",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--instance",
+                &inst,
+                "--frames",
+                "30",
+                "--sdp",
+                "",
+            ],
+            Duration::from_secs(20),
+        );
         let e = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{e}");
         assert!(e.contains(want) && e.contains("--yolo"), "{e}");
@@ -231,9 +422,25 @@ fn detections_reach_vr_receive_as_rtcp_app_packets_naming_received_frames() {
     let port = free_port_pair();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("vr.toml");
-    std::fs::write(&cfg, format!("[detect]\nonnxruntime = {:?}\nmodel = {:?}\n", a.lib.display().to_string(), a.dir.join("yolov3-tiny-320.onnx").display().to_string())).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[detect]\nonnxruntime = {:?}\nmodel = {:?}\n",
+            a.lib.display().to_string(),
+            a.dir.join("yolov3-tiny-320.onnx").display().to_string()
+        ),
+    )
+    .unwrap();
     let rx = Command::new(env!("CARGO_BIN_EXE_vr-receive"))
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--json", "--interval", "0"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--json",
+            "--interval",
+            "0",
+        ])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -246,22 +453,54 @@ fn detections_reach_vr_receive_as_rtcp_app_packets_naming_received_frames() {
     }
     let source = format!("file:{}", clip.display());
     let out = run_vr(
-        &["--yolo", "--source", &source, "--ip", "127.0.0.1", "--port", &port.to_string(), "--sdp", "", "--instance", &inst, "--config", cfg.to_str().unwrap(), "--frames", "300"],
+        &[
+            "--yolo",
+            "--source",
+            &source,
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--sdp",
+            "",
+            "--instance",
+            &inst,
+            "--config",
+            cfg.to_str().unwrap(),
+            "--frames",
+            "300",
+        ],
         Duration::from_secs(60),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let o = rx.wait_with_output().unwrap();
-    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
     let d = &j["detections"];
     eprintln!("{d}");
     let msgs = d["messages"].as_u64().expect("detection messages");
     assert!(msgs >= 10, "{d}");
     // Every message names a frame the receiver got (RTP timestamp) — none invented.
-    assert!(d["matched_frames"].as_u64().unwrap() * 10 >= msgs * 9, "{d}");
+    assert!(
+        d["matched_frames"].as_u64().unwrap() * 10 >= msgs * 9,
+        "{d}"
+    );
     assert_eq!(d["last"]["frame"], serde_json::json!([1280, 720]));
     for it in d["last"]["items"].as_array().unwrap() {
-        let b: Vec<f64> = it["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-        assert!(b[0] <= b[2] && b[1] <= b[3] && b[2] <= 1280.0 && b[3] <= 720.0, "{it}");
+        let b: Vec<f64> = it["box"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert!(
+            b[0] <= b[2] && b[1] <= b[3] && b[2] <= 1280.0 && b[3] <= 720.0,
+            "{it}"
+        );
         assert!(it["score"].as_f64().unwrap() >= 0.25, "{it}");
     }
     // Capture → detections at the receiver: about one inference (tens of ms), not seconds.
@@ -279,9 +518,27 @@ fn yolo_overlay_draws_the_boxes_into_the_video() {
     let port = free_port_pair();
     let dir = tempfile::tempdir().unwrap();
     let (cfg, file) = (dir.path().join("vr.toml"), dir.path().join("out.h264"));
-    std::fs::write(&cfg, format!("[detect]\nonnxruntime = {:?}\nmodel = {:?}\n", a.lib.display().to_string(), a.dir.join("yolov3-tiny-320.onnx").display().to_string())).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[detect]\nonnxruntime = {:?}\nmodel = {:?}\n",
+            a.lib.display().to_string(),
+            a.dir.join("yolov3-tiny-320.onnx").display().to_string()
+        ),
+    )
+    .unwrap();
     let rx = Command::new(env!("CARGO_BIN_EXE_vr-receive"))
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--json", "--interval", "0", "-o", file.to_str().unwrap()])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--json",
+            "--interval",
+            "0",
+            "-o",
+            file.to_str().unwrap(),
+        ])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -294,10 +551,30 @@ fn yolo_overlay_draws_the_boxes_into_the_video() {
     }
     let source = format!("file:{}", clip.display());
     let out = run_vr(
-        &["--yolo-overlay", "--source", &source, "--ip", "127.0.0.1", "--port", &port.to_string(), "--sdp", "", "--instance", &inst, "--config", cfg.to_str().unwrap(), "--frames", "200"],
+        &[
+            "--yolo-overlay",
+            "--source",
+            &source,
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--sdp",
+            "",
+            "--instance",
+            &inst,
+            "--config",
+            cfg.to_str().unwrap(),
+            "--frames",
+            "200",
+        ],
         Duration::from_secs(60),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let o = rx.wait_with_output().unwrap();
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let got = j["frames"]["complete"].as_u64().unwrap() as usize;
@@ -305,7 +582,18 @@ fn yolo_overlay_draws_the_boxes_into_the_video() {
     // Decoded frame i against source frame i: the outlines change the chroma a lot along
     // lines; the encoder alone (8 Mbit/s) hardly ever moves chroma by 48 levels.
     let mut ff = Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-i", file.to_str().unwrap(), "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"])
+        .args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-i",
+            file.to_str().unwrap(),
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "yuv420p",
+            "-",
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -324,10 +612,19 @@ fn yolo_overlay_draws_the_boxes_into_the_video() {
     let mut per_frame = vec![];
     let mut next = 0usize;
     for_each_frame(ff.stdout.take().unwrap(), fb, |d| {
-        let sad = |s: &[u8]| (0..w * h).step_by(97).map(|i| (d[i] as i64 - s[i] as i64).abs()).sum::<i64>();
-        let q = (next..(next + 4).min(sources.len())).min_by_key(|&k| sad(&sources[k])).unwrap_or(next);
+        let sad = |s: &[u8]| {
+            (0..w * h)
+                .step_by(97)
+                .map(|i| (d[i] as i64 - s[i] as i64).abs())
+                .sum::<i64>()
+        };
+        let q = (next..(next + 4).min(sources.len()))
+            .min_by_key(|&k| sad(&sources[k]))
+            .unwrap_or(next);
         let s = &sources[q.min(sources.len() - 1)];
-        let c = (w * h..fb).filter(|&i| (d[i] as i32 - s[i] as i32).abs() > 48).count();
+        let c = (w * h..fb)
+            .filter(|&i| (d[i] as i32 - s[i] as i32).abs() > 48)
+            .count();
         per_frame.push(c);
         next = q + 1;
     });
@@ -337,8 +634,15 @@ fn yolo_overlay_draws_the_boxes_into_the_video() {
     let with_boxes = late.iter().filter(|&&c| c > 1000).count();
     eprintln!("chroma samples moved > 48 levels, last 90 frames: {late:?}");
     // Frames drawn while the newest result was empty carry none (seen: 72 of 100 with).
-    assert!(with_boxes >= 35, "only {with_boxes} of the last 90 frames carry outlines: {late:?}");
-    assert!(per_frame[0] < 1000, "the first frame (no detection yet) is untouched: {}", per_frame[0]);
+    assert!(
+        with_boxes >= 35,
+        "only {with_boxes} of the last 90 frames carry outlines: {late:?}"
+    );
+    assert!(
+        per_frame[0] < 1000,
+        "the first frame (no detection yet) is untouched: {}",
+        per_frame[0]
+    );
 }
 
 #[test]
@@ -357,7 +661,19 @@ fn a_detect_stage_that_keeps_failing_is_dropped_and_the_video_goes_on() {
     .unwrap();
     let port = free_port_pair();
     let vr = Command::new(bin())
-        .args(["--yolo", "--ip", "127.0.0.1", "--port", &port.to_string(), "--sdp", "", "--instance", &inst, "--config", cfg.to_str().unwrap()])
+        .args([
+            "--yolo",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--sdp",
+            "",
+            "--instance",
+            &inst,
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
         .args(["--width", "640", "--height", "360", "--frames", "360"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -368,13 +684,24 @@ fn a_detect_stage_that_keeps_failing_is_dropped_and_the_video_goes_on() {
     std::thread::sleep(Duration::from_millis(500));
     // The model goes away and the running detector is killed: every restart fails.
     std::fs::remove_file(&model).unwrap();
-    let pid = ctl.stage(vr_stream::shm::stats::STAGE_DETECT).pid.load(std::sync::atomic::Ordering::Relaxed);
+    let pid = ctl
+        .stage(vr_stream::shm::stats::STAGE_DETECT)
+        .pid
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert!(pid > 0);
-    let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
     let out = vr.wait_with_output().unwrap();
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the stream must not end with the detector: {e}");
-    assert!(e.contains("streaming on without detection") && e.contains("m.onnx"), "{e}");
+    assert!(
+        out.status.success(),
+        "the stream must not end with the detector: {e}"
+    );
+    assert!(
+        e.contains("streaming on without detection") && e.contains("m.onnx"),
+        "{e}"
+    );
     assert_eq!(summary_field(&e, "sent"), Some(360), "{e}");
     assert!(leftover_segments(&inst).is_empty() && processes_of(&inst).is_empty());
 }

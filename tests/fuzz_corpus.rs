@@ -9,7 +9,9 @@ use vr_stream::fuzzing;
 use vr_stream::rtp::{PacketBuf, Packetizer, RtpParams};
 
 fn corpus_dir(target: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target)
 }
 
 fn framed(pkts: impl IntoIterator<Item = Vec<u8>>) -> Vec<u8> {
@@ -22,18 +24,29 @@ fn framed(pkts: impl IntoIterator<Item = Vec<u8>>) -> Vec<u8> {
 }
 
 fn stream_packets() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
-    let mut pk = Packetizer::new(RtpParams { ssrc: 0x1234, payload_type: 96, payload_size: 300, capture_time_ext_id: Some(1) }, 65530);
+    let mut pk = Packetizer::new(
+        RtpParams {
+            ssrc: 0x1234,
+            payload_type: 96,
+            payload_size: 300,
+            capture_time_ext_id: Some(1),
+        },
+        65530,
+    );
     let mut fec = vr_stream::fec::FecEncoder::new(0);
     let (mut media, mut fecs) = (vec![], vec![]);
     for i in 0..3u32 {
         let mut au = vec![];
         if i == 0 {
-            au.extend_from_slice(&[0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80]);
+            au.extend_from_slice(&[
+                0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80,
+            ]);
         }
         au.extend_from_slice(&[0, 0, 0, 1, if i == 0 { 0x65 } else { 0x41 }]);
         au.extend((0..700 + 100 * i).map(|k| (k % 251 + 1) as u8));
         let mut buf = PacketBuf::default();
-        pk.packetize(&au, 1500 * i, Some(1 << 32), &mut buf).unwrap();
+        pk.packetize(&au, 1500 * i, Some(1 << 32), &mut buf)
+            .unwrap();
         let mut f = PacketBuf::default();
         fec.protect(&buf, 50, 127, &mut f).unwrap();
         media.extend(buf.iter().map(|p| p.to_vec()));
@@ -51,10 +64,32 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let mut reordered = media.clone();
     reordered.swap(1, 3);
     reordered.remove(5);
-    out.push(("depacketizer", "reordered-lossy-with-fec", framed(reordered.into_iter().chain(fecs.clone()))));
-    let block = ReportBlock { ssrc: 0x1234, fraction_lost: 12, cumulative_lost: 40, ext_highest_seq: 70_000, jitter: 90, lsr: 0x1234_5678, dlsr: 0x8000 };
+    out.push((
+        "depacketizer",
+        "reordered-lossy-with-fec",
+        framed(reordered.into_iter().chain(fecs.clone())),
+    ));
+    let block = ReportBlock {
+        ssrc: 0x1234,
+        fraction_lost: 12,
+        cumulative_lost: 40,
+        ext_highest_seq: 70_000,
+        jitter: 90,
+        lsr: 0x1234_5678,
+        dlsr: 0x8000,
+    };
     let mut sr = vec![];
-    write_sr(&mut sr, 0x1234, &SenderInfo { ntp: 0xe000_0000_8000_0000, rtp_ts: 9000, packets: 10, octets: 9000 }, &[block]);
+    write_sr(
+        &mut sr,
+        0x1234,
+        &SenderInfo {
+            ntp: 0xe000_0000_8000_0000,
+            rtp_ts: 9000,
+            packets: 10,
+            octets: 9000,
+        },
+        &[block],
+    );
     write_sdes_cname(&mut sr, 0x1234, "vr-stream@pi");
     out.push(("rtcp", "sr-sdes", sr));
     let mut rr = vec![];
@@ -63,15 +98,31 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     write_nack(&mut rr, 7, 0x1234, &[5, 6, 7, 40, 1000]);
     write_bye(&mut rr, 7);
     out.push(("rtcp", "rr-pli-nack-bye", rr));
-    out.push(("rtcp", "clock-answer", vr_stream::clock::answer(&vr_stream::clock::request(1 << 40, 3), 2 << 40, 3 << 40).unwrap().to_vec()));
-    out.push(("fec", "frame-with-fec", framed(media[..4].iter().cloned().chain(fecs[..2].iter().cloned()))));
-    out.push(("fec", "roundtrip-8-packets", vec![7, 0b1010_0110, 10, 200, 3, 50, 255, 0, 9, 77]));
+    out.push((
+        "rtcp",
+        "clock-answer",
+        vr_stream::clock::answer(&vr_stream::clock::request(1 << 40, 3), 2 << 40, 3 << 40)
+            .unwrap()
+            .to_vec(),
+    ));
+    out.push((
+        "fec",
+        "frame-with-fec",
+        framed(media[..4].iter().cloned().chain(fecs[..2].iter().cloned())),
+    ));
+    out.push((
+        "fec",
+        "roundtrip-8-packets",
+        vec![7, 0b1010_0110, 10, 200, 3, 50, 255, 0, 9, 77],
+    ));
     let sdp = vr_stream::sdp::write_sdp(&vr_stream::sdp::SdpParams {
         origin: "10.0.0.2".parse().unwrap(),
         dest: "10.0.0.9".parse().unwrap(),
         port: 5004,
         payload_type: 96,
-        parameter_sets: &[0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0xda, 0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80],
+        parameter_sets: &[
+            0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0xda, 0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80,
+        ],
         capture_time_ext_id: Some(1),
         fps: (60, 1),
         session_id: 1,
@@ -108,7 +159,10 @@ fn committed_corpus_files_pass_their_targets() {
     let mut n = 0;
     for target in ["depacketizer", "rtcp", "fec", "sdp"] {
         let dir = corpus_dir(target);
-        let entries: Vec<_> = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())).flatten().collect();
+        let entries: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .flatten()
+            .collect();
         assert!(!entries.is_empty(), "no seeds in {}", dir.display());
         for e in entries {
             let data = std::fs::read(e.path()).unwrap();

@@ -13,7 +13,23 @@ fn mjpeg_frame_matches_ffmpeg_decode() {
     let (w, h) = (320usize, 240usize);
     let jpg = dir.path().join("f.jpg");
     let st = Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=320x240", "-frames:v", "1", "-pix_fmt", "yuvj422p", "-huffman", "default", "-f", "mjpeg"])
+        .args([
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240",
+            "-frames:v",
+            "1",
+            "-pix_fmt",
+            "yuvj422p",
+            "-huffman",
+            "default",
+            "-f",
+            "mjpeg",
+        ])
         .arg(&jpg)
         .status()
         .expect("ffmpeg");
@@ -32,12 +48,17 @@ fn mjpeg_frame_matches_ffmpeg_decode() {
     mjpeg_to_i420(&data, w, h, &mut scratch, &mut out).unwrap();
     let py = psnr(&out[..w * h], &reference[..w * h]);
     let pc = psnr(&out[w * h..], &reference[w * h..]);
-    assert!(py > 40.0 && pc > 30.0, "PSNR Y {py:.1} dB, chroma {pc:.1} dB");
+    assert!(
+        py > 40.0 && pc > 30.0,
+        "PSNR Y {py:.1} dB, chroma {pc:.1} dB"
+    );
 
     // As UVC webcams send MJPEG: an APP0 "AVI1" segment and no DHT segment (the decoder
     // must use the standard tables of JPEG Annex K.3). Rebuild the frame that way: drop
     // every APP0 and DHT segment of ffmpeg's JPEG and put an AVI1 APP0 after SOI.
-    let mut stripped = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x07, b'A', b'V', b'I', b'1', 0x00];
+    let mut stripped = vec![
+        0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x07, b'A', b'V', b'I', b'1', 0x00,
+    ];
     let mut i = 2;
     loop {
         assert_eq!(data[i], 0xFF);
@@ -58,7 +79,17 @@ fn mjpeg_frame_matches_ffmpeg_decode() {
     assert!(psnr(&out[..w * h], &reference[..w * h]) > 40.0);
 
     // Wrong size and garbage are errors, not panics.
-    assert!(mjpeg_to_i420(&data, 640, 480, &mut vec![0; 640 * 480 * 3], &mut vec![0; 640 * 480 * 3 / 2]).unwrap_err().contains("320x240"));
+    assert!(
+        mjpeg_to_i420(
+            &data,
+            640,
+            480,
+            &mut vec![0; 640 * 480 * 3],
+            &mut vec![0; 640 * 480 * 3 / 2]
+        )
+        .unwrap_err()
+        .contains("320x240")
+    );
     assert!(mjpeg_to_i420(&data[..100], w, h, &mut scratch, &mut out).is_err());
     assert!(mjpeg_to_i420(b"not a jpeg", w, h, &mut scratch, &mut out).is_err());
 }

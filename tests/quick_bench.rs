@@ -15,7 +15,11 @@ fn qb() -> Command {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// Every object with p50/p99/max in the document: ordered and non-negative.
@@ -23,9 +27,21 @@ fn check_percentiles(v: &Value, path: &str, found: &mut usize) {
     match v {
         Value::Object(m) => {
             if let (Some(a), Some(b), Some(c)) = (m.get("p50"), m.get("p99"), m.get("max")) {
-                let (a, b, c) = (a.as_f64().unwrap(), b.as_f64().unwrap(), c.as_f64().unwrap());
-                assert!(0.0 <= a && a <= b && b <= c, "{path}: p50 {a} p99 {b} max {c}");
-                assert!(m.get("unit").and_then(Value::as_str).is_some_and(|u| u == "us" || u == "ms"), "{path}: unit");
+                let (a, b, c) = (
+                    a.as_f64().unwrap(),
+                    b.as_f64().unwrap(),
+                    c.as_f64().unwrap(),
+                );
+                assert!(
+                    0.0 <= a && a <= b && b <= c,
+                    "{path}: p50 {a} p99 {b} max {c}"
+                );
+                assert!(
+                    m.get("unit")
+                        .and_then(Value::as_str)
+                        .is_some_and(|u| u == "us" || u == "ms"),
+                    "{path}: unit"
+                );
                 *found += 1;
             }
             for (k, x) in m {
@@ -62,21 +78,50 @@ impl Drop for Kill {
 #[test]
 fn quick_json_validates_against_the_schema_and_times_the_echo() {
     let port = free_udp_port_pair();
-    let _echo = Kill(qb().args(["--echo", &format!("127.0.0.1:{}", port + 1)]).spawn().unwrap());
+    let _echo = Kill(
+        qb().args(["--echo", &format!("127.0.0.1:{}", port + 1)])
+            .spawn()
+            .unwrap(),
+    );
     std::thread::sleep(std::time::Duration::from_millis(200));
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, format!("[stream]\nport = {port}\n")).unwrap();
     let t = std::time::Instant::now();
-    let o = qb().args(["--quick", "--json", "--ip", "127.0.0.1", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    let o = qb()
+        .args([
+            "--quick",
+            "--json",
+            "--ip",
+            "127.0.0.1",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
     let took = t.elapsed();
     let code = o.status.code().unwrap();
-    let doc: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", text(&o)));
+    let doc: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", text(&o)));
 
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/quick-bench.schema.json")).unwrap()).unwrap();
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/quick-bench.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
     let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
-    let errors: Vec<String> = validator.iter_errors(&doc).map(|e| format!("{} at {}", e, e.instance_path())).collect();
-    assert!(errors.is_empty(), "schema violations:\n{}", errors.join("\n"));
+    let errors: Vec<String> = validator
+        .iter_errors(&doc)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "schema violations:\n{}",
+        errors.join("\n")
+    );
     // The schema is not vacuous: a broken document fails it.
     let mut broken = doc.clone();
     broken["memory"]["copy"]["p50"] = Value::from(-1.0);
@@ -85,26 +130,48 @@ fn quick_json_validates_against_the_schema_and_times_the_echo() {
     let mut found = 0;
     check_percentiles(&doc, "$", &mut found);
     assert!(found >= 7, "percentile sets found: {found}"); // jitter x2, copy, ring, encode, send, rtt
-    assert_eq!(doc["exit"].as_i64().unwrap(), code as i64, "exit status matches the document");
+    assert_eq!(
+        doc["exit"].as_i64().unwrap(),
+        code as i64,
+        "exit status matches the document"
+    );
     assert!(code == 0 || code == 1, "{}", text(&o));
     // What this machine cannot do is said, not failed.
     assert_eq!(doc["camera"]["status"], "not-measured");
-    assert!(doc["camera"]["reason"].as_str().unwrap().contains("/dev/video"));
+    assert!(
+        doc["camera"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("/dev/video")
+    );
     assert_eq!(doc["network"]["wifi"]["status"], "not-measured");
     assert_eq!(doc["detector"]["status"], "not-measured");
     // Measured here.
     for s in ["jitter", "ring", "encoder"] {
         assert_eq!(doc[s]["status"], "measured", "{s}: {}", doc[s]);
     }
-    assert_eq!(doc["network"]["rtt"]["status"], "measured", "{}", doc["network"]);
+    assert_eq!(
+        doc["network"]["rtt"]["status"], "measured",
+        "{}",
+        doc["network"]
+    );
     assert_eq!(doc["network"]["route"]["interface"], "lo");
     let enc = &doc["encoder"];
-    assert!(enc["achieved_kbps"].as_f64().unwrap() > 0.25 * enc["target_kbps"].as_f64().unwrap(), "{enc}");
+    assert!(
+        enc["achieved_kbps"].as_f64().unwrap() > 0.25 * enc["target_kbps"].as_f64().unwrap(),
+        "{enc}"
+    );
     let b = &doc["budget"];
     assert_eq!(b["target_ms"], 20);
-    assert_eq!(b["within_target"].as_bool().unwrap(), b["total_p99_ms"].as_f64().unwrap() <= 20.0);
+    assert_eq!(
+        b["within_target"].as_bool().unwrap(),
+        b["total_p99_ms"].as_f64().unwrap() <= 20.0
+    );
     assert_eq!(b["missing"], serde_json::json!(["capture"]));
-    assert_eq!(doc["exit"] == 0, doc["system"]["tuned"] == true && b["within_target"] == true);
+    assert_eq!(
+        doc["exit"] == 0,
+        doc["system"]["tuned"] == true && b["within_target"] == true
+    );
     assert!(took.as_secs() < 30, "--quick took {took:?}");
 }
 
@@ -115,16 +182,46 @@ fn text_output_fits_80_columns_and_says_why_sections_did_not_run() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, format!("[stream]\nport = {port}\n")).unwrap();
-    let o = qb().args(["--quick", "--ip", "127.0.0.1", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    let o = qb()
+        .args([
+            "--quick",
+            "--ip",
+            "127.0.0.1",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
     let out = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(o.status.code() == Some(0) || o.status.code() == Some(1), "{}", text(&o));
+    assert!(
+        o.status.code() == Some(0) || o.status.code() == Some(1),
+        "{}",
+        text(&o)
+    );
     for l in out.lines() {
-        assert!(l.chars().count() <= 80, "line over 80 columns ({}): {l}", l.chars().count());
+        assert!(
+            l.chars().count() <= 80,
+            "line over 80 columns ({}): {l}",
+            l.chars().count()
+        );
     }
-    for heading in ["1. System", "2. Timer", "3. Frame copy", "4. Frame ring", "5. Encoder", "6. Detector", "7. Camera", "8. Network", "9. Sender-side latency budget"] {
+    for heading in [
+        "1. System",
+        "2. Timer",
+        "3. Frame copy",
+        "4. Frame ring",
+        "5. Encoder",
+        "6. Detector",
+        "7. Camera",
+        "8. Network",
+        "9. Sender-side latency budget",
+    ] {
         assert!(out.contains(heading), "{heading} missing:\n{out}");
     }
-    assert!(out.contains("round trip: not measured: no echo reply"), "{out}");
+    assert!(
+        out.contains("round trip: not measured: no echo reply"),
+        "{out}"
+    );
     assert!(out.contains("decode and display on the headset"), "{out}");
 }
 
@@ -133,7 +230,10 @@ fn bad_arguments_exit_2() {
     for (args, want) in [
         (vec!["--profile", "fastest"], "unknown profile 'fastest'"),
         (vec!["--ip", "300.1.1.1"], "300.1.1.1"),
-        (vec!["--config", "/nonexistent.toml"], "--config /nonexistent.toml"),
+        (
+            vec!["--config", "/nonexistent.toml"],
+            "--config /nonexistent.toml",
+        ),
         (vec!["--echo", "nowhere"], "--echo \"nowhere\""),
     ] {
         let o = qb().args(&args).output().unwrap();
@@ -162,19 +262,45 @@ fn system_checks_on_pi_roots_agree_with_setup_check() {
         let r = d.path().to_str().unwrap();
         vr_setup::fixture::pi_root(d.path(), cmdline).unwrap();
         if apply {
-            let o = Command::new(&setup).args(["--root", r, "--user", "pi", "--apply"]).output().unwrap();
+            let o = Command::new(&setup)
+                .args(["--root", r, "--user", "pi", "--apply"])
+                .output()
+                .unwrap();
             assert!(o.status.success(), "{name}: {}", text(&o));
         }
-        let s = Command::new(&setup).args(["--root", r, "--user", "pi", "--check", "--json"]).output().unwrap();
-        let q = qb().args(["--root", r, "--user", "pi", "--system-only", "--json"]).output().unwrap();
+        let s = Command::new(&setup)
+            .args(["--root", r, "--user", "pi", "--check", "--json"])
+            .output()
+            .unwrap();
+        let q = qb()
+            .args(["--root", r, "--user", "pi", "--system-only", "--json"])
+            .output()
+            .unwrap();
         let sj: Value = serde_json::from_slice(&s.stdout).unwrap();
         let qj: Value = serde_json::from_slice(&q.stdout).unwrap();
         let verdicts = |rows: &Value| -> Vec<(String, String)> {
-            rows.as_array().unwrap().iter().map(|r| (r["what"].as_str().unwrap().to_string(), r["status"].as_str().unwrap().to_string())).collect()
+            rows.as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        r["what"].as_str().unwrap().to_string(),
+                        r["status"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect()
         };
-        assert_eq!(verdicts(&sj["rows"]), verdicts(&qj["system"]["rows"]), "{name}");
+        assert_eq!(
+            verdicts(&sj["rows"]),
+            verdicts(&qj["system"]["rows"]),
+            "{name}"
+        );
         assert_eq!(sj["tuned"], qj["system"]["tuned"], "{name}");
         assert_eq!(s.status.code(), q.status.code(), "{name}: same exit status");
-        assert_eq!(sj["tuned"] == true, apply, "{name}: tuned exactly when applied");
+        assert_eq!(
+            sj["tuned"] == true,
+            apply,
+            "{name}: tuned exactly when applied"
+        );
     }
 }

@@ -23,7 +23,9 @@ fn wait_json(mut rx: Child, limit: Duration) -> serde_json::Value {
     let t0 = Instant::now();
     while rx.try_wait().unwrap().is_none() {
         if t0.elapsed() > limit {
-            let _ = Command::new("kill").args(["-INT", &rx.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-INT", &rx.id().to_string()])
+                .status();
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -31,7 +33,12 @@ fn wait_json(mut rx: Child, limit: Duration) -> serde_json::Value {
     let e = String::from_utf8_lossy(&out.stderr);
     eprintln!("{}", e.lines().last().unwrap_or(""));
     assert!(out.status.success(), "vr-receive failed: {e}");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|err| panic!("vr-receive --json: {err}: {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|err| {
+        panic!(
+            "vr-receive --json: {err}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 /// Pattern frame ids decoded by ffmpeg from an Annex-B file.
@@ -39,12 +46,22 @@ fn decode_ids(file: &std::path::Path, w: u32, h: u32) -> Vec<u64> {
     let mut ff = Command::new("ffmpeg")
         .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-i"])
         .arg(file)
-        .args(["-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"])
+        .args([
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "yuv420p",
+            "-",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("ffmpeg");
-    let ids = read_pattern_ids(ff.stdout.take().unwrap(), w, h).join().unwrap();
+    let ids = read_pattern_ids(ff.stdout.take().unwrap(), w, h)
+        .join()
+        .unwrap();
     let _ = ff.wait();
     ids.into_iter().flatten().collect()
 }
@@ -56,7 +73,16 @@ fn loopback_every_frame_complete_decodable_with_latency_and_zero_offset() {
     let file = dir.path().join("out.h264");
     let port = free_port_pair();
     let rx = Command::new(receive_bin())
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--json", "--interval", "0", "-o"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--json",
+            "--interval",
+            "0",
+            "-o",
+        ])
         .arg(&file)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -71,15 +97,37 @@ fn loopback_every_frame_complete_decodable_with_latency_and_zero_offset() {
             std::io::Read::read_to_string(rx.stderr.as_mut().unwrap(), &mut e).unwrap();
             panic!("vr-receive exited with {st}: {e}");
         }
-        assert!(t0.elapsed() < Duration::from_secs(10), "vr-receive did not bind {port}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "vr-receive did not bind {port}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let inst = instance("recv-lo");
     let out = run_vr(
-        &["--ip", "127.0.0.1", "--port", &port.to_string(), "--sdp", "", "--instance", &inst, "--frames", "300", "--width", "640", "--height", "360"],
+        &[
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--sdp",
+            "",
+            "--instance",
+            &inst,
+            "--frames",
+            "300",
+            "--width",
+            "640",
+            "--height",
+            "360",
+        ],
         Duration::from_secs(60),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // vr-stream's BYE ends vr-receive.
     let j = wait_json(rx, Duration::from_secs(10));
     let complete = j["frames"]["complete"].as_u64().unwrap();
@@ -89,24 +137,40 @@ fn loopback_every_frame_complete_decodable_with_latency_and_zero_offset() {
     let p50 = j["latency_ms"]["p50"].as_f64().unwrap();
     assert!(p50 > 0.5 && p50 < 40.0, "{j}");
     assert_eq!(j["latency_ms"]["samples"].as_u64().unwrap(), complete);
-    let off = j["clock"]["offset_ms"].as_f64().expect("clock probes answered");
+    let off = j["clock"]["offset_ms"]
+        .as_f64()
+        .expect("clock probes answered");
     assert!(off.abs() < 1.0, "same machine, offset {off} ms");
     let ids = decode_ids(&file, 640, 360);
-    assert_eq!(ids.len() as u64, complete, "ffmpeg decodes every frame vr-receive wrote");
-    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "in order, none missing");
+    assert_eq!(
+        ids.len() as u64,
+        complete,
+        "ffmpeg decodes every frame vr-receive wrote"
+    );
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "in order, none missing"
+    );
 }
 
 /// Streams 600 frames of the 640x360 pattern at 3 Mbit/s, no periodic IDR, into a
 /// namespace that drops `loss_pct`% of the RTP and FEC packets, with FEC at `fec_pct`%.
 /// Returns vr-receive's JSON, vr-stream's stderr and the ids ffmpeg decoded.
-fn lossy_run(tag: &str, subnet: u8, loss_pct: u32, fec_pct: u32) -> Option<(serde_json::Value, String, Vec<u64>)> {
+fn lossy_run(
+    tag: &str,
+    subnet: u8,
+    loss_pct: u32,
+    fec_pct: u32,
+) -> Option<(serde_json::Value, String, Vec<u64>)> {
     let ns = Netns::new(tag, subnet)?;
     ns.nft("add table inet vrt");
     ns.nft("add chain inet vrt in { type filter hook input priority 0 ; }");
     // Count what arrives by DSCP first (stream.dscp = 34, AF41: WMM's video category).
     ns.nft("add rule inet vrt in udp dport { 5004, 5005, 5006 } ip dscp af41 counter");
     ns.nft("add rule inet vrt in udp dport { 5004, 5005, 5006 } ip dscp != af41 counter");
-    ns.nft(&format!("add rule inet vrt in udp dport {{ 5004, 5006 }} numgen random mod 100 < {loss_pct} drop"));
+    ns.nft(&format!(
+        "add rule inet vrt in udp dport {{ 5004, 5006 }} numgen random mod 100 < {loss_pct} drop"
+    ));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("out.h264");
     let rx = Command::new("ip")
@@ -121,22 +185,55 @@ fn lossy_run(tag: &str, subnet: u8, loss_pct: u32, fec_pct: u32) -> Option<(serd
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let cfg = dir.path().join("vr.toml");
-    std::fs::write(&cfg, format!("[encoder]\nkeyint = 1000\n[stream]\nfec_percent = {fec_pct}\n")).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("[encoder]\nkeyint = 1000\n[stream]\nfec_percent = {fec_pct}\n"),
+    )
+    .unwrap();
     let inst = instance(tag);
     let out = run_vr(
-        &["--ip", &format!("10.77.{subnet}.2"), "--port", "5004", "--sdp", "", "--instance", &inst, "--frames", "600", "--width", "640", "--height", "360", "--bitrate", "3000", "--config", cfg.to_str().unwrap()],
+        &[
+            "--ip",
+            &format!("10.77.{subnet}.2"),
+            "--port",
+            "5004",
+            "--sdp",
+            "",
+            "--instance",
+            &inst,
+            "--frames",
+            "600",
+            "--width",
+            "640",
+            "--height",
+            "360",
+            "--bitrate",
+            "3000",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
         Duration::from_secs(60),
     );
     let e = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{e}");
     let j = wait_json(rx, Duration::from_secs(10));
     // Every RTP, RTCP and FEC packet carried AF41.
-    let rules = Command::new("ip").args(["netns", "exec", &ns.name, "nft", "list", "chain", "inet", "vrt", "in"]).output().unwrap();
+    let rules = Command::new("ip")
+        .args([
+            "netns", "exec", &ns.name, "nft", "list", "chain", "inet", "vrt", "in",
+        ])
+        .output()
+        .unwrap();
     let rules = String::from_utf8_lossy(&rules.stdout).into_owned();
     let count = |needle: &str| -> u64 {
-        let l = rules.lines().find(|l| l.contains(needle) && l.contains("counter")).unwrap_or_else(|| panic!("no rule {needle}: {rules}"));
+        let l = rules
+            .lines()
+            .find(|l| l.contains(needle) && l.contains("counter"))
+            .unwrap_or_else(|| panic!("no rule {needle}: {rules}"));
         let w: Vec<&str> = l.split_whitespace().collect();
-        w.windows(2).find(|p| p[0] == "packets").unwrap()[1].parse().unwrap()
+        w.windows(2).find(|p| p[0] == "packets").unwrap()[1]
+            .parse()
+            .unwrap()
     };
     assert!(count("dscp af41") > 1000, "{rules}");
     assert_eq!(count("dscp != af41"), 0, "{rules}");
@@ -151,30 +248,69 @@ fn random_loss_without_fec_brings_plis_and_idrs_and_decoding_goes_on() {
         eprintln!("skipped: needs root to create a network namespace");
         return;
     };
-    let (complete, lost) = (j["frames"]["complete"].as_u64().unwrap(), j["frames"]["lost"].as_u64().unwrap());
+    let (complete, lost) = (
+        j["frames"]["complete"].as_u64().unwrap(),
+        j["frames"]["lost"].as_u64().unwrap(),
+    );
     let plis = j["pli_sent"].as_u64().unwrap();
-    let rtcp = e.lines().find(|l| l.starts_with("vr-stream: RTCP:")).unwrap_or_else(|| panic!("{e}")).to_string();
-    let idr = e.lines().find(|l| l.contains("frames captured")).and_then(|l| l.split("IDR ").nth(1)).and_then(|s| s.split(')').next()).and_then(|s| s.parse::<u64>().ok()).unwrap();
+    let rtcp = e
+        .lines()
+        .find(|l| l.starts_with("vr-stream: RTCP:"))
+        .unwrap_or_else(|| panic!("{e}"))
+        .to_string();
+    let idr = e
+        .lines()
+        .find(|l| l.contains("frames captured"))
+        .and_then(|l| l.split("IDR ").nth(1))
+        .and_then(|s| s.split(')').next())
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap();
     eprintln!("complete {complete} lost {lost} PLI sent {plis}; sender: {rtcp}; IDR {idr}");
     assert!(lost > 0 && plis > 0, "{j}");
     assert!(rtcp.contains(" lost, "), "{rtcp}");
-    let pli_received: u64 = rtcp.split("PLI ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+    let pli_received: u64 = rtcp
+        .split("PLI ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(pli_received > 0, "{rtcp}");
     // The first IDR plus at least one answering a PLI (no periodic IDR with keyint 1000).
     assert!(idr >= 2, "IDR {idr}");
-    eprintln!("ffmpeg decoded {} frames, last id {:?}", ids.len(), ids.last());
+    eprintln!(
+        "ffmpeg decoded {} frames, last id {:?}",
+        ids.len(),
+        ids.last()
+    );
     let held = j["held_back"].as_u64().unwrap();
     let written = complete - held;
     // Every loss healed by an IDR a few frames later (PLI round trip + the encoder's next
     // frame; an IDR is large, so it is itself lost more often than a P frame).
     let rec = &j["broken_frames"];
-    eprintln!("written {written}, held back {held}, broken {rec}, after the latest loss {}", j["recovery_frames"]);
+    eprintln!(
+        "written {written}, held back {held}, broken {rec}, after the latest loss {}",
+        j["recovery_frames"]
+    );
     // Frames from the first loss to the IDR, both counted. Measured here: p50 4, max 10
     // frames at 60 fps (re-PLI every 50 ms while the IDR is missing). Forward error
     // correction is what shortens this further.
-    assert!(rec["p50"].as_u64().unwrap() <= 8 && rec["max"].as_u64().unwrap() <= 30, "{rec}");
-    assert!(ids.len() as u64 >= written * 98 / 100, "decoded {} of {written} written", ids.len());
-    assert!(ids.last().is_some_and(|&i| i >= 590), "decoding reaches the end of the stream: {:?}", ids.last());
+    assert!(
+        rec["p50"].as_u64().unwrap() <= 8 && rec["max"].as_u64().unwrap() <= 30,
+        "{rec}"
+    );
+    assert!(
+        ids.len() as u64 >= written * 98 / 100,
+        "decoded {} of {written} written",
+        ids.len()
+    );
+    assert!(
+        ids.last().is_some_and(|&i| i >= 590),
+        "decoding reaches the end of the stream: {:?}",
+        ids.last()
+    );
     assert!(ids.windows(2).all(|w| w[1] > w[0]));
 }
 
@@ -186,15 +322,29 @@ fn one_percent_loss_with_fec_keeps_995_permille_of_frames() {
         return;
     };
     let f = &j["frames"];
-    let (complete, recovered, lost) = (f["complete"].as_u64().unwrap(), f["recovered"].as_u64().unwrap(), f["lost"].as_u64().unwrap());
-    let fec = e.lines().find(|l| l.contains("frames captured")).unwrap().to_string();
-    eprintln!("1% loss, FEC 20%: complete {complete} recovered {recovered} lost {lost}; {}; decoded {}", j["packets"], ids.len());
+    let (complete, recovered, lost) = (
+        f["complete"].as_u64().unwrap(),
+        f["recovered"].as_u64().unwrap(),
+        f["lost"].as_u64().unwrap(),
+    );
+    let fec = e
+        .lines()
+        .find(|l| l.contains("frames captured"))
+        .unwrap()
+        .to_string();
+    eprintln!(
+        "1% loss, FEC 20%: complete {complete} recovered {recovered} lost {lost}; {}; decoded {}",
+        j["packets"],
+        ids.len()
+    );
     assert!(!fec.contains("FEC packets 0;"), "{fec}");
     assert!(recovered > 0, "{j}");
     let total = complete + recovered + lost;
     assert!(total >= 595, "{j}");
     assert!((complete + recovered) * 1000 >= total * 995, "{j}");
-    assert!(ids.len() as u64 >= (complete + recovered - j["held_back"].as_u64().unwrap()) * 98 / 100);
+    assert!(
+        ids.len() as u64 >= (complete + recovered - j["held_back"].as_u64().unwrap()) * 98 / 100
+    );
 }
 
 #[test]
@@ -205,7 +355,12 @@ fn five_percent_loss_with_fec_heals_quickly() {
         return;
     };
     let f = &j["frames"];
-    eprintln!("5% loss, FEC 20%: {f}; recovery {}; broken {}; decoded {}", j["recovery_frames"], j["broken_frames"], ids.len());
+    eprintln!(
+        "5% loss, FEC 20%: {f}; recovery {}; broken {}; decoded {}",
+        j["recovery_frames"],
+        j["broken_frames"],
+        ids.len()
+    );
     assert!(f["recovered"].as_u64().unwrap() > 0);
     // Unrecoverable losses heal through PLI -> IDR (the IDR itself FEC-protected). A frame
     // FEC cannot repair is declared lost as soon as its FEC packets are in, the PLI goes
@@ -215,7 +370,10 @@ fn five_percent_loss_with_fec_heals_quickly() {
     if !j["recovery_frames"].is_null() {
         let r = &j["recovery_frames"];
         // Bounds with room for a loaded CI machine (seen: p50 3 while compiling beside it).
-        assert!(r["p50"].as_u64().unwrap() <= 3 && r["max"].as_u64().unwrap() <= 11, "{r}");
+        assert!(
+            r["p50"].as_u64().unwrap() <= 3 && r["max"].as_u64().unwrap() <= 11,
+            "{r}"
+        );
     }
     assert!(ids.last().is_some_and(|&i| i >= 590), "{:?}", ids.last());
 }
@@ -228,12 +386,44 @@ fn rtp_over_tcp_end_to_end_with_the_receiver_configured_from_the_sdp() {
     let port = free_port_pair();
     // Not the defaults: only the SDP tells vr-receive these.
     let cfg = dir.path().join("vr.toml");
-    std::fs::write(&cfg, "[stream]\npayload_type = 110\ncapture_time_ext_id = 5\n").unwrap();
-    let common = ["--ip", "127.0.0.1", "--port", &port.to_string(), "--sdp", sdp.to_str().unwrap(), "--config", cfg.to_str().unwrap(), "--width", "640", "--height", "360"];
-    let out = run_vr(&[&common[..], &["--sdp-only"]].concat(), Duration::from_secs(30));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(
+        &cfg,
+        "[stream]\npayload_type = 110\ncapture_time_ext_id = 5\n",
+    )
+    .unwrap();
+    let common = [
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--sdp",
+        sdp.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--width",
+        "640",
+        "--height",
+        "360",
+    ];
+    let out = run_vr(
+        &[&common[..], &["--sdp-only"]].concat(),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut rx = Command::new(receive_bin())
-        .args(["--tcp", "--bind", "127.0.0.1", "--json", "--interval", "0", "--sdp"])
+        .args([
+            "--tcp",
+            "--bind",
+            "127.0.0.1",
+            "--json",
+            "--interval",
+            "0",
+            "--sdp",
+        ])
         .arg(&sdp)
         .arg("-o")
         .arg(&file)
@@ -246,11 +436,21 @@ fn rtp_over_tcp_end_to_end_with_the_receiver_configured_from_the_sdp() {
     let t0 = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(rx.try_wait().unwrap().is_none(), "vr-receive exited");
-        assert!(t0.elapsed() < Duration::from_secs(10), "vr-receive does not listen on tcp {port}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "vr-receive does not listen on tcp {port}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let inst = instance("recv-tcp");
-    let out = run_vr(&[&common[..], &["--tcp", "--instance", &inst, "--frames", "300"]].concat(), Duration::from_secs(60));
+    let out = run_vr(
+        &[
+            &common[..],
+            &["--tcp", "--instance", &inst, "--frames", "300"],
+        ]
+        .concat(),
+        Duration::from_secs(60),
+    );
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{e}");
     assert!(e.contains("TCP connected to 127.0.0.1"), "{e}");
@@ -260,10 +460,17 @@ fn rtp_over_tcp_end_to_end_with_the_receiver_configured_from_the_sdp() {
     // The test's own probe connection was the first; the stream came on the second.
     assert!(complete >= 299, "{j}");
     assert_eq!(j["frames"]["lost"], 0, "{j}");
-    assert_eq!(j["latency_ms"]["samples"].as_u64().unwrap(), complete, "abs-capture-time read with id 5: {j}");
+    assert_eq!(
+        j["latency_ms"]["samples"].as_u64().unwrap(),
+        complete,
+        "abs-capture-time read with id 5: {j}"
+    );
     let ids = decode_ids(&file, 640, 360);
     assert_eq!(ids.len() as u64, complete);
-    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "in order, none missing");
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "in order, none missing"
+    );
 }
 
 #[test]
@@ -278,14 +485,54 @@ fn ffmpeg_from_the_sdp_keeps_decoding_through_5_percent_loss() {
     ns.nft("add rule inet vrt in udp dport 5004 numgen random mod 100 < 5 drop");
     let dir = tempfile::tempdir().unwrap();
     let sdp = dir.path().join("s.sdp");
-    let args = ["--ip", "10.77.99.2", "--port", "5004", "--sdp", sdp.to_str().unwrap(), "--width", "640", "--height", "360", "--bitrate", "3000"];
-    let out = run_vr(&[&args[..], &["--sdp-only"]].concat(), Duration::from_secs(30));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let args = [
+        "--ip",
+        "10.77.99.2",
+        "--port",
+        "5004",
+        "--sdp",
+        sdp.to_str().unwrap(),
+        "--width",
+        "640",
+        "--height",
+        "360",
+        "--bitrate",
+        "3000",
+    ];
+    let out = run_vr(
+        &[&args[..], &["--sdp-only"]].concat(),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // ffmpeg (no FEC, no PLI: it heals at the periodic IDRs, encoder.keyint = 60).
     let mut ff = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-protocol_whitelist", "file,udp,rtp", "-i"])
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "ffmpeg",
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-protocol_whitelist",
+            "file,udp,rtp",
+            "-i",
+        ])
         .arg(&sdp)
-        .args(["-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"])
+        .args([
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "yuv420p",
+            "-",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -294,22 +541,48 @@ fn ffmpeg_from_the_sdp_keeps_decoding_through_5_percent_loss() {
     let ids = read_pattern_ids(ff.stdout.take().unwrap(), 640, 360);
     std::thread::sleep(Duration::from_millis(1500));
     let inst = instance("ffl5");
-    let out = run_vr(&[&args[..], &["--instance", &inst, "--frames", "600"]].concat(), Duration::from_secs(60));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_vr(
+        &[&args[..], &["--instance", &inst, "--frames", "600"]].concat(),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::thread::sleep(Duration::from_millis(500));
-    let _ = Command::new("kill").args(["-INT", &ff.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-INT", &ff.id().to_string()])
+        .status();
     // `ip netns exec` execs ffmpeg: the pid is ffmpeg's.
     let _ = ff.wait();
     let ids = ids.join().unwrap();
     let readable: Vec<u64> = ids.iter().flatten().copied().collect();
-    eprintln!("ffmpeg from the SDP at 5% loss: {} pictures, {} with a readable id, last {:?}", ids.len(), readable.len(), readable.last());
-    assert!(ids.len() >= 400, "ffmpeg output {} pictures of 600", ids.len());
+    eprintln!(
+        "ffmpeg from the SDP at 5% loss: {} pictures, {} with a readable id, last {:?}",
+        ids.len(),
+        readable.len(),
+        readable.last()
+    );
+    assert!(
+        ids.len() >= 400,
+        "ffmpeg output {} pictures of 600",
+        ids.len()
+    );
     // Healing at the periodic IDRs, all through the stream: readable pictures in most
     // 60-frame GOPs, the last two included (measured: all 10 GOPs, last id 572 and 598).
     // An IDR is tens of packets and often hit at 5% loss, so one GOP can stay unreadable:
     // a run once ended at id 527, hence no bound on the very last GOP.
     let gops: std::collections::BTreeSet<u64> = readable.iter().map(|i| i / 60).collect();
     eprintln!("GOPs with readable pictures: {gops:?}");
-    assert!(gops.len() >= 5, "readable pictures in only {} of 10 GOPs: {gops:?}", gops.len());
-    assert!(readable.last().is_some_and(|&i| i >= 480), "decoding went on to the end: {:?}", readable.last());
+    assert!(
+        gops.len() >= 5,
+        "readable pictures in only {} of 10 GOPs: {gops:?}",
+        gops.len()
+    );
+    assert!(
+        readable.last().is_some_and(|&i| i >= 480),
+        "decoding went on to the end: {:?}",
+        readable.last()
+    );
 }

@@ -57,7 +57,12 @@ fn finish_json(mut c: Child, limit: Duration, what: &str) -> serde_json::Value {
     let e = String::from_utf8_lossy(&out.stderr);
     eprintln!("{}", e.lines().last().unwrap_or(""));
     assert!(out.status.success(), "{what} failed: {e}");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|err| panic!("{what} --json: {err}: {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|err| {
+        panic!(
+            "{what} --json: {err}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 /// Pattern frame ids ffmpeg decodes from an Annex-B file.
@@ -65,12 +70,22 @@ fn decode_ids(file: &std::path::Path, w: u32, h: u32) -> Vec<u64> {
     let mut ff = Command::new("ffmpeg")
         .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-i"])
         .arg(file)
-        .args(["-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"])
+        .args([
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "yuv420p",
+            "-",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("ffmpeg");
-    let ids = read_pattern_ids(ff.stdout.take().unwrap(), w, h).join().unwrap();
+    let ids = read_pattern_ids(ff.stdout.take().unwrap(), w, h)
+        .join()
+        .unwrap();
     let _ = ff.wait();
     ids.into_iter().flatten().collect()
 }
@@ -88,8 +103,28 @@ fn run(tag: &str, relay_args: &[&str], fec_percent: u32) -> Option<Run> {
     let p = path3(tag)?;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("out.h264");
-    let rx = spawn_in(&p.recv, env!("CARGO_BIN_EXE_vr-receive"), &["--port", "5004", "--json", "--interval", "0", "-o", file.to_str().unwrap()]);
-    let mut args = vec!["--listen", "10.77.96.2", "--port", "5004", "--to", "10.77.98.2", "--json"];
+    let rx = spawn_in(
+        &p.recv,
+        env!("CARGO_BIN_EXE_vr-receive"),
+        &[
+            "--port",
+            "5004",
+            "--json",
+            "--interval",
+            "0",
+            "-o",
+            file.to_str().unwrap(),
+        ],
+    );
+    let mut args = vec![
+        "--listen",
+        "10.77.96.2",
+        "--port",
+        "5004",
+        "--to",
+        "10.77.98.2",
+        "--json",
+    ];
     args.extend_from_slice(relay_args);
     let relay = spawn_in(&p.relay, env!("CARGO_BIN_EXE_vr-relay"), &args);
     std::thread::sleep(Duration::from_millis(400));
@@ -97,7 +132,27 @@ fn run(tag: &str, relay_args: &[&str], fec_percent: u32) -> Option<Run> {
     std::fs::write(&cfg, format!("[encoder]\nkeyint = 1000\n[stream]\nfec_percent = {fec_percent}\n[abr]\nenabled = false\n")).unwrap();
     let inst = instance(tag);
     let out = run_vr(
-        &["--ip", "10.77.96.2", "--port", "5004", "--sdp", "", "--instance", &inst, "--frames", "600", "--width", "640", "--height", "360", "--bitrate", "3000", "--config", cfg.to_str().unwrap(), "--no-web"],
+        &[
+            "--ip",
+            "10.77.96.2",
+            "--port",
+            "5004",
+            "--sdp",
+            "",
+            "--instance",
+            &inst,
+            "--frames",
+            "600",
+            "--width",
+            "640",
+            "--height",
+            "360",
+            "--bitrate",
+            "3000",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--no-web",
+        ],
         Duration::from_secs(60),
     );
     let vr_stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -105,7 +160,12 @@ fn run(tag: &str, relay_args: &[&str], fec_percent: u32) -> Option<Run> {
     let rx = finish_json(rx, Duration::from_secs(5), "vr-receive");
     let relay = finish_json(relay, Duration::from_millis(100), "vr-relay");
     let ids = decode_ids(&file, 640, 360);
-    Some(Run { rx, relay, vr_stderr, ids })
+    Some(Run {
+        rx,
+        relay,
+        vr_stderr,
+        ids,
+    })
 }
 
 fn frames(j: &serde_json::Value, k: &str) -> u64 {
@@ -115,28 +175,74 @@ fn frames(j: &serde_json::Value, k: &str) -> u64 {
 #[test]
 fn one_percent_loss_and_5_ms_jitter_with_fec_keep_995_permille_of_frames() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(r) = run("rl1", &["--loss", "1", "--delay-ms", "5", "--jitter-ms", "2", "--reorder", "1", "--seed", "11"], 20) else {
+    let Some(r) = run(
+        "rl1",
+        &[
+            "--loss",
+            "1",
+            "--delay-ms",
+            "5",
+            "--jitter-ms",
+            "2",
+            "--reorder",
+            "1",
+            "--seed",
+            "11",
+        ],
+        20,
+    ) else {
         eprintln!("SKIPPED: cannot create network namespaces (needs root)");
         return;
     };
     eprintln!("relay: {}\nreceiver: {}", r.relay, r.rx);
     let dropped = r.relay["dropped"].as_u64().unwrap();
     assert!(dropped > 0, "the relay dropped nothing: {}", r.relay);
-    let (c, rec, lost) = (frames(&r.rx, "complete"), frames(&r.rx, "recovered"), frames(&r.rx, "lost"));
+    let (c, rec, lost) = (
+        frames(&r.rx, "complete"),
+        frames(&r.rx, "recovered"),
+        frames(&r.rx, "lost"),
+    );
     assert_eq!(c + rec + lost, 600, "{}", r.rx);
-    assert!((c + rec) * 1000 >= 995 * 600, "{c} complete + {rec} rebuilt of 600");
+    assert!(
+        (c + rec) * 1000 >= 995 * 600,
+        "{c} complete + {rec} rebuilt of 600"
+    );
     assert!(rec > 0, "FEC rebuilt nothing: {}", r.rx);
     // Reordered packets within the window are not late.
-    assert!(r.rx["packets"]["late"].as_u64().unwrap() <= dropped, "{}", r.rx);
+    assert!(
+        r.rx["packets"]["late"].as_u64().unwrap() <= dropped,
+        "{}",
+        r.rx
+    );
     let ids = &r.ids;
-    assert!(ids.len() as u64 + 3 >= c + rec, "ffmpeg decoded {} of {} written", ids.len(), c + rec);
+    assert!(
+        ids.len() as u64 + 3 >= c + rec,
+        "ffmpeg decoded {} of {} written",
+        ids.len(),
+        c + rec
+    );
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "decoded out of order");
 }
 
 #[test]
 fn five_percent_bursty_loss_heals_at_the_idr_the_pli_asks_for() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(r) = run("rl5", &["--loss", "5", "--burst", "2", "--delay-ms", "5", "--jitter-ms", "2", "--seed", "5"], 20) else {
+    let Some(r) = run(
+        "rl5",
+        &[
+            "--loss",
+            "5",
+            "--burst",
+            "2",
+            "--delay-ms",
+            "5",
+            "--jitter-ms",
+            "2",
+            "--seed",
+            "5",
+        ],
+        20,
+    ) else {
         eprintln!("SKIPPED: cannot create network namespaces (needs root)");
         return;
     };
@@ -152,12 +258,25 @@ fn five_percent_bursty_loss_heals_at_the_idr_the_pli_asks_for() {
     // the next frame arrives). `broken_frames` (first loss to IDR, a lost IDR included):
     // p50 3, max 5.
     let (p50, max) = (rec["p50"].as_u64().unwrap(), rec["max"].as_u64().unwrap());
-    assert!(p50 <= 2 && max <= 4, "recovery (frames after the latest loss to the IDR): {rec}; broken {}", r.rx["broken_frames"]);
+    assert!(
+        p50 <= 2 && max <= 4,
+        "recovery (frames after the latest loss to the IDR): {rec}; broken {}",
+        r.rx["broken_frames"]
+    );
     let idr = summary_field(&r.vr_stderr, "IDR").unwrap();
     assert!(idr >= 2, "PLIs brought IDRs: {idr}");
-    let written = frames(&r.rx, "complete") + frames(&r.rx, "recovered") - r.rx["held_back"].as_u64().unwrap();
-    assert!(r.ids.len() as u64 + 3 >= written, "ffmpeg decoded {} of {written} written", r.ids.len());
-    assert!(*r.ids.last().unwrap() >= 590, "decoding went on to the end: last id {}", r.ids.last().unwrap());
+    let written = frames(&r.rx, "complete") + frames(&r.rx, "recovered")
+        - r.rx["held_back"].as_u64().unwrap();
+    assert!(
+        r.ids.len() as u64 + 3 >= written,
+        "ffmpeg decoded {} of {written} written",
+        r.ids.len()
+    );
+    assert!(
+        *r.ids.last().unwrap() >= 590,
+        "decoding went on to the end: last id {}",
+        r.ids.last().unwrap()
+    );
 }
 
 #[test]
@@ -168,21 +287,52 @@ fn receiver_latency_agrees_with_sender_latency_plus_the_relay_delay() {
         return;
     };
     eprintln!("relay: {}\nreceiver: {}", r.relay, r.rx);
-    let total_line = r.vr_stderr.lines().find(|l| l.trim_start().starts_with("total (capture->last packet)")).expect("latency table");
-    let sender_p50: f64 = total_line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    let total_line = r
+        .vr_stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("total (capture->last packet)"))
+        .expect("latency table");
+    let sender_p50: f64 = total_line
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .parse()
+        .unwrap();
     let relay_p50 = r.relay["added_delay_ms"]["p50"].as_f64().unwrap();
     let rx_p50 = r.rx["latency_ms"]["p50"].as_f64().unwrap();
     let offset = r.rx["clock"]["offset_ms"].as_f64().unwrap();
-    eprintln!("sender p50 {sender_p50} + relay {relay_p50} = {:.3} ms; receiver p50 {rx_p50} ms (clock offset {offset} ms)", sender_p50 + relay_p50);
-    assert!((relay_p50 - 5.0).abs() < 1.0, "the relay added {relay_p50} ms");
-    assert!((rx_p50 - (sender_p50 + relay_p50)).abs() <= 1.0, "receiver {rx_p50} vs sender {sender_p50} + relay {relay_p50}");
+    eprintln!(
+        "sender p50 {sender_p50} + relay {relay_p50} = {:.3} ms; receiver p50 {rx_p50} ms (clock offset {offset} ms)",
+        sender_p50 + relay_p50
+    );
+    assert!(
+        (relay_p50 - 5.0).abs() < 1.0,
+        "the relay added {relay_p50} ms"
+    );
+    assert!(
+        (rx_p50 - (sender_p50 + relay_p50)).abs() <= 1.0,
+        "receiver {rx_p50} vs sender {sender_p50} + relay {relay_p50}"
+    );
     // Probes cross the relay both ways with the same delay: the offset stays ~0 (same
     // kernel clock), the probes' RTT shows the 2 × 5 ms.
     assert!(offset.abs() < 1.0, "offset {offset} ms");
-    assert!(r.rx["clock"]["rtt_ms"].as_f64().unwrap() >= 9.0, "{}", r.rx["clock"]);
+    assert!(
+        r.rx["clock"]["rtt_ms"].as_f64().unwrap() >= 9.0,
+        "{}",
+        r.rx["clock"]
+    );
     // Every frame whole: complete, or rebuilt when one packet came after its frame's FEC
     // (seen once on a loaded CI machine: 599 complete + 1 rebuilt, 1 late packet).
-    let summary = r.vr_stderr.lines().find(|l| l.contains("frames captured")).unwrap_or("");
-    assert_eq!(frames(&r.rx, "complete") + frames(&r.rx, "recovered"), 600, "{}\n{summary}", r.rx);
+    let summary = r
+        .vr_stderr
+        .lines()
+        .find(|l| l.contains("frames captured"))
+        .unwrap_or("");
+    assert_eq!(
+        frames(&r.rx, "complete") + frames(&r.rx, "recovered"),
+        600,
+        "{}\n{summary}",
+        r.rx
+    );
     assert_eq!(frames(&r.rx, "lost"), 0, "{}", r.rx);
 }

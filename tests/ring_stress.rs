@@ -11,7 +11,13 @@ const FRAMES: u64 = 150_000;
 const ROLE_ENV: &str = "VR_RING_STRESS_ROLE";
 
 fn geom() -> RingGeometry {
-    RingGeometry { width: 64, height: 32, fps_num: 1000, fps_den: 1, consumers: 2 }
+    RingGeometry {
+        width: 64,
+        height: 32,
+        fps_num: 1000,
+        fps_den: 1,
+        consumers: 2,
+    }
 }
 
 /// Content of frame `id`: an xorshift stream seeded by the id (first 8 bytes: the id).
@@ -37,12 +43,16 @@ fn intact(buf: &[u8], id: u64) -> bool {
 #[test]
 #[ignore = "child process of frame_ring_stress_across_processes"]
 fn ring_stress_consumer_child() {
-    let Ok(role) = std::env::var(ROLE_ENV) else { return };
+    let Ok(role) = std::env::var(ROLE_ENV) else {
+        return;
+    };
     if let Some(name) = role.strip_prefix("die-holding,") {
         // Take a frame and die (SIGKILL) while holding its slot.
         let ring = FrameRing::open(name, geom()).unwrap();
         let mut c = ring.consumer(0).unwrap();
-        let Take::Frame(f) = c.take(Instant::now() + Duration::from_secs(5)) else { panic!("no frame") };
+        let Take::Frame(f) = c.take(Instant::now() + Duration::from_secs(5)) else {
+            panic!("no frame")
+        };
         println!("HOLDING {}", f.meta.frame_id);
         use std::io::Write;
         std::io::stdout().flush().unwrap();
@@ -58,13 +68,20 @@ fn ring_stress_consumer_child() {
         match c.take(Instant::now() + Duration::from_secs(5)) {
             Take::Frame(f) => {
                 let id = f.meta.frame_id;
-                assert!(last.is_none_or(|l| id > l), "frame {id} after {last:?}: read twice or out of order");
+                assert!(
+                    last.is_none_or(|l| id > l),
+                    "frame {id} after {last:?}: read twice or out of order"
+                );
                 assert_eq!(f.meta.pos, id + 1);
                 if !intact(f.data, id) {
                     torn += 1;
                 }
                 // Hold it a little (more for consumer 1) and check it was not overwritten.
-                let spins = if idx == 1 { (id % 7) * 300 } else { id % 3 * 50 };
+                let spins = if idx == 1 {
+                    (id % 7) * 300
+                } else {
+                    id % 3 * 50
+                };
                 for _ in 0..spins {
                     std::hint::spin_loop();
                 }
@@ -79,11 +96,17 @@ fn ring_stress_consumer_child() {
             Take::Timeout => panic!("consumer {idx} starved"),
         }
     }
-    println!("RESULT {taken} {drops} {} {torn} {}", last.unwrap_or(0), c.drops());
+    println!(
+        "RESULT {taken} {drops} {} {torn} {}",
+        last.unwrap_or(0),
+        c.drops()
+    );
 }
 
 fn unsafe_free_kill_self() -> ! {
-    let _ = Command::new("kill").args(["-KILL", &std::process::id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-KILL", &std::process::id().to_string()])
+        .status();
     std::thread::sleep(Duration::from_secs(10));
     unreachable!("SIGKILL");
 }
@@ -96,12 +119,23 @@ fn a_consumer_killed_while_holding_a_slot_does_not_starve_anyone() {
     let publish = |p: &mut vr_stream::shm::frame_ring::Producer, id: u64| {
         p.produce(|buf| {
             fill(buf, id);
-            Ok::<_, ()>(FrameMeta { frame_id: id, len: buf.len() as u64, ..Default::default() })
+            Ok::<_, ()>(FrameMeta {
+                frame_id: id,
+                len: buf.len() as u64,
+                ..Default::default()
+            })
         })
         .unwrap()
     };
     let child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "ring_stress_consumer_child", "--include-ignored", "--nocapture", "--test-threads", "1"])
+        .args([
+            "--exact",
+            "ring_stress_consumer_child",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .env(ROLE_ENV, format!("die-holding,{name}"))
         .stdout(Stdio::piped())
         .spawn()
@@ -118,7 +152,9 @@ fn a_consumer_killed_while_holding_a_slot_does_not_starve_anyone() {
     let mut c = ring.consumer(0).unwrap();
     for id in 1000..1010 {
         publish(&mut p, id);
-        let Take::Frame(f) = c.take(Instant::now() + Duration::from_secs(1)) else { panic!("no frame") };
+        let Take::Frame(f) = c.take(Instant::now() + Duration::from_secs(1)) else {
+            panic!("no frame")
+        };
         assert_eq!(f.meta.frame_id, id);
         assert!(intact(f.data, id));
     }
@@ -134,7 +170,14 @@ fn frame_ring_stress_across_processes() {
     let children: Vec<_> = (0..2)
         .map(|i| {
             Command::new(&exe)
-                .args(["--exact", "ring_stress_consumer_child", "--include-ignored", "--nocapture", "--test-threads", "1"])
+                .args([
+                    "--exact",
+                    "ring_stress_consumer_child",
+                    "--include-ignored",
+                    "--nocapture",
+                    "--test-threads",
+                    "1",
+                ])
                 .env(ROLE_ENV, format!("{name},{i}"))
                 .stdout(Stdio::piped())
                 .spawn()
@@ -149,7 +192,11 @@ fn frame_ring_stress_across_processes() {
     for id in 0..FRAMES {
         p.produce(|buf| {
             fill(buf, id);
-            Ok::<_, ()>(FrameMeta { frame_id: id, len: buf.len() as u64, ..Default::default() })
+            Ok::<_, ()>(FrameMeta {
+                frame_id: id,
+                len: buf.len() as u64,
+                ..Default::default()
+            })
         })
         .unwrap();
         if id % 8 == 0 {
@@ -162,15 +209,26 @@ fn frame_ring_stress_across_processes() {
         let out = ch.wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "consumer {i} failed: {text}");
-        let at = text.find("RESULT ").unwrap_or_else(|| panic!("no result: {text}"));
+        let at = text
+            .find("RESULT ")
+            .unwrap_or_else(|| panic!("no result: {text}"));
         let line = text[at + 7..].lines().next().unwrap();
-        let v: Vec<u64> = line.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
         let (taken, drops, last, torn, ring_drops) = (v[0], v[1], v[2], v[3], v[4]);
-        eprintln!("consumer {i}: taken {taken}, dropped {drops}, torn {torn}, {FRAMES} published in {elapsed:?}");
+        eprintln!(
+            "consumer {i}: taken {taken}, dropped {drops}, torn {torn}, {FRAMES} published in {elapsed:?}"
+        );
         assert_eq!(torn, 0, "consumer {i} read torn frames");
         assert_eq!(last, FRAMES - 1, "consumer {i} saw the last frame");
         // Frames before the consumer's first take count as drops too (positions start at 1).
-        assert_eq!(taken + drops, FRAMES, "consumer {i}: every frame read or counted as dropped");
+        assert_eq!(
+            taken + drops,
+            FRAMES,
+            "consumer {i}: every frame read or counted as dropped"
+        );
         assert_eq!(ring_drops, drops);
         assert!(taken > 1000, "consumer {i} took only {taken}");
     }

@@ -30,10 +30,37 @@ fn gstreamer_rtpbin_receiver_reports_reach_the_sender() {
     let caps = "application/x-rtp,media=video,clock-rate=90000,encoding-name=H264,payload=96";
     let mut gst = Command::new("gst-launch-1.0")
         .args(["-q", "rtpbin", "name=rb"])
-        .args(["udpsrc", &format!("port={port}"), &format!("caps={caps}"), "!", "rb.recv_rtp_sink_0"])
-        .args(["rb.", "!", "rtph264depay", "!", "h264parse", "!", "fakesink"])
-        .args(["udpsrc", &format!("port={}", port + 1), "!", "rb.recv_rtcp_sink_0"])
-        .args(["rb.send_rtcp_src_0", "!", "udpsink", "host=127.0.0.1", &format!("port={local}"), "sync=false", "async=false"])
+        .args([
+            "udpsrc",
+            &format!("port={port}"),
+            &format!("caps={caps}"),
+            "!",
+            "rb.recv_rtp_sink_0",
+        ])
+        .args([
+            "rb.",
+            "!",
+            "rtph264depay",
+            "!",
+            "h264parse",
+            "!",
+            "fakesink",
+        ])
+        .args([
+            "udpsrc",
+            &format!("port={}", port + 1),
+            "!",
+            "rb.recv_rtcp_sink_0",
+        ])
+        .args([
+            "rb.send_rtcp_src_0",
+            "!",
+            "udpsink",
+            "host=127.0.0.1",
+            &format!("port={local}"),
+            "sync=false",
+            "async=false",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -41,26 +68,64 @@ fn gstreamer_rtpbin_receiver_reports_reach_the_sender() {
         .expect("gst-launch-1.0 (apt-get install gstreamer1.0-tools gstreamer1.0-plugins-good)");
     let t0 = Instant::now();
     while !(udp_bound(port) && udp_bound(port + 1)) {
-        assert!(t0.elapsed() < Duration::from_secs(10), "GStreamer did not bind {port}/{}", port + 1);
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "GStreamer did not bind {port}/{}",
+            port + 1
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let cfg = config_file(dir.path(), &format!("[stream]\nrtcp_local_port = {local}\n"));
+    let cfg = config_file(
+        dir.path(),
+        &format!("[stream]\nrtcp_local_port = {local}\n"),
+    );
     let inst = instance("rtcp-gst");
     let p = port.to_string();
     // 10 s: rtpbin reports every 5 s (RFC 3550's minimum interval), with a random offset.
-    let out = run_vr(&["--ip", "127.0.0.1", "--port", &p, "--sdp", "", "--config", &cfg, "--instance", &inst, "--frames", "600"], Duration::from_secs(60));
+    let out = run_vr(
+        &[
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &p,
+            "--sdp",
+            "",
+            "--config",
+            &cfg,
+            "--instance",
+            &inst,
+            "--frames",
+            "600",
+        ],
+        Duration::from_secs(60),
+    );
     let _ = gst.kill();
     let _ = gst.wait();
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{e}");
-    let line = e.lines().find(|l| l.starts_with("vr-stream: RTCP:")).unwrap_or_else(|| panic!("no RTCP line: {e}"));
+    let line = e
+        .lines()
+        .find(|l| l.starts_with("vr-stream: RTCP:"))
+        .unwrap_or_else(|| panic!("no RTCP line: {e}"));
     eprintln!("{line}");
     let blocks: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
     assert!(blocks >= 1, "{line}");
     // No loss on loopback. (rtpbin may report -1 in all: it counts a packet twice at the
     // start; RFC 3550 §6.4.1 allows negative totals.)
-    assert!(line.contains("(last: 0.0% lost, 0 lost in all") || line.contains("(last: 0.0% lost, -1 lost in all"), "{line}");
-    let rtt_ms: f64 = line.split("RTT ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap_or_else(|_| panic!("no RTT (GStreamer's LSR did not match our SR): {line}"));
+    assert!(
+        line.contains("(last: 0.0% lost, 0 lost in all")
+            || line.contains("(last: 0.0% lost, -1 lost in all"),
+        "{line}"
+    );
+    let rtt_ms: f64 = line
+        .split("RTT ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("no RTT (GStreamer's LSR did not match our SR): {line}"));
     assert!(rtt_ms < 100.0, "{line}");
 }
 
@@ -69,7 +134,9 @@ fn gstreamer_rtpbin_receiver_reports_reach_the_sender() {
 fn starts_idr(payload: &[u8]) -> bool {
     match payload.first().map(|b| b & 0x1f) {
         Some(5) => true,
-        Some(28) => payload.get(1).is_some_and(|f| f & 0x80 != 0 && f & 0x1f == 5),
+        Some(28) => payload
+            .get(1)
+            .is_some_and(|f| f & 0x80 != 0 && f & 0x1f == 5),
         _ => false,
     }
 }
@@ -80,7 +147,8 @@ fn sr_pli_rr_nack_clock_probe_and_bye_with_a_test_receiver() {
     let port = free_port_pair();
     let rtp = UdpSocket::bind(("127.0.0.1", port)).unwrap();
     let rtcp_sock = UdpSocket::bind(("127.0.0.1", port + 1)).unwrap();
-    rtp.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+    rtp.set_read_timeout(Some(Duration::from_millis(5)))
+        .unwrap();
     rtcp_sock.set_nonblocking(true).unwrap();
     let dir = tempfile::tempdir().unwrap();
     // No periodic IDR within the run: the only IDRs are the first frame and the PLI's.
@@ -88,7 +156,27 @@ fn sr_pli_rr_nack_clock_probe_and_bye_with_a_test_receiver() {
     let inst = instance("rtcp-test");
     let p = port.to_string();
     let vr = std::thread::spawn(move || {
-        run_vr(&["--ip", "127.0.0.1", "--port", &p, "--sdp", "", "--config", &cfg, "--instance", &inst, "--frames", "300", "--width", "640", "--height", "360"], Duration::from_secs(60))
+        run_vr(
+            &[
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                &p,
+                "--sdp",
+                "",
+                "--config",
+                &cfg,
+                "--instance",
+                &inst,
+                "--frames",
+                "300",
+                "--width",
+                "640",
+                "--height",
+                "360",
+            ],
+            Duration::from_secs(60),
+        )
     });
 
     let mut buf = [0u8; 2048];
@@ -116,7 +204,13 @@ fn sr_pli_rr_nack_clock_probe_and_bye_with_a_test_receiver() {
         }
         while let Ok((n, from)) = rtcp_sock.recv_from(&mut buf) {
             if let Some((t1, k, t2, t3)) = vr_stream::clock::parse_answer(&buf[..n]) {
-                probe_answer = Some((t1, k, t2, t3, vr_stream::rtp::ntp_from_unix_ns(vr_stream::rt::realtime_ns())));
+                probe_answer = Some((
+                    t1,
+                    k,
+                    t2,
+                    t3,
+                    vr_stream::rtp::ntp_from_unix_ns(vr_stream::rt::realtime_ns()),
+                ));
                 continue;
             }
             for p in rtcp::parse_compound(&buf[..n]).expect("valid RTCP from vr-stream") {
@@ -126,7 +220,11 @@ fn sr_pli_rr_nack_clock_probe_and_bye_with_a_test_receiver() {
                         // The SR's RTP time is "now" in the stream's timeline: within
                         // 200 ms of the newest frame's timestamp.
                         let d = info.rtp_ts.wrapping_sub(last_ts) as i32;
-                        assert!(d.abs() < 18_000, "SR rtp_ts {} vs last frame {last_ts}", info.rtp_ts);
+                        assert!(
+                            d.abs() < 18_000,
+                            "SR rtp_ts {} vs last frame {last_ts}",
+                            info.rtp_ts
+                        );
                         srs.push((Instant::now(), info));
                         sender = Some(from);
                     }
@@ -146,16 +244,38 @@ fn sr_pli_rr_nack_clock_probe_and_bye_with_a_test_receiver() {
             let s = ssrc.unwrap();
             let mut b = vec![];
             let lsr = rtcp::ntp_middle32(srs.last().unwrap().1.ntp);
-            rtcp::write_rr(&mut b, 0x7e57, &[rtcp::ReportBlock { ssrc: s, fraction_lost: 3, cumulative_lost: 2, ext_highest_seq: 1, jitter: 45, lsr, dlsr: 0 }]);
+            rtcp::write_rr(
+                &mut b,
+                0x7e57,
+                &[rtcp::ReportBlock {
+                    ssrc: s,
+                    fraction_lost: 3,
+                    cumulative_lost: 2,
+                    ext_highest_seq: 1,
+                    jitter: 45,
+                    lsr,
+                    dlsr: 0,
+                }],
+            );
             rtcp::write_pli(&mut b, 0x7e57, s);
             rtcp::write_nack(&mut b, 0x7e57, s, &[10, 11, 12]);
             rtcp_sock.send_to(&b, to).unwrap();
             // Someone else's report (ffmpeg-like, other SSRC) must change nothing.
             let mut other = vec![];
-            rtcp::write_rr(&mut other, 0x0bad, &[rtcp::ReportBlock { ssrc: s ^ 1, fraction_lost: 200, ..Default::default() }]);
+            rtcp::write_rr(
+                &mut other,
+                0x0bad,
+                &[rtcp::ReportBlock {
+                    ssrc: s ^ 1,
+                    fraction_lost: 200,
+                    ..Default::default()
+                }],
+            );
             rtcp_sock.send_to(&other, to).unwrap();
             let t1 = vr_stream::rtp::ntp_from_unix_ns(vr_stream::rt::realtime_ns());
-            rtcp_sock.send_to(&vr_stream::clock::request(t1, 9), to).unwrap();
+            rtcp_sock
+                .send_to(&vr_stream::clock::request(t1, 9), to)
+                .unwrap();
             pli_at_frame = Some(frames.len());
         }
     }
@@ -169,19 +289,40 @@ fn sr_pli_rr_nack_clock_probe_and_bye_with_a_test_receiver() {
             bye |= ps.iter().any(|p| matches!(p, Rtcp::Bye { .. }));
         }
     }
-    eprintln!("{} frames, IDR at {:?}, {} SRs, PLI after frame {:?}", frames.len(), idr_ts.iter().map(|t| frames.iter().position(|f| f == t)).collect::<Vec<_>>(), srs.len(), pli_at_frame);
+    eprintln!(
+        "{} frames, IDR at {:?}, {} SRs, PLI after frame {:?}",
+        frames.len(),
+        idr_ts
+            .iter()
+            .map(|t| frames.iter().position(|f| f == t))
+            .collect::<Vec<_>>(),
+        srs.len(),
+        pli_at_frame
+    );
     assert!(frames.len() >= 290, "{} frames received", frames.len());
     // One SR a second over a 5 s stream.
     assert!((4..=7).contains(&srs.len()), "{} SRs", srs.len());
-    assert!(srs.windows(2).all(|w| w[1].1.packets >= w[0].1.packets && w[1].1.octets > w[0].1.octets));
-    let gaps: Vec<u128> = srs.windows(2).map(|w| (w[1].0 - w[0].0).as_millis()).collect();
-    assert!(gaps.iter().all(|&g| (700..=1400).contains(&g)), "SR gaps {gaps:?} ms");
+    assert!(
+        srs.windows(2)
+            .all(|w| w[1].1.packets >= w[0].1.packets && w[1].1.octets > w[0].1.octets)
+    );
+    let gaps: Vec<u128> = srs
+        .windows(2)
+        .map(|w| (w[1].0 - w[0].0).as_millis())
+        .collect();
+    assert!(
+        gaps.iter().all(|&g| (700..=1400).contains(&g)),
+        "SR gaps {gaps:?} ms"
+    );
     // The PLI's IDR: the first IDR after the first frame, within 4 frames of the PLI.
     assert_eq!(idr_ts.len(), 2, "IDRs: {idr_ts:?}");
     assert_eq!(idr_ts[0], frames[0]);
     let at = frames.iter().position(|&f| f == idr_ts[1]).unwrap();
     let pli = pli_at_frame.unwrap();
-    assert!(at >= pli && at <= pli + 4, "IDR at frame {at}, PLI sent after frame {pli}");
+    assert!(
+        at >= pli && at <= pli + 4,
+        "IDR at frame {at}, PLI sent after frame {pli}"
+    );
     // Clock probe: answered with the sender's wall clock, receive then send time (same
     // machine: t1 <= t2 <= t3 <= t4). (This loop reads RTCP only between 5 ms RTP waits,
     // so its t4 is late; tests/receive.rs checks vr-receive's offset estimate.)
@@ -189,7 +330,10 @@ fn sr_pli_rr_nack_clock_probe_and_bye_with_a_test_receiver() {
     assert_eq!(k, 9);
     assert!(t1 <= t2 && t2 <= t3 && t3 <= t4, "{t1} {t2} {t3} {t4}");
     assert!(bye, "no BYE at the end");
-    let line = e.lines().find(|l| l.starts_with("vr-stream: RTCP:")).unwrap_or_else(|| panic!("{e}"));
+    let line = e
+        .lines()
+        .find(|l| l.starts_with("vr-stream: RTCP:"))
+        .unwrap_or_else(|| panic!("{e}"));
     assert!(line.starts_with("vr-stream: RTCP: 1 receiver report blocks (last: 1.2% lost, 2 lost in all, jitter 0.50 ms, RTT "), "{line}");
     assert!(line.ends_with("PLI 1, NACKed packets 3"), "{line}");
 }

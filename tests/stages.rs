@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 
 fn proc_field(pid: u32, key: &str) -> String {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines().find_map(|l| l.strip_prefix(key)).unwrap().trim().to_string()
+    s.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 /// (policy, rt_priority) from /proc/PID/stat fields 41 and 40 (proc(5)).
@@ -33,7 +37,21 @@ fn stages_are_pinned_realtime_processes_and_sigterm_cleans_up() {
     let port = free_port_pair().to_string();
     // The three realtime stages only (the web stage is SCHED_OTHER: tests/web.rs).
     let mut sup = Command::new(bin())
-        .args(["--source", "pattern", "--width", "320", "--height", "240", "--port", &port, "--sdp", "", "--instance", &inst, "--no-web"])
+        .args([
+            "--source",
+            "pattern",
+            "--width",
+            "320",
+            "--height",
+            "240",
+            "--port",
+            &port,
+            "--sdp",
+            "",
+            "--instance",
+            &inst,
+            "--no-web",
+        ])
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -48,7 +66,9 @@ fn stages_are_pinned_realtime_processes_and_sigterm_cleans_up() {
     let mut stages = vec![];
     let t0 = Instant::now();
     loop {
-        let l = rx.recv_timeout(Duration::from_secs(10)).expect("supervisor output");
+        let l = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("supervisor output");
         if let Some(rest) = l.strip_prefix("vr-stream: stage ") {
             let w: Vec<&str> = rest.split_whitespace().collect();
             stages.push((w[0].to_string(), w[2].parse::<u32>().unwrap()));
@@ -75,31 +95,73 @@ fn stages_are_pinned_realtime_processes_and_sigterm_cleans_up() {
             other => panic!("unknown stage {other}"),
         };
         let cpu = sc.cpu % online_cpus();
-        assert_eq!(proc_field(*pid, "Cpus_allowed_list:"), cpu.to_string(), "stage {name} affinity");
+        assert_eq!(
+            proc_field(*pid, "Cpus_allowed_list:"),
+            cpu.to_string(),
+            "stage {name} affinity"
+        );
         if root {
-            assert_eq!(sched_of(*pid), (1, sc.priority as u32), "stage {name}: SCHED_FIFO at its priority");
-            let vmlck: u64 = proc_field(*pid, "VmLck:").split_whitespace().next().unwrap().parse().unwrap();
+            assert_eq!(
+                sched_of(*pid),
+                (1, sc.priority as u32),
+                "stage {name}: SCHED_FIFO at its priority"
+            );
+            let vmlck: u64 = proc_field(*pid, "VmLck:")
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
             assert!(vmlck > 0, "stage {name}: VmLck {vmlck}");
         }
     }
     // A second instance of the same name is refused, naming the running one.
-    let out = run_vr(&["--source", "pattern", "--port", &port, "--sdp", "", "--instance", &inst], Duration::from_secs(10));
+    let out = run_vr(
+        &[
+            "--source",
+            "pattern",
+            "--port",
+            &port,
+            "--sdp",
+            "",
+            "--instance",
+            &inst,
+        ],
+        Duration::from_secs(10),
+    );
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && e.contains("in use by running process"), "{e}");
+    assert!(
+        !out.status.success() && e.contains("in use by running process"),
+        "{e}"
+    );
 
     let t = Instant::now();
-    Command::new("kill").args(["-TERM", &sup.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &sup.id().to_string()])
+        .status()
+        .unwrap();
     let st = loop {
         if let Some(st) = sup.try_wait().unwrap() {
             break st;
         }
-        assert!(t.elapsed() < Duration::from_secs(2), "supervisor did not stop");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "supervisor did not stop"
+        );
         std::thread::sleep(Duration::from_millis(5));
     };
-    assert!(t.elapsed() < Duration::from_secs(1), "stop took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "stop took {:?}",
+        t.elapsed()
+    );
     assert!(st.success(), "{st:?}");
     assert!(processes_of(&inst).is_empty(), "{:?}", processes_of(&inst));
-    assert!(leftover_segments(&inst).is_empty(), "{:?}", leftover_segments(&inst));
+    assert!(
+        leftover_segments(&inst).is_empty(),
+        "{:?}",
+        leftover_segments(&inst)
+    );
 }
 
 #[test]
@@ -116,7 +178,18 @@ fn end_of_file_ends_the_stream_with_exit_0_and_latency_log() {
     let csv = dir.path().join("lat.csv");
     let port = free_port_pair().to_string();
     let out = run_vr(
-        &["--source", &format!("file:{}", y4m.display()), "--port", &port, "--sdp", "", "--instance", &inst, "--latency-log", csv.to_str().unwrap()],
+        &[
+            "--source",
+            &format!("file:{}", y4m.display()),
+            "--port",
+            &port,
+            "--sdp",
+            "",
+            "--instance",
+            &inst,
+            "--latency-log",
+            csv.to_str().unwrap(),
+        ],
         Duration::from_secs(20),
     );
     let e = String::from_utf8_lossy(&out.stderr);
@@ -142,8 +215,18 @@ fn run_unprivileged(args: &[&str]) -> Option<std::process::Output> {
     if !nix::unistd::geteuid().is_root() {
         return None;
     }
-    let base = ["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"];
-    let probe = Command::new("setpriv").args(base).arg(bin()).arg("--version").output().ok()?;
+    let base = [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+    ];
+    let probe = Command::new("setpriv")
+        .args(base)
+        .arg(bin())
+        .arg("--version")
+        .output()
+        .ok()?;
     if !probe.status.success() {
         return None;
     }
@@ -156,7 +239,22 @@ fn run_unprivileged(args: &[&str]) -> Option<std::process::Output> {
 fn missing_realtime_privileges_warn_once_or_refuse_with_strict_rt() {
     let inst = instance("noprivs");
     let port = free_port_pair().to_string();
-    let args = ["--source", "pattern", "--width", "320", "--height", "240", "--frames", "30", "--port", &port, "--sdp", "", "--instance", &inst];
+    let args = [
+        "--source",
+        "pattern",
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--frames",
+        "30",
+        "--port",
+        &port,
+        "--sdp",
+        "",
+        "--instance",
+        &inst,
+    ];
     let Some(out) = run_unprivileged(&args) else {
         eprintln!("skipped: needs root and setpriv to run as an unprivileged user");
         return;
@@ -165,7 +263,10 @@ fn missing_realtime_privileges_warn_once_or_refuse_with_strict_rt() {
     assert!(out.status.success(), "{e}");
     let warnings: Vec<&str> = e.lines().filter(|l| l.contains("warning:")).collect();
     assert_eq!(warnings.len(), 1, "one warning, not one per stage: {e}");
-    assert!(warnings[0].contains("RLIMIT_RTPRIO") && warnings[0].contains("setup --apply"), "{e}");
+    assert!(
+        warnings[0].contains("RLIMIT_RTPRIO") && warnings[0].contains("setup --apply"),
+        "{e}"
+    );
     assert!(e.contains("policy SCHED_OTHER"), "{e}");
     assert_eq!(summary_field(&e, "sent"), Some(30), "{e}");
 
@@ -176,7 +277,10 @@ fn missing_realtime_privileges_warn_once_or_refuse_with_strict_rt() {
     assert!(!out.status.success(), "{e}");
     let errors: Vec<&str> = e.lines().filter(|l| l.contains("error:")).collect();
     assert_eq!(errors.len(), 1, "{e}");
-    assert!(errors[0].contains("--strict-rt") && errors[0].contains("RLIMIT_RTPRIO"), "{e}");
+    assert!(
+        errors[0].contains("--strict-rt") && errors[0].contains("RLIMIT_RTPRIO"),
+        "{e}"
+    );
     assert!(leftover_segments(&inst).is_empty() && processes_of(&inst).is_empty());
 }
 
@@ -186,7 +290,21 @@ fn sigint_and_sighup_stop_everything_within_a_second() {
         let inst = instance(&format!("sig{sig}"));
         let port = free_port_pair().to_string();
         let mut sup = Command::new(bin())
-            .args(["--source", "pattern", "--width", "160", "--height", "120", "--port", &port, "--sdp", "", "--instance", &inst, "--no-web"])
+            .args([
+                "--source",
+                "pattern",
+                "--width",
+                "160",
+                "--height",
+                "120",
+                "--port",
+                &port,
+                "--sdp",
+                "",
+                "--instance",
+                &inst,
+                "--no-web",
+            ])
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -198,28 +316,53 @@ fn sigint_and_sighup_stop_everything_within_a_second() {
                 let _ = tx.send(l);
             }
         });
-        while !rx.recv_timeout(Duration::from_secs(10)).expect("supervisor output").contains("streaming") {}
+        while !rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("supervisor output")
+            .contains("streaming")
+        {}
         std::thread::sleep(Duration::from_millis(200));
         assert_eq!(processes_of(&inst).len(), 4, "supervisor + 3 stages");
         let t = Instant::now();
-        Command::new("kill").args([&format!("-{sig}"), &sup.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args([&format!("-{sig}"), &sup.id().to_string()])
+            .status()
+            .unwrap();
         let st = loop {
             if let Some(st) = sup.try_wait().unwrap() {
                 break st;
             }
-            assert!(t.elapsed() < Duration::from_secs(2), "SIG{sig}: supervisor did not stop");
+            assert!(
+                t.elapsed() < Duration::from_secs(2),
+                "SIG{sig}: supervisor did not stop"
+            );
             std::thread::sleep(Duration::from_millis(5));
         };
-        assert!(t.elapsed() < Duration::from_secs(1), "SIG{sig}: stop took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "SIG{sig}: stop took {:?}",
+            t.elapsed()
+        );
         assert!(st.success(), "SIG{sig}: {st:?}");
-        assert!(processes_of(&inst).is_empty(), "SIG{sig}: {:?}", processes_of(&inst));
-        assert!(leftover_segments(&inst).is_empty(), "SIG{sig}: {:?}", leftover_segments(&inst));
+        assert!(
+            processes_of(&inst).is_empty(),
+            "SIG{sig}: {:?}",
+            processes_of(&inst)
+        );
+        assert!(
+            leftover_segments(&inst).is_empty(),
+            "SIG{sig}: {:?}",
+            leftover_segments(&inst)
+        );
         // The summary is printed on the way out.
         let mut rest = vec![];
         while let Ok(l) = rx.recv_timeout(Duration::from_secs(2)) {
             rest.push(l);
         }
-        assert!(rest.iter().any(|l| l.contains("frames captured")), "SIG{sig}: {rest:?}");
+        assert!(
+            rest.iter().any(|l| l.contains("frames captured")),
+            "SIG{sig}: {rest:?}"
+        );
     }
 }
 
@@ -234,7 +377,22 @@ fn bitrate_and_idr_requests_reach_the_running_encoder() {
     let cfg = dir.path().join("nokey.toml");
     std::fs::write(&cfg, "[encoder]\nkeyint = 10000\n").unwrap();
     let mut sup = Command::new(bin())
-        .args(["--source", "pattern", "--width", "640", "--height", "360", "--bitrate", "4000", "--port", &port, "--sdp", "", "--instance", &inst])
+        .args([
+            "--source",
+            "pattern",
+            "--width",
+            "640",
+            "--height",
+            "360",
+            "--bitrate",
+            "4000",
+            "--port",
+            &port,
+            "--sdp",
+            "",
+            "--instance",
+            &inst,
+        ])
         .arg("--config")
         .arg(&cfg)
         .stdin(Stdio::null())
@@ -258,11 +416,25 @@ fn bitrate_and_idr_requests_reach_the_running_encoder() {
     ctl.request_bitrate(800);
     std::thread::sleep(Duration::from_millis(500));
     let idr1 = ctl.stats().encoded().idr;
-    assert_eq!(ctl.stats().info().bitrate_kbps, 800, "the bitrate in force is reported");
+    assert_eq!(
+        ctl.stats().info().bitrate_kbps,
+        800,
+        "the bitrate in force is reported"
+    );
     let after = rate(&ctl);
-    Command::new("kill").args(["-TERM", &sup.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &sup.id().to_string()])
+        .status()
+        .unwrap();
     assert!(sup.wait().unwrap().success());
-    assert_eq!((idr0, idr1), (1, 2), "the first IDR, then exactly the forced one");
-    assert!(after * 2.0 < before, "4000 -> 800 kbit/s: {before:.0} -> {after:.0} bytes per frame");
+    assert_eq!(
+        (idr0, idr1),
+        (1, 2),
+        "the first IDR, then exactly the forced one"
+    );
+    assert!(
+        after * 2.0 < before,
+        "4000 -> 800 kbit/s: {before:.0} -> {after:.0} bytes per frame"
+    );
     assert!(leftover_segments(&inst).is_empty());
 }

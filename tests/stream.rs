@@ -21,12 +21,19 @@ impl Y4mFrames {
         f.read_at(&mut head, 0).unwrap();
         let header = head.iter().position(|&b| b == b'\n').unwrap() as u64 + 1;
         let count = (f.metadata().unwrap().len() - header) / (6 + frame);
-        Y4mFrames { f, header, frame, count }
+        Y4mFrames {
+            f,
+            header,
+            frame,
+            count,
+        }
     }
 
     fn luma(&self, i: u64, len: usize) -> Vec<u8> {
         let mut v = vec![0u8; len];
-        self.f.read_exact_at(&mut v, self.header + i * (6 + self.frame) + 6).unwrap();
+        self.f
+            .read_exact_at(&mut v, self.header + i * (6 + self.frame) + 6)
+            .unwrap();
         v
     }
 }
@@ -34,22 +41,46 @@ impl Y4mFrames {
 /// The streaming tests pin their stages to the same CPUs: run them one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn stream_to_ffmpeg(tag: &str, source: &str, extra: &[&str], frame_bytes: usize, on_frame: impl FnMut(&[u8]) + Send + 'static) -> (String, u64) {
+fn stream_to_ffmpeg(
+    tag: &str,
+    source: &str,
+    extra: &[&str],
+    frame_bytes: usize,
+    on_frame: impl FnMut(&[u8]) + Send + 'static,
+) -> (String, u64) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let inst = instance(tag);
     let port = free_port_pair().to_string();
     let dir = tempfile::tempdir().unwrap();
     let sdp = dir.path().join("stream.sdp");
     let sdp_s = sdp.to_str().unwrap();
-    let mut args = vec!["--source", source, "--ip", "127.0.0.1", "--port", &port, "--sdp", sdp_s, "--instance", &inst];
+    let mut args = vec![
+        "--source",
+        source,
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--sdp",
+        sdp_s,
+        "--instance",
+        &inst,
+    ];
     args.extend_from_slice(extra);
     // The SDP first, so that the receiver listens before the first packet is sent.
     let mut sdp_args = args.clone();
     sdp_args.push("--sdp-only");
     let out = run_vr(&sdp_args, Duration::from_secs(20));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let sdp_text = std::fs::read_to_string(&sdp).unwrap();
-    assert!(sdp_text.contains("packetization-mode=1") && sdp_text.contains("sprop-parameter-sets="), "{sdp_text}");
+    assert!(
+        sdp_text.contains("packetization-mode=1") && sdp_text.contains("sprop-parameter-sets="),
+        "{sdp_text}"
+    );
 
     let mut ff = start_ffmpeg(&sdp, port.parse().unwrap());
     let stdout = ff.stdout.take().unwrap();
@@ -68,8 +99,16 @@ fn stream_to_ffmpeg(tag: &str, source: &str, extra: &[&str], frame_bytes: usize,
     }
     reader.join().unwrap();
     let sent = summary_field(&stderr, "sent").expect("summary line");
-    assert!(leftover_segments(&inst).is_empty(), "segments left: {:?}", leftover_segments(&inst));
-    assert!(processes_of(&inst).is_empty(), "processes left: {:?}", processes_of(&inst));
+    assert!(
+        leftover_segments(&inst).is_empty(),
+        "segments left: {:?}",
+        leftover_segments(&inst)
+    );
+    assert!(
+        processes_of(&inst).is_empty(),
+        "processes left: {:?}",
+        processes_of(&inst)
+    );
     (stderr, sent)
 }
 
@@ -108,9 +147,16 @@ fn real_clip_720p60_8mbps_is_decoded_by_ffmpeg_with_psnr_above_38() {
     let decoded = res.len() as u64;
     let mean = res.iter().map(|r| r.1).sum::<f64>() / res.len().max(1) as f64;
     let worst = res.iter().map(|r| r.1).fold(f64::MAX, f64::min);
-    let missing: Vec<u64> = (0..count).filter(|i| !res.iter().any(|r| r.0 == *i)).collect();
-    eprintln!("decoded {decoded}/{sent} frames, PSNR-Y mean {mean:.2} dB, worst {worst:.2} dB, source frames not decoded: {missing:?}");
-    assert!(decoded * 100 >= sent * 99, "decoded {decoded} of {sent}\n{stderr}");
+    let missing: Vec<u64> = (0..count)
+        .filter(|i| !res.iter().any(|r| r.0 == *i))
+        .collect();
+    eprintln!(
+        "decoded {decoded}/{sent} frames, PSNR-Y mean {mean:.2} dB, worst {worst:.2} dB, source frames not decoded: {missing:?}"
+    );
+    assert!(
+        decoded * 100 >= sent * 99,
+        "decoded {decoded} of {sent}\n{stderr}"
+    );
     assert!(mean >= 38.0, "mean PSNR-Y {mean:.2} dB < 38");
     // Matched source frames are in order without repeats.
     assert!(res.windows(2).all(|p| p[1].0 > p[0].0));
@@ -123,11 +169,33 @@ fn pattern_through_ffmpeg(tag: &str, extra: &[&str]) -> (String, u64, Vec<u64>) 
     let fb = (w * h * 3 / 2) as usize;
     let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Option<u64>>::new()));
     let ids2 = ids.clone();
-    let on_frame = move |f: &[u8]| ids2.lock().unwrap().push(vr_stream::source::pattern::read_id(&f[..(w * h) as usize], w, h));
-    let mut args = vec!["--width", "640", "--height", "360", "--frames", "400", "--bitrate", "4000"];
+    let on_frame = move |f: &[u8]| {
+        ids2.lock()
+            .unwrap()
+            .push(vr_stream::source::pattern::read_id(
+                &f[..(w * h) as usize],
+                w,
+                h,
+            ))
+    };
+    let mut args = vec![
+        "--width",
+        "640",
+        "--height",
+        "360",
+        "--frames",
+        "400",
+        "--bitrate",
+        "4000",
+    ];
     args.extend_from_slice(extra);
     let (stderr, sent) = stream_to_ffmpeg(tag, "pattern", &args, fb, on_frame);
-    let read = ids.lock().unwrap().iter().map(|i| i.expect("every decoded frame carries a readable id")).collect();
+    let read = ids
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|i| i.expect("every decoded frame carries a readable id"))
+        .collect();
     (stderr, sent, read)
 }
 
@@ -136,8 +204,15 @@ fn pattern_frame_ids_arrive_in_order_without_duplicates() {
     let (stderr, sent, read) = pattern_through_ffmpeg("pattern", &[]);
     assert!(sent >= 396, "sent only {sent} of 400: {stderr}");
     eprintln!("pattern: decoded {} of {sent} sent frames", read.len());
-    assert!(read.len() as u64 * 100 >= sent * 99, "decoded {} of {sent}", read.len());
-    assert!(read.windows(2).all(|p| p[1] > p[0]), "ids not strictly increasing: {read:?}");
+    assert!(
+        read.len() as u64 * 100 >= sent * 99,
+        "decoded {} of {sent}",
+        read.len()
+    );
+    assert!(
+        read.windows(2).all(|p| p[1] > p[0]),
+        "ids not strictly increasing: {read:?}"
+    );
     assert!(read.iter().all(|&i| i < 400));
 }
 
@@ -146,25 +221,58 @@ fn stereo_pattern_pair_arrives_side_by_side() {
     // Two patterns of 320x240, composed into 640x240; the right one draws id + 1000000.
     let (w, h) = (320usize, 240usize);
     let fb = 2 * w * h * 3 / 2;
-    let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Option<u64>, Option<u64>)>::new()));
+    let ids = std::sync::Arc::new(std::sync::Mutex::new(
+        Vec::<(Option<u64>, Option<u64>)>::new(),
+    ));
     let ids2 = ids.clone();
     let on_frame = move |f: &[u8]| {
-        let half = |x0: usize| -> Vec<u8> { (0..h).flat_map(|y| f[y * 2 * w + x0..y * 2 * w + x0 + w].to_vec()).collect() };
+        let half = |x0: usize| -> Vec<u8> {
+            (0..h)
+                .flat_map(|y| f[y * 2 * w + x0..y * 2 * w + x0 + w].to_vec())
+                .collect()
+        };
         let read = |x0| vr_stream::source::pattern::read_id(&half(x0), w as u32, h as u32);
         ids2.lock().unwrap().push((read(0), read(w)));
     };
-    let args = ["--stereo", "--width", "320", "--height", "240", "--frames", "240", "--bitrate", "3000"];
+    let args = [
+        "--stereo",
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--frames",
+        "240",
+        "--bitrate",
+        "3000",
+    ];
     let (stderr, sent) = stream_to_ffmpeg("stereo", "pattern", &args, fb, on_frame);
-    assert!(stderr.contains("640x240"), "the composed frame is twice as wide: {stderr}");
+    assert!(
+        stderr.contains("640x240"),
+        "the composed frame is twice as wide: {stderr}"
+    );
     let got = ids.lock().unwrap().clone();
     eprintln!("stereo: decoded {} of {sent} sent frames", got.len());
-    assert!(got.len() as u64 * 100 >= sent * 98, "decoded {} of {sent}", got.len());
+    assert!(
+        got.len() as u64 * 100 >= sent * 98,
+        "decoded {} of {sent}",
+        got.len()
+    );
     for (l, r) in &got {
-        let (l, r) = (l.expect("left half id readable"), r.expect("right half id readable"));
-        assert_eq!(r, l + vr_stream::source::stereo::RIGHT_PATTERN_ID_OFFSET, "halves from the two sources, same instant");
+        let (l, r) = (
+            l.expect("left half id readable"),
+            r.expect("right half id readable"),
+        );
+        assert_eq!(
+            r,
+            l + vr_stream::source::stereo::RIGHT_PATTERN_ID_OFFSET,
+            "halves from the two sources, same instant"
+        );
     }
     let left: Vec<u64> = got.iter().map(|p| p.0.unwrap()).collect();
-    assert!(left.windows(2).all(|p| p[1] > p[0]), "ids increasing: {left:?}");
+    assert!(
+        left.windows(2).all(|p| p[1] > p[0]),
+        "ids increasing: {left:?}"
+    );
 }
 
 #[test]
@@ -177,7 +285,22 @@ fn gstreamer_plays_the_sdp_too() {
     let dir = tempfile::tempdir().unwrap();
     let sdp = dir.path().join("stream.sdp");
     let yuv = dir.path().join("out.yuv");
-    let args = ["--source", "pattern", "--width", "640", "--height", "360", "--frames", "300", "--port", &ports, "--sdp", sdp.to_str().unwrap(), "--instance", &inst];
+    let args = [
+        "--source",
+        "pattern",
+        "--width",
+        "640",
+        "--height",
+        "360",
+        "--frames",
+        "300",
+        "--port",
+        &ports,
+        "--sdp",
+        sdp.to_str().unwrap(),
+        "--instance",
+        &inst,
+    ];
     let mut sdp_args = args.to_vec();
     sdp_args.push("--sdp-only");
     assert!(run_vr(&sdp_args, Duration::from_secs(20)).status.success());
@@ -195,7 +318,10 @@ fn gstreamer_plays_the_sdp_too() {
         .expect("gst-launch-1.0 (gstreamer1.0-tools, -plugins-bad)");
     let t0 = std::time::Instant::now();
     while !udp_bound(port) {
-        assert!(t0.elapsed() < Duration::from_secs(10), "GStreamer did not bind port {port}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "GStreamer did not bind port {port}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -217,19 +343,32 @@ fn gstreamer_plays_the_sdp_too() {
     let fb = (w * h * 3 / 2) as usize;
     let ids: Vec<u64> = data
         .chunks_exact(fb)
-        .map(|f| vr_stream::source::pattern::read_id(&f[..(w * h) as usize], w, h).expect("readable id"))
+        .map(|f| {
+            vr_stream::source::pattern::read_id(&f[..(w * h) as usize], w, h).expect("readable id")
+        })
         .collect();
     eprintln!("GStreamer: decoded {} of {sent} sent frames", ids.len());
-    assert!(ids.len() as u64 * 100 >= sent * 99, "GStreamer decoded {} of {sent}", ids.len());
+    assert!(
+        ids.len() as u64 * 100 >= sent * 99,
+        "GStreamer decoded {} of {sent}",
+        ids.len()
+    );
     assert!(ids.windows(2).all(|p| p[1] > p[0]), "{ids:?}");
 }
 
 #[test]
 fn ultra_low_profile_intra_refresh_is_decoded_by_ffmpeg() {
     let (stderr, sent, read) = pattern_through_ffmpeg("ultralow", &["--profile", "ultra_low"]);
-    assert!(stderr.contains("IDR 1)"), "intra refresh: one IDR only: {stderr}");
+    assert!(
+        stderr.contains("IDR 1)"),
+        "intra refresh: one IDR only: {stderr}"
+    );
     eprintln!("ultra_low: decoded {} of {sent} sent frames", read.len());
-    assert!(read.len() as u64 * 100 >= sent * 99, "decoded {} of {sent}", read.len());
+    assert!(
+        read.len() as u64 * 100 >= sent * 99,
+        "decoded {} of {sent}",
+        read.len()
+    );
     assert!(read.windows(2).all(|p| p[1] > p[0]));
 }
 
@@ -256,10 +395,31 @@ fn intra_refresh_stream_repeats_sps_pps_in_band_every_second() {
         (param_sets, idr, packets)
     });
     let out = run_vr(
-        &["--profile", "ultra_low", "--source", "pattern", "--width", "320", "--height", "240", "--frames", "180", "--port", &port, "--sdp", "", "--instance", &inst],
+        &[
+            "--profile",
+            "ultra_low",
+            "--source",
+            "pattern",
+            "--width",
+            "320",
+            "--height",
+            "240",
+            "--frames",
+            "180",
+            "--port",
+            &port,
+            "--sdp",
+            "",
+            "--instance",
+            &inst,
+        ],
         Duration::from_secs(30),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (param_sets, idr, packets) = reader.join().unwrap();
     assert!(packets >= 180);
     assert_eq!(idr, 1, "one IDR (frame 0)");

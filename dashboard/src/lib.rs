@@ -20,7 +20,9 @@ pub fn render_text(snap: &model::Snapshot, view: &ui::View, width: u16, height: 
     ui::draw(area, &mut buf, snap, view);
     let mut out = String::new();
     for y in 0..height {
-        let line: String = (0..width).map(|x| buf[(x, y)].symbol().to_string()).collect();
+        let line: String = (0..width)
+            .map(|x| buf[(x, y)].symbol().to_string())
+            .collect();
         out.push_str(line.trim_end());
         out.push('\n');
     }

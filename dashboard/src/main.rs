@@ -36,14 +36,23 @@ struct Cli {
 }
 
 fn init_log(path: Option<PathBuf>) {
-    let path = path.or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vr-stream/dashboard.log")));
+    let path = path.or_else(|| {
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vr-stream/dashboard.log"))
+    });
     let Some(path) = path else { return };
     if let Some(d) = path.parent() {
         let _ = std::fs::create_dir_all(d);
     }
     // Never to the screen: without a writable file there is no log.
-    if let Ok(f) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
-        let _ = tracing_subscriber::fmt().with_writer(std::sync::Mutex::new(f)).with_ansi(false).try_init();
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::sync::Mutex::new(f))
+            .with_ansi(false)
+            .try_init();
     }
 }
 
@@ -61,13 +70,23 @@ fn main() {
         std::thread::sleep(interval);
         let snap = col.collect();
         if cli.json {
-            println!("{}", serde_json::to_string_pretty(&snap).expect("snapshot serializes"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&snap).expect("snapshot serializes")
+            );
         } else {
-            print!("{}", vr_dashboard::render_text(&snap, &View::default(), 100, 40));
+            print!(
+                "{}",
+                vr_dashboard::render_text(&snap, &View::default(), 100, 40)
+            );
         }
         return;
     }
-    tracing::info!("dashboard for instance {} every {} ms", cli.instance, cli.interval);
+    tracing::info!(
+        "dashboard for instance {} every {} ms",
+        cli.instance,
+        cli.interval
+    );
     // ratatui::init enters raw mode and the alternate screen and installs a panic hook that
     // restores the terminal before the panic message.
     let mut terminal = ratatui::init();
@@ -79,7 +98,11 @@ fn main() {
     }
 }
 
-fn run(terminal: &mut ratatui::DefaultTerminal, col: &mut Collector, interval: Duration) -> std::io::Result<()> {
+fn run(
+    terminal: &mut ratatui::DefaultTerminal,
+    col: &mut Collector,
+    interval: Duration,
+) -> std::io::Result<()> {
     let mut view = View::default();
     let mut snap = col.collect();
     let mut next = Instant::now() + interval;
@@ -93,7 +116,9 @@ fn run(terminal: &mut ratatui::DefaultTerminal, col: &mut Collector, interval: D
             match event::read()? {
                 Event::Key(k) if k.kind == KeyEventKind::Press => match k.code {
                     KeyCode::Char('q') | KeyCode::Esc => return Ok(()),
-                    KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => return Ok(()),
+                    KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => {
+                        return Ok(());
+                    }
                     KeyCode::Char('p') => view.paused = !view.paused,
                     KeyCode::Char('?') => view.help = !view.help,
                     KeyCode::Tab | KeyCode::BackTab => view.toggle_focus(),

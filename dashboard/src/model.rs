@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 use vr_stream::latency::SPANS;
 use vr_stream::quickbench::{Percentiles, Unit};
-use vr_stream::shm::stats::{EncCounters, NetCounters, StageState, Stats, RECORDS, STAGES};
+use vr_stream::shm::stats::{EncCounters, NetCounters, RECORDS, STAGES, StageState, Stats};
 
 /// Stage slot names, by index.
 pub const STAGE_NAMES: [&str; STAGES] = ["camera", "encode", "network", "detect", "web"];
@@ -243,8 +243,15 @@ impl ViewerView {
 impl PageView {
     /// One line for the screen: the page's report first, then the server's counters.
     pub fn text(&self) -> String {
-        let tail = format!("{} viewer(s), {} sent, {} skipped, {} refused", self.viewers, self.sent, self.skipped, self.refused);
-        match (self.transport.as_deref(), self.latency_p50_ms, self.latency_p99_ms) {
+        let tail = format!(
+            "{} viewer(s), {} sent, {} skipped, {} refused",
+            self.viewers, self.sent, self.skipped, self.refused
+        );
+        match (
+            self.transport.as_deref(),
+            self.latency_p50_ms,
+            self.latency_p99_ms,
+        ) {
             (Some(t), Some(p50), Some(p99)) => format!(
                 "{t}, capture->decoded p50 {p50:.1} p99 {p99:.1} ms, decode {:.1} ms, {:.1} fps ({:.1} s ago); {tail}",
                 self.decode_ms.unwrap_or(f64::NAN),
@@ -357,7 +364,11 @@ impl Collector {
     }
 
     fn seg_path(&self) -> String {
-        format!("{}/{}", vr_stream::shm::SHM_DIR, vr_stream::stage::stats_name(&self.instance))
+        format!(
+            "{}/{}",
+            vr_stream::shm::SHM_DIR,
+            vr_stream::stage::stats_name(&self.instance)
+        )
     }
 
     /// Attaches to the stats segment if needed; detaches from one that was removed or
@@ -387,7 +398,9 @@ impl Collector {
                         return Some("starting".into());
                     }
                     if !crate::sys::pid_alive(pid) {
-                        return Some(format!("{path} is left over from a run that ended (supervisor PID {pid} is gone)"));
+                        return Some(format!(
+                            "{path} is left over from a run that ended (supervisor PID {pid} is gone)"
+                        ));
                     }
                     tracing::info!("attached to {path} (supervisor {pid})");
                     self.attached = Some(Attached { stats, ino });
@@ -410,19 +423,30 @@ impl Collector {
     /// Collects one snapshot.
     pub fn collect(&mut self) -> Snapshot {
         let now = Instant::now();
-        let dt = self.last.map(|l| now.duration_since(l).as_secs_f64()).filter(|d| *d > 0.0);
+        let dt = self
+            .last
+            .map(|l| now.duration_since(l).as_secs_f64())
+            .filter(|d| *d > 0.0);
         self.last = Some(now);
         let waiting = self.attach();
         let cpus = self.cpus();
         let interfaces = self.interfaces(dt);
-        let stream = if self.attached.is_some() { Some(self.stream(dt)) } else { None };
+        let stream = if self.attached.is_some() {
+            Some(self.stream(dt))
+        } else {
+            None
+        };
         let route_interface = stream.as_ref().and_then(|s| {
             let iface = crate::sys::route_interface(&s.destination)?;
             interfaces.iter().position(|i| i.name == iface)
         });
         Snapshot {
             instance: self.instance.clone(),
-            waiting: if stream.is_some() { None } else { waiting.or(Some("no stream".into())) },
+            waiting: if stream.is_some() {
+                None
+            } else {
+                waiting.or(Some("no stream".into()))
+            },
             stream,
             cpus,
             interfaces,
@@ -440,10 +464,16 @@ impl Collector {
             .enumerate()
             .map(|(i, &(id, total, idle))| {
                 let usage_pct = match self.prev_cpu.get(i) {
-                    Some(&(pt, pi)) if total > pt => 100.0 * (1.0 - (idle.saturating_sub(pi)) as f64 / (total - pt) as f64),
+                    Some(&(pt, pi)) if total > pt => {
+                        100.0 * (1.0 - (idle.saturating_sub(pi)) as f64 / (total - pt) as f64)
+                    }
                     _ => 0.0,
                 };
-                CpuView { id, usage_pct: usage_pct.clamp(0.0, 100.0), isolated: isolated.contains(&id) }
+                CpuView {
+                    id,
+                    usage_pct: usage_pct.clamp(0.0, 100.0),
+                    isolated: isolated.contains(&id),
+                }
             })
             .collect();
         self.prev_cpu = now.iter().map(|&(_, t, i)| (t, i)).collect();
@@ -459,7 +489,10 @@ impl Collector {
                 i.tx_pps = i.tx_packets.saturating_sub(txp) as f64 / dt;
             }
         }
-        self.prev_if = v.iter().map(|i| (i.name.clone(), (i.rx_bytes, i.tx_bytes, i.tx_packets))).collect();
+        self.prev_if = v
+            .iter()
+            .map(|i| (i.name.clone(), (i.rx_bytes, i.tx_bytes, i.tx_packets)))
+            .collect();
         v
     }
 
@@ -479,12 +512,15 @@ impl Collector {
             }
             let out = s.frames_out.load(Relaxed);
             let fps = match dt {
-                Some(dt) if self.prev_frames[i] <= out && self.prev_frames[i] > 0 => (out - self.prev_frames[i]) as f64 / dt,
+                Some(dt) if self.prev_frames[i] <= out && self.prev_frames[i] > 0 => {
+                    (out - self.prev_frames[i]) as f64 / dt
+                }
                 _ => 0.0,
             };
             self.prev_frames[i] = out;
             let (mut cpu_pct, mut rss_kb) = (0.0, 0);
-            let (mut affinity, mut policy, mut vmlck_kb) = (String::from("-"), String::from("-"), 0);
+            let (mut affinity, mut policy, mut vmlck_kb) =
+                (String::from("-"), String::from("-"), 0);
             if pid != 0 && crate::sys::pid_alive(pid) {
                 if let Ok(st) = procfs::process::Process::new(pid as i32).and_then(|p| p.stat()) {
                     let t = st.utime + st.stime;
@@ -495,8 +531,13 @@ impl Collector {
                     rss_kb = st.rss * (procfs::page_size() / 1024);
                 }
                 let rt = vr_stream::rt::read_state(pid as i32);
-                affinity = vr_setup::cpus::CpuList::from_cpus(rt.cpus.iter().map(|&c| c as u32)).to_string();
-                policy = if rt.policy == libc::SCHED_FIFO { format!("FIFO {}", rt.priority) } else { "OTHER".into() };
+                affinity = vr_setup::cpus::CpuList::from_cpus(rt.cpus.iter().map(|&c| c as u32))
+                    .to_string();
+                policy = if rt.policy == libc::SCHED_FIFO {
+                    format!("FIFO {}", rt.priority)
+                } else {
+                    "OTHER".into()
+                };
                 vmlck_kb = rt.vmlck_kb;
             }
             let hb = s.heartbeat_ns.load(Relaxed);
@@ -544,10 +585,18 @@ impl Collector {
             .filter_map(|(name, f)| {
                 let v: Vec<u64> = recs.iter().map(f).collect();
                 let p = Percentiles::from_ns(&v, Unit::Ms)?;
-                Some(SpanView { name, p50_ms: p.p50, p99_ms: p.p99 })
+                Some(SpanView {
+                    name,
+                    p50_ms: p.p50,
+                    p99_ms: p.p99,
+                })
             })
             .collect();
-        let total = SPANS.iter().find(|(n, _)| *n == "total").map(|(_, f)| *f).expect("total span");
+        let total = SPANS
+            .iter()
+            .find(|(n, _)| *n == "total")
+            .map(|(_, f)| *f)
+            .expect("total span");
         let mut recent: Vec<u64> = Vec::new();
         let mut n = written;
         while n > 0 && recent.len() < 240 {
@@ -561,25 +610,37 @@ impl Collector {
 
         let enc = stats.encoded();
         let measured_kbps = match (dt, self.prev_enc) {
-            (Some(dt), Some(p)) if enc.bytes >= p.bytes => (enc.bytes - p.bytes) as f64 * 8.0 / dt / 1000.0,
+            (Some(dt), Some(p)) if enc.bytes >= p.bytes => {
+                (enc.bytes - p.bytes) as f64 * 8.0 / dt / 1000.0
+            }
             _ => 0.0,
         };
         self.prev_enc = Some(enc);
         let net = stats.net();
         let pps = match (dt, self.prev_net) {
-            (Some(dt), Some(p)) if net.packets >= p.packets => (net.packets - p.packets) as f64 / dt,
+            (Some(dt), Some(p)) if net.packets >= p.packets => {
+                (net.packets - p.packets) as f64 / dt
+            }
             _ => 0.0,
         };
         self.prev_net = Some(net);
         let det = stats.detect();
         let det_rates = match (dt, self.prev_det) {
-            (Some(dt), Some(p)) if det.inferences >= p.inferences => {
-                Some(((det.inferences - p.inferences) as f64 / dt, (det.detections - p.detections) as f64 / dt))
-            }
+            (Some(dt), Some(p)) if det.inferences >= p.inferences => Some((
+                (det.inferences - p.inferences) as f64 / dt,
+                (det.detections - p.detections) as f64 / dt,
+            )),
             _ => None,
         };
         self.prev_det = Some(det);
-        let detector = detector_text(&det, det_rates, stats.detections().map(|s| (s.detections.len(), s.capture_ns)), now_ns);
+        let detector = detector_text(
+            &det,
+            det_rates,
+            stats
+                .detections()
+                .map(|s| (s.detections.len(), s.capture_ns)),
+            now_ns,
+        );
         StreamView {
             destination: info.destination,
             width: info.width,
@@ -620,13 +681,23 @@ impl Collector {
 /// the last and mean inference times, and the newest result (boxes, age since its frame's
 /// capture). `rates` = (runs/s, detections/s) over the last tick; `newest` = (boxes,
 /// capture ns).
-fn detector_text(d: &vr_stream::shm::stats::DetectCounters, rates: Option<(f64, f64)>, newest: Option<(usize, u64)>, now_ns: u64) -> Option<String> {
+fn detector_text(
+    d: &vr_stream::shm::stats::DetectCounters,
+    rates: Option<(f64, f64)>,
+    newest: Option<(usize, u64)>,
+    now_ns: u64,
+) -> Option<String> {
     if d.inferences == 0 {
         return None;
     }
     let (rps, dps) = rates.unwrap_or((0.0, 0.0));
     let newest = newest
-        .map(|(n, cap)| format!("newest {n} boxes, {:.0} ms after capture", now_ns.saturating_sub(cap) as f64 / 1e6))
+        .map(|(n, cap)| {
+            format!(
+                "newest {n} boxes, {:.0} ms after capture",
+                now_ns.saturating_sub(cap) as f64 / 1e6
+            )
+        })
         .unwrap_or_default();
     Some(format!(
         "{rps:.1} runs/s, {dps:.1} detections/s, inference {:.1} ms (mean {:.1}), letterbox {:.1} ms; {newest}",
@@ -641,8 +712,18 @@ fn rtcp_text(r: &vr_stream::shm::stats::RtcpCounters, now_ns: u64) -> Option<Str
     if r.reports == 0 && r.pli == 0 && r.nack_packets == 0 {
         return None;
     }
-    let rtt = r.rtt_us.map(|u| format!("{:.1} ms", u as f64 / 1000.0)).unwrap_or_else(|| "n/a".into());
-    let age = if r.last_report_ns == 0 { "no report yet".to_string() } else { format!("last {:.1} s ago", now_ns.saturating_sub(r.last_report_ns) as f64 / 1e9) };
+    let rtt = r
+        .rtt_us
+        .map(|u| format!("{:.1} ms", u as f64 / 1000.0))
+        .unwrap_or_else(|| "n/a".into());
+    let age = if r.last_report_ns == 0 {
+        "no report yet".to_string()
+    } else {
+        format!(
+            "last {:.1} s ago",
+            now_ns.saturating_sub(r.last_report_ns) as f64 / 1e9
+        )
+    };
     Some(format!(
         "loss {:.1}% (total {}), jitter {:.1} ms, RTT {rtt}, PLI {}, NACK {}; {age}",
         r.fraction_lost as f64 * 100.0 / 256.0,
@@ -662,8 +743,18 @@ mod tests {
     fn page_line() {
         use std::time::Duration;
         use vr_stream::shm::stats::{PageStats, PageTransport, WebStats};
-        let mut w = WebStats { viewers: 1, sent: 600, skipped: 2, refused: 1, page: None, list: vec![] };
-        assert_eq!(page_view(&w, 0).text(), "no page report yet; 1 viewer(s), 600 sent, 2 skipped, 1 refused");
+        let mut w = WebStats {
+            viewers: 1,
+            sent: 600,
+            skipped: 2,
+            refused: 1,
+            page: None,
+            list: vec![],
+        };
+        assert_eq!(
+            page_view(&w, 0).text(),
+            "no page report yet; 1 viewer(s), 600 sent, 2 skipped, 1 refused"
+        );
         w.page = Some(PageStats {
             transport: PageTransport::WebRtc,
             report_ns: 1_000_000_000,
@@ -676,23 +767,45 @@ mod tests {
             display_p99: Duration::from_micros(33_000),
             reconnects: 2,
         });
-        w.list = vec![vr_stream::shm::stats::ViewerStats { addr: "192.168.1.100:50432".parse().unwrap(), transport: PageTransport::WebRtc, report: w.page }];
+        w.list = vec![vr_stream::shm::stats::ViewerStats {
+            addr: "192.168.1.100:50432".parse().unwrap(),
+            transport: PageTransport::WebRtc,
+            report: w.page,
+        }];
         let v = page_view(&w, 1_400_000_000);
         assert_eq!(v.latency_p99_ms, Some(25.2));
         assert_eq!(
             v.text(),
             "webrtc, capture->decoded p50 11.5 p99 25.2 ms, decode 1.2 ms, 59.5 fps (0.4 s ago); 1 viewer(s), 600 sent, 2 skipped, 1 refused"
         );
-        assert_eq!(v.list[0].text(), "webrtc 192.168.1.100:50432: decoded p50 11.5 p99 25.2 ms, display p50 20.0 p99 33.0 ms, 59.5 fps, 2 reconnects");
+        assert_eq!(
+            v.list[0].text(),
+            "webrtc 192.168.1.100:50432: decoded p50 11.5 p99 25.2 ms, display p50 20.0 p99 33.0 ms, 59.5 fps, 2 reconnects"
+        );
     }
 
     #[test]
     fn detector_line() {
         use vr_stream::shm::stats::DetectCounters;
-        assert_eq!(detector_text(&DetectCounters::default(), None, None, 0), None);
-        let d = DetectCounters { inferences: 10, detections: 25, last_prep_us: 800, last_infer_us: 24_300, infer_us_total: 346_000 };
         assert_eq!(
-            detector_text(&d, Some((13.9, 20.0)), Some((3, 1_000_000_000)), 1_054_000_000).unwrap(),
+            detector_text(&DetectCounters::default(), None, None, 0),
+            None
+        );
+        let d = DetectCounters {
+            inferences: 10,
+            detections: 25,
+            last_prep_us: 800,
+            last_infer_us: 24_300,
+            infer_us_total: 346_000,
+        };
+        assert_eq!(
+            detector_text(
+                &d,
+                Some((13.9, 20.0)),
+                Some((3, 1_000_000_000)),
+                1_054_000_000
+            )
+            .unwrap(),
             "13.9 runs/s, 20.0 detections/s, inference 24.3 ms (mean 34.6), letterbox 0.8 ms; newest 3 boxes, 54 ms after capture"
         );
     }
@@ -700,8 +813,20 @@ mod tests {
     #[test]
     fn rtcp_line() {
         assert_eq!(rtcp_text(&RtcpCounters::default(), 5), None);
-        let r = RtcpCounters { reports: 3, fraction_lost: 64, cumulative_lost: 12, jitter_90k: 45, rtt_us: Some(3100), last_report_ns: 1_000_000_000, pli: 2, nack_packets: 0 };
-        assert_eq!(rtcp_text(&r, 1_300_000_000).unwrap(), "loss 25.0% (total 12), jitter 0.5 ms, RTT 3.1 ms, PLI 2, NACK 0; last 0.3 s ago");
+        let r = RtcpCounters {
+            reports: 3,
+            fraction_lost: 64,
+            cumulative_lost: 12,
+            jitter_90k: 45,
+            rtt_us: Some(3100),
+            last_report_ns: 1_000_000_000,
+            pli: 2,
+            nack_packets: 0,
+        };
+        assert_eq!(
+            rtcp_text(&r, 1_300_000_000).unwrap(),
+            "loss 25.0% (total 12), jitter 0.5 ms, RTT 3.1 ms, PLI 2, NACK 0; last 0.3 s ago"
+        );
         let r = RtcpCounters { rtt_us: None, ..r };
         assert!(rtcp_text(&r, 1_300_000_000).unwrap().contains("RTT n/a"));
     }

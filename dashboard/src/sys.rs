@@ -12,7 +12,9 @@ pub fn pid_alive(pid: u32) -> bool {
 /// (cpu, total jiffies, idle + iowait jiffies) per CPU from /proc/stat (procfs).
 pub fn cpu_times() -> Vec<(u32, u64, u64)> {
     use procfs::CurrentSI;
-    let Ok(ks) = procfs::KernelStats::current() else { return Vec::new() };
+    let Ok(ks) = procfs::KernelStats::current() else {
+        return Vec::new();
+    };
     ks.cpu_time
         .iter()
         .enumerate()
@@ -49,7 +51,11 @@ fn stat(iface: &str, name: &str) -> u64 {
 /// Every network interface with its totals (/sys/class/net/IF/statistics), sorted by name.
 pub fn interfaces() -> Vec<IfaceView> {
     let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names
@@ -82,13 +88,21 @@ pub fn temperature_c() -> Option<f64> {
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with("thermal_zone"))
         .filter_map(|e| {
-            let t = std::fs::read_to_string(e.path().join("temp")).ok()?.trim().parse::<f64>().ok()?;
+            let t = std::fs::read_to_string(e.path().join("temp"))
+                .ok()?
+                .trim()
+                .parse::<f64>()
+                .ok()?;
             let kind = std::fs::read_to_string(e.path().join("type")).unwrap_or_default();
             Some((kind.trim().to_string(), t / 1000.0))
         })
         .collect();
     zones.sort_by(|a, b| a.0.cmp(&b.0));
-    zones.iter().find(|(k, _)| k.contains("cpu") || k.contains("soc")).or(zones.first()).map(|z| z.1)
+    zones
+        .iter()
+        .find(|(k, _)| k.contains("cpu") || k.contains("soc"))
+        .or(zones.first())
+        .map(|z| z.1)
 }
 
 /// Where the Raspberry Pi firmware's throttling flags come from.
@@ -109,7 +123,11 @@ impl ThrottledSource {
     pub fn detect() -> ThrottledSource {
         if std::path::Path::new(THROTTLED_SYSFS).exists() {
             ThrottledSource::Sysfs(THROTTLED_SYSFS)
-        } else if std::process::Command::new("vcgencmd").arg("version").output().is_ok_and(|o| o.status.success()) {
+        } else if std::process::Command::new("vcgencmd")
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
             ThrottledSource::Vcgencmd
         } else {
             ThrottledSource::None
@@ -121,8 +139,14 @@ impl ThrottledSource {
         let raw = match self {
             ThrottledSource::Sysfs(p) => std::fs::read_to_string(p).ok()?,
             ThrottledSource::Vcgencmd => {
-                let o = std::process::Command::new("vcgencmd").arg("get_throttled").output().ok()?;
-                String::from_utf8_lossy(&o.stdout).trim().trim_start_matches("throttled=").to_string()
+                let o = std::process::Command::new("vcgencmd")
+                    .arg("get_throttled")
+                    .output()
+                    .ok()?;
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .trim_start_matches("throttled=")
+                    .to_string()
             }
             ThrottledSource::None => return None,
         };
@@ -135,9 +159,20 @@ impl ThrottledSource {
 /// 0 under-voltage, 1 ARM frequency capped, 2 throttled, 3 soft temperature limit; bits
 /// 16-19 the same "has occurred since boot". Pure.
 pub fn decode_throttled(v: u32) -> String {
-    const NAMES: [&str; 4] = ["under-voltage", "frequency capped", "throttled", "soft temperature limit"];
-    let now: Vec<&str> = (0..4).filter(|b| v & (1 << b) != 0).map(|b| NAMES[b]).collect();
-    let past: Vec<&str> = (0..4).filter(|b| v & (1 << (b + 16)) != 0).map(|b| NAMES[b]).collect();
+    const NAMES: [&str; 4] = [
+        "under-voltage",
+        "frequency capped",
+        "throttled",
+        "soft temperature limit",
+    ];
+    let now: Vec<&str> = (0..4)
+        .filter(|b| v & (1 << b) != 0)
+        .map(|b| NAMES[b])
+        .collect();
+    let past: Vec<&str> = (0..4)
+        .filter(|b| v & (1 << (b + 16)) != 0)
+        .map(|b| NAMES[b])
+        .collect();
     match (now.is_empty(), past.is_empty()) {
         (true, true) => "ok".into(),
         (false, _) => format!("NOW: {}", now.join(", ")),

@@ -78,10 +78,24 @@ fn snapshot(stream: bool) -> Snapshot {
         instance: "vr-stream".into(),
         stream: stream.then_some(s),
         waiting: (!stream).then(|| "no /dev/shm/vr-stream-stats".into()),
-        cpus: (0..4).map(|i| CpuView { id: i, usage_pct: 25.0 * i as f64, isolated: i >= 2 }).collect(),
+        cpus: (0..4)
+            .map(|i| CpuView {
+                id: i,
+                usage_pct: 25.0 * i as f64,
+                isolated: i >= 2,
+            })
+            .collect(),
         interfaces: vec![
-            IfaceView { name: "lo".into(), ..Default::default() },
-            IfaceView { name: "wlan0".into(), tx_bps: 1e6, tx_pps: 700.0, ..Default::default() },
+            IfaceView {
+                name: "lo".into(),
+                ..Default::default()
+            },
+            IfaceView {
+                name: "wlan0".into(),
+                tx_bps: 1e6,
+                tx_pps: 700.0,
+                ..Default::default()
+            },
         ],
         route_interface: Some(1),
         temperature_c: Some(51.3),
@@ -124,7 +138,10 @@ fn full_layout_shows_every_part() {
 #[test]
 fn waiting_state() {
     let t = vr_dashboard::render_text(&snapshot(false), &View::default(), 100, 40);
-    assert!(t.starts_with("waiting for vr-stream (vr-stream): no /dev/shm/vr-stream-stats"), "{t}");
+    assert!(
+        t.starts_with("waiting for vr-stream (vr-stream): no /dev/shm/vr-stream-stats"),
+        "{t}"
+    );
     assert!(t.contains("cpu0"), "CPU bars still drawn:\n{t}");
 }
 
@@ -140,21 +157,44 @@ fn tiny_terminal_matches_the_expected_buffer() {
         "fps cam 60 enc 60 ne",
         "drops 3 restarts 0  ",
     ]);
-    expected.set_style(Rect::new(0, 0, 9, 1), ratatui::style::Style::default().add_modifier(ratatui::style::Modifier::BOLD));
+    expected.set_style(
+        Rect::new(0, 0, 9, 1),
+        ratatui::style::Style::default().add_modifier(ratatui::style::Modifier::BOLD),
+    );
     assert_eq!(buf, expected);
 
     let mut buf = Buffer::empty(area);
     ui::draw(area, &mut buf, &snapshot(false), &View::default());
-    assert_eq!(buf.content.iter().take(20).map(|c| c.symbol()).collect::<String>(), "waiting for vr-strea");
+    assert_eq!(
+        buf.content
+            .iter()
+            .take(20)
+            .map(|c| c.symbol())
+            .collect::<String>(),
+        "waiting for vr-strea"
+    );
 }
 
 #[test]
 fn zero_size_and_odd_sizes_do_not_panic() {
     let snap = snapshot(true);
-    for (w, h) in [(0, 0), (0, 10), (10, 0), (1, 1), (59, 23), (60, 24), (61, 80), (300, 24), (60, 100)] {
+    for (w, h) in [
+        (0, 0),
+        (0, 10),
+        (10, 0),
+        (1, 1),
+        (59, 23),
+        (60, 24),
+        (61, 80),
+        (300, 24),
+        (60, 100),
+    ] {
         let area = Rect::new(0, 0, w, h);
         let mut buf = Buffer::empty(area);
-        let view = View { help: true, ..Default::default() };
+        let view = View {
+            help: true,
+            ..Default::default()
+        };
         ui::draw(area, &mut buf, &snap, &view);
         ui::draw(area, &mut buf, &snapshot(false), &View::default());
     }
@@ -163,7 +203,10 @@ fn zero_size_and_odd_sizes_do_not_panic() {
 #[test]
 fn help_overlay_and_selection() {
     let snap = snapshot(true);
-    let mut view = View { help: true, ..Default::default() };
+    let mut view = View {
+        help: true,
+        ..Default::default()
+    };
     let t = vr_dashboard::render_text(&snap, &view, 100, 40);
     assert!(t.contains("p          pause / resume updates"), "{t}");
     view.help = false;
@@ -173,7 +216,11 @@ fn help_overlay_and_selection() {
     assert_eq!(view.stage, 2, "wraps around");
     view.toggle_focus();
     view.step(&snap, 1);
-    assert_eq!(view.iface, Some(0), "from the route's interface (1) to the next, wrapping");
+    assert_eq!(
+        view.iface,
+        Some(0),
+        "from the route's interface (1) to the next, wrapping"
+    );
     let t = vr_dashboard::render_text(&snap, &view, 100, 40);
     assert!(t.contains("lo\n") || t.contains("│lo "), "{t}");
 }
@@ -184,19 +231,29 @@ fn reader_refuses_another_layout_version() {
     let inst = format!("vr-dash-ver-{}", std::process::id());
     let name = vr_stream::stage::stats_name(&inst);
     let seg = vr_stream::shm::stats::Stats::create(&name).unwrap();
-    seg.set_info(&vr_stream::shm::stats::StreamInfo { supervisor_pid: std::process::id(), ..Default::default() });
+    seg.set_info(&vr_stream::shm::stats::StreamInfo {
+        supervisor_pid: std::process::id(),
+        ..Default::default()
+    });
     // A segment written by another build: layout version field (offset 8) = current - 1.
-    let mut f = std::fs::OpenOptions::new().write(true).open(format!("/dev/shm/{name}")).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm/{name}"))
+        .unwrap();
     f.seek(SeekFrom::Start(8)).unwrap();
-    f.write_all(&(vr_stream::shm::LAYOUT_VERSION - 1).to_ne_bytes()).unwrap();
+    f.write_all(&(vr_stream::shm::LAYOUT_VERSION - 1).to_ne_bytes())
+        .unwrap();
     drop(f);
     let mut col = Collector::new(&inst, std::time::Duration::from_secs(2));
     let snap = col.collect();
     assert!(snap.stream.is_none(), "no garbage shown");
     let why = snap.waiting.clone().unwrap();
     assert!(
-        why.contains(&format!("layout version {}, this build reads version {}", vr_stream::shm::LAYOUT_VERSION - 1, vr_stream::shm::LAYOUT_VERSION))
-            && why.contains("different builds"),
+        why.contains(&format!(
+            "layout version {}, this build reads version {}",
+            vr_stream::shm::LAYOUT_VERSION - 1,
+            vr_stream::shm::LAYOUT_VERSION
+        )) && why.contains("different builds"),
         "{why}"
     );
     let t = vr_dashboard::render_text(&snap, &View::default(), 100, 40);

@@ -46,7 +46,9 @@ pub enum ApplyError {
     #[error(transparent)]
     Txn(#[from] fsx::TxnError),
     /// The manifest of an earlier run is unreadable.
-    #[error("{path}: {reason}; move it away to start over (the backups next to it are the originals)")]
+    #[error(
+        "{path}: {reason}; move it away to start over (the backups next to it are the originals)"
+    )]
     State {
         /// The manifest.
         path: String,
@@ -56,10 +58,19 @@ pub enum ApplyError {
 }
 
 fn load_state(t: &Target) -> Result<Option<State>, ApplyError> {
-    let err = |reason: String| ApplyError::State { path: t.root.path(state::STATE_FILE).display().to_string(), reason };
-    match t.root.node(state::STATE_FILE).map_err(|e| err(e.to_string()))? {
+    let err = |reason: String| ApplyError::State {
+        path: t.root.path(state::STATE_FILE).display().to_string(),
+        reason,
+    };
+    match t
+        .root
+        .node(state::STATE_FILE)
+        .map_err(|e| err(e.to_string()))?
+    {
         Node::Missing => Ok(None),
-        Node::File(b) => State::parse(&String::from_utf8_lossy(&b)).map(Some).map_err(err),
+        Node::File(b) => State::parse(&String::from_utf8_lossy(&b))
+            .map(Some)
+            .map_err(err),
         _ => Err(err("not a regular file".into())),
     }
 }
@@ -87,8 +98,15 @@ fn diff_of(path: &str, before: &Node, after: &Content) -> String {
         Content::File(b) => {
             let new = String::from_utf8_lossy(b);
             let old = text(before);
-            let from = if matches!(before, Node::Missing) { "/dev/null".to_string() } else { format!("a{path}") };
-            let mut d = similar::TextDiff::from_lines(&old, &new).unified_diff().header(&from, &format!("b{path}")).to_string();
+            let from = if matches!(before, Node::Missing) {
+                "/dev/null".to_string()
+            } else {
+                format!("a{path}")
+            };
+            let mut d = similar::TextDiff::from_lines(&old, &new)
+                .unified_diff()
+                .header(&from, &format!("b{path}"))
+                .to_string();
             if let Node::Symlink(t) = before {
                 d = format!("{path}: was a symlink -> {t}\n{d}");
             }
@@ -99,27 +117,53 @@ fn diff_of(path: &str, before: &Node, after: &Content) -> String {
 
 /// The logical (target system) form of a host path under the root.
 fn logical(t: &Target, host: &Path) -> String {
-    format!("/{}", host.strip_prefix(t.root.base()).unwrap_or(host).display())
+    format!(
+        "/{}",
+        host.strip_prefix(t.root.base()).unwrap_or(host).display()
+    )
 }
 
 /// A live change: what to do and how to record the value before.
 enum LiveAction {
-    Sysctl { key: &'static str, before: String, value: String },
-    Governor { path: String, before: String },
-    SwapOff { active: Vec<String>, dphys: bool },
-    WifiPowerSave { iface: String },
-    WifiQdisc { iface: String, before: String },
-    Irq { irq: u32, before: String, to: String },
+    Sysctl {
+        key: &'static str,
+        before: String,
+        value: String,
+    },
+    Governor {
+        path: String,
+        before: String,
+    },
+    SwapOff {
+        active: Vec<String>,
+        dphys: bool,
+    },
+    WifiPowerSave {
+        iface: String,
+    },
+    WifiQdisc {
+        iface: String,
+        before: String,
+    },
+    Irq {
+        irq: u32,
+        before: String,
+        to: String,
+    },
 }
 
 impl LiveAction {
     fn describe(&self) -> String {
         match self {
-            LiveAction::Sysctl { key, before, value } => format!("sysctl {key}: {before} -> {value}"),
+            LiveAction::Sysctl { key, before, value } => {
+                format!("sysctl {key}: {before} -> {value}")
+            }
             LiveAction::Governor { path, before } => format!("{path}: {before} -> performance"),
             LiveAction::SwapOff { active, .. } => format!("swapoff {}", active.join(" ")),
             LiveAction::WifiPowerSave { iface } => format!("iw dev {iface} set power_save off"),
-            LiveAction::WifiQdisc { iface, before } => format!("tc qdisc replace dev {iface} root fq_codel (was {before})"),
+            LiveAction::WifiQdisc { iface, before } => {
+                format!("tc qdisc replace dev {iface} root fq_codel (was {before})")
+            }
             LiveAction::Irq { irq, before, to } => format!("IRQ {irq} affinity {before} -> {to}"),
         }
     }
@@ -131,14 +175,20 @@ fn live_actions(t: &Target) -> Vec<LiveAction> {
         return v;
     }
     for w in plan::sysctl_wanted(t.kernel) {
-        let Some(have) = live::sysctl(w.key) else { continue };
+        let Some(have) = live::sysctl(w.key) else {
+            continue;
+        };
         let ok = if w.at_least {
             matches!((have.parse::<u64>(), w.value.parse::<u64>()), (Ok(h), Ok(x)) if h >= x)
         } else {
             crate::sysctl::same_value(&have, &w.value)
         };
         if !ok {
-            v.push(LiveAction::Sysctl { key: w.key, before: have, value: w.value });
+            v.push(LiveAction::Sysctl {
+                key: w.key,
+                before: have,
+                value: w.value,
+            });
         }
     }
     for (path, g) in live::governors() {
@@ -148,21 +198,33 @@ fn live_actions(t: &Target) -> Vec<LiveAction> {
     }
     let active = live::swaps();
     if !active.is_empty() {
-        v.push(LiveAction::SwapOff { active, dphys: plan::swap_mechanisms(&t.root).0 });
+        v.push(LiveAction::SwapOff {
+            active,
+            dphys: plan::swap_mechanisms(&t.root).0,
+        });
     }
     for iface in live::wifi_interfaces() {
         if live::wifi_power_save(&iface) == Some(true) {
-            v.push(LiveAction::WifiPowerSave { iface: iface.clone() });
+            v.push(LiveAction::WifiPowerSave {
+                iface: iface.clone(),
+            });
         }
         match live::root_qdisc(&iface) {
             Some(q) if q == "fq_codel" => {}
-            q => v.push(LiveAction::WifiQdisc { iface, before: q.unwrap_or_else(|| "unknown".into()) }),
+            q => v.push(LiveAction::WifiQdisc {
+                iface,
+                before: q.unwrap_or_else(|| "unknown".into()),
+            }),
         }
     }
     let to = t.housekeeping().to_string();
     for irq in live::net_usb_irqs() {
         if irq.affinity.iter().any(|c| t.isolated.contains(c)) {
-            v.push(LiveAction::Irq { irq: irq.irq, before: irq.affinity.to_string(), to: to.clone() });
+            v.push(LiveAction::Irq {
+                irq: irq.irq,
+                before: irq.affinity.to_string(),
+                to: to.clone(),
+            });
         }
     }
     v
@@ -172,10 +234,14 @@ fn record_before(s: &mut State, a: &LiveAction) {
     let l = &mut s.live;
     match a {
         LiveAction::Sysctl { key, before, .. } => {
-            l.sysctl.entry(key.to_string()).or_insert_with(|| before.clone());
+            l.sysctl
+                .entry(key.to_string())
+                .or_insert_with(|| before.clone());
         }
         LiveAction::Governor { path, before } => {
-            l.governors.entry(path.clone()).or_insert_with(|| before.clone());
+            l.governors
+                .entry(path.clone())
+                .or_insert_with(|| before.clone());
         }
         LiveAction::SwapOff { active, .. } => {
             if l.swaps.is_empty() {
@@ -191,7 +257,9 @@ fn record_before(s: &mut State, a: &LiveAction) {
             }
         }
         LiveAction::Irq { irq, before, .. } => {
-            l.irq_affinity.entry(irq.to_string()).or_insert_with(|| before.clone());
+            l.irq_affinity
+                .entry(irq.to_string())
+                .or_insert_with(|| before.clone());
         }
     }
 }
@@ -206,8 +274,14 @@ fn perform(a: &LiveAction) -> std::io::Result<()> {
             }
             live::run("swapoff", &["-a"]).map(|_| ())
         }
-        LiveAction::WifiPowerSave { iface } => live::run("iw", &["dev", iface, "set", "power_save", "off"]).map(|_| ()),
-        LiveAction::WifiQdisc { iface, .. } => live::run("tc", &["qdisc", "replace", "dev", iface, "root", "fq_codel"]).map(|_| ()),
+        LiveAction::WifiPowerSave { iface } => {
+            live::run("iw", &["dev", iface, "set", "power_save", "off"]).map(|_| ())
+        }
+        LiveAction::WifiQdisc { iface, .. } => live::run(
+            "tc",
+            &["qdisc", "replace", "dev", iface, "root", "fq_codel"],
+        )
+        .map(|_| ()),
         LiveAction::Irq { irq, to, .. } => live::set_irq_affinity(*irq, to),
     }
 }
@@ -232,7 +306,10 @@ pub fn apply(t: &Target, dry_run: bool) -> Result<Outcome, ApplyError> {
     let p = plan::plan(t)?;
     let old_state = load_state(t)?;
     let actions = live_actions(t);
-    let mut out = Outcome { notes: p.notes.clone(), ..Default::default() };
+    let mut out = Outcome {
+        notes: p.notes.clone(),
+        ..Default::default()
+    };
     out.reboot = p.changes.iter().any(|c| c.item == plan::Item::Cmdline);
     for c in &p.changes {
         out.files.push(c.path.clone());
@@ -259,7 +336,14 @@ pub fn apply(t: &Target, dry_run: bool) -> Result<Outcome, ApplyError> {
             e.written = written;
             continue;
         }
-        let mut e = Entry { path: c.path.clone(), before: String::new(), backup: None, meta: None, link: None, written };
+        let mut e = Entry {
+            path: c.path.clone(),
+            before: String::new(),
+            backup: None,
+            meta: None,
+            link: None,
+            written,
+        };
         match &c.before {
             Node::Missing => e.before = "missing".into(),
             Node::Symlink(l) => {
@@ -277,7 +361,14 @@ pub fn apply(t: &Target, dry_run: bool) -> Result<Outcome, ApplyError> {
                 let bpath = state::backup_path(&c.path);
                 let bhost = t.root.path(&bpath);
                 note_dirs(t, &mut dirs, &bhost);
-                backups.push(Op { path: bhost, content: Content::File(b.clone()), meta: Some(Meta { mode: 0o600, ..meta }) });
+                backups.push(Op {
+                    path: bhost,
+                    content: Content::File(b.clone()),
+                    meta: Some(Meta {
+                        mode: 0o600,
+                        ..meta
+                    }),
+                });
                 e.before = "file".into();
                 e.backup = Some(bpath);
                 e.meta = Some(meta);
@@ -298,9 +389,17 @@ pub fn apply(t: &Target, dry_run: bool) -> Result<Outcome, ApplyError> {
     for b in backups {
         txn.push(b);
     }
-    txn.push(Op { path: state_host, content: Content::File(st.to_toml().into_bytes()), meta: None });
+    txn.push(Op {
+        path: state_host,
+        content: Content::File(st.to_toml().into_bytes()),
+        meta: None,
+    });
     for c in &p.changes {
-        txn.push(Op { path: t.root.path(&c.path), content: c.after.clone(), meta: None });
+        txn.push(Op {
+            path: t.root.path(&c.path),
+            content: c.after.clone(),
+            meta: None,
+        });
     }
     txn.commit()?;
 
@@ -311,7 +410,8 @@ pub fn apply(t: &Target, dry_run: bool) -> Result<Outcome, ApplyError> {
     }
     if t.root.is_live() && p.changes.iter().any(|c| c.path.starts_with(plan::UNIT_DIR)) {
         if !live::systemd_booted() {
-            out.notes.push("systemd is not running here: the units take effect at the next boot".into());
+            out.notes
+                .push("systemd is not running here: the units take effect at the next boot".into());
         } else if let Err(e) = live::run("systemctl", &["daemon-reload"]) {
             out.warnings.push(format!("systemctl daemon-reload: {e}"));
         }
@@ -329,7 +429,11 @@ pub fn apply(t: &Target, dry_run: bool) -> Result<Outcome, ApplyError> {
 pub fn revert(t: &Target, dry_run: bool) -> Result<Outcome, ApplyError> {
     let mut out = Outcome::default();
     let Some(st) = load_state(t)? else {
-        out.notes.push(format!("nothing to revert: no {} under {}", state::STATE_FILE, t.root.base().display()));
+        out.notes.push(format!(
+            "nothing to revert: no {} under {}",
+            state::STATE_FILE,
+            t.root.base().display()
+        ));
         return Ok(out);
     };
     let mut txn = Transaction::new();
@@ -341,7 +445,10 @@ pub fn revert(t: &Target, dry_run: bool) -> Result<Outcome, ApplyError> {
             out.warnings.push(format!(
                 "{} was changed since --apply: left as it is{}",
                 e.path,
-                e.backup.as_ref().map(|b| format!("; the original is in {b}")).unwrap_or_default()
+                e.backup
+                    .as_ref()
+                    .map(|b| format!("; the original is in {b}"))
+                    .unwrap_or_default()
             ));
             kept.push(e.clone());
             continue;
@@ -353,11 +460,18 @@ pub fn revert(t: &Target, dry_run: bool) -> Result<Outcome, ApplyError> {
                 let b = e.backup.as_deref().unwrap_or_default();
                 match t.root.node(b) {
                     Ok(Node::File(bytes)) => {
-                        removals.push(Op { path: t.root.path(b), content: Content::Absent, meta: None });
+                        removals.push(Op {
+                            path: t.root.path(b),
+                            content: Content::Absent,
+                            meta: None,
+                        });
                         Content::File(bytes)
                     }
                     _ => {
-                        out.warnings.push(format!("{}: its backup {b} is missing: left as it is", e.path));
+                        out.warnings.push(format!(
+                            "{}: its backup {b} is missing: left as it is",
+                            e.path
+                        ));
                         kept.push(e.clone());
                         continue;
                     }
@@ -369,15 +483,36 @@ pub fn revert(t: &Target, dry_run: bool) -> Result<Outcome, ApplyError> {
         }
         out.reboot |= e.path.ends_with("cmdline.txt");
         out.files.push(e.path.clone());
-        txn.push(Op { path: t.root.path(&e.path), content, meta: e.meta });
+        txn.push(Op {
+            path: t.root.path(&e.path),
+            content,
+            meta: e.meta,
+        });
     }
     let live = &st.live;
     if t.root.is_live() {
-        out.live.extend(live.sysctl.iter().map(|(k, v)| format!("sysctl {k} -> {v}")));
-        out.live.extend(live.governors.iter().map(|(p, g)| format!("{p} -> {g}")));
-        out.live.extend(live.irq_affinity.iter().map(|(i, a)| format!("IRQ {i} affinity -> {a}")));
-        out.live.extend(live.wifi_power_save.keys().map(|i| format!("iw dev {i} set power_save on")));
-        out.live.extend(live.wifi_qdisc.iter().map(|i| format!("tc qdisc del dev {i} root")));
+        out.live.extend(
+            live.sysctl
+                .iter()
+                .map(|(k, v)| format!("sysctl {k} -> {v}")),
+        );
+        out.live
+            .extend(live.governors.iter().map(|(p, g)| format!("{p} -> {g}")));
+        out.live.extend(
+            live.irq_affinity
+                .iter()
+                .map(|(i, a)| format!("IRQ {i} affinity -> {a}")),
+        );
+        out.live.extend(
+            live.wifi_power_save
+                .keys()
+                .map(|i| format!("iw dev {i} set power_save on")),
+        );
+        out.live.extend(
+            live.wifi_qdisc
+                .iter()
+                .map(|i| format!("tc qdisc del dev {i} root")),
+        );
         if !live.swaps.is_empty() {
             out.live.push(format!("swapon {}", live.swaps.join(" ")));
         }
@@ -390,11 +525,23 @@ pub fn revert(t: &Target, dry_run: bool) -> Result<Outcome, ApplyError> {
     }
     let state_host = t.root.path(state::STATE_FILE);
     if kept.is_empty() {
-        txn.push(Op { path: state_host, content: Content::Absent, meta: None });
+        txn.push(Op {
+            path: state_host,
+            content: Content::Absent,
+            meta: None,
+        });
     } else {
         kept.reverse();
-        let rest = State { files: kept, live: Default::default(), ..st.clone() };
-        txn.push(Op { path: state_host, content: Content::File(rest.to_toml().into_bytes()), meta: None });
+        let rest = State {
+            files: kept,
+            live: Default::default(),
+            ..st.clone()
+        };
+        txn.push(Op {
+            path: state_host,
+            content: Content::File(rest.to_toml().into_bytes()),
+            meta: None,
+        });
     }
     txn.commit()?;
     if out.warnings.is_empty() {
@@ -419,13 +566,24 @@ pub fn revert(t: &Target, dry_run: bool) -> Result<Outcome, ApplyError> {
             warn(p.clone(), std::fs::write(p, g));
         }
         for (i, a) in &live.irq_affinity {
-            warn(format!("IRQ {i}"), i.parse().map_err(std::io::Error::other).and_then(|n| live::set_irq_affinity(n, a)));
+            warn(
+                format!("IRQ {i}"),
+                i.parse()
+                    .map_err(std::io::Error::other)
+                    .and_then(|n| live::set_irq_affinity(n, a)),
+            );
         }
         for i in live.wifi_power_save.keys() {
-            warn(format!("{i} power save"), live::run("iw", &["dev", i, "set", "power_save", "on"]).map(|_| ()));
+            warn(
+                format!("{i} power save"),
+                live::run("iw", &["dev", i, "set", "power_save", "on"]).map(|_| ()),
+            );
         }
         for i in &live.wifi_qdisc {
-            warn(format!("{i} qdisc"), live::run("tc", &["qdisc", "del", "dev", i, "root"]).map(|_| ()));
+            warn(
+                format!("{i} qdisc"),
+                live::run("tc", &["qdisc", "del", "dev", i, "root"]).map(|_| ()),
+            );
         }
         if live::systemd_booted() {
             let _ = live::run("systemctl", &["daemon-reload"]);

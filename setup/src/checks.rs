@@ -61,7 +61,15 @@ pub fn all_tuned(rows: &[Row]) -> bool {
     rows.iter().all(|r| r.status != Status::NotTuned)
 }
 
-fn row(item: Item, what: &str, ok: bool, current: String, wanted: String, fix: &str, eff: Effect) -> Row {
+fn row(
+    item: Item,
+    what: &str,
+    ok: bool,
+    current: String,
+    wanted: String,
+    fix: &str,
+    eff: Effect,
+) -> Row {
     Row {
         item,
         what: what.to_string(),
@@ -74,7 +82,15 @@ fn row(item: Item, what: &str, ok: bool, current: String, wanted: String, fix: &
 }
 
 fn na(item: Item, what: &str, current: String, wanted: String, eff: Effect) -> Row {
-    Row { item, what: what.into(), status: Status::NotApplicable, current, wanted, fix: String::new(), takes_effect: eff }
+    Row {
+        item,
+        what: what.into(),
+        status: Status::NotApplicable,
+        current,
+        wanted,
+        fix: String::new(),
+        takes_effect: eff,
+    }
 }
 
 const APPLY: &str = "sudo setup --apply";
@@ -91,7 +107,11 @@ pub fn check(t: &Target) -> Vec<Row> {
 
     // Kernel command line.
     let wanted_params = plan::cmdline_wanted(t);
-    let wanted_text = wanted_params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+    let wanted_text = wanted_params
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     let mut cmdline_ok = false;
     match plan::cmdline_path(&t.root) {
         None => rows.push(na(
@@ -118,10 +138,20 @@ pub fn check(t: &Target) -> Vec<Row> {
                     let mut ok = cpus_err.is_none();
                     for (k, want) in &wanted_params {
                         let vals = cmdline::values(line, k);
-                        let parse = |v: &str| if *k == "isolcpus" { CpuList::parse_isolcpus(v) } else { CpuList::parse(v).ok() };
+                        let parse = |v: &str| {
+                            if *k == "isolcpus" {
+                                CpuList::parse_isolcpus(v)
+                            } else {
+                                CpuList::parse(v).ok()
+                            }
+                        };
                         let good = vals.len() == 1 && parse(&vals[0]) == CpuList::parse(want).ok();
                         ok &= good;
-                        current.push(if vals.is_empty() { format!("{k} unset") } else { format!("{k}={}", vals.join(",")) });
+                        current.push(if vals.is_empty() {
+                            format!("{k} unset")
+                        } else {
+                            format!("{k}={}", vals.join(","))
+                        });
                     }
                     cmdline_ok = ok;
                     rows.push(row(
@@ -141,7 +171,13 @@ pub fn check(t: &Target) -> Vec<Row> {
         let iso = live::isolated_cpus();
         let nohz = live::nohz_full_cpus();
         let ok = cpus_err.is_none() && iso == t.isolated && nohz == t.isolated;
-        let show = |l: &CpuList| if l.is_empty() { "none".to_string() } else { l.to_string() };
+        let show = |l: &CpuList| {
+            if l.is_empty() {
+                "none".to_string()
+            } else {
+                l.to_string()
+            }
+        };
         let fix = if cpus_err.is_some() {
             apply_fix("")
         } else if cmdline_ok {
@@ -155,7 +191,12 @@ pub fn check(t: &Target) -> Vec<Row> {
             Item::Cmdline,
             "isolated CPUs (running)",
             ok,
-            format!("isolated {}, nohz_full {} of CPUs {}", show(&iso), show(&nohz), CpuList::first(t.ncpus)),
+            format!(
+                "isolated {}, nohz_full {} of CPUs {}",
+                show(&iso),
+                show(&nohz),
+                CpuList::first(t.ncpus)
+            ),
             format!("isolated and nohz_full {}", t.isolated),
             &fix,
             Effect::Reboot,
@@ -164,7 +205,18 @@ pub fn check(t: &Target) -> Vec<Row> {
 
     // sysctl.
     let wanted = plan::sysctl_wanted(t.kernel);
-    let wanted_text = wanted.iter().map(|w| format!("{} {}{}", w.key, if w.at_least { ">= " } else { "" }, w.value)).collect::<Vec<_>>().join(", ");
+    let wanted_text = wanted
+        .iter()
+        .map(|w| {
+            format!(
+                "{} {}{}",
+                w.key,
+                if w.at_least { ">= " } else { "" },
+                w.value
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     let satisfied = |w: &plan::SysctlWant, have: &str| {
         if w.at_least {
             matches!((have.parse::<u64>(), w.value.parse::<u64>()), (Ok(h), Ok(v)) if h >= v)
@@ -181,18 +233,31 @@ pub fn check(t: &Target) -> Vec<Row> {
             Some(e) => {
                 bad.push(format!("{} = {} ({})", w.key, e.value, e.source));
                 if e.source != plan::SYSCTL_FILE && t.root.exists(plan::SYSCTL_FILE) {
-                    overridden.push(format!("{} sets {} after {}", e.source, w.key, plan::SYSCTL_FILE));
+                    overridden.push(format!(
+                        "{} sets {} after {}",
+                        e.source,
+                        w.key,
+                        plan::SYSCTL_FILE
+                    ));
                 }
             }
             None => bad.push(format!("{} unset", w.key)),
         }
     }
-    let fix = if overridden.is_empty() { APPLY.to_string() } else { format!("{}: remove it there", overridden.join("; ")) };
+    let fix = if overridden.is_empty() {
+        APPLY.to_string()
+    } else {
+        format!("{}: remove it there", overridden.join("; "))
+    };
     rows.push(row(
         Item::Sysctl,
         "sysctl at boot (sysctl.d)",
         bad.is_empty(),
-        if bad.is_empty() { "all set".into() } else { bad.join(", ") },
+        if bad.is_empty() {
+            "all set".into()
+        } else {
+            bad.join(", ")
+        },
         wanted_text.clone(),
         &fix,
         Effect::Now,
@@ -209,7 +274,11 @@ pub fn check(t: &Target) -> Vec<Row> {
             Item::Sysctl,
             "sysctl (running)",
             bad.is_empty(),
-            if bad.is_empty() { "all set".into() } else { bad.join(", ") },
+            if bad.is_empty() {
+                "all set".into()
+            } else {
+                bad.join(", ")
+            },
             wanted_text,
             APPLY,
             Effect::Now,
@@ -237,8 +306,12 @@ pub fn check(t: &Target) -> Vec<Row> {
             Effect::Login,
         )),
         Some(user) => {
-            let entries: Vec<limits::Entry> =
-                t.root.limits_files().iter().flat_map(|(p, text)| limits::parse(text, p)).collect();
+            let entries: Vec<limits::Entry> = t
+                .root
+                .limits_files()
+                .iter()
+                .flat_map(|(p, text)| limits::parse(text, p))
+                .collect();
             let (name, groups) = match user.strip_prefix('@') {
                 Some(g) => (String::new(), vec![g.to_string()]),
                 None => (user.to_string(), t.root.groups_of(user)),
@@ -269,7 +342,11 @@ pub fn check(t: &Target) -> Vec<Row> {
             let current = if sources.is_empty() {
                 format!("{} (soft/hard)", current.join(", "))
             } else {
-                format!("{} (soft/hard; from {})", current.join(", "), sources.join(", "))
+                format!(
+                    "{} (soft/hard; from {})",
+                    current.join(", "),
+                    sources.join(", ")
+                )
             };
             rows.push(row(
                 Item::Limits,
@@ -286,28 +363,56 @@ pub fn check(t: &Target) -> Vec<Row> {
     // Files of swap, governor, Wi-Fi, service: tuned when --apply would change nothing.
     let file_row = |item: Item, what: &str, done: &str, wanted: &str| -> Row {
         match plan::item_plan(t, item) {
-            Ok(p) if p.changes.is_empty() => row(item, what, true, done.into(), wanted.into(), "", Effect::Now),
+            Ok(p) if p.changes.is_empty() => row(
+                item,
+                what,
+                true,
+                done.into(),
+                wanted.into(),
+                "",
+                Effect::Now,
+            ),
             Ok(p) => row(
                 item,
                 what,
                 false,
-                p.changes.iter().map(|c| describe(&c.before, &c.path)).collect::<Vec<_>>().join(", "),
+                p.changes
+                    .iter()
+                    .map(|c| describe(&c.before, &c.path))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 wanted.into(),
                 APPLY,
                 Effect::Now,
             ),
-            Err(e) => row(item, what, false, e.to_string(), wanted.into(), "see the message", Effect::Now),
+            Err(e) => row(
+                item,
+                what,
+                false,
+                e.to_string(),
+                wanted.into(),
+                "see the message",
+                Effect::Now,
+            ),
         }
     };
     let (dphys, rpi_swap, zram) = plan::swap_mechanisms(&t.root);
-    let mech: Vec<&str> = [(dphys, "dphys-swapfile"), (rpi_swap, "rpi-swap"), (zram, "zram-generator")]
-        .into_iter()
-        .filter_map(|(on, n)| on.then_some(n))
-        .collect();
+    let mech: Vec<&str> = [
+        (dphys, "dphys-swapfile"),
+        (rpi_swap, "rpi-swap"),
+        (zram, "zram-generator"),
+    ]
+    .into_iter()
+    .filter_map(|(on, n)| on.then_some(n))
+    .collect();
     rows.push(file_row(
         Item::Swap,
         "swap at boot",
-        &if mech.is_empty() { "no swap configured".to_string() } else { format!("{} disabled", mech.join(", ")) },
+        &if mech.is_empty() {
+            "no swap configured".to_string()
+        } else {
+            format!("{} disabled", mech.join(", "))
+        },
         "no swap: dphys-swapfile masked, rpi-swap Mechanism=none, no zram device, no fstab swap",
     ));
     if live {
@@ -316,7 +421,11 @@ pub fn check(t: &Target) -> Vec<Row> {
             Item::Swap,
             "swap (running)",
             s.is_empty(),
-            if s.is_empty() { "none active".into() } else { format!("active: {}", s.join(", ")) },
+            if s.is_empty() {
+                "none active".into()
+            } else {
+                format!("active: {}", s.join(", "))
+            },
             "none active".into(),
             APPLY,
             Effect::Now,
@@ -331,14 +440,28 @@ pub fn check(t: &Target) -> Vec<Row> {
     if live {
         let g = live::governors();
         if g.is_empty() {
-            rows.push(na(Item::Governor, "governor (running)", "no cpufreq in /sys (VM or no driver)".into(), "performance".into(), Effect::Now));
+            rows.push(na(
+                Item::Governor,
+                "governor (running)",
+                "no cpufreq in /sys (VM or no driver)".into(),
+                "performance".into(),
+                Effect::Now,
+            ));
         } else {
-            let bad: Vec<String> = g.iter().filter(|(_, v)| v != "performance").map(|(p, v)| format!("{p}: {v}")).collect();
+            let bad: Vec<String> = g
+                .iter()
+                .filter(|(_, v)| v != "performance")
+                .map(|(p, v)| format!("{p}: {v}"))
+                .collect();
             rows.push(row(
                 Item::Governor,
                 "governor (running)",
                 bad.is_empty(),
-                if bad.is_empty() { "performance".into() } else { bad.join(", ") },
+                if bad.is_empty() {
+                    "performance".into()
+                } else {
+                    bad.join(", ")
+                },
                 "performance".into(),
                 APPLY,
                 Effect::Now,
@@ -350,11 +473,22 @@ pub fn check(t: &Target) -> Vec<Row> {
     } else {
         "vr-stream-wifi.service enabled (no NetworkManager here)"
     };
-    rows.push(file_row(Item::Wifi, "Wi-Fi at boot", wifi_wanted, wifi_wanted));
+    rows.push(file_row(
+        Item::Wifi,
+        "Wi-Fi at boot",
+        wifi_wanted,
+        wifi_wanted,
+    ));
     if live {
         let ifs = live::wifi_interfaces();
         if ifs.is_empty() {
-            rows.push(na(Item::Wifi, "Wi-Fi (running)", "no wireless interface".into(), "power save off, fq_codel".into(), Effect::Now));
+            rows.push(na(
+                Item::Wifi,
+                "Wi-Fi (running)",
+                "no wireless interface".into(),
+                "power save off, fq_codel".into(),
+                Effect::Now,
+            ));
         } else {
             let mut cur = Vec::new();
             let mut ok = true;
@@ -372,7 +506,15 @@ pub fn check(t: &Target) -> Vec<Row> {
                     q.as_deref().unwrap_or("unknown")
                 ));
             }
-            rows.push(row(Item::Wifi, "Wi-Fi (running)", ok, cur.join("; "), "power save off, fq_codel".into(), APPLY, Effect::Now));
+            rows.push(row(
+                Item::Wifi,
+                "Wi-Fi (running)",
+                ok,
+                cur.join("; "),
+                "power save off, fq_codel".into(),
+                APPLY,
+                Effect::Now,
+            ));
         }
         let irqs = live::net_usb_irqs();
         let bad: Vec<String> = irqs
@@ -384,14 +526,23 @@ pub fn check(t: &Target) -> Vec<Row> {
             Item::Irq,
             "network/USB IRQs (running)",
             bad.is_empty(),
-            if bad.is_empty() { format!("none on CPUs {} ({} checked)", t.isolated, irqs.len()) } else { bad.join(", ") },
+            if bad.is_empty() {
+                format!("none on CPUs {} ({} checked)", t.isolated, irqs.len())
+            } else {
+                bad.join(", ")
+            },
             format!("on CPUs {}", t.housekeeping()),
             APPLY,
             Effect::Now,
         ));
     }
-    let installed = t.root.exists(&format!("{}/vr-stream.service", plan::UNIT_DIR));
-    let enabled = t.root.exists(&format!("{}/multi-user.target.wants/vr-stream.service", plan::UNIT_DIR));
+    let installed = t
+        .root
+        .exists(&format!("{}/vr-stream.service", plan::UNIT_DIR));
+    let enabled = t.root.exists(&format!(
+        "{}/multi-user.target.wants/vr-stream.service",
+        plan::UNIT_DIR
+    ));
     rows.push(row(
         Item::Service,
         "vr-stream.service",
@@ -420,7 +571,10 @@ fn describe(before: &crate::rootfs::Node, path: &str) -> String {
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     let w = rows.iter().map(|r| r.what.len()).max().unwrap_or(0).max(4);
-    out.push_str(&format!("{:<w$}  {:<9}  {}\n", "item", "status", "current -> wanted   [fix; takes effect]"));
+    out.push_str(&format!(
+        "{:<w$}  {:<9}  {}\n",
+        "item", "status", "current -> wanted   [fix; takes effect]"
+    ));
     for r in rows {
         let status = match r.status {
             Status::Ok => "ok",
@@ -435,7 +589,10 @@ pub fn table(rows: &[Row]) -> String {
                 Effect::Reboot => "after a reboot",
             };
             out.push_str(&format!("{:<w$}  {:<9}    wanted: {}\n", "", "", r.wanted));
-            out.push_str(&format!("{:<w$}  {:<9}    fix: {} ({eff})\n", "", "", r.fix));
+            out.push_str(&format!(
+                "{:<w$}  {:<9}    fix: {} ({eff})\n",
+                "", "", r.fix
+            ));
         }
     }
     out

@@ -20,7 +20,9 @@ pub enum CmdlineError {
     #[error("it is empty (a kernel command line is one line of parameters)")]
     Empty,
     /// More than one non-empty line: the firmware reads only the first.
-    #[error("it has {0} non-empty lines; the firmware reads only the first, so it must be exactly one line")]
+    #[error(
+        "it has {0} non-empty lines; the firmware reads only the first, so it must be exactly one line"
+    )]
     MultipleLines(usize),
     /// Not UTF-8 text or contains a NUL byte.
     #[error("it is not plain text (invalid UTF-8 or a NUL byte)")]
@@ -64,7 +66,11 @@ fn tokens(line: &str) -> Result<Vec<Token>, CmdlineError> {
         if quoted {
             return Err(CmdlineError::UnclosedQuote);
         }
-        out.push(Token { start, end: i, key_end: key_end.unwrap_or(i) });
+        out.push(Token {
+            start,
+            end: i,
+            key_end: key_end.unwrap_or(i),
+        });
     }
     Ok(out)
 }
@@ -108,10 +114,18 @@ pub fn line(bytes: &[u8]) -> Result<&str, CmdlineError> {
 /// Values of every occurrence of `key` in a command line (`key=value`; a bare `key` gives
 /// an empty value). Quotes are kept as written.
 pub fn values(line: &str, key: &str) -> Vec<String> {
-    let Ok(toks) = tokens(line) else { return Vec::new() };
+    let Ok(toks) = tokens(line) else {
+        return Vec::new();
+    };
     toks.iter()
         .filter(|t| &line[t.start..t.key_end] == key)
-        .map(|t| if t.key_end < t.end { line[t.key_end + 1..t.end].to_string() } else { String::new() })
+        .map(|t| {
+            if t.key_end < t.end {
+                line[t.key_end + 1..t.end].to_string()
+            } else {
+                String::new()
+            }
+        })
         .collect()
 }
 
@@ -185,7 +199,8 @@ mod tests {
     #[test]
     fn appends_to_stock_line() {
         let out = set(STOCK.as_bytes(), &ours()).unwrap();
-        let want = STOCK.trim_end().to_string() + " isolcpus=2,3 nohz_full=2,3 rcu_nocbs=2,3 irqaffinity=0,1\n";
+        let want = STOCK.trim_end().to_string()
+            + " isolcpus=2,3 nohz_full=2,3 rcu_nocbs=2,3 irqaffinity=0,1\n";
         assert_eq!(String::from_utf8(out.clone()).unwrap(), want);
         // Idempotent.
         assert_eq!(set(&out, &ours()).unwrap(), out);
@@ -195,7 +210,10 @@ mod tests {
     fn replaces_in_place_and_removes_duplicates() {
         let input = "root=/dev/x isolcpus=1  quiet isolcpus=3 splash\n";
         let out = String::from_utf8(set(input.as_bytes(), &ours()).unwrap()).unwrap();
-        assert_eq!(out, "root=/dev/x isolcpus=2,3  quiet splash nohz_full=2,3 rcu_nocbs=2,3 irqaffinity=0,1\n");
+        assert_eq!(
+            out,
+            "root=/dev/x isolcpus=2,3  quiet splash nohz_full=2,3 rcu_nocbs=2,3 irqaffinity=0,1\n"
+        );
         assert_eq!(values(&out, "isolcpus"), vec!["2,3"]);
     }
 
@@ -212,7 +230,8 @@ mod tests {
     #[test]
     fn quoted_values_are_one_parameter() {
         let input = "dyndbg=\"file x.c +p\" isolcpus=1\n";
-        let out = String::from_utf8(set(input.as_bytes(), &[("isolcpus", "2".into())]).unwrap()).unwrap();
+        let out =
+            String::from_utf8(set(input.as_bytes(), &[("isolcpus", "2".into())]).unwrap()).unwrap();
         assert_eq!(out, "dyndbg=\"file x.c +p\" isolcpus=2\n");
     }
 
@@ -220,7 +239,10 @@ mod tests {
     fn refuses_bad_files() {
         assert_eq!(set(b"", &ours()), Err(CmdlineError::Empty));
         assert_eq!(set(b" \n\n", &ours()), Err(CmdlineError::Empty));
-        assert_eq!(set(b"a=1\nb=2\n", &ours()), Err(CmdlineError::MultipleLines(2)));
+        assert_eq!(
+            set(b"a=1\nb=2\n", &ours()),
+            Err(CmdlineError::MultipleLines(2))
+        );
         assert_eq!(set(b"a=\"1\n", &ours()), Err(CmdlineError::UnclosedQuote));
         assert_eq!(set(b"a=\xff\n", &ours()), Err(CmdlineError::NotText));
     }

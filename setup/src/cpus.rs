@@ -26,7 +26,10 @@ pub struct CpuListError {
 impl CpuList {
     /// Parses `2,3`, `1-3`, `0,2-3`. Empty text is an error.
     pub fn parse(input: &str) -> Result<Self, CpuListError> {
-        let err = |reason: String| CpuListError { input: input.to_string(), reason };
+        let err = |reason: String| CpuListError {
+            input: input.to_string(),
+            reason,
+        };
         let mut set = BTreeSet::new();
         if input.trim().is_empty() {
             return Err(err("empty".into()));
@@ -38,7 +41,9 @@ impl CpuList {
                 None => (part, part),
             };
             let num = |s: &str| -> Result<u32, CpuListError> {
-                let n: u32 = s.parse().map_err(|_| err(format!("'{part}' is not a CPU number or range")))?;
+                let n: u32 = s
+                    .parse()
+                    .map_err(|_| err(format!("'{part}' is not a CPU number or range")))?;
                 if n > MAX_CPU {
                     return Err(err(format!("CPU {n} is too large")));
                 }
@@ -57,8 +62,10 @@ impl CpuList {
     /// (`isolcpus=managed_irq,domain,2-3`): tokens that do not start with a digit are
     /// skipped. `None` when no CPU is listed.
     pub fn parse_isolcpus(value: &str) -> Option<Self> {
-        let cpus: Vec<&str> =
-            value.split(',').filter(|t| t.starts_with(|c: char| c.is_ascii_digit())).collect();
+        let cpus: Vec<&str> = value
+            .split(',')
+            .filter(|t| t.starts_with(|c: char| c.is_ascii_digit()))
+            .collect();
         if cpus.is_empty() {
             return None;
         }
@@ -107,7 +114,11 @@ impl CpuList {
 
     /// Space-separated form, as systemd's `CPUAffinity=` takes it.
     pub fn to_spaced(&self) -> String {
-        self.0.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" ")
+        self.0
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -157,7 +168,12 @@ mod tests {
 
     #[test]
     fn isolcpus_flags_are_skipped() {
-        assert_eq!(CpuList::parse_isolcpus("managed_irq,domain,2-3").unwrap().to_string(), "2,3");
+        assert_eq!(
+            CpuList::parse_isolcpus("managed_irq,domain,2-3")
+                .unwrap()
+                .to_string(),
+            "2,3"
+        );
         assert_eq!(CpuList::parse_isolcpus("nohz"), None);
     }
 }

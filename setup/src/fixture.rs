@@ -30,22 +30,58 @@ pub fn pi_root(root: &Path, cmdline: Option<&[u8]>) -> io::Result<()> {
     let r = root;
     if let Some(c) = cmdline {
         write(r, "/boot/firmware/cmdline.txt", c)?;
-        write(r, "/boot/firmware/config.txt", b"[all]\ndtoverlay=vc4-kms-v3d\n")?;
+        write(
+            r,
+            "/boot/firmware/config.txt",
+            b"[all]\ndtoverlay=vc4-kms-v3d\n",
+        )?;
     }
-    write(r, "/etc/passwd", b"root:x:0:0:root:/root:/bin/bash\npi:x:1000:1000:,,,:/home/pi:/bin/bash\n")?;
+    write(
+        r,
+        "/etc/passwd",
+        b"root:x:0:0:root:/root:/bin/bash\npi:x:1000:1000:,,,:/home/pi:/bin/bash\n",
+    )?;
     write(r, "/etc/group", b"root:x:0:\naudio:x:29:pi\npi:x:1000:\n")?;
     write(r, "/etc/sysctl.conf", b"# /etc/sysctl.conf - Configuration file for setting system variables\n#net.ipv4.ip_forward=1\n")?;
     symlink(r, "/etc/sysctl.d/99-sysctl.conf", "../sysctl.conf")?;
-    write(r, "/etc/sysctl.d/98-rpi.conf", b"kernel.printk = 3 4 1 3\nvm.min_free_kbytes = 16384\n")?;
-    write(r, "/etc/security/limits.conf", b"# /etc/security/limits.conf\n#*               soft    core            0\n")?;
+    write(
+        r,
+        "/etc/sysctl.d/98-rpi.conf",
+        b"kernel.printk = 3 4 1 3\nvm.min_free_kbytes = 16384\n",
+    )?;
+    write(
+        r,
+        "/etc/security/limits.conf",
+        b"# /etc/security/limits.conf\n#*               soft    core            0\n",
+    )?;
     std::fs::create_dir_all(r.join("etc/security/limits.d"))?;
     write(r, "/etc/dphys-swapfile", b"CONF_SWAPSIZE=512\n")?;
-    write(r, "/lib/systemd/system/dphys-swapfile.service", b"[Unit]\nDescription=dphys-swapfile\n")?;
-    write(r, "/etc/NetworkManager/NetworkManager.conf", b"[main]\nplugins=ifupdown,keyfile\n")?;
-    symlink(r, "/etc/systemd/system/multi-user.target.wants/ssh.service", "/lib/systemd/system/ssh.service")?;
+    write(
+        r,
+        "/lib/systemd/system/dphys-swapfile.service",
+        b"[Unit]\nDescription=dphys-swapfile\n",
+    )?;
+    write(
+        r,
+        "/etc/NetworkManager/NetworkManager.conf",
+        b"[main]\nplugins=ifupdown,keyfile\n",
+    )?;
+    symlink(
+        r,
+        "/etc/systemd/system/multi-user.target.wants/ssh.service",
+        "/lib/systemd/system/ssh.service",
+    )?;
     write(r, "/etc/fstab", b"proc            /proc           proc    defaults          0       0\nPARTUUID=4e639091-01  /boot/firmware  vfat    defaults          0       2\nPARTUUID=4e639091-02  /               ext4    defaults,noatime  0       1\n")?;
-    write(r, "/lib/modules/6.6.51+rpt-rpi-2712/kernel/net/ipv4/tcp_bbr.ko.xz", b"\xfd7zXZ")?;
-    write(r, "/lib/modules/6.6.51+rpt-rpi-2712/kernel/net/sched/sch_fq.ko.xz", b"\xfd7zXZ")?;
+    write(
+        r,
+        "/lib/modules/6.6.51+rpt-rpi-2712/kernel/net/ipv4/tcp_bbr.ko.xz",
+        b"\xfd7zXZ",
+    )?;
+    write(
+        r,
+        "/lib/modules/6.6.51+rpt-rpi-2712/kernel/net/sched/sch_fq.ko.xz",
+        b"\xfd7zXZ",
+    )?;
     std::fs::create_dir_all(r.join("var/lib"))?;
     Ok(())
 }

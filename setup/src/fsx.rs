@@ -76,7 +76,10 @@ pub struct Transaction {
 }
 
 fn side(path: &Path, tag: &str) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.vr-setup-{tag}"))
 }
 
@@ -86,7 +89,11 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 fn write_file(path: &Path, bytes: &[u8], meta: Option<Meta>) -> io::Result<()> {
     let _ = fs::remove_file(path);
-    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(bytes)?;
     let (mode, owner) = match meta {
         Some(m) => (m.mode, Some((m.uid, m.gid))),
@@ -94,9 +101,10 @@ fn write_file(path: &Path, bytes: &[u8], meta: Option<Meta>) -> io::Result<()> {
     };
     let cur = f.metadata()?;
     if let Some((uid, gid)) = owner
-        && (cur.uid() != uid || cur.gid() != gid) {
-            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
-        }
+        && (cur.uid() != uid || cur.gid() != gid)
+    {
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+    }
     if cur.permissions().mode() & 0o7777 != mode & 0o7777 {
         f.set_permissions(fs::Permissions::from_mode(mode & 0o7777))?;
     }
@@ -106,7 +114,11 @@ fn write_file(path: &Path, bytes: &[u8], meta: Option<Meta>) -> io::Result<()> {
 /// Owner and mode of an existing regular file.
 pub fn meta_of(path: &Path) -> io::Result<Meta> {
     let m = fs::symlink_metadata(path)?;
-    Ok(Meta { mode: m.permissions().mode() & 0o7777, uid: m.uid(), gid: m.gid() })
+    Ok(Meta {
+        mode: m.permissions().mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+    })
 }
 
 /// Missing ancestors of `path` (outermost first) that creating it would create.
@@ -151,7 +163,9 @@ impl Transaction {
     ///
     /// Errors: [`TxnError`] naming the file; all changes are undone before it returns.
     pub fn commit(self) -> Result<Vec<PathBuf>, TxnError> {
-        let fault_at: Option<usize> = std::env::var("VR_SETUP_FAULT_AT").ok().and_then(|v| v.parse().ok());
+        let fault_at: Option<usize> = std::env::var("VR_SETUP_FAULT_AT")
+            .ok()
+            .and_then(|v| v.parse().ok());
         let mut created_dirs: Vec<PathBuf> = Vec::new();
         let mut staged: Vec<Staged> = Vec::new();
         let fail = |path: &Path, action: &'static str, source: io::Error| TxnError {
@@ -165,23 +179,34 @@ impl Transaction {
         for op in &self.ops {
             let r = (|| -> Result<Staged, TxnError> {
                 for d in missing_dirs(&op.path) {
-                    fs::create_dir(&d).map_err(|e| fail(&op.path, "create the directory for", e))?;
+                    fs::create_dir(&d)
+                        .map_err(|e| fail(&op.path, "create the directory for", e))?;
                     created_dirs.push(d);
                 }
                 let before = fs::symlink_metadata(&op.path);
                 let existed = before.is_ok();
                 if let Ok(m) = &before
-                    && m.is_dir() {
-                        return Err(fail(&op.path, "replace", io::Error::other("it is a directory")));
-                    }
-                let mut st = Staged { new: None, old: None, existed };
+                    && m.is_dir()
+                {
+                    return Err(fail(
+                        &op.path,
+                        "replace",
+                        io::Error::other("it is a directory"),
+                    ));
+                }
+                let mut st = Staged {
+                    new: None,
+                    old: None,
+                    existed,
+                };
                 if existed {
                     let old = side(&op.path, "old");
                     let m = before.as_ref().unwrap();
                     if m.file_type().is_symlink() {
                         let _ = fs::remove_file(&old);
                         let t = fs::read_link(&op.path).map_err(|e| fail(&op.path, "read", e))?;
-                        std::os::unix::fs::symlink(t, &old).map_err(|e| fail(&op.path, "back up", e))?;
+                        std::os::unix::fs::symlink(t, &old)
+                            .map_err(|e| fail(&op.path, "back up", e))?;
                     } else {
                         let bytes = fs::read(&op.path).map_err(|e| fail(&op.path, "read", e))?;
                         let meta = meta_of(&op.path).map_err(|e| fail(&op.path, "read", e))?;
@@ -198,7 +223,9 @@ impl Transaction {
                         let new = side(&op.path, "new");
                         let meta = match (op.meta, &before) {
                             (Some(m), _) => Some(m),
-                            (None, Ok(m)) if m.is_file() => Some(meta_of(&op.path).map_err(|e| fail(&op.path, "read", e))?),
+                            (None, Ok(m)) if m.is_file() => {
+                                Some(meta_of(&op.path).map_err(|e| fail(&op.path, "read", e))?)
+                            }
                             _ => None,
                         };
                         st.new = Some(new.clone());
@@ -249,19 +276,34 @@ impl Transaction {
             }
             .and_then(|_| sync_dir(op.path.parent().unwrap_or(Path::new("/"))));
             if let Err(e) = r {
-                let action = if matches!(op.content, Content::Absent) { "remove" } else { "replace" };
+                let action = if matches!(op.content, Content::Absent) {
+                    "remove"
+                } else {
+                    "replace"
+                };
                 let mut rolled_back = true;
                 for (op, st) in self.ops.iter().zip(&staged).take(i).rev() {
                     let undo = match (&st.old, st.existed) {
                         (Some(old), true) => fs::rename(old, &op.path),
-                        _ => fs::remove_file(&op.path).or_else(|e| if e.kind() == io::ErrorKind::NotFound { Ok(()) } else { Err(e) }),
+                        _ => fs::remove_file(&op.path).or_else(|e| {
+                            if e.kind() == io::ErrorKind::NotFound {
+                                Ok(())
+                            } else {
+                                Err(e)
+                            }
+                        }),
                     };
                     rolled_back &= undo.is_ok();
                     let _ = sync_dir(op.path.parent().unwrap_or(Path::new("/")));
                 }
                 cleanup(&staged);
                 remove_dirs(&created_dirs);
-                return Err(TxnError { path: op.path.clone(), action, source: e, rolled_back });
+                return Err(TxnError {
+                    path: op.path.clone(),
+                    action,
+                    source: e,
+                    rolled_back,
+                });
             }
         }
 
@@ -302,14 +344,25 @@ mod tests {
         fs::set_permissions(&a, fs::Permissions::from_mode(0o640)).unwrap();
         let b = d.path().join("x/y/b");
         let mut t = Transaction::new();
-        t.push(Op { path: a.clone(), content: Content::File(b"new".to_vec()), meta: None });
-        t.push(Op { path: b.clone(), content: Content::Symlink("/dev/null".into()), meta: None });
+        t.push(Op {
+            path: a.clone(),
+            content: Content::File(b"new".to_vec()),
+            meta: None,
+        });
+        t.push(Op {
+            path: b.clone(),
+            content: Content::Symlink("/dev/null".into()),
+            meta: None,
+        });
         let dirs = t.commit().unwrap();
         assert_eq!(dirs, vec![d.path().join("x"), d.path().join("x/y")]);
         assert_eq!(fs::read(&a).unwrap(), b"new");
         assert_eq!(meta_of(&a).unwrap().mode, 0o640);
         assert_eq!(fs::read_link(&b).unwrap(), Path::new("/dev/null"));
-        let names: Vec<_> = fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 2, "no temporary files left: {names:?}");
     }
 
@@ -320,13 +373,25 @@ mod tests {
         fs::write(&a, "old").unwrap();
         fs::create_dir(d.path().join("dir")).unwrap();
         let mut t = Transaction::new();
-        t.push(Op { path: a.clone(), content: Content::Absent, meta: None });
-        t.push(Op { path: d.path().join("dir"), content: Content::File(b"x".to_vec()), meta: None });
+        t.push(Op {
+            path: a.clone(),
+            content: Content::Absent,
+            meta: None,
+        });
+        t.push(Op {
+            path: d.path().join("dir"),
+            content: Content::File(b"x".to_vec()),
+            meta: None,
+        });
         let e = t.commit().unwrap_err();
         assert!(e.to_string().contains("it is a directory"), "{e}");
         assert_eq!(fs::read(&a).unwrap(), b"old");
         let mut t = Transaction::new();
-        t.push(Op { path: a.clone(), content: Content::Absent, meta: None });
+        t.push(Op {
+            path: a.clone(),
+            content: Content::Absent,
+            meta: None,
+        });
         t.commit().unwrap();
         assert!(!a.exists());
     }

@@ -111,12 +111,21 @@ mod tests {
 
     #[test]
     fn user_beats_group_beats_star() {
-        let mut e = parse("* - rtprio 10\n@audio - rtprio 95\n", "/etc/security/limits.conf");
-        e.extend(parse("# x\npi hard rtprio 50\n", "/etc/security/limits.d/10-pi.conf"));
+        let mut e = parse(
+            "* - rtprio 10\n@audio - rtprio 95\n",
+            "/etc/security/limits.conf",
+        );
+        e.extend(parse(
+            "# x\npi hard rtprio 50\n",
+            "/etc/security/limits.d/10-pi.conf",
+        ));
         let g = vec!["audio".to_string()];
         let (soft, hard) = effective(&e, "pi", &g, "rtprio");
         assert_eq!(soft.unwrap().0, Limit::Value(95));
-        assert_eq!(hard.unwrap(), (Limit::Value(50), "/etc/security/limits.d/10-pi.conf".into()));
+        assert_eq!(
+            hard.unwrap(),
+            (Limit::Value(50), "/etc/security/limits.d/10-pi.conf".into())
+        );
         let (soft, _) = effective(&e, "bob", &[], "rtprio");
         assert_eq!(soft.unwrap().0, Limit::Value(10));
         let e = parse("pi - memlock unlimited\npi soft memlock 64 # later\n", "f");

@@ -8,7 +8,9 @@ use std::process::Command;
 
 /// Reads a sysctl (`net.core.rmem_max`) from /proc/sys; `None` when the kernel lacks it.
 pub fn sysctl(key: &str) -> Option<String> {
-    std::fs::read_to_string(crate::sysctl::proc_path(key)).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(crate::sysctl::proc_path(key))
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// Writes a sysctl. Errors: the key does not exist or the value is refused.
@@ -30,7 +32,11 @@ pub fn possible_cpus() -> u32 {
         .and_then(|s| CpuList::parse(s.trim()).ok())
         .and_then(|l| l.highest())
         .map(|m| m + 1)
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1))
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1)
+        })
 }
 
 /// CPUs the running kernel isolated (`/sys/devices/system/cpu/isolated`).
@@ -51,7 +57,10 @@ pub fn nohz_full_cpus() -> CpuList {
 
 /// The running kernel's command line.
 pub fn proc_cmdline() -> String {
-    std::fs::read_to_string("/proc/cmdline").unwrap_or_default().trim().to_string()
+    std::fs::read_to_string("/proc/cmdline")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 /// Active swap areas (first column of /proc/swaps).
@@ -87,7 +96,9 @@ pub fn wifi_interfaces() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir("/sys/class/net")
         .map(|rd| {
             rd.filter_map(|e| e.ok())
-                .filter(|e| e.path().join("wireless").exists() || e.path().join("phy80211").exists())
+                .filter(|e| {
+                    e.path().join("wireless").exists() || e.path().join("phy80211").exists()
+                })
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .collect()
         })
@@ -128,7 +139,10 @@ pub fn wifi_power_save(iface: &str) -> Option<bool> {
 /// The root qdisc kind of an interface (`fq_codel`, `mq`, `noqueue`...), from `tc`.
 pub fn root_qdisc(iface: &str) -> Option<String> {
     let out = run("tc", &["qdisc", "show", "dev", iface, "root"]).ok()?;
-    out.lines().next().and_then(|l| l.split_whitespace().nth(1)).map(str::to_string)
+    out.lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(str::to_string)
 }
 
 /// An interrupt line of /proc/interrupts that serves a network or USB device.
@@ -145,7 +159,9 @@ pub struct Irq {
 /// Whether an interrupt's action names look like a network or USB device: Ethernet, Wi-Fi
 /// (the Pi's brcmfmac sits on SDIO `mmc1`), USB host controllers. Pure.
 pub fn is_net_or_usb(name: &str) -> bool {
-    const PATTERNS: [&str; 10] = ["eth", "wlan", "brcmf", "mmc1", "xhci", "ehci", "ohci", "dwc", "usb", "macb"];
+    const PATTERNS: [&str; 10] = [
+        "eth", "wlan", "brcmf", "mmc1", "xhci", "ehci", "ohci", "dwc", "usb", "macb",
+    ];
     let n = name.to_ascii_lowercase();
     PATTERNS.iter().any(|p| n.contains(p))
 }
@@ -153,19 +169,31 @@ pub fn is_net_or_usb(name: &str) -> bool {
 /// Network and USB interrupts with their affinity.
 pub fn net_usb_irqs() -> Vec<Irq> {
     let text = std::fs::read_to_string("/proc/interrupts").unwrap_or_default();
-    let ncols = text.lines().next().map(|l| l.split_whitespace().count()).unwrap_or(0);
+    let ncols = text
+        .lines()
+        .next()
+        .map(|l| l.split_whitespace().count())
+        .unwrap_or(0);
     text.lines()
         .skip(1)
         .filter_map(|l| {
             let (num, rest) = l.trim_start().split_once(':')?;
             let irq: u32 = num.trim().parse().ok()?;
             // Per-CPU counts, then the chip, hw irq, trigger and the action names.
-            let name = rest.split_whitespace().skip(ncols).collect::<Vec<_>>().join(" ");
+            let name = rest
+                .split_whitespace()
+                .skip(ncols)
+                .collect::<Vec<_>>()
+                .join(" ");
             if !is_net_or_usb(&name) {
                 return None;
             }
             let aff = std::fs::read_to_string(format!("/proc/irq/{irq}/smp_affinity_list")).ok()?;
-            Some(Irq { irq, name, affinity: CpuList::parse(aff.trim()).ok()? })
+            Some(Irq {
+                irq,
+                name,
+                affinity: CpuList::parse(aff.trim()).ok()?,
+            })
         })
         .collect()
 }

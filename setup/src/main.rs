@@ -54,7 +54,9 @@ fn valid_user(u: &str) -> bool {
     !name.is_empty()
         && name.len() <= 32
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
 }
 
 fn target(cli: &Cli) -> Result<Target, String> {
@@ -98,18 +100,34 @@ fn print_outcome(cli: &Cli, verb: &str, t: &Target, o: &Outcome) {
         (false, "revert") => "reverted",
         (false, _) => "changed",
     };
-    println!("setup --{verb}{} on {} (isolated CPUs {}, user {})", if cli.dry_run { " --dry-run" } else { "" }, t.root.base().display(), t.isolated, t.user.as_deref().unwrap_or("-"));
+    println!(
+        "setup --{verb}{} on {} (isolated CPUs {}, user {})",
+        if cli.dry_run { " --dry-run" } else { "" },
+        t.root.base().display(),
+        t.isolated,
+        t.user.as_deref().unwrap_or("-")
+    );
     if cli.dry_run {
         print!("{}", o.diff);
     }
     if o.nothing() {
-        println!("nothing to change: {}", if verb == "apply" { "everything is already applied" } else { "nothing left to revert" });
+        println!(
+            "nothing to change: {}",
+            if verb == "apply" {
+                "everything is already applied"
+            } else {
+                "nothing left to revert"
+            }
+        );
     }
     for f in &o.files {
         println!("{would}: {f}");
     }
     for l in &o.live {
-        println!("{} live: {l}", if cli.dry_run { "would set" } else { "set" });
+        println!(
+            "{} live: {l}",
+            if cli.dry_run { "would set" } else { "set" }
+        );
     }
     for n in &o.notes {
         println!("note: {n}");
@@ -140,17 +158,34 @@ fn main() -> ExitCode {
     if cli.check && cli.dry_run {
         return fail(&cli, "--dry-run goes with --apply or --revert, not --check");
     }
-    if (apply_mode || cli.revert) && !cli.dry_run && t.root.is_live() && !nix::unistd::geteuid().is_root() {
+    if (apply_mode || cli.revert)
+        && !cli.dry_run
+        && t.root.is_live()
+        && !nix::unistd::geteuid().is_root()
+    {
         let verb = if cli.revert { "--revert" } else { "--apply" };
-        return fail(&cli, &format!("setup {verb} changes system files under /: run it as root (sudo setup {verb}), or use --dry-run to see the changes"));
+        return fail(
+            &cli,
+            &format!(
+                "setup {verb} changes system files under /: run it as root (sudo setup {verb}), or use --dry-run to see the changes"
+            ),
+        );
     }
     if apply_mode || cli.revert {
         let verb = if cli.revert { "revert" } else { "apply" };
-        let r = if cli.revert { apply::revert(&t, cli.dry_run) } else { apply::apply(&t, cli.dry_run) };
+        let r = if cli.revert {
+            apply::revert(&t, cli.dry_run)
+        } else {
+            apply::apply(&t, cli.dry_run)
+        };
         return match r {
             Ok(o) => {
                 print_outcome(&cli, verb, &t, &o);
-                if o.warnings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+                if o.warnings.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
             }
             Err(e) => fail(&cli, &e.to_string()),
         };
@@ -162,7 +197,18 @@ fn main() -> ExitCode {
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
     } else {
         print!("{}", checks::table(&rows));
-        println!("{}", if tuned { "tuned: everything applies" } else { "not tuned: run sudo setup --apply (--dry-run shows the changes)" });
+        println!(
+            "{}",
+            if tuned {
+                "tuned: everything applies"
+            } else {
+                "not tuned: run sudo setup --apply (--dry-run shows the changes)"
+            }
+        );
     }
-    if tuned { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if tuned {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }

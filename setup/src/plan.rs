@@ -32,8 +32,16 @@ pub enum Item {
 
 impl Item {
     /// Every item.
-    pub const ALL: [Item; 8] =
-        [Item::Cmdline, Item::Sysctl, Item::Limits, Item::Swap, Item::Governor, Item::Wifi, Item::Irq, Item::Service];
+    pub const ALL: [Item; 8] = [
+        Item::Cmdline,
+        Item::Sysctl,
+        Item::Limits,
+        Item::Swap,
+        Item::Governor,
+        Item::Wifi,
+        Item::Irq,
+        Item::Service,
+    ];
 
     /// Short name as on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -69,19 +77,37 @@ pub const FSTAB_MARK: &str = "#vr-stream-setup# ";
 
 /// The units under `systemd/`, as (file name, text, enabled by `--apply`).
 pub const UNITS: [(&str, &str, bool); 3] = [
-    ("vr-stream-governor.service", include_str!("../../systemd/vr-stream-governor.service"), true),
-    ("vr-stream-wifi.service", include_str!("../../systemd/vr-stream-wifi.service"), true),
-    ("vr-stream.service", include_str!("../../systemd/vr-stream.service"), false),
+    (
+        "vr-stream-governor.service",
+        include_str!("../../systemd/vr-stream-governor.service"),
+        true,
+    ),
+    (
+        "vr-stream-wifi.service",
+        include_str!("../../systemd/vr-stream-wifi.service"),
+        true,
+    ),
+    (
+        "vr-stream.service",
+        include_str!("../../systemd/vr-stream.service"),
+        false,
+    ),
 ];
 
 /// Isolated CPUs when none are given: the CPUs of `stages.*.cpu` in vr-stream's built-in
 /// configuration (`config/default.toml`).
 pub fn default_isolated() -> CpuList {
-    let v: toml::Value = toml::from_str(include_str!("../../config/default.toml")).expect("default config parses");
+    let v: toml::Value =
+        toml::from_str(include_str!("../../config/default.toml")).expect("default config parses");
     let cpus = v
         .get("stages")
         .and_then(|s| s.as_table())
-        .map(|t| t.values().filter_map(|s| s.get("cpu").and_then(|c| c.as_integer())).map(|c| c as u32).collect::<Vec<_>>())
+        .map(|t| {
+            t.values()
+                .filter_map(|s| s.get("cpu").and_then(|c| c.as_integer()))
+                .map(|c| c as u32)
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
     CpuList::from_cpus(cpus)
 }
@@ -122,7 +148,9 @@ pub enum PlanError {
         reason: String,
     },
     /// No user for the limits and the service.
-    #[error("no user for the realtime limits: pass --user NAME (the account that runs vr-stream) or run through sudo")]
+    #[error(
+        "no user for the realtime limits: pass --user NAME (the account that runs vr-stream) or run through sudo"
+    )]
     NoUser,
     /// Reading the root failed.
     #[error("cannot read {path}: {source}")]
@@ -184,19 +212,26 @@ pub struct KernelFeatures {
 /// root); on `/` also what is loaded (`tcp_available_congestion_control`, `/sys/module`).
 pub fn kernel_features(root: &Root) -> KernelFeatures {
     let releases: Vec<String> = if root.is_live() {
-        root.read_text("/proc/sys/kernel/osrelease").map(|r| vec![r.trim().to_string()]).unwrap_or_default()
+        root.read_text("/proc/sys/kernel/osrelease")
+            .map(|r| vec![r.trim().to_string()])
+            .unwrap_or_default()
     } else {
         root.list("/lib/modules")
     };
     let has = |dir: &str, module: &str| {
         releases.iter().any(|k| {
-            root.list(&format!("/lib/modules/{k}/kernel/{dir}")).iter().any(|m| m.starts_with(&format!("{module}.ko")))
+            root.list(&format!("/lib/modules/{k}/kernel/{dir}"))
+                .iter()
+                .any(|m| m.starts_with(&format!("{module}.ko")))
                 || root
                     .read_text(&format!("/lib/modules/{k}/modules.builtin"))
                     .is_some_and(|t| t.contains(&format!("/{module}.ko")))
         })
     };
-    let mut f = KernelFeatures { bbr: has("net/ipv4", "tcp_bbr"), fq: has("net/sched", "sch_fq") };
+    let mut f = KernelFeatures {
+        bbr: has("net/ipv4", "tcp_bbr"),
+        fq: has("net/sched", "sch_fq"),
+    };
     if root.is_live() {
         f.bbr |= crate::live::sysctl("net.ipv4.tcp_available_congestion_control")
             .is_some_and(|a| a.split_whitespace().any(|x| x == "bbr"));
@@ -209,18 +244,48 @@ pub fn kernel_features(root: &Root) -> KernelFeatures {
 /// The wanted sysctls; `tcp_congestion_control` and `default_qdisc` only when the kernel
 /// has BBR and fq.
 pub fn sysctl_wanted(k: KernelFeatures) -> Vec<SysctlWant> {
-    let w = |key, value: &str, at_least, why| SysctlWant { key, value: value.to_string(), at_least, why };
+    let w = |key, value: &str, at_least, why| SysctlWant {
+        key,
+        value: value.to_string(),
+        at_least,
+        why,
+    };
     let mut v = vec![
-        w("net.core.rmem_max", "8388608", true, "receive buffer limit, 8 MiB: RTCP and test receivers take bursts without drops"),
-        w("net.core.wmem_max", "8388608", true, "send buffer limit, 8 MiB: an IDR access unit (hundreds of kB) is queued whole"),
-        w("net.core.rmem_default", "1048576", true, "default receive buffer, 1 MiB"),
-        w("net.core.wmem_default", "1048576", true, "default send buffer, 1 MiB: sendmmsg bursts do not hit EAGAIN"),
+        w(
+            "net.core.rmem_max",
+            "8388608",
+            true,
+            "receive buffer limit, 8 MiB: RTCP and test receivers take bursts without drops",
+        ),
+        w(
+            "net.core.wmem_max",
+            "8388608",
+            true,
+            "send buffer limit, 8 MiB: an IDR access unit (hundreds of kB) is queued whole",
+        ),
+        w(
+            "net.core.rmem_default",
+            "1048576",
+            true,
+            "default receive buffer, 1 MiB",
+        ),
+        w(
+            "net.core.wmem_default",
+            "1048576",
+            true,
+            "default send buffer, 1 MiB: sendmmsg bursts do not hit EAGAIN",
+        ),
     ];
     if k.fq {
         v.push(w("net.core.default_qdisc", "fq", false, "fair queueing with pacing for new interfaces (Wi-Fi gets fq_codel from vr-stream-wifi.service)"));
     }
     if k.bbr {
-        v.push(w("net.ipv4.tcp_congestion_control", "bbr", false, "TCP (signalling, --tcp) keeps queues short"));
+        v.push(w(
+            "net.ipv4.tcp_congestion_control",
+            "bbr",
+            false,
+            "TCP (signalling, --tcp) keeps queues short",
+        ));
     }
     v.extend([
         w("kernel.sched_rt_runtime_us", "-1", false, "no RT throttling: an isolated SCHED_FIFO stage is never paused for 50 ms of each second"),
@@ -245,7 +310,9 @@ pub fn cmdline_wanted(t: &Target) -> Vec<(&'static str, String)> {
 /// Where the kernel command line file is: `/boot/firmware/cmdline.txt` (Raspberry Pi OS
 /// Bookworm and later), else `/boot/cmdline.txt` (older images); `None` when neither exists.
 pub fn cmdline_path(root: &Root) -> Option<&'static str> {
-    ["/boot/firmware/cmdline.txt", "/boot/cmdline.txt"].into_iter().find(|p| matches!(root.node(p), Ok(Node::File(_))))
+    ["/boot/firmware/cmdline.txt", "/boot/cmdline.txt"]
+        .into_iter()
+        .find(|p| matches!(root.node(p), Ok(Node::File(_))))
 }
 
 /// Which swap mechanisms the root has: (dphys-swapfile, rpi-swap, zram-generator).
@@ -300,7 +367,10 @@ pub fn default_user() -> Option<String> {
     {
         return Some(u);
     }
-    nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten().map(|u| u.name)
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
 }
 
 impl Target {
@@ -309,7 +379,11 @@ impl Target {
     pub fn for_root(root: Root, isolated: CpuList, user: Option<String>) -> Target {
         let live = root.is_live();
         Target {
-            ncpus: if live { crate::live::possible_cpus() } else { 4 },
+            ncpus: if live {
+                crate::live::possible_cpus()
+            } else {
+                4
+            },
             kernel: kernel_features(&root),
             root,
             isolated,
@@ -332,12 +406,19 @@ impl Target {
             return Err(format!(
                 "--cpus {}: {} has CPUs {} only",
                 self.isolated,
-                if self.root.is_live() { "this machine" } else { "the target (a Raspberry Pi 4/5)" },
+                if self.root.is_live() {
+                    "this machine"
+                } else {
+                    "the target (a Raspberry Pi 4/5)"
+                },
                 all
             ));
         }
         if self.housekeeping().is_empty() {
-            return Err(format!("--cpus {}: at least one CPU must stay for the OS and interrupts", self.isolated));
+            return Err(format!(
+                "--cpus {}: at least one CPU must stay for the OS and interrupts",
+                self.isolated
+            ));
         }
         Ok(())
     }
@@ -359,8 +440,12 @@ impl Target {
     /// The sysctl drop-in text: wanted values, buffer sizes raised to what other files
     /// already set when that is larger.
     pub fn sysctl_text(&self) -> String {
-        let others: Vec<(String, String)> =
-            self.root.sysctl_files().into_iter().filter(|(p, _)| p != SYSCTL_FILE).collect();
+        let others: Vec<(String, String)> = self
+            .root
+            .sysctl_files()
+            .into_iter()
+            .filter(|(p, _)| p != SYSCTL_FILE)
+            .collect();
         let eff = sysctl::effective(&others);
         let mut s = String::from(
             "# Written by vr-stream setup --apply (setup --revert removes it).\n\
@@ -370,9 +455,10 @@ impl Target {
             let mut value = w.value.clone();
             if w.at_least
                 && let (Some(e), Ok(want)) = (eff.get(w.key), w.value.parse::<u64>())
-                    && let Ok(have) = e.value.parse::<u64>() {
-                        value = have.max(want).to_string();
-                    }
+                && let Ok(have) = e.value.parse::<u64>()
+            {
+                value = have.max(want).to_string();
+            }
             s.push_str(&format!("# {}\n{} = {}\n", w.why, w.key, value));
         }
         s
@@ -382,15 +468,23 @@ impl Target {
     pub fn unit_text(&self, template: &str) -> String {
         let (user_line, note) = match self.service_user() {
             Some(u) => (format!("User={u}"), ""),
-            None => ("#User=pi".to_string(), "# Set User= to the account that runs vr-stream.\n"),
+            None => (
+                "#User=pi".to_string(),
+                "# Set User= to the account that runs vr-stream.\n",
+            ),
         };
         let filled = template.replace("User=@USER@", &format!("{note}{user_line}"));
-        filled.replace("@USER@", self.service_user().unwrap_or("pi")).replace("@HOUSEKEEPING_CPUS@", &self.housekeeping().to_spaced())
+        filled
+            .replace("@USER@", self.service_user().unwrap_or("pi"))
+            .replace("@HOUSEKEEPING_CPUS@", &self.housekeeping().to_spaced())
     }
 }
 
 fn io_err(path: &str) -> impl FnOnce(std::io::Error) -> PlanError + '_ {
-    move |source| PlanError::Io { path: path.to_string(), source }
+    move |source| PlanError::Io {
+        path: path.to_string(),
+        source,
+    }
 }
 
 /// The changes `--apply` makes for every item (only the paths whose content differs).
@@ -419,12 +513,20 @@ pub fn item_plan(t: &Target, item: Item) -> Result<Plan, PlanError> {
             (Node::Symlink(a), Content::Symlink(b)) => a == b,
             (Node::Missing, Content::Absent) => true,
             (Node::Other, _) => {
-                return Err(PlanError::Conflict { path: path.into(), reason: "is a directory or special file".into() });
+                return Err(PlanError::Conflict {
+                    path: path.into(),
+                    reason: "is a directory or special file".into(),
+                });
             }
             _ => false,
         };
         if !same {
-            p.changes.push(Change { item, path: path.to_string(), before, after });
+            p.changes.push(Change {
+                item,
+                path: path.to_string(),
+                before,
+                after,
+            });
         }
         Ok(())
     };

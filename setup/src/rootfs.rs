@@ -29,9 +29,14 @@ pub enum Node {
 impl Root {
     /// Opens `base`. Errors: it does not exist or is not a directory.
     pub fn new(base: &Path) -> io::Result<Root> {
-        let canon = base.canonicalize().map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", base.display())))?;
+        let canon = base
+            .canonicalize()
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", base.display())))?;
         if !canon.is_dir() {
-            return Err(io::Error::new(io::ErrorKind::NotADirectory, format!("{} is not a directory", base.display())));
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("{} is not a directory", base.display()),
+            ));
         }
         let live = canon == Path::new("/");
         Ok(Root { base: canon, live })
@@ -58,9 +63,9 @@ impl Root {
         match std::fs::symlink_metadata(&p) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Node::Missing),
             Err(e) => Err(e),
-            Ok(m) if m.file_type().is_symlink() => {
-                Ok(Node::Symlink(std::fs::read_link(&p)?.to_string_lossy().into_owned()))
-            }
+            Ok(m) if m.file_type().is_symlink() => Ok(Node::Symlink(
+                std::fs::read_link(&p)?.to_string_lossy().into_owned(),
+            )),
             Ok(m) if m.is_file() => Ok(Node::File(std::fs::read(&p)?)),
             Ok(_) => Ok(Node::Other),
         }
@@ -84,12 +89,17 @@ impl Root {
                 }
             }
         }
-        Err(io::Error::other(format!("{logical}: too many levels of symbolic links")))
+        Err(io::Error::other(format!(
+            "{logical}: too many levels of symbolic links"
+        )))
     }
 
     /// The text of a file (lossy UTF-8); `None` when missing or unreadable.
     pub fn read_text(&self, logical: &str) -> Option<String> {
-        self.read(logical).ok().flatten().map(|b| String::from_utf8_lossy(&b).into_owned())
+        self.read(logical)
+            .ok()
+            .flatten()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
     }
 
     /// Whether anything exists at `logical` (a dangling symlink counts).
@@ -100,7 +110,11 @@ impl Root {
     /// File names in a directory, sorted; empty when it does not exist.
     pub fn list(&self, logical_dir: &str) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.path(logical_dir))
-            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
@@ -111,8 +125,13 @@ impl Root {
     /// and /lib/sysctl.d, a name in an earlier directory hiding the same name in a later one,
     /// sorted by file name (sysctl.d(5)).
     pub fn sysctl_files(&self) -> Vec<(String, String)> {
-        const DIRS: [&str; 5] =
-            ["/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d"];
+        const DIRS: [&str; 5] = [
+            "/etc/sysctl.d",
+            "/run/sysctl.d",
+            "/usr/local/lib/sysctl.d",
+            "/usr/lib/sysctl.d",
+            "/lib/sysctl.d",
+        ];
         let mut by_name: std::collections::BTreeMap<String, String> = Default::default();
         for d in DIRS {
             for n in self.list(d) {
@@ -121,7 +140,10 @@ impl Root {
                 }
             }
         }
-        by_name.into_values().filter_map(|p| self.read_text(&p).map(|t| (p, t))).collect()
+        by_name
+            .into_values()
+            .filter_map(|p| self.read_text(&p).map(|t| (p, t)))
+            .collect()
     }
 
     /// limits.conf then limits.d/*.conf in name order, as (path, text) (pam_limits(8)).
@@ -147,14 +169,17 @@ impl Root {
             Some(g) => ("/etc/group", g),
             None => ("/etc/passwd", user),
         };
-        self.read_text(file).is_some_and(|t| t.lines().any(|l| l.split(':').next() == Some(name)))
+        self.read_text(file)
+            .is_some_and(|t| t.lines().any(|l| l.split(':').next() == Some(name)))
     }
 
     /// Groups `user` belongs to per the root's /etc/passwd and /etc/group.
     pub fn groups_of(&self, user: &str) -> Vec<String> {
         let group = self.read_text("/etc/group").unwrap_or_default();
         let primary_gid = self.read_text("/etc/passwd").and_then(|t| {
-            t.lines().find(|l| l.split(':').next() == Some(user)).and_then(|l| l.split(':').nth(3).map(str::to_string))
+            t.lines()
+                .find(|l| l.split(':').next() == Some(user))
+                .and_then(|l| l.split(':').nth(3).map(str::to_string))
         });
         group
             .lines()
@@ -163,7 +188,8 @@ impl Root {
                 if f.len() < 4 {
                     return None;
                 }
-                let member = f[3].split(',').any(|m| m == user) || primary_gid.as_deref() == Some(f[2]);
+                let member =
+                    f[3].split(',').any(|m| m == user) || primary_gid.as_deref() == Some(f[2]);
                 member.then(|| f[0].to_string())
             })
             .collect()
@@ -195,13 +221,18 @@ mod tests {
         let r = Root::new(d.path()).unwrap();
         std::fs::create_dir_all(r.path("/etc/sysctl.d")).unwrap();
         std::fs::write(r.path("/etc/sysctl.conf"), "vm.swappiness=1\n").unwrap();
-        std::os::unix::fs::symlink("../sysctl.conf", r.path("/etc/sysctl.d/99-sysctl.conf")).unwrap();
-        std::os::unix::fs::symlink("/etc/sysctl.conf", r.path("/etc/sysctl.d/98-abs.conf")).unwrap();
+        std::os::unix::fs::symlink("../sysctl.conf", r.path("/etc/sysctl.d/99-sysctl.conf"))
+            .unwrap();
+        std::os::unix::fs::symlink("/etc/sysctl.conf", r.path("/etc/sysctl.d/98-abs.conf"))
+            .unwrap();
         assert!(!r.is_live());
         let files = r.sysctl_files();
         assert_eq!(files.len(), 2);
         assert!(files.iter().all(|(_, t)| t == "vm.swappiness=1\n"));
-        assert_eq!(r.node("/etc/sysctl.d/98-abs.conf").unwrap(), Node::Symlink("/etc/sysctl.conf".into()));
+        assert_eq!(
+            r.node("/etc/sysctl.d/98-abs.conf").unwrap(),
+            Node::Symlink("/etc/sysctl.conf".into())
+        );
         assert_eq!(r.read("/nope").unwrap(), None);
     }
 }

@@ -79,7 +79,12 @@ pub struct State {
 
 impl Default for State {
     fn default() -> Self {
-        State { version: VERSION, files: Vec::new(), dirs: Vec::new(), live: LiveBefore::default() }
+        State {
+            version: VERSION,
+            files: Vec::new(),
+            dirs: Vec::new(),
+            live: LiveBefore::default(),
+        }
     }
 }
 
@@ -88,7 +93,10 @@ impl State {
     pub fn parse(text: &str) -> Result<State, String> {
         let s: State = toml::from_str(text).map_err(|e| e.to_string())?;
         if s.version != VERSION {
-            return Err(format!("manifest version {} (this setup reads version {VERSION})", s.version));
+            return Err(format!(
+                "manifest version {} (this setup reads version {VERSION})",
+                s.version
+            ));
         }
         Ok(s)
     }
@@ -139,7 +147,11 @@ mod tests {
             path: "/etc/x".into(),
             before: "file".into(),
             backup: Some(backup_path("/etc/x")),
-            meta: Some(Meta { mode: 0o644, uid: 0, gid: 0 }),
+            meta: Some(Meta {
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            }),
             link: None,
             written: fingerprint(&Node::File(b"abc".to_vec())),
         });

@@ -31,7 +31,10 @@ pub fn parse(text: &str) -> Vec<Assignment> {
             if k.is_empty() {
                 return None;
             }
-            Some(Assignment { key: k, value: v.trim().to_string() })
+            Some(Assignment {
+                key: k,
+                value: v.trim().to_string(),
+            })
         })
         .collect()
 }
@@ -50,7 +53,13 @@ pub fn effective(files: &[(String, String)]) -> BTreeMap<String, Effective> {
     let mut out = BTreeMap::new();
     for (name, text) in files {
         for a in parse(text) {
-            out.insert(a.key, Effective { value: a.value, source: name.clone() });
+            out.insert(
+                a.key,
+                Effective {
+                    value: a.value,
+                    source: name.clone(),
+                },
+            );
         }
     }
     out
@@ -73,8 +82,14 @@ mod tests {
     #[test]
     fn later_file_wins_and_formats_are_understood() {
         let files = vec![
-            ("/etc/sysctl.d/10-a.conf".to_string(), "# c\n; c\nnet/core/rmem_max=100\n-vm.swappiness = 60\n".to_string()),
-            ("/etc/sysctl.d/99-b.conf".to_string(), "net.core.rmem_max = 200\nbogus line\n".to_string()),
+            (
+                "/etc/sysctl.d/10-a.conf".to_string(),
+                "# c\n; c\nnet/core/rmem_max=100\n-vm.swappiness = 60\n".to_string(),
+            ),
+            (
+                "/etc/sysctl.d/99-b.conf".to_string(),
+                "net.core.rmem_max = 200\nbogus line\n".to_string(),
+            ),
         ];
         let e = effective(&files);
         assert_eq!(e["net.core.rmem_max"].value, "200");
@@ -82,6 +97,9 @@ mod tests {
         assert_eq!(e["vm.swappiness"].value, "60");
         assert_eq!(e.len(), 2);
         assert!(same_value("1  2 3", "1 2\t3"));
-        assert_eq!(proc_path("kernel.sched_rt_runtime_us"), "/proc/sys/kernel/sched_rt_runtime_us");
+        assert_eq!(
+            proc_path("kernel.sched_rt_runtime_us"),
+            "/proc/sys/kernel/sched_rt_runtime_us"
+        );
     }
 }

@@ -13,7 +13,11 @@ const STOCK: &str = vr_setup::fixture::STOCK_CMDLINE;
 const ADDED: &str = " isolcpus=2,3 nohz_full=2,3 rcu_nocbs=2,3 irqaffinity=0,1";
 
 fn setup(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_setup")).args(args).env_remove("SUDO_USER").output().expect("run setup")
+    Command::new(env!("CARGO_BIN_EXE_setup"))
+        .args(args)
+        .env_remove("SUDO_USER")
+        .output()
+        .expect("run setup")
 }
 
 fn run(root: &Path, args: &[&str]) -> Output {
@@ -23,7 +27,11 @@ fn run(root: &Path, args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn code(o: &Output) -> i32 {
@@ -48,19 +56,31 @@ fn pi_root(cmdline: Option<&[u8]>) -> tempfile::TempDir {
 /// Every path under `root`: type, mode, owner and content (or link target).
 fn tree(root: &Path) -> BTreeMap<String, String> {
     fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        let mut entries: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut entries: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         entries.sort();
         for p in entries {
             let m = fs::symlink_metadata(&p).unwrap();
             let rel = p.strip_prefix(base).unwrap().display().to_string();
             let head = format!("{:o} {}:{}", m.mode(), m.uid(), m.gid());
             if m.file_type().is_symlink() {
-                out.insert(rel, format!("link {head} -> {}", fs::read_link(&p).unwrap().display()));
+                out.insert(
+                    rel,
+                    format!("link {head} -> {}", fs::read_link(&p).unwrap().display()),
+                );
             } else if m.is_dir() {
                 out.insert(rel, format!("dir {head}"));
                 walk(base, &p, out);
             } else {
-                out.insert(rel, format!("file {head} {:?}", String::from_utf8_lossy(&fs::read(&p).unwrap())));
+                out.insert(
+                    rel,
+                    format!(
+                        "file {head} {:?}",
+                        String::from_utf8_lossy(&fs::read(&p).unwrap())
+                    ),
+                );
             }
         }
     }
@@ -69,13 +89,19 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
-fn assert_same_tree(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>, what: &str) {
+fn assert_same_tree(
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+    what: &str,
+) {
     if before != after {
         let mut diff = String::new();
         for (k, v) in before {
             match after.get(k) {
                 None => diff.push_str(&format!("  missing now: {k}\n")),
-                Some(w) if w != v => diff.push_str(&format!("  changed: {k}\n    was {v}\n    now {w}\n")),
+                Some(w) if w != v => {
+                    diff.push_str(&format!("  changed: {k}\n    was {v}\n    now {w}\n"))
+                }
                 _ => {}
             }
         }
@@ -101,7 +127,12 @@ fn cycle(root: &Path) -> BTreeMap<String, String> {
 
     let o = run(root, &["--check", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("check --json is JSON");
-    assert_eq!(code(&o), 0, "tuned after apply:\n{}", serde_json::to_string_pretty(&v).unwrap());
+    assert_eq!(
+        code(&o),
+        0,
+        "tuned after apply:\n{}",
+        serde_json::to_string_pretty(&v).unwrap()
+    );
     assert_eq!(v["tuned"], true);
     for r in v["rows"].as_array().unwrap() {
         assert_ne!(r["status"], "not-tuned", "{r}");
@@ -109,7 +140,11 @@ fn cycle(root: &Path) -> BTreeMap<String, String> {
 
     let o = run(root, &["--apply"]);
     assert_eq!(code(&o), 0);
-    assert!(text(&o).contains("nothing to change"), "second apply:\n{}", text(&o));
+    assert!(
+        text(&o).contains("nothing to change"),
+        "second apply:\n{}",
+        text(&o)
+    );
     assert_same_tree(&applied, &tree(root), "second --apply");
 
     let o = run(root, &["--revert"]);
@@ -129,9 +164,14 @@ fn stock_bookworm_full_cycle() {
     let r = d.path();
     // vfat shows every file as 0755: the mode must survive; and so must an owner other
     // than the one running setup (the tree comparison includes uid:gid).
-    fs::set_permissions(r.join("boot/firmware/cmdline.txt"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(
+        r.join("boot/firmware/cmdline.txt"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     if nix_is_root() {
-        std::os::unix::fs::chown(r.join("boot/firmware/cmdline.txt"), Some(1000), Some(1000)).unwrap();
+        std::os::unix::fs::chown(r.join("boot/firmware/cmdline.txt"), Some(1000), Some(1000))
+            .unwrap();
         std::os::unix::fs::chown(r.join("etc/fstab"), Some(0), Some(4)).unwrap();
     }
     let original = tree(r);
@@ -157,15 +197,30 @@ fn stock_bookworm_full_cycle() {
         assert!(applied.contains_key(p), "{p} written");
     }
     assert!(applied["etc/systemd/system/dphys-swapfile.service"].ends_with("-> /dev/null"));
-    assert!(applied["etc/systemd/system/multi-user.target.wants/vr-stream-governor.service"]
-        .ends_with("-> /etc/systemd/system/vr-stream-governor.service"));
-    assert!(!applied.contains_key("etc/systemd/system/multi-user.target.wants/vr-stream.service"), "service is not enabled");
+    assert!(
+        applied["etc/systemd/system/multi-user.target.wants/vr-stream-governor.service"]
+            .ends_with("-> /etc/systemd/system/vr-stream-governor.service")
+    );
+    assert!(
+        !applied.contains_key("etc/systemd/system/multi-user.target.wants/vr-stream.service"),
+        "service is not enabled"
+    );
     let unit = &applied["etc/systemd/system/vr-stream.service"];
-    assert!(unit.contains("User=pi") && unit.contains("CPUAffinity=0 1") && unit.contains("LimitRTPRIO=99"), "{unit}");
-    assert!(applied["etc/sysctl.d/99-vr-stream.conf"].contains("net.ipv4.tcp_congestion_control = bbr"));
+    assert!(
+        unit.contains("User=pi")
+            && unit.contains("CPUAffinity=0 1")
+            && unit.contains("LimitRTPRIO=99"),
+        "{unit}"
+    );
+    assert!(
+        applied["etc/sysctl.d/99-vr-stream.conf"].contains("net.ipv4.tcp_congestion_control = bbr")
+    );
     assert!(applied["etc/sysctl.d/99-vr-stream.conf"].contains("kernel.sched_rt_runtime_us = -1"));
     assert!(applied["etc/sysctl.d/99-vr-stream.conf"].contains("net.core.default_qdisc = fq"));
-    assert!(applied["etc/security/limits.d/99-vr-stream.conf"].contains("pi - rtprio 99\\npi - memlock unlimited"));
+    assert!(
+        applied["etc/security/limits.d/99-vr-stream.conf"]
+            .contains("pi - rtprio 99\\npi - memlock unlimited")
+    );
     assert_same_tree(&original, &tree(r), "after the cycle");
 }
 
@@ -173,7 +228,11 @@ fn stock_bookworm_full_cycle() {
 fn repository_cmdline_example_is_what_setup_writes() {
     let d = pi_root(Some(STOCK.as_bytes()));
     assert_eq!(code(&run(d.path(), &["--apply"])), 0);
-    let example = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../cmdline.txt.example")).unwrap();
+    let example = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../cmdline.txt.example"
+    ))
+    .unwrap();
     assert_eq!(read(d.path(), "/boot/firmware/cmdline.txt"), example);
 }
 
@@ -207,7 +266,11 @@ fn cmdline_variants_keep_every_other_byte() {
         let original = tree(r);
         let o = run(r, &["--apply"]);
         assert_eq!(code(&o), 0, "{name}: {}", text(&o));
-        assert_eq!(fs::read(r.join("boot/firmware/cmdline.txt")).unwrap(), want, "{name}");
+        assert_eq!(
+            fs::read(r.join("boot/firmware/cmdline.txt")).unwrap(),
+            want,
+            "{name}"
+        );
         let o = run(r, &["--check"]);
         assert_eq!(code(&o), 0, "{name}: {}", text(&o));
         let o = run(r, &["--revert"]);
@@ -219,7 +282,11 @@ fn cmdline_variants_keep_every_other_byte() {
 #[test]
 fn unusable_cmdline_is_refused_and_nothing_changes() {
     for (name, input, reason) in [
-        ("two lines", &b"console=tty1 root=/dev/x\nquiet\n"[..], "2 non-empty lines"),
+        (
+            "two lines",
+            &b"console=tty1 root=/dev/x\nquiet\n"[..],
+            "2 non-empty lines",
+        ),
         ("empty", &b""[..], "empty"),
         ("blank lines only", &b"\n \n"[..], "empty"),
     ] {
@@ -229,7 +296,12 @@ fn unusable_cmdline_is_refused_and_nothing_changes() {
         let o = run(r, &["--apply"]);
         assert_eq!(code(&o), 2, "{name}: {}", text(&o));
         let msg = text(&o);
-        assert!(msg.contains("/boot/firmware/cmdline.txt") && msg.contains(reason) && msg.contains("nothing else"), "{name}: {msg}");
+        assert!(
+            msg.contains("/boot/firmware/cmdline.txt")
+                && msg.contains(reason)
+                && msg.contains("nothing else"),
+            "{name}: {msg}"
+        );
         assert!(!msg.contains("panicked"), "{msg}");
         assert_same_tree(&original, &tree(r), name);
         // --check reports it without failing.
@@ -248,7 +320,10 @@ fn older_boot_layout_and_no_boot_partition() {
     cycle(r);
     let o = run(r, &["--apply"]);
     assert_eq!(code(&o), 0);
-    assert_eq!(read(r, "/boot/cmdline.txt"), format!("{}{ADDED}\n", STOCK.trim_end()));
+    assert_eq!(
+        read(r, "/boot/cmdline.txt"),
+        format!("{}{ADDED}\n", STOCK.trim_end())
+    );
     assert_eq!(code(&run(r, &["--revert"])), 0);
 
     // No boot partition at all (not a Pi): everything else applies, the note says why.
@@ -256,7 +331,11 @@ fn older_boot_layout_and_no_boot_partition() {
     let r = d.path();
     let o = run(r, &["--apply"]);
     assert_eq!(code(&o), 0, "{}", text(&o));
-    assert!(text(&o).contains("not a Raspberry Pi boot partition"), "{}", text(&o));
+    assert!(
+        text(&o).contains("not a Raspberry Pi boot partition"),
+        "{}",
+        text(&o)
+    );
     assert!(!r.join("boot").exists());
     let o = run(r, &["--check"]);
     assert_eq!(code(&o), 0, "{}", text(&o));
@@ -268,11 +347,22 @@ fn older_boot_layout_and_no_boot_partition() {
 fn user_drop_ins_are_respected() {
     let d = pi_root(Some(STOCK.as_bytes()));
     let r = d.path();
-    write(r, "/etc/sysctl.d/10-user.conf", b"net.core.rmem_max = 16777216\nvm.swappiness=60\n");
-    write(r, "/etc/security/limits.d/10-audio.conf", b"@audio - rtprio 95\n@audio - memlock 256000\n");
+    write(
+        r,
+        "/etc/sysctl.d/10-user.conf",
+        b"net.core.rmem_max = 16777216\nvm.swappiness=60\n",
+    );
+    write(
+        r,
+        "/etc/security/limits.d/10-audio.conf",
+        b"@audio - rtprio 95\n@audio - memlock 256000\n",
+    );
     let applied = cycle(r);
     let ours = &applied["etc/sysctl.d/99-vr-stream.conf"];
-    assert!(ours.contains("net.core.rmem_max = 16777216"), "a larger buffer set by the user is kept: {ours}");
+    assert!(
+        ours.contains("net.core.rmem_max = 16777216"),
+        "a larger buffer set by the user is kept: {ours}"
+    );
     assert!(ours.contains("vm.swappiness = 10"), "{ours}");
 
     // A user file sorting after ours wins at boot: check says so and names it.
@@ -282,7 +372,11 @@ fn user_drop_ins_are_respected() {
     write(r, "/etc/sysctl.d/99-zz-local.conf", b"vm.swappiness = 60\n");
     let o = run(r, &["--check"]);
     assert_eq!(code(&o), 1);
-    assert!(text(&o).contains("/etc/sysctl.d/99-zz-local.conf sets vm.swappiness"), "{}", text(&o));
+    assert!(
+        text(&o).contains("/etc/sysctl.d/99-zz-local.conf sets vm.swappiness"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -295,12 +389,20 @@ fn swap_mechanisms_and_fstab() {
     write(r, "/etc/fstab", fstab.as_bytes());
     let applied = cycle(r);
     assert!(applied["etc/rpi/swap.conf.d/90-vr-stream.conf"].contains("Mechanism=none"));
-    assert!(applied["etc/fstab"].contains("#vr-stream-setup# /dev/sda3 none swap"), "{}", applied["etc/fstab"]);
+    assert!(
+        applied["etc/fstab"].contains("#vr-stream-setup# /dev/sda3 none swap"),
+        "{}",
+        applied["etc/fstab"]
+    );
 
     // Debian's zram-generator.
     let d = pi_root(Some(STOCK.as_bytes()));
     let r = d.path();
-    write(r, "/usr/lib/systemd/zram-generator.conf", b"[zram0]\nzram-size = ram / 2\n");
+    write(
+        r,
+        "/usr/lib/systemd/zram-generator.conf",
+        b"[zram0]\nzram-size = ram / 2\n",
+    );
     let applied = cycle(r);
     assert!(applied.contains_key("etc/systemd/zram-generator.conf"));
 }
@@ -313,17 +415,34 @@ fn dry_run_prints_diffs_and_changes_nothing() {
     let o = run(r, &["--dry-run"]);
     assert_eq!(code(&o), 0, "{}", text(&o));
     let out = text(&o);
-    assert!(out.contains("--- a/boot/firmware/cmdline.txt") && out.contains("+++ b/boot/firmware/cmdline.txt"), "{out}");
-    assert!(out.contains(&format!("+{}{ADDED}", STOCK.trim_end())), "{out}");
-    assert!(out.contains("+++ b/etc/sysctl.d/99-vr-stream.conf"), "{out}");
-    assert!(out.contains("/etc/systemd/system/dphys-swapfile.service: missing => symlink -> /dev/null"), "{out}");
+    assert!(
+        out.contains("--- a/boot/firmware/cmdline.txt")
+            && out.contains("+++ b/boot/firmware/cmdline.txt"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("+{}{ADDED}", STOCK.trim_end())),
+        "{out}"
+    );
+    assert!(
+        out.contains("+++ b/etc/sysctl.d/99-vr-stream.conf"),
+        "{out}"
+    );
+    assert!(
+        out.contains("/etc/systemd/system/dphys-swapfile.service: missing => symlink -> /dev/null"),
+        "{out}"
+    );
     assert_same_tree(&original, &tree(r), "--dry-run");
 
     assert_eq!(code(&run(r, &["--apply"])), 0);
     let applied = tree(r);
     let o = run(r, &["--revert", "--dry-run"]);
     assert_eq!(code(&o), 0);
-    assert!(text(&o).contains(&format!("-{}{ADDED}", STOCK.trim_end())), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("-{}{ADDED}", STOCK.trim_end())),
+        "{}",
+        text(&o)
+    );
     assert_same_tree(&applied, &tree(r), "--revert --dry-run");
 }
 
@@ -343,13 +462,19 @@ fn injected_failure_at_every_step_leaves_every_file() {
             .unwrap();
         if code(&o) == 0 {
             // n is past the last operation: the apply went through.
-            assert!(n > 5, "at least the manifest and several files: failed only {n} times");
+            assert!(
+                n > 5,
+                "at least the manifest and several files: failed only {n} times"
+            );
             break;
         }
         failed += 1;
         assert_eq!(code(&o), 2, "{}", text(&o));
         let msg = text(&o);
-        assert!(msg.contains("injected fault") && msg.contains("every file was left as it was"), "{msg}");
+        assert!(
+            msg.contains("injected fault") && msg.contains("every file was left as it was"),
+            "{msg}"
+        );
         assert_same_tree(&original, &tree(r), &format!("fault at {n}"));
     }
     assert!(failed > 5);
@@ -365,14 +490,31 @@ fn revert_keeps_files_changed_since_apply() {
     assert_eq!(code(&run(r, &["--apply"])), 0);
     // The user edits two of the files afterwards.
     write(r, "/etc/sysctl.d/99-vr-stream.conf", b"vm.swappiness = 1\n");
-    let edited_service = read(r, "/etc/systemd/system/vr-stream.service").replace("192.168.1.100", "10.0.0.7");
-    write(r, "/etc/systemd/system/vr-stream.service", edited_service.as_bytes());
+    let edited_service =
+        read(r, "/etc/systemd/system/vr-stream.service").replace("192.168.1.100", "10.0.0.7");
+    write(
+        r,
+        "/etc/systemd/system/vr-stream.service",
+        edited_service.as_bytes(),
+    );
     let o = run(r, &["--revert"]);
     assert_eq!(code(&o), 1, "{}", text(&o));
-    assert!(text(&o).contains("/etc/sysctl.d/99-vr-stream.conf was changed since --apply: left as it is"), "{}", text(&o));
-    assert_eq!(read(r, "/etc/sysctl.d/99-vr-stream.conf"), "vm.swappiness = 1\n");
+    assert!(
+        text(&o)
+            .contains("/etc/sysctl.d/99-vr-stream.conf was changed since --apply: left as it is"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        read(r, "/etc/sysctl.d/99-vr-stream.conf"),
+        "vm.swappiness = 1\n"
+    );
     assert!(read(r, "/etc/systemd/system/vr-stream.service").contains("10.0.0.7"));
-    assert_eq!(read(r, "/boot/firmware/cmdline.txt"), STOCK, "the rest is reverted");
+    assert_eq!(
+        read(r, "/boot/firmware/cmdline.txt"),
+        STOCK,
+        "the rest is reverted"
+    );
     // A second --apply does not overwrite the user's service either.
     let o = run(r, &["--apply"]);
     assert_eq!(code(&o), 0, "{}", text(&o));
@@ -395,10 +537,26 @@ fn reapply_with_other_cpus_keeps_the_first_backup() {
     assert_eq!(code(&run(r, &["--apply"])), 0);
     let o = run(r, &["--apply", "--cpus", "3"]);
     assert_eq!(code(&o), 0, "{}", text(&o));
-    assert_eq!(read(r, "/boot/firmware/cmdline.txt"), format!("{} isolcpus=3 nohz_full=3 rcu_nocbs=3 irqaffinity=0-2\n", STOCK.trim_end()));
-    assert_eq!(read(r, "/var/lib/vr-stream/setup/backup/boot/firmware/cmdline.txt"), STOCK);
+    assert_eq!(
+        read(r, "/boot/firmware/cmdline.txt"),
+        format!(
+            "{} isolcpus=3 nohz_full=3 rcu_nocbs=3 irqaffinity=0-2\n",
+            STOCK.trim_end()
+        )
+    );
+    assert_eq!(
+        read(
+            r,
+            "/var/lib/vr-stream/setup/backup/boot/firmware/cmdline.txt"
+        ),
+        STOCK
+    );
     assert_eq!(code(&run(r, &["--check", "--cpus", "3"])), 0);
-    assert_eq!(code(&run(r, &["--check"])), 1, "2,3 is no longer what is applied");
+    assert_eq!(
+        code(&run(r, &["--check"])),
+        1,
+        "2,3 is no longer what is applied"
+    );
     assert_eq!(code(&run(r, &["--revert"])), 0);
     assert_same_tree(&original, &tree(r), "revert");
 }
@@ -409,10 +567,16 @@ fn bad_arguments_are_clear_errors() {
     let r = d.path();
     let original = tree(r);
     for (args, expect) in [
-        (vec!["--apply", "--cpus", "0-3"], "at least one CPU must stay"),
+        (
+            vec!["--apply", "--cpus", "0-3"],
+            "at least one CPU must stay",
+        ),
         (vec!["--apply", "--cpus", "7"], "has CPUs 0-3 only"),
         (vec!["--apply", "--cpus", "two"], "--cpus: CPU list 'two'"),
-        (vec!["--check", "--dry-run"], "--dry-run goes with --apply or --revert"),
+        (
+            vec!["--check", "--dry-run"],
+            "--dry-run goes with --apply or --revert",
+        ),
         (vec!["--apply", "--revert"], "cannot be used with"),
     ] {
         let o = run(r, &args);
@@ -420,12 +584,26 @@ fn bad_arguments_are_clear_errors() {
         assert!(text(&o).contains(expect), "{args:?}: {}", text(&o));
         assert!(!text(&o).contains("panicked"));
     }
-    let o = setup(&["--root", r.to_str().unwrap(), "--apply", "--user", "Bad User"]);
+    let o = setup(&[
+        "--root",
+        r.to_str().unwrap(),
+        "--apply",
+        "--user",
+        "Bad User",
+    ]);
     assert_eq!(code(&o), 2);
-    assert!(text(&o).contains("--user 'Bad User': not a user name"), "{}", text(&o));
+    assert!(
+        text(&o).contains("--user 'Bad User': not a user name"),
+        "{}",
+        text(&o)
+    );
     let o = setup(&["--root", "/nonexistent/root", "--check"]);
     assert_eq!(code(&o), 2);
-    assert!(text(&o).contains("--root /nonexistent/root"), "{}", text(&o));
+    assert!(
+        text(&o).contains("--root /nonexistent/root"),
+        "{}",
+        text(&o)
+    );
     // No user known (no --user, no SUDO_USER, running as root) for --apply on a tree.
     if nix_is_root() {
         let o = setup(&["--root", r.to_str().unwrap(), "--apply"]);
@@ -436,7 +614,9 @@ fn bad_arguments_are_clear_errors() {
 }
 
 fn nix_is_root() -> bool {
-    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 #[test]
@@ -468,11 +648,23 @@ fn apply_on_the_live_root_needs_root() {
         return;
     }
     let o = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_setup"), "--apply", "--user", "nobody"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_setup"),
+            "--apply",
+            "--user",
+            "nobody",
+        ])
         .output()
         .expect("setpriv (util-linux)");
     assert_eq!(code(&o), 2, "{}", text(&o));
-    assert!(text(&o).contains("run it as root (sudo setup --apply)"), "{}", text(&o));
+    assert!(
+        text(&o).contains("run it as root (sudo setup --apply)"),
+        "{}",
+        text(&o)
+    );
 }
 
 /// A tmpfs mounted for one test, unmounted on drop.
@@ -481,11 +673,18 @@ struct Mount(PathBuf);
 impl Mount {
     fn tmpfs(at: &Path, opts: &str) -> Option<Mount> {
         fs::create_dir_all(at).unwrap();
-        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", opts, "tmpfs", at.to_str().unwrap()]).status().ok()?.success();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs", at.to_str().unwrap()])
+            .status()
+            .ok()?
+            .success();
         ok.then(|| Mount(at.to_path_buf()))
     }
     fn remount(&self, opts: &str) {
-        let s = Command::new("mount").args(["-o", &format!("remount,{opts}"), self.0.to_str().unwrap()]).status().unwrap();
+        let s = Command::new("mount")
+            .args(["-o", &format!("remount,{opts}"), self.0.to_str().unwrap()])
+            .status()
+            .unwrap();
         assert!(s.success());
     }
 }
@@ -506,13 +705,21 @@ fn read_only_file_system_leaves_every_file() {
         eprintln!("skipped: cannot mount tmpfs (needs root)");
         return;
     };
-    write(r, "/etc/security/limits.d/10-audio.conf", b"@audio - rtprio 95\n");
+    write(
+        r,
+        "/etc/security/limits.d/10-audio.conf",
+        b"@audio - rtprio 95\n",
+    );
     m.remount("ro");
     let original = tree(r);
     let o = run(r, &["--apply"]);
     assert_eq!(code(&o), 2, "{}", text(&o));
     let msg = text(&o);
-    assert!(msg.contains("/etc/security/limits.d/99-vr-stream.conf") && msg.contains("Read-only file system"), "{msg}");
+    assert!(
+        msg.contains("/etc/security/limits.d/99-vr-stream.conf")
+            && msg.contains("Read-only file system"),
+        "{msg}"
+    );
     assert_same_tree(&original, &tree(r), "read-only");
     drop(m);
 }
@@ -526,7 +733,14 @@ fn full_disk_leaves_every_file() {
         return;
     };
     let src = pi_root(Some(STOCK.as_bytes()));
-    let s = Command::new("cp").args(["-a", &format!("{}/.", src.path().display()), r.to_str().unwrap()]).status().unwrap();
+    let s = Command::new("cp")
+        .args([
+            "-a",
+            &format!("{}/.", src.path().display()),
+            r.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
     assert!(s.success());
     // Fill the file system.
     let mut f = fs::File::create(r.join("filler")).unwrap();
@@ -542,7 +756,10 @@ fn full_disk_leaves_every_file() {
     let o = run(&r, &["--apply"]);
     assert_eq!(code(&o), 2, "{}", text(&o));
     let msg = text(&o);
-    assert!(msg.contains("No space left on device") && msg.contains("every file was left as it was"), "{msg}");
+    assert!(
+        msg.contains("No space left on device") && msg.contains("every file was left as it was"),
+        "{msg}"
+    );
     assert_same_tree(&original, &tree(&r), "full disk");
     drop(m);
 }

@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use vr_stream::config::{self, Config, Layer};
-use vr_stream::quickbench::{self, budget, measure, network, render, Report, Section, Setting, SystemSection};
+use vr_stream::quickbench::{
+    self, Report, Section, Setting, SystemSection, budget, measure, network, render,
+};
 
 /// Is this box ready for vr-stream, and what latency will it give? Measures timer jitter,
 /// frame copy, the shared-memory ring, the encoder, the camera and the network here.
@@ -67,8 +69,12 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
         layers.push(Layer::Profile(p.clone()));
     }
     if let Some(path) = &cli.config {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("--config {path}: cannot read: {e}"))?;
-        layers.push(Layer::File { path: path.clone(), text });
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--config {path}: cannot read: {e}"))?;
+        layers.push(Layer::File {
+            path: path.clone(),
+            text,
+        });
     }
     if let Some(ip) = &cli.ip {
         let mut t = toml::Table::new();
@@ -82,8 +88,16 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
 
 /// Runs one section with a progress bar on the terminal (hidden when stderr is not one).
 fn step<T>(json: bool, label: &str, f: impl FnOnce(&(dyn Fn(f64) + Sync)) -> T) -> T {
-    let bar = if json { ProgressBar::hidden() } else { ProgressBar::new(100) };
-    bar.set_style(ProgressStyle::with_template("  {msg} [{bar:30}] {percent:>3}%").expect("template").progress_chars("=> "));
+    let bar = if json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(100)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("  {msg} [{bar:30}] {percent:>3}%")
+            .expect("template")
+            .progress_chars("=> "),
+    );
     bar.set_message(label.to_string());
     let set = |f: f64| bar.set_position((f.clamp(0.0, 1.0) * 100.0) as u64);
     let r = f(&set);
@@ -104,7 +118,12 @@ fn main() {
     }
     let cli: Cli = vr_stream::cli::parse_or_exit("quick-bench");
     if let Some(addr) = &cli.echo {
-        let a: SocketAddr = addr.parse().unwrap_or_else(|_| fail(false, &format!("--echo {addr:?}: allowed ADDR:PORT, e.g. 0.0.0.0:5005")));
+        let a: SocketAddr = addr.parse().unwrap_or_else(|_| {
+            fail(
+                false,
+                &format!("--echo {addr:?}: allowed ADDR:PORT, e.g. 0.0.0.0:5005"),
+            )
+        });
         if let Err(e) = network::serve_echo(a) {
             fail(false, &format!("--echo {addr}: {e}"));
         }
@@ -125,13 +144,27 @@ fn main() {
         target_ms: cfg.stats.target_ms,
         quick: q,
     };
-    let ip: std::net::IpAddr = cfg.stream.ip.parse().unwrap_or_else(|_| fail(json, &format!("--ip {:?}: not an IP address", cfg.stream.ip)));
+    let ip: std::net::IpAddr = cfg.stream.ip.parse().unwrap_or_else(|_| {
+        fail(
+            json,
+            &format!("--ip {:?}: not an IP address", cfg.stream.ip),
+        )
+    });
     show(json, render::heading(&setting));
 
     // 1. System: the checks of `setup --check`.
-    let root = vr_setup::rootfs::Root::new(&cli.root).unwrap_or_else(|e| fail(json, &format!("--root {}: {e}", cli.root.display())));
-    let isolated = vr_setup::cpus::CpuList::from_cpus([cfg.stages.camera.cpu, cfg.stages.encode.cpu, cfg.stages.network.cpu]);
-    let target = vr_setup::plan::Target::for_root(root, isolated, cli.user.clone().or_else(vr_setup::plan::default_user));
+    let root = vr_setup::rootfs::Root::new(&cli.root)
+        .unwrap_or_else(|e| fail(json, &format!("--root {}: {e}", cli.root.display())));
+    let isolated = vr_setup::cpus::CpuList::from_cpus([
+        cfg.stages.camera.cpu,
+        cfg.stages.encode.cpu,
+        cfg.stages.network.cpu,
+    ]);
+    let target = vr_setup::plan::Target::for_root(
+        root,
+        isolated,
+        cli.user.clone().or_else(vr_setup::plan::default_user),
+    );
     let rows = vr_setup::checks::check(&target);
     let system = SystemSection {
         tuned: vr_setup::checks::all_tuned(&rows),
@@ -143,14 +176,19 @@ fn main() {
         let exit = if system.tuned { 0 } else { 1 };
         if json {
             let v = serde_json::json!({ "version": quickbench::VERSION, "system": system, "exit": exit });
-            println!("{}", serde_json::to_string_pretty(&v).expect("report serializes"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&v).expect("report serializes")
+            );
         }
         std::process::exit(exit);
     }
 
     // 2..8: measurements.
     let n_timer = if q { 1000 } else { 4000 };
-    let jitter = step(json, "timer jitter", |p| measure::jitter(&cfg, Duration::from_millis(1), n_timer, p));
+    let jitter = step(json, "timer jitter", |p| {
+        measure::jitter(&cfg, Duration::from_millis(1), n_timer, p)
+    });
     let jitter = Section::Measured(jitter);
     show(json, render::jitter(&jitter));
     let memory = measure::memory(&cfg, if q { 50 } else { 200 });
@@ -162,15 +200,21 @@ fn main() {
     let encoder = step(json, "encoder", |p| measure::encoder(&cfg, n_enc, p));
     show(json, render::encoder(&encoder));
     let detector: Section<quickbench::Percentiles> = if cli.yolo {
-        step(json, "detector", |p| measure::detector(&cfg, if q { 20 } else { 100 }, p))
+        step(json, "detector", |p| {
+            measure::detector(&cfg, if q { 20 } else { 100 }, p)
+        })
     } else {
         Section::not("not asked for (--yolo)")
     };
     show(json, render::detector(&detector));
-    let camera = step(json, "camera", |p| measure::camera(&cfg, if q { 60 } else { 180 }, p));
+    let camera = step(json, "camera", |p| {
+        measure::camera(&cfg, if q { 60 } else { 180 }, p)
+    });
     show(json, render::camera(&camera));
     let echo_port = cfg.stream.port.saturating_add(1);
-    let net = step(json, "network", |_| network::network(ip, echo_port, if q { 50 } else { 200 }));
+    let net = step(json, "network", |_| {
+        network::network(ip, echo_port, if q { 50 } else { 200 })
+    });
     show(json, render::network(&net));
 
     // 9. Budget.
@@ -183,7 +227,11 @@ fn main() {
         cfg.stats.target_ms,
     );
     show(json, render::budget(&b));
-    let exit = if system.tuned && b.within_target { 0 } else { 1 };
+    let exit = if system.tuned && b.within_target {
+        0
+    } else {
+        1
+    };
     show(json, render::verdict(system.tuned, b.within_target));
 
     if json {
@@ -201,7 +249,10 @@ fn main() {
             budget: b,
             exit,
         };
-        println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serializes")
+        );
     }
     std::process::exit(exit);
 }

@@ -12,7 +12,7 @@
 
 use clap::Parser;
 use hdrhistogram::Histogram;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
@@ -152,26 +152,46 @@ fn run(cli: &Cli) -> Result<(), String> {
         None => None,
     };
     let port = cli.port.or(sdp.as_ref().map(|s| s.port)).unwrap_or(5004);
-    let payload_type = cli.payload_type.or(sdp.as_ref().map(|s| s.payload_type)).unwrap_or(96);
-    let ext_id = cli.ext_id.or(sdp.as_ref().and_then(|s| s.capture_time_ext_id)).unwrap_or(1);
+    let payload_type = cli
+        .payload_type
+        .or(sdp.as_ref().map(|s| s.payload_type))
+        .unwrap_or(96);
+    let ext_id = cli
+        .ext_id
+        .or(sdp.as_ref().and_then(|s| s.capture_time_ext_id))
+        .unwrap_or(1);
     if port > 65533 || port == 0 {
-        return Err(format!("--port {port}: allowed 1..=65533 (RTCP uses port + 1, FEC port + 2)"));
+        return Err(format!(
+            "--port {port}: allowed 1..=65533 (RTCP uses port + 1, FEC port + 2)"
+        ));
     }
     if cli.json && cli.output.as_deref() == Some("-") {
         return Err("--json and -o - both want stdout: write the stream to a file".into());
     }
     let rtp_addr = SocketAddr::new(cli.bind, port);
-    let rtp = UdpSocket::bind(rtp_addr).map_err(|e| format!("--port {}: cannot listen on udp {rtp_addr}: {e}", port))?;
+    let rtp = UdpSocket::bind(rtp_addr)
+        .map_err(|e| format!("--port {}: cannot listen on udp {rtp_addr}: {e}", port))?;
     let rtcp_addr = SocketAddr::new(cli.bind, port + 1);
-    let rtcp_sock = UdpSocket::bind(rtcp_addr).map_err(|e| format!("RTCP port {}: cannot listen on udp {rtcp_addr}: {e}", port + 1))?;
+    let rtcp_sock = UdpSocket::bind(rtcp_addr).map_err(|e| {
+        format!(
+            "RTCP port {}: cannot listen on udp {rtcp_addr}: {e}",
+            port + 1
+        )
+    })?;
     let fec_addr = SocketAddr::new(cli.bind, port + 2);
-    let fec_sock = UdpSocket::bind(fec_addr).map_err(|e| format!("FEC port {}: cannot listen on udp {fec_addr}: {e}", port + 2))?;
+    let fec_sock = UdpSocket::bind(fec_addr).map_err(|e| {
+        format!(
+            "FEC port {}: cannot listen on udp {fec_addr}: {e}",
+            port + 2
+        )
+    })?;
     for s in [&rtp, &rtcp_sock, &fec_sock] {
         s.set_nonblocking(true).map_err(|e| e.to_string())?;
     }
     let _ = socket2::SockRef::from(&rtp).set_recv_buffer_size(4 << 20);
     let tcp_listener = if cli.tcp {
-        let l = std::net::TcpListener::bind(rtp_addr).map_err(|e| format!("--port {}: cannot listen on tcp {rtp_addr}: {e}", port))?;
+        let l = std::net::TcpListener::bind(rtp_addr)
+            .map_err(|e| format!("--port {}: cannot listen on tcp {rtp_addr}: {e}", port))?;
         l.set_nonblocking(true).map_err(|e| e.to_string())?;
         Some(l)
     } else {
@@ -182,11 +202,19 @@ fn run(cli: &Cli) -> Result<(), String> {
     let mut out: Option<Box<dyn Write>> = match cli.output.as_deref() {
         None => None,
         Some("-") => Some(Box::new(std::io::BufWriter::new(std::io::stdout()))),
-        Some(p) => Some(Box::new(std::io::BufWriter::new(std::fs::File::create(p).map_err(|e| format!("-o {p}: {e}"))?))),
+        Some(p) => Some(Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).map_err(|e| format!("-o {p}: {e}"))?,
+        ))),
     };
     vr_stream::rt::install_stop_signals();
-    let mut rx = Receiver::new(ReceiverConfig { payload_type, capture_time_ext_id: ext_id, reorder_window_ns: cli.reorder_ms * 1_000_000, fec_payload_type: cli.fec_payload_type });
-    let new_hist = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+    let mut rx = Receiver::new(ReceiverConfig {
+        payload_type,
+        capture_time_ext_id: ext_id,
+        reorder_window_ns: cli.reorder_ms * 1_000_000,
+        fec_payload_type: cli.fec_payload_type,
+    });
+    let new_hist =
+        || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
     let mut sum = Summary {
         hist: new_hist(),
         window: new_hist(),
@@ -213,7 +241,8 @@ fn run(cli: &Cli) -> Result<(), String> {
     // The frame last seen stalled (see `--pli-after-ms`), and whether it still wants a PLI.
     let (mut stalled_ts, mut suspect) = (None::<u64>, false);
     let mut sender: Option<SocketAddr> = None;
-    let (mut last_rr, mut last_pli, mut last_probe, mut last_print) = (0u64, 0u64, 0u64, monotonic_ns());
+    let (mut last_rr, mut last_pli, mut last_probe, mut last_print) =
+        (0u64, 0u64, 0u64, monotonic_ns());
     let mut probe_n = 0u32;
     let mut bye_at: Option<u64> = None;
     let start = monotonic_ns();
@@ -227,14 +256,26 @@ fn run(cli: &Cli) -> Result<(), String> {
         let now = monotonic_ns();
         // After a BYE, one reorder window for media still on its way (RTCP can overtake
         // the last frame's packets on a jittery path).
-        if vr_stream::rt::stop_signal() != 0 || bye_at.is_some_and(|t| now >= t + cli.reorder_ms * 1_000_000) || cli.duration.is_some_and(|d| now - start >= (d * 1e9) as u64) {
+        if vr_stream::rt::stop_signal() != 0
+            || bye_at.is_some_and(|t| now >= t + cli.reorder_ms * 1_000_000)
+            || cli
+                .duration
+                .is_some_and(|d| now - start >= (d * 1e9) as u64)
+        {
             break;
         }
         let c = rx.counts();
-        if cli.frames.is_some_and(|n| c.complete + c.recovered + c.lost >= n) {
+        if cli
+            .frames
+            .is_some_and(|n| c.complete + c.recovered + c.lost >= n)
+        {
             break;
         }
-        let mut fds = vec![PollFd::new(rtp.as_fd(), PollFlags::POLLIN), PollFd::new(rtcp_sock.as_fd(), PollFlags::POLLIN), PollFd::new(fec_sock.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![
+            PollFd::new(rtp.as_fd(), PollFlags::POLLIN),
+            PollFd::new(rtcp_sock.as_fd(), PollFlags::POLLIN),
+            PollFd::new(fec_sock.as_fd(), PollFlags::POLLIN),
+        ];
         if let Some(l) = &tcp_listener {
             fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
         }
@@ -264,7 +305,8 @@ fn run(cli: &Cli) -> Result<(), String> {
                     Ok(n) => {
                         tcp_buf.extend_from_slice(&buf[..n]);
                         let t = monotonic_ns();
-                        let used = vr_stream::net::rfc4571_packets(&tcp_buf, |p| rx.on_packet(p, t));
+                        let used =
+                            vr_stream::net::rfc4571_packets(&tcp_buf, |p| rx.on_packet(p, t));
                         tcp_buf.drain(..used);
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -305,21 +347,32 @@ fn run(cli: &Cli) -> Result<(), String> {
                 }
                 continue;
             }
-            let Ok(packets) = rtcp::parse_compound(&buf[..n]) else { continue };
+            let Ok(packets) = rtcp::parse_compound(&buf[..n]) else {
+                continue;
+            };
             for p in packets {
                 match p {
-                    Rtcp::SenderReport { ssrc, info, .. } if rx.ssrc().is_none_or(|s| s == ssrc) => {
+                    Rtcp::SenderReport { ssrc, info, .. }
+                        if rx.ssrc().is_none_or(|s| s == ssrc) =>
+                    {
                         rx.reception().on_sender_report(info.ntp, arrival_ntp);
                         sender = Some(from);
                     }
-                    Rtcp::App { ssrc, name, data, .. } if name == vr_stream::detect::wire::APP_NAME && rx.ssrc().is_none_or(|s| s == ssrc) => {
+                    Rtcp::App {
+                        ssrc, name, data, ..
+                    } if name == vr_stream::detect::wire::APP_NAME
+                        && rx.ssrc().is_none_or(|s| s == ssrc) =>
+                    {
                         if let Ok(w) = vr_stream::detect::wire::decode(&data) {
                             sum.det_msgs += 1;
                             sum.det_total += w.detections.len() as u64;
-                            if let Some(&(_, cap)) = sum.recent.iter().find(|(ts, _)| *ts == w.rtp_ts) {
+                            if let Some(&(_, cap)) =
+                                sum.recent.iter().find(|(ts, _)| *ts == w.rtp_ts)
+                            {
                                 sum.det_matched += 1;
                                 let offset = sum.offset.best().map_or(0, |s| s.offset_ns) as i128;
-                                let age_us = ((realtime_ns() as i128 - (cap - offset)) / 1000).max(1) as u64;
+                                let age_us =
+                                    ((realtime_ns() as i128 - (cap - offset)) / 1000).max(1) as u64;
                                 let _ = sum.det_age.record(age_us.min(60_000_000));
                             }
                             sum.det_last = Some(w);
@@ -361,7 +414,8 @@ fn run(cli: &Cli) -> Result<(), String> {
                 if sum.recent.len() == 256 {
                     sum.recent.pop_front();
                 }
-                sum.recent.push_back((f.ts as u32, vr_stream::rtp::unix_ns_from_ntp(ntp)));
+                sum.recent
+                    .push_back((f.ts as u32, vr_stream::rtp::unix_ns_from_ntp(ntp)));
                 let offset = sum.offset.best().map_or(0, |s| s.offset_ns);
                 let capture_local = vr_stream::rtp::unix_ns_from_ntp(ntp) - offset as i128;
                 let done = f.last_arrival_ns as i128 + mono_to_real as i128;
@@ -370,7 +424,8 @@ fn run(cli: &Cli) -> Result<(), String> {
                 let _ = sum.window.record(lat_us.min(60_000_000));
             }
             if let Some(o) = out.as_mut() {
-                o.write_all(&f.au).map_err(|e| format!("writing the stream: {e}"))?;
+                o.write_all(&f.au)
+                    .map_err(|e| format!("writing the stream: {e}"))?;
                 let _ = o.flush();
             }
         }
@@ -394,10 +449,13 @@ fn run(cli: &Cli) -> Result<(), String> {
             // nothing else is coming to heal the picture. (Losses within the round trip are
             // of frames encoded before the PLI arrived; the IDR is on its way.)
             let rtt = sum.offset.best().map_or(DEFAULT_RTT_NS, |b| b.rtt_ns);
-            let pli_due = (rx.wants_keyframe() || std::mem::take(&mut suspect)) && (now - last_pli >= PLI_INTERVAL_NS || lost_at >= last_pli + rtt);
+            let pli_due = (rx.wants_keyframe() || std::mem::take(&mut suspect))
+                && (now - last_pli >= PLI_INTERVAL_NS || lost_at >= last_pli + rtt);
             if now - last_rr >= RR_INTERVAL_NS || pli_due {
                 rtcp_out.clear();
-                let block = rx.reception().report_block(ssrc, ntp_from_unix_ns(realtime_ns()));
+                let block = rx
+                    .reception()
+                    .report_block(ssrc, ntp_from_unix_ns(realtime_ns()));
                 rtcp::write_rr(&mut rtcp_out, me, &[block]);
                 if pli_due {
                     rtcp::write_pli(&mut rtcp_out, me, ssrc);
@@ -409,7 +467,10 @@ fn run(cli: &Cli) -> Result<(), String> {
             }
             if now - last_probe >= PROBE_INTERVAL_NS {
                 probe_n += 1;
-                let _ = rtcp_sock.send_to(&clock::request(ntp_from_unix_ns(realtime_ns()), probe_n), to);
+                let _ = rtcp_sock.send_to(
+                    &clock::request(ntp_from_unix_ns(realtime_ns()), probe_n),
+                    to,
+                );
                 last_probe = now;
             }
         }
@@ -463,10 +524,20 @@ fn line(rx: &Receiver, h: &Histogram<u64>, sum: &Summary) -> String {
     let lat = if h.is_empty() {
         "latency n/a".to_string()
     } else {
-        format!("capture->complete p50 {:.2} p95 {:.2} p99 {:.2} max {:.2} ms", pct(h, 0.5), pct(h, 0.95), pct(h, 0.99), h.max() as f64 / 1000.0)
+        format!(
+            "capture->complete p50 {:.2} p95 {:.2} p99 {:.2} max {:.2} ms",
+            pct(h, 0.5),
+            pct(h, 0.95),
+            pct(h, 0.99),
+            h.max() as f64 / 1000.0
+        )
     };
     let clock = match sum.offset.best() {
-        Some(s) => format!("clock offset {:+.2} ms (rtt {:.2} ms)", s.offset_ns as f64 / 1e6, s.rtt_ns as f64 / 1e6),
+        Some(s) => format!(
+            "clock offset {:+.2} ms (rtt {:.2} ms)",
+            s.offset_ns as f64 / 1e6,
+            s.rtt_ns as f64 / 1e6
+        ),
         None => "clock offset unknown (same clock assumed)".into(),
     };
     format!(

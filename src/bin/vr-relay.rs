@@ -113,7 +113,10 @@ fn main() {
 
 fn run(cli: &Cli) -> Result<(), String> {
     if cli.port == 0 || cli.port > 65533 {
-        return Err(format!("--port {}: allowed 1..=65533 (RTCP and FEC use the next two)", cli.port));
+        return Err(format!(
+            "--port {}: allowed 1..=65533 (RTCP and FEC use the next two)",
+            cli.port
+        ));
     }
     let params = ImpairParams {
         loss_percent: cli.loss,
@@ -130,14 +133,20 @@ fn run(cli: &Cli) -> Result<(), String> {
     let mut socks = vec![];
     for k in 0..3u16 {
         let a = SocketAddr::new(cli.listen, cli.port + k);
-        let s = UdpSocket::bind(a).map_err(|e| format!("--listen {}: cannot bind udp {a}: {e}", cli.listen))?;
+        let s = UdpSocket::bind(a)
+            .map_err(|e| format!("--listen {}: cannot bind udp {a}: {e}", cli.listen))?;
         socks.push(s);
     }
     for k in 0..3u16 {
-        let any: IpAddr = if cli.to.is_ipv4() { "0.0.0.0".parse().unwrap() } else { "::".parse().unwrap() };
+        let any: IpAddr = if cli.to.is_ipv4() {
+            "0.0.0.0".parse().unwrap()
+        } else {
+            "::".parse().unwrap()
+        };
         let s = UdpSocket::bind((any, 0)).map_err(|e| e.to_string())?;
         let to = SocketAddr::new(cli.to, cli.port + k);
-        s.connect(to).map_err(|e| format!("--to {}: cannot reach {to}: {e}", cli.to))?;
+        s.connect(to)
+            .map_err(|e| format!("--to {}: cannot reach {to}: {e}", cli.to))?;
         socks.push(s);
     }
     for s in &socks {
@@ -164,19 +173,29 @@ fn run(cli: &Cli) -> Result<(), String> {
     let mut order = 0u64;
     // Who last sent to each sender-side port (where the receiver's answers go back).
     let mut peers: [Option<SocketAddr>; 3] = [None; 3];
-    let (mut media_in, mut media_dropped, mut reordered, mut rtcp_fwd, mut rtcp_back) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut media_in, mut media_dropped, mut reordered, mut rtcp_fwd, mut rtcp_back) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut added = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
     let start = monotonic_ns();
     let mut buf = vec![0u8; 65536];
     loop {
         let now = monotonic_ns();
-        if vr_stream::rt::stop_signal() != 0 || cli.duration.is_some_and(|d| now - start >= (d * 1e9) as u64) {
+        if vr_stream::rt::stop_signal() != 0
+            || cli
+                .duration
+                .is_some_and(|d| now - start >= (d * 1e9) as u64)
+        {
             break;
         }
         // Sleep until a datagram arrives or the next one is due (ns precision: ppoll).
-        let wait_ns = held.peek().map_or(5_000_000, |h| h.0.at_ns.saturating_sub(now).min(5_000_000));
+        let wait_ns = held
+            .peek()
+            .map_or(5_000_000, |h| h.0.at_ns.saturating_sub(now).min(5_000_000));
         if wait_ns > 0 {
-            let mut fds: Vec<PollFd> = socks.iter().map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN)).collect();
+            let mut fds: Vec<PollFd> = socks
+                .iter()
+                .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
+                .collect();
             let ts = nix::sys::time::TimeSpec::from_duration(Duration::from_nanos(wait_ns));
             let _ = nix::poll::ppoll(&mut fds, Some(ts), None);
         }
@@ -193,20 +212,44 @@ fn run(cli: &Cli) -> Result<(), String> {
                     peers[i] = Some(from);
                     if i == 1 {
                         rtcp_fwd += 1;
-                        held.push(Reverse(Held { at_ns: t + base_delay, order, out: 4, to: None, data, media_arrival_ns: None }));
+                        held.push(Reverse(Held {
+                            at_ns: t + base_delay,
+                            order,
+                            out: 4,
+                            to: None,
+                            data,
+                            media_arrival_ns: None,
+                        }));
                         continue;
                     }
                     media_in += 1;
                     match link.on_packet(t) {
                         Fate::Drop => media_dropped += 1,
-                        Fate::Deliver { at_ns, reordered: r } => {
+                        Fate::Deliver {
+                            at_ns,
+                            reordered: r,
+                        } => {
                             reordered += r as u64;
-                            held.push(Reverse(Held { at_ns, order, out: i + 3, to: None, data, media_arrival_ns: Some(t) }));
+                            held.push(Reverse(Held {
+                                at_ns,
+                                order,
+                                out: i + 3,
+                                to: None,
+                                data,
+                                media_arrival_ns: Some(t),
+                            }));
                         }
                     }
                 } else if let Some(peer) = peers[i - 3] {
                     rtcp_back += 1;
-                    held.push(Reverse(Held { at_ns: t + base_delay, order, out: i - 3, to: Some(peer), data, media_arrival_ns: None }));
+                    held.push(Reverse(Held {
+                        at_ns: t + base_delay,
+                        order,
+                        out: i - 3,
+                        to: Some(peer),
+                        data,
+                        media_arrival_ns: None,
+                    }));
                 }
             }
         }

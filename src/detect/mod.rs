@@ -67,7 +67,13 @@ impl Letterbox {
         let scale = (size as f32 / w as f32).min(size as f32 / h as f32);
         let sw = ((w as f32 * scale).round() as u32).clamp(1, size);
         let sh = ((h as f32 * scale).round() as u32).clamp(1, size);
-        Letterbox { src: (w, h), size, scale, scaled: (sw, sh), offset: ((size - sw) / 2, (size - sh) / 2) }
+        Letterbox {
+            src: (w, h),
+            size,
+            scale,
+            scaled: (sw, sh),
+            offset: ((size - sw) / 2, (size - sh) / 2),
+        }
     }
 
     /// A box in input pixels → source pixels, clamped to the source.
@@ -130,7 +136,10 @@ pub fn letterbox_rgb(rgb: &[u8], lb: &Letterbox, out: &mut [f32]) -> Result<(), 
     let (ox, oy) = (lb.offset.0 as usize, lb.offset.1 as usize);
     let mut row = vec![0f32; xs.len() * 3];
     for (dy, &(y0, y1, fy)) in ys.iter().enumerate() {
-        let (r0, r1) = (&rgb[y0 * w * 3..(y0 + 1) * w * 3], &rgb[y1 * w * 3..(y1 + 1) * w * 3]);
+        let (r0, r1) = (
+            &rgb[y0 * w * 3..(y0 + 1) * w * 3],
+            &rgb[y1 * w * 3..(y1 + 1) * w * 3],
+        );
         for (dx, &(x0, x1, fx)) in xs.iter().enumerate() {
             for c in 0..3 {
                 let a = r0[x0 * 3 + c] as f32 * (1.0 - fx) + r0[x1 * 3 + c] as f32 * fx;
@@ -150,7 +159,11 @@ pub fn letterbox_rgb(rgb: &[u8], lb: &Letterbox, out: &mut [f32]) -> Result<(), 
 }
 
 fn check(len: usize, need: usize, what: &'static str) -> Result<(), PrepError> {
-    if len < need { Err(PrepError::Short { what, len, need }) } else { Ok(()) }
+    if len < need {
+        Err(PrepError::Short { what, len, need })
+    } else {
+        Ok(())
+    }
 }
 
 /// Writes the letterboxed model input from an I420 frame (`w × h`, Y then U then V, chroma
@@ -176,8 +189,15 @@ pub fn letterbox_i420(frame: &[u8], lb: &Letterbox, out: &mut [f32]) -> Result<(
     let (ox, oy) = (lb.offset.0 as usize, lb.offset.1 as usize);
     let n = xs.len();
     let (mut yr, mut ur, mut vr) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
-    let lerp_row = |p: &[u8], stride: usize, (r0, r1, fy): (usize, usize, f32), taps: &[(usize, usize, f32)], dst: &mut [f32]| {
-        let (a, b) = (&p[r0 * stride..(r0 + 1) * stride], &p[r1 * stride..(r1 + 1) * stride]);
+    let lerp_row = |p: &[u8],
+                    stride: usize,
+                    (r0, r1, fy): (usize, usize, f32),
+                    taps: &[(usize, usize, f32)],
+                    dst: &mut [f32]| {
+        let (a, b) = (
+            &p[r0 * stride..(r0 + 1) * stride],
+            &p[r1 * stride..(r1 + 1) * stride],
+        );
         for (d, &(x0, x1, fx)) in dst.iter_mut().zip(taps) {
             let top = a[x0] as f32 + (a[x1] as f32 - a[x0] as f32) * fx;
             let bot = b[x0] as f32 + (b[x1] as f32 - b[x0] as f32) * fx;
@@ -191,7 +211,11 @@ pub fn letterbox_i420(frame: &[u8], lb: &Letterbox, out: &mut [f32]) -> Result<(
         let base = (oy + dy) * s + ox;
         let (rp, rest) = out.split_at_mut(s * s);
         let (gp, bp) = rest.split_at_mut(s * s);
-        let (rp, gp, bp) = (&mut rp[base..base + n], &mut gp[base..base + n], &mut bp[base..base + n]);
+        let (rp, gp, bp) = (
+            &mut rp[base..base + n],
+            &mut gp[base..base + n],
+            &mut bp[base..base + n],
+        );
         for i in 0..n {
             let y = 1.164 * (yr[i] - 16.0);
             let (u, v) = (ur[i] - 128.0, vr[i] - 128.0);
@@ -235,11 +259,20 @@ impl Layout {
     pub fn from_shape(shape: &[i64]) -> Result<Layout, ShapeError> {
         let bad = || ShapeError(shape.to_vec());
         let [1, a, b] = shape else { return Err(bad()) };
-        let (a, b) = (usize::try_from(*a).map_err(|_| bad())?, usize::try_from(*b).map_err(|_| bad())?);
+        let (a, b) = (
+            usize::try_from(*a).map_err(|_| bad())?,
+            usize::try_from(*b).map_err(|_| bad())?,
+        );
         if b <= a && b > 5 {
-            Ok(Layout::V5 { n: a, classes: b - 5 })
+            Ok(Layout::V5 {
+                n: a,
+                classes: b - 5,
+            })
         } else if a < b && a > 4 {
-            Ok(Layout::V8 { n: b, classes: a - 4 })
+            Ok(Layout::V8 {
+                n: b,
+                classes: a - 4,
+            })
         } else {
             Err(bad())
         }
@@ -248,9 +281,15 @@ impl Layout {
 
 /// Candidate boxes of score ≥ `conf` (and class allowed by `keep_class`) from a model
 /// output `data` in `layout`; boxes in input pixels.
-pub fn decode(data: &[f32], layout: Layout, conf: f32, keep_class: impl Fn(u16) -> bool) -> Vec<Detection> {
+pub fn decode(
+    data: &[f32],
+    layout: Layout,
+    conf: f32,
+    keep_class: impl Fn(u16) -> bool,
+) -> Vec<Detection> {
     let mut out = vec![];
-    let corners = |cx: f32, cy: f32, w: f32, h: f32| [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0];
+    let corners =
+        |cx: f32, cy: f32, w: f32, h: f32| [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0];
     match layout {
         Layout::V5 { n, classes } => {
             let d = 5 + classes;
@@ -262,7 +301,11 @@ pub fn decode(data: &[f32], layout: Layout, conf: f32, keep_class: impl Fn(u16) 
                 let (c, s) = best(row[5..].iter().copied());
                 let score = obj * s;
                 if score >= conf && keep_class(c) {
-                    out.push(Detection { class: c, score, bbox: corners(row[0], row[1], row[2], row[3]) });
+                    out.push(Detection {
+                        class: c,
+                        score,
+                        bbox: corners(row[0], row[1], row[2], row[3]),
+                    });
                 }
             }
         }
@@ -274,7 +317,11 @@ pub fn decode(data: &[f32], layout: Layout, conf: f32, keep_class: impl Fn(u16) 
             for i in 0..n {
                 let (c, s) = best((0..classes).map(|k| at(4 + k, i)));
                 if s >= conf && keep_class(c) {
-                    out.push(Detection { class: c, score: s, bbox: corners(at(0, i), at(1, i), at(2, i), at(3, i)) });
+                    out.push(Detection {
+                        class: c,
+                        score: s,
+                        bbox: corners(at(0, i), at(1, i), at(2, i), at(3, i)),
+                    });
                 }
             }
         }
@@ -283,7 +330,9 @@ pub fn decode(data: &[f32], layout: Layout, conf: f32, keep_class: impl Fn(u16) 
 }
 
 fn best(it: impl Iterator<Item = f32>) -> (u16, f32) {
-    it.enumerate().fold((0u16, f32::MIN), |(bc, bs), (c, s)| if s > bs { (c as u16, s) } else { (bc, bs) })
+    it.enumerate().fold((0u16, f32::MIN), |(bc, bs), (c, s)| {
+        if s > bs { (c as u16, s) } else { (bc, bs) }
+    })
 }
 
 /// Per-class greedy NMS: best first, a box is dropped when its IoU with a kept box of the
@@ -295,7 +344,10 @@ pub fn nms(mut dets: Vec<Detection>, iou_threshold: f32, max: usize) -> Vec<Dete
         if kept.len() >= max {
             break;
         }
-        if kept.iter().all(|k| k.class != d.class || k.iou(&d) <= iou_threshold) {
+        if kept
+            .iter()
+            .all(|k| k.class != d.class || k.iou(&d) <= iou_threshold)
+        {
             kept.push(d);
         }
     }
@@ -328,7 +380,11 @@ mod tests {
         let got: Vec<(u16, f32, [f32; 4])> = d.iter().map(|d| (d.class, d.score, d.bbox)).collect();
         assert_eq!(
             got,
-            vec![(0, 0.9, [80.0, 90.0, 120.0, 110.0]), (2, 0.7, [82.0, 91.0, 122.0, 111.0]), (1, 0.6, [270.0, 235.0, 330.0, 265.0])]
+            vec![
+                (0, 0.9, [80.0, 90.0, 120.0, 110.0]),
+                (2, 0.7, [82.0, 91.0, 122.0, 111.0]),
+                (1, 0.6, [270.0, 235.0, 330.0, 265.0])
+            ]
         );
         // A class filter.
         let d = nms(decode(&t, layout, 0.25, |c| c == 1), 0.45, 100);
@@ -339,7 +395,9 @@ mod tests {
     #[test]
     fn yolov5_layout_multiplies_objectness() {
         // [1, 8, 5 + 2]: two filled rows, six empty.
-        let mut t = vec![50.0, 60.0, 20.0, 10.0, 0.5, 0.9, 0.2, 10.0, 10.0, 4.0, 4.0, 0.1, 0.9, 0.9];
+        let mut t = vec![
+            50.0, 60.0, 20.0, 10.0, 0.5, 0.9, 0.2, 10.0, 10.0, 4.0, 4.0, 0.1, 0.9, 0.9,
+        ];
         t.resize(8 * 7, 0.0);
         let layout = Layout::from_shape(&[1, 8, 7]).unwrap();
         assert_eq!(layout, Layout::V5 { n: 8, classes: 2 });
@@ -364,7 +422,13 @@ mod tests {
         assert_eq!(lb.scaled, (320, 240));
         assert_eq!(lb.offset, (0, 40));
         let b = lb.to_source([0.0, 40.0, 160.0, 160.0]);
-        assert!((b[0] - 0.0).abs() < 1e-3 && (b[1]).abs() < 1e-3 && (b[2] - 384.0).abs() < 1e-3 && (b[3] - 288.0).abs() < 1e-3, "{b:?}");
+        assert!(
+            (b[0] - 0.0).abs() < 1e-3
+                && (b[1]).abs() < 1e-3
+                && (b[2] - 384.0).abs() < 1e-3
+                && (b[3] - 288.0).abs() < 1e-3,
+            "{b:?}"
+        );
     }
 
     #[test]
@@ -378,7 +442,13 @@ mod tests {
         let mut a = vec![0f32; 3 * 32 * 32];
         letterbox_i420(&f, &lb, &mut a).unwrap();
         let px = |c: usize, x: usize, y: usize| a[c * 1024 + y * 32 + x];
-        assert!(px(0, 16, 16) > 0.98 && px(1, 16, 16) < 0.02 && px(2, 16, 16) < 0.02, "{} {} {}", px(0, 16, 16), px(1, 16, 16), px(2, 16, 16));
+        assert!(
+            px(0, 16, 16) > 0.98 && px(1, 16, 16) < 0.02 && px(2, 16, 16) < 0.02,
+            "{} {} {}",
+            px(0, 16, 16),
+            px(1, 16, 16),
+            px(2, 16, 16)
+        );
         // 64x48 -> 32x24, 4 rows of padding above and below.
         assert_eq!(lb.offset, (0, 4));
         assert_eq!(px(0, 0, 0), PAD);
@@ -386,8 +456,18 @@ mod tests {
         let rgb: Vec<u8> = (0..w * h).flat_map(|_| [255u8, 0, 0]).collect();
         let mut b = vec![0f32; 3 * 32 * 32];
         letterbox_rgb(&rgb, &lb, &mut b).unwrap();
-        let max_diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        let max_diff = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
         assert!(max_diff < 0.03, "{max_diff}");
-        assert!(matches!(letterbox_i420(&f[..100], &lb, &mut a), Err(PrepError::Short { what: "I420 frame", .. })));
+        assert!(matches!(
+            letterbox_i420(&f[..100], &lb, &mut a),
+            Err(PrepError::Short {
+                what: "I420 frame",
+                ..
+            })
+        ));
     }
 }

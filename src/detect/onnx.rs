@@ -7,7 +7,7 @@
 //! least ONNX Runtime 1.22 (`ort` feature `api-22`). A missing or too old library is an
 //! error naming the path and how to install it, returned before any stage starts.
 
-use super::{decode, nms, Detection, Layout, Letterbox, PrepError};
+use super::{Detection, Layout, Letterbox, PrepError, decode, nms};
 use ort::session::Session;
 use ort::value::TensorRef;
 use std::path::{Path, PathBuf};
@@ -63,7 +63,9 @@ pub fn library_path(configured: &str) -> PathBuf {
     if !configured.is_empty() {
         return PathBuf::from(configured);
     }
-    std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_LIBRARY))
+    std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_LIBRARY))
 }
 
 /// Loads ONNX Runtime from `path` once per process (later calls with any path are no-ops
@@ -74,11 +76,18 @@ pub fn load_runtime(path: &Path) -> Result<(), DetectError> {
     if ENV.get().is_some() {
         return Ok(());
     }
-    let lib_err = |reason: String| DetectError::Library { path: path.to_path_buf(), reason };
+    let lib_err = |reason: String| DetectError::Library {
+        path: path.to_path_buf(),
+        reason,
+    };
     if !path.exists() {
         return Err(lib_err("no such file".into()));
     }
-    let env = ort::init_from(path).map_err(|e| lib_err(e.to_string()))?.with_name("vr-stream").build().map_err(|e| lib_err(e.to_string()))?;
+    let env = ort::init_from(path)
+        .map_err(|e| lib_err(e.to_string()))?
+        .with_name("vr-stream")
+        .build()
+        .map_err(|e| lib_err(e.to_string()))?;
     let _ = ENV.set(env);
     Ok(())
 }
@@ -131,11 +140,18 @@ impl Detector {
     /// Errors: [`DetectError::Model`] (missing file, refused model), [`DetectError::Shape`]
     /// (input not `[1, 3, S, S]`).
     pub fn open(p: DetectorParams) -> Result<Detector, DetectError> {
-        let model_err = |reason: String| DetectError::Model { path: p.model.clone(), reason };
+        let model_err = |reason: String| DetectError::Model {
+            path: p.model.clone(),
+            reason,
+        };
         if !p.model.is_file() {
-            return Err(model_err("no such file (scripts/fetch-yolo.sh makes yolov3-tiny-320.onnx)".into()));
+            return Err(model_err(
+                "no such file (scripts/fetch-yolo.sh makes yolov3-tiny-320.onnx)".into(),
+            ));
         }
-        let env = ENV.get().ok_or_else(|| model_err("ONNX Runtime is not loaded (load_runtime first)".into()))?;
+        let env = ENV
+            .get()
+            .ok_or_else(|| model_err("ONNX Runtime is not loaded (load_runtime first)".into()))?;
         let session = Session::builder(env)
             .map_err(|e| model_err(e.to_string()))?
             .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
@@ -144,17 +160,35 @@ impl Detector {
             .map_err(|e| model_err(e.to_string()))?
             .commit_from_file(&p.model)
             .map_err(|e| model_err(e.to_string()))?;
-        let input = session.inputs().first().ok_or_else(|| model_err("no input".into()))?;
+        let input = session
+            .inputs()
+            .first()
+            .ok_or_else(|| model_err("no input".into()))?;
         let input_name = input.name().to_string();
-        let shape: Vec<i64> = input.dtype().tensor_shape().map(|s| s.iter().copied().collect()).unwrap_or_default();
+        let shape: Vec<i64> = input
+            .dtype()
+            .tensor_shape()
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
         let size = match shape.as_slice() {
             [_, 3, h, w] if *h > 0 && h == w => *h as u32,
             [_, 3, h, w] if *h <= 0 && *w <= 0 => p.size,
             _ => {
-                return Err(DetectError::Shape { path: p.model.clone(), reason: format!("input {input_name} has shape {shape:?}: expected [1, 3, S, S]") });
+                return Err(DetectError::Shape {
+                    path: p.model.clone(),
+                    reason: format!(
+                        "input {input_name} has shape {shape:?}: expected [1, 3, S, S]"
+                    ),
+                });
             }
         };
-        Ok(Detector { session, input_name, size, input: vec![0.0; 3 * (size * size) as usize], params: p })
+        Ok(Detector {
+            session,
+            input_name,
+            size,
+            input: vec![0.0; 3 * (size * size) as usize],
+            params: p,
+        })
     }
 
     /// The model input side, pixels.
@@ -183,7 +217,12 @@ impl Detector {
     ///
     /// Errors: [`DetectError::Prep`] for a short frame, [`DetectError::Run`],
     /// [`DetectError::Shape`] for an output of neither YOLO layout.
-    pub fn detect_i420(&mut self, frame: &[u8], w: u32, h: u32) -> Result<(Vec<Detection>, Timing), DetectError> {
+    pub fn detect_i420(
+        &mut self,
+        frame: &[u8],
+        w: u32,
+        h: u32,
+    ) -> Result<(Vec<Detection>, Timing), DetectError> {
         let t0 = Instant::now();
         let lb = Letterbox::new(w, h, self.size);
         super::letterbox_i420(frame, &lb, &mut self.input)?;
@@ -193,29 +232,56 @@ impl Detector {
     /// Detects in an interleaved 8-bit RGB picture of `w × h`; as [`Self::detect_i420`].
     ///
     /// Errors: as [`Self::detect_i420`].
-    pub fn detect_rgb(&mut self, rgb: &[u8], w: u32, h: u32) -> Result<(Vec<Detection>, Timing), DetectError> {
+    pub fn detect_rgb(
+        &mut self,
+        rgb: &[u8],
+        w: u32,
+        h: u32,
+    ) -> Result<(Vec<Detection>, Timing), DetectError> {
         let t0 = Instant::now();
         let lb = Letterbox::new(w, h, self.size);
         super::letterbox_rgb(rgb, &lb, &mut self.input)?;
         self.finish(lb, t0.elapsed())
     }
 
-    fn finish(&mut self, lb: Letterbox, prep: Duration) -> Result<(Vec<Detection>, Timing), DetectError> {
+    fn finish(
+        &mut self,
+        lb: Letterbox,
+        prep: Duration,
+    ) -> Result<(Vec<Detection>, Timing), DetectError> {
         let s = self.size as i64;
         let t1 = Instant::now();
-        let tensor = TensorRef::from_array_view(([1i64, 3, s, s], &self.input[..])).map_err(|e| DetectError::Run(e.to_string()))?;
-        let outputs = self.session.run(ort::inputs![self.input_name.as_str() => tensor]).map_err(|e| DetectError::Run(e.to_string()))?;
+        let tensor = TensorRef::from_array_view(([1i64, 3, s, s], &self.input[..]))
+            .map_err(|e| DetectError::Run(e.to_string()))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.input_name.as_str() => tensor])
+            .map_err(|e| DetectError::Run(e.to_string()))?;
         let infer = t1.elapsed();
         let t2 = Instant::now();
-        let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(|e| DetectError::Run(e.to_string()))?;
+        let (shape, data) = outputs[0]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| DetectError::Run(e.to_string()))?;
         let shape: Vec<i64> = shape.iter().copied().collect();
-        let layout = Layout::from_shape(&shape).map_err(|e| DetectError::Shape { path: self.params.model.clone(), reason: e.to_string() })?;
+        let layout = Layout::from_shape(&shape).map_err(|e| DetectError::Shape {
+            path: self.params.model.clone(),
+            reason: e.to_string(),
+        })?;
         let classes = &self.params.classes;
-        let cands = decode(data, layout, self.params.conf, |c| classes.is_empty() || classes.contains(&c));
+        let cands = decode(data, layout, self.params.conf, |c| {
+            classes.is_empty() || classes.contains(&c)
+        });
         let mut dets = nms(cands, self.params.iou, self.params.max);
         for d in &mut dets {
             d.bbox = lb.to_source(d.bbox);
         }
-        Ok((dets, Timing { prep, infer, post: t2.elapsed() }))
+        Ok((
+            dets,
+            Timing {
+                prep,
+                infer,
+                post: t2.elapsed(),
+            },
+        ))
     }
 }

@@ -10,7 +10,14 @@ use super::Detection;
 pub const THICKNESS: u32 = 4;
 
 /// Palette (Y, U, V): green, red, blue, yellow, magenta, cyan; class `c` uses `c % 6`.
-pub const PALETTE: [(u8, u8, u8); 6] = [(145, 54, 34), (81, 90, 240), (41, 240, 110), (210, 16, 146), (106, 202, 222), (170, 166, 16)];
+pub const PALETTE: [(u8, u8, u8); 6] = [
+    (145, 54, 34),
+    (81, 90, 240),
+    (41, 240, 110),
+    (210, 16, 146),
+    (106, 202, 222),
+    (170, 166, 16),
+];
 
 /// Draws `dets` (boxes in frame pixels) into the I420 frame `frame` of `w × h`. Frames
 /// too small for their size are left alone (returns false).
@@ -28,7 +35,10 @@ pub fn draw_i420(frame: &mut [u8], w: u32, h: u32, dets: &[Detection]) -> bool {
         // Even-aligned, clipped corners.
         let clip = |v: f32, max: usize| ((v.max(0.0) as usize) & !1).min(max);
         let (x0, y0) = (clip(d.bbox[0], w - 2), clip(d.bbox[1], h - 2));
-        let (x1, y1) = (clip(d.bbox[2], w - 2).max(x0 + 2), clip(d.bbox[3], h - 2).max(y0 + 2));
+        let (x1, y1) = (
+            clip(d.bbox[2], w - 2).max(x0 + 2),
+            clip(d.bbox[3], h - 2).max(y0 + 2),
+        );
         let mut fill = |xa: usize, ya: usize, xb: usize, yb: usize| {
             let (xb, yb) = (xb.min(w), yb.min(h));
             for y in ya..yb {
@@ -57,8 +67,24 @@ mod tests {
         let (w, h) = (64u32, 48u32);
         let mut f = vec![16u8; (w * h) as usize];
         f.extend(std::iter::repeat_n(128u8, (w * h / 2) as usize));
-        let d = Detection { class: 1, score: 0.9, bbox: [10.0, 8.0, 40.0, 30.0] };
-        assert!(draw_i420(&mut f, w, h, &[d, Detection { class: 0, score: 0.5, bbox: [-20.0, -5.0, 500.0, 500.0] }]));
+        let d = Detection {
+            class: 1,
+            score: 0.9,
+            bbox: [10.0, 8.0, 40.0, 30.0],
+        };
+        assert!(draw_i420(
+            &mut f,
+            w,
+            h,
+            &[
+                d,
+                Detection {
+                    class: 0,
+                    score: 0.5,
+                    bbox: [-20.0, -5.0, 500.0, 500.0]
+                }
+            ]
+        ));
         let y = |x: usize, yy: usize| f[yy * 64 + x];
         let u = |x: usize, yy: usize| f[64 * 48 + (yy / 2) * 32 + x / 2];
         // The class-1 box: red edges, untouched inside.

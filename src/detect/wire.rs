@@ -60,7 +60,12 @@ pub fn encode(rtp_ts: u32, w: u32, h: u32, dets: &[Detection]) -> Vec<u8> {
         let px = |v: f32, max: u16| (v.round().clamp(0.0, max as f32)) as u16;
         out.extend_from_slice(&d.class.to_be_bytes());
         out.extend_from_slice(&((d.score.clamp(0.0, 1.0) * 65535.0).round() as u16).to_be_bytes());
-        for (v, m) in [(d.bbox[0], w16), (d.bbox[1], h16), (d.bbox[2], w16), (d.bbox[3], h16)] {
+        for (v, m) in [
+            (d.bbox[0], w16),
+            (d.bbox[1], h16),
+            (d.bbox[2], w16),
+            (d.bbox[3], h16),
+        ] {
             out.extend_from_slice(&px(v, m).to_be_bytes());
         }
     }
@@ -73,11 +78,17 @@ pub fn encode(rtp_ts: u32, w: u32, h: u32, dets: &[Detection]) -> Vec<u8> {
 pub fn decode(b: &[u8]) -> Result<WireDetections, WireError> {
     let u16at = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
     if b.len() < 12 {
-        return Err(WireError::Short { len: b.len(), count: 0 });
+        return Err(WireError::Short {
+            len: b.len(),
+            count: 0,
+        });
     }
     let n = u16at(8) as usize;
     if b.len() < 12 + 12 * n {
-        return Err(WireError::Short { len: b.len(), count: n });
+        return Err(WireError::Short {
+            len: b.len(),
+            count: n,
+        });
     }
     let detections = (0..n)
         .map(|i| {
@@ -85,11 +96,20 @@ pub fn decode(b: &[u8]) -> Result<WireDetections, WireError> {
             Detection {
                 class: u16at(o),
                 score: u16at(o + 2) as f32 / 65535.0,
-                bbox: [u16at(o + 4) as f32, u16at(o + 6) as f32, u16at(o + 8) as f32, u16at(o + 10) as f32],
+                bbox: [
+                    u16at(o + 4) as f32,
+                    u16at(o + 6) as f32,
+                    u16at(o + 8) as f32,
+                    u16at(o + 10) as f32,
+                ],
             }
         })
         .collect();
-    Ok(WireDetections { rtp_ts: u32::from_be_bytes([b[0], b[1], b[2], b[3]]), frame: (u16at(4), u16at(6)), detections })
+    Ok(WireDetections {
+        rtp_ts: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+        frame: (u16at(4), u16at(6)),
+        detections,
+    })
 }
 
 #[cfg(test)]
@@ -99,15 +119,31 @@ mod tests {
     #[test]
     fn round_trip_through_an_rtcp_app_packet() {
         let dets = vec![
-            Detection { class: 16, score: 0.38444, bbox: [71.4, 220.7, 344.1, 544.3] },
-            Detection { class: 2, score: 1.2, bbox: [-5.0, 10.0, 900.0, 20.0] },
+            Detection {
+                class: 16,
+                score: 0.38444,
+                bbox: [71.4, 220.7, 344.1, 544.3],
+            },
+            Detection {
+                class: 2,
+                score: 1.2,
+                bbox: [-5.0, 10.0, 900.0, 20.0],
+            },
         ];
         let data = encode(0xdead_beef, 768, 576, &dets);
         assert_eq!(data.len(), 12 + 24);
         let mut pkt = vec![];
         crate::rtcp::write_app(&mut pkt, 0x1234, APP_SUBTYPE, APP_NAME, &data);
         let parsed = crate::rtcp::parse_compound(&pkt).unwrap();
-        let crate::rtcp::Rtcp::App { ssrc, subtype, name, data } = &parsed[0] else { panic!("{parsed:?}") };
+        let crate::rtcp::Rtcp::App {
+            ssrc,
+            subtype,
+            name,
+            data,
+        } = &parsed[0]
+        else {
+            panic!("{parsed:?}")
+        };
         assert_eq!((*ssrc, *subtype, *name), (0x1234, 0, *b"VRDT"));
         let w = decode(data).unwrap();
         assert_eq!(w.rtp_ts, 0xdead_beef);
@@ -118,7 +154,10 @@ mod tests {
         // Clamped to the score range and the frame.
         assert_eq!(w.detections[1].score, 1.0);
         assert_eq!(w.detections[1].bbox, [0.0, 10.0, 768.0, 20.0]);
-        assert!(matches!(decode(&data[..20]), Err(WireError::Short { count: 2, .. })));
+        assert!(matches!(
+            decode(&data[..20]),
+            Err(WireError::Short { count: 2, .. })
+        ));
         assert!(decode(&encode(1, 2, 2, &[])).unwrap().detections.is_empty());
     }
 }

@@ -62,7 +62,11 @@ pub const CONTROLS: &[(u32, &str)] = &[
 
 /// The name of control `id` as `v4l2-ctl --list-ctrls` prints it (or the hex id).
 pub fn control_name(id: u32) -> String {
-    CONTROLS.iter().find(|c| c.0 == id).map(|c| c.1.to_string()).unwrap_or_else(|| format!("{id:#x}"))
+    CONTROLS
+        .iter()
+        .find(|c| c.0 == id)
+        .map(|c| c.1.to_string())
+        .unwrap_or_else(|| format!("{id:#x}"))
 }
 
 const PROFILE_BASELINE: i64 = 0;
@@ -92,22 +96,118 @@ pub struct H264Level {
 
 /// H.264 Table A-1 (level 1b left out: it is never the smallest level that fits).
 pub const H264_LEVELS: &[H264Level] = &[
-    H264Level { name: "1.0", v4l2: 0, max_mbps: 1485, max_fs: 99, max_br_kbps: 64 },
-    H264Level { name: "1.1", v4l2: 2, max_mbps: 3000, max_fs: 396, max_br_kbps: 192 },
-    H264Level { name: "1.2", v4l2: 3, max_mbps: 6000, max_fs: 396, max_br_kbps: 384 },
-    H264Level { name: "1.3", v4l2: 4, max_mbps: 11880, max_fs: 396, max_br_kbps: 768 },
-    H264Level { name: "2.0", v4l2: 5, max_mbps: 11880, max_fs: 396, max_br_kbps: 2000 },
-    H264Level { name: "2.1", v4l2: 6, max_mbps: 19800, max_fs: 792, max_br_kbps: 4000 },
-    H264Level { name: "2.2", v4l2: 7, max_mbps: 20250, max_fs: 1620, max_br_kbps: 4000 },
-    H264Level { name: "3.0", v4l2: 8, max_mbps: 40500, max_fs: 1620, max_br_kbps: 10000 },
-    H264Level { name: "3.1", v4l2: 9, max_mbps: 108000, max_fs: 3600, max_br_kbps: 14000 },
-    H264Level { name: "3.2", v4l2: 10, max_mbps: 216000, max_fs: 5120, max_br_kbps: 20000 },
-    H264Level { name: "4.0", v4l2: 11, max_mbps: 245760, max_fs: 8192, max_br_kbps: 20000 },
-    H264Level { name: "4.1", v4l2: 12, max_mbps: 245760, max_fs: 8192, max_br_kbps: 50000 },
-    H264Level { name: "4.2", v4l2: 13, max_mbps: 522240, max_fs: 8704, max_br_kbps: 50000 },
-    H264Level { name: "5.0", v4l2: 14, max_mbps: 589824, max_fs: 22080, max_br_kbps: 135000 },
-    H264Level { name: "5.1", v4l2: 15, max_mbps: 983040, max_fs: 36864, max_br_kbps: 240000 },
-    H264Level { name: "5.2", v4l2: 16, max_mbps: 2073600, max_fs: 36864, max_br_kbps: 240000 },
+    H264Level {
+        name: "1.0",
+        v4l2: 0,
+        max_mbps: 1485,
+        max_fs: 99,
+        max_br_kbps: 64,
+    },
+    H264Level {
+        name: "1.1",
+        v4l2: 2,
+        max_mbps: 3000,
+        max_fs: 396,
+        max_br_kbps: 192,
+    },
+    H264Level {
+        name: "1.2",
+        v4l2: 3,
+        max_mbps: 6000,
+        max_fs: 396,
+        max_br_kbps: 384,
+    },
+    H264Level {
+        name: "1.3",
+        v4l2: 4,
+        max_mbps: 11880,
+        max_fs: 396,
+        max_br_kbps: 768,
+    },
+    H264Level {
+        name: "2.0",
+        v4l2: 5,
+        max_mbps: 11880,
+        max_fs: 396,
+        max_br_kbps: 2000,
+    },
+    H264Level {
+        name: "2.1",
+        v4l2: 6,
+        max_mbps: 19800,
+        max_fs: 792,
+        max_br_kbps: 4000,
+    },
+    H264Level {
+        name: "2.2",
+        v4l2: 7,
+        max_mbps: 20250,
+        max_fs: 1620,
+        max_br_kbps: 4000,
+    },
+    H264Level {
+        name: "3.0",
+        v4l2: 8,
+        max_mbps: 40500,
+        max_fs: 1620,
+        max_br_kbps: 10000,
+    },
+    H264Level {
+        name: "3.1",
+        v4l2: 9,
+        max_mbps: 108000,
+        max_fs: 3600,
+        max_br_kbps: 14000,
+    },
+    H264Level {
+        name: "3.2",
+        v4l2: 10,
+        max_mbps: 216000,
+        max_fs: 5120,
+        max_br_kbps: 20000,
+    },
+    H264Level {
+        name: "4.0",
+        v4l2: 11,
+        max_mbps: 245760,
+        max_fs: 8192,
+        max_br_kbps: 20000,
+    },
+    H264Level {
+        name: "4.1",
+        v4l2: 12,
+        max_mbps: 245760,
+        max_fs: 8192,
+        max_br_kbps: 50000,
+    },
+    H264Level {
+        name: "4.2",
+        v4l2: 13,
+        max_mbps: 522240,
+        max_fs: 8704,
+        max_br_kbps: 50000,
+    },
+    H264Level {
+        name: "5.0",
+        v4l2: 14,
+        max_mbps: 589824,
+        max_fs: 22080,
+        max_br_kbps: 135000,
+    },
+    H264Level {
+        name: "5.1",
+        v4l2: 15,
+        max_mbps: 983040,
+        max_fs: 36864,
+        max_br_kbps: 240000,
+    },
+    H264Level {
+        name: "5.2",
+        v4l2: 16,
+        max_mbps: 2073600,
+        max_fs: 36864,
+        max_br_kbps: 240000,
+    },
 ];
 
 /// The smallest level whose frame size, macroblock rate, frame dimensions
@@ -121,7 +221,11 @@ pub fn h264_level_for(f: SourceFormat, bitrate_kbps: u32, profile: &str) -> Opti
     let br_factor = if profile == "high" { 1.25 } else { 1.0 };
     H264_LEVELS.iter().copied().find(|l| {
         let side = ((8 * l.max_fs) as f64).sqrt() as u64;
-        fs <= l.max_fs && mbps <= l.max_mbps && wmb <= side && hmb <= side && bitrate_kbps as f64 <= l.max_br_kbps as f64 * br_factor
+        fs <= l.max_fs
+            && mbps <= l.max_mbps
+            && wmb <= side
+            && hmb <= side
+            && bitrate_kbps as f64 <= l.max_br_kbps as f64 * br_factor
     })
 }
 
@@ -144,7 +248,13 @@ pub struct CtrlInfo {
 impl CtrlInfo {
     /// An integer control `min..=max` with step 1.
     pub fn int(min: i64, max: i64) -> CtrlInfo {
-        CtrlInfo { min, max, step: 1, menu: None, button: false }
+        CtrlInfo {
+            min,
+            max,
+            step: 1,
+            menu: None,
+            button: false,
+        }
     }
     /// A boolean control.
     pub fn boolean() -> CtrlInfo {
@@ -152,15 +262,33 @@ impl CtrlInfo {
     }
     /// A button control.
     pub fn button() -> CtrlInfo {
-        CtrlInfo { min: 0, max: 0, step: 0, menu: None, button: true }
+        CtrlInfo {
+            min: 0,
+            max: 0,
+            step: 0,
+            menu: None,
+            button: true,
+        }
     }
     /// A menu control implementing `items`.
     pub fn menu(items: &[i64]) -> CtrlInfo {
-        let (min, max) = (items.iter().copied().min().unwrap_or(0), items.iter().copied().max().unwrap_or(0));
-        CtrlInfo { min, max, step: 1, menu: Some(items.to_vec()), button: false }
+        let (min, max) = (
+            items.iter().copied().min().unwrap_or(0),
+            items.iter().copied().max().unwrap_or(0),
+        );
+        CtrlInfo {
+            min,
+            max,
+            step: 1,
+            menu: Some(items.to_vec()),
+            button: false,
+        }
     }
     fn has_item(&self, v: i64) -> bool {
-        self.menu.as_ref().map(|m| m.contains(&v)).unwrap_or(v >= self.min && v <= self.max)
+        self.menu
+            .as_ref()
+            .map(|m| m.contains(&v))
+            .unwrap_or(v >= self.min && v <= self.max)
     }
 }
 
@@ -206,7 +334,9 @@ pub enum NegotiationError {
         needed_for: &'static str,
     },
     /// A configured value is outside what the device accepts.
-    #[error("{key} = {value} is outside what the encoder's {control} control accepts ({min}..={max}{unit})")]
+    #[error(
+        "{key} = {value} is outside what the encoder's {control} control accepts ({min}..={max}{unit})"
+    )]
     OutOfRange {
         /// Config key.
         key: &'static str,
@@ -230,7 +360,9 @@ pub enum NegotiationError {
         offered: String,
     },
     /// The stream needs a higher level than the device offers.
-    #[error("{w}x{h} at {fps} fps and {kbps} kbit/s needs H.264 level {needed}, the encoder offers up to {max}")]
+    #[error(
+        "{w}x{h} at {fps} fps and {kbps} kbit/s needs H.264 level {needed}, the encoder offers up to {max}"
+    )]
     Level {
         /// Width.
         w: u32,
@@ -282,16 +414,26 @@ fn profile_name(v: i64) -> &'static str {
 /// access unit).
 ///
 /// Errors: [`NegotiationError`].
-pub fn negotiate_controls(enc: &EncoderConfig, f: SourceFormat, dev: &DeviceControls) -> Result<Negotiated, NegotiationError> {
+pub fn negotiate_controls(
+    enc: &EncoderConfig,
+    f: SourceFormat,
+    dev: &DeviceControls,
+) -> Result<Negotiated, NegotiationError> {
     let mut set = vec![];
     let mut notes = vec![];
     let name = control_name;
 
     let Some(force) = dev.get(&CID_FORCE_KEY_FRAME) else {
-        return Err(NegotiationError::Missing { control: name(CID_FORCE_KEY_FRAME), needed_for: "IDR on demand" });
+        return Err(NegotiationError::Missing {
+            control: name(CID_FORCE_KEY_FRAME),
+            needed_for: "IDR on demand",
+        });
     };
     if !force.button {
-        notes.push(format!("{} is not a button control", name(CID_FORCE_KEY_FRAME)));
+        notes.push(format!(
+            "{} is not a button control",
+            name(CID_FORCE_KEY_FRAME)
+        ));
     }
 
     // Profile.
@@ -302,35 +444,79 @@ pub fn negotiate_controls(enc: &EncoderConfig, f: SourceFormat, dev: &DeviceCont
         } else if c.has_item(want) {
             want
         } else {
-            let offered: Vec<&str> = c.menu.clone().unwrap_or_default().iter().map(|&v| profile_name(v)).collect();
-            return Err(NegotiationError::Profile { wanted: enc.profile.clone(), offered: offered.join(", ") });
+            let offered: Vec<&str> = c
+                .menu
+                .clone()
+                .unwrap_or_default()
+                .iter()
+                .map(|&v| profile_name(v))
+                .collect();
+            return Err(NegotiationError::Profile {
+                wanted: enc.profile.clone(),
+                offered: offered.join(", "),
+            });
         };
-        set.push(CtrlSet { id: CID_H264_PROFILE, value: v });
+        set.push(CtrlSet {
+            id: CID_H264_PROFILE,
+            value: v,
+        });
     } else {
-        notes.push(format!("no {} control: the encoder's default profile is used", name(CID_H264_PROFILE)));
+        notes.push(format!(
+            "no {} control: the encoder's default profile is used",
+            name(CID_H264_PROFILE)
+        ));
     }
 
     // Level.
-    let fps = if f.fps_den <= 1 { f.fps_num.to_string() } else { format!("{}/{}", f.fps_num, f.fps_den) };
+    let fps = if f.fps_den <= 1 {
+        f.fps_num.to_string()
+    } else {
+        format!("{}/{}", f.fps_num, f.fps_den)
+    };
     let needed = h264_level_for(f, enc.bitrate_kbps, &enc.profile);
     let level = match (needed, dev.get(&CID_H264_LEVEL)) {
         (None, _) => {
-            return Err(NegotiationError::Level { w: f.width, h: f.height, fps, kbps: enc.bitrate_kbps, needed: "above 5.2".into(), max: "-".into() })
+            return Err(NegotiationError::Level {
+                w: f.width,
+                h: f.height,
+                fps,
+                kbps: enc.bitrate_kbps,
+                needed: "above 5.2".into(),
+                max: "-".into(),
+            });
         }
         (Some(l), None) => {
-            notes.push(format!("no {} control: level {} assumed", name(CID_H264_LEVEL), l.name));
+            notes.push(format!(
+                "no {} control: level {} assumed",
+                name(CID_H264_LEVEL),
+                l.name
+            ));
             l
         }
         (Some(l), Some(c)) => {
-            let offered: Vec<H264Level> = H264_LEVELS.iter().copied().filter(|x| c.has_item(x.v4l2)).collect();
+            let offered: Vec<H264Level> = H264_LEVELS
+                .iter()
+                .copied()
+                .filter(|x| c.has_item(x.v4l2))
+                .collect();
             match offered.iter().find(|x| x.v4l2 >= l.v4l2) {
                 Some(&chosen) => {
-                    set.push(CtrlSet { id: CID_H264_LEVEL, value: chosen.v4l2 });
+                    set.push(CtrlSet {
+                        id: CID_H264_LEVEL,
+                        value: chosen.v4l2,
+                    });
                     chosen
                 }
                 None => {
                     let max = offered.last().map(|x| x.name).unwrap_or("none");
-                    return Err(NegotiationError::Level { w: f.width, h: f.height, fps, kbps: enc.bitrate_kbps, needed: l.name.into(), max: max.into() });
+                    return Err(NegotiationError::Level {
+                        w: f.width,
+                        h: f.height,
+                        fps,
+                        kbps: enc.bitrate_kbps,
+                        needed: l.name.into(),
+                        max: max.into(),
+                    });
                 }
             }
         }
@@ -339,43 +525,91 @@ pub fn negotiate_controls(enc: &EncoderConfig, f: SourceFormat, dev: &DeviceCont
     // Rate control.
     if let Some(c) = dev.get(&CID_BITRATE_MODE) {
         if c.has_item(BITRATE_MODE_CBR) {
-            set.push(CtrlSet { id: CID_BITRATE_MODE, value: BITRATE_MODE_CBR });
+            set.push(CtrlSet {
+                id: CID_BITRATE_MODE,
+                value: BITRATE_MODE_CBR,
+            });
         } else if c.has_item(BITRATE_MODE_VBR) {
-            set.push(CtrlSet { id: CID_BITRATE_MODE, value: BITRATE_MODE_VBR });
-            notes.push("the encoder has no CBR mode: VBR at the target bitrate (frame sizes vary more)".into());
+            set.push(CtrlSet {
+                id: CID_BITRATE_MODE,
+                value: BITRATE_MODE_VBR,
+            });
+            notes.push(
+                "the encoder has no CBR mode: VBR at the target bitrate (frame sizes vary more)"
+                    .into(),
+            );
         }
     }
     let bps = enc.bitrate_kbps as i64 * 1000;
     let Some(c) = dev.get(&CID_BITRATE) else {
-        return Err(NegotiationError::Missing { control: name(CID_BITRATE), needed_for: "encoder.bitrate_kbps" });
+        return Err(NegotiationError::Missing {
+            control: name(CID_BITRATE),
+            needed_for: "encoder.bitrate_kbps",
+        });
     };
     if bps < c.min || bps > c.max {
-        return Err(NegotiationError::OutOfRange { key: "encoder.bitrate_kbps", value: bps, control: name(CID_BITRATE), min: c.min, max: c.max, unit: " bit/s" });
+        return Err(NegotiationError::OutOfRange {
+            key: "encoder.bitrate_kbps",
+            value: bps,
+            control: name(CID_BITRATE),
+            min: c.min,
+            max: c.max,
+            unit: " bit/s",
+        });
     }
-    set.push(CtrlSet { id: CID_BITRATE, value: bps });
+    set.push(CtrlSet {
+        id: CID_BITRATE,
+        value: bps,
+    });
     let bitrate_range_bps = (c.min, c.max);
 
     // No B-frames: each would hold a frame back.
     if let Some(c) = dev.get(&CID_B_FRAMES) {
         if c.min > 0 {
-            return Err(NegotiationError::OutOfRange { key: "B-frames", value: 0, control: name(CID_B_FRAMES), min: c.min, max: c.max, unit: "" });
+            return Err(NegotiationError::OutOfRange {
+                key: "B-frames",
+                value: 0,
+                control: name(CID_B_FRAMES),
+                min: c.min,
+                max: c.max,
+                unit: "",
+            });
         }
-        set.push(CtrlSet { id: CID_B_FRAMES, value: 0 });
+        set.push(CtrlSet {
+            id: CID_B_FRAMES,
+            value: 0,
+        });
     }
 
     // IDR period.
-    let period_ctrl = [CID_H264_I_PERIOD, CID_GOP_SIZE].into_iter().find(|id| dev.contains_key(id));
+    let period_ctrl = [CID_H264_I_PERIOD, CID_GOP_SIZE]
+        .into_iter()
+        .find(|id| dev.contains_key(id));
     match period_ctrl {
         Some(id) => {
             let c = &dev[&id];
-            let v = if enc.keyint == 0 { c.max } else { enc.keyint as i64 };
+            let v = if enc.keyint == 0 {
+                c.max
+            } else {
+                enc.keyint as i64
+            };
             if v < c.min || v > c.max {
-                return Err(NegotiationError::OutOfRange { key: "encoder.keyint", value: v, control: name(id), min: c.min, max: c.max, unit: " frames" });
+                return Err(NegotiationError::OutOfRange {
+                    key: "encoder.keyint",
+                    value: v,
+                    control: name(id),
+                    min: c.min,
+                    max: c.max,
+                    unit: " frames",
+                });
             }
             set.push(CtrlSet { id, value: v });
         }
         None if enc.keyint > 0 => {
-            return Err(NegotiationError::Missing { control: format!("{} or {}", name(CID_H264_I_PERIOD), name(CID_GOP_SIZE)), needed_for: "encoder.keyint" })
+            return Err(NegotiationError::Missing {
+                control: format!("{} or {}", name(CID_H264_I_PERIOD), name(CID_GOP_SIZE)),
+                needed_for: "encoder.keyint",
+            });
         }
         None => {}
     }
@@ -383,15 +617,31 @@ pub fn negotiate_controls(enc: &EncoderConfig, f: SourceFormat, dev: &DeviceCont
     // Intra refresh.
     if enc.intra_refresh {
         // One refresh sweep per keyint frames, or per second of frames with keyint = 0.
-        let period = if enc.keyint > 0 { enc.keyint as i64 } else { f.fps_num.div_ceil(f.fps_den.max(1)).max(1) as i64 };
+        let period = if enc.keyint > 0 {
+            enc.keyint as i64
+        } else {
+            f.fps_num.div_ceil(f.fps_den.max(1)).max(1) as i64
+        };
         if let Some(c) = dev.get(&CID_INTRA_REFRESH_PERIOD) {
-            set.push(CtrlSet { id: CID_INTRA_REFRESH_PERIOD, value: period.clamp(c.min, c.max) });
+            set.push(CtrlSet {
+                id: CID_INTRA_REFRESH_PERIOD,
+                value: period.clamp(c.min, c.max),
+            });
         } else if let Some(c) = dev.get(&CID_CYCLIC_INTRA_REFRESH_MB) {
             let mbs = (f.width.div_ceil(16) * f.height.div_ceil(16)) as i64;
-            set.push(CtrlSet { id: CID_CYCLIC_INTRA_REFRESH_MB, value: (mbs + period - 1).div_euclid(period).clamp(c.min.max(1), c.max) });
+            set.push(CtrlSet {
+                id: CID_CYCLIC_INTRA_REFRESH_MB,
+                value: (mbs + period - 1)
+                    .div_euclid(period)
+                    .clamp(c.min.max(1), c.max),
+            });
         } else {
             return Err(NegotiationError::Missing {
-                control: format!("{} or {}", name(CID_INTRA_REFRESH_PERIOD), name(CID_CYCLIC_INTRA_REFRESH_MB)),
+                control: format!(
+                    "{} or {}",
+                    name(CID_INTRA_REFRESH_PERIOD),
+                    name(CID_CYCLIC_INTRA_REFRESH_MB)
+                ),
                 needed_for: "encoder.intra_refresh = true",
             });
         }
@@ -401,14 +651,26 @@ pub fn negotiate_controls(enc: &EncoderConfig, f: SourceFormat, dev: &DeviceCont
     if let Some(c) = dev.get(&CID_HEADER_MODE)
         && c.has_item(HEADER_MODE_JOINED)
     {
-        set.push(CtrlSet { id: CID_HEADER_MODE, value: HEADER_MODE_JOINED });
+        set.push(CtrlSet {
+            id: CID_HEADER_MODE,
+            value: HEADER_MODE_JOINED,
+        });
     }
     let repeats_headers = dev.contains_key(&CID_REPEAT_SEQ_HEADER);
     if repeats_headers {
-        set.push(CtrlSet { id: CID_REPEAT_SEQ_HEADER, value: 1 });
+        set.push(CtrlSet {
+            id: CID_REPEAT_SEQ_HEADER,
+            value: 1,
+        });
     }
 
-    Ok(Negotiated { set, level, bitrate_range_bps, repeats_headers, notes })
+    Ok(Negotiated {
+        set,
+        level,
+        bitrate_range_bps,
+        repeats_headers,
+        notes,
+    })
 }
 
 /// A run-time bitrate request (kbit/s) clamped to the device's range, as bit/s.
@@ -443,7 +705,9 @@ pub enum FormatError {
     #[error("the encoder does not produce H264 on its CAPTURE queue (it offers {0})")]
     NoH264(String),
     /// The driver changed the size.
-    #[error("the encoder adjusted {want_w}x{want_h} to {got_w}x{got_h}: set source.width/height to a size it takes")]
+    #[error(
+        "the encoder adjusted {want_w}x{want_h} to {got_w}x{got_h}: set source.width/height to a size it takes"
+    )]
     Size {
         /// Requested width.
         want_w: u32,
@@ -481,28 +745,41 @@ pub fn fourcc_list(v: &[FourCc]) -> String {
     if v.is_empty() {
         return "nothing".into();
     }
-    v.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Picks the raw format for the OUTPUT queue from what VIDIOC_ENUM_FMT listed.
 ///
 /// Errors: [`FormatError::NoRawFormat`].
 pub fn pick_output_format(offered: &[FourCc]) -> Result<FourCc, FormatError> {
-    OUTPUT_PREFERENCE.iter().copied().find(|f| offered.contains(f)).ok_or_else(|| FormatError::NoRawFormat(fourcc_list(offered)))
+    OUTPUT_PREFERENCE
+        .iter()
+        .copied()
+        .find(|f| offered.contains(f))
+        .ok_or_else(|| FormatError::NoRawFormat(fourcc_list(offered)))
 }
 
 /// Checks that the CAPTURE queue offers H.264.
 ///
 /// Errors: [`FormatError::NoH264`].
 pub fn check_capture_format(offered: &[FourCc]) -> Result<(), FormatError> {
-    if offered.contains(&H264) { Ok(()) } else { Err(FormatError::NoH264(fourcc_list(offered))) }
+    if offered.contains(&H264) {
+        Ok(())
+    } else {
+        Err(FormatError::NoH264(fourcc_list(offered)))
+    }
 }
 
 /// Size of the CAPTURE buffers to ask for, bytes: the largest access unit the VBV allows
 /// (bitrate × VBV buffer), doubled, at least 512 KiB and at most one raw frame.
 pub fn capture_buffer_bytes(enc: &EncoderConfig, f: SourceFormat) -> u32 {
     let vbv = enc.bitrate_kbps as u64 * 1000 / 8 * enc.vbv_buffer_ms.max(1) as u64 / 1000;
-    (vbv * 2).max(512 << 10).min(f.frame_bytes().max(512 << 10) as u64) as u32
+    (vbv * 2)
+        .max(512 << 10)
+        .min(f.frame_bytes().max(512 << 10) as u64) as u32
 }
 
 /// One memory plane as VIDIOC_S_FMT returned it (`v4l2_plane_pix_format`).
@@ -568,17 +845,35 @@ pub struct OutputLayout {
 pub fn output_layout(want: SourceFormat, got: &DeviceFormat) -> Result<OutputLayout, FormatError> {
     let (w, h) = (want.width as usize, want.height as usize);
     if got.width != want.width || got.height != want.height {
-        return Err(FormatError::Size { want_w: want.width, want_h: want.height, got_w: got.width, got_h: got.height });
+        return Err(FormatError::Size {
+            want_w: want.width,
+            want_h: want.height,
+            got_w: got.width,
+            got_h: got.height,
+        });
     }
-    let bad = |why: String| FormatError::Layout { fourcc: String::from_utf8_lossy(&got.fourcc).into_owned(), w: want.width, h: want.height, why };
+    let bad = |why: String| FormatError::Layout {
+        fourcc: String::from_utf8_lossy(&got.fourcc).into_owned(),
+        w: want.width,
+        h: want.height,
+        why,
+    };
     let need_planes = match got.fourcc {
         YU12 | NV12 => 1,
         NM12 => 2,
         YM12 => 3,
-        other => return Err(bad(format!("unsupported format {}", String::from_utf8_lossy(&other)))),
+        other => {
+            return Err(bad(format!(
+                "unsupported format {}",
+                String::from_utf8_lossy(&other)
+            )));
+        }
     };
     if got.planes.len() != need_planes {
-        return Err(bad(format!("{} memory planes, expected {need_planes}", got.planes.len())));
+        return Err(bad(format!(
+            "{} memory planes, expected {need_planes}",
+            got.planes.len()
+        )));
     }
     let p = &got.planes;
     let ys = p[0].bytesperline as usize;
@@ -591,7 +886,10 @@ pub fn output_layout(want: SourceFormat, got: &DeviceFormat) -> Result<OutputLay
             // Luma rows allocated: sizeimage = ys × rows × 3/2.
             let rows = (p[0].sizeimage as usize * 2) / (3 * ys);
             if rows < h {
-                return Err(bad(format!("sizeimage {} holds {rows} rows of {ys} bytes, fewer than {h}", p[0].sizeimage)));
+                return Err(bad(format!(
+                    "sizeimage {} holds {rows} rows of {ys} bytes, fewer than {h}",
+                    p[0].sizeimage
+                )));
             }
             let c_off = ys * rows;
             if got.fourcc == YU12 {
@@ -601,9 +899,21 @@ pub fn output_layout(want: SourceFormat, got: &DeviceFormat) -> Result<OutputLay
                     fourcc: got.fourcc,
                     width: w,
                     height: h,
-                    y: Placement { plane: 0, offset: 0, stride: ys },
-                    u: Placement { plane: 0, offset: c_off, stride: cs },
-                    v: Placement { plane: 0, offset: v_off, stride: cs },
+                    y: Placement {
+                        plane: 0,
+                        offset: 0,
+                        stride: ys,
+                    },
+                    u: Placement {
+                        plane: 0,
+                        offset: c_off,
+                        stride: cs,
+                    },
+                    v: Placement {
+                        plane: 0,
+                        offset: v_off,
+                        stride: cs,
+                    },
                     bytesused: vec![p[0].sizeimage as usize],
                 }
             } else {
@@ -611,9 +921,21 @@ pub fn output_layout(want: SourceFormat, got: &DeviceFormat) -> Result<OutputLay
                     fourcc: got.fourcc,
                     width: w,
                     height: h,
-                    y: Placement { plane: 0, offset: 0, stride: ys },
-                    u: Placement { plane: 0, offset: c_off, stride: ys },
-                    v: Placement { plane: 0, offset: c_off, stride: ys },
+                    y: Placement {
+                        plane: 0,
+                        offset: 0,
+                        stride: ys,
+                    },
+                    u: Placement {
+                        plane: 0,
+                        offset: c_off,
+                        stride: ys,
+                    },
+                    v: Placement {
+                        plane: 0,
+                        offset: c_off,
+                        stride: ys,
+                    },
                     bytesused: vec![p[0].sizeimage as usize],
                 }
             }
@@ -621,15 +943,30 @@ pub fn output_layout(want: SourceFormat, got: &DeviceFormat) -> Result<OutputLay
         NM12 => {
             let cs = p[1].bytesperline as usize;
             if cs < w || (p[1].sizeimage as usize) < cs * ch {
-                return Err(bad(format!("chroma plane {}x{} bytes cannot hold {w}x{ch}", cs, p[1].sizeimage)));
+                return Err(bad(format!(
+                    "chroma plane {}x{} bytes cannot hold {w}x{ch}",
+                    cs, p[1].sizeimage
+                )));
             }
             OutputLayout {
                 fourcc: got.fourcc,
                 width: w,
                 height: h,
-                y: Placement { plane: 0, offset: 0, stride: ys },
-                u: Placement { plane: 1, offset: 0, stride: cs },
-                v: Placement { plane: 1, offset: 0, stride: cs },
+                y: Placement {
+                    plane: 0,
+                    offset: 0,
+                    stride: ys,
+                },
+                u: Placement {
+                    plane: 1,
+                    offset: 0,
+                    stride: cs,
+                },
+                v: Placement {
+                    plane: 1,
+                    offset: 0,
+                    stride: cs,
+                },
                 bytesused: vec![p[0].sizeimage as usize, p[1].sizeimage as usize],
             }
         }
@@ -637,22 +974,40 @@ pub fn output_layout(want: SourceFormat, got: &DeviceFormat) -> Result<OutputLay
             for (i, q) in p.iter().enumerate().skip(1) {
                 let cs = q.bytesperline as usize;
                 if cs < cw || (q.sizeimage as usize) < cs * ch {
-                    return Err(bad(format!("chroma plane {i}: {}-byte rows, {} bytes cannot hold {cw}x{ch}", cs, q.sizeimage)));
+                    return Err(bad(format!(
+                        "chroma plane {i}: {}-byte rows, {} bytes cannot hold {cw}x{ch}",
+                        cs, q.sizeimage
+                    )));
                 }
             }
             OutputLayout {
                 fourcc: got.fourcc,
                 width: w,
                 height: h,
-                y: Placement { plane: 0, offset: 0, stride: ys },
-                u: Placement { plane: 1, offset: 0, stride: p[1].bytesperline as usize },
-                v: Placement { plane: 2, offset: 0, stride: p[2].bytesperline as usize },
+                y: Placement {
+                    plane: 0,
+                    offset: 0,
+                    stride: ys,
+                },
+                u: Placement {
+                    plane: 1,
+                    offset: 0,
+                    stride: p[1].bytesperline as usize,
+                },
+                v: Placement {
+                    plane: 2,
+                    offset: 0,
+                    stride: p[2].bytesperline as usize,
+                },
                 bytesused: p.iter().map(|q| q.sizeimage as usize).collect(),
             }
         }
     };
     if (p[0].sizeimage as usize) < ys * h {
-        return Err(bad(format!("luma plane of {} bytes < {} rows of {ys}", p[0].sizeimage, h)));
+        return Err(bad(format!(
+            "luma plane of {} bytes < {} rows of {ys}",
+            p[0].sizeimage, h
+        )));
     }
     Ok(layout)
 }
@@ -663,12 +1018,19 @@ pub fn output_layout(want: SourceFormat, got: &DeviceFormat) -> Result<OutputLay
 ///
 /// Errors: [`FormatError::Frame`] for a short frame, [`FormatError::Layout`] if a plane
 /// buffer is smaller than the layout needs.
-pub fn copy_i420(layout: &OutputLayout, i420: &[u8], planes: &mut [&mut [u8]]) -> Result<(), FormatError> {
+pub fn copy_i420(
+    layout: &OutputLayout,
+    i420: &[u8],
+    planes: &mut [&mut [u8]],
+) -> Result<(), FormatError> {
     let (w, h) = (layout.width, layout.height);
     let (cw, ch) = (w / 2, h / 2);
     let want = w * h + 2 * cw * ch;
     if i420.len() < want {
-        return Err(FormatError::Frame { got: i420.len(), want });
+        return Err(FormatError::Frame {
+            got: i420.len(),
+            want,
+        });
     }
     let short = |plane: usize, need: usize, have: usize| FormatError::Layout {
         fourcc: String::from_utf8_lossy(&layout.fourcc).into_owned(),
@@ -678,18 +1040,19 @@ pub fn copy_i420(layout: &OutputLayout, i420: &[u8], planes: &mut [&mut [u8]]) -
     };
     let (sy, rest) = i420.split_at(w * h);
     let (su, sv) = rest.split_at(cw * ch);
-    let mut rows = |pl: Placement, src: &[u8], row_bytes: usize, n: usize| -> Result<(), FormatError> {
-        let need = pl.offset + pl.stride * (n - 1) + row_bytes;
-        let buf = planes.get_mut(pl.plane).ok_or(short(pl.plane, need, 0))?;
-        if buf.len() < need {
-            return Err(short(pl.plane, need, buf.len()));
-        }
-        for r in 0..n {
-            let d = pl.offset + r * pl.stride;
-            buf[d..d + row_bytes].copy_from_slice(&src[r * row_bytes..(r + 1) * row_bytes]);
-        }
-        Ok(())
-    };
+    let mut rows =
+        |pl: Placement, src: &[u8], row_bytes: usize, n: usize| -> Result<(), FormatError> {
+            let need = pl.offset + pl.stride * (n - 1) + row_bytes;
+            let buf = planes.get_mut(pl.plane).ok_or(short(pl.plane, need, 0))?;
+            if buf.len() < need {
+                return Err(short(pl.plane, need, buf.len()));
+            }
+            for r in 0..n {
+                let d = pl.offset + r * pl.stride;
+                buf[d..d + row_bytes].copy_from_slice(&src[r * row_bytes..(r + 1) * row_bytes]);
+            }
+            Ok(())
+        };
     rows(layout.y, sy, w, h)?;
     if matches!(layout.fourcc, NV12 | NM12) {
         let pl = layout.u;
@@ -778,7 +1141,13 @@ impl AuAssembler {
             let old_sps = old.iter().find(|n| n[0] & 0x1f == 7).cloned();
             let old_pps = old.iter().find(|n| n[0] & 0x1f == 8).cloned();
             self.params.clear();
-            for n in [sps.map(|s| s.to_vec()).or(old_sps), pps.map(|p| p.to_vec()).or(old_pps)].into_iter().flatten() {
+            for n in [
+                sps.map(|s| s.to_vec()).or(old_sps),
+                pps.map(|p| p.to_vec()).or(old_pps),
+            ]
+            .into_iter()
+            .flatten()
+            {
                 self.params.extend_from_slice(START);
                 self.params.extend_from_slice(&n);
             }
@@ -798,7 +1167,10 @@ impl AuAssembler {
         self.held = held;
         self.held.clear();
         let nal_count = nal_units(&self.au).count();
-        Some(AuInfo { keyframe: idr, nal_count })
+        Some(AuInfo {
+            keyframe: idr,
+            nal_count,
+        })
     }
 }
 
@@ -821,7 +1193,12 @@ mod tests {
     }
 
     fn fmt(w: u32, h: u32, fps: u32) -> SourceFormat {
-        SourceFormat { width: w, height: h, fps_num: fps, fps_den: 1 }
+        SourceFormat {
+            width: w,
+            height: h,
+            fps_num: fps,
+            fps_den: 1,
+        }
     }
 
     /// The H.264 controls of the Raspberry Pi's bcm2835-codec encoder (/dev/video11) as its
@@ -837,7 +1214,10 @@ mod tests {
         m.insert(CID_REPEAT_SEQ_HEADER, CtrlInfo::boolean());
         m.insert(CID_H264_I_PERIOD, CtrlInfo::int(0, 0x7fff_ffff));
         m.insert(CID_H264_PROFILE, CtrlInfo::menu(&[0, 1, 2, 4]));
-        m.insert(CID_H264_LEVEL, CtrlInfo::menu(&(0..=13).collect::<Vec<_>>()));
+        m.insert(
+            CID_H264_LEVEL,
+            CtrlInfo::menu(&(0..=13).collect::<Vec<_>>()),
+        );
         m.insert(CID_FORCE_KEY_FRAME, CtrlInfo::button());
         m
     }
@@ -894,7 +1274,10 @@ mod tests {
         assert_eq!(value(&n, CID_H264_PROFILE), Some(0));
         e.profile = "high".into();
         let err = negotiate_controls(&e, fmt(1280, 720, 60), &dev).unwrap_err();
-        assert_eq!(err.to_string(), "encoder.profile = \"high\" is not offered by the encoder (it has baseline, main)");
+        assert_eq!(
+            err.to_string(),
+            "encoder.profile = \"high\" is not offered by the encoder (it has baseline, main)"
+        );
     }
 
     #[test]
@@ -903,7 +1286,11 @@ mod tests {
         e.bitrate_kbps = 40_000;
         let err = negotiate_controls(&e, fmt(1280, 720, 60), &bcm2835()).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("encoder.bitrate_kbps = 40000000") && msg.contains("25000..=25000000 bit/s"), "{msg}");
+        assert!(
+            msg.contains("encoder.bitrate_kbps = 40000000")
+                && msg.contains("25000..=25000000 bit/s"),
+            "{msg}"
+        );
         assert_eq!(clamp_bitrate_bps(40_000, (25_000, 25_000_000)), 25_000_000);
         assert_eq!(clamp_bitrate_bps(10, (25_000, 25_000_000)), 25_000);
         assert_eq!(clamp_bitrate_bps(3000, (25_000, 25_000_000)), 3_000_000);
@@ -912,9 +1299,15 @@ mod tests {
     #[test]
     fn level_above_the_device_maximum_is_an_error() {
         let mut dev = bcm2835();
-        dev.insert(CID_H264_LEVEL, CtrlInfo::menu(&(0..=12).collect::<Vec<_>>()));
+        dev.insert(
+            CID_H264_LEVEL,
+            CtrlInfo::menu(&(0..=12).collect::<Vec<_>>()),
+        );
         let err = negotiate_controls(&enc(), fmt(1920, 1080, 60), &dev).unwrap_err();
-        assert_eq!(err.to_string(), "1920x1080 at 60 fps and 8000 kbit/s needs H.264 level 4.2, the encoder offers up to 4.1");
+        assert_eq!(
+            err.to_string(),
+            "1920x1080 at 60 fps and 8000 kbit/s needs H.264 level 4.2, the encoder offers up to 4.1"
+        );
         // A device whose lowest level is above the one needed: the lowest it has.
         dev.insert(CID_H264_LEVEL, CtrlInfo::menu(&[11, 12]));
         let n = negotiate_controls(&enc(), fmt(640, 480, 30), &dev).unwrap();
@@ -927,7 +1320,11 @@ mod tests {
         e.intra_refresh = true;
         e.keyint = 0;
         let err = negotiate_controls(&e, fmt(1280, 720, 60), &bcm2835()).unwrap_err();
-        assert!(err.to_string().contains("needed for encoder.intra_refresh = true"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("needed for encoder.intra_refresh = true"),
+            "{err}"
+        );
         let mut dev = bcm2835();
         dev.insert(CID_CYCLIC_INTRA_REFRESH_MB, CtrlInfo::int(0, 8160));
         let n = negotiate_controls(&e, fmt(1280, 720, 60), &dev).unwrap();
@@ -960,10 +1357,17 @@ mod tests {
         let mut e = enc();
         e.keyint = 600;
         let err = negotiate_controls(&e, fmt(1280, 720, 60), &dev).unwrap_err();
-        assert!(err.to_string().starts_with("encoder.keyint = 600 is outside"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("encoder.keyint = 600 is outside"),
+            "{err}"
+        );
         dev.remove(&CID_FORCE_KEY_FRAME);
         let err = negotiate_controls(&enc(), fmt(1280, 720, 60), &dev).unwrap_err();
-        assert_eq!(err.to_string(), "the encoder has no force_key_frame control, needed for IDR on demand");
+        assert_eq!(
+            err.to_string(),
+            "the encoder has no force_key_frame control, needed for IDR on demand"
+        );
     }
 
     #[test]
@@ -971,9 +1375,17 @@ mod tests {
         assert_eq!(pick_output_format(&[*b"RGB3", NV12, YU12]).unwrap(), YU12);
         assert_eq!(pick_output_format(&[*b"RGB3", NM12]).unwrap(), NM12);
         let err = pick_output_format(&[*b"RGB3", *b"BGR4"]).unwrap_err();
-        assert_eq!(err.to_string(), "the encoder takes none of YU12, YM12, NV12, NM12 on its OUTPUT queue (it offers RGB3, BGR4)");
+        assert_eq!(
+            err.to_string(),
+            "the encoder takes none of YU12, YM12, NV12, NM12 on its OUTPUT queue (it offers RGB3, BGR4)"
+        );
         assert!(check_capture_format(&[*b"H264", *b"MJPG"]).is_ok());
-        assert!(check_capture_format(&[*b"MJPG"]).unwrap_err().to_string().contains("offers MJPG"));
+        assert!(
+            check_capture_format(&[*b"MJPG"])
+                .unwrap_err()
+                .to_string()
+                .contains("offers MJPG")
+        );
     }
 
     fn i420(w: usize, h: usize) -> Vec<u8> {
@@ -997,35 +1409,78 @@ mod tests {
         // rows (height aligned to 16).
         let (w, h) = (64usize, 40usize);
         let (stride, rows) = (96usize, 48usize);
-        let got = DeviceFormat { fourcc: YU12, width: w as u32, height: h as u32, planes: vec![PlaneFmt { bytesperline: stride as u32, sizeimage: (stride * rows * 3 / 2) as u32 }] };
+        let got = DeviceFormat {
+            fourcc: YU12,
+            width: w as u32,
+            height: h as u32,
+            planes: vec![PlaneFmt {
+                bytesperline: stride as u32,
+                sizeimage: (stride * rows * 3 / 2) as u32,
+            }],
+        };
         let l = output_layout(fmt(w as u32, h as u32, 30), &got).unwrap();
-        assert_eq!(l.u, Placement { plane: 0, offset: stride * rows, stride: stride / 2 });
-        assert_eq!(l.v, Placement { plane: 0, offset: stride * rows + stride / 2 * rows / 2, stride: stride / 2 });
+        assert_eq!(
+            l.u,
+            Placement {
+                plane: 0,
+                offset: stride * rows,
+                stride: stride / 2
+            }
+        );
+        assert_eq!(
+            l.v,
+            Placement {
+                plane: 0,
+                offset: stride * rows + stride / 2 * rows / 2,
+                stride: stride / 2
+            }
+        );
         let src = i420(w, h);
         let mut buf = vec![0xEEu8; stride * rows * 3 / 2];
         copy_i420(&l, &src, &mut [&mut buf[..]]).unwrap();
         for r in 0..h {
             assert_eq!(&buf[r * stride..r * stride + w], &src[r * w..(r + 1) * w]);
-            assert!(buf[r * stride + w..(r + 1) * stride].iter().all(|&b| b == 0xEE), "padding untouched");
+            assert!(
+                buf[r * stride + w..(r + 1) * stride]
+                    .iter()
+                    .all(|&b| b == 0xEE),
+                "padding untouched"
+            );
         }
         let (cw, ch) = (w / 2, h / 2);
         for r in 0..ch {
             let u = l.u.offset + r * l.u.stride;
             assert_eq!(&buf[u..u + cw], &src[w * h + r * cw..w * h + (r + 1) * cw]);
             let v = l.v.offset + r * l.v.stride;
-            assert_eq!(&buf[v..v + cw], &src[w * h + cw * ch + r * cw..w * h + cw * ch + (r + 1) * cw]);
+            assert_eq!(
+                &buf[v..v + cw],
+                &src[w * h + cw * ch + r * cw..w * h + cw * ch + (r + 1) * cw]
+            );
         }
         // A buffer one byte short is refused, not overrun.
         let mut small = vec![0u8; l.v.offset + l.v.stride * (ch - 1) + cw - 1];
         assert!(copy_i420(&l, &src, &mut [&mut small[..]]).is_err());
-        assert!(copy_i420(&l, &src[..10], &mut [&mut buf[..]]).unwrap_err().to_string().contains("expected 3840"));
+        assert!(
+            copy_i420(&l, &src[..10], &mut [&mut buf[..]])
+                .unwrap_err()
+                .to_string()
+                .contains("expected 3840")
+        );
     }
 
     #[test]
     fn nv12_interleaves_and_multiplanar_formats_use_their_planes() {
         let (w, h) = (16usize, 8usize);
         let src = i420(w, h);
-        let got = DeviceFormat { fourcc: NV12, width: 16, height: 8, planes: vec![PlaneFmt { bytesperline: 32, sizeimage: 32 * 8 * 3 / 2 }] };
+        let got = DeviceFormat {
+            fourcc: NV12,
+            width: 16,
+            height: 8,
+            planes: vec![PlaneFmt {
+                bytesperline: 32,
+                sizeimage: 32 * 8 * 3 / 2,
+            }],
+        };
         let l = output_layout(fmt(16, 8, 30), &got).unwrap();
         let mut buf = vec![0u8; 32 * 12];
         copy_i420(&l, &src, &mut [&mut buf[..]]).unwrap();
@@ -1038,27 +1493,95 @@ mod tests {
             fourcc: YM12,
             width: 16,
             height: 8,
-            planes: vec![PlaneFmt { bytesperline: 16, sizeimage: 128 }, PlaneFmt { bytesperline: 8, sizeimage: 32 }, PlaneFmt { bytesperline: 8, sizeimage: 32 }],
+            planes: vec![
+                PlaneFmt {
+                    bytesperline: 16,
+                    sizeimage: 128,
+                },
+                PlaneFmt {
+                    bytesperline: 8,
+                    sizeimage: 32,
+                },
+                PlaneFmt {
+                    bytesperline: 8,
+                    sizeimage: 32,
+                },
+            ],
         };
         let l = output_layout(fmt(16, 8, 30), &got).unwrap();
         let (mut y, mut u, mut v) = (vec![0u8; 128], vec![0u8; 32], vec![0u8; 32]);
         copy_i420(&l, &src, &mut [&mut y[..], &mut u[..], &mut v[..]]).unwrap();
         assert_eq!([&y[..], &u[..], &v[..]].concat(), src);
         assert_eq!(l.bytesused, vec![128, 32, 32]);
-        let got = DeviceFormat { fourcc: NM12, width: 16, height: 8, planes: vec![PlaneFmt { bytesperline: 16, sizeimage: 128 }, PlaneFmt { bytesperline: 16, sizeimage: 64 }] };
+        let got = DeviceFormat {
+            fourcc: NM12,
+            width: 16,
+            height: 8,
+            planes: vec![
+                PlaneFmt {
+                    bytesperline: 16,
+                    sizeimage: 128,
+                },
+                PlaneFmt {
+                    bytesperline: 16,
+                    sizeimage: 64,
+                },
+            ],
+        };
         let l = output_layout(fmt(16, 8, 30), &got).unwrap();
-        assert_eq!(l.u, Placement { plane: 1, offset: 0, stride: 16 });
+        assert_eq!(
+            l.u,
+            Placement {
+                plane: 1,
+                offset: 0,
+                stride: 16
+            }
+        );
     }
 
     #[test]
     fn driver_answers_that_cannot_work_are_errors() {
         let f = fmt(1280, 720, 60);
-        let one = |fourcc, bpl, size| DeviceFormat { fourcc, width: 1280, height: 720, planes: vec![PlaneFmt { bytesperline: bpl, sizeimage: size }] };
-        let e = output_layout(f, &DeviceFormat { width: 1280, height: 736, ..one(YU12, 1280, 1280 * 736 * 3 / 2) }).unwrap_err();
-        assert_eq!(e.to_string(), "the encoder adjusted 1280x720 to 1280x736: set source.width/height to a size it takes");
-        assert!(output_layout(f, &one(YU12, 1024, 1024 * 720 * 3 / 2)).unwrap_err().to_string().contains("bytesperline 1024 < width 1280"));
-        assert!(output_layout(f, &one(YU12, 1280, 1280 * 700)).unwrap_err().to_string().contains("fewer than 720"));
-        assert!(output_layout(f, &one(YM12, 1280, 1280 * 720)).unwrap_err().to_string().contains("1 memory planes, expected 3"));
+        let one = |fourcc, bpl, size| DeviceFormat {
+            fourcc,
+            width: 1280,
+            height: 720,
+            planes: vec![PlaneFmt {
+                bytesperline: bpl,
+                sizeimage: size,
+            }],
+        };
+        let e = output_layout(
+            f,
+            &DeviceFormat {
+                width: 1280,
+                height: 736,
+                ..one(YU12, 1280, 1280 * 736 * 3 / 2)
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the encoder adjusted 1280x720 to 1280x736: set source.width/height to a size it takes"
+        );
+        assert!(
+            output_layout(f, &one(YU12, 1024, 1024 * 720 * 3 / 2))
+                .unwrap_err()
+                .to_string()
+                .contains("bytesperline 1024 < width 1280")
+        );
+        assert!(
+            output_layout(f, &one(YU12, 1280, 1280 * 700))
+                .unwrap_err()
+                .to_string()
+                .contains("fewer than 720")
+        );
+        assert!(
+            output_layout(f, &one(YM12, 1280, 1280 * 720))
+                .unwrap_err()
+                .to_string()
+                .contains("1 memory planes, expected 3")
+        );
     }
 
     #[test]
@@ -1068,7 +1591,10 @@ mod tests {
         let mut e = enc();
         e.bitrate_kbps = 25_000;
         e.vbv_buffer_ms = 1000; // 3.1 MB → 6.25 MB, capped at one raw 1080p frame
-        assert_eq!(capture_buffer_bytes(&e, fmt(1920, 1080, 30)), 1920 * 1080 * 3 / 2);
+        assert_eq!(
+            capture_buffer_bytes(&e, fmt(1920, 1080, 30)),
+            1920 * 1080 * 3 / 2
+        );
     }
 
     fn nal(t: u8, len: usize) -> Vec<u8> {
@@ -1085,10 +1611,22 @@ mod tests {
         assert_eq!(a.parameter_sets(), &hdr[..]);
         let idr = nal(5, 100);
         let info = a.push(&idr).unwrap();
-        assert_eq!(info, AuInfo { keyframe: true, nal_count: 3 });
+        assert_eq!(
+            info,
+            AuInfo {
+                keyframe: true,
+                nal_count: 3
+            }
+        );
         assert_eq!(a.au(), &[hdr.clone(), idr].concat()[..]);
         let p = nal(1, 50);
-        assert_eq!(a.push(&p), Some(AuInfo { keyframe: false, nal_count: 1 }));
+        assert_eq!(
+            a.push(&p),
+            Some(AuInfo {
+                keyframe: false,
+                nal_count: 1
+            })
+        );
         assert_eq!(a.au(), &p[..]);
     }
 

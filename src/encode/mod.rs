@@ -35,7 +35,9 @@ pub enum EncodeError {
     Encode(i32),
     /// The encoder held the frame back (would add a frame of latency): the settings are
     /// wrong.
-    #[error("the encoder held frame {pts} back ({delayed} frames buffered): every frame must come out of its own call")]
+    #[error(
+        "the encoder held frame {pts} back ({delayed} frames buffered): every frame must come out of its own call"
+    )]
     Delayed {
         /// Input pts (frame number).
         pts: i64,
@@ -101,7 +103,10 @@ pub struct EncoderParams {
 impl EncoderParams {
     /// From the configuration and the source's format.
     pub fn from_config(e: &EncoderConfig, format: SourceFormat) -> EncoderParams {
-        EncoderParams { format, enc: e.clone() }
+        EncoderParams {
+            format,
+            enc: e.clone(),
+        }
     }
 }
 
@@ -151,7 +156,11 @@ pub const M2M_BUILT: bool = cfg!(feature = "v4l2-m2m");
 ///
 /// Errors: `v4l2m2m` without the device ([`EncodeError::NoDevice`], naming it) or without
 /// the feature ([`EncodeError::NotBuilt`]).
-pub fn choose_backend(cfg: &EncoderConfig, device_exists: bool, m2m_built: bool) -> Result<(Backend, Option<String>), EncodeError> {
+pub fn choose_backend(
+    cfg: &EncoderConfig,
+    device_exists: bool,
+    m2m_built: bool,
+) -> Result<(Backend, Option<String>), EncodeError> {
     match cfg.backend.as_str() {
         "x264" => Ok((Backend::X264, None)),
         "v4l2m2m" if !device_exists => Err(EncodeError::NoDevice(cfg.device.clone())),
@@ -160,7 +169,10 @@ pub fn choose_backend(cfg: &EncoderConfig, device_exists: bool, m2m_built: bool)
         _ if device_exists && m2m_built => Ok((Backend::V4l2M2m, None)),
         _ if device_exists => Ok((
             Backend::X264,
-            Some(format!("{} exists but this build has no v4l2-m2m feature: encoding with x264", cfg.device)),
+            Some(format!(
+                "{} exists but this build has no v4l2-m2m feature: encoding with x264",
+                cfg.device
+            )),
         )),
         _ => Ok((Backend::X264, None)),
     }
@@ -171,7 +183,9 @@ pub fn choose_backend(cfg: &EncoderConfig, device_exists: bool, m2m_built: bool)
 /// x264 and says why in the returned notes.
 ///
 /// Errors: those of [`choose_backend`] and of the backend's open.
-pub fn open_encoder(params: &EncoderParams) -> Result<(Box<dyn VideoEncoder>, Vec<String>), EncodeError> {
+pub fn open_encoder(
+    params: &EncoderParams,
+) -> Result<(Box<dyn VideoEncoder>, Vec<String>), EncodeError> {
     let device_exists = std::path::Path::new(&params.enc.device).exists();
     let (backend, note) = choose_backend(&params.enc, device_exists, M2M_BUILT)?;
     let mut notes: Vec<String> = note.into_iter().collect();
@@ -189,14 +203,20 @@ pub fn open_encoder(params: &EncoderParams) -> Result<(Box<dyn VideoEncoder>, Ve
 }
 
 #[cfg(feature = "v4l2-m2m")]
-fn open_m2m(params: &EncoderParams, notes: &mut Vec<String>) -> Result<Box<dyn VideoEncoder>, EncodeError> {
+fn open_m2m(
+    params: &EncoderParams,
+    notes: &mut Vec<String>,
+) -> Result<Box<dyn VideoEncoder>, EncodeError> {
     let e = V4l2M2mEncoder::open(params)?;
     notes.extend(e.notes().iter().cloned());
     Ok(Box::new(e))
 }
 
 #[cfg(not(feature = "v4l2-m2m"))]
-fn open_m2m(_params: &EncoderParams, _notes: &mut Vec<String>) -> Result<Box<dyn VideoEncoder>, EncodeError> {
+fn open_m2m(
+    _params: &EncoderParams,
+    _notes: &mut Vec<String>,
+) -> Result<Box<dyn VideoEncoder>, EncodeError> {
     Err(EncodeError::NotBuilt)
 }
 
@@ -212,16 +232,38 @@ mod tests {
 
     #[test]
     fn backend_choice() {
-        assert_eq!(choose_backend(&cfg("x264"), true, true).unwrap(), (Backend::X264, None));
-        assert_eq!(choose_backend(&cfg("auto"), true, true).unwrap(), (Backend::V4l2M2m, None));
-        assert_eq!(choose_backend(&cfg("auto"), false, true).unwrap(), (Backend::X264, None));
+        assert_eq!(
+            choose_backend(&cfg("x264"), true, true).unwrap(),
+            (Backend::X264, None)
+        );
+        assert_eq!(
+            choose_backend(&cfg("auto"), true, true).unwrap(),
+            (Backend::V4l2M2m, None)
+        );
+        assert_eq!(
+            choose_backend(&cfg("auto"), false, true).unwrap(),
+            (Backend::X264, None)
+        );
         let (b, note) = choose_backend(&cfg("auto"), true, false).unwrap();
         assert_eq!(b, Backend::X264);
-        assert!(note.unwrap().starts_with("/dev/video11 exists but this build has no v4l2-m2m feature"));
-        assert_eq!(choose_backend(&cfg("v4l2m2m"), true, true).unwrap(), (Backend::V4l2M2m, None));
-        let e = choose_backend(&cfg("v4l2m2m"), false, true).unwrap_err().to_string();
-        assert!(e.starts_with("encoder.device /dev/video11: no such device."), "{e}");
-        let e = choose_backend(&cfg("v4l2m2m"), true, false).unwrap_err().to_string();
+        assert!(
+            note.unwrap()
+                .starts_with("/dev/video11 exists but this build has no v4l2-m2m feature")
+        );
+        assert_eq!(
+            choose_backend(&cfg("v4l2m2m"), true, true).unwrap(),
+            (Backend::V4l2M2m, None)
+        );
+        let e = choose_backend(&cfg("v4l2m2m"), false, true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("encoder.device /dev/video11: no such device."),
+            "{e}"
+        );
+        let e = choose_backend(&cfg("v4l2m2m"), true, false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--features v4l2-m2m"), "{e}");
     }
 
@@ -229,13 +271,27 @@ mod tests {
     fn auto_without_the_device_opens_x264() {
         let mut c = cfg("auto");
         c.device = "/nonexistent/video11".into();
-        let p = EncoderParams::from_config(&c, SourceFormat { width: 320, height: 240, fps_num: 30, fps_den: 1 });
+        let p = EncoderParams::from_config(
+            &c,
+            SourceFormat {
+                width: 320,
+                height: 240,
+                fps_num: 30,
+                fps_den: 1,
+            },
+        );
         let (mut e, notes) = open_encoder(&p).unwrap();
         assert_eq!(e.describe(), "x264");
         assert!(notes.is_empty());
         assert!(e.headers().unwrap().starts_with(&[0, 0, 0, 1, 0x67]));
         c.backend = "v4l2m2m".into();
-        let err = open_encoder(&EncoderParams::from_config(&c, p.format)).err().unwrap().to_string();
-        assert!(err.starts_with("encoder.device /nonexistent/video11: no such device"), "{err}");
+        let err = open_encoder(&EncoderParams::from_config(&c, p.format))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.starts_with("encoder.device /nonexistent/video11: no such device"),
+            "{err}"
+        );
     }
 }

@@ -40,12 +40,16 @@ impl X264Encoder {
     /// Errors: [`EncodeError::Open`] when x264 rejects the preset, profile or parameters.
     pub fn new(params: &EncoderParams) -> Result<X264Encoder, EncodeError> {
         let p = &params.enc;
-        let preset = CString::new(p.preset.as_str()).map_err(|_| EncodeError::Open("bad preset".into()))?;
+        let preset =
+            CString::new(p.preset.as_str()).map_err(|_| EncodeError::Open("bad preset".into()))?;
         let tune = c"zerolatency";
-        let profile = CString::new(p.profile.as_str()).map_err(|_| EncodeError::Open("bad profile".into()))?;
+        let profile = CString::new(p.profile.as_str())
+            .map_err(|_| EncodeError::Open("bad profile".into()))?;
         let mut param = std::mem::MaybeUninit::<x::x264_param_t>::uninit();
         // SAFETY: x264_param_default_preset fully initializes `param` when it returns 0.
-        let r = unsafe { x::x264_param_default_preset(param.as_mut_ptr(), preset.as_ptr(), tune.as_ptr()) };
+        let r = unsafe {
+            x::x264_param_default_preset(param.as_mut_ptr(), preset.as_ptr(), tune.as_ptr())
+        };
         if r != 0 {
             return Err(EncodeError::Open(format!("unknown preset {:?}", p.preset)));
         }
@@ -73,7 +77,11 @@ impl X264Encoder {
         param.rc.i_vbv_max_bitrate = p.bitrate_kbps as i32;
         param.rc.i_vbv_buffer_size = vbv_kbit(p.bitrate_kbps, p.vbv_buffer_ms);
         param.rc.f_vbv_buffer_init = 0.9;
-        param.i_keyint_max = if p.keyint == 0 { x::X264_KEYINT_MAX_INFINITE as i32 } else { p.keyint as i32 };
+        param.i_keyint_max = if p.keyint == 0 {
+            x::X264_KEYINT_MAX_INFINITE as i32
+        } else {
+            p.keyint as i32
+        };
         param.i_scenecut_threshold = 0;
         param.b_intra_refresh = p.intra_refresh as i32;
         param.b_repeat_headers = 1;
@@ -81,12 +89,18 @@ impl X264Encoder {
         param.b_aud = 0;
         // SAFETY: `param` is initialized; `profile` is a valid C string.
         if unsafe { x::x264_param_apply_profile(&mut param, profile.as_ptr()) } != 0 {
-            return Err(EncodeError::Open(format!("profile {:?} cannot be applied", p.profile)));
+            return Err(EncodeError::Open(format!(
+                "profile {:?} cannot be applied",
+                p.profile
+            )));
         }
         // SAFETY: `param` is a fully initialized parameter set; x264 copies it.
         let enc = unsafe { x::x264_encoder_open(&mut param) };
         if enc.is_null() {
-            return Err(EncodeError::Open(format!("x264_encoder_open rejected {}x{} @ {}/{} fps", f.width, f.height, f.fps_num, f.fps_den)));
+            return Err(EncodeError::Open(format!(
+                "x264_encoder_open rejected {}x{} @ {}/{} fps",
+                f.width, f.height, f.fps_num, f.fps_den
+            )));
         }
         Ok(X264Encoder {
             enc,
@@ -98,7 +112,6 @@ impl X264Encoder {
             scratch: Vec::new(),
         })
     }
-
 }
 
 impl VideoEncoder for X264Encoder {
@@ -120,9 +133,13 @@ impl VideoEncoder for X264Encoder {
         for i in 0..n as usize {
             // SAFETY: i < n entries of the array x264 returned.
             let nal = unsafe { &*nals.add(i) };
-            if nal.i_type == x::nal_unit_type_e_NAL_SPS as i32 || nal.i_type == x::nal_unit_type_e_NAL_PPS as i32 {
+            if nal.i_type == x::nal_unit_type_e_NAL_SPS as i32
+                || nal.i_type == x::nal_unit_type_e_NAL_PPS as i32
+            {
                 // SAFETY: p_payload points to i_payload bytes owned by x264.
-                out.extend_from_slice(unsafe { std::slice::from_raw_parts(nal.p_payload, nal.i_payload as usize) });
+                out.extend_from_slice(unsafe {
+                    std::slice::from_raw_parts(nal.p_payload, nal.i_payload as usize)
+                });
             }
         }
         Ok(out)
@@ -137,7 +154,12 @@ impl VideoEncoder for X264Encoder {
         let f = self.format;
         let (w, h) = (f.width as usize, f.height as usize);
         if i420.len() < f.frame_bytes() {
-            return Err(EncodeError::BadFrame { got: i420.len(), want: f.frame_bytes(), w: f.width, h: f.height });
+            return Err(EncodeError::BadFrame {
+                got: i420.len(),
+                want: f.frame_bytes(),
+                w: f.width,
+                h: f.height,
+            });
         }
         let mut pic = std::mem::MaybeUninit::<x::x264_picture_t>::uninit();
         // SAFETY: x264_picture_init fully initializes the picture struct.
@@ -150,27 +172,46 @@ impl VideoEncoder for X264Encoder {
         let base = i420.as_ptr() as *mut u8;
         // SAFETY: the three planes lie inside `i420` (length checked above); x264 only reads
         // input planes, so the *mut cast never leads to a write.
-        pic.img.plane = unsafe { [base, base.add(w * h), base.add(w * h + (w / 2) * (h / 2)), std::ptr::null_mut()] };
+        pic.img.plane = unsafe {
+            [
+                base,
+                base.add(w * h),
+                base.add(w * h + (w / 2) * (h / 2)),
+                std::ptr::null_mut(),
+            ]
+        };
         pic.i_pts = self.pts;
-        pic.i_type = if force_idr { x::X264_TYPE_IDR as i32 } else { x::X264_TYPE_AUTO as i32 };
+        pic.i_type = if force_idr {
+            x::X264_TYPE_IDR as i32
+        } else {
+            x::X264_TYPE_AUTO as i32
+        };
         let mut out = std::mem::MaybeUninit::<x::x264_picture_t>::uninit();
         let mut nals: *mut x::x264_nal_t = std::ptr::null_mut();
         let mut n: i32 = 0;
         // SAFETY: enc is open, `pic` describes a valid frame for the call's duration; x264
         // fills `out`, `nals`, `n` (valid until the next call on this encoder).
-        let size = unsafe { x::x264_encoder_encode(self.enc, &mut nals, &mut n, &mut pic, out.as_mut_ptr()) };
+        let size = unsafe {
+            x::x264_encoder_encode(self.enc, &mut nals, &mut n, &mut pic, out.as_mut_ptr())
+        };
         if size < 0 {
             return Err(EncodeError::Encode(size));
         }
         // SAFETY: plain query on an open encoder.
         let delayed = unsafe { x::x264_encoder_delayed_frames(self.enc) };
         if size == 0 || n == 0 || delayed != 0 {
-            return Err(EncodeError::Delayed { pts: self.pts, delayed });
+            return Err(EncodeError::Delayed {
+                pts: self.pts,
+                delayed,
+            });
         }
         // SAFETY: x264 wrote `out` because it returned a frame (size > 0).
         let out = unsafe { out.assume_init() };
         if out.i_pts != self.pts {
-            return Err(EncodeError::Delayed { pts: self.pts, delayed });
+            return Err(EncodeError::Delayed {
+                pts: self.pts,
+                delayed,
+            });
         }
         self.pts += 1;
         // SAFETY: x264 returned n >= 1 NAL entries; its docs guarantee the payloads are
@@ -193,11 +234,18 @@ impl VideoEncoder for X264Encoder {
                 // SAFETY: i < n; each payload is i_payload bytes.
                 let nal = unsafe { &*nals.add(i) };
                 // SAFETY: as above.
-                self.scratch.extend_from_slice(unsafe { std::slice::from_raw_parts(nal.p_payload, nal.i_payload as usize) });
+                self.scratch.extend_from_slice(unsafe {
+                    std::slice::from_raw_parts(nal.p_payload, nal.i_payload as usize)
+                });
             }
             &self.scratch
         };
-        Ok(Encoded { data, keyframe: out.b_keyframe != 0, nal_count: n as usize, qp: out.i_qpplus1 - 1 })
+        Ok(Encoded {
+            data,
+            keyframe: out.b_keyframe != 0,
+            nal_count: n as usize,
+            qp: out.i_qpplus1 - 1,
+        })
     }
 
     /// Changes the target/maximum bitrate (kbit/s) from the next frame on, keeping the VBV
@@ -209,7 +257,9 @@ impl VideoEncoder for X264Encoder {
         // SAFETY: enc is open and `param` is the full parameter set it was opened with.
         let r = unsafe { x::x264_encoder_reconfig(self.enc, &mut self.param) };
         if r < 0 {
-            return Err(EncodeError::Open(format!("reconfig to {kbps} kbit/s refused")));
+            return Err(EncodeError::Open(format!(
+                "reconfig to {kbps} kbit/s refused"
+            )));
         }
         self.bitrate_kbps = kbps;
         Ok(())
@@ -241,7 +291,12 @@ mod tests {
 
     fn params() -> EncoderParams {
         EncoderParams {
-            format: SourceFormat { width: 320, height: 240, fps_num: 60, fps_den: 1 },
+            format: SourceFormat {
+                width: 320,
+                height: 240,
+                fps_num: 60,
+                fps_den: 1,
+            },
             enc: EncoderConfig {
                 backend: "x264".into(),
                 device: "/dev/video11".into(),
@@ -307,7 +362,11 @@ mod tests {
         // 2000 -> 300 kbit/s: 30 frames at 60 fps should shrink to about 15%.
         assert!(after * 3 < before, "before {before} B, after {after} B");
         let kbps = |b: usize| b as f64 * 8.0 / 0.5 / 1000.0;
-        assert!(kbps(after) < 300.0 * 1.6, "{} kbit/s after the change", kbps(after));
+        assert!(
+            kbps(after) < 300.0 * 1.6,
+            "{} kbit/s after the change",
+            kbps(after)
+        );
     }
 
     #[test]

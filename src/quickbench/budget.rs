@@ -44,7 +44,12 @@ pub struct Budget {
 }
 
 fn row(stage: &'static str, p: Option<(f64, f64)>, basis: String) -> BudgetRow {
-    BudgetRow { stage, p50_ms: p.map(|x| x.0), p99_ms: p.map(|x| x.1), basis }
+    BudgetRow {
+        stage,
+        p50_ms: p.map(|x| x.0),
+        p99_ms: p.map(|x| x.1),
+        basis,
+    }
 }
 
 /// Builds the budget from the measured sections.
@@ -58,21 +63,41 @@ pub fn budget(
 ) -> Budget {
     let reason = |s: &str| format!("not measured: {s}");
     let mut rows = vec![match camera {
-        Some(p) => row("capture", Some(p.in_ms()), "camera: buffer timestamp -> dequeued".into()),
+        Some(p) => row(
+            "capture",
+            Some(p.in_ms()),
+            "camera: buffer timestamp -> dequeued".into(),
+        ),
         None => row("capture", None, reason("no camera")),
     }];
     let (c50, c99) = memory.copy.in_ms();
     rows.push(match ring.get() {
         Some(r) => {
             let (h50, h99) = r.handoff.in_ms();
-            row("copy + hand-off", Some((c50 + h50, c99 + h99)), "one frame copy into the ring + ring hand-off".into())
+            row(
+                "copy + hand-off",
+                Some((c50 + h50, c99 + h99)),
+                "one frame copy into the ring + ring hand-off".into(),
+            )
         }
-        None => row("copy + hand-off", Some((c50, c99)), "one frame copy (ring hand-off not measured)".into()),
+        None => row(
+            "copy + hand-off",
+            Some((c50, c99)),
+            "one frame copy (ring hand-off not measured)".into(),
+        ),
     });
     match encoder {
         Section::Measured(e) => {
-            rows.push(row("encode", Some(e.encode.in_ms()), format!("{}, {} frames", e.backend, e.frames)));
-            rows.push(row("packetize + send", Some(e.packetize_send.in_ms()), "RTP packetizing + sendmmsg".into()));
+            rows.push(row(
+                "encode",
+                Some(e.encode.in_ms()),
+                format!("{}, {} frames", e.backend, e.frames),
+            ));
+            rows.push(row(
+                "packetize + send",
+                Some(e.packetize_send.in_ms()),
+                "RTP packetizing + sendmmsg".into(),
+            ));
         }
         Section::NotMeasured { reason: r } => {
             rows.push(row("encode", None, reason(r)));
@@ -82,13 +107,23 @@ pub fn budget(
     rows.push(match rtt {
         Section::Measured(p) => {
             let (a, b) = p.in_ms();
-            row("network one-way", Some((a / 2.0, b / 2.0)), "half the UDP echo round trip".into())
+            row(
+                "network one-way",
+                Some((a / 2.0, b / 2.0)),
+                "half the UDP echo round trip".into(),
+            )
         }
-        Section::NotMeasured { .. } => row("network one-way", None, reason("no echo from the receiver")),
+        Section::NotMeasured { .. } => {
+            row("network one-way", None, reason("no echo from the receiver"))
+        }
     });
     let total_p50_ms = rows.iter().filter_map(|r| r.p50_ms).sum();
     let total_p99_ms: f64 = rows.iter().filter_map(|r| r.p99_ms).sum();
-    let missing = rows.iter().filter(|r| r.p50_ms.is_none()).map(|r| r.stage).collect();
+    let missing = rows
+        .iter()
+        .filter(|r| r.p50_ms.is_none())
+        .map(|r| r.stage)
+        .collect();
     Budget {
         rows,
         total_p50_ms,
@@ -105,16 +140,32 @@ mod tests {
     use super::*;
 
     fn p(ms50: f64, ms99: f64) -> Percentiles {
-        Percentiles { unit: "ms", samples: 10, p50: ms50, p99: ms99, max: ms99 }
+        Percentiles {
+            unit: "ms",
+            samples: 10,
+            p50: ms50,
+            p99: ms99,
+            max: ms99,
+        }
     }
 
     #[test]
     fn sums_measured_stages_and_lists_missing() {
-        let mem = MemorySection { frame_bytes: 1, copy: p(0.1, 0.2), gb_per_s: 10.0 };
+        let mem = MemorySection {
+            frame_bytes: 1,
+            copy: p(0.1, 0.2),
+            gb_per_s: 10.0,
+        };
         let ring = Section::Measured(RingSection {
             producer: String::new(),
             consumer: String::new(),
-            handoff: Percentiles { unit: "us", samples: 10, p50: 5.0, p99: 50.0, max: 60.0 },
+            handoff: Percentiles {
+                unit: "us",
+                samples: 10,
+                p50: 5.0,
+                p99: 50.0,
+                max: 60.0,
+            },
             drops: 0,
         });
         let enc = Section::Measured(EncoderSection {
@@ -132,7 +183,14 @@ mod tests {
         assert!((b.total_p50_ms - 4.205).abs() < 1e-9, "{}", b.total_p50_ms);
         assert!((b.total_p99_ms - 6.55).abs() < 1e-9, "{}", b.total_p99_ms);
         assert!(b.within_target);
-        let b = budget(Some(&p(3.0, 5.0)), &mem, &ring, &enc, &Section::Measured(p(4.0, 8.0)), 10);
+        let b = budget(
+            Some(&p(3.0, 5.0)),
+            &mem,
+            &ring,
+            &enc,
+            &Section::Measured(p(4.0, 8.0)),
+            10,
+        );
         assert!(b.missing.is_empty());
         assert!(!b.within_target, "{}", b.total_p99_ms);
     }

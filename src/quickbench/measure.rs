@@ -2,9 +2,12 @@
 //! two processes, encoder (x264 plus packetize+send), camera. Each runs in its own thread
 //! (pinned, SCHED_FIFO where permitted) so the caller's scheduling is left alone.
 
-use super::{CameraSection, EncoderSection, JitterRun, JitterSection, MemorySection, Percentiles, RingSection, Section, Unit};
+use super::{
+    CameraSection, EncoderSection, JitterRun, JitterSection, MemorySection, Percentiles,
+    RingSection, Section, Unit,
+};
 use crate::config::Config;
-use crate::encode::{open_encoder, EncoderParams};
+use crate::encode::{EncoderParams, open_encoder};
 use crate::net::UdpSender;
 use crate::rt::{self, monotonic_ns};
 use crate::rtp::{PacketBuf, Packetizer, RtpParams};
@@ -24,7 +27,11 @@ pub type Progress<'a> = &'a (dyn Fn(f64) + Sync);
 /// the placement in force as text (`CPU 1 SCHED_FIFO 80`), read back from the kernel.
 pub fn place(cpu: usize, priority: u8) -> (String, i32, i32) {
     if priority > 0 {
-        let _ = rt::apply(&rt::RtRequest { cpu, priority, mlock: false });
+        let _ = rt::apply(&rt::RtRequest {
+            cpu,
+            priority,
+            mlock: false,
+        });
     } else {
         core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
     }
@@ -34,7 +41,11 @@ pub fn place(cpu: usize, priority: u8) -> (String, i32, i32) {
         libc::sched_getparam(0, &mut p);
         (libc::sched_getscheduler(0), p.sched_priority)
     };
-    let name = if policy == libc::SCHED_FIFO { format!("SCHED_FIFO {prio}") } else { "SCHED_OTHER".to_string() };
+    let name = if policy == libc::SCHED_FIFO {
+        format!("SCHED_FIFO {prio}")
+    } else {
+        "SCHED_OTHER".to_string()
+    };
     (format!("CPU {cpu} {name}"), policy, prio)
 }
 
@@ -47,7 +58,13 @@ pub fn isolated_cpus() -> Vec<usize> {
         .unwrap_or_default()
 }
 
-fn timer_loop(cpu: usize, priority: u8, period_ns: u64, n: usize, progress: Progress) -> (JitterRun, bool) {
+fn timer_loop(
+    cpu: usize,
+    priority: u8,
+    period_ns: u64,
+    n: usize,
+    progress: Progress,
+) -> (JitterRun, bool) {
     let (_, policy, prio) = place(cpu, priority);
     rt::prefault_stack();
     let mut lat = Vec::with_capacity(n);
@@ -67,7 +84,11 @@ fn timer_loop(cpu: usize, priority: u8, period_ns: u64, n: usize, progress: Prog
     }
     let fifo = policy == libc::SCHED_FIFO;
     let run = JitterRun {
-        policy: if fifo { "SCHED_FIFO".into() } else { "SCHED_OTHER".into() },
+        policy: if fifo {
+            "SCHED_FIFO".into()
+        } else {
+            "SCHED_OTHER".into()
+        },
         priority: prio,
         cpu,
         isolated: isolated_cpus().contains(&cpu),
@@ -81,14 +102,21 @@ fn timer_loop(cpu: usize, priority: u8, period_ns: u64, n: usize, progress: Prog
 /// camera stage's priority otherwise) on an isolated CPU if there is one (else the encode
 /// stage's CPU), then under SCHED_OTHER on the same CPU.
 pub fn jitter(cfg: &Config, period: Duration, n: usize, progress: Progress) -> JitterSection {
-    let cpu = isolated_cpus().first().copied().unwrap_or_else(|| rt::map_cpu(cfg.stages.encode.cpu).0);
+    let cpu = isolated_cpus()
+        .first()
+        .copied()
+        .unwrap_or_else(|| rt::map_cpu(cfg.stages.encode.cpu).0);
     let period_ns = period.as_nanos() as u64;
     let prio = cfg.stages.camera.priority.max(cfg.stages.encode.priority);
     let (fifo_run, was_fifo) = std::thread::scope(|s| {
-        s.spawn(|| timer_loop(cpu, prio, period_ns, n, &|f| progress(f / 2.0))).join().expect("timer thread")
+        s.spawn(|| timer_loop(cpu, prio, period_ns, n, &|f| progress(f / 2.0)))
+            .join()
+            .expect("timer thread")
     });
     let (other, _) = std::thread::scope(|s| {
-        s.spawn(|| timer_loop(cpu, 0, period_ns, n, &|f| progress(0.5 + f / 2.0))).join().expect("timer thread")
+        s.spawn(|| timer_loop(cpu, 0, period_ns, n, &|f| progress(0.5 + f / 2.0)))
+            .join()
+            .expect("timer thread")
     });
     let fifo = if was_fifo {
         Section::Measured(fifo_run)
@@ -98,12 +126,21 @@ pub fn jitter(cfg: &Config, period: Duration, n: usize, progress: Progress) -> J
             rt::rlimit(nix::sys::resource::Resource::RLIMIT_RTPRIO).0
         ))
     };
-    JitterSection { period_us: period_ns / 1000, fifo, other }
+    JitterSection {
+        period_us: period_ns / 1000,
+        fifo,
+        other,
+    }
 }
 
 /// Copy of one I420 frame at the configured size, `n` times (buffers touched first).
 pub fn memory(cfg: &Config, n: usize) -> MemorySection {
-    let fmt = SourceFormat { width: cfg.source.width, height: cfg.source.height, fps_num: cfg.source.fps, fps_den: 1 };
+    let fmt = SourceFormat {
+        width: cfg.source.width,
+        height: cfg.source.height,
+        fps_num: cfg.source.fps,
+        fps_den: 1,
+    };
     let bytes = fmt.frame_bytes();
     let src: Vec<u8> = (0..bytes).map(|i| i as u8).collect();
     let mut dst = vec![0u8; bytes];
@@ -116,7 +153,11 @@ pub fn memory(cfg: &Config, n: usize) -> MemorySection {
     }
     let copy = Percentiles::from_ns(&t, Unit::Ms).expect("n > 0");
     let gb_per_s = bytes as f64 / (copy.p50 * 1e-3) / 1e9;
-    MemorySection { frame_bytes: bytes, copy, gb_per_s }
+    MemorySection {
+        frame_bytes: bytes,
+        copy,
+        gb_per_s,
+    }
 }
 
 /// Producer side of [`ring`], run in a child process (see [`RING_CHILD_ENV`]). Returns
@@ -124,12 +165,19 @@ pub fn memory(cfg: &Config, n: usize) -> MemorySection {
 pub fn ring_child(spec: &str) -> i32 {
     let f: Vec<&str> = spec.split(',').collect();
     let parse = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
-    let (Some(n), Some(period), Some(cpu), Some(prio), Some(w), Some(h)) = (parse(1), parse(2), parse(3), parse(4), parse(5), parse(6))
+    let (Some(n), Some(period), Some(cpu), Some(prio), Some(w), Some(h)) =
+        (parse(1), parse(2), parse(3), parse(4), parse(5), parse(6))
     else {
         eprintln!("quick-bench: bad {RING_CHILD_ENV} value {spec:?}");
         return 2;
     };
-    let g = RingGeometry { width: w as u32, height: h as u32, fps_num: 60, fps_den: 1, consumers: 1 };
+    let g = RingGeometry {
+        width: w as u32,
+        height: h as u32,
+        fps_num: 60,
+        fps_den: 1,
+        consumers: 1,
+    };
     let ring = match FrameRing::open(f[0], g) {
         Ok(r) => r,
         Err(e) => {
@@ -147,7 +195,13 @@ pub fn ring_child(spec: &str) -> i32 {
             // The frame is written (here: its first bytes); the hand-off starts after that.
             buf[..64].fill(i as u8);
             let now = monotonic_ns();
-            Ok::<_, ()>(FrameMeta { frame_id: i, capture_ns: now, published_ns: now, len: buf.len() as u64, ..Default::default() })
+            Ok::<_, ()>(FrameMeta {
+                frame_id: i,
+                capture_ns: now,
+                published_ns: now,
+                len: buf.len() as u64,
+                ..Default::default()
+            })
         });
     }
     ring.set_eos();
@@ -159,7 +213,13 @@ pub fn ring_child(spec: &str) -> i32 {
 /// this thread consumes them on the encode stage's CPU and measures publish → taken.
 pub fn ring(cfg: &Config, n: usize, progress: Progress) -> Section<RingSection> {
     let name = format!("vrs-quickbench-{}", std::process::id());
-    let g = RingGeometry { width: cfg.source.width, height: cfg.source.height, fps_num: 60, fps_den: 1, consumers: 1 };
+    let g = RingGeometry {
+        width: cfg.source.width,
+        height: cfg.source.height,
+        fps_num: 60,
+        fps_den: 1,
+        consumers: 1,
+    };
     let ring = match FrameRing::create(&name, g) {
         Ok(r) => r,
         Err(e) => return Section::not(format!("cannot create the ring segment: {e}")),
@@ -168,10 +228,17 @@ pub fn ring(cfg: &Config, n: usize, progress: Progress) -> Section<RingSection> 
     let period = 1_000_000_000 / cfg.source.fps.max(1) as u64;
     let (ccpu, _) = rt::map_cpu(cfg.stages.camera.cpu);
     let (ecpu, _) = rt::map_cpu(cfg.stages.encode.cpu);
-    let spec = format!("{name},{n},{period},{ccpu},{},{},{}", cfg.stages.camera.priority, g.width, g.height);
+    let spec = format!(
+        "{name},{n},{period},{ccpu},{},{},{}",
+        cfg.stages.camera.priority, g.width, g.height
+    );
     let exe = match std::env::current_exe() {
         Ok(e) => e,
-        Err(e) => return Section::not(format!("cannot find this executable to start the producer: {e}")),
+        Err(e) => {
+            return Section::not(format!(
+                "cannot find this executable to start the producer: {e}"
+            ));
+        }
     };
     let child = std::process::Command::new(exe)
         .env(RING_CHILD_ENV, spec)
@@ -203,14 +270,19 @@ pub fn ring(cfg: &Config, n: usize, progress: Progress) -> Section<RingSection> 
         .flatten()
     });
     let out = child.wait_with_output();
-    let producer = out.as_ref().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let producer = out
+        .as_ref()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
     match (result, out) {
-        (Some((lat, consumer, drops)), Ok(o)) if o.status.success() && !lat.is_empty() => Section::Measured(RingSection {
-            producer,
-            consumer,
-            handoff: Percentiles::from_ns(&lat, Unit::Us).expect("non-empty"),
-            drops,
-        }),
+        (Some((lat, consumer, drops)), Ok(o)) if o.status.success() && !lat.is_empty() => {
+            Section::Measured(RingSection {
+                producer,
+                consumer,
+                handoff: Percentiles::from_ns(&lat, Unit::Us).expect("non-empty"),
+                drops,
+            })
+        }
         (_, Ok(o)) => Section::not(format!("the producer process failed ({})", o.status)),
         (_, Err(e)) => Section::not(format!("the producer process failed: {e}")),
     }
@@ -224,7 +296,9 @@ pub fn real_clip(cfg: &Config) -> Option<PathBuf> {
     }
     let dir = std::env::var_os("VR_STREAM_ASSETS")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vr-stream/assets")))?;
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vr-stream/assets"))
+        })?;
     let p = dir.join("box-720p60.y4m");
     let h = source::y4m::probe(&p).ok()?;
     (h.format.width == cfg.source.width && h.format.height == cfg.source.height).then_some(p)
@@ -249,19 +323,34 @@ pub fn encoder(cfg: &Config, n: usize, progress: Progress) -> Section<EncoderSec
         })),
     };
     let fmt = src.format();
-    let fmt = SourceFormat { fps_num: cfg.source.fps, fps_den: 1, ..fmt };
+    let fmt = SourceFormat {
+        fps_num: cfg.source.fps,
+        fps_den: 1,
+        ..fmt
+    };
     let (cpu, _) = rt::map_cpu(cfg.stages.encode.cpu);
     let prio = cfg.stages.encode.priority;
     let r = std::thread::scope(|s| {
         s.spawn(|| -> Result<EncoderSection, String> {
             let (placement, _, _) = place(cpu, prio);
-            let (mut enc, _notes) = open_encoder(&EncoderParams::from_config(&cfg.encoder, fmt)).map_err(|e| e.to_string())?;
+            let (mut enc, _notes) = open_encoder(&EncoderParams::from_config(&cfg.encoder, fmt))
+                .map_err(|e| e.to_string())?;
             let backend = enc.describe();
-            let sink = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("local UDP socket: {e}"))?;
-            let mut tx = UdpSender::new(sink.local_addr().map_err(|e| e.to_string())?, 0, cfg.stream.sendmmsg_batch as usize)
-                .map_err(|e| format!("UDP sender: {e}"))?;
+            let sink = std::net::UdpSocket::bind("127.0.0.1:0")
+                .map_err(|e| format!("local UDP socket: {e}"))?;
+            let mut tx = UdpSender::new(
+                sink.local_addr().map_err(|e| e.to_string())?,
+                0,
+                cfg.stream.sendmmsg_batch as usize,
+            )
+            .map_err(|e| format!("UDP sender: {e}"))?;
             let mut pk = Packetizer::new(
-                RtpParams { ssrc: cfg.stream.ssrc, payload_type: cfg.stream.payload_type, payload_size: cfg.stream.payload_size as usize, capture_time_ext_id: None },
+                RtpParams {
+                    ssrc: cfg.stream.ssrc,
+                    payload_type: cfg.stream.payload_type,
+                    payload_size: cfg.stream.payload_size as usize,
+                    capture_time_ext_id: None,
+                },
                 0,
             );
             let mut pkts = PacketBuf::with_capacity(1 << 20);
@@ -269,13 +358,16 @@ pub fn encoder(cfg: &Config, n: usize, progress: Progress) -> Section<EncoderSec
             let (mut enc_t, mut send_t) = (Vec::with_capacity(n), Vec::with_capacity(n));
             let mut bytes = 0u64;
             for i in 0..n {
-                src.next_frame(&mut frame).map_err(|e| e.to_string())?.ok_or("the source ended")?;
+                src.next_frame(&mut frame)
+                    .map_err(|e| e.to_string())?
+                    .ok_or("the source ended")?;
                 let a = monotonic_ns();
                 let au = enc.encode(&frame, false).map_err(|e| e.to_string())?;
                 let b = monotonic_ns();
                 bytes += au.data.len() as u64;
                 pkts.clear();
-                pk.packetize(au.data, (i as u32).wrapping_mul(1500), None, &mut pkts).map_err(|e| e.to_string())?;
+                pk.packetize(au.data, (i as u32).wrapping_mul(1500), None, &mut pkts)
+                    .map_err(|e| e.to_string())?;
                 tx.send(&pkts);
                 let c = monotonic_ns();
                 enc_t.push(b - a);
@@ -287,7 +379,10 @@ pub fn encoder(cfg: &Config, n: usize, progress: Progress) -> Section<EncoderSec
             drop(sink);
             let seconds = n as f64 / cfg.source.fps.max(1) as f64;
             Ok(EncoderSection {
-                source: clip.as_ref().map(|p| format!("file:{}", p.display())).unwrap_or_else(|| "pattern".into()),
+                source: clip
+                    .as_ref()
+                    .map(|p| format!("file:{}", p.display()))
+                    .unwrap_or_else(|| "pattern".into()),
                 frames: n,
                 encode: Percentiles::from_ns(&enc_t, Unit::Ms).ok_or("no frames")?,
                 target_kbps: cfg.encoder.bitrate_kbps,
@@ -311,8 +406,13 @@ pub fn encoder(cfg: &Config, n: usize, progress: Progress) -> Section<EncoderSec
 fn find_camera(cfg: &Config) -> Result<(String, Box<dyn FrameSource>), String> {
     let mut candidates: Vec<PathBuf> = Vec::new();
     if cfg.source.uri.starts_with("libcamera:") {
-        let mono = crate::config::SourceConfig { stereo: false, ..cfg.source.clone() };
-        return source::open(&mono).map(|s| (cfg.source.uri.clone(), s)).map_err(|e| e.to_string());
+        let mono = crate::config::SourceConfig {
+            stereo: false,
+            ..cfg.source.clone()
+        };
+        return source::open(&mono)
+            .map(|s| (cfg.source.uri.clone(), s))
+            .map_err(|e| e.to_string());
     }
     if let Some(p) = cfg.source.uri.strip_prefix("v4l2:") {
         candidates.push(PathBuf::from(p));
@@ -320,16 +420,28 @@ fn find_camera(cfg: &Config) -> Result<(String, Box<dyn FrameSource>), String> {
         let mut v: Vec<PathBuf> = std::fs::read_dir("/dev")
             .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
             .unwrap_or_default();
-        v.retain(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("video")));
+        v.retain(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("video"))
+        });
         v.sort();
         candidates = v;
     }
     if candidates.is_empty() {
-        return Err("no /dev/video* capture device (CSI cameras through libcamera are not measured yet)".into());
+        return Err(
+            "no /dev/video* capture device (CSI cameras through libcamera are not measured yet)"
+                .into(),
+        );
     }
     let mut errors = Vec::new();
     for p in candidates {
-        match source::v4l2::V4l2Source::open(&p, cfg.source.width, cfg.source.height, cfg.source.fps, cfg.source.buffers) {
+        match source::v4l2::V4l2Source::open(
+            &p,
+            cfg.source.width,
+            cfg.source.height,
+            cfg.source.fps,
+            cfg.source.buffers,
+        ) {
             Ok(s) => return Ok((p.display().to_string(), Box::new(s))),
             Err(e) => errors.push(e.to_string()),
         }
@@ -358,7 +470,10 @@ pub fn camera(cfg: &Config, n: usize, progress: Progress) -> Section<CameraSecti
         }
         progress(i as f64 / n as f64);
     }
-    let intervals: Vec<u64> = stamps.windows(2).map(|w| w[1].saturating_sub(w[0])).collect();
+    let intervals: Vec<u64> = stamps
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]))
+        .collect();
     let Some(interval) = Percentiles::from_ns(&intervals, Unit::Ms) else {
         return Section::not(format!("{device}: fewer than two frames"));
     };
@@ -377,7 +492,7 @@ pub fn camera(cfg: &Config, n: usize, progress: Progress) -> Section<CameraSecti
 /// stage runs by default), ms per frame. Not measured, with the reason, when ONNX Runtime
 /// or the model is missing.
 pub fn detector(cfg: &Config, n: usize, progress: Progress) -> Section<Percentiles> {
-    use crate::detect::onnx::{library_path, load_runtime, Detector};
+    use crate::detect::onnx::{Detector, library_path, load_runtime};
     if let Err(e) = load_runtime(&library_path(&cfg.detect.onnxruntime)) {
         return Section::not(e.to_string());
     }
@@ -385,10 +500,16 @@ pub fn detector(cfg: &Config, n: usize, progress: Progress) -> Section<Percentil
         Ok(d) => d,
         Err(e) => return Section::not(e.to_string()),
     };
-    let mut src: Box<dyn FrameSource> = match real_clip(cfg).and_then(|p| source::y4m::Y4mSource::open(&p, true).ok()) {
-        Some(s) => Box::new(s),
-        None => Box::new(source::pattern::PatternSource::new(SourceFormat { width: cfg.source.width, height: cfg.source.height, fps_num: cfg.source.fps, fps_den: 1 })),
-    };
+    let mut src: Box<dyn FrameSource> =
+        match real_clip(cfg).and_then(|p| source::y4m::Y4mSource::open(&p, true).ok()) {
+            Some(s) => Box::new(s),
+            None => Box::new(source::pattern::PatternSource::new(SourceFormat {
+                width: cfg.source.width,
+                height: cfg.source.height,
+                fps_num: cfg.source.fps,
+                fps_den: 1,
+            })),
+        };
     let fmt = src.format();
     let mut frame = vec![0u8; fmt.frame_bytes()];
     let (cpu, _) = rt::map_cpu(cfg.stages.detect.cpu);
@@ -399,7 +520,9 @@ pub fn detector(cfg: &Config, n: usize, progress: Progress) -> Section<Percentil
             return Section::not(format!("source: {e}"));
         }
         let t0 = monotonic_ns();
-        let r = det.prepare_i420(&frame, fmt.width, fmt.height).and_then(|lb| det.infer(lb));
+        let r = det
+            .prepare_i420(&frame, fmt.width, fmt.height)
+            .and_then(|lb| det.infer(lb));
         if let Err(e) = r {
             return Section::not(e.to_string());
         }

@@ -95,7 +95,9 @@ impl<T> Section<T> {
 
     /// Not measured, because `reason`.
     pub fn not(reason: impl Into<String>) -> Self {
-        Section::NotMeasured { reason: reason.into() }
+        Section::NotMeasured {
+            reason: reason.into(),
+        }
     }
 }
 

@@ -81,7 +81,9 @@ pub fn interface_of(addr: std::net::IpAddr) -> Option<String> {
 
 /// Parses a `/proc/net/wireless` line for `iface`: (link quality, signal level dBm). Pure.
 pub fn parse_proc_wireless(text: &str, iface: &str) -> Option<(f64, f64)> {
-    let line = text.lines().find(|l| l.trim_start().starts_with(&format!("{iface}:")))?;
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{iface}:")))?;
     let f: Vec<&str> = line.split(':').nth(1)?.split_whitespace().collect();
     let num = |s: &str| s.trim_end_matches('.').parse::<f64>().ok();
     Some((num(f.get(1)?)?, num(f.get(2)?)?))
@@ -89,12 +91,16 @@ pub fn parse_proc_wireless(text: &str, iface: &str) -> Option<(f64, f64)> {
 
 /// Parses the `tx bitrate: 433.3 MBit/s` line of `iw dev IF link`. Pure.
 pub fn parse_iw_bitrate(text: &str) -> Option<f64> {
-    let l = text.lines().find(|l| l.trim_start().starts_with("tx bitrate:"))?;
+    let l = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("tx bitrate:"))?;
     l.split(':').nth(1)?.split_whitespace().next()?.parse().ok()
 }
 
 fn wifi_of(iface: &str) -> Wifi {
-    let pw = std::fs::read_to_string("/proc/net/wireless").ok().and_then(|t| parse_proc_wireless(&t, iface));
+    let pw = std::fs::read_to_string("/proc/net/wireless")
+        .ok()
+        .and_then(|t| parse_proc_wireless(&t, iface));
     let link = vr_setup::live::run("iw", &["dev", iface, "link"]).ok();
     Wifi {
         interface: iface.to_string(),
@@ -108,7 +114,11 @@ fn wifi_of(iface: &str) -> Wifi {
 /// Sends `n` echo requests 10 ms apart to `dest` and times the answers.
 /// Returns the round trips (ns) and how many got no answer within 1 s.
 pub fn echo_rtt(dest: SocketAddr, n: usize) -> std::io::Result<(Vec<u64>, usize)> {
-    let bind: SocketAddr = if dest.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+    let bind: SocketAddr = if dest.is_ipv4() {
+        "0.0.0.0:0".parse().unwrap()
+    } else {
+        "[::]:0".parse().unwrap()
+    };
     let s = UdpSocket::bind(bind)?;
     s.connect(dest)?;
     let mut sent_at = vec![0u64; n];
@@ -124,7 +134,12 @@ pub fn echo_rtt(dest: SocketAddr, n: usize) -> std::io::Result<(Vec<u64>, usize)
             continue; // ICMP port unreachable from an earlier request: counted as lost.
         }
         // Wait for this answer (or a late one) up to 10 ms, then up to 1 s at the end.
-        let until = t0 + if seq + 1 == n { 1_000_000_000 } else { 10_000_000 };
+        let until = t0
+            + if seq + 1 == n {
+                1_000_000_000
+            } else {
+                10_000_000
+            };
         loop {
             let now = monotonic_ns();
             if now >= until {
@@ -143,7 +158,14 @@ pub fn echo_rtt(dest: SocketAddr, n: usize) -> std::io::Result<(Vec<u64>, usize)
                     }
                 }
                 Ok(_) => {}
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break;
+                }
                 Err(_) => break, // ECONNREFUSED: nobody listens; the requests count as lost.
             }
         }
@@ -159,7 +181,10 @@ pub fn echo_rtt(dest: SocketAddr, n: usize) -> std::io::Result<(Vec<u64>, usize)
 /// Anything that is not an echo request (RTCP, RTP) is ignored.
 pub fn serve_echo(addr: SocketAddr) -> std::io::Result<()> {
     let s = UdpSocket::bind(addr)?;
-    eprintln!("quick-bench: answering echo requests on udp {}", s.local_addr()?);
+    eprintln!(
+        "quick-bench: answering echo requests on udp {}",
+        s.local_addr()?
+    );
     let mut buf = [0u8; 2048];
     loop {
         let (len, from) = s.recv_from(&mut buf)?;
@@ -176,8 +201,13 @@ pub fn network(ip: std::net::IpAddr, echo_port: u16, n: usize) -> NetworkSection
         None => Section::not(format!("no route to {ip}")),
         Some(src) => {
             let iface = interface_of(src).unwrap_or_else(|| "unknown".into());
-            let wireless = std::path::Path::new(&format!("/sys/class/net/{iface}/wireless")).exists();
-            Section::Measured(Route { source: src.to_string(), interface: iface, wireless })
+            let wireless =
+                std::path::Path::new(&format!("/sys/class/net/{iface}/wireless")).exists();
+            Section::Measured(Route {
+                source: src.to_string(),
+                interface: iface,
+                wireless,
+            })
         }
     };
     let wifi = match route.get() {
@@ -186,7 +216,10 @@ pub fn network(ip: std::net::IpAddr, echo_port: u16, n: usize) -> NetworkSection
         None => Section::not("no route"),
     };
     let (rtt, lost) = match echo_rtt(dest, n) {
-        Ok((v, lost)) if !v.is_empty() => (Section::Measured(Percentiles::from_ns(&v, Unit::Ms).expect("non-empty")), lost),
+        Ok((v, lost)) if !v.is_empty() => (
+            Section::Measured(Percentiles::from_ns(&v, Unit::Ms).expect("non-empty")),
+            lost,
+        ),
         Ok((_, lost)) => (
             Section::not(format!(
                 "no echo reply from {dest} within 1 s (run `quick-bench --echo` on the receiver, or use a receiver that answers the echo)"
@@ -195,7 +228,14 @@ pub fn network(ip: std::net::IpAddr, echo_port: u16, n: usize) -> NetworkSection
         ),
         Err(e) => (Section::not(format!("cannot send to {dest}: {e}")), n),
     };
-    NetworkSection { ip: ip.to_string(), echo_port, route, wifi, rtt, lost }
+    NetworkSection {
+        ip: ip.to_string(),
+        echo_port,
+        route,
+        wifi,
+        rtt,
+        lost,
+    }
 }
 
 #[cfg(test)]
@@ -222,7 +262,10 @@ mod tests {
         assert_eq!(rtt.len() + lost, 20);
         assert!(rtt.len() >= 18, "{} answers", rtt.len());
         // Nobody on this port: not measured, quickly.
-        let nobody = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let nobody = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let t = std::time::Instant::now();
         let (rtt, _) = echo_rtt(nobody, 50).unwrap();
         assert!(rtt.is_empty());

@@ -3,14 +3,20 @@
 
 use super::budget::Budget;
 use super::network::NetworkSection;
-use super::{CameraSection, EncoderSection, JitterSection, MemorySection, Percentiles, RingSection, Section, Setting, SystemSection};
+use super::{
+    CameraSection, EncoderSection, JitterSection, MemorySection, Percentiles, RingSection, Section,
+    Setting, SystemSection,
+};
 use vr_setup::checks::Status;
 
 /// Terminal width the output fits.
 pub const WIDTH: usize = 80;
 
 fn wrap(text: &str, first: &str, rest: &str) -> String {
-    let opts = textwrap::Options::new(WIDTH).initial_indent(first).subsequent_indent(rest).break_words(true);
+    let opts = textwrap::Options::new(WIDTH)
+        .initial_indent(first)
+        .subsequent_indent(rest)
+        .break_words(true);
     let mut s = textwrap::fill(text, opts);
     s.push('\n');
     s
@@ -28,12 +34,20 @@ fn num(v: f64) -> String {
 
 /// `p50 4.31  p99 6.02  max 7.10 ms`.
 pub fn pct(p: &Percentiles) -> String {
-    format!("p50 {}  p99 {}  max {} {}", num(p.p50), num(p.p99), num(p.max), if p.unit == "us" { "µs" } else { "ms" })
+    format!(
+        "p50 {}  p99 {}  max {} {}",
+        num(p.p50),
+        num(p.p99),
+        num(p.max),
+        if p.unit == "us" { "µs" } else { "ms" }
+    )
 }
 
 fn not<T>(s: &Section<T>) -> Option<String> {
     match s {
-        Section::NotMeasured { reason } => Some(wrap(&format!("not measured: {reason}"), "  ", "    ")),
+        Section::NotMeasured { reason } => {
+            Some(wrap(&format!("not measured: {reason}"), "  ", "    "))
+        }
         Section::Measured(_) => None,
     }
 }
@@ -58,14 +72,22 @@ pub fn heading(s: &Setting) -> String {
 
 /// 1. System.
 pub fn system(s: &SystemSection) -> String {
-    let mut out = format!("1. System ({}): {}\n", s.root, if s.tuned { "tuned" } else { "NOT tuned" });
+    let mut out = format!(
+        "1. System ({}): {}\n",
+        s.root,
+        if s.tuned { "tuned" } else { "NOT tuned" }
+    );
     for r in &s.rows {
         let mark = match r.status {
             Status::Ok => "ok ",
             Status::NotTuned => "!! ",
             Status::NotApplicable => "n/a",
         };
-        out.push_str(&wrap(&format!("{}: {}", r.what, r.current), &format!("  {mark} "), "        "));
+        out.push_str(&wrap(
+            &format!("{}: {}", r.what, r.current),
+            &format!("  {mark} "),
+            "        ",
+        ));
         if r.status == Status::NotTuned {
             out.push_str(&wrap(&format!("fix: {}", r.fix), "        ", "          "));
         }
@@ -83,7 +105,11 @@ pub fn jitter(s: &Section<JitterSection>) -> String {
     let run = |r: &super::JitterRun| {
         format!(
             "{} on CPU {}{}: {}",
-            if r.policy == "SCHED_FIFO" { format!("SCHED_FIFO {}", r.priority) } else { "SCHED_OTHER".into() },
+            if r.policy == "SCHED_FIFO" {
+                format!("SCHED_FIFO {}", r.priority)
+            } else {
+                "SCHED_OTHER".into()
+            },
             r.cpu,
             if r.isolated { " (isolated)" } else { "" },
             pct(&r.wakeup)
@@ -91,7 +117,11 @@ pub fn jitter(s: &Section<JitterSection>) -> String {
     };
     match &j.fifo {
         Section::Measured(r) => out.push_str(&wrap(&run(r), "  ", "    ")),
-        Section::NotMeasured { reason } => out.push_str(&wrap(&format!("SCHED_FIFO: not measured: {reason}"), "  ", "    ")),
+        Section::NotMeasured { reason } => out.push_str(&wrap(
+            &format!("SCHED_FIFO: not measured: {reason}"),
+            "  ",
+            "    ",
+        )),
     }
     out.push_str(&wrap(&run(&j.other), "  ", "    "));
     out
@@ -102,7 +132,11 @@ pub fn memory(m: &MemorySection) -> String {
     format!(
         "3. Frame copy ({:.2} MB)\n{}",
         m.frame_bytes as f64 / 1e6,
-        wrap(&format!("{} per frame, {:.1} GB/s", pct(&m.copy), m.gb_per_s), "  ", "    ")
+        wrap(
+            &format!("{} per frame, {:.1} GB/s", pct(&m.copy), m.gb_per_s),
+            "  ",
+            "    "
+        )
     )
 }
 
@@ -113,8 +147,16 @@ pub fn ring(s: &Section<RingSection>) -> String {
         return out + &n;
     }
     let r = s.get().unwrap();
-    out.push_str(&wrap(&format!("{} ({} frames missed)", pct(&r.handoff), r.drops), "  ", "    "));
-    out.push_str(&wrap(&format!("producer {}, consumer {}", r.producer, r.consumer), "  ", "    "));
+    out.push_str(&wrap(
+        &format!("{} ({} frames missed)", pct(&r.handoff), r.drops),
+        "  ",
+        "    ",
+    ));
+    out.push_str(&wrap(
+        &format!("producer {}, consumer {}", r.producer, r.consumer),
+        "  ",
+        "    ",
+    ));
     out
 }
 
@@ -128,10 +170,21 @@ pub fn encoder(s: &Section<EncoderSection>) -> String {
         return out + &n;
     }
     let e = s.get().unwrap();
-    out.push_str(&wrap(&format!("encode {} ({} frames)", pct(&e.encode), e.frames), "  ", "    "));
-    out.push_str(&wrap(&format!("packetize + send {}", pct(&e.packetize_send)), "  ", "    "));
     out.push_str(&wrap(
-        &format!("bitrate {:.0} of {} kbit/s; {}; source {}", e.achieved_kbps, e.target_kbps, e.placement, e.source),
+        &format!("encode {} ({} frames)", pct(&e.encode), e.frames),
+        "  ",
+        "    ",
+    ));
+    out.push_str(&wrap(
+        &format!("packetize + send {}", pct(&e.packetize_send)),
+        "  ",
+        "    ",
+    ));
+    out.push_str(&wrap(
+        &format!(
+            "bitrate {:.0} of {} kbit/s; {}; source {}",
+            e.achieved_kbps, e.target_kbps, e.placement, e.source
+        ),
         "  ",
         "    ",
     ));
@@ -154,9 +207,17 @@ pub fn camera(s: &Section<CameraSection>) -> String {
         return out + &n;
     }
     let c = s.get().unwrap();
-    out.push_str(&wrap(&format!("{}: interval {}", c.device, pct(&c.interval)), "  ", "    "));
+    out.push_str(&wrap(
+        &format!("{}: interval {}", c.device, pct(&c.interval)),
+        "  ",
+        "    ",
+    ));
     out.push_str(&wrap(&format!("jitter {}", pct(&c.jitter)), "  ", "    "));
-    out.push_str(&wrap(&format!("capture latency {}", pct(&c.capture_latency)), "  ", "    "));
+    out.push_str(&wrap(
+        &format!("capture latency {}", pct(&c.capture_latency)),
+        "  ",
+        "    ",
+    ));
     out
 }
 
@@ -165,15 +226,25 @@ pub fn network(n: &NetworkSection) -> String {
     let mut out = format!("8. Network to {}\n", n.ip);
     match &n.route {
         Section::Measured(r) => out.push_str(&wrap(
-            &format!("route: from {} via {}{}", r.source, r.interface, if r.wireless { " (Wi-Fi)" } else { "" }),
+            &format!(
+                "route: from {} via {}{}",
+                r.source,
+                r.interface,
+                if r.wireless { " (Wi-Fi)" } else { "" }
+            ),
             "  ",
             "    ",
         )),
-        Section::NotMeasured { reason } => out.push_str(&wrap(&format!("route: {reason}"), "  ", "    ")),
+        Section::NotMeasured { reason } => {
+            out.push_str(&wrap(&format!("route: {reason}"), "  ", "    "))
+        }
     }
     match &n.wifi {
         Section::Measured(w) => {
-            let o = |v: Option<f64>, unit: &str| v.map(|x| format!("{x}{unit}")).unwrap_or_else(|| "?".into());
+            let o = |v: Option<f64>, unit: &str| {
+                v.map(|x| format!("{x}{unit}"))
+                    .unwrap_or_else(|| "?".into())
+            };
             out.push_str(&wrap(
                 &format!(
                     "Wi-Fi {}: signal {}, quality {}, tx bitrate {}, power save {}",
@@ -191,13 +262,26 @@ pub fn network(n: &NetworkSection) -> String {
                 "    ",
             ))
         }
-        Section::NotMeasured { reason } => out.push_str(&wrap(&format!("Wi-Fi: {reason}"), "  ", "    ")),
+        Section::NotMeasured { reason } => {
+            out.push_str(&wrap(&format!("Wi-Fi: {reason}"), "  ", "    "))
+        }
     }
     match &n.rtt {
-        Section::Measured(p) => {
-            out.push_str(&wrap(&format!("UDP round trip (echo on port {}): {}, {} lost", n.echo_port, pct(p), n.lost), "  ", "    "))
-        }
-        Section::NotMeasured { reason } => out.push_str(&wrap(&format!("round trip: not measured: {reason}"), "  ", "    ")),
+        Section::Measured(p) => out.push_str(&wrap(
+            &format!(
+                "UDP round trip (echo on port {}): {}, {} lost",
+                n.echo_port,
+                pct(p),
+                n.lost
+            ),
+            "  ",
+            "    ",
+        )),
+        Section::NotMeasured { reason } => out.push_str(&wrap(
+            &format!("round trip: not measured: {reason}"),
+            "  ",
+            "    ",
+        )),
     }
     out
 }
@@ -206,7 +290,9 @@ pub fn network(n: &NetworkSection) -> String {
 pub fn verdict(tuned: bool, within: bool) -> String {
     let v = match (tuned, within) {
         (true, true) => "ready: tuned, and the estimate is within the target",
-        (false, true) => "not ready: the estimate is within the target, but the system is not tuned (see 1.)",
+        (false, true) => {
+            "not ready: the estimate is within the target, but the system is not tuned (see 1.)"
+        }
         (true, false) => "not ready: the estimate is over the target",
         (false, false) => "not ready: the system is not tuned and the estimate is over the target",
     };
@@ -216,18 +302,41 @@ pub fn verdict(tuned: bool, within: bool) -> String {
 /// 9. Budget.
 pub fn budget(b: &Budget) -> String {
     let mut out = String::from("9. Sender-side latency budget\n");
-    out.push_str(&format!("  {:<18} {:>8} {:>8}  {}\n", "stage", "p50 ms", "p99 ms", "from"));
+    out.push_str(&format!(
+        "  {:<18} {:>8} {:>8}  {}\n",
+        "stage", "p50 ms", "p99 ms", "from"
+    ));
     let cell = |v: Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
     for r in &b.rows {
-        let lead = format!("  {:<18} {:>8} {:>8}  ", r.stage, cell(r.p50_ms), cell(r.p99_ms));
+        let lead = format!(
+            "  {:<18} {:>8} {:>8}  ",
+            r.stage,
+            cell(r.p50_ms),
+            cell(r.p99_ms)
+        );
         let pad = " ".repeat(lead.chars().count());
         out.push_str(&wrap(&r.basis, &lead, &pad));
     }
-    out.push_str(&format!("  {:<18} {:>8.2} {:>8.2}  target {} ms: {}\n", "total", b.total_p50_ms, b.total_p99_ms, b.target_ms, if b.within_target { "within" } else { "OVER" }));
+    out.push_str(&format!(
+        "  {:<18} {:>8.2} {:>8.2}  target {} ms: {}\n",
+        "total",
+        b.total_p50_ms,
+        b.total_p99_ms,
+        b.target_ms,
+        if b.within_target { "within" } else { "OVER" }
+    ));
     if !b.missing.is_empty() {
-        out.push_str(&wrap(&format!("not in the total (not measured): {}", b.missing.join(", ")), "  ", "  "));
+        out.push_str(&wrap(
+            &format!("not in the total (not measured): {}", b.missing.join(", ")),
+            "  ",
+            "  ",
+        ));
     }
-    out.push_str(&wrap(&format!("The estimate is sender-side: {}.", b.excludes), "  ", "  "));
+    out.push_str(&wrap(
+        &format!("The estimate is sender-side: {}.", b.excludes),
+        "  ",
+        "  ",
+    ));
     out
 }
 
@@ -241,7 +350,13 @@ mod tests {
         assert!(s.lines().all(|l| l.chars().count() <= WIDTH));
         let s = wrap(&"x".repeat(200), "  ", "    ");
         assert!(s.lines().all(|l| l.chars().count() <= WIDTH), "{s}");
-        let p = Percentiles { unit: "us", samples: 1, p50: 4.5, p99: 12.26, max: 130.0 };
+        let p = Percentiles {
+            unit: "us",
+            samples: 1,
+            p50: 4.5,
+            p99: 12.26,
+            max: 130.0,
+        };
         assert_eq!(pct(&p), "p50 4.50  p99 12.3  max 130 µs");
     }
 }

@@ -11,7 +11,7 @@
 //! counts it and raises `idr_request`, so the encoder's next frame is an IDR and the
 //! receiver recovers. The consumer reads a record in place and frees it when done.
 
-use super::{align_up, futex, Kind, Layout, Segment, ShmError, KIND_HEADER_OFFSET};
+use super::{KIND_HEADER_OFFSET, Kind, Layout, Segment, ShmError, align_up, futex};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -94,7 +94,10 @@ unsafe impl Send for BitstreamQueue {}
 unsafe impl Sync for BitstreamQueue {}
 
 fn layout_of(capacity: u64) -> Layout {
-    let data_offset = align_up(KIND_HEADER_OFFSET + std::mem::size_of::<QueueHeader>(), 4096) as u64;
+    let data_offset = align_up(
+        KIND_HEADER_OFFSET + std::mem::size_of::<QueueHeader>(),
+        4096,
+    ) as u64;
     Layout {
         kind: Kind::Bitstream,
         kind_header_size: std::mem::size_of::<QueueHeader>() as u32,
@@ -182,7 +185,10 @@ impl BitstreamQueue {
 
     /// The writer side. Call once, in the producing process.
     pub fn writer(&self) -> Writer<'_> {
-        Writer { q: self, lossy: false }
+        Writer {
+            q: self,
+            lossy: false,
+        }
     }
 
     /// A writer whose drops do not raise the IDR request: for a consumer that may stall or
@@ -190,12 +196,22 @@ impl BitstreamQueue {
     /// stream). Its reader notices drops by [`BitstreamQueue::dropped`] and asks for an IDR
     /// itself ([`BitstreamQueue::request_idr`]) when it needs one.
     pub fn lossy_writer(&self) -> Writer<'_> {
-        Writer { q: self, lossy: true }
+        Writer {
+            q: self,
+            lossy: true,
+        }
     }
 
     /// The reader side. Call once, in the consuming process.
     pub fn reader(&self) -> Reader<'_> {
-        Reader { q: self, last_arrival_ns: 0, interval_ns: 0, window_ns: 0, work: [0; 16], work_n: 0 }
+        Reader {
+            q: self,
+            last_arrival_ns: 0,
+            interval_ns: 0,
+            window_ns: 0,
+            work: [0; 16],
+            work_n: 0,
+        }
     }
 }
 
@@ -231,7 +247,8 @@ impl Writer<'_> {
         let pad = if to_end < need { to_end } else { 0 };
         if need > cap || (w - r) + pad + need > cap {
             h.dropped_aus.fetch_add(1, Ordering::Relaxed);
-            h.dropped_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
+            h.dropped_bytes
+                .fetch_add(payload.len() as u64, Ordering::Relaxed);
             if !self.lossy {
                 h.idr_request.store(1, Ordering::Release);
             }
@@ -249,12 +266,23 @@ impl Writer<'_> {
             }
             off = 0;
         }
-        let hdr = AuHeader { total_len: need as u32, kind: KIND_AU, meta: AuMeta { payload_len: payload.len() as u32, ..meta } };
+        let hdr = AuHeader {
+            total_len: need as u32,
+            kind: KIND_AU,
+            meta: AuMeta {
+                payload_len: payload.len() as u32,
+                ..meta
+            },
+        };
         // SAFETY: [off, off + need) is free and inside the data area (off + need <= cap
         // because pad was taken when it would not fit); 8-byte aligned for the header.
         unsafe {
             std::ptr::write(base.add(off) as *mut AuHeader, hdr);
-            std::ptr::copy_nonoverlapping(payload.as_ptr(), base.add(off + AU_HEADER), payload.len());
+            std::ptr::copy_nonoverlapping(
+                payload.as_ptr(),
+                base.add(off + AU_HEADER),
+                payload.len(),
+            );
         }
         // SYNC POINT W: Release publishes the record bytes; pairs with the reader's Acquire
         // load of write_pos.
@@ -335,7 +363,8 @@ impl Reader<'_> {
         let cap = h.capacity;
         loop {
             let r = h.read_pos.0.load(Ordering::Relaxed);
-            let avail = || h.write_pos.0.load(Ordering::Acquire) > r || h.eos.load(Ordering::Acquire) != 0;
+            let avail =
+                || h.write_pos.0.load(Ordering::Acquire) > r || h.eos.load(Ordering::Acquire) != 0;
             let (wn, last, interval) = (self.window_ns, self.last_arrival_ns, self.interval_ns);
             let recent = &self.work[..self.work_n.min(16)];
             let (lo, hi) = (recent.iter().min().copied(), recent.iter().max().copied());
@@ -345,8 +374,12 @@ impl Reader<'_> {
                 }
                 let busy = h.busy_since_ns.load(Ordering::Acquire);
                 match (busy, lo, hi) {
-                    (b, Some(lo), Some(hi)) if b > 0 => Some((b + lo.saturating_sub(wn), b + hi.min(lo + 4 * wn) + wn)),
-                    _ if last > 0 => Some(((last + interval).saturating_sub(wn), last + interval + wn)),
+                    (b, Some(lo), Some(hi)) if b > 0 => {
+                        Some((b + lo.saturating_sub(wn), b + hi.min(lo + 4 * wn) + wn))
+                    }
+                    _ if last > 0 => {
+                        Some(((last + interval).saturating_sub(wn), last + interval + wn))
+                    }
                     _ => None,
                 }
             };
@@ -374,7 +407,12 @@ impl Reader<'_> {
             let hdr = unsafe { std::ptr::read(q.data().add(off) as *const AuHeader) };
             debug_assert_eq!(hdr.kind, KIND_AU);
             // SAFETY: the payload follows the header inside the same record.
-            let data = unsafe { std::slice::from_raw_parts(q.data().add(off + AU_HEADER), hdr.meta.payload_len as usize) };
+            let data = unsafe {
+                std::slice::from_raw_parts(
+                    q.data().add(off + AU_HEADER),
+                    hdr.meta.payload_len as usize,
+                )
+            };
             if self.window_ns > 0 {
                 self.last_arrival_ns = crate::rt::monotonic_ns();
                 let m = hdr.meta;
@@ -383,7 +421,12 @@ impl Reader<'_> {
                     self.work_n += 1;
                 }
             }
-            return Next::Au(AuGuard { h, end: r + total_len as u64, meta: hdr.meta, data });
+            return Next::Au(AuGuard {
+                h,
+                end: r + total_len as u64,
+                meta: hdr.meta,
+                data,
+            });
         }
     }
 }
@@ -404,7 +447,13 @@ mod tests {
             let next_id = next_id as u64;
             let len = (round * 37 % 1500) as usize + 1;
             let payload: Vec<u8> = (0..len).map(|i| (i as u64 + round) as u8).collect();
-            let res = w.push(AuMeta { frame_id: next_id, ..Default::default() }, &payload);
+            let res = w.push(
+                AuMeta {
+                    frame_id: next_id,
+                    ..Default::default()
+                },
+                &payload,
+            );
             assert_eq!(res, Push::Queued, "room after each read");
             match r.next(never, Duration::ZERO) {
                 Next::Au(a) => {
@@ -444,13 +493,42 @@ mod tests {
         let mut w = q.lossy_writer();
         let mut r = q.reader();
         let big = vec![1u8; 1500];
-        let pushed: Vec<Push> = (0..4).map(|i| w.push(AuMeta { frame_id: i, ..Default::default() }, &big)).collect();
-        assert_eq!(pushed.iter().filter(|p| **p == Push::Dropped).count() as u64, q.dropped());
+        let pushed: Vec<Push> = (0..4)
+            .map(|i| {
+                w.push(
+                    AuMeta {
+                        frame_id: i,
+                        ..Default::default()
+                    },
+                    &big,
+                )
+            })
+            .collect();
+        assert_eq!(
+            pushed.iter().filter(|p| **p == Push::Dropped).count() as u64,
+            q.dropped()
+        );
         assert!(q.dropped() >= 1);
-        assert!(!q.take_idr_request(), "a lossy writer's drop asks for no IDR");
+        assert!(
+            !q.take_idr_request(),
+            "a lossy writer's drop asks for no IDR"
+        );
         assert!(r.skip_all() > 0);
-        assert!(matches!(r.next(Instant::now(), Duration::ZERO), Next::Timeout), "nothing left after skip_all");
-        assert_eq!(w.push(AuMeta { frame_id: 9, ..Default::default() }, &big), Push::Queued, "room again");
+        assert!(
+            matches!(r.next(Instant::now(), Duration::ZERO), Next::Timeout),
+            "nothing left after skip_all"
+        );
+        assert_eq!(
+            w.push(
+                AuMeta {
+                    frame_id: 9,
+                    ..Default::default()
+                },
+                &big
+            ),
+            Push::Queued,
+            "room again"
+        );
         match r.next(Instant::now(), Duration::ZERO) {
             Next::Au(a) => assert_eq!(a.meta.frame_id, 9),
             _ => panic!("the record pushed after skip_all"),

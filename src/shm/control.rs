@@ -6,8 +6,11 @@
 //!
 //! Layout after the 64-byte segment header: `ControlHeader` only.
 
-use super::{Kind, Layout, Segment, ShmError, KIND_HEADER_OFFSET};
-pub use super::stats::{EncCounters, NetCounters, StageSlot, StageState, Stats, StreamInfo, RECORDS, STAGES, STAGE_CAMERA, STAGE_ENCODE, STAGE_NETWORK, STAGE_WEB};
+pub use super::stats::{
+    EncCounters, NetCounters, RECORDS, STAGE_CAMERA, STAGE_ENCODE, STAGE_NETWORK, STAGE_WEB,
+    STAGES, StageSlot, StageState, Stats, StreamInfo,
+};
+use super::{KIND_HEADER_OFFSET, Kind, Layout, Segment, ShmError};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Largest SPS/PPS blob, bytes.
@@ -73,12 +76,18 @@ impl Control {
     pub fn create(name: &str, stats_name: &str) -> Result<Control, ShmError> {
         let seg = Segment::create(name, layout())?;
         seg.finish_init();
-        Ok(Control { seg, stats: Stats::create(stats_name)? })
+        Ok(Control {
+            seg,
+            stats: Stats::create(stats_name)?,
+        })
     }
 
     /// Opens control segment `name` and stats segment `stats_name`, checking their headers.
     pub fn open(name: &str, stats_name: &str) -> Result<Control, ShmError> {
-        Ok(Control { seg: Segment::open(name, layout())?, stats: Stats::open(stats_name)? })
+        Ok(Control {
+            seg: Segment::open(name, layout())?,
+            stats: Stats::open(stats_name)?,
+        })
     }
 
     /// The stats segment.
@@ -125,7 +134,9 @@ impl Control {
 
     /// Requests a new encoder bitrate, kbit/s.
     pub fn request_bitrate(&self, kbps: u32) {
-        self.hdr().bitrate_request_kbps.store(kbps, Ordering::Release);
+        self.hdr()
+            .bitrate_request_kbps
+            .store(kbps, Ordering::Release);
     }
 
     /// Takes a pending bitrate request, kbit/s.
@@ -139,7 +150,9 @@ impl Control {
     /// Sets the web stage's bitrate target, kbit/s (`None`: no WebRTC peer has one). The
     /// network stage gives the encoder the lowest of this and the RTP path's target.
     pub fn set_web_target(&self, kbps: Option<u32>) {
-        self.hdr().web_target_kbps.store(kbps.unwrap_or(0), Ordering::Relaxed);
+        self.hdr()
+            .web_target_kbps
+            .store(kbps.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// The web stage's bitrate target, kbit/s, if it has one.
@@ -156,7 +169,9 @@ impl Control {
         let n = h.len().min(MAX_HEADERS);
         // SAFETY: written once by the encode stage before the Release store of the length;
         // readers read only after an Acquire load of a non-zero length.
-        unsafe { std::ptr::copy_nonoverlapping(h.as_ptr(), self.hdr().headers.get() as *mut u8, n) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(h.as_ptr(), self.hdr().headers.get() as *mut u8, n)
+        };
         self.hdr().headers_len.store(n as u32, Ordering::Release);
     }
 
@@ -164,7 +179,9 @@ impl Control {
     pub fn headers(&self) -> Option<Vec<u8>> {
         let n = self.hdr().headers_len.load(Ordering::Acquire) as usize;
         // SAFETY: see set_headers.
-        (n > 0).then(|| unsafe { std::slice::from_raw_parts(self.hdr().headers.get() as *const u8, n) }.to_vec())
+        (n > 0).then(|| {
+            unsafe { std::slice::from_raw_parts(self.hdr().headers.get() as *const u8, n) }.to_vec()
+        })
     }
 
     /// The network stage's RTP state, if one was saved.

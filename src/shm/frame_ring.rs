@@ -18,7 +18,7 @@
 //! every position it skipped as a drop: for live video a stale frame is worse than a missing
 //! one.
 
-use super::{align_up, futex, Kind, Layout, Segment, ShmError, KIND_HEADER_OFFSET};
+use super::{KIND_HEADER_OFFSET, Kind, Layout, Segment, ShmError, align_up, futex};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -161,11 +161,20 @@ impl FrameRing {
     /// Errors: [`ShmError`]; an invalid geometry (odd size, 0 or too many consumers) is an
     /// `Io` error of kind InvalidInput.
     pub fn create(name: &str, g: RingGeometry) -> Result<FrameRing, ShmError> {
-        if g.consumers == 0 || g.consumers as usize > MAX_CONSUMERS || !g.width.is_multiple_of(2) || !g.height.is_multiple_of(2) || g.width == 0 || g.height == 0 {
+        if g.consumers == 0
+            || g.consumers as usize > MAX_CONSUMERS
+            || !g.width.is_multiple_of(2)
+            || !g.height.is_multiple_of(2)
+            || g.width == 0
+            || g.height == 0
+        {
             return Err(ShmError::Io {
                 name: name.into(),
                 op: "create",
-                err: std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("bad ring geometry {g:?}")),
+                err: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("bad ring geometry {g:?}"),
+                ),
             });
         }
         let (layout, stride, data_offset) = layout_of(&g);
@@ -202,7 +211,12 @@ impl FrameRing {
             ("consumers", h.consumers, g.consumers),
         ] {
             if found != expected {
-                return Err(ShmError::LayoutMismatch { name: name.into(), field, found: found as u64, expected: expected as u64 });
+                return Err(ShmError::LayoutMismatch {
+                    name: name.into(),
+                    field,
+                    found: found as u64,
+                    expected: expected as u64,
+                });
             }
         }
         Ok(ring)
@@ -218,7 +232,12 @@ impl FrameRing {
         // SAFETY: i < MAX_CONSUMERS, and the consumer array follows the header inside the
         // kind header, which the layout check covers.
         unsafe {
-            &*(self.seg.base().add(KIND_HEADER_OFFSET + std::mem::size_of::<RingHeader>()) as *const ConsumerState).add(i)
+            &*(self
+                .seg
+                .base()
+                .add(KIND_HEADER_OFFSET + std::mem::size_of::<RingHeader>())
+                as *const ConsumerState)
+                .add(i)
         }
     }
 
@@ -227,7 +246,9 @@ impl FrameRing {
         // SAFETY: s < MAX_SLOTS, the slot-meta array is inside the checked kind header.
         unsafe {
             let base = self.seg.base().add(
-                KIND_HEADER_OFFSET + std::mem::size_of::<RingHeader>() + MAX_CONSUMERS * std::mem::size_of::<ConsumerState>(),
+                KIND_HEADER_OFFSET
+                    + std::mem::size_of::<RingHeader>()
+                    + MAX_CONSUMERS * std::mem::size_of::<ConsumerState>(),
             ) as *const SlotMeta;
             (*base.add(s)).meta.get()
         }
@@ -237,7 +258,11 @@ impl FrameRing {
         let h = self.hdr();
         debug_assert!(s < h.slots as usize);
         // SAFETY: s < slots; data_offset + slots*stride == total_size (checked at open).
-        unsafe { self.seg.base().add(h.data_offset as usize + s * h.slot_stride as usize) }
+        unsafe {
+            self.seg
+                .base()
+                .add(h.data_offset as usize + s * h.slot_stride as usize)
+        }
     }
 
     /// Number of slots.
@@ -253,7 +278,13 @@ impl FrameRing {
     /// The geometry stored in the segment.
     pub fn geometry(&self) -> RingGeometry {
         let h = self.hdr();
-        RingGeometry { width: h.width, height: h.height, fps_num: h.fps_num, fps_den: h.fps_den, consumers: h.consumers }
+        RingGeometry {
+            width: h.width,
+            height: h.height,
+            fps_num: h.fps_num,
+            fps_den: h.fps_den,
+            consumers: h.consumers,
+        }
     }
 
     /// Frames published so far (the newest position).
@@ -279,7 +310,10 @@ impl FrameRing {
     /// Claims the producer role. Errors with `Io(AddrInUse)` if a live process holds it.
     pub fn producer(&self) -> Result<Producer<'_>, ShmError> {
         claim(&self.hdr().producer_pid, self.seg.name(), "producer")?;
-        Ok(Producer { ring: self, next_slot: 0 })
+        Ok(Producer {
+            ring: self,
+            next_slot: 0,
+        })
     }
 
     /// Claims consumer role `i` (< consumers). A role whose PID is dead is taken over,
@@ -289,14 +323,23 @@ impl FrameRing {
             return Err(ShmError::Io {
                 name: self.seg.name().into(),
                 op: "attach consumer",
-                err: std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("consumer {i} of {}", self.hdr().consumers)),
+                err: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("consumer {i} of {}", self.hdr().consumers),
+                ),
             });
         }
         let st = self.consumer_state(i);
         claim(&st.pid, self.seg.name(), "consumer")?;
         // A previous holder that died mid-frame: its slot is free again.
         st.held.store(0, Ordering::SeqCst);
-        Ok(Consumer { ring: self, idx: i, last_pos: st.last_pos.load(Ordering::Relaxed), last_published_ns: 0, spin_window_ns: 0 })
+        Ok(Consumer {
+            ring: self,
+            idx: i,
+            last_pos: st.last_pos.load(Ordering::Relaxed),
+            last_published_ns: 0,
+            spin_window_ns: 0,
+        })
     }
 
     /// Marks the end of the stream: consumers get [`Take::Eos`] once they have taken the
@@ -325,10 +368,16 @@ fn claim(word: &AtomicU32, name: &str, role: &str) -> Result<(), ShmError> {
             return Err(ShmError::Io {
                 name: name.into(),
                 op: "claim role",
-                err: std::io::Error::new(std::io::ErrorKind::AddrInUse, format!("{role} role held by running process {cur}")),
+                err: std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("{role} role held by running process {cur}"),
+                ),
             });
         }
-        if word.compare_exchange(cur, me, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        if word
+            .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
             return Ok(());
         }
     }
@@ -346,14 +395,18 @@ impl Producer<'_> {
     /// `fill` gets the frame buffer (exactly `frame_bytes` long) and returns the frame's
     /// metadata (`pos` is set here), or an error, in which case nothing is published.
     /// Returns the published position.
-    pub fn produce<E>(&mut self, fill: impl FnOnce(&mut [u8]) -> Result<FrameMeta, E>) -> Result<u64, E> {
+    pub fn produce<E>(
+        &mut self,
+        fill: impl FnOnce(&mut [u8]) -> Result<FrameMeta, E>,
+    ) -> Result<u64, E> {
         let ring = self.ring;
         let h = ring.hdr();
         let slot = self.free_slot();
         // SAFETY: `slot` is neither latest nor held: no consumer reads it until we publish
         // it, and we are the only producer (claimed role; `&mut self`). The buffer lies
         // inside the mapping (checked layout) and is frame_bytes long.
-        let data = unsafe { std::slice::from_raw_parts_mut(ring.slot_data(slot), h.frame_bytes as usize) };
+        let data =
+            unsafe { std::slice::from_raw_parts_mut(ring.slot_data(slot), h.frame_bytes as usize) };
         let mut meta = fill(data)?;
         let pos = (h.latest.load(Ordering::Relaxed) >> 8) + 1;
         meta.pos = pos;
@@ -388,7 +441,8 @@ impl Producer<'_> {
             // SYNC POINT R: SeqCst load pairs with the consumer's SeqCst `held` store
             // (Dekker pattern, see module docs), and with its Release store of 0 on release,
             // so the consumer's reads of the slot happen-before our writes.
-            let busy = (0..h.consumers as usize).any(|c| ring.consumer_state(c).held.load(Ordering::SeqCst) == s as u64 + 1);
+            let busy = (0..h.consumers as usize)
+                .any(|c| ring.consumer_state(c).held.load(Ordering::SeqCst) == s as u64 + 1);
             if !busy {
                 self.next_slot = (s + 1) % n;
                 return s;
@@ -401,7 +455,12 @@ impl Producer<'_> {
 
 impl Drop for Producer<'_> {
     fn drop(&mut self) {
-        let _ = self.ring.hdr().producer_pid.compare_exchange(std::process::id(), 0, Ordering::AcqRel, Ordering::Relaxed);
+        let _ = self.ring.hdr().producer_pid.compare_exchange(
+            std::process::id(),
+            0,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -447,10 +506,15 @@ impl<'a> Consumer<'a> {
         let h = ring.hdr();
         let st = ring.consumer_state(self.idx);
         let last = self.last_pos;
-        let fresh = || (h.latest.load(Ordering::Acquire) >> 8) > last || h.eos.load(Ordering::Acquire) != 0;
+        let fresh =
+            || (h.latest.load(Ordering::Acquire) >> 8) > last || h.eos.load(Ordering::Acquire) != 0;
         let window = (self.spin_window_ns > 0 && self.last_published_ns > 0).then(|| {
-            let next = self.last_published_ns + 1_000_000_000u64 * h.fps_den as u64 / h.fps_num.max(1) as u64;
-            (next.saturating_sub(self.spin_window_ns), next + self.spin_window_ns)
+            let next = self.last_published_ns
+                + 1_000_000_000u64 * h.fps_den as u64 / h.fps_num.max(1) as u64;
+            (
+                next.saturating_sub(self.spin_window_ns),
+                next + self.spin_window_ns,
+            )
         });
         if !futex::wait_until(&h.seq, &h.waiters, SPIN, || window, deadline, fresh) {
             return Take::Timeout;
@@ -483,7 +547,12 @@ impl<'a> Consumer<'a> {
             st.last_pos.store(pos, Ordering::Relaxed);
             st.drops.fetch_add(skipped, Ordering::Relaxed);
             st.taken.fetch_add(1, Ordering::Relaxed);
-            return Take::Frame(FrameGuard { st, meta, skipped, data });
+            return Take::Frame(FrameGuard {
+                st,
+                meta,
+                skipped,
+                data,
+            });
         }
     }
 
@@ -497,7 +566,9 @@ impl Drop for Consumer<'_> {
     fn drop(&mut self) {
         let st = self.ring.consumer_state(self.idx);
         st.held.store(0, Ordering::Release);
-        let _ = st.pid.compare_exchange(std::process::id(), 0, Ordering::AcqRel, Ordering::Relaxed);
+        let _ = st
+            .pid
+            .compare_exchange(std::process::id(), 0, Ordering::AcqRel, Ordering::Relaxed);
     }
 }
 
@@ -506,7 +577,13 @@ mod tests {
     use super::*;
 
     fn geom() -> RingGeometry {
-        RingGeometry { width: 64, height: 32, fps_num: 60, fps_den: 1, consumers: 2 }
+        RingGeometry {
+            width: 64,
+            height: 32,
+            fps_num: 60,
+            fps_den: 1,
+            consumers: 2,
+        }
     }
 
     #[test]
@@ -518,7 +595,11 @@ mod tests {
         for i in 0..5u8 {
             p.produce(|d| {
                 d.fill(i);
-                Ok::<_, ()>(FrameMeta { frame_id: i as u64, len: d.len() as u64, ..Default::default() })
+                Ok::<_, ()>(FrameMeta {
+                    frame_id: i as u64,
+                    len: d.len() as u64,
+                    ..Default::default()
+                })
             })
             .unwrap();
         }
@@ -532,7 +613,11 @@ mod tests {
                 for _ in 0..10 {
                     p.produce(|d| {
                         assert_ne!(d.as_ptr(), f.data.as_ptr());
-                        Ok::<_, ()>(FrameMeta { frame_id: 99, len: d.len() as u64, ..Default::default() })
+                        Ok::<_, ()>(FrameMeta {
+                            frame_id: 99,
+                            len: d.len() as u64,
+                            ..Default::default()
+                        })
                     })
                     .unwrap();
                 }
@@ -543,7 +628,10 @@ mod tests {
         assert!(matches!(c.take(Instant::now()), Take::Frame(_)));
         assert!(matches!(c.take(Instant::now()), Take::Timeout));
         ring.set_eos();
-        assert!(matches!(c.take(Instant::now() + Duration::from_millis(10)), Take::Eos));
+        assert!(matches!(
+            c.take(Instant::now() + Duration::from_millis(10)),
+            Take::Eos
+        ));
         assert_eq!(ring.drops(0), 4 + 9);
         // A second producer in the same process re-claims (same PID) - allowed; another
         // geometry is refused.

@@ -35,7 +35,15 @@ pub fn wake_all(word: &AtomicU32) {
     // SAFETY: `word` is a valid aligned 32-bit atomic; FUTEX_WAKE does not access memory
     // beyond looking up waiters keyed by its address.
     unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX, 0usize, 0usize, 0u32);
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            0usize,
+            0usize,
+            0u32,
+        );
     }
 }
 

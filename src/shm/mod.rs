@@ -78,7 +78,9 @@ pub enum ShmError {
         found: u64,
     },
     /// Written by another version of vr-stream.
-    #[error("shared-memory segment {name}: layout version {found}, this build reads version {expected}")]
+    #[error(
+        "shared-memory segment {name}: layout version {found}, this build reads version {expected}"
+    )]
     VersionMismatch {
         /// Segment name.
         name: String,
@@ -194,11 +196,18 @@ impl Segment {
     /// writing the kind header.
     pub fn create(name: &str, layout: Layout) -> Result<Segment, ShmError> {
         let path = segment_path(name);
-        let io_err = |op, err| ShmError::Io { name: name.to_string(), op, err };
+        let io_err = |op, err| ShmError::Io {
+            name: name.to_string(),
+            op,
+            err,
+        };
         if path.exists() {
             match read_owner(&path) {
                 Some(pid) if pid_alive(pid) && pid != std::process::id() => {
-                    return Err(ShmError::InUse { name: name.to_string(), pid });
+                    return Err(ShmError::InUse {
+                        name: name.to_string(),
+                        pid,
+                    });
                 }
                 _ => std::fs::remove_file(&path).map_err(|e| io_err("remove stale segment", e))?,
             }
@@ -214,7 +223,8 @@ impl Segment {
             let _ = std::fs::remove_file(&path);
             e
         };
-        file.set_len(layout.total_size).map_err(|e| cleanup(io_err("set size", e)))?;
+        file.set_len(layout.total_size)
+            .map_err(|e| cleanup(io_err("set size", e)))?;
         // SAFETY: the file was just created by us (create_new, mode 0600) and is only
         // resized by us; other processes map it but never truncate it, so the mapping stays
         // backed for its whole life.
@@ -235,7 +245,12 @@ impl Segment {
         // includes the header), page-aligned, and nobody else has opened it yet (the init
         // flag is 0, so readers refuse it).
         unsafe { std::ptr::write(map.as_mut_ptr() as *mut SegmentHeader, hdr) };
-        Ok(Segment { name: name.to_string(), path, map, owner: true })
+        Ok(Segment {
+            name: name.to_string(),
+            path,
+            map,
+            owner: true,
+        })
     }
 
     /// Publishes the segment: readers accept it from now on.
@@ -252,8 +267,16 @@ impl Segment {
     /// [`ShmError::NotInitialized`].
     pub fn open(name: &str, expect: Layout) -> Result<Segment, ShmError> {
         let path = segment_path(name);
-        let io_err = |op, err| ShmError::Io { name: name.to_string(), op, err };
-        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| io_err("open", e))?;
+        let io_err = |op, err| ShmError::Io {
+            name: name.to_string(),
+            op,
+            err,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io_err("open", e))?;
         let len = file.metadata().map_err(|e| io_err("stat", e))?.len();
         if len < KIND_HEADER_OFFSET as u64 {
             return Err(ShmError::LayoutMismatch {
@@ -266,12 +289,20 @@ impl Segment {
         // SAFETY: see `create`; the file is at least a header long and is never truncated
         // while mapped (only the creator removes it, which keeps existing mappings valid).
         let map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| io_err("mmap", e))?;
-        let seg = Segment { name: name.to_string(), path, map, owner: false };
+        let seg = Segment {
+            name: name.to_string(),
+            path,
+            map,
+            owner: false,
+        };
         let h = seg.header();
         // SYNC POINT R: pairs with the Release store in `finish_init`.
         let init = h.init_complete.load(Ordering::Acquire);
         if h.magic != MAGIC {
-            return Err(ShmError::BadMagic { name: name.into(), found: h.magic });
+            return Err(ShmError::BadMagic {
+                name: name.into(),
+                found: h.magic,
+            });
         }
         if h.version != LAYOUT_VERSION {
             return Err(ShmError::VersionMismatch {
@@ -282,14 +313,27 @@ impl Segment {
         }
         let mism = |field, found: u64, expected: u64| {
             if found != expected {
-                Err(ShmError::LayoutMismatch { name: name.into(), field, found, expected })
+                Err(ShmError::LayoutMismatch {
+                    name: name.into(),
+                    field,
+                    found,
+                    expected,
+                })
             } else {
                 Ok(())
             }
         };
         mism("kind", h.kind as u64, expect.kind as u64)?;
-        mism("header size", h.header_size as u64, std::mem::size_of::<SegmentHeader>() as u64)?;
-        mism("kind header size", h.kind_header_size as u64, expect.kind_header_size as u64)?;
+        mism(
+            "header size",
+            h.header_size as u64,
+            std::mem::size_of::<SegmentHeader>() as u64,
+        )?;
+        mism(
+            "kind header size",
+            h.kind_header_size as u64,
+            expect.kind_header_size as u64,
+        )?;
         if expect.slot_size != 0 {
             mism("slot size", h.slot_size, expect.slot_size)?;
         }
@@ -368,7 +412,9 @@ pub const fn align_up(n: usize, align: usize) -> usize {
 
 /// Removes every segment of instance `prefix` whose owner is dead; returns how many.
 pub fn reclaim_stale(prefix: &str) -> usize {
-    let Ok(dir) = std::fs::read_dir(SHM_DIR) else { return 0 };
+    let Ok(dir) = std::fs::read_dir(SHM_DIR) else {
+        return 0;
+    };
     let mut n = 0;
     for ent in dir.flatten() {
         let name = ent.file_name().to_string_lossy().to_string();
@@ -377,9 +423,11 @@ pub fn reclaim_stale(prefix: &str) -> usize {
         }
         let path = ent.path();
         if let Some(pid) = read_owner(&path)
-            && !pid_alive(pid) && std::fs::remove_file(&path).is_ok() {
-                n += 1;
-            }
+            && !pid_alive(pid)
+            && std::fs::remove_file(&path).is_ok()
+        {
+            n += 1;
+        }
     }
     n
 }
@@ -389,25 +437,40 @@ mod tests {
     use super::*;
 
     fn layout() -> Layout {
-        Layout { kind: Kind::Test, kind_header_size: 0, slot_size: 8, slot_count: 4, total_size: 4096 }
+        Layout {
+            kind: Kind::Test,
+            kind_header_size: 0,
+            slot_size: 8,
+            slot_count: 4,
+            total_size: 4096,
+        }
     }
 
     #[test]
     fn create_open_and_refuse_mismatch() {
         let name = format!("vr-stream-test-seg-{}", std::process::id());
         let seg = Segment::create(&name, layout()).unwrap();
-        assert!(matches!(Segment::open(&name, layout()), Err(ShmError::NotInitialized { .. })));
+        assert!(matches!(
+            Segment::open(&name, layout()),
+            Err(ShmError::NotInitialized { .. })
+        ));
         seg.finish_init();
         Segment::open(&name, layout()).unwrap();
         let mut other = layout();
         other.slot_count = 5;
         let e = Segment::open(&name, other).err().unwrap();
-        assert!(e.to_string().contains(&name) && e.to_string().contains("slot count"), "{e}");
+        assert!(
+            e.to_string().contains(&name) && e.to_string().contains("slot count"),
+            "{e}"
+        );
         // A different layout version is refused with a clear error.
         // SAFETY: test-only write to our own mapping's version field.
         unsafe { (*(seg.base() as *mut SegmentHeader)).version = LAYOUT_VERSION + 1 };
         let e = Segment::open(&name, layout()).err().unwrap();
-        assert!(matches!(e, ShmError::VersionMismatch { found, .. } if found == LAYOUT_VERSION + 1), "{e}");
+        assert!(
+            matches!(e, ShmError::VersionMismatch { found, .. } if found == LAYOUT_VERSION + 1),
+            "{e}"
+        );
         drop(seg);
         assert!(!segment_path(&name).exists());
     }
@@ -419,7 +482,10 @@ mod tests {
         // Pretend PID 1 (alive) owns it.
         // SAFETY: test-only write to our own mapping.
         unsafe { (*(seg.base() as *mut SegmentHeader)).owner_pid = 1 };
-        assert!(matches!(Segment::create(&name, layout()), Err(ShmError::InUse { pid: 1, .. })));
+        assert!(matches!(
+            Segment::create(&name, layout()),
+            Err(ShmError::InUse { pid: 1, .. })
+        ));
         // A dead owner: reclaimed.
         // SAFETY: as above.
         unsafe { (*(seg.base() as *mut SegmentHeader)).owner_pid = i32::MAX as u32 - 1 };

@@ -9,9 +9,9 @@
 //! while the (single) writer fills it, even when done; a reader retries or skips a record
 //! whose `seq` changed under it.
 
-use super::{Kind, Layout, Segment, ShmError, KIND_HEADER_OFFSET};
+use super::{KIND_HEADER_OFFSET, Kind, Layout, Segment, ShmError};
 use crate::latency::FrameRecord;
-use std::sync::atomic::{fence, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering, fence};
 
 /// Stage slots.
 pub const STAGES: usize = 5;
@@ -293,8 +293,10 @@ impl ReportBlock {
         self.decoded.store(p.decoded, Ordering::Relaxed);
         self.p50_us.store(us(p.latency_p50), Ordering::Relaxed);
         self.p99_us.store(us(p.latency_p99), Ordering::Relaxed);
-        self.display_p50_us.store(us(p.display_p50), Ordering::Relaxed);
-        self.display_p99_us.store(us(p.display_p99), Ordering::Relaxed);
+        self.display_p50_us
+            .store(us(p.display_p50), Ordering::Relaxed);
+        self.display_p99_us
+            .store(us(p.display_p99), Ordering::Relaxed);
         self.decode_us.store(us(p.decode), Ordering::Relaxed);
         self.fps_milli.store(p.fps_milli, Ordering::Relaxed);
         self.report_ns.store(p.report_ns, Ordering::Release);
@@ -451,8 +453,9 @@ struct RecordSlot {
     fields: [AtomicU64; FrameRecord::FIELDS],
 }
 
-const KIND_HEADER_SIZE: usize =
-    std::mem::size_of::<StatsHeader>() + STAGES * std::mem::size_of::<StageSlot>() + RECORDS * std::mem::size_of::<RecordSlot>();
+const KIND_HEADER_SIZE: usize = std::mem::size_of::<StatsHeader>()
+    + STAGES * std::mem::size_of::<StageSlot>()
+    + RECORDS * std::mem::size_of::<RecordSlot>();
 
 fn layout() -> Layout {
     Layout {
@@ -489,7 +492,8 @@ fn put_text(dst: &std::cell::UnsafeCell<[u8; MAX_TEXT]>, len: &AtomicU32, s: &st
 fn get_text(src: &std::cell::UnsafeCell<[u8; MAX_TEXT]>, len: &AtomicU32) -> String {
     let n = (len.load(Ordering::Acquire) as usize).min(MAX_TEXT);
     // SAFETY: see put_text.
-    String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(src.get() as *const u8, n) }).into_owned()
+    String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(src.get() as *const u8, n) })
+        .into_owned()
 }
 
 impl Stats {
@@ -503,7 +507,9 @@ impl Stats {
     /// Opens stats segment `name`, checking its header (magic, layout version, kind,
     /// sizes). Errors: [`ShmError`] naming the segment and what differs.
     pub fn open(name: &str) -> Result<Stats, ShmError> {
-        Ok(Stats { seg: Segment::open(name, layout())? })
+        Ok(Stats {
+            seg: Segment::open(name, layout())?,
+        })
     }
 
     /// The segment's file name.
@@ -521,7 +527,12 @@ impl Stats {
         assert!(i < STAGES);
         // SAFETY: i < STAGES; the slots follow the header inside the checked kind header.
         unsafe {
-            &*(self.seg.base().add(KIND_HEADER_OFFSET + std::mem::size_of::<StatsHeader>()) as *const StageSlot).add(i)
+            &*(self
+                .seg
+                .base()
+                .add(KIND_HEADER_OFFSET + std::mem::size_of::<StatsHeader>())
+                as *const StageSlot)
+                .add(i)
         }
     }
 
@@ -529,7 +540,9 @@ impl Stats {
         // SAFETY: i % RECORDS < RECORDS; the records follow the stage slots.
         unsafe {
             &*(self.seg.base().add(
-                KIND_HEADER_OFFSET + std::mem::size_of::<StatsHeader>() + STAGES * std::mem::size_of::<StageSlot>(),
+                KIND_HEADER_OFFSET
+                    + std::mem::size_of::<StatsHeader>()
+                    + STAGES * std::mem::size_of::<StageSlot>(),
             ) as *const RecordSlot)
                 .add(i % RECORDS)
         }
@@ -584,13 +597,18 @@ impl Stats {
         h.net_packets.fetch_add(c.packets, Ordering::Relaxed);
         h.net_bytes.fetch_add(c.bytes, Ordering::Relaxed);
         h.net_batches.fetch_add(c.batches, Ordering::Relaxed);
-        h.net_send_errors.fetch_add(c.send_errors, Ordering::Relaxed);
-        h.net_wouldblock.fetch_add(c.wouldblock_drops, Ordering::Relaxed);
+        h.net_send_errors
+            .fetch_add(c.send_errors, Ordering::Relaxed);
+        h.net_wouldblock
+            .fetch_add(c.wouldblock_drops, Ordering::Relaxed);
         h.net_fec.fetch_add(c.fec_packets, Ordering::Relaxed);
-        h.net_paced_frames.fetch_add(c.paced_frames, Ordering::Relaxed);
+        h.net_paced_frames
+            .fetch_add(c.paced_frames, Ordering::Relaxed);
         h.net_paced_ns.fetch_add(c.paced_ns, Ordering::Relaxed);
-        h.net_dropped_frames.fetch_add(c.dropped_frames, Ordering::Relaxed);
-        h.net_abr_changes.fetch_add(c.abr_changes, Ordering::Relaxed);
+        h.net_dropped_frames
+            .fetch_add(c.dropped_frames, Ordering::Relaxed);
+        h.net_abr_changes
+            .fetch_add(c.abr_changes, Ordering::Relaxed);
     }
 
     /// Network counters.
@@ -634,13 +652,23 @@ impl Stats {
 
     /// Records a report block about our SSRC received at `now_ns` (CLOCK_MONOTONIC), with
     /// the RTT it gave (if its LSR named one of our SRs).
-    pub fn add_rtcp_report(&self, fraction_lost: u8, cumulative_lost: i32, jitter_90k: u32, rtt_us: Option<u32>, now_ns: u64) {
+    pub fn add_rtcp_report(
+        &self,
+        fraction_lost: u8,
+        cumulative_lost: i32,
+        jitter_90k: u32,
+        rtt_us: Option<u32>,
+        now_ns: u64,
+    ) {
         let h = self.hdr();
-        h.rtcp_fraction_lost.store(fraction_lost as u32, Ordering::Relaxed);
-        h.rtcp_cumulative_lost.store(cumulative_lost, Ordering::Relaxed);
+        h.rtcp_fraction_lost
+            .store(fraction_lost as u32, Ordering::Relaxed);
+        h.rtcp_cumulative_lost
+            .store(cumulative_lost, Ordering::Relaxed);
         h.rtcp_jitter.store(jitter_90k, Ordering::Relaxed);
         if let Some(r) = rtt_us {
-            h.rtcp_rtt_us.store(r.min(u32::MAX - 1) + 1, Ordering::Relaxed);
+            h.rtcp_rtt_us
+                .store(r.min(u32::MAX - 1) + 1, Ordering::Relaxed);
         }
         h.rtcp_last_ns.store(now_ns, Ordering::Relaxed);
         h.rtcp_reports.fetch_add(1, Ordering::Relaxed);
@@ -686,16 +714,26 @@ impl Stats {
         let n = set.detections.len().min(MAX_DETECTIONS);
         b.count.store(n as u32, Ordering::Relaxed);
         for (slot, d) in b.items.iter().zip(&set.detections[..n]) {
-            slot[0].store(d.class as u64 | (d.score.to_bits() as u64) << 32, Ordering::Relaxed);
-            slot[1].store(d.bbox[0].to_bits() as u64 | (d.bbox[1].to_bits() as u64) << 32, Ordering::Relaxed);
-            slot[2].store(d.bbox[2].to_bits() as u64 | (d.bbox[3].to_bits() as u64) << 32, Ordering::Relaxed);
+            slot[0].store(
+                d.class as u64 | (d.score.to_bits() as u64) << 32,
+                Ordering::Relaxed,
+            );
+            slot[1].store(
+                d.bbox[0].to_bits() as u64 | (d.bbox[1].to_bits() as u64) << 32,
+                Ordering::Relaxed,
+            );
+            slot[2].store(
+                d.bbox[2].to_bits() as u64 | (d.bbox[3].to_bits() as u64) << 32,
+                Ordering::Relaxed,
+            );
         }
         b.seq.store(s + 2, Ordering::Release);
         h.det_inferences.fetch_add(1, Ordering::Relaxed);
         h.det_detections.fetch_add(n as u64, Ordering::Relaxed);
         h.det_last_prep_us.store(prep_us, Ordering::Relaxed);
         h.det_last_infer_us.store(infer_us, Ordering::Relaxed);
-        h.det_infer_us_total.fetch_add(infer_us as u64, Ordering::Relaxed);
+        h.det_infer_us_total
+            .fetch_add(infer_us as u64, Ordering::Relaxed);
     }
 
     /// The newest detection result (None before the first; retried while being written).
@@ -718,7 +756,11 @@ impl Stats {
                     let a = slot[0].load(Ordering::Relaxed);
                     let (x0, y0) = f(slot[1].load(Ordering::Relaxed));
                     let (x1, y1) = f(slot[2].load(Ordering::Relaxed));
-                    crate::detect::Detection { class: a as u16, score: f32::from_bits((a >> 32) as u32), bbox: [x0, y0, x1, y1] }
+                    crate::detect::Detection {
+                        class: a as u16,
+                        score: f32::from_bits((a >> 32) as u32),
+                        bbox: [x0, y0, x1, y1],
+                    }
                 })
                 .collect();
             let set = DetectionSet {
@@ -757,7 +799,10 @@ impl Stats {
         b.skipped.store(w.skipped, Ordering::Relaxed);
         b.refused.store(w.refused, Ordering::Relaxed);
         if let Some(p) = &w.page {
-            b.last.store(&PageStats { report_ns: p.report_ns.max(1), ..*p });
+            b.last.store(&PageStats {
+                report_ns: p.report_ns.max(1),
+                ..*p
+            });
         }
         for (i, row) in b.rows.iter().enumerate() {
             let v = w.list.get(i);
@@ -777,8 +822,16 @@ impl Stats {
                 row.addr_lo.store(bits as u64, Ordering::Relaxed);
                 row.port.store(v.addr.port() as u32, Ordering::Relaxed);
                 match &v.report {
-                    Some(p) => row.report.store(&PageStats { report_ns: p.report_ns.max(1), transport: v.transport, ..*p }),
-                    None => row.report.store(&PageStats { transport: v.transport, report_ns: 0, ..Default::default() }),
+                    Some(p) => row.report.store(&PageStats {
+                        report_ns: p.report_ns.max(1),
+                        transport: v.transport,
+                        ..*p
+                    }),
+                    None => row.report.store(&PageStats {
+                        transport: v.transport,
+                        report_ns: 0,
+                        ..Default::default()
+                    }),
                 }
             }
             row.seq.store((s | 1) + 1, Ordering::Release);
@@ -802,9 +855,12 @@ impl Stats {
                     continue;
                 }
                 let used = row.used.load(Ordering::Relaxed) != 0;
-                let bits = ((row.addr_hi.load(Ordering::Relaxed) as u128) << 64) | row.addr_lo.load(Ordering::Relaxed) as u128;
+                let bits = ((row.addr_hi.load(Ordering::Relaxed) as u128) << 64)
+                    | row.addr_lo.load(Ordering::Relaxed) as u128;
                 let v6 = std::net::Ipv6Addr::from(bits);
-                let ip = v6.to_ipv4_mapped().map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4);
+                let ip = v6
+                    .to_ipv4_mapped()
+                    .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4);
                 let addr = std::net::SocketAddr::new(ip, row.port.load(Ordering::Relaxed) as u16);
                 let transport = match row.report.transport.load(Ordering::Relaxed) {
                     1 => PageTransport::WebSocket,
@@ -815,7 +871,11 @@ impl Stats {
                 fence(Ordering::Acquire);
                 if row.seq.load(Ordering::Relaxed) == s0 {
                     if used {
-                        list.push(ViewerStats { addr, transport, report });
+                        list.push(ViewerStats {
+                            addr,
+                            transport,
+                            report,
+                        });
                     }
                     break;
                 }
@@ -932,7 +992,12 @@ impl StageSlot {
     pub fn error(&self) -> Option<String> {
         let n = self.error_len.load(Ordering::Acquire) as usize;
         // SAFETY: see `fail`.
-        (n > 0).then(|| String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(self.error.get() as *const u8, n) }).into_owned())
+        (n > 0).then(|| {
+            String::from_utf8_lossy(unsafe {
+                std::slice::from_raw_parts(self.error.get() as *const u8, n)
+            })
+            .into_owned()
+        })
     }
 
     /// Resets the slot for a new process (keeps the counters and the restart count).
@@ -953,7 +1018,11 @@ mod tests {
         let name = format!("vr-stream-test-stats-{}", std::process::id());
         let c = Stats::create(&name).unwrap();
         for i in 0..(RECORDS as u64 + 10) {
-            c.push_record(&FrameRecord { frame_id: i, capture_ns: i * 10, ..Default::default() });
+            c.push_record(&FrameRecord {
+                frame_id: i,
+                capture_ns: i * 10,
+                ..Default::default()
+            });
         }
         assert!(c.record_at(0).is_none());
         assert_eq!(c.detections(), None);
@@ -961,22 +1030,48 @@ mod tests {
             frame_id: 7,
             capture_ns: 70,
             published_ns: 90,
-            detections: vec![crate::detect::Detection { class: 16, score: 0.5, bbox: [1.0, 2.5, 30.0, 40.25] }],
+            detections: vec![crate::detect::Detection {
+                class: 16,
+                score: 0.5,
+                bbox: [1.0, 2.5, 30.0, 40.25],
+            }],
         };
         c.publish_detections(&set, 800, 15_000);
         assert_eq!(c.detections(), Some(set));
         assert_eq!(c.detect().inferences, 1);
         assert_eq!(c.detect().last_infer_us, 15_000);
-        assert_eq!(c.record_at(RECORDS as u64 + 9).unwrap().frame_id, RECORDS as u64 + 9);
+        assert_eq!(
+            c.record_at(RECORDS as u64 + 9).unwrap().frame_id,
+            RECORDS as u64 + 9
+        );
         assert_eq!(c.record_at(10).unwrap().capture_ns, 100);
         c.stage(1).fail("boom");
         assert_eq!(c.stage(1).error().as_deref(), Some("boom"));
         assert_eq!(c.stage(1).state(), StageState::Failed);
-        let info = StreamInfo { destination: "192.168.1.100:5004".into(), width: 1280, height: 720, fps: 60, bitrate_kbps: 8000, profile: "low".into(), target_ms: 20, supervisor_pid: 7, started_ns: 9 };
+        let info = StreamInfo {
+            destination: "192.168.1.100:5004".into(),
+            width: 1280,
+            height: 720,
+            fps: 60,
+            bitrate_kbps: 8000,
+            profile: "low".into(),
+            target_ms: 20,
+            supervisor_pid: 7,
+            started_ns: 9,
+        };
         c.set_info(&info);
         let r = Stats::open(&name).unwrap();
         assert_eq!(r.info(), info);
         c.add_encoded(100, true, 23);
-        assert_eq!(r.encoded(), EncCounters { frames: 1, bytes: 100, idr: 1, last_bytes: 100, last_qp: 23 });
+        assert_eq!(
+            r.encoded(),
+            EncCounters {
+                frames: 1,
+                bytes: 100,
+                idr: 1,
+                last_bytes: 100,
+                last_qp: 23
+            }
+        );
     }
 }

@@ -53,13 +53,19 @@ pub struct LibcameraSource {
 }
 
 fn err(device: &str, message: impl Into<String>) -> SourceError {
-    SourceError::Device { device: device.to_string(), message: message.into() }
+    SourceError::Device {
+        device: device.to_string(),
+        message: message.into(),
+    }
 }
 
 /// CLOCK_MONOTONIC − CLOCK_BOOTTIME now, ns (≤ 0: time spent suspended).
 fn boot_to_mono_offset() -> i64 {
     let read = |clock| {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: `ts` is a valid out-pointer; both clocks exist on Linux.
         unsafe { libc::clock_gettime(clock, &mut ts) };
         ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
@@ -73,7 +79,14 @@ impl LibcameraSource {
     ///
     /// Errors: [`SourceError::Device`] naming the camera: none found, cannot acquire, the
     /// configuration was refused or adjusted away from YUV420 at the size asked for.
-    pub fn open(which: &str, width: u32, height: u32, fps: u32, buffers: u32, exposure_us: u32) -> Result<LibcameraSource, SourceError> {
+    pub fn open(
+        which: &str,
+        width: u32,
+        height: u32,
+        fps: u32,
+        buffers: u32,
+        exposure_us: u32,
+    ) -> Result<LibcameraSource, SourceError> {
         let device = format!("libcamera:{which}");
         let (started_tx, started_rx) = mpsc::sync_channel::<Result<Started, String>>(1);
         let (done_tx, completed) = mpsc::channel::<Request>();
@@ -82,7 +95,19 @@ impl LibcameraSource {
         let frame_us = 1_000_000i64 / fps.max(1) as i64;
         std::thread::Builder::new()
             .name("libcamera".into())
-            .spawn(move || capture_thread(&which, width, height, frame_us, buffers, exposure_us, started_tx, done_tx, requeue_rx))
+            .spawn(move || {
+                capture_thread(
+                    &which,
+                    width,
+                    height,
+                    frame_us,
+                    buffers,
+                    exposure_us,
+                    started_tx,
+                    done_tx,
+                    requeue_rx,
+                )
+            })
             .map_err(|e| err(&device, format!("cannot start the capture thread: {e}")))?;
         let started = match started_rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(s)) => s,
@@ -91,7 +116,12 @@ impl LibcameraSource {
         };
         Ok(LibcameraSource {
             device,
-            format: SourceFormat { width, height, fps_num: fps, fps_den: 1 },
+            format: SourceFormat {
+                width,
+                height,
+                fps_num: fps,
+                fps_den: 1,
+            },
             stride: started.stride,
             stream: started.stream,
             completed,
@@ -127,7 +157,10 @@ fn capture_thread(
         Err(_) => mgr.get(which),
     };
     let Some(cam) = cam else {
-        return fail(format!("no such camera ({} camera(s) found)", cameras.len()));
+        return fail(format!(
+            "no such camera ({} camera(s) found)",
+            cameras.len()
+        ));
     };
     let mut cam = match cam.acquire() {
         Ok(c) => c,
@@ -137,7 +170,9 @@ fn capture_thread(
         return fail("no video configuration".into());
     };
     {
-        let Some(mut c) = cfgs.get_mut(0) else { return fail("no stream configuration".into()) };
+        let Some(mut c) = cfgs.get_mut(0) else {
+            return fail("no stream configuration".into());
+        };
         c.set_pixel_format(YUV420);
         c.set_size(Size { width, height });
         c.set_buffer_count(buffers);
@@ -146,10 +181,15 @@ fn capture_thread(
         return fail("the configuration was refused".into());
     }
     let (stride, stream) = {
-        let Some(c) = cfgs.get(0) else { return fail("no stream configuration".into()) };
+        let Some(c) = cfgs.get(0) else {
+            return fail("no stream configuration".into());
+        };
         let got = c.get_size();
         if c.get_pixel_format() != YUV420 || got.width != width || got.height != height {
-            return fail(format!("YUV420 at {width}x{height} is not supported (adjusted to {})", c.to_string_repr()));
+            return fail(format!(
+                "YUV420 at {width}x{height} is not supported (adjusted to {})",
+                c.to_string_repr()
+            ));
         }
         (c.get_stride() as usize, c.stream())
     };
@@ -170,7 +210,9 @@ fn capture_thread(
             Ok(m) => m,
             Err(e) => return fail(format!("mapping buffer {i}: {e:?}")),
         };
-        let Some(mut r) = cam.create_request(Some(i as u64)) else { return fail("cannot create a request".into()) };
+        let Some(mut r) = cam.create_request(Some(i as u64)) else {
+            return fail("cannot create a request".into());
+        };
         if let Err(e) = r.add_buffer(&stream, mapped) {
             return fail(format!("add buffer {i}: {e}"));
         }
@@ -178,10 +220,13 @@ fn capture_thread(
     }
     let mut ctl = ControlList::new();
     let mut set = || -> Result<(), String> {
-        ctl.set(controls::FrameDurationLimits([frame_us, frame_us])).map_err(|e| format!("FrameDurationLimits: {e:?}"))?;
+        ctl.set(controls::FrameDurationLimits([frame_us, frame_us]))
+            .map_err(|e| format!("FrameDurationLimits: {e:?}"))?;
         if exposure_us > 0 {
-            ctl.set(controls::AeEnable(false)).map_err(|e| format!("AeEnable: {e:?}"))?;
-            ctl.set(controls::ExposureTime(exposure_us as i32)).map_err(|e| format!("ExposureTime: {e:?}"))?;
+            ctl.set(controls::AeEnable(false))
+                .map_err(|e| format!("AeEnable: {e:?}"))?;
+            ctl.set(controls::ExposureTime(exposure_us as i32))
+                .map_err(|e| format!("ExposureTime: {e:?}"))?;
         }
         Ok(())
     };
@@ -222,9 +267,15 @@ impl FrameSource for LibcameraSource {
         let mut req = match self.completed.recv_timeout(Duration::from_secs(2)) {
             Ok(r) => r,
             Err(RecvTimeoutError::Timeout) => return Err(err(&self.device, "no frame for 2 s")),
-            Err(RecvTimeoutError::Disconnected) => return Err(err(&self.device, "the capture thread ended")),
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(err(&self.device, "the capture thread ended"));
+            }
         };
-        let ts = req.metadata().get::<controls::SensorTimestamp>().map(|t| t.0).ok();
+        let ts = req
+            .metadata()
+            .get::<controls::SensorTimestamp>()
+            .map(|t| t.0)
+            .ok();
         let (w, h) = (self.format.width as usize, self.format.height as usize);
         let copied = {
             let Some(fb) = req.buffer::<MemoryMappedFrameBuffer<FrameBuffer>>(&self.stream) else {
@@ -236,7 +287,13 @@ impl FrameSource for LibcameraSource {
         req.reuse(ReuseFlag::REUSE_BUFFERS);
         let _ = self.requeue.send(req);
         if !copied {
-            return Err(err(&self.device, format!("frame smaller than YUV420 {w}x{h} with stride {}", self.stride)));
+            return Err(err(
+                &self.device,
+                format!(
+                    "frame smaller than YUV420 {w}x{h} with stride {}",
+                    self.stride
+                ),
+            ));
         }
         let capture_ns = match ts {
             Some(t) => (t + self.boot_to_mono).max(0) as u64,
@@ -244,6 +301,9 @@ impl FrameSource for LibcameraSource {
         };
         let id = self.next_id;
         self.next_id += 1;
-        Ok(Some(Captured { frame_id: id, capture_ns }))
+        Ok(Some(Captured {
+            frame_id: id,
+            capture_ns,
+        }))
     }
 }

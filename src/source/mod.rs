@@ -137,7 +137,8 @@ pub enum SourceSpec {
 impl SourceSpec {
     /// Parses a source URI. Error: what is allowed.
     pub fn parse(s: &str) -> Result<SourceSpec, String> {
-        const ALLOWED: &str = "allowed: pattern, file:PATH.y4m, v4l2:/dev/videoN, libcamera:INDEX_OR_ID";
+        const ALLOWED: &str =
+            "allowed: pattern, file:PATH.y4m, v4l2:/dev/videoN, libcamera:INDEX_OR_ID";
         if s == "pattern" {
             Ok(SourceSpec::Pattern)
         } else if let Some(p) = s.strip_prefix("file:") {
@@ -167,14 +168,22 @@ pub fn open(cfg: &crate::config::SourceConfig) -> Result<Box<dyn FrameSource>, S
     if !cfg.stereo {
         return open_one(cfg, &cfg.uri, 0);
     }
-    let right_uri = if cfg.right_uri.is_empty() { &cfg.uri } else { &cfg.right_uri };
+    let right_uri = if cfg.right_uri.is_empty() {
+        &cfg.uri
+    } else {
+        &cfg.right_uri
+    };
     let left = open_one(cfg, &cfg.uri, 0)?;
     let right = open_one(cfg, right_uri, stereo::RIGHT_PATTERN_ID_OFFSET)?;
     Ok(Box::new(stereo::StereoSource::new(left, right)?))
 }
 
 /// Opens one source; a pattern draws its ids plus `pattern_id_offset`.
-fn open_one(cfg: &crate::config::SourceConfig, uri: &str, pattern_id_offset: u64) -> Result<Box<dyn FrameSource>, SourceError> {
+fn open_one(
+    cfg: &crate::config::SourceConfig,
+    uri: &str,
+    pattern_id_offset: u64,
+) -> Result<Box<dyn FrameSource>, SourceError> {
     match SourceSpec::parse(uri).map_err(|e| SourceError::BadUri(uri.to_string(), e))? {
         SourceSpec::Pattern => Ok(Box::new(pattern::PatternSource::with_id_offset(
             SourceFormat { width: cfg.width, height: cfg.height, fps_num: cfg.fps, fps_den: 1 },
@@ -210,7 +219,11 @@ pub struct Pacer {
 impl Pacer {
     /// A pacer for frames `interval_ns` apart; the clock starts at the first frame.
     pub fn new(interval_ns: u64) -> Pacer {
-        Pacer { start_ns: None, interval_ns, offset: 0 }
+        Pacer {
+            start_ns: None,
+            interval_ns,
+            offset: 0,
+        }
     }
 
     /// Sleeps until frame `n` is due and returns its scheduled time (ns). A frame that is

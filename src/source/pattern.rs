@@ -107,7 +107,12 @@ impl PatternSource {
     /// A pattern that draws `frame id + offset` into its pictures (the right eye of a
     /// stereo pair, so that the halves can be told apart); frame ids stay 0, 1, 2...
     pub fn with_id_offset(format: SourceFormat, offset: u64) -> PatternSource {
-        PatternSource { format, next_id: 0, id_offset: offset, pacer: Pacer::new(format.frame_interval_ns()) }
+        PatternSource {
+            format,
+            next_id: 0,
+            id_offset: offset,
+            pacer: Pacer::new(format.frame_interval_ns()),
+        }
     }
 }
 
@@ -119,10 +124,18 @@ impl FrameSource for PatternSource {
     fn next_frame(&mut self, dst: &mut [u8]) -> Result<Option<Captured>, SourceError> {
         // Drawn ahead, published on schedule (see the Y4M source).
         let id = self.next_id;
-        draw(dst, self.format.width, self.format.height, id + self.id_offset);
+        draw(
+            dst,
+            self.format.width,
+            self.format.height,
+            id + self.id_offset,
+        );
         let capture_ns = self.pacer.wait(id);
         self.next_id += 1;
-        Ok(Some(Captured { frame_id: id, capture_ns }))
+        Ok(Some(Captured {
+            frame_id: id,
+            capture_ns,
+        }))
     }
 
     fn resume_at(&mut self, frame_id: u64) -> Result<(), SourceError> {

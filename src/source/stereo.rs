@@ -23,7 +23,10 @@ pub struct StereoSource {
 
 impl StereoSource {
     /// Pairs two sources. Errors: [`SourceError::Stereo`] when their sizes or rates differ.
-    pub fn new(left: Box<dyn FrameSource>, right: Box<dyn FrameSource>) -> Result<StereoSource, SourceError> {
+    pub fn new(
+        left: Box<dyn FrameSource>,
+        right: Box<dyn FrameSource>,
+    ) -> Result<StereoSource, SourceError> {
         let (l, r) = (left.format(), right.format());
         if l != r {
             return Err(SourceError::Stereo(format!(
@@ -31,7 +34,13 @@ impl StereoSource {
                 l.width, l.height, l.fps_num, l.fps_den, r.width, r.height, r.fps_num, r.fps_den
             )));
         }
-        Ok(StereoSource { lbuf: vec![0; l.frame_bytes()], rbuf: vec![0; l.frame_bytes()], left, right, eye: l })
+        Ok(StereoSource {
+            lbuf: vec![0; l.frame_bytes()],
+            rbuf: vec![0; l.frame_bytes()],
+            left,
+            right,
+            eye: l,
+        })
     }
 }
 
@@ -40,7 +49,11 @@ impl StereoSource {
 pub fn compose(dst: &mut [u8], l: &[u8], r: &[u8], w: usize, h: usize) {
     let (cw, ch) = (w / 2, h / 2);
     // (offset in an eye frame, offset in the composed frame, row width, rows)
-    let planes = [(0, 0, w, h), (w * h, 2 * w * h, cw, ch), (w * h + cw * ch, 2 * w * h + 2 * cw * ch, cw, ch)];
+    let planes = [
+        (0, 0, w, h),
+        (w * h, 2 * w * h, cw, ch),
+        (w * h + cw * ch, 2 * w * h + 2 * cw * ch, cw, ch),
+    ];
     for (src_off, dst_off, pw, rows) in planes {
         for y in 0..rows {
             let s = src_off + y * pw;
@@ -53,14 +66,30 @@ pub fn compose(dst: &mut [u8], l: &[u8], r: &[u8], w: usize, h: usize) {
 
 impl FrameSource for StereoSource {
     fn format(&self) -> SourceFormat {
-        SourceFormat { width: self.eye.width * 2, ..self.eye }
+        SourceFormat {
+            width: self.eye.width * 2,
+            ..self.eye
+        }
     }
 
     fn next_frame(&mut self, dst: &mut [u8]) -> Result<Option<Captured>, SourceError> {
-        let Some(a) = self.left.next_frame(&mut self.lbuf)? else { return Ok(None) };
-        let Some(b) = self.right.next_frame(&mut self.rbuf)? else { return Ok(None) };
-        compose(dst, &self.lbuf, &self.rbuf, self.eye.width as usize, self.eye.height as usize);
-        Ok(Some(Captured { frame_id: a.frame_id, capture_ns: a.capture_ns.max(b.capture_ns) }))
+        let Some(a) = self.left.next_frame(&mut self.lbuf)? else {
+            return Ok(None);
+        };
+        let Some(b) = self.right.next_frame(&mut self.rbuf)? else {
+            return Ok(None);
+        };
+        compose(
+            dst,
+            &self.lbuf,
+            &self.rbuf,
+            self.eye.width as usize,
+            self.eye.height as usize,
+        );
+        Ok(Some(Captured {
+            frame_id: a.frame_id,
+            capture_ns: a.capture_ns.max(b.capture_ns),
+        }))
     }
 
     fn resume_at(&mut self, frame_id: u64) -> Result<(), SourceError> {
@@ -76,11 +105,16 @@ impl FrameSource for StereoSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::pattern::{read_id, PatternSource};
+    use crate::source::pattern::{PatternSource, read_id};
 
     #[test]
     fn halves_carry_each_source() {
-        let f = SourceFormat { width: 320, height: 240, fps_num: 1000, fps_den: 1 };
+        let f = SourceFormat {
+            width: 320,
+            height: 240,
+            fps_num: 1000,
+            fps_den: 1,
+        };
         let mut s = StereoSource::new(
             Box::new(PatternSource::new(f)),
             Box::new(PatternSource::with_id_offset(f, RIGHT_PATTERN_ID_OFFSET)),
@@ -91,9 +125,16 @@ mod tests {
         for want in 0..3u64 {
             let c = s.next_frame(&mut buf).unwrap().unwrap();
             assert_eq!(c.frame_id, want);
-            let half = |x0: usize| -> Vec<u8> { (0..240).flat_map(|y| buf[y * 640 + x0..y * 640 + x0 + 320].to_vec()).collect() };
+            let half = |x0: usize| -> Vec<u8> {
+                (0..240)
+                    .flat_map(|y| buf[y * 640 + x0..y * 640 + x0 + 320].to_vec())
+                    .collect()
+            };
             assert_eq!(read_id(&half(0), 320, 240), Some(want));
-            assert_eq!(read_id(&half(320), 320, 240), Some(want + RIGHT_PATTERN_ID_OFFSET));
+            assert_eq!(
+                read_id(&half(320), 320, 240),
+                Some(want + RIGHT_PATTERN_ID_OFFSET)
+            );
         }
     }
 
@@ -104,16 +145,35 @@ mod tests {
         let r: Vec<u8> = (100..112).collect();
         let mut d = vec![0u8; 24];
         compose(&mut d, &l, &r, w, h);
-        assert_eq!(&d[..16], &[0, 1, 2, 3, 100, 101, 102, 103, 4, 5, 6, 7, 104, 105, 106, 107]);
+        assert_eq!(
+            &d[..16],
+            &[
+                0, 1, 2, 3, 100, 101, 102, 103, 4, 5, 6, 7, 104, 105, 106, 107
+            ]
+        );
         assert_eq!(&d[16..20], &[8, 9, 108, 109]); // U
         assert_eq!(&d[20..24], &[10, 11, 110, 111]); // V
     }
 
     #[test]
     fn mismatched_sources_are_refused() {
-        let a = SourceFormat { width: 320, height: 240, fps_num: 60, fps_den: 1 };
+        let a = SourceFormat {
+            width: 320,
+            height: 240,
+            fps_num: 60,
+            fps_den: 1,
+        };
         let b = SourceFormat { width: 640, ..a };
-        let e = StereoSource::new(Box::new(PatternSource::new(a)), Box::new(PatternSource::new(b))).err().unwrap();
-        assert!(e.to_string().contains("left is 320x240 at 60/1 fps, right is 640x240"), "{e}");
+        let e = StereoSource::new(
+            Box::new(PatternSource::new(a)),
+            Box::new(PatternSource::new(b)),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            e.to_string()
+                .contains("left is 320x240 at 60/1 fps, right is 640x240"),
+            "{e}"
+        );
     }
 }

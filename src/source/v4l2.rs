@@ -38,40 +38,76 @@ impl V4l2Source {
     ///
     /// Errors: [`SourceError::Device`] naming the device (missing, not a capture device,
     /// no supported format, odd size).
-    pub fn open(path: &Path, width: u32, height: u32, fps: u32, buffers: u32) -> Result<V4l2Source, SourceError> {
+    pub fn open(
+        path: &Path,
+        width: u32,
+        height: u32,
+        fps: u32,
+        buffers: u32,
+    ) -> Result<V4l2Source, SourceError> {
         let device = path.display().to_string();
-        let err = |message: String| SourceError::Device { device: device.clone(), message };
+        let err = |message: String| SourceError::Device {
+            device: device.clone(),
+            message,
+        };
         let dev = Device::with_path(path).map_err(|e| err(format!("cannot open: {e}")))?;
-        let offered = dev.enum_formats().map_err(|e| err(format!("cannot list formats: {e}")))?;
+        let offered = dev
+            .enum_formats()
+            .map_err(|e| err(format!("cannot list formats: {e}")))?;
         let pick = PREFERRED
             .iter()
             .find(|f| offered.iter().any(|d| d.fourcc == FourCC::new(f)))
             .ok_or_else(|| {
                 let names: Vec<String> = offered.iter().map(|d| d.fourcc.to_string()).collect();
-                err(format!("offers {} but only YU12, NV12, YUYV and MJPG are supported", names.join(", ")))
+                err(format!(
+                    "offers {} but only YU12, NV12, YUYV and MJPG are supported",
+                    names.join(", ")
+                ))
             })?;
-        let mut fmt = dev.format().map_err(|e| err(format!("cannot get format: {e}")))?;
+        let mut fmt = dev
+            .format()
+            .map_err(|e| err(format!("cannot get format: {e}")))?;
         fmt.width = width;
         fmt.height = height;
         fmt.fourcc = FourCC::new(pick);
-        let fmt = dev.set_format(&fmt).map_err(|e| err(format!("cannot set format: {e}")))?;
+        let fmt = dev
+            .set_format(&fmt)
+            .map_err(|e| err(format!("cannot set format: {e}")))?;
         if fmt.width % 2 != 0 || fmt.height % 2 != 0 {
-            return Err(err(format!("gives odd frame size {}x{}", fmt.width, fmt.height)));
+            return Err(err(format!(
+                "gives odd frame size {}x{}",
+                fmt.width, fmt.height
+            )));
         }
         let params = dev
             .set_params(&v4l::video::capture::Parameters::with_fps(fps))
             .map_err(|e| err(format!("cannot set {fps} fps: {e}")))?;
-        let (num, den) = (params.interval.denominator.max(1), params.interval.numerator.max(1));
-        let stream = Stream::with_buffers(&dev, Type::VideoCapture, buffers)
-            .map_err(|e| err(format!("cannot start streaming with {buffers} buffers: {e}")))?;
+        let (num, den) = (
+            params.interval.denominator.max(1),
+            params.interval.numerator.max(1),
+        );
+        let stream = Stream::with_buffers(&dev, Type::VideoCapture, buffers).map_err(|e| {
+            err(format!(
+                "cannot start streaming with {buffers} buffers: {e}"
+            ))
+        })?;
         Ok(V4l2Source {
             device,
             stream,
             fourcc: fmt.fourcc.repr,
-            format: SourceFormat { width: fmt.width, height: fmt.height, fps_num: num, fps_den: den },
+            format: SourceFormat {
+                width: fmt.width,
+                height: fmt.height,
+                fps_num: num,
+                fps_den: den,
+            },
             stride: fmt.stride as usize,
             next_id: 0,
-            scratch: if &fmt.fourcc.repr == b"MJPG" { vec![0; fmt.width as usize * fmt.height as usize * 3] } else { vec![] },
+            scratch: if &fmt.fourcc.repr == b"MJPG" {
+                vec![0; fmt.width as usize * fmt.height as usize * 3]
+            } else {
+                vec![]
+            },
             _dev: dev,
         })
     }
@@ -84,18 +120,24 @@ impl FrameSource for V4l2Source {
 
     fn next_frame(&mut self, dst: &mut [u8]) -> Result<Option<Captured>, SourceError> {
         let (w, h) = (self.format.width as usize, self.format.height as usize);
-        let (buf, meta) = self
-            .stream
-            .next()
-            .map_err(|e| SourceError::Device { device: self.device.clone(), message: format!("dequeue failed: {e}") })?;
-        let capture_ns = meta.timestamp.sec as u64 * 1_000_000_000 + meta.timestamp.usec as u64 * 1000;
+        let (buf, meta) = self.stream.next().map_err(|e| SourceError::Device {
+            device: self.device.clone(),
+            message: format!("dequeue failed: {e}"),
+        })?;
+        let capture_ns =
+            meta.timestamp.sec as u64 * 1_000_000_000 + meta.timestamp.usec as u64 * 1000;
         let data = &buf[..(meta.bytesused as usize).min(buf.len())];
         let ok = match &self.fourcc {
             b"YUYV" => yuyv_to_i420(data, self.stride.max(2 * w), w, h, dst),
             b"NV12" => nv12_to_i420(data, self.stride.max(w), w, h, dst),
             b"MJPG" => match mjpeg_to_i420(data, w, h, &mut self.scratch, dst) {
                 Ok(()) => true,
-                Err(message) => return Err(SourceError::Device { device: self.device.clone(), message }),
+                Err(message) => {
+                    return Err(SourceError::Device {
+                        device: self.device.clone(),
+                        message,
+                    });
+                }
             },
             _ => i420_copy(data, self.stride.max(w), w, h, dst),
         };
@@ -107,7 +149,10 @@ impl FrameSource for V4l2Source {
         }
         let id = self.next_id;
         self.next_id += 1;
-        Ok(Some(Captured { frame_id: id, capture_ns }))
+        Ok(Some(Captured {
+            frame_id: id,
+            capture_ns,
+        }))
     }
 }
 
@@ -146,7 +191,10 @@ pub fn nv12_to_i420(src: &[u8], stride: usize, w: usize, h: usize, dst: &mut [u8
     }
     let uv = &src[stride * h..];
     for row in 0..h / 2 {
-        for (i, p) in uv[row * stride..row * stride + w].chunks_exact(2).enumerate() {
+        for (i, p) in uv[row * stride..row * stride + w]
+            .chunks_exact(2)
+            .enumerate()
+        {
             u_out[row * (w / 2) + i] = p[0];
             v_out[row * (w / 2) + i] = p[1];
         }
@@ -160,19 +208,30 @@ pub fn nv12_to_i420(src: &[u8], stride: usize, w: usize, h: usize, dst: &mut [u8
 /// averaged over 2×2 blocks. `scratch`
 /// must hold `w × h × 3` bytes (YCbCr 4:4:4). Error: the decoder's message, or a size
 /// that differs from the negotiated one.
-pub fn mjpeg_to_i420(src: &[u8], w: usize, h: usize, scratch: &mut [u8], dst: &mut [u8]) -> Result<(), String> {
+pub fn mjpeg_to_i420(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    scratch: &mut [u8],
+    dst: &mut [u8],
+) -> Result<(), String> {
     use zune_jpeg::zune_core::{colorspace::ColorSpace, options::DecoderOptions};
     let opts = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::YCbCr);
     let mut dec = zune_jpeg::JpegDecoder::new_with_options(std::io::Cursor::new(src), opts);
-    dec.decode_headers().map_err(|e| format!("MJPEG frame: {e:?}"))?;
+    dec.decode_headers()
+        .map_err(|e| format!("MJPEG frame: {e:?}"))?;
     let info = dec.info().ok_or("MJPEG frame: no header")?;
     if info.width as usize != w || info.height as usize != h {
-        return Err(format!("MJPEG frame is {}x{}, expected {w}x{h}", info.width, info.height));
+        return Err(format!(
+            "MJPEG frame is {}x{}, expected {w}x{h}",
+            info.width, info.height
+        ));
     }
     if scratch.len() < w * h * 3 || dst.len() < w * h * 3 / 2 {
         return Err("MJPEG frame: buffer too small".into());
     }
-    dec.decode_into(&mut scratch[..w * h * 3]).map_err(|e| format!("MJPEG frame: {e:?}"))?;
+    dec.decode_into(&mut scratch[..w * h * 3])
+        .map_err(|e| format!("MJPEG frame: {e:?}"))?;
     // Full → limited range: Y' = 16 + Y·219/255, C' = 128 + (C − 128)·224/255, rounded.
     let luma = |v: u16| (16 + (v * 219 + 127) / 255) as u8;
     let chroma = |v: u16| (16 + (v * 224 + 127) / 255) as u8;
@@ -183,7 +242,9 @@ pub fn mjpeg_to_i420(src: &[u8], w: usize, h: usize, scratch: &mut [u8], dst: &m
     }
     for cy in 0..h / 2 {
         for cx in 0..w / 2 {
-            let px = |dx: usize, dy: usize, c: usize| scratch[3 * ((2 * cy + dy) * w + 2 * cx + dx) + c] as u16;
+            let px = |dx: usize, dy: usize, c: usize| {
+                scratch[3 * ((2 * cy + dy) * w + 2 * cx + dx) + c] as u16
+            };
             let avg = |c| chroma((px(0, 0, c) + px(1, 0, c) + px(0, 1, c) + px(1, 1, c) + 2) / 4);
             u_out[cy * (w / 2) + cx] = avg(1);
             v_out[cy * (w / 2) + cx] = avg(2);
@@ -217,13 +278,23 @@ pub fn i420_copy(src: &[u8], stride: usize, w: usize, h: usize, dst: &mut [u8]) 
 /// I420 given as separate planes (Y with row stride `stride`, U and V with `stride / 2`),
 /// as libcamera maps them, → packed I420; one plane holding all three is handled by
 /// [`i420_copy`]. False when a plane is too short.
-pub fn i420_planes_copy(planes: &[&[u8]], stride: usize, w: usize, h: usize, dst: &mut [u8]) -> bool {
+pub fn i420_planes_copy(
+    planes: &[&[u8]],
+    stride: usize,
+    w: usize,
+    h: usize,
+    dst: &mut [u8],
+) -> bool {
     match planes {
         [all] => i420_copy(all, stride, w, h, dst),
         [y, u, v] => {
             let cs = stride / 2;
             let (cw, ch) = (w / 2, h / 2);
-            if y.len() < stride * (h - 1) + w || u.len() < cs * (ch - 1) + cw || v.len() < cs * (ch - 1) + cw || dst.len() < w * h + 2 * cw * ch {
+            if y.len() < stride * (h - 1) + w
+                || u.len() < cs * (ch - 1) + cw
+                || v.len() < cs * (ch - 1) + cw
+                || dst.len() < w * h + 2 * cw * ch
+            {
                 return false;
             }
             for row in 0..h {
@@ -232,7 +303,8 @@ pub fn i420_planes_copy(planes: &[&[u8]], stride: usize, w: usize, h: usize, dst
             for (k, plane) in [u, v].into_iter().enumerate() {
                 let base = w * h + k * cw * ch;
                 for row in 0..ch {
-                    dst[base + row * cw..base + row * cw + cw].copy_from_slice(&plane[row * cs..row * cs + cw]);
+                    dst[base + row * cw..base + row * cw + cw]
+                        .copy_from_slice(&plane[row * cs..row * cs + cw]);
                 }
             }
             true
@@ -262,7 +334,9 @@ mod tests {
     fn conversions() {
         let (w, h) = (4usize, 2usize);
         // YUYV: Y0 U Y1 V per two pixels.
-        let yuyv = [10, 100, 11, 200, 12, 101, 13, 201, 20, 0, 21, 0, 22, 0, 23, 0];
+        let yuyv = [
+            10, 100, 11, 200, 12, 101, 13, 201, 20, 0, 21, 0, 22, 0, 23, 0,
+        ];
         let mut out = vec![0u8; 12];
         assert!(yuyv_to_i420(&yuyv, 8, w, h, &mut out));
         assert_eq!(out, [10, 11, 12, 13, 20, 21, 22, 23, 100, 101, 200, 201]);

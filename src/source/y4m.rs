@@ -32,7 +32,8 @@ pub fn parse_header(line: &[u8]) -> Result<Y4mHeader, String> {
         return Err("header is not ASCII: not a Y4M file".into());
     }
     // ASCII checked above, so this cannot fail and `split_at(1)` below is on a char boundary.
-    let line = std::str::from_utf8(line).map_err(|_| "header is not ASCII: not a Y4M file".to_string())?;
+    let line =
+        std::str::from_utf8(line).map_err(|_| "header is not ASCII: not a Y4M file".to_string())?;
     let mut it = line.split(' ').filter(|t| !t.is_empty());
     if it.next() != Some("YUV4MPEG2") {
         return Err("missing YUV4MPEG2 signature: not a Y4M file".into());
@@ -41,20 +42,36 @@ pub fn parse_header(line: &[u8]) -> Result<Y4mHeader, String> {
     for tok in it {
         let (tag, val) = tok.split_at(1);
         match tag {
-            "W" => w = Some(val.parse::<u32>().map_err(|_| format!("bad width W{val}"))?),
-            "H" => h = Some(val.parse::<u32>().map_err(|_| format!("bad height H{val}"))?),
+            "W" => {
+                w = Some(
+                    val.parse::<u32>()
+                        .map_err(|_| format!("bad width W{val}"))?,
+                )
+            }
+            "H" => {
+                h = Some(
+                    val.parse::<u32>()
+                        .map_err(|_| format!("bad height H{val}"))?,
+                )
+            }
             "F" => {
-                let (n, d) = val.split_once(':').ok_or_else(|| format!("bad frame rate F{val}: expected F<num>:<den>"))?;
+                let (n, d) = val
+                    .split_once(':')
+                    .ok_or_else(|| format!("bad frame rate F{val}: expected F<num>:<den>"))?;
                 let n: u32 = n.parse().map_err(|_| format!("bad frame rate F{val}"))?;
                 let d: u32 = d.parse().map_err(|_| format!("bad frame rate F{val}"))?;
                 if n == 0 || d == 0 || n / d > 1000 {
-                    return Err(format!("frame rate F{val} out of range: allowed 1..=1000 frames/s"));
+                    return Err(format!(
+                        "frame rate F{val} out of range: allowed 1..=1000 frames/s"
+                    ));
                 }
                 fps = Some((n, d));
             }
             "I" => {
                 if !matches!(val, "p" | "?") {
-                    return Err(format!("interlace I{val} not supported: allowed Ip (progressive)"));
+                    return Err(format!(
+                        "interlace I{val} not supported: allowed Ip (progressive)"
+                    ));
                 }
             }
             "C" => {
@@ -72,15 +89,28 @@ pub fn parse_header(line: &[u8]) -> Result<Y4mHeader, String> {
     let h = h.ok_or("missing height (H) parameter")?;
     let (fps_num, fps_den) = fps.ok_or("missing frame rate (F) parameter")?;
     if w == 0 || h == 0 || w > 8192 || h > 8192 {
-        return Err(format!("frame size {w}x{h} out of range: allowed 16..=8192"));
+        return Err(format!(
+            "frame size {w}x{h} out of range: allowed 16..=8192"
+        ));
     }
     if w % 2 != 0 || h % 2 != 0 {
-        return Err(format!("odd frame size {w}x{h}: 4:2:0 needs even width and height"));
+        return Err(format!(
+            "odd frame size {w}x{h}: 4:2:0 needs even width and height"
+        ));
     }
     if w < 16 || h < 16 {
-        return Err(format!("frame size {w}x{h} out of range: allowed 16..=8192"));
+        return Err(format!(
+            "frame size {w}x{h} out of range: allowed 16..=8192"
+        ));
     }
-    Ok(Y4mHeader { format: SourceFormat { width: w, height: h, fps_num, fps_den } })
+    Ok(Y4mHeader {
+        format: SourceFormat {
+            width: w,
+            height: h,
+            fps_num,
+            fps_den,
+        },
+    })
 }
 
 /// Reads just the header of `path` (to size the frame ring before the stages start).
@@ -90,22 +120,39 @@ pub fn probe(path: &Path) -> Result<Y4mHeader, SourceError> {
 }
 
 fn open_reader(path: &Path) -> Result<(BufReader<File>, Y4mHeader, u64), SourceError> {
-    let io = |err| SourceError::Io { path: path.to_path_buf(), err };
+    let io = |err| SourceError::Io {
+        path: path.to_path_buf(),
+        err,
+    };
     let f = File::open(path).map_err(io)?;
     if f.metadata().map_err(io)?.is_dir() {
-        return Err(io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "is a directory")));
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "is a directory",
+        )));
     }
     let mut r = BufReader::with_capacity(1 << 16, f);
     let mut line = Vec::new();
-    (&mut r).take(MAX_HEADER as u64).read_until(b'\n', &mut line).map_err(io)?;
+    (&mut r)
+        .take(MAX_HEADER as u64)
+        .read_until(b'\n', &mut line)
+        .map_err(io)?;
     if line.last() != Some(&b'\n') {
-        let msg = if line.is_empty() { "empty file: not a Y4M file".to_string() } else {
+        let msg = if line.is_empty() {
+            "empty file: not a Y4M file".to_string()
+        } else {
             format!("no Y4M header line within {MAX_HEADER} bytes: not a Y4M file")
         };
-        return Err(SourceError::Y4m { path: path.to_path_buf(), message: msg });
+        return Err(SourceError::Y4m {
+            path: path.to_path_buf(),
+            message: msg,
+        });
     }
     line.pop();
-    let hdr = parse_header(&line).map_err(|message| SourceError::Y4m { path: path.to_path_buf(), message })?;
+    let hdr = parse_header(&line).map_err(|message| SourceError::Y4m {
+        path: path.to_path_buf(),
+        message,
+    })?;
     let data_start = line.len() as u64 + 1;
     Ok((r, hdr, data_start))
 }
@@ -144,7 +191,10 @@ impl Y4mSource {
         (&mut self.reader)
             .take(256)
             .read_until(b'\n', &mut line)
-            .map_err(|err| SourceError::Io { path: self.path.clone(), err })?;
+            .map_err(|err| SourceError::Io {
+                path: self.path.clone(),
+                err,
+            })?;
         if line.is_empty() {
             return Ok(false);
         }
@@ -169,11 +219,21 @@ impl Y4mSource {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(err) => return Err(SourceError::Io { path: self.path.clone(), err }),
+                Err(err) => {
+                    return Err(SourceError::Io {
+                        path: self.path.clone(),
+                        err,
+                    });
+                }
             }
         }
         if got < want {
-            return Err(SourceError::Truncated { path: self.path.clone(), frame: self.frame_in_file, got, want });
+            return Err(SourceError::Truncated {
+                path: self.path.clone(),
+                frame: self.frame_in_file,
+                got,
+                want,
+            });
         }
         self.frame_in_file += 1;
         Ok(true)
@@ -194,11 +254,17 @@ impl FrameSource for Y4mSource {
                 return Ok(None);
             }
             if self.frame_in_file == 0 {
-                return Err(SourceError::Y4m { path: self.path.clone(), message: "no frames to loop over".into() });
+                return Err(SourceError::Y4m {
+                    path: self.path.clone(),
+                    message: "no frames to loop over".into(),
+                });
             }
             self.reader
                 .seek(SeekFrom::Start(self.data_start))
-                .map_err(|err| SourceError::Io { path: self.path.clone(), err })?;
+                .map_err(|err| SourceError::Io {
+                    path: self.path.clone(),
+                    err,
+                })?;
             self.frame_in_file = 0;
             if !self.read_frame(dst)? {
                 return Ok(None);
@@ -207,22 +273,36 @@ impl FrameSource for Y4mSource {
         let id = self.next_id;
         let capture_ns = self.pacer.wait(id);
         self.next_id += 1;
-        Ok(Some(Captured { frame_id: id, capture_ns }))
+        Ok(Some(Captured {
+            frame_id: id,
+            capture_ns,
+        }))
     }
 
     /// Seeks to frame `frame_id` (modulo the frame count when looping). Needs plain
     /// `FRAME` lines (as ffmpeg writes them); otherwise it reads its way there.
     fn resume_at(&mut self, frame_id: u64) -> Result<(), SourceError> {
-        let io = |err| SourceError::Io { path: self.path.clone(), err };
+        let io = |err| SourceError::Io {
+            path: self.path.clone(),
+            err,
+        };
         let fb = self.header.format.frame_bytes() as u64 + 6;
         let len = self.reader.get_ref().metadata().map_err(io)?.len();
         let count = (len - self.data_start) / fb;
-        let target = if self.looping && count > 0 { frame_id % count } else { frame_id.min(count) };
+        let target = if self.looping && count > 0 {
+            frame_id % count
+        } else {
+            frame_id.min(count)
+        };
         if (len - self.data_start).is_multiple_of(fb) {
-            self.reader.seek(SeekFrom::Start(self.data_start + target * fb)).map_err(io)?;
+            self.reader
+                .seek(SeekFrom::Start(self.data_start + target * fb))
+                .map_err(io)?;
             self.frame_in_file = target;
         } else {
-            self.reader.seek(SeekFrom::Start(self.data_start)).map_err(io)?;
+            self.reader
+                .seek(SeekFrom::Start(self.data_start))
+                .map_err(io)?;
             self.frame_in_file = 0;
             let mut scratch = vec![0u8; self.header.format.frame_bytes()];
             for _ in 0..target {
@@ -244,9 +324,26 @@ mod tests {
 
     #[test]
     fn header_accepts_ffmpeg_output() {
-        let h = parse_header(b"YUV4MPEG2 W1280 H720 F60:1 Ip A1:1 C420mpeg2 XYSCSS=420MPEG2 XCOLORRANGE=LIMITED").unwrap();
-        assert_eq!(h.format, SourceFormat { width: 1280, height: 720, fps_num: 60, fps_den: 1 });
-        assert_eq!(parse_header(b"YUV4MPEG2 W64 H32 F30000:1001").unwrap().format.fps_den, 1001);
+        let h = parse_header(
+            b"YUV4MPEG2 W1280 H720 F60:1 Ip A1:1 C420mpeg2 XYSCSS=420MPEG2 XCOLORRANGE=LIMITED",
+        )
+        .unwrap();
+        assert_eq!(
+            h.format,
+            SourceFormat {
+                width: 1280,
+                height: 720,
+                fps_num: 60,
+                fps_den: 1
+            }
+        );
+        assert_eq!(
+            parse_header(b"YUV4MPEG2 W64 H32 F30000:1001")
+                .unwrap()
+                .format
+                .fps_den,
+            1001
+        );
     }
 
     #[test]
@@ -295,7 +392,9 @@ mod tests {
                 }
             }
             if let Ok(hd) = parse_header(&h) {
-                assert!(hd.format.width % 2 == 0 && hd.format.height % 2 == 0 && hd.format.fps_num > 0);
+                assert!(
+                    hd.format.width % 2 == 0 && hd.format.height % 2 == 0 && hd.format.fps_num > 0
+                );
             }
             let junk: Vec<u8> = (0..rnd() % 64).map(|_| rnd() as u8).collect();
             let _ = parse_header(&junk);

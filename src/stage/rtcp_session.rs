@@ -42,7 +42,12 @@ impl SenderRtcp {
     /// (the receiver's RTP port + 1).
     ///
     /// Errors: the socket cannot be created.
-    pub fn new(dest: SocketAddr, dscp: u8, local_port: u16, ssrc: u32) -> std::io::Result<SenderRtcp> {
+    pub fn new(
+        dest: SocketAddr,
+        dscp: u8,
+        local_port: u16,
+        ssrc: u32,
+    ) -> std::io::Result<SenderRtcp> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         Ok(SenderRtcp {
             sock: RtcpSocket::new(dest, dscp, local_port)?,
@@ -67,7 +72,13 @@ impl SenderRtcp {
     /// Handles what receivers sent and sends an SR when one is due. `now_ns` is
     /// CLOCK_MONOTONIC; `rtp_ts_now` the RTP timestamp of that instant (`None` before the
     /// first frame: no SR yet).
-    pub fn tick(&mut self, now_ns: u64, rtp_ts_now: Option<u32>, stats: &Stats, queue: &BitstreamQueue) {
+    pub fn tick(
+        &mut self,
+        now_ns: u64,
+        rtp_ts_now: Option<u32>,
+        stats: &Stats,
+        queue: &BitstreamQueue,
+    ) {
         let ssrc = self.ssrc;
         let mut idr = false;
         let feedback = &mut self.feedback;
@@ -75,13 +86,25 @@ impl SenderRtcp {
             if let RtcpIn::Rtcp(packets, arrival) = m {
                 for p in packets {
                     match p {
-                        Rtcp::SenderReport { reports, .. } | Rtcp::ReceiverReport { reports, .. } => {
+                        Rtcp::SenderReport { reports, .. }
+                        | Rtcp::ReceiverReport { reports, .. } => {
                             for b in reports.iter().filter(|b| b.ssrc == ssrc) {
                                 let rtt_ns = rtcp::rtt_ns(arrival, b);
-                                let rtt_us = rtt_ns.map(|ns| (ns / 1000).min(u32::MAX as u64) as u32);
-                                stats.add_rtcp_report(b.fraction_lost, b.cumulative_lost, b.jitter, rtt_us, now_ns);
+                                let rtt_us =
+                                    rtt_ns.map(|ns| (ns / 1000).min(u32::MAX as u64) as u32);
+                                stats.add_rtcp_report(
+                                    b.fraction_lost,
+                                    b.cumulative_lost,
+                                    b.jitter,
+                                    rtt_us,
+                                    now_ns,
+                                );
                                 if feedback.len() < 64 {
-                                    feedback.push(Feedback { arrival_ns: now_ns, block: *b, rtt_ns });
+                                    feedback.push(Feedback {
+                                        arrival_ns: now_ns,
+                                        block: *b,
+                                        rtt_ns,
+                                    });
                                 }
                             }
                         }
@@ -89,7 +112,9 @@ impl SenderRtcp {
                             stats.add_pli();
                             idr = true;
                         }
-                        Rtcp::Nack { media_ssrc, lost, .. } if media_ssrc == ssrc => stats.add_nack(lost.len() as u64),
+                        Rtcp::Nack {
+                            media_ssrc, lost, ..
+                        } if media_ssrc == ssrc => stats.add_nack(lost.len() as u64),
                         _ => {}
                     }
                 }
@@ -104,7 +129,12 @@ impl SenderRtcp {
         {
             self.last_sr_ns = now_ns;
             self.buf.clear();
-            let info = SenderInfo { ntp: ntp_now(), rtp_ts: ts, packets: self.packets as u32, octets: self.octets as u32 };
+            let info = SenderInfo {
+                ntp: ntp_now(),
+                rtp_ts: ts,
+                packets: self.packets as u32,
+                octets: self.octets as u32,
+            };
             rtcp::write_sr(&mut self.buf, self.ssrc, &info, &[]);
             rtcp::write_sdes_cname(&mut self.buf, self.ssrc, &self.cname);
             self.sock.send(&self.buf);

@@ -77,7 +77,10 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 || !s.is_ascii() {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
 }
 
 /// Compares in constant time for equal lengths (`subtle`; the length is not secret).
@@ -91,7 +94,12 @@ impl Gate {
     /// with `key` (the run's session key).
     pub fn new(pin: String, ttl: std::time::Duration, key: &[u8; KEY_LEN]) -> Gate {
         let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
-        Gate { pin, ttl_ns: ttl.as_nanos().min(u64::MAX as u128) as u64, key, failures: HashMap::new() }
+        Gate {
+            pin,
+            ttl_ns: ttl.as_nanos().min(u64::MAX as u128) as u64,
+            key,
+            failures: HashMap::new(),
+        }
     }
 
     /// The token for a session expiring at `expiry_ns` (layout in the module doc).
@@ -111,18 +119,28 @@ impl Gate {
 
     /// A login attempt from `addr` with `pin` at `now_ns`; `random` becomes the token if
     /// the PIN is right. Returns the token, or why not.
-    pub fn login(&mut self, addr: IpAddr, pin: &str, now_ns: u64, random: [u8; 16]) -> Result<String, Refusal> {
+    pub fn login(
+        &mut self,
+        addr: IpAddr,
+        pin: &str,
+        now_ns: u64,
+        random: [u8; 16],
+    ) -> Result<String, Refusal> {
         if self.failures.len() >= MAX_ADDRESSES && !self.failures.contains_key(&addr) {
             self.failures.retain(|_, f| f.blocked_until_ns > now_ns);
         }
         let f = self.failures.entry(addr).or_default();
         if now_ns < f.blocked_until_ns {
-            return Err(Refusal::Blocked { retry_after_ns: f.blocked_until_ns - now_ns });
+            return Err(Refusal::Blocked {
+                retry_after_ns: f.blocked_until_ns - now_ns,
+            });
         }
         if !same(pin.trim(), &self.pin) {
             f.in_a_row += 1;
             if f.in_a_row >= MAX_FAILURES {
-                let block = BLOCK_NS.saturating_mul(1 << f.blocks.min(16)).min(MAX_BLOCK_NS);
+                let block = BLOCK_NS
+                    .saturating_mul(1 << f.blocks.min(16))
+                    .min(MAX_BLOCK_NS);
                 f.blocks += 1;
                 f.in_a_row = 0;
                 f.blocked_until_ns = now_ns + block;
@@ -136,7 +154,9 @@ impl Gate {
     /// Whether `token` was made by [`Gate::login`] under this run's key and has not
     /// expired at `now_ns` (the MAC is verified in constant time by aws-lc-rs).
     pub fn allows(&self, token: &str, now_ns: u64) -> bool {
-        let Some(b) = unhex(token).filter(|b| b.len() == TOKEN_LEN) else { return false };
+        let Some(b) = unhex(token).filter(|b| b.len() == TOKEN_LEN) else {
+            return false;
+        };
         let (data, tag) = b.split_at(24);
         let expiry = u64::from_be_bytes(data[..8].try_into().unwrap_or_default());
         aws_lc_rs::hmac::verify(&self.key, data, tag).is_ok() && expiry > now_ns
@@ -164,10 +184,17 @@ mod tests {
         let mut g = Gate::new("042137".into(), TTL, &KEY);
         assert_eq!(g.login(ip(2), "000000", 0, [1; 16]), Err(Refusal::WrongPin));
         assert_eq!(g.login(ip(2), "", 0, [1; 16]), Err(Refusal::WrongPin));
-        assert_eq!(g.login(ip(2), "42137", 0, [1; 16]), Err(Refusal::WrongPin), "leading zero matters");
+        assert_eq!(
+            g.login(ip(2), "42137", 0, [1; 16]),
+            Err(Refusal::WrongPin),
+            "leading zero matters"
+        );
         let t = g.login(ip(2), " 042137\n", 0, [0xab; 16]).unwrap();
         assert_eq!(t.len(), 2 * TOKEN_LEN);
-        assert!(t[16..48] == "ab".repeat(16), "expiry, then the random bytes: {t}");
+        assert!(
+            t[16..48] == "ab".repeat(16),
+            "expiry, then the random bytes: {t}"
+        );
         assert!(g.allows(&t, 0));
         assert!(!g.allows("", 0));
         assert!(!g.allows(&"ac".repeat(TOKEN_LEN), 0));
@@ -203,10 +230,18 @@ mod tests {
     fn five_wrong_pins_block_the_address_for_30_s_then_60_s_others_unaffected() {
         let mut g = Gate::new("123456".into(), TTL, &KEY);
         for _ in 0..MAX_FAILURES {
-            assert_eq!(g.login(ip(9), "111111", 1_000, [0; 16]), Err(Refusal::WrongPin));
+            assert_eq!(
+                g.login(ip(9), "111111", 1_000, [0; 16]),
+                Err(Refusal::WrongPin)
+            );
         }
         // Blocked, even with the right PIN.
-        assert_eq!(g.login(ip(9), "123456", 2_000, [0; 16]), Err(Refusal::Blocked { retry_after_ns: BLOCK_NS - 1_000 }));
+        assert_eq!(
+            g.login(ip(9), "123456", 2_000, [0; 16]),
+            Err(Refusal::Blocked {
+                retry_after_ns: BLOCK_NS - 1_000
+            })
+        );
         // Another address is not.
         assert!(g.login(ip(10), "123456", 2_000, [3; 16]).is_ok());
         // After the block: allowed again; the next five failures block for twice as long.
@@ -215,12 +250,20 @@ mod tests {
         for _ in 0..MAX_FAILURES {
             let _ = g.login(ip(9), "000000", t, [0; 16]);
         }
-        assert_eq!(g.login(ip(9), "123456", t, [0; 16]), Err(Refusal::Blocked { retry_after_ns: 2 * BLOCK_NS }));
+        assert_eq!(
+            g.login(ip(9), "123456", t, [0; 16]),
+            Err(Refusal::Blocked {
+                retry_after_ns: 2 * BLOCK_NS
+            })
+        );
     }
 
     #[test]
     fn pins_are_six_digits() {
         assert_eq!(pin_from([0; 8]), "000000");
-        assert_eq!(pin_from(u64::MAX.to_le_bytes()), format!("{:06}", u64::MAX % 1_000_000));
+        assert_eq!(
+            pin_from(u64::MAX.to_le_bytes()),
+            format!("{:06}", u64::MAX % 1_000_000)
+        );
     }
 }

@@ -59,9 +59,18 @@ pub fn default_dir() -> PathBuf {
     }
 }
 
-fn read_pem(cert: &Path, key: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), CertError> {
-    let pem = |path: &Path, what: &str| CertError::Pem { path: path.to_path_buf(), what: what.to_string() };
-    let io = |path: &Path, err| CertError::Io { path: path.to_path_buf(), err };
+fn read_pem(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), CertError> {
+    let pem = |path: &Path, what: &str| CertError::Pem {
+        path: path.to_path_buf(),
+        what: what.to_string(),
+    };
+    let io = |path: &Path, err| CertError::Io {
+        path: path.to_path_buf(),
+        err,
+    };
     let cert_text = std::fs::read(cert).map_err(|e| io(cert, e))?;
     let chain: Vec<_> = CertificateDer::pem_slice_iter(&cert_text)
         .collect::<Result<_, _>>()
@@ -70,34 +79,64 @@ fn read_pem(cert: &Path, key: &Path) -> Result<(Vec<CertificateDer<'static>>, Pr
         return Err(pem(cert, "no CERTIFICATE block (expected PEM)"));
     }
     let key_text = std::fs::read(key).map_err(|e| io(key, e))?;
-    let key_der = PrivateKeyDer::from_pem_slice(&key_text).map_err(|e| pem(key, &format!("no PEM private key ({e})")))?;
+    let key_der = PrivateKeyDer::from_pem_slice(&key_text)
+        .map_err(|e| pem(key, &format!("no PEM private key ({e})")))?;
     Ok((chain, key_der))
 }
 
 /// Writes `text` to `path` through a temporary file in the same directory and a rename,
 /// with `mode`: a crash leaves the old file or the new one, never half of one.
 fn write_atomic(path: &Path, text: &str, mode: u32) -> Result<(), CertError> {
-    let io = |err| CertError::Io { path: path.to_path_buf(), err };
+    let io = |err| CertError::Io {
+        path: path.to_path_buf(),
+        err,
+    };
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp).map_err(io)?;
-    f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(io)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
 }
 
 /// The identity to serve: `cert` and `key` when given (both PEM); else the kept
 /// self-signed pair in `dir`, generated (for `names`: host names and IP addresses) when
 /// absent.
-pub fn load_or_create(cert: Option<&Path>, key: Option<&Path>, dir: &Path, names: &[String]) -> Result<Identity, CertError> {
+pub fn load_or_create(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    dir: &Path,
+    names: &[String],
+) -> Result<Identity, CertError> {
     if let (Some(c), Some(k)) = (cert, key) {
         let (chain, key) = read_pem(c, k)?;
-        return Ok(Identity { chain, key, cert_path: c.to_path_buf(), generated: false });
+        return Ok(Identity {
+            chain,
+            key,
+            cert_path: c.to_path_buf(),
+            generated: false,
+        });
     }
     let (c, k) = (dir.join("web-cert.pem"), dir.join("web-key.pem"));
     if c.exists() && k.exists() {
         let (chain, key) = read_pem(&c, &k)?;
-        return Ok(Identity { chain, key, cert_path: c, generated: false });
+        return Ok(Identity {
+            chain,
+            key,
+            cert_path: c,
+            generated: false,
+        });
     }
-    std::fs::create_dir_all(dir).map_err(|err| CertError::Io { path: dir.to_path_buf(), err })?;
+    std::fs::create_dir_all(dir).map_err(|err| CertError::Io {
+        path: dir.to_path_buf(),
+        err,
+    })?;
     // Two vr-streams starting at once must not each write half a pair (one's key beside the
     // other's certificate): generation is serialized by an exclusive lock on a file in
     // `dir` (flock(2), released when the handle drops), and whoever waited finds the pair.
@@ -107,19 +146,37 @@ pub fn load_or_create(cert: Option<&Path>, key: Option<&Path>, dir: &Path, names
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|err| CertError::Io { path: lock_path.clone(), err })?;
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| CertError::Io { path: lock_path.clone(), err: e.into() })?;
+        .map_err(|err| CertError::Io {
+            path: lock_path.clone(),
+            err,
+        })?;
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive).map_err(
+        |(_, e)| CertError::Io {
+            path: lock_path.clone(),
+            err: e.into(),
+        },
+    )?;
     if c.exists() && k.exists() {
         let (chain, key) = read_pem(&c, &k)?;
-        return Ok(Identity { chain, key, cert_path: c, generated: false });
+        return Ok(Identity {
+            chain,
+            key,
+            cert_path: c,
+            generated: false,
+        });
     }
-    let ck = rcgen::generate_simple_self_signed(names.to_vec()).map_err(|e| CertError::Generate(e.to_string()))?;
+    let ck = rcgen::generate_simple_self_signed(names.to_vec())
+        .map_err(|e| CertError::Generate(e.to_string()))?;
     // The key first: a certificate without its key is never left behind.
     write_atomic(&k, &ck.signing_key.serialize_pem(), 0o600)?;
     write_atomic(&c, &ck.cert.pem(), 0o644)?;
     let (chain, key) = read_pem(&c, &k)?;
-    Ok(Identity { chain, key, cert_path: c, generated: true })
+    Ok(Identity {
+        chain,
+        key,
+        cert_path: c,
+        generated: true,
+    })
 }
 
 #[cfg(test)]
@@ -131,9 +188,14 @@ mod tests {
     fn generated_once_kept_key_0600_and_bad_files_named() {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("sub");
-        let a = load_or_create(None, None, &dir, &["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let a =
+            load_or_create(None, None, &dir, &["localhost".into(), "127.0.0.1".into()]).unwrap();
         assert!(a.generated);
-        let mode = std::fs::metadata(dir.join("web-key.pem")).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(dir.join("web-key.pem"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
         let b = load_or_create(None, None, &dir, &["localhost".into()]).unwrap();
         assert!(!b.generated);
@@ -141,11 +203,20 @@ mod tests {
         // Given files that are not PEM: an error naming the file.
         let junk = d.path().join("junk.pem");
         std::fs::write(&junk, "hello").unwrap();
-        let e = load_or_create(Some(&junk), Some(&dir.join("web-key.pem")), &dir, &[]).err().unwrap().to_string();
+        let e = load_or_create(Some(&junk), Some(&dir.join("web-key.pem")), &dir, &[])
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("junk.pem") && e.contains("PEM"), "{e}");
-        let e = load_or_create(Some(&dir.join("web-cert.pem")), Some(&junk), &dir, &[]).err().unwrap().to_string();
+        let e = load_or_create(Some(&dir.join("web-cert.pem")), Some(&junk), &dir, &[])
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("junk.pem") && e.contains("private key"), "{e}");
-        let e = load_or_create(Some(&d.path().join("none.pem")), Some(&junk), &dir, &[]).err().unwrap().to_string();
+        let e = load_or_create(Some(&d.path().join("none.pem")), Some(&junk), &dir, &[])
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("none.pem"), "{e}");
     }
 }

@@ -32,8 +32,8 @@ pub mod rtc;
 pub mod server;
 pub mod stage;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use bytes::Bytes;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -60,12 +60,19 @@ pub struct StreamDesc {
 /// RFC 6381 `avc1.PPCCLL` from the first SPS in `annexb` (profile_idc, constraint flags,
 /// level_idc: the three bytes after the NAL header); `None` without an SPS.
 pub fn codec_string(annexb: &[u8]) -> Option<String> {
-    let sps = crate::rtp::nal_units(annexb).find(|n| n.first().is_some_and(|h| h & 0x1f == 7) && n.len() >= 4)?;
+    let sps = crate::rtp::nal_units(annexb)
+        .find(|n| n.first().is_some_and(|h| h & 0x1f == 7) && n.len() >= 4)?;
     Some(format!("avc1.{:02x}{:02x}{:02x}", sps[1], sps[2], sps[3]))
 }
 
 /// The media message for one access unit (layout in the module doc).
-pub fn media_message(au: &[u8], keyframe: bool, frame_id: u64, capture_unix_ns: u64, send_unix_ns: u64) -> Vec<u8> {
+pub fn media_message(
+    au: &[u8],
+    keyframe: bool,
+    frame_id: u64,
+    capture_unix_ns: u64,
+    send_unix_ns: u64,
+) -> Vec<u8> {
     let mut m = Vec::with_capacity(HEADER_LEN + au.len());
     m.extend_from_slice(&[1, keyframe as u8, 0, 0]);
     m.extend_from_slice(&(frame_id as u32).to_be_bytes());
@@ -124,14 +131,22 @@ impl PageReport {
             reconnects: v["reconnects"].as_u64().unwrap_or(0).min(u32::MAX as u64) as u32,
             decode_ms: v["decode_ms"].as_f64().unwrap_or(f64::NAN),
             fps: v["fps"].as_f64().unwrap_or(0.0),
-            transport: crate::shm::stats::PageTransport::parse(v["transport"].as_str().unwrap_or("")),
+            transport: crate::shm::stats::PageTransport::parse(
+                v["transport"].as_str().unwrap_or(""),
+            ),
             received_ns: now_ns,
         }
     }
 
     /// For the stats segment (NaN and negative times as 0).
     pub fn to_stats(&self) -> crate::shm::stats::PageStats {
-        let d = |ms: f64| std::time::Duration::from_secs_f64(if ms.is_finite() { ms.max(0.0) / 1000.0 } else { 0.0 });
+        let d = |ms: f64| {
+            std::time::Duration::from_secs_f64(if ms.is_finite() {
+                ms.max(0.0) / 1000.0
+            } else {
+                0.0
+            })
+        };
         crate::shm::stats::PageStats {
             transport: self.transport,
             report_ns: self.received_ns,
@@ -181,7 +196,13 @@ pub struct Hub {
 /// "cap":MS,"w":W,"h":H,"boxes":[{"c":CLASS,"s":SCORE,"b":[X0,Y0,X1,Y1]},…]}` — frame id,
 /// its capture time (Unix ms), the frame size, and per detection the COCO class index,
 /// the score (0..1) and the box in frame pixels.
-pub fn detections_message(frame_id: u64, capture_unix_ns: u64, width: u32, height: u32, dets: &[crate::detect::Detection]) -> String {
+pub fn detections_message(
+    frame_id: u64,
+    capture_unix_ns: u64,
+    width: u32,
+    height: u32,
+    dets: &[crate::detect::Detection],
+) -> String {
     let boxes: Vec<serde_json::Value> = dets
         .iter()
         .map(|d| serde_json::json!({ "c": d.class, "s": (d.score * 1000.0).round() / 1000.0, "b": d.bbox.map(|v| v.round()) }))
@@ -193,7 +214,10 @@ impl Hub {
     /// An empty hub for a stream described by `desc` (the codec string is filled in from
     /// the first keyframe if empty).
     pub fn new(desc: StreamDesc) -> Arc<Hub> {
-        Arc::new(Hub { desc: Mutex::new(desc), ..Default::default() })
+        Arc::new(Hub {
+            desc: Mutex::new(desc),
+            ..Default::default()
+        })
     }
 
     /// The stream description.
@@ -209,11 +233,22 @@ impl Hub {
     /// Adds a viewer (its page at `addr`, over `transport`); returns its id and the
     /// receiving end of its queue ([`VIEWER_QUEUE`] media messages, [`media_message`]). It
     /// gets frames from the next IDR on, which is requested now.
-    pub fn join(&self, addr: std::net::SocketAddr, transport: crate::shm::stats::PageTransport) -> (u64, tokio::sync::mpsc::Receiver<Bytes>) {
+    pub fn join(
+        &self,
+        addr: std::net::SocketAddr,
+        transport: crate::shm::stats::PageTransport,
+    ) -> (u64, tokio::sync::mpsc::Receiver<Bytes>) {
         let (tx, rx) = tokio::sync::mpsc::channel(VIEWER_QUEUE);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut v = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
-        v.push(Viewer { id, tx, need_key: true, addr, transport, report: None });
+        v.push(Viewer {
+            id,
+            tx,
+            need_key: true,
+            addr,
+            transport,
+            report: None,
+        });
         self.count.store(v.len() as u64, Ordering::Relaxed);
         self.want_idr.store(true, Ordering::Release);
         (id, rx)
@@ -253,7 +288,9 @@ impl Hub {
     /// The newest detections message if newer than `seen` (0 at first), with its number.
     pub fn detections_after(&self, seen: u64) -> Option<(u64, Arc<String>)> {
         let d = self.detections.try_lock().ok()?;
-        (d.0 > seen).then(|| (d.0, d.1.clone())).and_then(|(n, m)| m.map(|m| (n, m)))
+        (d.0 > seen)
+            .then(|| (d.0, d.1.clone()))
+            .and_then(|(n, m)| m.map(|m| (n, m)))
     }
 
     /// Sets (or with `None` clears) viewer `id`'s bitrate target, kbit/s.
@@ -268,7 +305,12 @@ impl Hub {
     /// The lowest bitrate target of the viewers, kbit/s: one encoder feeds every output,
     /// so it runs at the rate the worst path carries. `None` when no viewer has one.
     pub fn min_target(&self) -> Option<u32> {
-        self.targets.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|x| x.1).min()
+        self.targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|x| x.1)
+            .min()
     }
 
     /// Access units were lost before the hub saw them (the web queue dropped copies):
@@ -285,7 +327,14 @@ impl Hub {
 
     /// Offers one access unit to every viewer without blocking (see the module doc).
     /// `au` is Annex-B; times are Unix ns.
-    pub fn publish(&self, au: &[u8], keyframe: bool, frame_id: u64, capture_unix_ns: u64, send_unix_ns: u64) {
+    pub fn publish(
+        &self,
+        au: &[u8],
+        keyframe: bool,
+        frame_id: u64,
+        capture_unix_ns: u64,
+        send_unix_ns: u64,
+    ) {
         // The codec string from the first IDR's SPS even with nobody watching, so the first
         // viewer's `hello` has it.
         if keyframe
@@ -302,7 +351,13 @@ impl Hub {
             self.skipped.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let msg = Bytes::from(media_message(au, keyframe, frame_id, capture_unix_ns, send_unix_ns));
+        let msg = Bytes::from(media_message(
+            au,
+            keyframe,
+            frame_id,
+            capture_unix_ns,
+            send_unix_ns,
+        ));
         viewers.retain_mut(|v| {
             if v.need_key && !keyframe {
                 self.skipped.fetch_add(1, Ordering::Relaxed);
@@ -385,7 +440,11 @@ impl Hub {
         let v = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
         v.iter()
             .take(crate::shm::stats::MAX_VIEWER_ROWS)
-            .map(|x| crate::shm::stats::ViewerStats { addr: x.addr, transport: x.transport, report: x.report.map(|r| r.to_stats()) })
+            .map(|x| crate::shm::stats::ViewerStats {
+                addr: x.addr,
+                transport: x.transport,
+                report: x.report.map(|r| r.to_stats()),
+            })
             .collect()
     }
 
@@ -411,7 +470,9 @@ mod tests {
 
     #[test]
     fn codec_string_from_the_sps() {
-        let au = [0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0xaa, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 1, 0x65, 0x88];
+        let au = [
+            0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0xaa, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 1, 0x65, 0x88,
+        ];
         assert_eq!(codec_string(&au).as_deref(), Some("avc1.42c01f"));
         assert_eq!(codec_string(&[0, 0, 0, 1, 0x41, 0x9a]), None);
     }
@@ -431,7 +492,10 @@ mod tests {
         let hub = Hub::new(StreamDesc::default());
         hub.publish(b"x", false, 0, 0, 0);
         assert_eq!(hub.counters().sent, 0, "nobody watching: nothing built");
-        let (_id, mut rx) = hub.join(([127, 0, 0, 1], 9).into(), crate::shm::stats::PageTransport::WebSocket);
+        let (_id, mut rx) = hub.join(
+            ([127, 0, 0, 1], 9).into(),
+            crate::shm::stats::PageTransport::WebSocket,
+        );
         assert!(hub.take_idr_request(), "a new viewer asks for an IDR");
         assert!(!hub.take_idr_request());
         hub.publish(b"p", false, 1, 0, 0);
@@ -445,7 +509,9 @@ mod tests {
         // The queue (VIEWER_QUEUE) is full now: the next P frame is skipped, an IDR asked for.
         assert!(hub.take_idr_request());
         hub.publish(b"p", false, 99, 0, 0);
-        let ids: Vec<u32> = std::iter::from_fn(|| rx.try_recv().ok()).map(|m| u32::from_be_bytes(m[4..8].try_into().unwrap())).collect();
+        let ids: Vec<u32> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|m| u32::from_be_bytes(m[4..8].try_into().unwrap()))
+            .collect();
         assert_eq!(ids, (2..2 + VIEWER_QUEUE as u32).collect::<Vec<_>>());
         hub.publish(&idr, true, 100, 0, 0);
         assert_eq!(rx.try_recv().map(|m| m[1]), Ok(1), "back at the IDR");

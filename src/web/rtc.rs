@@ -51,7 +51,13 @@ pub const STATS_INTERVAL: Duration = Duration::from_millis(100);
 ///
 /// `slot`: the viewer's place among `web.max_viewers`, held by the peer's thread until it ends.
 /// `page`: the address the page's offer came from (listed in the stats).
-pub fn answer(offer_sdp: &str, host: IpAddr, page: SocketAddr, hub: Arc<Hub>, slot: super::server::ViewerSlot) -> Result<String, String> {
+pub fn answer(
+    offer_sdp: &str,
+    host: IpAddr,
+    page: SocketAddr,
+    hub: Arc<Hub>,
+    slot: super::server::ViewerSlot,
+) -> Result<String, String> {
     let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|e| format!("the SDP offer: {e}"))?;
     // str0m's own bandwidth estimation (transport-cc, `enable_bwe`) stays off: it paces
     // media at 1.1 x its estimate, which spreads each access unit over the frame interval
@@ -63,11 +69,15 @@ pub fn answer(offer_sdp: &str, host: IpAddr, page: SocketAddr, hub: Arc<Hub>, sl
         .set_extension(PLAYOUT_DELAY_ID, Extension::PlayoutDelay)
         .set_stats_interval(Some(STATS_INTERVAL))
         .build(Instant::now());
-    let sock = UdpSocket::bind((host, 0)).map_err(|e| format!("WebRTC UDP socket on {host}: {e}"))?;
+    let sock =
+        UdpSocket::bind((host, 0)).map_err(|e| format!("WebRTC UDP socket on {host}: {e}"))?;
     let local = sock.local_addr().map_err(|e| e.to_string())?;
     let cand = Candidate::host(local, "udp").map_err(|e| format!("ICE candidate {local}: {e}"))?;
     rtc.add_local_candidate(cand);
-    let answer: SdpAnswer = rtc.sdp_api().accept_offer(offer).map_err(|e| format!("the SDP offer: {e}"))?;
+    let answer: SdpAnswer = rtc
+        .sdp_api()
+        .accept_offer(offer)
+        .map_err(|e| format!("the SDP offer: {e}"))?;
     std::thread::Builder::new()
         .name("web-rtc".into())
         .spawn(move || {
@@ -101,7 +111,13 @@ fn h264_pt(rtc: &mut Rtc, mid: Mid) -> Option<str0m::media::Pt> {
     best.map(|(_, pt)| pt)
 }
 
-fn run(mut rtc: Rtc, sock: UdpSocket, local: SocketAddr, page: SocketAddr, hub: &Hub) -> Result<(), String> {
+fn run(
+    mut rtc: Rtc,
+    sock: UdpSocket,
+    local: SocketAddr,
+    page: SocketAddr,
+    hub: &Hub,
+) -> Result<(), String> {
     let (id, mut rx) = hub.join(page, crate::shm::stats::PageTransport::WebRtc);
     let mut video: Option<(Mid, str0m::media::Pt)> = None;
     let mut channel = None;
@@ -122,7 +138,9 @@ fn run(mut rtc: Rtc, sock: UdpSocket, local: SocketAddr, page: SocketAddr, hub: 
         }
         // Media from the hub: everything queued, newest last.
         while let Ok(m) = rx.try_recv() {
-            let (Some((mid, pt)), true) = (video, m.len() > super::HEADER_LEN) else { continue };
+            let (Some((mid, pt)), true) = (video, m.len() > super::HEADER_LEN) else {
+                continue;
+            };
             let key = m[1] & 1 != 0;
             if waiting_key && !key {
                 continue;
@@ -159,7 +177,9 @@ fn run(mut rtc: Rtc, sock: UdpSocket, local: SocketAddr, page: SocketAddr, hub: 
                             video = Some((m.mid, pt));
                             hub.request_idr();
                         } else {
-                            eprintln!("vr-stream[web]: WebRTC peer offered no H.264 packetization-mode 1");
+                            eprintln!(
+                                "vr-stream[web]: WebRTC peer offered no H.264 packetization-mode 1"
+                            );
                         }
                     }
                     Event::KeyframeRequest(_) => {
@@ -168,10 +188,15 @@ fn run(mut rtc: Rtc, sock: UdpSocket, local: SocketAddr, page: SocketAddr, hub: 
                     }
                     Event::MediaEgressStats(st) => {
                         let Some(a) = abr.as_mut() else { continue };
-                        a.on_sent(st.packets.saturating_sub(sent_packets), st.bytes.saturating_sub(sent_bytes));
+                        a.on_sent(
+                            st.packets.saturating_sub(sent_packets),
+                            st.bytes.saturating_sub(sent_bytes),
+                        );
                         (sent_packets, sent_bytes) = (st.packets, st.bytes);
                         // `loss` is Some only when a receiver report came since the last event.
-                        let (Some(loss), Some(remote)) = (st.loss, st.remote.as_ref()) else { continue };
+                        let (Some(loss), Some(remote)) = (st.loss, st.remote.as_ref()) else {
+                            continue;
+                        };
                         let block = ReportBlock {
                             ssrc: 0,
                             fraction_lost: (loss.clamp(0.0, 1.0) * 256.0).min(255.0) as u8,
@@ -181,7 +206,11 @@ fn run(mut rtc: Rtc, sock: UdpSocket, local: SocketAddr, page: SocketAddr, hub: 
                             lsr: 0,
                             dlsr: 0,
                         };
-                        let fb = Feedback { arrival_ns: monotonic_ns(), block, rtt_ns: st.rtt.map(|d| d.as_nanos() as u64) };
+                        let fb = Feedback {
+                            arrival_ns: monotonic_ns(),
+                            block,
+                            rtt_ns: st.rtt.map(|d| d.as_nanos() as u64),
+                        };
                         if let Some(ch) = a.on_report(fb) {
                             eprintln!("vr-stream[web]: WebRTC peer {id}: {ch}");
                             hub.set_target(id, Some(ch.to_kbps));
@@ -216,17 +245,34 @@ fn run(mut rtc: Rtc, sock: UdpSocket, local: SocketAddr, page: SocketAddr, hub: 
             break Err("no ICE traffic for 10 s".to_string());
         }
         // Wait for a packet, str0m's next timer, or at most 2 ms (media may be queued).
-        let wait = timeout.saturating_duration_since(Instant::now()).clamp(Duration::from_micros(100), Duration::from_millis(2));
+        let wait = timeout
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_micros(100), Duration::from_millis(2));
         let _ = sock.set_read_timeout(Some(wait));
         let input = match sock.recv_from(&mut buf) {
             Ok((n, source)) => {
                 last_heard = Instant::now();
                 match buf[..n].try_into() {
-                    Ok(contents) => Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: local, contents }),
+                    Ok(contents) => Input::Receive(
+                        Instant::now(),
+                        Receive {
+                            proto: Protocol::Udp,
+                            source,
+                            destination: local,
+                            contents,
+                        },
+                    ),
                     Err(_) => continue,
                 }
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => Input::Timeout(Instant::now()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Input::Timeout(Instant::now())
+            }
             Err(e) => break Err(e.to_string()),
         };
         if let Err(e) = rtc.handle_input(input) {

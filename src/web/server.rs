@@ -27,16 +27,16 @@
 //!   [`super::VIEWER_QUEUE`] access units; a WebSocket whose page sent nothing for
 //!   `idle_timeout_s` is closed (pages send a ping every second).
 
-use super::auth::{Gate, Refusal};
 use super::Hub;
+use super::auth::{Gate, Refusal};
 use crate::rt::monotonic_ns;
+use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, State};
-use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -45,12 +45,36 @@ use std::time::Duration;
 
 /// The page and its modules, compiled in (`web/` in the repository).
 const ASSETS: &[(&str, &str, &str)] = &[
-    ("/", "text/html; charset=utf-8", include_str!("../../web/index.html")),
-    ("/index.html", "text/html; charset=utf-8", include_str!("../../web/index.html")),
-    ("/app.js", "text/javascript; charset=utf-8", include_str!("../../web/app.js")),
-    ("/clock.js", "text/javascript; charset=utf-8", include_str!("../../web/clock.js")),
-    ("/xr.js", "text/javascript; charset=utf-8", include_str!("../../web/xr.js")),
-    ("/boxes.js", "text/javascript; charset=utf-8", include_str!("../../web/boxes.js")),
+    (
+        "/",
+        "text/html; charset=utf-8",
+        include_str!("../../web/index.html"),
+    ),
+    (
+        "/index.html",
+        "text/html; charset=utf-8",
+        include_str!("../../web/index.html"),
+    ),
+    (
+        "/app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/app.js"),
+    ),
+    (
+        "/clock.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/clock.js"),
+    ),
+    (
+        "/xr.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/xr.js"),
+    ),
+    (
+        "/boxes.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/boxes.js"),
+    ),
 ];
 
 /// The session cookie's name.
@@ -117,7 +141,12 @@ struct Admitted {
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        let mut g = self.app.admission.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = self
+            .app
+            .admission
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         g.0 -= 1;
         if let Some(n) = g.1.get_mut(&self.ip) {
             *n -= 1;
@@ -157,19 +186,41 @@ pub struct App {
 
 impl App {
     /// The server's state for `hub` with `gate` and `limits`.
-    pub fn new(tls: Arc<rustls::ServerConfig>, gate: Gate, hub: Arc<Hub>, limits: Limits, allowed: Vec<ipnet::IpNet>) -> Arc<App> {
-        Arc::new(App { tls, gate: Mutex::new(gate), hub, limits, allowed, admission: Admission::default(), viewers: Arc::default(), limited: AtomicU64::new(0) })
+    pub fn new(
+        tls: Arc<rustls::ServerConfig>,
+        gate: Gate,
+        hub: Arc<Hub>,
+        limits: Limits,
+        allowed: Vec<ipnet::IpNet>,
+    ) -> Arc<App> {
+        Arc::new(App {
+            tls,
+            gate: Mutex::new(gate),
+            hub,
+            limits,
+            allowed,
+            admission: Admission::default(),
+            viewers: Arc::default(),
+            limited: AtomicU64::new(0),
+        })
     }
 
     fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
-        let mut g = self.admission.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = self
+            .admission
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let per = g.1.get(&ip).copied().unwrap_or(0);
         if g.0 >= self.limits.connections || per >= self.limits.per_address {
             return None;
         }
         g.0 += 1;
         *g.1.entry(ip).or_insert(0) += 1;
-        Some(Admitted { app: self.clone(), ip })
+        Some(Admitted {
+            app: self.clone(),
+            ip,
+        })
     }
 
     /// A viewer's place, or `None` when [`Limits::viewers`] are watching.
@@ -213,7 +264,9 @@ pub fn tls_config(id: super::cert::Identity) -> Result<Arc<rustls::ServerConfig>
 /// Errors: the OS random source failed; the caller refuses to make a PIN or token
 /// without it (there is no fallback).
 pub fn os_random(b: &mut [u8]) -> Result<(), String> {
-    getrandom::fill(b).map_err(|e| format!("the OS random source failed ({e}): no PIN or session token can be made without it"))
+    getrandom::fill(b).map_err(|e| {
+        format!("the OS random source failed ({e}): no PIN or session token can be made without it")
+    })
 }
 
 /// Binds `addr` and serves `app` from a thread of its own (a current-thread tokio runtime).
@@ -221,8 +274,12 @@ pub fn os_random(b: &mut [u8]) -> Result<(), String> {
 /// Errors: the address cannot be bound (in use, no permission), naming it; no runtime.
 pub fn start(addr: SocketAddr, app: Arc<App>) -> Result<(), String> {
     let l = std::net::TcpListener::bind(addr).map_err(|e| format!("web server on {addr}: {e}"))?;
-    l.set_nonblocking(true).map_err(|e| format!("web server on {addr}: {e}"))?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("web server runtime: {e}"))?;
+    l.set_nonblocking(true)
+        .map_err(|e| format!("web server on {addr}: {e}"))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("web server runtime: {e}"))?;
     std::thread::Builder::new()
         .name("web-http".into())
         .spawn(move || {
@@ -262,33 +319,74 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: Arc<App>) {
     }
 }
 
-async fn connection(tcp: tokio::net::TcpStream, peer: SocketAddr, admitted: Admitted, router: Router) -> std::io::Result<()> {
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    admitted: Admitted,
+    router: Router,
+) -> std::io::Result<()> {
     let app = admitted.app.clone();
     let head = app.limits.header_timeout;
     let _ = tcp.set_nodelay(true);
     let local = tcp.local_addr()?;
     let mut first = [0u8; 1];
     let timed_out = |_| std::io::Error::from(std::io::ErrorKind::TimedOut);
-    if tokio::time::timeout(head, tcp.peek(&mut first)).await.map_err(timed_out)?? == 0 {
+    if tokio::time::timeout(head, tcp.peek(&mut first))
+        .await
+        .map_err(timed_out)??
+        == 0
+    {
         return Ok(());
     }
     // A TLS record starts with 0x16 (handshake).
     if first[0] == 0x16 {
         let acceptor = tokio_rustls::TlsAcceptor::from(app.tls.clone());
-        let tls = tokio::time::timeout(head, acceptor.accept(tcp)).await.map_err(timed_out)??;
-        http(hyper_util::rt::TokioIo::new(tls), Conn { peer, local, tls: true }, &app, router).await
+        let tls = tokio::time::timeout(head, acceptor.accept(tcp))
+            .await
+            .map_err(timed_out)??;
+        http(
+            hyper_util::rt::TokioIo::new(tls),
+            Conn {
+                peer,
+                local,
+                tls: true,
+            },
+            &app,
+            router,
+        )
+        .await
     } else if peer.ip().is_loopback() {
-        http(hyper_util::rt::TokioIo::new(tcp), Conn { peer, local, tls: false }, &app, router).await
+        http(
+            hyper_util::rt::TokioIo::new(tcp),
+            Conn {
+                peer,
+                local,
+                tls: false,
+            },
+            &app,
+            router,
+        )
+        .await
     } else {
         use tokio::io::AsyncWriteExt;
         let body = "plain HTTP is served on localhost only: use https://\n";
         let mut tcp = tcp;
-        let reply = format!("HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
-        tokio::time::timeout(head, tcp.write_all(reply.as_bytes())).await.map_err(timed_out)?
+        let reply = format!(
+            "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        tokio::time::timeout(head, tcp.write_all(reply.as_bytes()))
+            .await
+            .map_err(timed_out)?
     }
 }
 
-async fn http<I>(io: hyper_util::rt::TokioIo<I>, conn: Conn, app: &App, router: Router) -> std::io::Result<()>
+async fn http<I>(
+    io: hyper_util::rt::TokioIo<I>,
+    conn: Conn,
+    app: &App,
+    router: Router,
+) -> std::io::Result<()>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -318,36 +416,67 @@ fn router(app: Arc<App>) -> Router {
         r = r.route(
             path,
             get(move |Extension(c): Extension<Conn>| async move {
-                let mut h = vec![(header::CONTENT_TYPE, ctype), (header::CACHE_CONTROL, "no-store")];
+                let mut h = vec![
+                    (header::CONTENT_TYPE, ctype),
+                    (header::CACHE_CONTROL, "no-store"),
+                ];
                 if c.tls {
                     h.push((header::STRICT_TRANSPORT_SECURITY, "max-age=0"));
                 }
-                (h.into_iter().map(|(k, v)| (k, HeaderValue::from_static(v))).collect::<HeaderMap>(), body)
+                (
+                    h.into_iter()
+                        .map(|(k, v)| (k, HeaderValue::from_static(v)))
+                        .collect::<HeaderMap>(),
+                    body,
+                )
             }),
         );
     }
     let limit = app.limits.max_body;
     r.fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
-        .layer(axum::middleware::from_fn_with_state(app.clone(), whole_request_timeout))
-        .layer(axum::middleware::from_fn_with_state(app.clone(), allow_list))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            whole_request_timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            allow_list,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(app)
 }
 
 /// `web.allow`: a peer outside it gets 403 for every request, before any PIN is asked.
-async fn allow_list(State(app): State<Arc<App>>, Extension(c): Extension<Conn>, req: Request<Body>, next: axum::middleware::Next) -> Response {
+async fn allow_list(
+    State(app): State<Arc<App>>,
+    Extension(c): Extension<Conn>,
+    req: Request<Body>,
+    next: axum::middleware::Next,
+) -> Response {
     if is_allowed(&app.allowed, c.peer.ip()) {
         return next.run(req).await;
     }
     app.hub.refused();
     let nets: Vec<String> = app.allowed.iter().map(|n| n.to_string()).collect();
-    let body = format!("this viewer page is for {} only (web.allow; vr-stream --ip names the headset)\n", nets.join(", "));
-    (StatusCode::FORBIDDEN, [(header::CACHE_CONTROL, "no-store")], body).into_response()
+    let body = format!(
+        "this viewer page is for {} only (web.allow; vr-stream --ip names the headset)\n",
+        nets.join(", ")
+    );
+    (
+        StatusCode::FORBIDDEN,
+        [(header::CACHE_CONTROL, "no-store")],
+        body,
+    )
+        .into_response()
 }
 
 /// A whole request (head and body) gets [`Limits::header_timeout`] to be handled; a
 /// WebSocket's life after its 101 is not a request and is not limited by it.
-async fn whole_request_timeout(State(app): State<Arc<App>>, req: Request<Body>, next: axum::middleware::Next) -> Response {
+async fn whole_request_timeout(
+    State(app): State<Arc<App>>,
+    req: Request<Body>,
+    next: axum::middleware::Next,
+) -> Response {
     match tokio::time::timeout(app.limits.header_timeout, next.run(req)).await {
         Ok(r) => r,
         Err(_) => (StatusCode::REQUEST_TIMEOUT, "request took too long\n").into_response(),
@@ -374,7 +503,11 @@ fn session_token(headers: &HeaderMap) -> Option<String> {
 /// Whether the request carries a live session; a refusal is counted.
 fn authorized(app: &App, headers: &HeaderMap) -> bool {
     let token = session_token(headers).unwrap_or_default();
-    let ok = app.gate.lock().map(|g| g.allows(&token, monotonic_ns())).unwrap_or(false);
+    let ok = app
+        .gate
+        .lock()
+        .map(|g| g.allows(&token, monotonic_ns()))
+        .unwrap_or(false);
     if !ok {
         app.hub.refused();
     }
@@ -384,16 +517,29 @@ fn authorized(app: &App, headers: &HeaderMap) -> bool {
 const NO_SESSION: &str = "no valid session: log in with the PIN first\n";
 const TOO_MANY: &str = "too many viewers: close another one first\n";
 
-async fn login(State(app): State<Arc<App>>, Extension(c): Extension<Conn>, body: Bytes) -> Response {
-    let pin = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v["pin"].as_str().map(str::to_string)).unwrap_or_default();
+async fn login(
+    State(app): State<Arc<App>>,
+    Extension(c): Extension<Conn>,
+    body: Bytes,
+) -> Response {
+    let pin = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["pin"].as_str().map(str::to_string))
+        .unwrap_or_default();
     let mut random = [0u8; 16];
     if let Err(e) = os_random(&mut random) {
         eprintln!("vr-stream[web]: login from {}: {e}", c.peer);
-        return text(StatusCode::SERVICE_UNAVAILABLE, "no random source: cannot make a session\n");
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no random source: cannot make a session\n",
+        );
     }
     let (r, ttl) = {
         let mut g = app.gate.lock().unwrap_or_else(|e| e.into_inner());
-        (g.login(c.peer.ip(), &pin, monotonic_ns(), random), g.ttl_s())
+        (
+            g.login(c.peer.ip(), &pin, monotonic_ns(), random),
+            g.ttl_s(),
+        )
     };
     match r {
         Ok(token) => {
@@ -404,19 +550,46 @@ async fn login(State(app): State<Arc<App>>, Extension(c): Extension<Conn>, body:
                 .path("/")
                 .max_age(cookie::time::Duration::seconds(ttl as i64))
                 .build();
-            let set = HeaderValue::from_str(&cookie.to_string()).unwrap_or(HeaderValue::from_static(""));
+            let set =
+                HeaderValue::from_str(&cookie.to_string()).unwrap_or(HeaderValue::from_static(""));
             let body = serde_json::json!({ "expires_s": ttl }).to_string();
-            (StatusCode::OK, [(header::SET_COOKIE, set), (header::CONTENT_TYPE, HeaderValue::from_static("application/json")), (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))], body).into_response()
+            (
+                StatusCode::OK,
+                [
+                    (header::SET_COOKIE, set),
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    ),
+                    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                ],
+                body,
+            )
+                .into_response()
         }
         Err(Refusal::WrongPin) => {
             app.hub.refused();
-            (StatusCode::FORBIDDEN, [(header::CONTENT_TYPE, "application/json")], r#"{"error":"wrong PIN"}"#).into_response()
+            (
+                StatusCode::FORBIDDEN,
+                [(header::CONTENT_TYPE, "application/json")],
+                r#"{"error":"wrong PIN"}"#,
+            )
+                .into_response()
         }
         Err(Refusal::Blocked { retry_after_ns }) => {
             app.hub.refused();
             let secs = retry_after_ns.div_ceil(1_000_000_000);
-            let body = serde_json::json!({ "error": "too many wrong PINs", "retry_after_s": secs }).to_string();
-            (StatusCode::TOO_MANY_REQUESTS, [(header::CONTENT_TYPE, "application/json".to_string()), (header::RETRY_AFTER, secs.to_string())], body).into_response()
+            let body = serde_json::json!({ "error": "too many wrong PINs", "retry_after_s": secs })
+                .to_string();
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [
+                    (header::CONTENT_TYPE, "application/json".to_string()),
+                    (header::RETRY_AFTER, secs.to_string()),
+                ],
+                body,
+            )
+                .into_response()
         }
     }
 }
@@ -424,22 +597,39 @@ async fn login(State(app): State<Arc<App>>, Extension(c): Extension<Conn>, body:
 /// `GET /api/session`: 204 while the session cookie is valid, else 403 (a reconnecting
 /// page asks before it tries again, and shows the PIN form when its session is gone).
 async fn session(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if authorized(&app, &headers) { StatusCode::NO_CONTENT.into_response() } else { text(StatusCode::FORBIDDEN, NO_SESSION) }
+    if authorized(&app, &headers) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        text(StatusCode::FORBIDDEN, NO_SESSION)
+    }
 }
 
-async fn webrtc(State(app): State<Arc<App>>, Extension(c): Extension<Conn>, headers: HeaderMap, body: Bytes) -> Response {
+async fn webrtc(
+    State(app): State<Arc<App>>,
+    Extension(c): Extension<Conn>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if !authorized(&app, &headers) {
         return text(StatusCode::FORBIDDEN, NO_SESSION);
     }
-    let Some(offer) = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v["sdp"].as_str().map(str::to_string)) else {
-        return text(StatusCode::BAD_REQUEST, "expected {\"sdp\": \"<SDP offer>\"}\n");
+    let Some(offer) = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["sdp"].as_str().map(str::to_string))
+    else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "expected {\"sdp\": \"<SDP offer>\"}\n",
+        );
     };
     let Some(slot) = app.viewer_slot() else {
         return text(StatusCode::SERVICE_UNAVAILABLE, TOO_MANY);
     };
     // The peer's UDP socket on the address the page reached us at.
     match super::rtc::answer(&offer, c.local.ip(), c.peer, app.hub.clone(), slot) {
-        Ok(answer) => axum::Json(serde_json::json!({ "type": "answer", "sdp": answer })).into_response(),
+        Ok(answer) => {
+            axum::Json(serde_json::json!({ "type": "answer", "sdp": answer })).into_response()
+        }
         Err(e) => {
             eprintln!("vr-stream[web]: WebRTC offer from {}: {e}", c.peer);
             (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
@@ -447,7 +637,12 @@ async fn webrtc(State(app): State<Arc<App>>, Extension(c): Extension<Conn>, head
     }
 }
 
-async fn ws(State(app): State<Arc<App>>, Extension(c): Extension<Conn>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+async fn ws(
+    State(app): State<Arc<App>>,
+    Extension(c): Extension<Conn>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     if !authorized(&app, &headers) {
         return text(StatusCode::FORBIDDEN, NO_SESSION);
     }

@@ -19,14 +19,14 @@
 //! Crash-only like the other stages: the supervisor restarts it with backoff, and gives up
 //! on it (streaming on without the page) only after `supervise.max_restarts`.
 
-use super::{auth::Gate, cert, server, Hub, StreamDesc};
+use super::{Hub, StreamDesc, auth::Gate, cert, server};
 use crate::config::Config;
 use crate::rt::{self, monotonic_ns, realtime_ns};
-use crate::shm::bitstream::{BitstreamQueue, Next, FLAG_KEYFRAME};
+use crate::shm::bitstream::{BitstreamQueue, FLAG_KEYFRAME, Next};
 use crate::shm::control::{Control, StageSlot, StageState};
 use crate::shm::stats::WebStats;
 use crate::source::SourceFormat;
-use crate::stage::{beat, go_realtime, wait_go, StageKind};
+use crate::stage::{StageKind, beat, go_realtime, wait_go};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,7 +42,13 @@ const STATS_EVERY_NS: u64 = 250_000_000;
 ///
 /// Errors: the certificate or key cannot be loaded, the port cannot be bound, the OS
 /// random source fails (no PIN or token without it).
-pub fn run(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, queue: &BitstreamQueue) -> Result<(), String> {
+pub fn run(
+    cfg: &Config,
+    fmt: SourceFormat,
+    ctl: &Control,
+    slot: &StageSlot,
+    queue: &BitstreamQueue,
+) -> Result<(), String> {
     // Scheduling first: the server's threads inherit this thread's CPUs and nice value.
     go_realtime(StageKind::Web, cfg, slot)?;
     let (hub, app) = start(cfg, &fmt, ctl)?;
@@ -74,7 +80,13 @@ pub fn run(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
                 let key = m.flags & FLAG_KEYFRAME != 0;
                 if hub.has_viewers() || key {
                     let (mono, real) = (monotonic_ns(), realtime_ns());
-                    hub.publish(au.data, key, m.frame_id, rt::wall_ns(m.capture_ns, mono, real), real);
+                    hub.publish(
+                        au.data,
+                        key,
+                        m.frame_id,
+                        rt::wall_ns(m.capture_ns, mono, real),
+                        real,
+                    );
                 }
                 use std::sync::atomic::Ordering::Relaxed;
                 slot.frames_in.fetch_add(1, Relaxed);
@@ -95,7 +107,13 @@ pub fn run(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
                 det_seen = runs;
                 if hub.has_viewers() {
                     let cap = rt::wall_ns(set.capture_ns, monotonic_ns(), realtime_ns());
-                    hub.publish_detections(super::detections_message(set.frame_id, cap, fmt.width, fmt.height, &set.detections));
+                    hub.publish_detections(super::detections_message(
+                        set.frame_id,
+                        cap,
+                        fmt.width,
+                        fmt.height,
+                        &set.detections,
+                    ));
                 }
             }
         }
@@ -116,23 +134,47 @@ pub fn run(cfg: &Config, fmt: SourceFormat, ctl: &Control, slot: &StageSlot, que
         )
     });
     let limited = app.limited.load(std::sync::atomic::Ordering::Relaxed);
-    eprintln!("vr-stream[web]: {} access units to viewers, {} skipped, {} refused, {limited} connections reset at a limit; {page}", c.sent, c.skipped, c.refused);
+    eprintln!(
+        "vr-stream[web]: {} access units to viewers, {} skipped, {} refused, {limited} connections reset at a limit; {page}",
+        c.sent, c.skipped, c.refused
+    );
     Ok(())
 }
 
 fn stats_of(hub: &Hub) -> WebStats {
     let c = hub.counters();
-    WebStats { viewers: c.viewers, sent: c.sent, skipped: c.skipped, refused: c.refused, page: hub.report().map(|r| r.to_stats()), list: hub.viewer_list() }
+    WebStats {
+        viewers: c.viewers,
+        sent: c.sent,
+        skipped: c.skipped,
+        refused: c.refused,
+        page: hub.report().map(|r| r.to_stats()),
+        list: hub.viewer_list(),
+    }
 }
 
 /// Starts the HTTPS server with the certificate, key and PIN the supervisor resolved into
 /// `cfg.web`; returns the hub the viewers join.
-fn start(cfg: &Config, fmt: &SourceFormat, ctl: &Control) -> Result<(Arc<Hub>, Arc<server::App>), String> {
+fn start(
+    cfg: &Config,
+    fmt: &SourceFormat,
+    ctl: &Control,
+) -> Result<(Arc<Hub>, Arc<server::App>), String> {
     let w = &cfg.web;
     let (c, k) = (std::path::Path::new(&w.cert), std::path::Path::new(&w.key));
-    let id = cert::load_or_create(Some(c), Some(k), &cert::default_dir(), &[]).map_err(|e| format!("web certificate: {e}"))?;
-    let codec = ctl.headers().and_then(|h| super::codec_string(&h)).unwrap_or_default();
-    let desc = StreamDesc { codec, width: fmt.width, height: fmt.height, fps: fmt.fps_num / fmt.fps_den.max(1), stereo: cfg.source.stereo };
+    let id = cert::load_or_create(Some(c), Some(k), &cert::default_dir(), &[])
+        .map_err(|e| format!("web certificate: {e}"))?;
+    let codec = ctl
+        .headers()
+        .and_then(|h| super::codec_string(&h))
+        .unwrap_or_default();
+    let desc = StreamDesc {
+        codec,
+        width: fmt.width,
+        height: fmt.height,
+        fps: fmt.fps_num / fmt.fps_den.max(1),
+        stereo: cfg.source.stereo,
+    };
     let hub = Hub::new(desc);
     if cfg.abr.enabled {
         hub.set_abr(cfg.abr.params(cfg.encoder.bitrate_kbps));
@@ -142,10 +184,28 @@ fn start(cfg: &Config, fmt: &SourceFormat, ctl: &Control) -> Result<(Arc<Hub>, A
     let hex = std::env::var(KEY_ENV).unwrap_or_default();
     let key: [u8; super::auth::KEY_LEN] = super::auth::unhex(&hex)
         .and_then(|v| v.try_into().ok())
-        .ok_or_else(|| format!("{KEY_ENV} is not {} hex bytes (the web stage is started by vr-stream)", super::auth::KEY_LEN))?;
-    let gate = Gate::new(w.pin.clone(), Duration::from_secs(w.session_ttl_s as u64), &key);
-    let app = server::App::new(server::tls_config(id)?, gate, hub.clone(), server::Limits::from_config(w), w.allowed(&cfg.stream.ip));
-    let ip: IpAddr = w.bind.parse().map_err(|_| format!("web.bind {:?} is not an IP address", w.bind))?;
+        .ok_or_else(|| {
+            format!(
+                "{KEY_ENV} is not {} hex bytes (the web stage is started by vr-stream)",
+                super::auth::KEY_LEN
+            )
+        })?;
+    let gate = Gate::new(
+        w.pin.clone(),
+        Duration::from_secs(w.session_ttl_s as u64),
+        &key,
+    );
+    let app = server::App::new(
+        server::tls_config(id)?,
+        gate,
+        hub.clone(),
+        server::Limits::from_config(w),
+        w.allowed(&cfg.stream.ip),
+    );
+    let ip: IpAddr = w
+        .bind
+        .parse()
+        .map_err(|_| format!("web.bind {:?} is not an IP address", w.bind))?;
     server::start(SocketAddr::new(ip, w.port), app.clone())?;
     Ok((hub, app))
 }

@@ -21,11 +21,16 @@ pub fn instance(tag: &str) -> String {
 pub fn clip() -> PathBuf {
     let dir = std::env::var_os("VR_STREAM_ASSETS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/vr-stream/assets"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/vr-stream/assets")
+        });
     let p = dir.join("box-720p60.y4m");
     if !p.exists() {
         let st = Command::new("bash")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch-assets.sh"))
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/scripts/fetch-assets.sh"
+            ))
             .status()
             .expect("run scripts/fetch-assets.sh");
         assert!(st.success(), "scripts/fetch-assets.sh failed");
@@ -57,18 +62,39 @@ pub fn udp_bound(port: u16) -> bool {
     ["/proc/net/udp", "/proc/net/udp6"]
         .iter()
         .filter_map(|f| std::fs::read_to_string(f).ok())
-        .any(|t| t.lines().skip(1).any(|l| l.split_whitespace().nth(1).is_some_and(|a| format!("{a} ").ends_with(&needle))))
+        .any(|t| {
+            t.lines().skip(1).any(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|a| format!("{a} ").ends_with(&needle))
+            })
+        })
 }
 
 /// Starts ffmpeg decoding the SDP at `sdp` to raw I420 on its stdout, and waits until it
 /// listens on `port`.
 pub fn start_ffmpeg(sdp: &Path, port: u16) -> Child {
     let child = Command::new("ffmpeg")
-        .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-protocol_whitelist", "file,udp,rtp"])
+        .args([
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-protocol_whitelist",
+            "file,udp,rtp",
+        ])
         .args(["-reorder_queue_size", "0", "-i"])
         .arg(sdp)
         // passthrough: one output frame per decoded frame (no duplicates to fill gaps).
-        .args(["-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"])
+        .args([
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "yuv420p",
+            "-",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -76,7 +102,10 @@ pub fn start_ffmpeg(sdp: &Path, port: u16) -> Child {
         .expect("ffmpeg (apt-get install ffmpeg)");
     let t0 = Instant::now();
     while !udp_bound(port) {
-        assert!(t0.elapsed() < Duration::from_secs(10), "ffmpeg did not bind UDP port {port}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "ffmpeg did not bind UDP port {port}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(200));
@@ -85,7 +114,9 @@ pub fn start_ffmpeg(sdp: &Path, port: u16) -> Child {
 
 /// Sends SIGINT to a child (ffmpeg flushes and exits on it).
 pub fn interrupt(child: &Child) {
-    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
 }
 
 /// Reads `frame_bytes`-sized frames from a reader until EOF, calling `f` on each.
@@ -122,7 +153,10 @@ pub fn run_vr(args: &[&str], limit: Duration) -> Output {
         if t0.elapsed() > limit {
             let _ = child.kill();
             let out = child.wait_with_output().unwrap();
-            panic!("vr-stream {args:?} did not finish within {limit:?}: {}", String::from_utf8_lossy(&out.stderr));
+            panic!(
+                "vr-stream {args:?} did not finish within {limit:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -132,7 +166,10 @@ pub fn run_vr(args: &[&str], limit: Duration) -> Output {
 pub fn summary_field(stderr: &str, key: &str) -> Option<u64> {
     let line = stderr.lines().find(|l| l.contains("frames captured"))?;
     let words: Vec<&str> = line.split_whitespace().collect();
-    words.windows(2).find(|w| w[0] == key).and_then(|w| w[1].trim_end_matches([',', ';', ')']).parse().ok())
+    words
+        .windows(2)
+        .find(|w| w[0] == key)
+        .and_then(|w| w[1].trim_end_matches([',', ';', ')']).parse().ok())
 }
 
 /// Segment files of `instance` left in /dev/shm.
@@ -151,10 +188,16 @@ pub fn leftover_segments(instance: &str) -> Vec<String> {
 pub fn processes_of(instance: &str) -> Vec<u32> {
     let mut out = vec![];
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true);
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true);
         if cmd.contains(instance) && !zombie && pid != std::process::id() {
             out.push(pid);
         }
@@ -164,7 +207,11 @@ pub fn processes_of(instance: &str) -> Vec<u32> {
 
 /// PSNR of two 8-bit planes, dB (100 for identical).
 pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
-    let se: u64 = a.iter().zip(b).map(|(&x, &y)| (x as i64 - y as i64).pow(2) as u64).sum();
+    let se: u64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as i64 - y as i64).pow(2) as u64)
+        .sum();
     if se == 0 {
         return 100.0;
     }
@@ -177,23 +224,37 @@ pub fn wait_streaming(inst: &str) -> vr_stream::shm::control::Control {
     let (ctl_name, _, _) = vr_stream::stage::segment_names(inst);
     let t0 = Instant::now();
     loop {
-        if let Ok(c) = vr_stream::shm::control::Control::open(&ctl_name, &vr_stream::stage::stats_name(inst))
+        if let Ok(c) =
+            vr_stream::shm::control::Control::open(&ctl_name, &vr_stream::stage::stats_name(inst))
             && c.go()
         {
             return c;
         }
-        assert!(t0.elapsed() < Duration::from_secs(10), "{inst}: stream did not start");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{inst}: stream did not start"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
 
 /// Reads decoded I420 pattern frames of `w × h` from `out` on a thread and returns the
 /// frame ids drawn in them (None for a picture whose id cannot be read).
-pub fn read_pattern_ids(out: impl Read + Send + 'static, w: u32, h: u32) -> std::thread::JoinHandle<Vec<Option<u64>>> {
+pub fn read_pattern_ids(
+    out: impl Read + Send + 'static,
+    w: u32,
+    h: u32,
+) -> std::thread::JoinHandle<Vec<Option<u64>>> {
     let fb = (w * h * 3 / 2) as usize;
     std::thread::spawn(move || {
         let mut ids = vec![];
-        for_each_frame(out, fb, |f| ids.push(vr_stream::source::pattern::read_id(&f[..(w * h) as usize], w, h)));
+        for_each_frame(out, fb, |f| {
+            ids.push(vr_stream::source::pattern::read_id(
+                &f[..(w * h) as usize],
+                w,
+                h,
+            ))
+        });
         ids
     })
 }
@@ -210,7 +271,10 @@ pub fn workspace_bin(name: &str, package: &str) -> PathBuf {
         if me.to_string_lossy().contains("/release/") {
             c.arg("--release");
         }
-        assert!(c.status().expect("run cargo build").success(), "cargo build -p {package}");
+        assert!(
+            c.status().expect("run cargo build").success(),
+            "cargo build -p {package}"
+        );
     }
     p
 }
@@ -230,16 +294,35 @@ impl Netns {
         let name = format!("vrs-{tag}-{}", std::process::id());
         let host_if = format!("vh{subnet}-{}", std::process::id() % 100_000);
         let peer_if = format!("vp{subnet}-{}", std::process::id() % 100_000);
-        let ok = |args: &[&str]| Command::new("ip").args(args).status().map(|s| s.success()).unwrap_or(false);
+        let ok = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
         if !ok(&["netns", "add", &name]) {
             return None;
         }
-        let ns = Netns { name, host_if, subnet };
+        let ns = Netns {
+            name,
+            host_if,
+            subnet,
+        };
         let host = format!("10.77.{subnet}.1/24");
         let peer = format!("10.77.{subnet}.2/24");
         let n = ns.name.as_str();
         for cmd in [
-            vec!["link", "add", &ns.host_if, "type", "veth", "peer", "name", &peer_if],
+            vec![
+                "link",
+                "add",
+                &ns.host_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer_if,
+            ],
             vec!["link", "set", &peer_if, "netns", n],
             vec!["addr", "add", &host, "dev", &ns.host_if],
             vec!["link", "set", &ns.host_if, "up"],
@@ -256,15 +339,29 @@ impl Netns {
     #[allow(dead_code)]
     pub fn peer_link(&self, up: bool) {
         let peer_if = format!("vp{}-{}", self.subnet, std::process::id() % 100_000);
-        let st = Command::new("ip").args(["-n", &self.name, "link", "set", &peer_if, if up { "up" } else { "down" }]).status().unwrap();
+        let st = Command::new("ip")
+            .args([
+                "-n",
+                &self.name,
+                "link",
+                "set",
+                &peer_if,
+                if up { "up" } else { "down" },
+            ])
+            .status()
+            .unwrap();
         assert!(st.success());
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.host_if]).status();
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -288,10 +385,32 @@ impl Netns {
     pub fn link_to(&self, other: &Netns, subnet: u8) {
         let a = format!("vl{subnet}a-{}", std::process::id() % 100_000);
         let b = format!("vl{subnet}b-{}", std::process::id() % 100_000);
-        let ok = |args: &[&str]| Command::new("ip").args(args).status().map(|s| s.success()).unwrap_or(false);
-        let (aa, ba) = (format!("10.77.{subnet}.1/24"), format!("10.77.{subnet}.2/24"));
+        let ok = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        let (aa, ba) = (
+            format!("10.77.{subnet}.1/24"),
+            format!("10.77.{subnet}.2/24"),
+        );
         for cmd in [
-            vec!["-n", &self.name, "link", "add", &a, "type", "veth", "peer", "name", &b, "netns", &other.name],
+            vec![
+                "-n",
+                &self.name,
+                "link",
+                "add",
+                &a,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &b,
+                "netns",
+                &other.name,
+            ],
             vec!["-n", &self.name, "addr", "add", &aa, "dev", &a],
             vec!["-n", &self.name, "link", "set", &a, "up"],
             vec!["-n", &other.name, "addr", "add", &ba, "dev", &b],
@@ -304,7 +423,11 @@ impl Netns {
     /// Runs `nft` inside the namespace with `args`; panics on failure.
     #[allow(dead_code)]
     pub fn nft(&self, args: &str) {
-        let st = Command::new("ip").args(["netns", "exec", &self.name, "nft"]).args(args.split_whitespace()).status().expect("nft (apt-get install nftables)");
+        let st = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft"])
+            .args(args.split_whitespace())
+            .status()
+            .expect("nft (apt-get install nftables)");
         assert!(st.success(), "nft {args}");
     }
 }
