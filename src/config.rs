@@ -269,8 +269,12 @@ pub struct StreamConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// `pattern`, `file:PATH.y4m` or `v4l2:/dev/videoN`.
+    /// `pattern`, `file:PATH.y4m`, `-`, `pipe:PATH`, `v4l2:/dev/videoN` or
+    /// `libcamera:N` ([`crate::source::SourceSpec`]).
     pub uri: String,
+    /// Stream format of a pipe source (`-`, `pipe:PATH`): `y4m` or `i420`
+    /// ([`crate::source::pipe::PipeFormat`]).
+    pub pipe_format: String,
     /// Loop a file source.
     #[serde(rename = "loop")]
     pub looping: bool,
@@ -550,6 +554,26 @@ impl Config {
             value: format!("{:?}", src.uri),
             allowed: e,
         })?;
+        crate::source::pipe::PipeFormat::parse(&src.pipe_format).map_err(|e| {
+            ConfigError::Invalid {
+                key: "source.pipe_format",
+                value: format!("{:?}", src.pipe_format),
+                allowed: e,
+            }
+        })?;
+        let is_pipe = |u: &str| {
+            matches!(
+                crate::source::SourceSpec::parse(u),
+                Ok(crate::source::SourceSpec::Pipe(_))
+            )
+        };
+        if src.stereo && (is_pipe(&src.uri) || is_pipe(&src.right_uri)) {
+            return Err(ConfigError::Invalid {
+                key: "source.stereo",
+                value: "true".into(),
+                allowed: "a pipe source (-, pipe:PATH) cannot be one eye of a stereo pair: compose the two eyes side by side before the pipe, or use files, cameras or patterns".into(),
+            });
+        }
         if !src.right_uri.is_empty() {
             crate::source::SourceSpec::parse(&src.right_uri).map_err(|e| ConfigError::Invalid {
                 key: "source.right_uri",

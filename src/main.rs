@@ -17,9 +17,14 @@ struct Cli {
     /// RTP port; RTCP uses PORT+1 [stream.port]
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=65534))]
     port: Option<u16>,
-    /// pattern | file:PATH.y4m | v4l2:/dev/videoN [source.uri]
+    /// pattern | file:PATH.y4m | - (stdin) | pipe:PATH (FIFO) | v4l2:/dev/videoN |
+    /// libcamera:N [source.uri]
     #[arg(long)]
     source: Option<String>,
+    /// Stream format of a pipe source: y4m or i420 (bare frames of --width x --height at
+    /// --fps, as `rpicam-vid --codec yuv420 -o -` writes) [source.pipe_format]
+    #[arg(long, value_name = "FORMAT")]
+    pipe_format: Option<String>,
     /// Loop a file source instead of ending at its end [source.loop]
     #[arg(long = "loop")]
     looping: bool,
@@ -156,6 +161,9 @@ fn overrides(cli: &Cli) -> toml::Table {
     }
     if let Some(v) = &cli.source {
         set("source", "uri", s(v));
+    }
+    if let Some(v) = &cli.pipe_format {
+        set("source", "pipe_format", s(v));
     }
     if cli.stereo {
         set("source", "stereo", toml::Value::Boolean(true));

@@ -382,8 +382,12 @@ fn camera(
     let mut producer = ring.producer().map_err(|e| e.to_string())?;
     if let Some(last) = producer.last_published() {
         // A restart: go on after the last frame the previous camera stage published.
-        src.resume_at(last.frame_id + 1)
-            .map_err(|e| e.to_string())?;
+        if let Err(e) = src.resume_at(last.frame_id + 1) {
+            if src.is_permanent(&e) {
+                slot.fail_permanent(&e.to_string());
+            }
+            return Err(e.to_string());
+        }
     }
     ring.prefault();
     slot.set_state(StageState::Ready);

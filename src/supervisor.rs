@@ -61,8 +61,37 @@ pub fn probe_source(cfg: &Config) -> Result<SourceFormat> {
             fps_den: 1,
         }),
         SourceSpec::File(p) => Ok(source::y4m::probe(&p)?.format),
+        // Reads (consumes) a Y4M pipe's header: `run` opens a pipe with `open_pipe` instead
+        // and hands it on.
+        SourceSpec::Pipe(_) => open_pipe(cfg)?
+            .map(|p| p.1)
+            .ok_or_else(|| anyhow!("source {:?} is not a pipe", src.uri)),
         SourceSpec::V4l2(_) | SourceSpec::Libcamera(_) => Ok(source::open(src)?.format()),
     }
+}
+
+/// A pipe source opened once by the supervisor: the open input (past any Y4M header), the
+/// stream's format, and the bytes of header read. The camera stage gets it as its standard
+/// input ([`source::pipe::STDIN_ENV`]), also after a restart.
+pub type OpenPipe = (std::fs::File, SourceFormat, u64);
+
+/// Opens the configured source when it is a pipe (`-`, `pipe:PATH`) and reads its Y4M
+/// header; None for other sources. Errors: the pipe cannot be opened, or its header is
+/// missing or bad (the message says what to give for bare I420 frames).
+pub fn open_pipe(cfg: &Config) -> Result<Option<OpenPipe>> {
+    let src = &cfg.source;
+    let Ok(SourceSpec::Pipe(input)) = SourceSpec::parse(&src.uri) else {
+        return Ok(None);
+    };
+    let format = source::pipe::PipeFormat::parse(&src.pipe_format)
+        .map_err(|e| anyhow!("source.pipe_format {:?}: {e}", src.pipe_format))?;
+    let raw = SourceFormat {
+        width: src.width,
+        height: src.height,
+        fps_num: src.fps,
+        fps_den: 1,
+    };
+    Ok(Some(source::pipe::open_input(&input, format, raw)?))
 }
 
 fn destination(cfg: &Config) -> Result<SocketAddr> {
@@ -308,7 +337,11 @@ fn web_setup(w: &mut crate::config::WebConfig, dest_ip: &str) -> Result<Vec<Stri
 /// (naming the stage and its reason), an unwritable SDP or latency log.
 pub fn run(opts: &RunOptions) -> Result<()> {
     let cfg = &opts.cfg;
-    let fmt = probe_source(cfg)?;
+    let pipe = open_pipe(cfg)?;
+    let fmt = match &pipe {
+        Some((_, f, _)) => *f,
+        None => probe_source(cfg)?,
+    };
     destination(cfg)?;
     // The encoder backend, checked here so that a missing device or feature is one clear
     // error before any stage starts (the encode stage opens it for real).
@@ -550,6 +583,11 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         .env(stage::CONFIG_ENV, &cfg_text)
         .env(stage::SUPERVISOR_PID_ENV, std::process::id().to_string())
         .stdin(Stdio::null());
+        if let (StageKind::Camera, Some((f, _, header_len))) = (kind, &pipe) {
+            // The pipe, opened once and past its header, is the camera stage's input.
+            cmd.stdin(Stdio::from(f.try_clone()?))
+                .env(source::pipe::STDIN_ENV, format!("{geometry},{header_len}"));
+        }
         if !short.is_empty() {
             cmd.env(stage::RT_WARNED_ENV, "1");
         }
@@ -681,6 +719,10 @@ pub fn run(opts: &RunOptions) -> Result<()> {
                 &cfg.source.right_uri
             };
             format!("stereo {} | {}", cfg.source.uri, right)
+        } else if cfg.source.uri == "-" {
+            format!("standard input ({})", cfg.source.pipe_format)
+        } else if cfg.source.uri.starts_with("pipe:") {
+            format!("{} ({})", cfg.source.uri, cfg.source.pipe_format)
         } else {
             cfg.source.uri.clone()
         },

@@ -6,6 +6,26 @@ use common::*;
 use std::time::Duration;
 
 fn check(tag: &str, args: &[&str], needles: &[&str]) {
+    check_fed(tag, args, None, needles)
+}
+
+/// [`check`] with `stdin`'s bytes written into vr-stream's standard input through a pipe
+/// (by `cat`).
+fn check_fed(tag: &str, args: &[&str], stdin: Option<&[u8]>, needles: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cat = stdin.map(|bytes| {
+        let p = dir.path().join("in");
+        std::fs::write(&p, bytes).unwrap();
+        std::process::Command::new("cat")
+            .arg(&p)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    });
+    let stdin = match cat.as_mut() {
+        Some(c) => std::process::Stdio::from(c.stdout.take().unwrap()),
+        None => std::process::Stdio::null(),
+    };
     let inst = instance(tag);
     let port = free_port_pair().to_string();
     let mut all = vec!["--instance", &inst, "--sdp", ""];
@@ -13,7 +33,10 @@ fn check(tag: &str, args: &[&str], needles: &[&str]) {
         all.extend_from_slice(&["--port", &port]);
     }
     all.extend_from_slice(args);
-    let out = run_vr(&all, Duration::from_secs(20));
+    let out = run_vr_stdin(&all, Duration::from_secs(20), stdin);
+    if let Some(mut c) = cat {
+        let _ = c.wait();
+    }
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
@@ -42,6 +65,62 @@ fn check(tag: &str, args: &[&str], needles: &[&str]) {
         processes_of(&inst).is_empty(),
         "{tag}: processes left {:?}",
         processes_of(&inst)
+    );
+}
+
+#[test]
+fn bad_pipes() {
+    let fb = 64 * 32 * 3 / 2;
+    // Two whole frames and 100 bytes of a third.
+    let raw = [
+        "--source",
+        "-",
+        "--pipe-format",
+        "i420",
+        "--width",
+        "64",
+        "--height",
+        "32",
+    ];
+    check_fed(
+        "pipetrunc",
+        &raw,
+        Some(&vec![16u8; 2 * fb + 100]),
+        &[
+            "source -",
+            "frame 2 ends after 100 of 3072 bytes",
+            "byte offset 6244",
+        ],
+    );
+    // Bare frames where a Y4M stream is expected (the default format).
+    check_fed(
+        "pipenohdr",
+        &["--source", "-"],
+        Some(&vec![16u8; 3 * fb]),
+        &[
+            "source -",
+            "missing YUV4MPEG2 signature",
+            "--pipe-format i420",
+        ],
+    );
+    // A Y4M stream given as bare frames.
+    let mut y4m = b"YUV4MPEG2 W64 H32 F30:1\nFRAME\n".to_vec();
+    y4m.extend(vec![16u8; fb]);
+    check_fed(
+        "pipeasraw",
+        &raw,
+        Some(&y4m),
+        &["source -", "give --pipe-format y4m"],
+    );
+    check(
+        "pipefmt",
+        &["--source", "-", "--pipe-format", "nv12"],
+        &["source.pipe_format", "allowed: y4m"],
+    );
+    check(
+        "pipestereo",
+        &["--source", "-", "--stereo", "--source-right", "pattern"],
+        &["source.stereo", "cannot be one eye"],
     );
 }
 
@@ -95,7 +174,7 @@ fn bad_sources() {
         &["--source", "rtsp://cam"],
         &[
             "source.uri",
-            "allowed: pattern, file:PATH.y4m, v4l2:/dev/videoN",
+            "allowed: pattern, file:PATH.y4m, - (standard input), pipe:PATH",
         ],
     );
     check(

@@ -48,6 +48,20 @@ fn stream_to_ffmpeg(
     frame_bytes: usize,
     on_frame: impl FnMut(&[u8]) + Send + 'static,
 ) -> (String, u64) {
+    stream_to_ffmpeg_fed(tag, source, source, None, extra, frame_bytes, on_frame)
+}
+
+/// [`stream_to_ffmpeg`] with `feed` (a command line) writing vr-stream's standard input
+/// (`--source -`); the SDP is written beforehand from `sdp_source` (same size and rate).
+fn stream_to_ffmpeg_fed(
+    tag: &str,
+    source: &str,
+    sdp_source: &str,
+    feed: Option<&[&str]>,
+    extra: &[&str],
+    frame_bytes: usize,
+    on_frame: impl FnMut(&[u8]) + Send + 'static,
+) -> (String, u64) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let inst = instance(tag);
     let port = free_port_pair().to_string();
@@ -69,6 +83,7 @@ fn stream_to_ffmpeg(
     args.extend_from_slice(extra);
     // The SDP first, so that the receiver listens before the first packet is sent.
     let mut sdp_args = args.clone();
+    sdp_args[1] = sdp_source;
     sdp_args.push("--sdp-only");
     let out = run_vr(&sdp_args, Duration::from_secs(20));
     assert!(
@@ -85,7 +100,22 @@ fn stream_to_ffmpeg(
     let mut ff = start_ffmpeg(&sdp, port.parse().unwrap());
     let stdout = ff.stdout.take().unwrap();
     let reader = std::thread::spawn(move || for_each_frame(stdout, frame_bytes, on_frame));
-    let out = run_vr(&args, Duration::from_secs(120));
+    let mut feeder = feed.map(|cmd| {
+        std::process::Command::new(cmd[0])
+            .args(&cmd[1..])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", cmd[0]))
+    });
+    let stdin = match feeder.as_mut() {
+        Some(f) => std::process::Stdio::from(f.stdout.take().unwrap()),
+        None => std::process::Stdio::null(),
+    };
+    let out = run_vr_stdin(&args, Duration::from_secs(120), stdin);
+    if let Some(mut f) = feeder {
+        assert!(f.wait().unwrap().success(), "the feeder failed");
+    }
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "vr-stream failed: {stderr}");
     std::thread::sleep(Duration::from_millis(700));
@@ -112,14 +142,15 @@ fn stream_to_ffmpeg(
     (stderr, sent)
 }
 
-#[test]
-fn real_clip_720p60_8mbps_is_decoded_by_ffmpeg_with_psnr_above_38() {
+/// Streams the real clip (or its first `feed_frames` frames through a pipe, `feed`) to
+/// ffmpeg and checks what ffmpeg decodes: at least 99% of the frames sent, in order, mean
+/// PSNR-Y at least 38 dB against the source frames.
+fn clip_through_ffmpeg(tag: &str, source: &str, feed: Option<&[&str]>, extra: &[&str], count: u64) {
     let clip = clip();
     let (w, h) = (1280usize, 720usize);
     let fb = w * h * 3 / 2;
     let src = Y4mFrames::open(&clip, fb as u64);
     assert_eq!(src.count, 600);
-    let count = src.count;
     let results = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u64, f64)>::new()));
     let res2 = results.clone();
     let mut next = 0u64;
@@ -140,10 +171,15 @@ fn real_clip_720p60_8mbps_is_decoded_by_ffmpeg_with_psnr_above_38() {
         res2.lock().unwrap().push(best);
     };
     let file = format!("file:{}", clip.display());
-    let (stderr, sent) = stream_to_ffmpeg("clip", &file, &["--bitrate", "8000"], fb, on_frame);
+    let mut args = vec!["--bitrate", "8000"];
+    args.extend_from_slice(extra);
+    let (stderr, sent) = stream_to_ffmpeg_fed(tag, source, &file, feed, &args, fb, on_frame);
     let res = results.lock().unwrap();
     // Frames the sender itself dropped (latest-wins ring) would show here.
-    assert!(sent >= 594, "sent only {sent} of 600: {stderr}");
+    assert!(
+        sent * 100 >= count * 99,
+        "sent only {sent} of {count}: {stderr}"
+    );
     let decoded = res.len() as u64;
     let mean = res.iter().map(|r| r.1).sum::<f64>() / res.len().max(1) as f64;
     let worst = res.iter().map(|r| r.1).fold(f64::MAX, f64::min);
@@ -160,6 +196,49 @@ fn real_clip_720p60_8mbps_is_decoded_by_ffmpeg_with_psnr_above_38() {
     assert!(mean >= 38.0, "mean PSNR-Y {mean:.2} dB < 38");
     // Matched source frames are in order without repeats.
     assert!(res.windows(2).all(|p| p[1].0 > p[0].0));
+}
+
+#[test]
+fn real_clip_720p60_8mbps_is_decoded_by_ffmpeg_with_psnr_above_38() {
+    let file = format!("file:{}", clip().display());
+    clip_through_ffmpeg("clip", &file, None, &[], 600);
+}
+
+/// ffmpeg writing the clip in real time (`-re`) to vr-stream's standard input.
+fn feeder(format: &[&str], frames: u64) -> Vec<String> {
+    let mut v: Vec<String> = ["ffmpeg", "-nostdin", "-v", "error", "-re", "-i"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    v.push(clip().display().to_string());
+    v.extend(["-frames:v".to_string(), frames.to_string()]);
+    v.extend(format.iter().map(|s| s.to_string()));
+    v.push("-".into());
+    v
+}
+
+#[test]
+fn y4m_on_stdin_is_decoded_by_ffmpeg_with_psnr_above_38() {
+    let feed = feeder(&["-f", "yuv4mpegpipe"], 300);
+    let feed: Vec<&str> = feed.iter().map(|s| s.as_str()).collect();
+    clip_through_ffmpeg("pipey4m", "-", Some(&feed), &[], 300);
+}
+
+#[test]
+fn raw_i420_on_stdin_is_decoded_by_ffmpeg_with_psnr_above_38() {
+    let feed = feeder(&["-f", "rawvideo", "-pix_fmt", "yuv420p"], 300);
+    let feed: Vec<&str> = feed.iter().map(|s| s.as_str()).collect();
+    let raw = [
+        "--pipe-format",
+        "i420",
+        "--width",
+        "1280",
+        "--height",
+        "720",
+        "--fps",
+        "60",
+    ];
+    clip_through_ffmpeg("pipei420", "-", Some(&feed), &raw, 300);
 }
 
 /// Streams 400 frames of the 640x360 pattern (plus `extra` flags) to ffmpeg and returns

@@ -1,4 +1,5 @@
-//! Frame sources behind one trait: Y4M file, test pattern, V4L2 camera (libcamera later).
+//! Frame sources behind one trait: Y4M file, live pipe (standard input or a FIFO), test
+//! pattern, V4L2 camera, libcamera camera.
 //!
 //! Every source delivers I420 (planar 4:2:0: Y `w×h`, U and V `w/2×h/2`, strides = widths)
 //! straight into a caller-owned buffer (a frame-ring slot: no copy in between), paced at
@@ -7,6 +8,7 @@
 #[cfg(feature = "libcamera")]
 pub mod libcamera;
 pub mod pattern;
+pub mod pipe;
 pub mod stereo;
 pub mod v4l2;
 pub mod y4m;
@@ -83,6 +85,31 @@ pub enum SourceError {
         /// Bytes of a frame.
         want: usize,
     },
+    /// A pipe source (`-`, `pipe:PATH`) cannot be opened or read, or its stream is not of
+    /// the configured format.
+    #[error("source {input}: {message}")]
+    Pipe {
+        /// `-` or `pipe:PATH`.
+        input: String,
+        /// What is wrong and what to give instead.
+        message: String,
+    },
+    /// A pipe ended inside a frame.
+    #[error(
+        "source {input}: frame {frame} ends after {got} of {want} bytes, at byte offset {offset} of the stream"
+    )]
+    PipeTruncated {
+        /// `-` or `pipe:PATH`.
+        input: String,
+        /// 0-based frame number (frames read by this reader).
+        frame: u64,
+        /// Bytes of the frame read.
+        got: usize,
+        /// Bytes of a frame.
+        want: usize,
+        /// Bytes of the stream consumed when it ended.
+        offset: u64,
+    },
     /// The two sources of a stereo pair do not match.
     #[error("stereo sources: {0}")]
     Stereo(String),
@@ -128,6 +155,8 @@ pub enum SourceSpec {
     Pattern,
     /// `file:PATH` (a `.y4m` file).
     File(PathBuf),
+    /// `-` (standard input) or `pipe:PATH` (a FIFO): a live pipe, never paced.
+    Pipe(pipe::PipeInput),
     /// `v4l2:/dev/videoN`.
     V4l2(PathBuf),
     /// `libcamera:N` (camera index) or `libcamera:ID` (CSI cameras; feature `libcamera`).
@@ -137,10 +166,16 @@ pub enum SourceSpec {
 impl SourceSpec {
     /// Parses a source URI. Error: what is allowed.
     pub fn parse(s: &str) -> Result<SourceSpec, String> {
-        const ALLOWED: &str =
-            "allowed: pattern, file:PATH.y4m, v4l2:/dev/videoN, libcamera:INDEX_OR_ID";
+        const ALLOWED: &str = "allowed: pattern, file:PATH.y4m, - (standard input), pipe:PATH (a FIFO), v4l2:/dev/videoN, libcamera:INDEX_OR_ID";
         if s == "pattern" {
             Ok(SourceSpec::Pattern)
+        } else if s == "-" {
+            Ok(SourceSpec::Pipe(pipe::PipeInput::Stdin))
+        } else if let Some(p) = s.strip_prefix("pipe:") {
+            if p.is_empty() {
+                return Err(format!("empty pipe path; {ALLOWED}"));
+            }
+            Ok(SourceSpec::Pipe(pipe::PipeInput::Fifo(PathBuf::from(p))))
         } else if let Some(p) = s.strip_prefix("file:") {
             if p.is_empty() {
                 return Err(format!("empty file path; {ALLOWED}"));
@@ -190,6 +225,15 @@ fn open_one(
             pattern_id_offset,
         ))),
         SourceSpec::File(p) => Ok(Box::new(y4m::Y4mSource::open(&p, cfg.looping)?)),
+        SourceSpec::Pipe(input) => {
+            let format = pipe::PipeFormat::parse(&cfg.pipe_format)
+                .map_err(|e| SourceError::BadUri(uri.to_string(), format!("source.pipe_format {:?}: {e}", cfg.pipe_format)))?;
+            if let Some(s) = pipe::PipeSource::from_stage_stdin(input.name(), format) {
+                return Ok(Box::new(s));
+            }
+            let raw = SourceFormat { width: cfg.width, height: cfg.height, fps_num: cfg.fps, fps_den: 1 };
+            Ok(Box::new(pipe::PipeSource::open(&input, format, raw)?))
+        }
         SourceSpec::V4l2(p) => Ok(Box::new(v4l2::V4l2Source::open(&p, cfg.width, cfg.height, cfg.fps, cfg.buffers)?)),
         #[cfg(feature = "libcamera")]
         SourceSpec::Libcamera(c) => Ok(Box::new(libcamera::LibcameraSource::open(&c, cfg.width, cfg.height, cfg.fps, cfg.buffers, cfg.exposure_us)?)),

@@ -138,9 +138,14 @@ pub fn for_each_frame(mut r: impl Read, frame_bytes: usize, mut f: impl FnMut(&[
 
 /// Runs vr-stream with `args` to completion, with a time limit.
 pub fn run_vr(args: &[&str], limit: Duration) -> Output {
+    run_vr_stdin(args, limit, Stdio::null())
+}
+
+/// [`run_vr`] with `stdin` as vr-stream's standard input (a pipe source).
+pub fn run_vr_stdin(args: &[&str], limit: Duration, stdin: Stdio) -> Output {
     let mut child = Command::new(bin())
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
