@@ -49,7 +49,7 @@ fn geom() -> RingGeometry {
 fn pin(cpu: usize, prio: u8) -> String {
     let (cpu, _) = rt::map_cpu(cpu as u32);
     let short = rt::apply(&rt::RtRequest {
-        cpu,
+        cpus: vec![cpu],
         priority: prio,
         mlock: true,
     });

@@ -312,7 +312,9 @@ pub struct EncoderConfig {
     pub keyint: u32,
     /// Periodic intra refresh instead of IDRs.
     pub intra_refresh: bool,
-    /// x264 threads (sliced when > 1).
+    /// x264 threads, each encoding one slice of every frame (x264 `--sliced-threads`) when
+    /// more than 1; 0 = one per CPU of `stages.encode.cpus` as mapped onto this machine
+    /// ([`crate::stage::encoder_config`] resolves it).
     pub threads: u32,
     /// x264 preset name.
     pub preset: String,
@@ -326,8 +328,8 @@ pub struct EncoderConfig {
 pub struct StagesConfig {
     /// The camera (source) stage.
     pub camera: StageConfig,
-    /// The encode stage.
-    pub encode: StageConfig,
+    /// The encode stage: a CPU set (x264's slice threads run on it).
+    pub encode: EncodeStageConfig,
     /// The network stage.
     pub network: StageConfig,
     /// The detect stage (with `detect.enabled`).
@@ -347,6 +349,28 @@ pub struct WebStageConfig {
     pub cpus: String,
     /// Nice value, -20..=19 (SCHED_OTHER).
     pub nice: i32,
+}
+
+/// `[stages.encode]`: the CPUs and SCHED_FIFO priority of the encode stage. Every thread of
+/// the stage, x264's slice threads included, runs SCHED_FIFO at `priority` within `cpus`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EncodeStageConfig {
+    /// A kernel CPU list (`3`, `2-3`, `1-3`), mapped onto the CPUs present modulo their
+    /// count ([`crate::rt::map_cpus`]); x264 gets one slice thread per CPU of the mapped set
+    /// when `encoder.threads = 0`.
+    pub cpus: String,
+    /// SCHED_FIFO priority, 1..=99.
+    pub priority: u8,
+}
+
+impl EncodeStageConfig {
+    /// The configured CPUs (validated with the configuration: empty if it does not parse).
+    pub fn cpu_list(&self) -> Vec<u32> {
+        vr_setup::cpus::CpuList::parse(&self.cpus)
+            .map(|l| l.iter().collect())
+            .unwrap_or_default()
+    }
 }
 
 /// CPU and SCHED_FIFO priority of one stage.
@@ -597,7 +621,7 @@ impl Config {
         check("encoder.bitrate_kbps", e.bitrate_kbps, 100, 200_000)?;
         check("encoder.vbv_buffer_ms", e.vbv_buffer_ms, 1, 2000)?;
         check("encoder.keyint", e.keyint, 0, 10_000)?;
-        check("encoder.threads", e.threads, 1, 16)?;
+        check("encoder.threads", e.threads, 0, 16)?;
         if !ENCODER_BACKENDS.contains(&e.backend.as_str()) {
             return Err(ConfigError::Invalid {
                 key: "encoder.backend",
@@ -634,22 +658,39 @@ impl Config {
                     .into(),
             });
         }
-        for (key, st) in [
-            ("stages.camera.priority", self.stages.camera),
-            ("stages.encode.priority", self.stages.encode),
-            ("stages.network.priority", self.stages.network),
+        for (key, prio) in [
+            ("stages.camera.priority", self.stages.camera.priority),
+            ("stages.encode.priority", self.stages.encode.priority),
+            ("stages.network.priority", self.stages.network.priority),
         ] {
-            check(key, st.priority, 1, 99)?;
+            check(key, prio, 1, 99)?;
         }
         check("stages.detect.priority", self.stages.detect.priority, 0, 99)?;
         for (key, st) in [
             ("stages.camera.cpu", self.stages.camera),
-            ("stages.encode.cpu", self.stages.encode),
             ("stages.network.cpu", self.stages.network),
             ("stages.detect.cpu", self.stages.detect),
         ] {
             check(key, st.cpu, 0, 1023)?;
         }
+        let enc_cpus = vr_setup::cpus::CpuList::parse(&self.stages.encode.cpus)
+            .map_err(|e| e.to_string())
+            .and_then(|l| {
+                let v: Vec<u32> = l.iter().collect();
+                match v.iter().max() {
+                    None => Err("empty".to_string()),
+                    Some(&m) if m > 1023 => Err(format!("CPU {m} is above 1023")),
+                    Some(_) if v.len() > 16 => Err("more than 16 CPUs".to_string()),
+                    Some(_) => Ok(v),
+                }
+            });
+        enc_cpus.map_err(|e| ConfigError::Invalid {
+            key: "stages.encode.cpus",
+            value: format!("{:?}", self.stages.encode.cpus),
+            allowed: format!(
+                "a kernel CPU list of 1..=16 CPUs, 0..=1023, such as \"3\" or \"1-3\" ({e})"
+            ),
+        })?;
         vr_setup::cpus::CpuList::parse(&self.stages.web.cpus).map_err(|e| {
             ConfigError::Invalid {
                 key: "stages.web.cpus",

@@ -73,6 +73,39 @@ pub fn map_cpu(cpu: u32) -> (usize, bool) {
     (c, c != cpu as usize)
 }
 
+/// Maps a configured CPU set onto the CPUs present ([`map_cpu`] for each, duplicates
+/// merged): on a 2-CPU machine `2-3` becomes `0-1` and `1-3` becomes `0-1`. Returns the
+/// sorted set and whether it differs from the configured one.
+pub fn map_cpus(cpus: &[u32]) -> (Vec<usize>, bool) {
+    let mut out: Vec<usize> = cpus.iter().map(|&c| map_cpu(c).0).collect();
+    out.sort_unstable();
+    out.dedup();
+    let mut want: Vec<usize> = cpus.iter().map(|&c| c as usize).collect();
+    want.sort_unstable();
+    want.dedup();
+    let changed = out != want;
+    (out, changed)
+}
+
+/// Formats a CPU set as a kernel CPU list (`0-1,3`), as in `Cpus_allowed_list`.
+pub fn cpu_list_text(cpus: &[usize]) -> String {
+    let mut out: Vec<String> = vec![];
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        out.push(if j == i {
+            cpus[i].to_string()
+        } else {
+            format!("{}-{}", cpus[i], cpus[j])
+        });
+        i = j + 1;
+    }
+    out.join(",")
+}
+
 fn online_cpus() -> Option<usize> {
     // SAFETY: sysconf has no memory-safety preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
@@ -89,10 +122,11 @@ pub const MIN_MEMLOCK: u64 = 256 << 20;
 pub const BACKGROUND_NICE: i32 = 10;
 
 /// What [`apply`] is asked to do for a stage process.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RtRequest {
-    /// CPU to pin to (already mapped with [`map_cpu`]).
-    pub cpu: usize,
+    /// CPUs the thread (and the threads it creates later, such as x264's slice threads) may
+    /// run on: one CPU pins it; already mapped with [`map_cpu`] / [`map_cpus`].
+    pub cpus: Vec<usize>,
     /// SCHED_FIFO priority, 1..=99; 0 = SCHED_OTHER at nice [`BACKGROUND_NICE`] (a stage
     /// that computes flat out, like the detector, must not be SCHED_FIFO on a CPU it shares:
     /// it would starve SCHED_OTHER work and trip the kernel's RT throttling
@@ -150,14 +184,22 @@ pub fn check_limits(req_priority: u8, mlock: bool) -> Vec<RtShortfall> {
     out
 }
 
-/// Pins the calling thread (and threads it creates later) to `req.cpu`, sets SCHED_FIFO
-/// at `req.priority`, and locks memory. Returns what could not be done.
+/// Restricts the calling thread (and threads it creates later) to `req.cpus`, sets
+/// SCHED_FIFO at `req.priority`, and locks memory. Threads created afterwards inherit the
+/// CPU set and the policy (sched_setaffinity(2), sched_setscheduler(2) act on the calling
+/// thread; clone(2) copies both). Returns what could not be done.
 pub fn apply(req: &RtRequest) -> Vec<RtShortfall> {
     let mut out = vec![];
-    if !core_affinity::set_for_current(core_affinity::CoreId { id: req.cpu }) {
+    let mut set = nix::sched::CpuSet::new();
+    for &c in &req.cpus {
+        let _ = set.set(c);
+    }
+    if req.cpus.is_empty()
+        || nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).is_err()
+    {
         out.push(RtShortfall(format!(
-            "cannot pin to CPU {} (sched_setaffinity failed)",
-            req.cpu
+            "cannot pin to CPUs {} (sched_setaffinity failed)",
+            cpu_list_text(&req.cpus)
         )));
     }
     let param = libc::sched_param {
@@ -274,6 +316,41 @@ pub fn read_state(pid: i32) -> RtState {
     st
 }
 
+/// What is in force for one thread of a process ([`read_threads`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadState {
+    /// Thread id (a directory of /proc/PID/task).
+    pub tid: i32,
+    /// Its name (/proc/PID/task/TID/comm).
+    pub name: String,
+    /// CPUs it may run on, policy and priority, as [`read_state`] reads them.
+    pub state: RtState,
+}
+
+/// Reads back every thread of process `pid` (/proc/PID/task/*): affinity, policy and
+/// priority per thread, from the kernel (sched_getaffinity / sched_getscheduler /
+/// sched_getparam take a thread id). Threads that exit meanwhile are left out.
+pub fn read_threads(pid: i32) -> Vec<ThreadState> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return vec![];
+    };
+    let mut out: Vec<ThreadState> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|tid| {
+            let name = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
+            let mut state = read_state(tid);
+            state.vmlck_kb = 0;
+            (state.policy >= 0).then(|| ThreadState {
+                tid,
+                name: name.trim().to_string(),
+                state,
+            })
+        })
+        .collect();
+    out.sort_by_key(|t| t.tid);
+    out
+}
+
 /// Parses `Key:   123 kB` from /proc/PID/status text.
 pub fn status_field_kb(status: &str, key: &str) -> Option<u64> {
     status
@@ -328,5 +405,31 @@ mod tests {
         assert_eq!(status_field_kb("VmLck:\t  128 kB\n", "VmLck:"), Some(128));
         let (c, _) = map_cpu(1000);
         assert!(c < 1000);
+        assert_eq!(cpu_list_text(&[0, 1, 3, 5, 6, 7]), "0-1,3,5-7");
+        assert_eq!(cpu_list_text(&[2]), "2");
+    }
+
+    #[test]
+    fn threads_are_read_back_one_by_one() {
+        let me = std::process::id() as i32;
+        let (tx, rx) = std::sync::mpsc::channel::<(i32, usize)>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            // A thread restricted to the last CPU this process may use.
+            let last = *read_state(0).cpus.last().unwrap();
+            let mut set = nix::sched::CpuSet::new();
+            set.set(last).unwrap();
+            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
+            tx.send((nix::unistd::gettid().as_raw(), last)).unwrap();
+            let _ = done_rx.recv();
+        });
+        let (tid, last) = rx.recv().unwrap();
+        let threads = read_threads(me);
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
+        assert!(threads.iter().any(|t| t.tid == me), "{threads:?}");
+        let th = threads.iter().find(|t| t.tid == tid).expect("the thread");
+        assert_eq!(th.state.cpus, vec![last], "{threads:?}");
+        assert_eq!(th.state.policy, libc::SCHED_OTHER);
     }
 }

@@ -106,20 +106,77 @@ impl StageKind {
         }
     }
 
-    /// Its CPU/priority from the configuration (the web stage: the first of its CPUs,
-    /// priority 0 = SCHED_OTHER; its whole set is `stages.web`).
-    pub fn config(self, cfg: &Config) -> StageConfig {
+    /// Where it runs, from the configuration, mapped onto the CPUs of this machine: the
+    /// camera, network and detect stages on one CPU each, the encode stage on the set
+    /// `stages.encode.cpus`, the web stage on `stages.web.cpus` at priority 0
+    /// (SCHED_OTHER).
+    pub fn placement(self, cfg: &Config) -> Placement {
+        let one = |sc: StageConfig| {
+            let (c, changed) = rt::map_cpu(sc.cpu);
+            Placement {
+                cpus: vec![c],
+                priority: sc.priority,
+                configured: sc.cpu.to_string(),
+                mapped: changed,
+            }
+        };
         match self {
-            StageKind::Camera => cfg.stages.camera,
-            StageKind::Encode => cfg.stages.encode,
-            StageKind::Network => cfg.stages.network,
-            StageKind::Detect => cfg.stages.detect,
-            StageKind::Web => StageConfig {
-                cpu: web_cpus(cfg).first().map_or(0, |&c| c as u32),
+            StageKind::Camera => one(cfg.stages.camera),
+            StageKind::Network => one(cfg.stages.network),
+            StageKind::Detect => one(cfg.stages.detect),
+            StageKind::Encode => {
+                let (cpus, mapped) = rt::map_cpus(&cfg.stages.encode.cpu_list());
+                Placement {
+                    cpus,
+                    priority: cfg.stages.encode.priority,
+                    configured: cfg.stages.encode.cpus.clone(),
+                    mapped,
+                }
+            }
+            StageKind::Web => Placement {
+                cpus: web_cpus(cfg),
                 priority: 0,
+                configured: cfg.stages.web.cpus.clone(),
+                mapped: false,
             },
         }
     }
+}
+
+/// Where a stage runs ([`StageKind::placement`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// CPUs of this machine it may run on (sorted; one for a pinned stage).
+    pub cpus: Vec<usize>,
+    /// SCHED_FIFO priority, 1..=99; 0 = SCHED_OTHER.
+    pub priority: u8,
+    /// The CPU or CPU list as configured.
+    pub configured: String,
+    /// Whether mapping onto this machine's CPUs changed it.
+    pub mapped: bool,
+}
+
+/// The CPUs `setup` isolates for this configuration (isolcpus, nohz_full, rcu_nocbs), as
+/// configured (not mapped): the camera's, the network's, the encode stage's set, and the
+/// detector's when it is SCHED_FIFO (priority > 0).
+pub fn isolated_cpus(cfg: &Config) -> vr_setup::cpus::CpuList {
+    let s = &cfg.stages;
+    let mut v = vec![s.camera.cpu, s.network.cpu];
+    v.extend(s.encode.cpu_list());
+    if s.detect.priority > 0 {
+        v.push(s.detect.cpu);
+    }
+    vr_setup::cpus::CpuList::from_cpus(v)
+}
+
+/// The `[encoder]` section with `threads = 0` resolved: one x264 slice thread per CPU of
+/// the encode stage's set on this machine ([`StageKind::placement`]).
+pub fn encoder_config(cfg: &Config) -> crate::config::EncoderConfig {
+    let mut e = cfg.encoder.clone();
+    if e.threads == 0 {
+        e.threads = StageKind::Encode.placement(cfg).cpus.len().max(1) as u32;
+    }
+    e
 }
 
 /// The CPUs of `stages.web` (validated with the configuration).
@@ -231,11 +288,10 @@ pub(crate) fn go_realtime(kind: StageKind, cfg: &Config, slot: &StageSlot) -> Re
         }
         return Ok(());
     } else {
-        let sc = kind.config(cfg);
-        let (cpu, _) = rt::map_cpu(sc.cpu);
+        let p = kind.placement(cfg);
         rt::apply(&rt::RtRequest {
-            cpu,
-            priority: sc.priority,
+            cpus: p.cpus,
+            priority: p.priority,
             mlock: cfg.rt.mlock,
         })
     };
@@ -526,17 +582,21 @@ fn encode(
     queue: &BitstreamQueue,
     web: Option<&BitstreamQueue>,
 ) -> Result<(), String> {
-    let (mut enc, notes) =
-        open_encoder(&EncoderParams::from_config(&cfg.encoder, fmt)).map_err(|e| e.to_string())?;
+    // Realtime first: x264 creates its slice threads when it opens, and they inherit the
+    // CPU set and SCHED_FIFO policy of this thread (and are locked with MCL_FUTURE).
+    go_realtime(StageKind::Encode, cfg, slot)?;
+    let (mut enc, notes) = open_encoder(&EncoderParams::from_config(&encoder_config(cfg), fmt))
+        .map_err(|e| e.to_string())?;
     for n in notes {
         eprintln!("vr-stream[encode]: {n}");
     }
     if cfg.encoder.backend != "x264" {
         eprintln!("vr-stream[encode]: encoder {}", enc.describe());
     }
+    // Locked memory now includes x264's buffers.
+    record_state(slot, &rt::read_state(0));
     let headers = enc.headers().map_err(|e| e.to_string())?;
     ctl.set_headers(&headers);
-    go_realtime(StageKind::Encode, cfg, slot)?;
     let mut consumer = ring.consumer(0).map_err(|e| e.to_string())?;
     consumer.set_spin_window(Duration::from_micros(cfg.rt.spin_window_us as u64));
     let mut writer = queue.writer();

@@ -152,6 +152,43 @@ pub const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 /// Longest restart backoff.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
+/// One line about the encode stage's threads, read back per thread: `x264 3 slice threads;
+/// 4 threads, all SCHED_FIFO 80 on cpus 1-3`, or each thread that differs.
+pub fn threads_text(threads: &[rt::ThreadState], enc: &crate::config::EncoderConfig) -> String {
+    let x264 = if enc.backend == "v4l2m2m" {
+        String::new()
+    } else if enc.threads > 1 {
+        format!("x264 {} slice threads; ", enc.threads)
+    } else {
+        "x264 1 thread; ".to_string()
+    };
+    let Some(first) = threads.first() else {
+        return format!("{x264}threads not readable");
+    };
+    let same = threads.iter().all(|t| {
+        t.state.policy == first.state.policy
+            && t.state.priority == first.state.priority
+            && t.state.cpus == first.state.cpus
+    });
+    let place = |t: &rt::ThreadState| {
+        format!(
+            "{} {} on cpus {}",
+            policy_name(t.state.policy as u32),
+            t.state.priority,
+            rt::cpu_list_text(&t.state.cpus)
+        )
+    };
+    if same {
+        format!("{x264}{} threads, all {}", threads.len(), place(first))
+    } else {
+        let each: Vec<String> = threads
+            .iter()
+            .map(|t| format!("{} {}", t.tid, place(t)))
+            .collect();
+        format!("{x264}{} threads: {}", threads.len(), each.join(", "))
+    }
+}
+
 fn policy_name(p: u32) -> &'static str {
     match p as i32 {
         libc::SCHED_FIFO => "SCHED_FIFO",
@@ -481,7 +518,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     let active = StageKind::active(cfg);
     let max_prio = active
         .iter()
-        .map(|k| k.config(cfg).priority)
+        .map(|k| k.placement(cfg).priority)
         .max()
         .unwrap_or(1);
     let short = rt::check_limits(max_prio, cfg.rt.mlock);
@@ -498,10 +535,14 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     }
     let mut mapped = vec![];
     for &k in &active {
-        let c = k.config(cfg).cpu;
-        let (m, changed) = rt::map_cpu(c);
-        if changed {
-            mapped.push(format!("{} {c}->{m}", k.name()));
+        let p = k.placement(cfg);
+        if p.mapped {
+            mapped.push(format!(
+                "{} {}->{}",
+                k.name(),
+                p.configured,
+                rt::cpu_list_text(&p.cpus)
+            ));
         }
     }
     if !mapped.is_empty() {
@@ -682,22 +723,34 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     }
     for s in stages.iter().filter(|s| !s.abandoned) {
         let slot = ctl.stage(s.kind.slot());
-        let sc = s.kind.config(cfg);
+        let p = s.kind.placement(cfg);
         let cpu = slot.cpu.load(Ordering::Relaxed);
+        let threads = rt::read_threads(s.child.id() as i32);
         eprintln!(
-            "vr-stream: stage {} pid {} cpu {} policy {} priority {} (configured cpu {} priority {}) VmLck {} kB",
+            "vr-stream: stage {} pid {} {} policy {} priority {} (configured cpu{} {} priority {}) VmLck {} kB{}",
             s.kind.name(),
             s.child.id(),
-            if cpu < 0 {
-                "any".to_string()
+            if cpu >= 0 {
+                format!("cpu {cpu}")
             } else {
-                cpu.to_string()
+                let st = rt::read_state(s.child.id() as i32);
+                format!("cpus {}", rt::cpu_list_text(&st.cpus))
             },
             policy_name(slot.policy.load(Ordering::Relaxed)),
             slot.priority.load(Ordering::Relaxed),
-            sc.cpu,
-            sc.priority,
-            slot.vmlck_kb.load(Ordering::Relaxed)
+            if s.kind == StageKind::Encode || s.kind == StageKind::Web {
+                "s"
+            } else {
+                ""
+            },
+            p.configured,
+            p.priority,
+            slot.vmlck_kb.load(Ordering::Relaxed),
+            if s.kind == StageKind::Encode {
+                format!("; {}", threads_text(&threads, &stage::encoder_config(cfg)))
+            } else {
+                String::new()
+            }
         );
     }
     if !cfg.stream.sdp.is_empty() {

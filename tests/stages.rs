@@ -87,23 +87,56 @@ fn stages_are_pinned_realtime_processes_and_sigterm_cleans_up() {
     assert!(!pids.contains(&sup.id()));
     let cfg = vr_stream::config::load(&[]).unwrap();
     let root = nix::unistd::geteuid().is_root();
+    let encode_set = {
+        let mut v: Vec<usize> = vr_setup::cpus::CpuList::parse(&cfg.stages.encode.cpus)
+            .unwrap()
+            .iter()
+            .map(|c| c as usize % online_cpus() as usize)
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let list_text = |v: &[usize]| {
+        // Kernel CPU list form, as in Cpus_allowed_list.
+        let mut out: Vec<String> = vec![];
+        let mut i = 0;
+        while i < v.len() {
+            let mut j = i;
+            while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
+                j += 1;
+            }
+            out.push(if i == j {
+                v[i].to_string()
+            } else {
+                format!("{}-{}", v[i], v[j])
+            });
+            i = j + 1;
+        }
+        out.join(",")
+    };
     for (name, pid) in &stages {
-        let sc = match name.as_str() {
-            "camera" => cfg.stages.camera,
-            "encode" => cfg.stages.encode,
-            "network" => cfg.stages.network,
+        let (cpus, priority) = match name.as_str() {
+            "camera" => (
+                list_text(&[cfg.stages.camera.cpu as usize % online_cpus() as usize]),
+                cfg.stages.camera.priority,
+            ),
+            "encode" => (list_text(&encode_set), cfg.stages.encode.priority),
+            "network" => (
+                list_text(&[cfg.stages.network.cpu as usize % online_cpus() as usize]),
+                cfg.stages.network.priority,
+            ),
             other => panic!("unknown stage {other}"),
         };
-        let cpu = sc.cpu % online_cpus();
         assert_eq!(
             proc_field(*pid, "Cpus_allowed_list:"),
-            cpu.to_string(),
+            cpus,
             "stage {name} affinity"
         );
         if root {
             assert_eq!(
                 sched_of(*pid),
-                (1, sc.priority as u32),
+                (1, priority as u32),
                 "stage {name}: SCHED_FIFO at its priority"
             );
             let vmlck: u64 = proc_field(*pid, "VmLck:")
@@ -113,6 +146,46 @@ fn stages_are_pinned_realtime_processes_and_sigterm_cleans_up() {
                 .parse()
                 .unwrap();
             assert!(vmlck > 0, "stage {name}: VmLck {vmlck}");
+        }
+        if name == "encode" {
+            // Every thread of the encode stage, x264's slice threads included: inside the
+            // set, SCHED_FIFO at the stage's priority. One slice thread per CPU of the set
+            // (encoder.threads = 0), plus the stage's own thread.
+            let tasks: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect();
+            if encode_set.len() > 1 {
+                assert!(
+                    tasks.len() > encode_set.len(),
+                    "encode stage has {} threads for {} slices",
+                    tasks.len(),
+                    encode_set.len()
+                );
+            }
+            for tid in tasks {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
+                let allowed = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                    .unwrap()
+                    .trim()
+                    .to_string();
+                assert_eq!(allowed, cpus, "encode thread {tid} affinity");
+                if root {
+                    assert_eq!(
+                        sched_of(tid),
+                        (1, priority as u32),
+                        "encode thread {tid}: SCHED_FIFO {priority}"
+                    );
+                } else {
+                    assert!(
+                        std::env::var_os("CI").is_none(),
+                        "the encode threads' SCHED_FIFO check needs root (CI runs as root)"
+                    );
+                }
+            }
         }
     }
     // A second instance of the same name is refused, naming the running one.

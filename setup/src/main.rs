@@ -38,10 +38,16 @@ struct Cli {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
-    /// CPUs to isolate for the stages (kernel CPU list). Default: the CPUs of stages.*.cpu
-    /// in vr-stream's config/default.toml (2,3).
+    /// CPUs to isolate for the stages (kernel CPU list). Default: those of vr-stream's
+    /// realtime stages (stages.camera.cpu, stages.network.cpu, stages.encode.cpus, and
+    /// stages.detect.cpu when its priority is above 0) in its built-in configuration (1-3)
+    /// with --config over it.
     #[arg(long, value_name = "LIST")]
     cpus: Option<String>,
+    /// vr-stream's configuration file (as given to `vr-stream --config`): the isolated CPUs,
+    /// nohz_full, rcu_nocbs and irqaffinity follow its [stages] section.
+    #[arg(long, value_name = "FILE", conflicts_with = "cpus")]
+    config: Option<PathBuf>,
     /// Account that runs vr-stream (gets rtprio 99 / memlock unlimited, User= of
     /// vr-stream.service); @group for a group. Default: $SUDO_USER, else the caller.
     #[arg(long, value_name = "NAME")]
@@ -63,7 +69,19 @@ fn target(cli: &Cli) -> Result<Target, String> {
     let root = Root::new(&cli.root).map_err(|e| format!("--root {}: {e}", cli.root.display()))?;
     let isolated = match &cli.cpus {
         Some(s) => CpuList::parse(s).map_err(|e| format!("--cpus: {e}"))?,
-        None => plan::default_isolated(),
+        None => {
+            let text = match &cli.config {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .map_err(|e| format!("--config {}: {e}", p.display()))?,
+                ),
+                None => None,
+            };
+            plan::isolated_from_config(text.as_deref()).map_err(|e| match &cli.config {
+                Some(p) => format!("--config {}: {e}", p.display()),
+                None => e,
+            })?
+        }
     };
     let user = match &cli.user {
         Some(u) if !valid_user(u) => {

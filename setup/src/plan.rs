@@ -94,22 +94,70 @@ pub const UNITS: [(&str, &str, bool); 3] = [
     ),
 ];
 
-/// Isolated CPUs when none are given: the CPUs of `stages.*.cpu` in vr-stream's built-in
-/// configuration (`config/default.toml`).
-pub fn default_isolated() -> CpuList {
-    let v: toml::Value =
+/// Isolated CPUs when none are given: those of vr-stream's realtime stages in its built-in
+/// configuration (`config/default.toml`) with `config` (a vr-stream configuration file's
+/// text, as given to `vr-stream --config`) over it: `stages.camera.cpu`,
+/// `stages.network.cpu`, the list `stages.encode.cpus`, and `stages.detect.cpu` when the
+/// detector is SCHED_FIFO (`priority` > 0). With the defaults: 1-3.
+///
+/// Errors: `config` is not TOML, or a stage key has the wrong type or an unparsable list.
+pub fn isolated_from_config(config: Option<&str>) -> Result<CpuList, String> {
+    let mut v: toml::Table =
         toml::from_str(include_str!("../../config/default.toml")).expect("default config parses");
-    let cpus = v
-        .get("stages")
-        .and_then(|s| s.as_table())
-        .map(|t| {
-            t.values()
-                .filter_map(|s| s.get("cpu").and_then(|c| c.as_integer()))
-                .map(|c| c as u32)
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    CpuList::from_cpus(cpus)
+    if let Some(text) = config {
+        let over: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        if let Some(toml::Value::Table(st)) = over.get("stages") {
+            let base = v
+                .entry("stages")
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+            if let toml::Value::Table(base) = base {
+                for (k, o) in st {
+                    match (base.get_mut(k), o) {
+                        (Some(toml::Value::Table(b)), toml::Value::Table(o)) => {
+                            b.extend(o.clone());
+                        }
+                        _ => {
+                            base.insert(k.clone(), o.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let stage = |name: &str| v.get("stages").and_then(|s| s.get(name));
+    let int = |name: &str, key: &str| -> Result<Option<i64>, String> {
+        match stage(name).and_then(|s| s.get(key)) {
+            None => Ok(None),
+            Some(x) => x
+                .as_integer()
+                .map(Some)
+                .ok_or_else(|| format!("stages.{name}.{key} is not an integer")),
+        }
+    };
+    let mut cpus: Vec<u32> = vec![];
+    for name in ["camera", "network"] {
+        if let Some(c) = int(name, "cpu")? {
+            cpus.push(u32::try_from(c).map_err(|_| format!("stages.{name}.cpu = {c}"))?);
+        }
+    }
+    if let Some(list) = stage("encode").and_then(|s| s.get("cpus")) {
+        let list = list
+            .as_str()
+            .ok_or("stages.encode.cpus is not a string (a kernel CPU list)")?;
+        let l = CpuList::parse(list).map_err(|e| format!("stages.encode.cpus {list:?}: {e}"))?;
+        cpus.extend(l.iter());
+    }
+    if int("detect", "priority")?.unwrap_or(0) > 0
+        && let Some(c) = int("detect", "cpu")?
+    {
+        cpus.push(u32::try_from(c).map_err(|_| format!("stages.detect.cpu = {c}"))?);
+    }
+    Ok(CpuList::from_cpus(cpus))
+}
+
+/// [`isolated_from_config`] of the built-in configuration.
+pub fn default_isolated() -> CpuList {
+    isolated_from_config(None).expect("the built-in configuration names its CPUs")
 }
 
 /// What `setup` acts on and with which choices.
@@ -602,4 +650,31 @@ pub fn item_plan(t: &Target, item: Item) -> Result<Plan, PlanError> {
         Item::Irq => {}
     }
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isolated_cpus_follow_the_configuration() {
+        assert_eq!(default_isolated().to_string(), "1-3");
+        let c = "[stages.encode]\ncpus = \"2-3\"\n[stages.camera]\ncpu = 1\n[stages.network]\ncpu = 1\n";
+        assert_eq!(isolated_from_config(Some(c)).unwrap().to_string(), "1-3");
+        let c = "[stages.encode]\ncpus = \"3\"\n[stages.camera]\ncpu = 2\n[stages.network]\ncpu = 2\n[stages.detect]\ncpu = 1\npriority = 50\n";
+        assert_eq!(isolated_from_config(Some(c)).unwrap().to_string(), "1-3");
+        let c =
+            "[stages.encode]\ncpus = \"2\"\n[stages.camera]\ncpu = 2\n[stages.network]\ncpu = 2\n";
+        assert_eq!(isolated_from_config(Some(c)).unwrap().to_string(), "2");
+        assert!(
+            isolated_from_config(Some("[stages.encode]\ncpus = 3\n"))
+                .unwrap_err()
+                .contains("not a string")
+        );
+        assert!(
+            isolated_from_config(Some("[stages.encode]\ncpus = \"x\"\n"))
+                .unwrap_err()
+                .contains("stages.encode.cpus")
+        );
+    }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const STOCK: &str = vr_setup::fixture::STOCK_CMDLINE;
-const ADDED: &str = " isolcpus=2,3 nohz_full=2,3 rcu_nocbs=2,3 irqaffinity=0,1";
+const ADDED: &str = " isolcpus=1-3 nohz_full=1-3 rcu_nocbs=1-3 irqaffinity=0";
 
 fn setup(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_setup"))
@@ -208,7 +208,7 @@ fn stock_bookworm_full_cycle() {
     let unit = &applied["etc/systemd/system/vr-stream.service"];
     assert!(
         unit.contains("User=pi")
-            && unit.contains("CPUAffinity=0 1")
+            && unit.contains("CPUAffinity=0\\n")
             && unit.contains("LimitRTPRIO=99"),
         "{unit}"
     );
@@ -242,22 +242,22 @@ fn cmdline_variants_keep_every_other_byte() {
         (
             "existing isolcpus",
             b"console=tty1 root=PARTUUID=x-02 isolcpus=1 rootwait\n",
-            b"console=tty1 root=PARTUUID=x-02 isolcpus=2,3 rootwait nohz_full=2,3 rcu_nocbs=2,3 irqaffinity=0,1\n",
+            b"console=tty1 root=PARTUUID=x-02 isolcpus=1-3 rootwait nohz_full=1-3 rcu_nocbs=1-3 irqaffinity=0\n",
         ),
         (
             "no trailing newline",
             b"console=tty1 root=PARTUUID=x-02 rootwait",
-            b"console=tty1 root=PARTUUID=x-02 rootwait isolcpus=2,3 nohz_full=2,3 rcu_nocbs=2,3 irqaffinity=0,1",
+            b"console=tty1 root=PARTUUID=x-02 rootwait isolcpus=1-3 nohz_full=1-3 rcu_nocbs=1-3 irqaffinity=0",
         ),
         (
             "CRLF",
             b"console=tty1 root=PARTUUID=x-02 rootwait\r\n",
-            b"console=tty1 root=PARTUUID=x-02 rootwait isolcpus=2,3 nohz_full=2,3 rcu_nocbs=2,3 irqaffinity=0,1\r\n",
+            b"console=tty1 root=PARTUUID=x-02 rootwait isolcpus=1-3 nohz_full=1-3 rcu_nocbs=1-3 irqaffinity=0\r\n",
         ),
         (
             "duplicates and flags",
             b"isolcpus=domain,1 quiet nohz_full=1 isolcpus=3 irqaffinity=0-3\n",
-            b"isolcpus=2,3 quiet nohz_full=2,3 irqaffinity=0,1 rcu_nocbs=2,3\n",
+            b"isolcpus=1-3 quiet nohz_full=1-3 irqaffinity=0 rcu_nocbs=1-3\n",
         ),
     ];
     for (name, input, want) in cases {
@@ -555,7 +555,7 @@ fn reapply_with_other_cpus_keeps_the_first_backup() {
     assert_eq!(
         code(&run(r, &["--check"])),
         1,
-        "2,3 is no longer what is applied"
+        "1-3 is no longer what is applied"
     );
     assert_eq!(code(&run(r, &["--revert"])), 0);
     assert_same_tree(&original, &tree(r), "revert");

@@ -155,11 +155,7 @@ fn main() {
     // 1. System: the checks of `setup --check`.
     let root = vr_setup::rootfs::Root::new(&cli.root)
         .unwrap_or_else(|e| fail(json, &format!("--root {}: {e}", cli.root.display())));
-    let isolated = vr_setup::cpus::CpuList::from_cpus([
-        cfg.stages.camera.cpu,
-        cfg.stages.encode.cpu,
-        cfg.stages.network.cpu,
-    ]);
+    let isolated = vr_stream::stage::isolated_cpus(&cfg);
     let target = vr_setup::plan::Target::for_root(
         root,
         isolated,

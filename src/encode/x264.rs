@@ -65,8 +65,11 @@ impl X264Encoder {
         param.i_timebase_num = f.fps_den;
         param.i_timebase_den = f.fps_num;
         param.b_vfr_input = 0;
-        param.i_threads = p.threads as i32;
-        param.b_sliced_threads = (p.threads > 1) as i32;
+        // 0 (one per CPU of the encode stage's set) is resolved by the caller
+        // (crate::stage::encoder_config); here it means 1.
+        let threads = p.threads.max(1);
+        param.i_threads = threads as i32;
+        param.b_sliced_threads = (threads > 1) as i32;
         param.i_lookahead_threads = 1;
         param.i_sync_lookahead = 0;
         param.i_bframe = 0;

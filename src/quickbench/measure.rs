@@ -23,17 +23,22 @@ pub const RING_CHILD_ENV: &str = "VR_QUICKBENCH_RING_PRODUCER";
 /// Progress callback: fraction done of the current section, 0.0..=1.0.
 pub type Progress<'a> = &'a (dyn Fn(f64) + Sync);
 
-/// Pins the calling thread to `cpu` and, with `priority > 0`, asks for SCHED_FIFO. Returns
-/// the placement in force as text (`CPU 1 SCHED_FIFO 80`), read back from the kernel.
-pub fn place(cpu: usize, priority: u8) -> (String, i32, i32) {
+/// Restricts the calling thread to `cpus` and, with `priority > 0`, asks for SCHED_FIFO.
+/// Returns the placement in force as text (`CPU 1 SCHED_FIFO 80`, `CPUs 1-3 SCHED_FIFO 80`),
+/// read back from the kernel, with the policy and priority.
+pub fn place(cpus: &[usize], priority: u8) -> (String, i32, i32) {
     if priority > 0 {
         let _ = rt::apply(&rt::RtRequest {
-            cpu,
+            cpus: cpus.to_vec(),
             priority,
             mlock: false,
         });
     } else {
-        core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+        let mut set = nix::sched::CpuSet::new();
+        for &c in cpus {
+            let _ = set.set(c);
+        }
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
     }
     // SAFETY: plain syscalls on the calling thread (tid 0) with a valid out-pointer.
     let (policy, prio) = unsafe {
@@ -46,7 +51,13 @@ pub fn place(cpu: usize, priority: u8) -> (String, i32, i32) {
     } else {
         "SCHED_OTHER".to_string()
     };
-    (format!("CPU {cpu} {name}"), policy, prio)
+    let now = rt::read_state(0).cpus;
+    let cpus = if now.len() == 1 {
+        format!("CPU {}", now[0])
+    } else {
+        format!("CPUs {}", rt::cpu_list_text(&now))
+    };
+    (format!("{cpus} {name}"), policy, prio)
 }
 
 /// CPUs isolated by the running kernel.
@@ -65,7 +76,7 @@ fn timer_loop(
     n: usize,
     progress: Progress,
 ) -> (JitterRun, bool) {
-    let (_, policy, prio) = place(cpu, priority);
+    let (_, policy, prio) = place(&[cpu], priority);
     rt::prefault_stack();
     let mut lat = Vec::with_capacity(n);
     let mut next = monotonic_ns() + period_ns;
@@ -102,10 +113,10 @@ fn timer_loop(
 /// camera stage's priority otherwise) on an isolated CPU if there is one (else the encode
 /// stage's CPU), then under SCHED_OTHER on the same CPU.
 pub fn jitter(cfg: &Config, period: Duration, n: usize, progress: Progress) -> JitterSection {
-    let cpu = isolated_cpus()
-        .first()
-        .copied()
-        .unwrap_or_else(|| rt::map_cpu(cfg.stages.encode.cpu).0);
+    let cpu = isolated_cpus().first().copied().unwrap_or_else(|| {
+        let enc = crate::stage::StageKind::Encode.placement(cfg).cpus;
+        enc.last().copied().unwrap_or(0)
+    });
     let period_ns = period.as_nanos() as u64;
     let prio = cfg.stages.camera.priority.max(cfg.stages.encode.priority);
     let (fifo_run, was_fifo) = std::thread::scope(|s| {
@@ -185,7 +196,7 @@ pub fn ring_child(spec: &str) -> i32 {
             return 2;
         }
     };
-    let (placement, _, _) = place(cpu as usize, prio as u8);
+    let (placement, _, _) = place(&[cpu as usize], prio as u8);
     println!("{placement}");
     let Ok(mut p) = ring.producer() else { return 2 };
     let t0 = monotonic_ns() + 20_000_000;
@@ -227,7 +238,7 @@ pub fn ring(cfg: &Config, n: usize, progress: Progress) -> Section<RingSection> 
     ring.prefault();
     let period = 1_000_000_000 / cfg.source.fps.max(1) as u64;
     let (ccpu, _) = rt::map_cpu(cfg.stages.camera.cpu);
-    let (ecpu, _) = rt::map_cpu(cfg.stages.encode.cpu);
+    let ecpus = crate::stage::StageKind::Encode.placement(cfg).cpus;
     let spec = format!(
         "{name},{n},{period},{ccpu},{},{},{}",
         cfg.stages.camera.priority, g.width, g.height
@@ -252,7 +263,7 @@ pub fn ring(cfg: &Config, n: usize, progress: Progress) -> Section<RingSection> 
     let prio = cfg.stages.encode.priority;
     let result = std::thread::scope(|s| {
         s.spawn(|| {
-            let (placement, _, _) = place(ecpu, prio);
+            let (placement, _, _) = place(&ecpus, prio);
             let mut c = ring.consumer(0).ok()?;
             c.set_spin_window(Duration::from_micros(cfg.rt.spin_window_us as u64));
             let mut lat = Vec::with_capacity(n);
@@ -328,13 +339,30 @@ pub fn encoder(cfg: &Config, n: usize, progress: Progress) -> Section<EncoderSec
         fps_den: 1,
         ..fmt
     };
-    let (cpu, _) = rt::map_cpu(cfg.stages.encode.cpu);
+    let cpus = crate::stage::StageKind::Encode.placement(cfg).cpus;
     let prio = cfg.stages.encode.priority;
+    let enc_cfg = crate::stage::encoder_config(cfg);
     let r = std::thread::scope(|s| {
         s.spawn(|| -> Result<EncoderSection, String> {
-            let (placement, _, _) = place(cpu, prio);
-            let (mut enc, _notes) = open_encoder(&EncoderParams::from_config(&cfg.encoder, fmt))
+            // As in the encode stage: placed first, so that x264's slice threads inherit it.
+            let (placement, _, _) = place(&cpus, prio);
+            let me = std::process::id() as i32;
+            let before: Vec<i32> = rt::read_threads(me).iter().map(|t| t.tid).collect();
+            let (mut enc, _notes) = open_encoder(&EncoderParams::from_config(&enc_cfg, fmt))
                 .map_err(|e| e.to_string())?;
+            // x264's own threads: those that appeared when it opened.
+            let created: Vec<rt::ThreadState> = rt::read_threads(me)
+                .into_iter()
+                .filter(|t| !before.contains(&t.tid))
+                .collect();
+            let placement = if enc.describe() == "x264" {
+                format!(
+                    "{placement}, {}",
+                    x264_threads_text(enc_cfg.threads, &created)
+                )
+            } else {
+                placement
+            };
             let backend = enc.describe();
             let sink = std::net::UdpSocket::bind("127.0.0.1:0")
                 .map_err(|e| format!("local UDP socket: {e}"))?;
@@ -398,6 +426,44 @@ pub fn encoder(cfg: &Config, n: usize, progress: Progress) -> Section<EncoderSec
     match r {
         Ok(s) => Section::Measured(s),
         Err(e) => Section::not(format!("encoder failed: {e}")),
+    }
+}
+
+/// `2 slice threads (x264 made 2 threads, all SCHED_FIFO 80 on CPUs 0-1)`.
+fn x264_threads_text(threads: u32, created: &[rt::ThreadState]) -> String {
+    let slices = if threads > 1 {
+        format!("{threads} slice threads")
+    } else {
+        "1 thread".to_string()
+    };
+    let mut places: Vec<String> = created
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {} on CPUs {}",
+                if t.state.policy == libc::SCHED_FIFO {
+                    "SCHED_FIFO"
+                } else {
+                    "SCHED_OTHER"
+                },
+                t.state.priority,
+                rt::cpu_list_text(&t.state.cpus)
+            )
+        })
+        .collect();
+    places.dedup();
+    match places.len() {
+        0 => slices,
+        1 => format!(
+            "{slices} (x264 made {} threads, all {})",
+            created.len(),
+            places[0]
+        ),
+        _ => format!(
+            "{slices} (x264 made {} threads: {})",
+            created.len(),
+            places.join(", ")
+        ),
     }
 }
 
