@@ -143,6 +143,27 @@ fn dashboard_in_tmux_follows_the_stream() {
         pane.contains(&format!("127.0.0.1:{port}")),
         "header names the destination:\n{pane}"
     );
+    // The encode stage's threads, read back one by one: its own and one x264 slice thread
+    // per CPU of its set (encoder.threads = 0), all with the same policy.
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let slices = [1usize, 2, 3]
+        .iter()
+        .map(|c| c % cpus)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let want = format!(
+        "{} x{}",
+        if nix::unistd::geteuid().is_root() {
+            "FIFO 80"
+        } else {
+            "OTHER"
+        },
+        if slices > 1 { slices + 1 } else { 1 }
+    );
+    t.wait_for("the encode stage's threads", |s| {
+        s.lines()
+            .any(|l| l.contains("encode") && l.contains("running") && l.contains(&want))
+    });
 
     // The dashboard's own CPU use over 5 s at the default 250 ms interval.
     let pid = Command::new("pgrep")

@@ -39,7 +39,9 @@ pub struct StageView {
     pub rss_kb: u64,
     /// CPUs the process may run on.
     pub affinity: String,
-    /// `FIFO 90` or `OTHER`.
+    /// Policy of its threads, read back per thread (/proc/PID/task): `FIFO 90` for one
+    /// thread, `FIFO 80 x3` when all three agree (the encode stage with two x264 slice
+    /// threads), `FIFO 80 x2, OTHER x1` when they do not.
     pub policy: String,
     /// Locked memory, KiB.
     pub vmlck_kb: u64,
@@ -53,6 +55,34 @@ pub struct StageView {
     pub heartbeat_age_ms: Option<u64>,
     /// Error or retry reason, if any.
     pub error: Option<String>,
+}
+
+/// `FIFO 80`, `FIFO 80 x3`, or `FIFO 80 x2, OTHER x1` ([`StageView::policy`]) from the
+/// threads read back (`main`: the process's own thread, when no thread could be read).
+fn policy_text(threads: &[vr_stream::rt::ThreadState], main: &vr_stream::rt::RtState) -> String {
+    let one = |policy: i32, prio: i32| {
+        if policy == libc::SCHED_FIFO {
+            format!("FIFO {prio}")
+        } else {
+            "OTHER".to_string()
+        }
+    };
+    if threads.len() <= 1 {
+        return one(main.policy, main.priority);
+    }
+    let mut groups: Vec<(String, usize)> = vec![];
+    for t in threads {
+        let k = one(t.state.policy, t.state.priority);
+        match groups.iter_mut().find(|g| g.0 == k) {
+            Some(g) => g.1 += 1,
+            None => groups.push((k, 1)),
+        }
+    }
+    groups
+        .iter()
+        .map(|(k, n)| format!("{k} x{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// p50/p99 of one latency span over the window.
@@ -531,13 +561,20 @@ impl Collector {
                     rss_kb = st.rss * (procfs::page_size() / 1024);
                 }
                 let rt = vr_stream::rt::read_state(pid as i32);
-                affinity = vr_setup::cpus::CpuList::from_cpus(rt.cpus.iter().map(|&c| c as u32))
-                    .to_string();
-                policy = if rt.policy == libc::SCHED_FIFO {
-                    format!("FIFO {}", rt.priority)
-                } else {
-                    "OTHER".into()
+                let threads = vr_stream::rt::read_threads(pid as i32);
+                let list = |cpus: &[usize]| {
+                    vr_setup::cpus::CpuList::from_cpus(cpus.iter().map(|&c| c as u32)).to_string()
                 };
+                affinity = list(&rt.cpus);
+                if threads.iter().any(|t| t.state.cpus != rt.cpus) {
+                    // Some thread runs elsewhere: show every set.
+                    let mut sets: Vec<String> =
+                        threads.iter().map(|t| list(&t.state.cpus)).collect();
+                    sets.sort();
+                    sets.dedup();
+                    affinity = sets.join("|");
+                }
+                policy = policy_text(&threads, &rt);
                 vmlck_kb = rt.vmlck_kb;
             }
             let hb = s.heartbeat_ns.load(Relaxed);

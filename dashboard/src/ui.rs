@@ -317,7 +317,7 @@ fn stage_table(area: Rect, buf: &mut Buffer, snap: &Snapshot, view: &View) {
         Constraint::Length(5),
         Constraint::Length(7),
         Constraint::Length(6),
-        Constraint::Length(8),
+        Constraint::Length(12),
         Constraint::Length(6),
         Constraint::Length(6),
         Constraint::Length(6),
