@@ -177,19 +177,22 @@ fn tree_cpu(pid: u32) -> f64 {
         / tick
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug)]
 enum Sender {
-    VrStream,
+    /// vr-stream, with its built-in configuration, or with a configuration file layered
+    /// over it (a named variant from `VR_SBS_VARIANTS`).
+    VrStream(Option<(String, PathBuf)>),
     Ffmpeg,
     Gstreamer,
 }
 
 impl Sender {
-    fn name(self) -> &'static str {
+    fn name(&self) -> String {
         match self {
-            Sender::VrStream => "vr-stream",
-            Sender::Ffmpeg => "ffmpeg",
-            Sender::Gstreamer => "GStreamer",
+            Sender::VrStream(None) => "vr-stream".into(),
+            Sender::VrStream(Some((n, _))) => format!("vr-stream {n}"),
+            Sender::Ffmpeg => "ffmpeg".into(),
+            Sender::Gstreamer => "GStreamer".into(),
         }
     }
 }
@@ -197,7 +200,7 @@ impl Sender {
 /// Starts `who` reading `fifo` and sending to 127.0.0.1:`port` with `slices` slice
 /// threads; returns the child and a receiver that says when it is ready to be fed.
 fn start(
-    who: Sender,
+    who: &Sender,
     fifo: &Path,
     port: u16,
     slices: u32,
@@ -206,29 +209,32 @@ fn start(
     let (tx, rx) = mpsc::channel();
     let fifo_s = fifo.to_str().unwrap();
     let mut child = match who {
-        Sender::VrStream => {
+        Sender::VrStream(variant) => {
             let web = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let web_port = web.local_addr().unwrap().port().to_string();
             drop(web);
-            Command::new(env!("CARGO_BIN_EXE_vr-stream"))
-                .args([
-                    "--source",
-                    &format!("pipe:{fifo_s}"),
-                    "--pipe-format",
-                    "i420",
-                ])
-                .args(["--width", "1280", "--height", "720", "--fps", "60"])
-                .args(["--port", &port.to_string(), "--sdp", ""])
-                .args(["--web-port", &web_port])
-                .args([
-                    "--instance",
-                    &format!("vrs-sbs-{}-{tag}", std::process::id()),
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+            let mut c = Command::new(env!("CARGO_BIN_EXE_vr-stream"));
+            if let Some((_, cfg)) = variant {
+                c.arg("--config").arg(cfg);
+            }
+            c.args([
+                "--source",
+                &format!("pipe:{fifo_s}"),
+                "--pipe-format",
+                "i420",
+            ])
+            .args(["--width", "1280", "--height", "720", "--fps", "60"])
+            .args(["--port", &port.to_string(), "--sdp", ""])
+            .args(["--web-port", &web_port])
+            .args([
+                "--instance",
+                &format!("vrs-sbs-{}-{tag}", std::process::id()),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
         }
         Sender::Ffmpeg => Command::new("ffmpeg")
             .args(["-hide_banner", "-nostdin", "-v", "error"])
@@ -278,7 +284,7 @@ fn start(
         }
     };
     let err = child.stderr.take().unwrap();
-    let is_vr = who == Sender::VrStream;
+    let is_vr = matches!(who, Sender::VrStream(_));
     std::thread::spawn(move || {
         if !is_vr {
             let _ = tx.send(String::new());
@@ -325,7 +331,7 @@ fn spin_hog(stop: Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
 }
 
 /// One run of `who` over `frames` (the first [`WARMUP`] not measured).
-fn run(who: Sender, frames: &[Vec<u8>], slices: u32, hog: bool, tag: &str) -> Outcome {
+fn run(who: &Sender, frames: &[Vec<u8>], slices: u32, hog: bool, tag: &str) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("frames.fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
@@ -461,13 +467,23 @@ fn main() {
          x264 ultrafast/zerolatency 8000 kbit/s, VBV 800 kbit, keyint 60, {slices} slice threads; \
          write start -> last RTP packet received (kernel timestamp) on 127.0.0.1"
     );
-    let senders = [Sender::VrStream, Sender::Ffmpeg, Sender::Gstreamer];
+    let mut senders = vec![Sender::VrStream(None), Sender::Ffmpeg, Sender::Gstreamer];
+    // Optional vr-stream variants to compare, e.g. CPU layouts:
+    // VR_SBS_VARIANTS="one-core=/path/a.toml,spin=/path/b.toml" (each a --config file).
+    if let Ok(v) = std::env::var("VR_SBS_VARIANTS") {
+        for item in v.split(',').filter(|s| !s.is_empty()) {
+            let (n, p) = item
+                .split_once('=')
+                .expect("VR_SBS_VARIANTS: NAME=CONFIG_FILE,...");
+            senders.push(Sender::VrStream(Some((n.to_string(), PathBuf::from(p)))));
+        }
+    }
     // results[condition][sender] = one (p50, p99, max, cpu) per round
     let mut results = vec![vec![vec![]; senders.len()]; conditions.len()];
     let mut notes = String::new();
     for round in 0..rounds {
         for (ci, &hog) in conditions.iter().enumerate() {
-            for (si, &who) in senders.iter().enumerate() {
+            for (si, who) in senders.iter().enumerate() {
                 let tag = format!("{round}{ci}{si}");
                 let o = run(who, &frames, slices, hog, &tag);
                 assert!(
@@ -477,7 +493,7 @@ fn main() {
                     o.latency.len(),
                     o.notes
                 );
-                if who == Sender::VrStream && notes.is_empty() {
+                if *who == Sender::VrStream(None) && notes.is_empty() {
                     notes = o
                         .notes
                         .lines()
@@ -501,7 +517,7 @@ fn main() {
             }
         );
         println!(
-            "{:<10} {}",
+            "{:<18} {}",
             "sender",
             (0..rounds)
                 .map(|r| format!("| r{} p50    p99    max   CPU s  n  ", r + 1))
@@ -512,7 +528,7 @@ fn main() {
                 .iter()
                 .map(|(a, b, c, cpu, n)| format!("| {a:6.2} {b:6.2} {c:6.2} {cpu:5.2} {n:3} "))
                 .collect();
-            println!("{:<10} {cells}", who.name());
+            println!("{:<18} {cells}", who.name());
         }
         for r in 0..rounds {
             let ours = results[ci][0][r];
