@@ -10,8 +10,8 @@
 //!   same raw frames through a pipe at 60 fps by this process; its latency tracer gives, per
 //!   RTP packet, the time from the source pushing the frame's bytes to the packet reaching
 //!   udpsink; per frame the largest (its last packet) is taken.
-//! - vr-stream is run twice: with the default hand-off wait (spin around the expected
-//!   arrival, `rt.spin_window_us = 500`) and futex-only (`0`), to show the trade-off.
+//! - vr-stream is run twice: with the hand-off spin on (spin around the expected
+//!   arrival, `rt.spin_window_us = 500`) and futex-only (`0`, the default), to show the trade-off.
 //! - CPU time: user + system of all processes of each sender (getrusage of the waited-for
 //!   children: vr-stream's supervisor and its three stages; gst-launch with its threads) for
 //!   the 600 frames. GStreamer's figure excludes reading the file (done by this bench);
@@ -101,7 +101,12 @@ fn run_vr_stream(clip: &std::path::Path, frames: usize, spin_window_us: u32) -> 
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("lat.csv");
     let cfg = dir.path().join("spin.toml");
-    std::fs::write(&cfg, format!("[rt]\nspin_window_us = {spin_window_us}\n")).unwrap();
+    // One x264 thread, as the GStreamer baseline here (the default is one slice per CPU).
+    std::fs::write(
+        &cfg,
+        format!("[rt]\nspin_window_us = {spin_window_us}\n[encoder]\nthreads = 1\n"),
+    )
+    .unwrap();
     let port = free_port();
     let rx = sink(port);
     let cpu0 = children_cpu();
@@ -246,7 +251,7 @@ fn main() {
     println!(
         "sender latency, real clip 1280x720 60 fps, {frames} frames, 8 Mbit/s, x264 ultrafast/zerolatency 1 thread"
     );
-    println!("-- vr-stream, default hand-off wait (rt.spin_window_us = 500)");
+    println!("-- vr-stream, hand-off spin on (rt.spin_window_us = 500)");
     let ours = run_vr_stream(&clip, frames, 500);
     println!("-- vr-stream, futex only (rt.spin_window_us = 0)");
     let futex_only = run_vr_stream(&clip, frames, 0);

@@ -17,7 +17,7 @@
 //!
 //! Each run feeds 60 warm-up frames, then the measured frames. Conditions: idle, and with
 //! a CPU hog (one busy SCHED_OTHER thread per CPU). `cargo bench --bench side_by_side`: 3
-//! rounds of 240 measured frames, senders interleaved; under `cargo test`: one short round,
+//! rounds of 600 measured frames, senders interleaved; under `cargo test`: one short round,
 //! idle, checking only that each sender's access units arrive.
 
 use hdrhistogram::Histogram;
@@ -331,7 +331,7 @@ fn spin_hog(stop: Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
 }
 
 /// One run of `who` over `frames` (the first [`WARMUP`] not measured).
-fn run(who: &Sender, frames: &[Vec<u8>], slices: u32, hog: bool, tag: &str) -> Outcome {
+fn run(who: &Sender, frames: &Arc<Vec<Vec<u8>>>, slices: u32, hog: bool, tag: &str) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("frames.fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
@@ -350,7 +350,7 @@ fn run(who: &Sender, frames: &[Vec<u8>], slices: u32, hog: bool, tag: &str) -> O
     // is ready, then writes a frame every 1/60 s at absolute times.
     let writer = {
         let fifo = fifo.clone();
-        let frames: Vec<Vec<u8>> = frames.to_vec();
+        let frames = frames.clone();
         std::thread::spawn(move || {
             let param = libc::sched_param { sched_priority: 99 };
             // SAFETY: valid sched_param; 0 = this thread. Failure leaves SCHED_OTHER.
@@ -455,11 +455,11 @@ fn pct(v: &[u64]) -> (f64, f64, f64) {
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (rounds, measured, conditions): (usize, usize, &[bool]) = if full {
-        (3, 240, &[false, true])
+        (3, 600, &[false, true])
     } else {
         (1, 60, &[false])
     };
-    let frames = frames(WARMUP + measured);
+    let frames = Arc::new(frames(WARMUP + measured));
     let cfg = vr_stream::config::load(&[]).unwrap();
     let slices = vr_stream::stage::encoder_config(&cfg).threads;
     println!(
