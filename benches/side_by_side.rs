@@ -15,8 +15,12 @@
 //! tuned for the benchmark: its web stage, FEC, pacing and RTCP are on). The frame writer
 //! runs SCHED_FIFO 99 when permitted, so that the CPU hog delays no sender's input.
 //!
-//! Each run feeds 60 warm-up frames, then the measured frames. Conditions: idle, and with
-//! a CPU hog (one busy SCHED_OTHER thread per CPU). `cargo bench --bench side_by_side`: 3
+//! Each run feeds 60 warm-up frames, then the measured frames. Conditions: idle; with a
+//! CPU hog (one busy SCHED_OTHER thread per CPU); and idle with the FIFO enlarged by the
+//! writer to hold a whole frame for every sender (vr-stream's pipe source enlarges it
+//! itself, ffmpeg and GStreamer keep the 64 KiB default, which costs about 2 ms of
+//! writer/reader round trips per 720p frame: this condition shows the rest of the
+//! pipeline without that difference). `cargo bench --bench side_by_side`: 3
 //! rounds of 600 measured frames, senders interleaved; under `cargo test`: one short round,
 //! idle, checking only that each sender's access units arrive.
 
@@ -56,20 +60,32 @@ fn clip() -> PathBuf {
     p
 }
 
-/// The first `n` frames of the clip (bare I420).
-fn frames(n: usize) -> Vec<Vec<u8>> {
-    let f = std::fs::File::open(clip()).unwrap();
-    let mut head = [0u8; 512];
-    f.read_at(&mut head, 0).unwrap();
-    let hdr = head.iter().position(|&b| b == b'\n').unwrap() + 1;
-    (0..n)
-        .map(|i| {
-            let mut buf = vec![0u8; FB];
-            f.read_exact_at(&mut buf, (hdr + (i % 600) * (FB + 6) + 6) as u64)
-                .unwrap();
-            buf
-        })
-        .collect()
+/// The clip's frames (bare I420), read on demand: frame `i` (modulo the clip's 600) from
+/// the page cache, so that no sender shares the machine with a gigabyte of frames.
+struct Frames {
+    file: std::fs::File,
+    header: usize,
+    count: usize,
+}
+
+impl Frames {
+    fn open(count: usize) -> Frames {
+        let file = std::fs::File::open(clip()).unwrap();
+        let mut head = [0u8; 512];
+        file.read_at(&mut head, 0).unwrap();
+        let header = head.iter().position(|&b| b == b'\n').unwrap() + 1;
+        Frames {
+            file,
+            header,
+            count,
+        }
+    }
+
+    fn read(&self, i: usize, buf: &mut [u8]) {
+        self.file
+            .read_exact_at(buf, (self.header + (i % 600) * (FB + 6) + 6) as u64)
+            .unwrap();
+    }
 }
 
 fn realtime_ns() -> u64 {
@@ -331,7 +347,30 @@ fn spin_hog(stop: Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
 }
 
 /// One run of `who` over `frames` (the first [`WARMUP`] not measured).
-fn run(who: &Sender, frames: &Arc<Vec<Vec<u8>>>, slices: u32, hog: bool, tag: &str) -> Outcome {
+/// How a run is made: a CPU hog on every core or not; whether the writer enlarges the FIFO
+/// to hold a frame for every sender (otherwise each sender's own choice: vr-stream enlarges
+/// it, ffmpeg and GStreamer keep the 64 KiB default).
+#[derive(Clone, Copy)]
+struct Condition {
+    hog: bool,
+    big_pipe: bool,
+}
+
+impl Condition {
+    fn name(self) -> &'static str {
+        match (self.hog, self.big_pipe) {
+            (false, false) => "idle",
+            (true, false) => "with a CPU hog on every core",
+            (false, true) => {
+                "idle, the FIFO enlarged to hold a frame by the writer, for every sender"
+            }
+            (true, true) => "with a CPU hog, the FIFO enlarged by the writer",
+        }
+    }
+}
+
+fn run(who: &Sender, frames: &Arc<Frames>, slices: u32, cond: Condition, tag: &str) -> Outcome {
+    let hog = cond.hog;
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("frames.fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
@@ -356,19 +395,25 @@ fn run(who: &Sender, frames: &Arc<Vec<Vec<u8>>>, slices: u32, hog: bool, tag: &s
             // SAFETY: valid sched_param; 0 = this thread. Failure leaves SCHED_OTHER.
             unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
             let mut f = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+            if cond.big_pipe {
+                vr_stream::source::pipe::grow_pipe(&f, FB + 64);
+            }
             let notes = ready
                 .recv_timeout(Duration::from_secs(20))
                 .expect("the sender did not get ready");
             let t0 = vr_stream::rt::monotonic_ns() + 300_000_000;
-            let mut starts = Vec::with_capacity(frames.len());
+            let mut starts = Vec::with_capacity(frames.count);
             let (mut cpu0, mut cpu1) = (0.0, 0.0);
-            for (i, fr) in frames.iter().enumerate() {
+            let mut fr = vec![0u8; FB];
+            for i in 0..frames.count {
+                // Read ahead of the frame's time, written at its time.
+                frames.read(i, &mut fr);
                 vr_stream::rt::sleep_until_ns(t0 + i as u64 * PERIOD_NS);
                 if i == WARMUP {
                     cpu0 = tree_cpu(pid);
                 }
                 starts.push(realtime_ns());
-                if f.write_all(fr).is_err() {
+                if f.write_all(&fr).is_err() {
                     break;
                 }
             }
@@ -454,12 +499,17 @@ fn pct(v: &[u64]) -> (f64, f64, f64) {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let (rounds, measured, conditions): (usize, usize, &[bool]) = if full {
-        (3, 600, &[false, true])
+    let c = |hog, big_pipe| Condition { hog, big_pipe };
+    let (rounds, measured, conditions) = if full {
+        (
+            3,
+            600,
+            vec![c(false, false), c(true, false), c(false, true)],
+        )
     } else {
-        (1, 60, &[false])
+        (1, 60, vec![c(false, false)])
     };
-    let frames = Arc::new(frames(WARMUP + measured));
+    let frames = Arc::new(Frames::open(WARMUP + measured));
     let cfg = vr_stream::config::load(&[]).unwrap();
     let slices = vr_stream::stage::encoder_config(&cfg).threads;
     println!(
@@ -482,10 +532,10 @@ fn main() {
     let mut results = vec![vec![vec![]; senders.len()]; conditions.len()];
     let mut notes = String::new();
     for round in 0..rounds {
-        for (ci, &hog) in conditions.iter().enumerate() {
+        for (ci, &cond) in conditions.iter().enumerate() {
             for (si, who) in senders.iter().enumerate() {
                 let tag = format!("{round}{ci}{si}");
-                let o = run(who, &frames, slices, hog, &tag);
+                let o = run(who, &frames, slices, cond, &tag);
                 assert!(
                     o.latency.len() * 100 >= measured * 95,
                     "{}: only {} of {measured} access units matched\n{}",
@@ -507,15 +557,9 @@ fn main() {
         }
     }
     print!("vr-stream as started (default configuration on this machine):\n{notes}");
-    for (ci, &hog) in conditions.iter().enumerate() {
-        println!(
-            "\n{}: ms, one column group per round",
-            if hog {
-                "with a CPU hog on every core"
-            } else {
-                "idle"
-            }
-        );
+    for (ci, &cond) in conditions.iter().enumerate() {
+        let hog = cond.hog;
+        println!("\n{}: ms, one column group per round", cond.name());
         println!(
             "{:<18} {}",
             "sender",
