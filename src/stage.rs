@@ -125,7 +125,16 @@ impl StageKind {
             StageKind::Network => one(cfg.stages.network),
             StageKind::Detect => one(cfg.stages.detect),
             StageKind::Encode => {
-                let (cpus, mapped) = rt::map_cpus(&cfg.stages.encode.cpu_list());
+                let (mut cpus, mapped) = rt::map_cpus(&cfg.stages.encode.cpu_list());
+                // On a machine with fewer CPUs than the layout, the mapped set can land on the
+                // housekeeping CPUs (the web stage's, the browser's, the OS's): SCHED_FIFO
+                // slice threads there starve them. Leave those out while any CPU remains.
+                if mapped {
+                    let house = web_cpus(cfg);
+                    if cpus.iter().any(|c| !house.contains(c)) {
+                        cpus.retain(|c| !house.contains(c));
+                    }
+                }
                 Placement {
                     cpus,
                     priority: cfg.stages.encode.priority,

@@ -95,6 +95,23 @@ fn stages_are_pinned_realtime_processes_and_sigterm_cleans_up() {
             .collect();
         v.sort();
         v.dedup();
+        // Mapped onto fewer CPUs: the housekeeping CPUs (stages.web.cpus) are left out
+        // while any other remains.
+        let configured: Vec<usize> = vr_setup::cpus::CpuList::parse(&cfg.stages.encode.cpus)
+            .unwrap()
+            .iter()
+            .map(|c| c as usize)
+            .collect();
+        if v != configured {
+            let house: Vec<usize> = vr_setup::cpus::CpuList::parse(&cfg.stages.web.cpus)
+                .unwrap()
+                .iter()
+                .map(|c| c as usize)
+                .collect();
+            if v.iter().any(|c| !house.contains(c)) {
+                v.retain(|c| !house.contains(c));
+            }
+        }
         v
     };
     let list_text = |v: &[usize]| {
