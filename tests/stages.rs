@@ -114,24 +114,8 @@ fn stages_are_pinned_realtime_processes_and_sigterm_cleans_up() {
         }
         v
     };
-    let list_text = |v: &[usize]| {
-        // Kernel CPU list form, as in Cpus_allowed_list.
-        let mut out: Vec<String> = vec![];
-        let mut i = 0;
-        while i < v.len() {
-            let mut j = i;
-            while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
-                j += 1;
-            }
-            out.push(if i == j {
-                v[i].to_string()
-            } else {
-                format!("{}-{}", v[i], v[j])
-            });
-            i = j + 1;
-        }
-        out.join(",")
-    };
+    // Kernel CPU list form, as in Cpus_allowed_list (rt's formatter, unit-tested there).
+    let list_text = |v: &[usize]| vr_stream::rt::cpu_list_text(v);
     for (name, pid) in &stages {
         let (cpus, priority) = match name.as_str() {
             "camera" => (
