@@ -232,6 +232,14 @@ pub fn apply(req: &RtRequest) -> Vec<RtShortfall> {
             ml_soft / 1024
         )));
     } else if req.mlock {
+        // No transparent huge pages for a realtime stage (prctl(2) PR_SET_THP_DISABLE).
+        // x264 madvise(MADV_HUGEPAGE)s its large buffers, but mlockall(MCL_FUTURE) has
+        // already faulted them in as small pages, so khugepaged collapses them later, while
+        // we stream: it takes the process's mmap_lock and copies 2 MiB at a time, and on a
+        // kernel without full preemption it runs on the stage's CPU without yielding (seen
+        // here: khugepaged 31 ms on CPU 1, the camera, encode and network stages all late
+        // by 26-30 ms, frames dropped). Best effort: an old kernel without it loses nothing.
+        let _ = nix::sys::prctl::set_thp_disable(true);
         // SAFETY: mlockall has no memory-safety preconditions.
         let r = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
         if r != 0 {

@@ -147,6 +147,18 @@ fn stages_are_pinned_realtime_processes_and_sigterm_cleans_up() {
                 .parse()
                 .unwrap();
             assert!(vmlck > 0, "stage {name}: VmLck {vmlck}");
+            // No transparent huge pages: khugepaged would collapse x264's MADV_HUGEPAGE
+            // buffers while the stage streams (rt::apply). Under qemu-user the status is
+            // qemu's own process, which forwards no prctl(PR_SET_THP_DISABLE) state.
+            let qemu = std::fs::read_link(format!("/proc/{pid}/exe"))
+                .is_ok_and(|e| e.to_string_lossy().contains("qemu"));
+            if !qemu {
+                assert_eq!(
+                    proc_field(*pid, "THP_enabled:"),
+                    "0",
+                    "stage {name}: THP disabled (PR_SET_THP_DISABLE)"
+                );
+            }
         }
         if name == "encode" {
             // Every thread of the encode stage, x264's slice threads included: inside the
