@@ -10,7 +10,7 @@
 #      that is not a V4L2 device) and the control ids against the kernel header;
 #   2. aarch64: cross-build of the binaries with the feature, and the same tests under
 #      qemu-user (skipped on an aarch64 machine, where step 1 is the native run).
-# No V4L2 encoder exists here: the streaming path is compiled, not run (README).
+# No V4L2 encoder exists here: the streaming path is compiled, not run (docs/raspberry-pi.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"

@@ -1,5 +1,5 @@
 //! `vr-stream`: stream a camera (or a Y4M file, or a test pattern) as low-latency H.264
-//! over RTP/UDP. See README.md for every flag and `config/default.toml` for every key.
+//! over RTP/UDP. See docs/usage.md for every flag and `config/default.toml` for every key.
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
