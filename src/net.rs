@@ -29,6 +29,9 @@ pub struct SendStats {
     pub errors: u64,
     /// Packets dropped because the socket buffer stayed full past the wait (EAGAIN).
     pub wouldblock: u64,
+    /// Of `errors`, those refused (ECONNREFUSED: the receiver's host answered an earlier
+    /// packet with ICMP port unreachable, RFC 1122 §4.1.3.3 — nothing listens on the port).
+    pub refused: u64,
 }
 
 impl SendStats {
@@ -39,6 +42,7 @@ impl SendStats {
         self.batches += o.batches;
         self.errors += o.errors;
         self.wouldblock += o.wouldblock;
+        self.refused += o.refused;
     }
 }
 
@@ -141,10 +145,13 @@ impl UdpSender {
                     }
                 }
                 Some(libc::EINTR) => {}
-                _ => {
+                other => {
                     // ECONNREFUSED (ICMP port unreachable), ENETUNREACH, EHOSTUNREACH...:
                     // this packet is lost; carry on with the next.
                     st.errors += 1;
+                    if other == Some(libc::ECONNREFUSED) {
+                        st.refused += 1;
+                    }
                     i += 1;
                 }
             }
@@ -172,9 +179,10 @@ impl UdpSender {
 /// What arrived on the sender's RTCP socket.
 #[derive(Debug)]
 pub enum RtcpIn<'a> {
-    /// A valid compound RTCP datagram, parsed, and when it arrived (NTP Q32.32 of the
-    /// kernel's receive time, or of now).
-    Rtcp(Vec<crate::rtcp::Rtcp>, u64),
+    /// A valid compound RTCP datagram, parsed, when it arrived (NTP Q32.32 of the
+    /// kernel's receive time, or of now), and who sent it (the datagram's source address:
+    /// anyone who can reach the port can send one).
+    Rtcp(Vec<crate::rtcp::Rtcp>, u64, SocketAddr),
     /// A clock probe ([`crate::clock`]) that has been answered.
     ClockProbe,
     /// A quick-bench echo request that has been echoed.
@@ -302,7 +310,7 @@ impl RtcpSocket {
                 f(RtcpIn::Echo);
             } else {
                 match crate::rtcp::parse_compound(b) {
-                    Ok(p) => f(RtcpIn::Rtcp(p, t2)),
+                    Ok(p) => f(RtcpIn::Rtcp(p, t2, from)),
                     Err(_) => f(RtcpIn::Junk(&self.rx[..n])),
                 }
             }

@@ -1037,6 +1037,8 @@ fn network(
             batches: st.batches,
             send_errors: st.errors,
             wouldblock_drops: st.wouldblock,
+            refused: st.refused,
+            last_refused_ns: if st.refused > 0 { last_sent } else { 0 },
             ..net
         });
         ctl.stats().push_record(&FrameRecord {

@@ -12,6 +12,7 @@ use crate::shm::bitstream::BitstreamQueue;
 use crate::shm::control::StreamInfo;
 use crate::shm::control::{Control, RECORDS, StageState};
 use crate::shm::frame_ring::FrameRing;
+use crate::shm::stats::NetCounters;
 use crate::source::{self, SourceFormat, SourceSpec};
 use crate::stage::{self, StageKind};
 use anyhow::{Context, Result, anyhow, bail};
@@ -151,6 +152,20 @@ struct Stage {
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 /// Longest restart backoff.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// How recent the last refused RTP packet must be, at exit, for the stream to end with
+/// nobody listening: a receiver that stopped or never started. The kernel reports an ICMP
+/// port unreachable on a later send, and a receiver answers none, so a refusal within the
+/// last second means none was there at the end.
+pub const REFUSED_RECENT_NS: u64 = 1_000_000_000;
+
+/// Whether the stream ended with nobody listening on the RTP port: packets were refused
+/// (ECONNREFUSED, [`NetCounters::refused`]) and the last refusal was less than
+/// [`REFUSED_RECENT_NS`] before `now_ns` (CLOCK_MONOTONIC). A receiver that started late
+/// leaves early refusals only; a receiver there all along leaves none.
+pub fn nobody_listening(net: &NetCounters, now_ns: u64) -> bool {
+    net.refused > 0 && now_ns.saturating_sub(net.last_refused_ns) < REFUSED_RECENT_NS
+}
 
 /// One line about the encode stage's threads, read back per thread: `x264 3 slice threads;
 /// 4 threads, all SCHED_FIFO 80 on cpus 1-3`, or each thread that differs.
@@ -945,11 +960,13 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         .load(Ordering::Relaxed);
     let enc = ctl.stage(StageKind::Encode.slot());
     let net = ctl.stats().net();
+    let absent = nobody_listening(&net, rt::monotonic_ns());
     let (packets, bytes, batches, errors) = (
         net.packets,
         net.bytes,
         net.batches,
-        net.send_errors + net.wouldblock_drops,
+        // With nobody listening the refusals are explained on a line of their own.
+        net.send_errors + net.wouldblock_drops - if absent { net.refused } else { 0 },
     );
     let enc_counters = ctl.stats().encoded();
     let (enc_bytes, idr) = (enc_counters.bytes, enc_counters.idr);
@@ -979,6 +996,26 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             String::new()
         }
     );
+    if absent {
+        let info = ctl.stats().info();
+        let sdp = if cfg.stream.sdp.is_empty() {
+            "the SDP (--sdp PATH)".to_string()
+        } else {
+            cfg.stream.sdp.clone()
+        };
+        eprintln!(
+            "vr-stream: nobody is listening at {}: its host answered with ICMP port unreachable ({} RTP packets refused). \
+             Start a receiver there first: `vr-receive --port {}`, or `ffplay -protocol_whitelist file,udp,rtp -i {sdp}`{}",
+            info.destination,
+            net.refused,
+            cfg.stream.port,
+            if cfg.web.enabled {
+                "; the viewer page does not need it"
+            } else {
+                ""
+            }
+        );
+    }
     if net.paced_frames + net.dropped_frames + net.abr_changes > 0 {
         eprintln!(
             "vr-stream: paced frames {} ({:.1} ms pacing in all); frames dropped whole (TCP) {}; bitrate changes {} (last {} kbit/s)",
@@ -1037,4 +1074,30 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         bail!(f);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(refused: u64, last_refused_ns: u64) -> NetCounters {
+        NetCounters {
+            refused,
+            last_refused_ns,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn nobody_listening_needs_a_recent_refusal() {
+        let end = 50_000_000_000;
+        // Refused until the end: nobody was there.
+        assert!(nobody_listening(&net(600, end - 10_000_000), end));
+        // No refusal at all: a receiver, or a host that drops silently.
+        assert!(!nobody_listening(&net(0, 0), end));
+        // Refused only early on: the receiver started late.
+        assert!(!nobody_listening(&net(3, end - REFUSED_RECENT_NS - 1), end));
+        // A clock read before the last refusal is stored cannot underflow.
+        assert!(nobody_listening(&net(1, end + 5), end));
+    }
 }

@@ -129,6 +129,9 @@ fn stream_to_ffmpeg_fed(
     }
     reader.join().unwrap();
     let sent = summary_field(&stderr, "sent").expect("summary line");
+    // ffmpeg listened on the RTP port the whole time: no "nobody is listening" line.
+    assert!(!stderr.contains("nobody is listening"), "{stderr}");
+    assert_eq!(summary_field(&stderr, "errors"), Some(0), "{stderr}");
     assert!(
         leftover_segments(&inst).is_empty(),
         "segments left: {:?}",
@@ -510,4 +513,174 @@ fn intra_refresh_stream_repeats_sps_pps_in_band_every_second() {
     assert_eq!(idr, 1, "one IDR access unit (frame 0)");
     // Frame 0 (the IDR) and then once a second at 60 fps: frames 60 and 120.
     assert_eq!(param_sets, 3, "SPS/PPS STAP-A packets");
+}
+
+/// Nobody on the RTP port: the exit summary says so on one line, with how to start a
+/// receiver, instead of a count of send errors; a receiver that binds the port (vr-receive)
+/// silences it.
+#[test]
+fn a_stream_nobody_listens_to_says_so_in_one_line() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let port = free_port_pair();
+    let p = port.to_string();
+    let inst = instance("nobody");
+    let args = [
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &p,
+        "--sdp",
+        "",
+        "--instance",
+        &inst,
+        "--no-web",
+        "--width",
+        "320",
+        "--height",
+        "180",
+        "--frames",
+        "120",
+    ];
+    let out = run_vr(&args, Duration::from_secs(30));
+    let e = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{e}");
+    let lines: Vec<&str> = e
+        .lines()
+        .filter(|l| l.contains("nobody is listening"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{e}");
+    assert!(
+        lines[0].contains(&format!("127.0.0.1:{port}"))
+            && lines[0].contains(&format!("vr-receive --port {port}"))
+            && lines[0].contains("ffplay"),
+        "{e}"
+    );
+    assert_eq!(
+        summary_field(&e, "errors"),
+        Some(0),
+        "refusals are not counted as errors: {e}"
+    );
+
+    // The same with vr-receive listening.
+    let mut rx = std::process::Command::new(env!("CARGO_BIN_EXE_vr-receive"))
+        .args(["--port", &p, "--duration", "30", "-o", "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("vr-receive");
+    let t0 = std::time::Instant::now();
+    while !udp_bound(port) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "vr-receive did not bind {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = run_vr(&args, Duration::from_secs(30));
+    let _ = rx.kill();
+    let _ = rx.wait();
+    let e = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{e}");
+    assert!(!e.contains("nobody is listening"), "{e}");
+    assert_eq!(summary_field(&e, "errors"), Some(0), "{e}");
+    assert!(leftover_segments(&inst).is_empty() && processes_of(&inst).is_empty());
+}
+
+/// Streams 300 pattern frames (keyint 60: 5 IDRs) while `spam` sends PLIs naming
+/// `media(ssrc)` every 5 ms from a socket bound to `from_ip`; returns the IDR count of the
+/// exit summary. The test reads the SSRC from the RTP packets and the sender's RTCP address
+/// from its sender reports, as anyone on the network could.
+fn idrs_under_pli_spam(tag: &str, from_ip: &str, media: fn(u32) -> u32) -> u64 {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let port = free_port_pair();
+    let rtp = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    let rtcp = std::net::UdpSocket::bind(("127.0.0.1", port + 1)).unwrap();
+    rtp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    rtcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let inst = instance(tag);
+    let p = port.to_string();
+    let vr = std::process::Command::new(bin())
+        .args([
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &p,
+            "--sdp",
+            "",
+            "--instance",
+            &inst,
+            "--no-web",
+            "--width",
+            "320",
+            "--height",
+            "180",
+            "--frames",
+            "300",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let n = rtp.recv(&mut buf).expect("an RTP packet");
+    assert!(n >= 12);
+    let ssrc = u32::from_be_bytes(buf[8..12].try_into().unwrap());
+    // The first sender report (PT 200) gives the sender's RTCP address.
+    let sender = loop {
+        let (n, from) = rtcp.recv_from(&mut buf).expect("a sender report");
+        if n >= 8 && buf[1] == 200 {
+            break from;
+        }
+    };
+    // Keep draining RTP so that nothing is refused; stop when the stream ends.
+    rtp.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let drain = std::thread::spawn(move || while rtp.recv(&mut [0u8; 2048]).is_ok() {});
+    let spammer = std::net::UdpSocket::bind((from_ip, 0)).unwrap();
+    let mut pli = vec![];
+    vr_stream::rtcp::write_pli(&mut pli, 0x0bad_f00d, media(ssrc));
+    let mut vr = vr;
+    let status = loop {
+        if let Some(st) = vr.try_wait().unwrap() {
+            break st;
+        }
+        let _ = spammer.send_to(&pli, sender);
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut e = String::new();
+    std::io::Read::read_to_string(&mut vr.stderr.take().unwrap(), &mut e).unwrap();
+    drain.join().unwrap();
+    assert!(status.success(), "{e}");
+    assert!(leftover_segments(&inst).is_empty() && processes_of(&inst).is_empty());
+    summary_field(&e, "IDR").expect("IDR count")
+}
+
+/// Anyone who can reach the RTCP port could otherwise force an IDR every few frames:
+/// PLIs from another host, or naming another media SSRC (0 included), are ignored; the
+/// same PLIs from the receiver's host naming our SSRC are obeyed (the control).
+#[test]
+fn plis_from_another_host_or_about_another_ssrc_force_no_idr() {
+    let from_elsewhere = idrs_under_pli_spam("pli-other-host", "127.0.0.2", |s| s);
+    assert!(
+        from_elsewhere <= 6,
+        "PLIs from 127.0.0.2 made {from_elsewhere} IDRs in 300 frames"
+    );
+    let ssrc_zero = idrs_under_pli_spam("pli-ssrc-0", "127.0.0.1", |_| 0);
+    assert!(
+        ssrc_zero <= 6,
+        "PLIs naming SSRC 0 made {ssrc_zero} IDRs in 300 frames"
+    );
+    let other_ssrc = idrs_under_pli_spam("pli-ssrc-other", "127.0.0.1", |s| s ^ 1);
+    assert!(
+        other_ssrc <= 6,
+        "PLIs naming another SSRC made {other_ssrc} IDRs"
+    );
+    let receiver = idrs_under_pli_spam("pli-receiver", "127.0.0.1", |s| s);
+    assert!(
+        receiver >= 20,
+        "the receiver's own PLIs made only {receiver} IDRs in 300 frames"
+    );
 }

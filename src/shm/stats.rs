@@ -156,6 +156,11 @@ pub struct NetCounters {
     /// Changes to the encoder's bitrate (asked by the RTP receiver's rate controller or a
     /// WebRTC peer's: the encoder runs at the lowest target).
     pub abr_changes: u64,
+    /// Of `send_errors`, RTP packets refused (ECONNREFUSED: ICMP port unreachable from
+    /// the receiver's host, nothing listens on the RTP port).
+    pub refused: u64,
+    /// CLOCK_MONOTONIC ns of the last send that was refused (0 = none); merged with max.
+    pub last_refused_ns: u64,
 }
 
 /// What receivers said over RTCP (RFC 3550 receiver reports, RFC 4585 feedback), as the
@@ -218,6 +223,8 @@ struct StatsHeader {
     net_paced_ns: AtomicU64,
     net_dropped_frames: AtomicU64,
     net_abr_changes: AtomicU64,
+    net_refused: AtomicU64,
+    net_last_refused_ns: AtomicU64,
     enc_frames: AtomicU64,
     enc_bytes: AtomicU64,
     enc_idr: AtomicU64,
@@ -609,6 +616,9 @@ impl Stats {
             .fetch_add(c.dropped_frames, Ordering::Relaxed);
         h.net_abr_changes
             .fetch_add(c.abr_changes, Ordering::Relaxed);
+        h.net_refused.fetch_add(c.refused, Ordering::Relaxed);
+        h.net_last_refused_ns
+            .fetch_max(c.last_refused_ns, Ordering::Relaxed);
     }
 
     /// Network counters.
@@ -625,6 +635,8 @@ impl Stats {
             paced_ns: h.net_paced_ns.load(Ordering::Relaxed),
             dropped_frames: h.net_dropped_frames.load(Ordering::Relaxed),
             abr_changes: h.net_abr_changes.load(Ordering::Relaxed),
+            refused: h.net_refused.load(Ordering::Relaxed),
+            last_refused_ns: h.net_last_refused_ns.load(Ordering::Relaxed),
         }
     }
 

@@ -4,7 +4,10 @@
 //! LSR/DLSR), PLI → an IDR request to the encoder (at most one per
 //! [`PLI_MIN_INTERVAL_NS`]), NACKs counted (not retransmitted yet), clock probes answered,
 //! BYE at the end. Blocks about other SSRCs and unknown packets (ffmpeg's own RTCP, for
-//! one) are ignored.
+//! one) are ignored, and so is all feedback from any host but the receiver's (the RTCP
+//! port is reachable by anyone on the network: a PLI from elsewhere would force IDRs).
+//! Feedback must name our SSRC as its media source (RFC 4585 §6.1, "SSRC of media
+//! source"); a PLI naming 0 or another SSRC is not about this stream.
 
 use crate::abr::Feedback;
 use crate::net::{RtcpIn, RtcpSocket};
@@ -24,6 +27,8 @@ pub const PLI_MIN_INTERVAL_NS: u64 = 20_000_000;
 pub struct SenderRtcp {
     sock: RtcpSocket,
     ssrc: u32,
+    /// The receiver's host: feedback from any other address is ignored.
+    peer: std::net::IpAddr,
     cname: String,
     last_sr_ns: u64,
     last_idr_request_ns: u64,
@@ -39,7 +44,8 @@ fn ntp_now() -> u64 {
 
 impl SenderRtcp {
     /// RTCP for stream `ssrc` from local port `local_port` (0 = any), reports to `dest`
-    /// (the receiver's RTP port + 1).
+    /// (the receiver's RTP port + 1); feedback is taken from `dest`'s host only (any port:
+    /// a receiver may answer from another one).
     ///
     /// Errors: the socket cannot be created.
     pub fn new(
@@ -52,6 +58,7 @@ impl SenderRtcp {
         Ok(SenderRtcp {
             sock: RtcpSocket::new(dest, dscp, local_port)?,
             ssrc,
+            peer: dest.ip(),
             cname: format!("vr-stream@{}", host.trim()),
             last_sr_ns: 0,
             last_idr_request_ns: 0,
@@ -79,11 +86,13 @@ impl SenderRtcp {
         stats: &Stats,
         queue: &BitstreamQueue,
     ) {
-        let ssrc = self.ssrc;
+        let (ssrc, peer) = (self.ssrc, self.peer);
         let mut idr = false;
         let feedback = &mut self.feedback;
         self.sock.poll(ntp_now, |m| {
-            if let RtcpIn::Rtcp(packets, arrival) = m {
+            if let RtcpIn::Rtcp(packets, arrival, from) = m
+                && from.ip() == peer
+            {
                 for p in packets {
                     match p {
                         Rtcp::SenderReport { reports, .. }
@@ -108,7 +117,7 @@ impl SenderRtcp {
                                 }
                             }
                         }
-                        Rtcp::Pli { media_ssrc, .. } if media_ssrc == ssrc || media_ssrc == 0 => {
+                        Rtcp::Pli { media_ssrc, .. } if media_ssrc == ssrc => {
                             stats.add_pli();
                             idr = true;
                         }
