@@ -156,6 +156,15 @@ fn quick_json_validates_against_the_schema_and_times_the_echo() {
         doc["network"]
     );
     assert_eq!(doc["network"]["route"]["interface"], "lo");
+    // ICMP echo to 127.0.0.1 (this runs as root in CI: a raw socket, unless
+    // net.ipv4.ping_group_range admits root's group).
+    let net = &doc["network"];
+    assert_eq!(net["icmp"]["status"], "measured", "{net}");
+    assert!(net["icmp"]["samples"].as_u64().unwrap() >= 95, "{net}");
+    assert!(
+        ["raw", "unprivileged"].contains(&net["icmp_socket"].as_str().unwrap()),
+        "{net}"
+    );
     let enc = &doc["encoder"];
     assert!(
         enc["achieved_kbps"].as_f64().unwrap() > 0.25 * enc["target_kbps"].as_f64().unwrap(),
@@ -303,4 +312,73 @@ fn system_checks_on_pi_roots_agree_with_setup_check() {
             "{name}: tuned exactly when applied"
         );
     }
+}
+
+/// `quick-bench --quick --json` pings a peer in a network namespace the test creates (the
+/// kernel there answers ICMP echo, as a headset does) with no UDP echo running: the ICMP
+/// round trip is measured and becomes the budget's network term. Then the same inside a
+/// namespace whose `net.ipv4.ping_group_range` admits group 0, where the unprivileged ping
+/// socket is used instead of a raw one.
+#[test]
+fn quick_bench_pings_a_namespace_peer_over_icmp() {
+    let Some(ns) = common::Netns::new("qbping", 41) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "needs root to create a network namespace (CI runs as root)"
+        );
+        eprintln!("not run: needs root to create a network namespace");
+        return;
+    };
+    let run = |prefix: &[&str], ip: &str| -> Value {
+        let mut c = Command::new(
+            prefix
+                .first()
+                .copied()
+                .unwrap_or(env!("CARGO_BIN_EXE_quick-bench")),
+        );
+        if !prefix.is_empty() {
+            c.args(&prefix[1..]).arg(env!("CARGO_BIN_EXE_quick-bench"));
+        }
+        let o = c.args(["--quick", "--json", "--ip", ip]).output().unwrap();
+        serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", text(&o)))
+    };
+    let doc = run(&[], "10.77.41.2");
+    let net = &doc["network"];
+    assert_eq!(net["icmp"]["status"], "measured", "{net}");
+    assert!(net["icmp"]["samples"].as_u64().unwrap() >= 95, "{net}");
+    assert!(net["icmp"]["p99"].as_f64().unwrap() < 50.0, "{net}");
+    assert_eq!(
+        net["rtt"]["status"], "not-measured",
+        "no UDP echo there: {net}"
+    );
+    assert_eq!(net["route"]["source"], "10.77.41.1", "{net}");
+    let row = doc["budget"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["stage"] == "network one-way")
+        .cloned()
+        .unwrap_or_else(|| panic!("{}", doc["budget"]));
+    assert_eq!(row["basis"], "half the ICMP echo round trip", "{row}");
+    assert!(row["p50_ms"].as_f64().is_some(), "{row}");
+
+    // Inside the namespace, with ping sockets allowed for group 0: the unprivileged one.
+    let sysctl = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.ping_group_range=0 0",
+        ])
+        .status()
+        .unwrap();
+    assert!(sysctl.success());
+    let doc = run(&["ip", "netns", "exec", &ns.name], "10.77.41.1");
+    let net = &doc["network"];
+    assert_eq!(net["icmp"]["status"], "measured", "{net}");
+    assert_eq!(net["icmp_socket"], "unprivileged", "{net}");
 }

@@ -219,7 +219,7 @@ fn main() {
         &memory,
         &ring,
         &encoder,
-        &net.rtt,
+        net.round_trip(),
         cfg.stats.target_ms,
     );
     show(json, render::budget(&b));

@@ -58,9 +58,10 @@ pub fn budget(
     memory: &MemorySection,
     ring: &Section<RingSection>,
     encoder: &Section<EncoderSection>,
-    rtt: &Section<Percentiles>,
+    rtt: (&Section<Percentiles>, &str),
     target_ms: u32,
 ) -> Budget {
+    let (rtt, basis) = rtt;
     let reason = |s: &str| format!("not measured: {s}");
     let mut rows = vec![match camera {
         Some(p) => row(
@@ -107,15 +108,13 @@ pub fn budget(
     rows.push(match rtt {
         Section::Measured(p) => {
             let (a, b) = p.in_ms();
-            row(
-                "network one-way",
-                Some((a / 2.0, b / 2.0)),
-                "half the UDP echo round trip".into(),
-            )
+            row("network one-way", Some((a / 2.0, b / 2.0)), basis.into())
         }
-        Section::NotMeasured { .. } => {
-            row("network one-way", None, reason("no echo from the receiver"))
-        }
+        Section::NotMeasured { .. } => row(
+            "network one-way",
+            None,
+            reason("no echo from the receiver, no ICMP echo reply"),
+        ),
     });
     let total_p50_ms = rows.iter().filter_map(|r| r.p50_ms).sum();
     let total_p99_ms: f64 = rows.iter().filter_map(|r| r.p99_ms).sum();
@@ -178,7 +177,7 @@ mod tests {
             placement: String::new(),
             backend: "x264".into(),
         });
-        let b = budget(None, &mem, &ring, &enc, &Section::not("x"), 10);
+        let b = budget(None, &mem, &ring, &enc, (&Section::not("x"), "-"), 10);
         assert_eq!(b.missing, vec!["capture", "network one-way"]);
         assert!((b.total_p50_ms - 4.205).abs() < 1e-9, "{}", b.total_p50_ms);
         assert!((b.total_p99_ms - 6.55).abs() < 1e-9, "{}", b.total_p99_ms);
@@ -188,7 +187,10 @@ mod tests {
             &mem,
             &ring,
             &enc,
-            &Section::Measured(p(4.0, 8.0)),
+            (
+                &Section::Measured(p(4.0, 8.0)),
+                "half the ICMP echo round trip",
+            ),
             10,
         );
         assert!(b.missing.is_empty());

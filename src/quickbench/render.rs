@@ -283,6 +283,24 @@ pub fn network(n: &NetworkSection) -> String {
             "    ",
         )),
     }
+    match &n.icmp {
+        Section::Measured(p) => out.push_str(&wrap(
+            &format!(
+                "ICMP echo round trip ({} socket): {}, {} of {} lost",
+                n.icmp_socket,
+                pct(p),
+                n.icmp_lost,
+                super::network::ICMP_PROBES
+            ),
+            "  ",
+            "    ",
+        )),
+        Section::NotMeasured { reason } => out.push_str(&wrap(
+            &format!("ICMP echo: not measured: {reason}"),
+            "  ",
+            "    ",
+        )),
+    }
     out
 }
 
