@@ -711,6 +711,15 @@ fn detect(
     ring: &FrameRing,
 ) -> Result<(), String> {
     use crate::detect::onnx::{Detector, library_path, load_runtime};
+    // Onto the detector's CPUs at background priority before ONNX Runtime starts any
+    // thread: it starts one when it loads and opens the session, and a thread keeps the
+    // CPU mask and nice value of the thread that created it (seen: an ONNX Runtime thread
+    // allowed on CPUs 0-1 at nice 0 next to the detector pinned to 0, free to run on the
+    // realtime stages' CPU). go_realtime below then sets the stage's own thread.
+    let early = rt::apply_background(&StageKind::Detect.placement(cfg).cpus, rt::BACKGROUND_NICE);
+    if let Some(s) = early.first() {
+        eprintln!("vr-stream[detect]: note: {}", s.0);
+    }
     load_runtime(&library_path(&cfg.detect.onnxruntime)).map_err(|e| e.to_string())?;
     let mut det = Detector::open(cfg.detect.params()).map_err(|e| e.to_string())?;
     go_realtime(StageKind::Detect, cfg, slot)?;
