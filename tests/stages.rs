@@ -520,12 +520,30 @@ fn bitrate_and_idr_requests_reach_the_running_encoder() {
         let e1 = ctl.stats().encoded();
         (e1.bytes - e0.bytes) as f64 / (e1.frames - e0.frames).max(1) as f64
     };
-    std::thread::sleep(Duration::from_millis(500));
+    // Wait for the condition, not a fixed time: under qemu-user (test-aarch64.sh) the
+    // emulated encoder may take over a second for its first frames.
+    let wait_until = |what: &str, ok: &dyn Fn() -> bool| {
+        let t0 = std::time::Instant::now();
+        while !ok() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_until("the first encoded frames", &|| {
+        ctl.stats().encoded().frames >= 10
+    });
     let before = rate(&ctl);
     let idr0 = ctl.stats().encoded().idr;
+    let frames0 = ctl.stats().encoded().frames;
     queue.request_idr();
     ctl.request_bitrate(800);
-    std::thread::sleep(Duration::from_millis(500));
+    // The forced IDR comes with the next frame; 30 frames later no second one may follow.
+    wait_until("30 frames after the IDR request", &|| {
+        ctl.stats().encoded().frames >= frames0 + 30
+    });
     let idr1 = ctl.stats().encoded().idr;
     assert_eq!(
         ctl.stats().info().bitrate_kbps,
