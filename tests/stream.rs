@@ -515,6 +515,28 @@ fn intra_refresh_stream_repeats_sps_pps_in_band_every_second() {
     assert_eq!(param_sets, 3, "SPS/PPS STAP-A packets");
 }
 
+/// A 320x180 pattern stream of `frames` frames to 127.0.0.1:`port`, no SDP file, no
+/// viewer page.
+fn small_pattern_args<'a>(port: &'a str, inst: &'a str, frames: &'a str) -> [&'a str; 15] {
+    [
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        port,
+        "--sdp",
+        "",
+        "--instance",
+        inst,
+        "--no-web",
+        "--width",
+        "320",
+        "--height",
+        "180",
+        "--frames",
+        frames,
+    ]
+}
+
 /// Nobody on the RTP port: the exit summary says so on one line, with how to start a
 /// receiver, instead of a count of send errors; a receiver that binds the port (vr-receive)
 /// silences it.
@@ -524,23 +546,7 @@ fn a_stream_nobody_listens_to_says_so_in_one_line() {
     let port = free_port_pair();
     let p = port.to_string();
     let inst = instance("nobody");
-    let args = [
-        "--ip",
-        "127.0.0.1",
-        "--port",
-        &p,
-        "--sdp",
-        "",
-        "--instance",
-        &inst,
-        "--no-web",
-        "--width",
-        "320",
-        "--height",
-        "180",
-        "--frames",
-        "120",
-    ];
+    let args = small_pattern_args(&p, &inst, "120");
     let out = run_vr(&args, Duration::from_secs(30));
     let e = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{e}");
@@ -602,23 +608,7 @@ fn idrs_under_pli_spam(tag: &str, from_ip: &str, media: fn(u32) -> u32) -> u64 {
     let inst = instance(tag);
     let p = port.to_string();
     let vr = std::process::Command::new(bin())
-        .args([
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            &p,
-            "--sdp",
-            "",
-            "--instance",
-            &inst,
-            "--no-web",
-            "--width",
-            "320",
-            "--height",
-            "180",
-            "--frames",
-            "300",
-        ])
+        .args(small_pattern_args(&p, &inst, "300"))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

@@ -202,15 +202,42 @@ pub fn icmp_rtt(ip: std::net::IpAddr, n: usize) -> std::io::Result<(Vec<u64>, us
     let v6 = ip.is_ipv6();
     // A raw socket sees every ICMP message of the host: our identifier tells ours apart.
     let id = (std::process::id() & 0xffff) as u16;
+    let mut buf = [0u8; 1500];
+    let (rtt, lost) = probe_round_trips(
+        n,
+        // An error (no route, an ICMP error for an earlier probe) counts the probe as lost.
+        |seq| {
+            sock.send(&echo_request(v6, id, seq as u16, b"vr-stream qbench"))
+                .is_ok()
+        },
+        |timeout| {
+            sock.set_read_timeout(Some(timeout))?;
+            let len = (&sock).read(&mut buf)?;
+            Ok(echo_reply_seq(&buf[..len], v6, kind, id).map(usize::from))
+        },
+    );
+    Ok((rtt, lost, kind))
+}
+
+/// The probe loop of [`icmp_rtt`] and [`echo_rtt`]: `send(seq)` sends probe `seq` (false:
+/// it could not be sent), one every 10 ms; after each, replies are read until this one's
+/// arrives or 10 ms have passed (1 s after the last probe). `recv(timeout)` waits at most
+/// `timeout` for one datagram and gives the sequence number it answers (`None`: something
+/// else); any error ends that wait (a timeout, or ECONNREFUSED: nobody there). Stops
+/// after five probes without a single reply. Returns the round trips (ns, monotonic) and
+/// how many probes got none.
+fn probe_round_trips(
+    n: usize,
+    mut send: impl FnMut(usize) -> bool,
+    mut recv: impl FnMut(Duration) -> std::io::Result<Option<usize>>,
+) -> (Vec<u64>, usize) {
     let mut sent_at = vec![0u64; n];
     let mut rtt = Vec::with_capacity(n);
-    let mut buf = [0u8; 1500];
     for seq in 0..n {
-        let req = echo_request(v6, id, seq as u16, b"vr-stream qbench");
         let t0 = monotonic_ns();
         sent_at[seq] = t0;
-        if sock.send(&req).is_err() {
-            continue; // No route, or an ICMP error for an earlier probe: counted as lost.
+        if !send(seq) {
+            continue;
         }
         let until = t0
             + if seq + 1 == n {
@@ -223,37 +250,24 @@ pub fn icmp_rtt(ip: std::net::IpAddr, n: usize) -> std::io::Result<(Vec<u64>, us
             if now >= until {
                 break;
             }
-            sock.set_read_timeout(Some(Duration::from_nanos((until - now).max(1000))))?;
-            match (&sock).read(&mut buf) {
-                Ok(len) => {
-                    if let Some(k) = echo_reply_seq(&buf[..len], v6, kind, id)
-                        && (k as usize) < n
-                        && sent_at[k as usize] != 0
-                    {
-                        rtt.push(monotonic_ns() - sent_at[k as usize]);
-                        sent_at[k as usize] = 0;
-                        if k as usize == seq {
-                            break;
-                        }
+            match recv(Duration::from_nanos((until - now).max(1000))) {
+                Ok(Some(k)) if k < n && sent_at[k] != 0 => {
+                    rtt.push(monotonic_ns() - sent_at[k]);
+                    sent_at[k] = 0;
+                    if k == seq {
+                        break;
                     }
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break;
-                }
+                Ok(_) => {}
                 Err(_) => break,
             }
         }
         if rtt.is_empty() && seq >= 4 {
-            break; // Five probes without a reply: the host does not answer ICMP echo.
+            break; // Five probes without a reply: nobody answers.
         }
     }
     let lost = n - rtt.len();
-    Ok((rtt, lost, kind))
+    (rtt, lost)
 }
 
 /// The interface holding `addr` (getifaddrs).
@@ -315,60 +329,23 @@ pub fn echo_rtt(dest: SocketAddr, n: usize) -> std::io::Result<(Vec<u64>, usize)
     };
     let s = UdpSocket::bind(bind)?;
     s.connect(dest)?;
-    let mut sent_at = vec![0u64; n];
-    let mut rtt = Vec::with_capacity(n);
     let mut buf = [0u8; 64];
-    for seq in 0..n {
-        let mut req = [0u8; ECHO_LEN];
-        req[..8].copy_from_slice(ECHO_MAGIC);
-        req[8..12].copy_from_slice(&(seq as u32).to_be_bytes());
-        let t0 = monotonic_ns();
-        sent_at[seq] = t0;
-        if s.send(&req).is_err() {
-            continue; // ICMP port unreachable from an earlier request: counted as lost.
-        }
-        // Wait for this answer (or a late one) up to 10 ms, then up to 1 s at the end.
-        let until = t0
-            + if seq + 1 == n {
-                1_000_000_000
-            } else {
-                10_000_000
-            };
-        loop {
-            let now = monotonic_ns();
-            if now >= until {
-                break;
-            }
-            s.set_read_timeout(Some(Duration::from_nanos((until - now).max(1000))))?;
-            match s.recv(&mut buf) {
-                Ok(len) if len >= 12 && &buf[..8] == ECHO_MAGIC => {
-                    let k = u32::from_be_bytes(buf[8..12].try_into().unwrap()) as usize;
-                    if k < n && sent_at[k] != 0 {
-                        rtt.push(monotonic_ns() - sent_at[k]);
-                        sent_at[k] = 0;
-                    }
-                    if k == seq {
-                        break;
-                    }
-                }
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break;
-                }
-                Err(_) => break, // ECONNREFUSED: nobody listens; the requests count as lost.
-            }
-        }
-        if rtt.is_empty() && seq >= 4 {
-            break; // Five requests without any answer: nobody is there.
-        }
-    }
-    let lost = n - rtt.len();
-    Ok((rtt, lost))
+    Ok(probe_round_trips(
+        n,
+        // An error (ICMP port unreachable from an earlier request) counts it as lost.
+        |seq| {
+            let mut req = [0u8; ECHO_LEN];
+            req[..8].copy_from_slice(ECHO_MAGIC);
+            req[8..12].copy_from_slice(&(seq as u32).to_be_bytes());
+            s.send(&req).is_ok()
+        },
+        |timeout| {
+            s.set_read_timeout(Some(timeout))?;
+            let len = s.recv(&mut buf)?;
+            Ok((len >= 12 && &buf[..8] == ECHO_MAGIC)
+                .then(|| u32::from_be_bytes(buf[8..12].try_into().unwrap()) as usize))
+        },
+    ))
 }
 
 /// Answers echo requests on `addr` until the process is stopped (`quick-bench --echo`).
