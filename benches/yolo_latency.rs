@@ -1,7 +1,7 @@
 //! Sender latency with and without `--yolo`, measured in the same run: the real clip
 //! (1280x720, 60 fps, 8 Mbit/s), per-frame capture → last RTP packet sent from
 //! `--latency-log`, p50/p99/max; runs alternated (without, with, without, with) so that
-//! neither always meets a warm or cold machine. The detector is YOLOv3-tiny at 320 from
+//! neither always meets a warm or cold machine. The detector is the default YOLO11n at 320 from
 //! scripts/fetch-yolo.sh, in the detect stage as configured by default (SCHED_OTHER, nice
 //! 10, on the encoder's CPU on a machine this small). Goal (issue 6): p99 with `--yolo`
 //! within 1 ms of p99 without. Also: the detect stage's own figures (frames run, mean
@@ -20,6 +20,7 @@ fn fetch() -> (String, String) {
             env!("CARGO_MANIFEST_DIR"),
             "/scripts/fetch-yolo.sh"
         ))
+        .arg("--test-assets")
         .output()
         .unwrap();
     assert!(
@@ -73,7 +74,7 @@ fn run(frames: usize, yolo: Option<(&str, &str)>) -> Run {
     if let Some((model_dir, lib)) = yolo {
         toml = format!(
             "[detect]\nenabled = true\nonnxruntime = {lib:?}\nmodel = {:?}\n",
-            format!("{model_dir}/yolov3-tiny-320.onnx")
+            format!("{model_dir}/yolo11n.onnx")
         );
     }
     std::fs::write(&cfg, toml).unwrap();

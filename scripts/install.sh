@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds vr-stream, vr-receive, setup, quick-bench and dashboard (release) and installs them in
-# $PREFIX/bin (default /usr/local/bin, where systemd/vr-stream.service expects vr-stream).
+# Builds vr-stream, vr-receive, setup, quick-bench and dashboard (release) and installs them,
+# with scripts/fetch-yolo.sh as vr-stream-fetch-yolo, in $PREFIX/bin (default /usr/local/bin, where systemd/vr-stream.service expects vr-stream).
 # --pi5: build with -C target-cpu=cortex-a76 (`cargo pi5`, run it on the Pi 5 itself).
 # --pi4: build with the v4l2-m2m feature (the hardware H.264 encoder at /dev/video11 of the
 #        Pi 4 / 3 / Zero 2) and -C target-cpu=cortex-a72.
@@ -22,4 +22,5 @@ if ! { mkdir -p "$PREFIX/bin" 2>/dev/null && [ -w "$PREFIX/bin" ]; }; then
 fi
 $SUDO install -d "$PREFIX/bin"
 $SUDO install -m 0755 target/release/vr-stream target/release/vr-receive target/release/setup target/release/quick-bench target/release/dashboard "$PREFIX/bin/"
-echo "installed vr-stream, vr-receive, setup, quick-bench and dashboard in $PREFIX/bin"
+$SUDO install -m 0755 scripts/fetch-yolo.sh "$PREFIX/bin/vr-stream-fetch-yolo"
+echo "installed vr-stream, vr-receive, setup, quick-bench, dashboard and vr-stream-fetch-yolo in $PREFIX/bin"

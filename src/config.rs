@@ -141,10 +141,11 @@ impl WebConfig {
 pub struct DetectConfig {
     /// Run the detect stage.
     pub enabled: bool,
-    /// The ONNX model; "" = `yolov3-tiny-320.onnx` in `$VR_YOLO_DIR` or
-    /// `~/.cache/vr-stream/yolo` (scripts/fetch-yolo.sh).
+    /// The ONNX model; "" = `yolo11n.onnx` where `vr-stream-fetch-yolo` put it
+    /// ([`crate::detect::assets`]).
     pub model: String,
-    /// The ONNX Runtime library; "" = `ORT_DYLIB_PATH`, else /usr/local/lib/libonnxruntime.so.
+    /// The ONNX Runtime library; "" = `ORT_DYLIB_PATH`, else where `vr-stream-fetch-yolo`
+    /// put it ([`crate::detect::assets`]).
     pub onnxruntime: String,
     /// Model input side for models with free input dimensions, pixels.
     pub size: u32,
@@ -165,24 +166,11 @@ pub struct DetectConfig {
 }
 
 impl DetectConfig {
-    /// The model path in force (see [`DetectConfig::model`]).
-    pub fn model_path(&self) -> std::path::PathBuf {
-        if !self.model.is_empty() {
-            return self.model.clone().into();
-        }
-        let dir = std::env::var_os("VR_YOLO_DIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| {
-                std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                    .join(".cache/vr-stream/yolo")
-            });
-        dir.join("yolov3-tiny-320.onnx")
-    }
-
-    /// The detector parameters.
-    pub fn params(&self) -> crate::detect::onnx::DetectorParams {
+    /// The detector parameters, with the model at `model` (the one in force:
+    /// [`crate::detect::assets::model`]).
+    pub fn params(&self, model: std::path::PathBuf) -> crate::detect::onnx::DetectorParams {
         crate::detect::onnx::DetectorParams {
-            model: self.model_path(),
+            model,
             size: self.size,
             threads: self.threads as usize,
             conf: self.conf,

@@ -710,7 +710,6 @@ fn detect(
     slot: &StageSlot,
     ring: &FrameRing,
 ) -> Result<(), String> {
-    use crate::detect::onnx::{Detector, library_path, load_runtime};
     // Onto the detector's CPUs at background priority before ONNX Runtime starts any
     // thread: it starts one when it loads and opens the session, and a thread keeps the
     // CPU mask and nice value of the thread that created it (seen: an ONNX Runtime thread
@@ -720,8 +719,7 @@ fn detect(
     if let Some(s) = early.first() {
         eprintln!("vr-stream[detect]: note: {}", s.0);
     }
-    load_runtime(&library_path(&cfg.detect.onnxruntime)).map_err(|e| e.to_string())?;
-    let mut det = Detector::open(cfg.detect.params()).map_err(|e| e.to_string())?;
+    let mut det = crate::detect::assets::open(&cfg.detect).map_err(|e| e.to_string())?;
     go_realtime(StageKind::Detect, cfg, slot)?;
     let mut consumer = ring.consumer(1).map_err(|e| e.to_string())?;
     slot.set_state(StageState::Ready);

@@ -408,12 +408,10 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     // The detector, checked here so that a missing library or model is one clear error
     // before any segment or stage exists (the detect stage opens it again for itself).
     if cfg.detect.enabled && !opts.sdp_only {
-        use crate::detect::onnx::{Detector, library_path, load_runtime};
-        load_runtime(&library_path(&cfg.detect.onnxruntime)).map_err(|e| anyhow!("--yolo: {e}"))?;
-        let d = Detector::open(cfg.detect.params()).map_err(|e| anyhow!("--yolo: {e}"))?;
+        let d = crate::detect::assets::open(&cfg.detect).map_err(|e| anyhow!("--yolo: {e}"))?;
         eprintln!(
             "vr-stream: detector {} ({}x{} input)",
-            cfg.detect.model_path().display(),
+            d.model().display(),
             d.size(),
             d.size()
         );

@@ -45,7 +45,7 @@ fn frame_counts(line: &str) -> Option<(u64, u64)> {
 #[test]
 fn tbf_at_half_the_bitrate_brings_the_rate_under_it_within_two_seconds_and_back_up_after() {
     let Some(ns) = Netns::new("abr", 95) else {
-        eprintln!("SKIPPED: cannot create a network namespace (needs root)");
+        skip("needs root to create a network namespace");
         return;
     };
     let clip = clip();

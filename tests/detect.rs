@@ -35,6 +35,7 @@ fn assets() -> Assets {
             env!("CARGO_MANIFEST_DIR"),
             "/scripts/fetch-yolo.sh"
         ))
+        .arg("--test-assets")
         .output()
         .expect("bash");
     assert!(
@@ -73,9 +74,10 @@ struct Ref {
     bbox: [f32; 4],
 }
 
-fn reference(a: &Assets, size: u32) -> Vec<Ref> {
+/// `reference-{name}.json` of scripts/fetch-yolo.sh (`name`: "320", "yolo11n-416"...).
+fn reference(a: &Assets, name: &str) -> Vec<Ref> {
     let j: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(a.dir.join(format!("reference-{size}.json"))).unwrap(),
+        &std::fs::read_to_string(a.dir.join(format!("reference-{name}.json"))).unwrap(),
     )
     .unwrap();
     j["detections"]
@@ -105,8 +107,11 @@ fn best_match<'a>(dets: &'a [Detection], r: &Ref) -> Option<&'a Detection> {
         .max_by(|a, b| iou(&a.bbox, &r.bbox).total_cmp(&iou(&b.bbox, &r.bbox)))
 }
 
-#[test]
-fn dog_jpg_matches_opencv_darknet_through_letterbox_session_decode_and_nms() {
+/// Runs `model(size)` through the Rust detector (letterbox, session, decode, NMS) on
+/// dog.jpg at 320 and 416 and compares with `reference-{tag}{size}.json` (the independent
+/// implementation's detections): the dog, the bicycle and the car or truck are found with
+/// scores within 0.02 and IoU >= `min_iou`, and as many detections as the reference.
+fn dog_jpg_matches_the_reference(model: impl Fn(u32) -> PathBuf, tag: &str, min_iou: f32) {
     let _serial = serial();
     let a = assets();
     load_runtime(&a.lib).unwrap();
@@ -114,7 +119,7 @@ fn dog_jpg_matches_opencv_darknet_through_letterbox_session_decode_and_nms() {
     let (rgb, w, h) = rgb_of(&jpeg);
     for size in [320u32, 416] {
         let mut det = Detector::open(DetectorParams {
-            model: a.dir.join(format!("yolov3-tiny-{size}.onnx")),
+            model: model(size),
             size,
             threads: 2,
             conf: 0.25,
@@ -125,9 +130,9 @@ fn dog_jpg_matches_opencv_darknet_through_letterbox_session_decode_and_nms() {
         .unwrap();
         assert_eq!(det.size(), size);
         let (dets, t) = det.detect_rgb(&rgb, w, h).unwrap();
-        let refs = reference(&a, size);
+        let refs = reference(&a, &format!("{tag}{size}"));
         eprintln!(
-            "{size}: prep {:?} infer {:?} post {:?}",
+            "{tag}{size}: prep {:?} infer {:?} post {:?}",
             t.prep, t.infer, t.post
         );
         for d in &dets {
@@ -150,14 +155,14 @@ fn dog_jpg_matches_opencv_darknet_through_letterbox_session_decode_and_nms() {
             );
             assert!(
                 dscore <= 0.02,
-                "{size}: {} score {} vs reference {}",
+                "{tag}{size}: {} score {} vs reference {}",
                 r.name,
                 m.score,
                 r.score
             );
             assert!(
-                o >= 0.9,
-                "{size}: {} box {:?} vs reference {:?}: IoU {o}",
+                o >= min_iou,
+                "{tag}{size}: {} box {:?} vs reference {:?}: IoU {o}",
                 r.name,
                 m.bbox,
                 r.bbox
@@ -165,18 +170,39 @@ fn dog_jpg_matches_opencv_darknet_through_letterbox_session_decode_and_nms() {
             checked.push(r.class);
         }
         for c in [1u16, 16] {
-            assert!(checked.contains(&c), "{size}: reference lacks class {c}");
+            assert!(
+                checked.contains(&c),
+                "{tag}{size}: reference lacks class {c}"
+            );
         }
         assert!(
             checked.contains(&2) || checked.contains(&7),
-            "{size}: no car or truck"
+            "{tag}{size}: no car or truck"
         );
+        let classes = |v: &mut Vec<u16>| {
+            v.sort();
+            v.clone()
+        };
         assert_eq!(
-            dets.len(),
-            refs.len(),
-            "{size}: as many detections as the reference"
+            classes(&mut dets.iter().map(|d| d.class).collect()),
+            classes(&mut refs.iter().map(|r| r.class).collect()),
+            "{tag}{size}: the same classes, as many times, as the reference"
         );
     }
+}
+
+#[test]
+fn dog_jpg_matches_opencv_darknet_through_letterbox_session_decode_and_nms() {
+    let dir = assets().dir;
+    dog_jpg_matches_the_reference(|s| dir.join(format!("yolov3-tiny-{s}.onnx")), "", 0.9);
+}
+
+/// YOLO11n (the default model, `[1, 84, N]` output) against onnxruntime's Python API with
+/// the reference script's own letterbox (OpenCV), decode and NMS (OpenCV's NMSBoxes).
+#[test]
+fn yolo11n_on_dog_jpg_matches_an_independent_decode_and_nms() {
+    let dir = assets().dir;
+    dog_jpg_matches_the_reference(|_| dir.join("yolo11n.onnx"), "yolo11n-", 0.95);
 }
 
 #[test]
@@ -205,7 +231,7 @@ fn the_same_photo_as_an_i420_frame_finds_the_same_objects() {
         "I420 320: prep {:?} infer {:?} post {:?}",
         t.prep, t.infer, t.post
     );
-    for r in reference(&a, 320).iter().filter(|r| r.score >= 0.35) {
+    for r in reference(&a, "320").iter().filter(|r| r.score >= 0.35) {
         let m = best_match(&dets, r).unwrap_or_else(|| panic!("no {} from the I420 frame", r.name));
         let (dscore, o) = ((m.score - r.score).abs(), iou(&m.bbox, &r.bbox));
         eprintln!(
@@ -246,8 +272,7 @@ fn a_missing_library_or_model_is_named_with_the_fix() {
     if let Some(e) = e {
         let m = e.to_string();
         assert!(
-            m.contains("/nonexistent/libonnxruntime.so")
-                && m.contains("pip download --no-deps onnxruntime"),
+            m.contains("/nonexistent/libonnxruntime.so") && m.contains("run vr-stream-fetch-yolo"),
             "{m}"
         );
     }
@@ -727,4 +752,127 @@ fn a_detect_stage_that_keeps_failing_is_dropped_and_the_video_goes_on() {
     assert_eq!(sent + drops, 360, "{e}");
     assert!(sent >= 342, "{e}");
     assert!(leftover_segments(&inst).is_empty() && processes_of(&inst).is_empty());
+}
+
+/// `vr-stream --yolo` as a user runs it after the documented fetch command: no ONNX Runtime
+/// or YOLO variable in the environment and no `[detect]` paths in any configuration. It
+/// finds the runtime and YOLO11n where the command put them and streams the real clip with
+/// detections.
+#[test]
+fn after_the_fetch_command_yolo_needs_no_environment_variable() {
+    let _serial = serial();
+    let vars = ["VR_YOLO_DIR", "VR_STREAM_CACHE", "ORT_DYLIB_PATH"];
+    let out = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/fetch-yolo.sh"
+        ))
+        .env_remove(vars[0])
+        .env_remove(vars[1])
+        .env_remove(vars[2])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the fetch command failed: {e}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let dir = text
+        .lines()
+        .find_map(|l| l.strip_prefix("VR_YOLO_DIR="))
+        .unwrap()
+        .to_string();
+    let source = format!("file:{}", clip().display());
+    let inst = instance("yolo-default");
+    let port = free_port_pair().to_string();
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "--yolo",
+        "--source",
+        &source,
+        "--frames",
+        "180",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--sdp",
+        "",
+        "--no-web",
+        "--instance",
+        &inst,
+    ]);
+    for v in vars {
+        cmd.env_remove(v);
+    }
+    let out = cmd.output().unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{e}");
+    let model = format!("detector {dir}/yolo11n.onnx");
+    assert!(e.contains(&model), "wanted '{model}': {e}");
+    let line = e
+        .lines()
+        .find(|l| l.starts_with("vr-stream: detect:"))
+        .unwrap_or_else(|| panic!("no detect summary: {e}"));
+    let run: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(run >= 5, "the detector ran on {run} frames: {line}");
+    assert!(!line.contains(" 0 detections"), "{line}");
+    assert!(leftover_segments(&inst).is_empty() && processes_of(&inst).is_empty());
+}
+
+/// With nothing fetched (a new HOME, /var/cache/vr-stream hidden by a tmpfs in a private
+/// mount namespace), and then with only the runtime there, `--yolo` stops before starting
+/// anything with one error line that names what is missing, where it looked and the
+/// command that fetches it.
+#[test]
+fn without_the_fetch_command_yolo_names_it_in_one_line() {
+    let _serial = serial();
+    if !nix::unistd::geteuid().is_root() {
+        skip("needs root to hide /var/cache/vr-stream in a private mount namespace");
+        return;
+    }
+    let lib = assets().lib;
+    let home = tempfile::tempdir().unwrap();
+    let cached = home.path().join(".cache/vr-stream/yolo");
+    for (n, want) in [
+        (
+            0,
+            "ONNX Runtime not found (lib/libonnxruntime.so is in none of",
+        ),
+        (
+            1,
+            "the detection model not found (yolo11n.onnx is in none of",
+        ),
+    ] {
+        if n == 1 {
+            std::fs::create_dir_all(cached.join("lib")).unwrap();
+            // A copy: a symlink into /var/cache/vr-stream would point into the hidden tree.
+            std::fs::copy(&lib, cached.join("lib/libonnxruntime.so")).unwrap();
+        }
+        let inst = instance(&format!("yolo-unfetched{n}"));
+        let out = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(
+                "if [ -d /var/cache/vr-stream ]; then mount -t tmpfs none /var/cache/vr-stream || exit 99; fi; exec \"$0\" \"$@\"",
+            )
+            .arg(bin())
+            .args(["--yolo", "--frames", "30", "--sdp", "", "--no-web", "--instance", &inst])
+            .env("HOME", home.path())
+            .env_remove("VR_YOLO_DIR")
+            .env_remove("ORT_DYLIB_PATH")
+            .output()
+            .expect("unshare (util-linux)");
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{e}");
+        let lines: Vec<&str> = e.lines().filter(|l| l.contains("error")).collect();
+        assert_eq!(lines.len(), 1, "{e}");
+        let looked = format!(
+            "{}, /var/cache/vr-stream/yolo): run vr-stream-fetch-yolo",
+            cached.display()
+        );
+        assert!(
+            lines[0].contains(want) && lines[0].contains(&looked),
+            "wanted '{want}' and '{looked}': {e}"
+        );
+        assert!(!e.contains("panicked"), "{e}");
+        assert!(leftover_segments(&inst).is_empty() && processes_of(&inst).is_empty());
+    }
 }

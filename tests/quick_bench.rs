@@ -322,11 +322,7 @@ fn system_checks_on_pi_roots_agree_with_setup_check() {
 #[test]
 fn quick_bench_pings_a_namespace_peer_over_icmp() {
     let Some(ns) = common::Netns::new("qbping", 41) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "needs root to create a network namespace (CI runs as root)"
-        );
-        eprintln!("not run: needs root to create a network namespace");
+        common::skip("needs root to create a network namespace");
         return;
     };
     let run = |prefix: &[&str], ip: &str| -> Value {

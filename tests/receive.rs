@@ -245,7 +245,7 @@ fn lossy_run(
 fn random_loss_without_fec_brings_plis_and_idrs_and_decoding_goes_on() {
     let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some((j, e, ids)) = lossy_run("loss3", 92, 3, 0) else {
-        eprintln!("skipped: needs root to create a network namespace");
+        skip("needs root to create a network namespace");
         return;
     };
     let (complete, lost) = (
@@ -318,7 +318,7 @@ fn random_loss_without_fec_brings_plis_and_idrs_and_decoding_goes_on() {
 fn one_percent_loss_with_fec_keeps_995_permille_of_frames() {
     let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some((j, e, ids)) = lossy_run("fec1", 93, 1, 20) else {
-        eprintln!("skipped: needs root to create a network namespace");
+        skip("needs root to create a network namespace");
         return;
     };
     let f = &j["frames"];
@@ -351,7 +351,7 @@ fn one_percent_loss_with_fec_keeps_995_permille_of_frames() {
 fn five_percent_loss_with_fec_heals_quickly() {
     let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some((j, _e, ids)) = lossy_run("fec5", 94, 5, 20) else {
-        eprintln!("skipped: needs root to create a network namespace");
+        skip("needs root to create a network namespace");
         return;
     };
     let f = &j["frames"];
@@ -477,7 +477,7 @@ fn rtp_over_tcp_end_to_end_with_the_receiver_configured_from_the_sdp() {
 fn ffmpeg_from_the_sdp_keeps_decoding_through_5_percent_loss() {
     let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(ns) = Netns::new("ffl5", 99) else {
-        eprintln!("skipped: needs root to create a network namespace");
+        skip("needs root to create a network namespace");
         return;
     };
     ns.nft("add table inet vrt");

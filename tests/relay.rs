@@ -191,7 +191,7 @@ fn one_percent_loss_and_5_ms_jitter_with_fec_keep_995_permille_of_frames() {
         ],
         20,
     ) else {
-        eprintln!("SKIPPED: cannot create network namespaces (needs root)");
+        skip("needs root to create network namespaces");
         return;
     };
     eprintln!("relay: {}\nreceiver: {}", r.relay, r.rx);
@@ -243,7 +243,7 @@ fn five_percent_bursty_loss_heals_at_the_idr_the_pli_asks_for() {
         ],
         20,
     ) else {
-        eprintln!("SKIPPED: cannot create network namespaces (needs root)");
+        skip("needs root to create network namespaces");
         return;
     };
     eprintln!("relay: {}\nreceiver: {}", r.relay, r.rx);
@@ -283,7 +283,7 @@ fn five_percent_bursty_loss_heals_at_the_idr_the_pli_asks_for() {
 fn receiver_latency_agrees_with_sender_latency_plus_the_relay_delay() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(r) = run("rlat", &["--delay-ms", "5"], 20) else {
-        eprintln!("SKIPPED: cannot create network namespaces (needs root)");
+        skip("needs root to create network namespaces");
         return;
     };
     eprintln!("relay: {}\nreceiver: {}", r.relay, r.rx);

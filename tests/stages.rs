@@ -367,7 +367,7 @@ fn missing_realtime_privileges_warn_once_or_refuse_with_strict_rt() {
         &inst,
     ];
     let Some(out) = run_unprivileged(&args) else {
-        eprintln!("skipped: needs root and setpriv to run as an unprivileged user");
+        skip("needs root and setpriv to run as an unprivileged user");
         return;
     };
     let e = String::from_utf8_lossy(&out.stderr);

@@ -187,7 +187,7 @@ fn killed_supervisor_takes_its_stages_and_the_next_run_reclaims_the_segments() {
 #[test]
 fn receiver_link_down_for_2s_then_up_the_stream_resumes_by_itself() {
     let Some(ns) = Netns::new("link", 91) else {
-        eprintln!("skipped: needs root to create a network namespace");
+        skip("needs root to create a network namespace");
         return;
     };
     let (w, h) = (640u32, 360u32);

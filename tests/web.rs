@@ -781,6 +781,7 @@ fn yolo_assets() -> (String, String) {
             env!("CARGO_MANIFEST_DIR"),
             "/scripts/fetch-yolo.sh"
         ))
+        .arg("--test-assets")
         .output()
         .expect("bash");
     assert!(

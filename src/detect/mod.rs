@@ -12,6 +12,7 @@
 //! - [`nms`]: per-class greedy non-maximum suppression, best first.
 //! - [`Letterbox::to_source`]: boxes back to source-frame pixels.
 
+pub mod assets;
 pub mod onnx;
 pub mod overlay;
 pub mod wire;

@@ -1,8 +1,8 @@
 //! The detector's ONNX Runtime session (`ort` with `load-dynamic`: the library is opened at
 //! run time, never downloaded or linked at build time).
 //!
-//! Library: the path given (`detect.onnxruntime`), else `ORT_DYLIB_PATH`, else
-//! [`DEFAULT_LIBRARY`]. It comes from the PyPI wheel `onnxruntime` (file
+//! Library: found by [`super::assets`] (`detect.onnxruntime`, else `ORT_DYLIB_PATH`, else
+//! where `vr-stream-fetch-yolo` put it). It comes from the PyPI wheel `onnxruntime` (file
 //! `onnxruntime/capi/libonnxruntime.so.VERSION`; `scripts/fetch-yolo.sh` fetches it), at
 //! least ONNX Runtime 1.22 (`ort` feature `api-22`). A missing or too old library is an
 //! error naming the path and how to install it, returned before any stage starts.
@@ -13,18 +13,29 @@ use ort::value::TensorRef;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Where the library is looked for when neither the configuration nor `ORT_DYLIB_PATH`
-/// names one.
-pub const DEFAULT_LIBRARY: &str = "/usr/local/lib/libonnxruntime.so";
-
-/// How to get the library, for error messages.
-pub const INSTALL_HINT: &str = "install ONNX Runtime >= 1.22: `pip download --no-deps onnxruntime==1.31.1` and take \
-     onnxruntime/capi/libonnxruntime.so.1.31.1 from the wheel (or run scripts/fetch-yolo.sh), then set \
+/// How to get the library, for errors about a configured one.
+pub const INSTALL_HINT: &str = "run vr-stream-fetch-yolo (it fetches ONNX Runtime >= 1.22 and YOLO11n where --yolo \
+     looks), or take onnxruntime/capi/libonnxruntime.so.1.31.1 from the PyPI wheel onnxruntime==1.31.1 and set \
      detect.onnxruntime or ORT_DYLIB_PATH to it";
 
 /// Errors of the detector.
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
+    /// Neither configured nor fetched: `file` is in none of the directories `looked`
+    /// ([`super::assets`]).
+    #[error(
+        "{what} not found ({file} is in none of {}): run {}",
+        looked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        super::assets::FETCH_COMMAND
+    )]
+    NotFetched {
+        /// What is missing ("ONNX Runtime", "the detection model").
+        what: &'static str,
+        /// The file looked for in each directory.
+        file: String,
+        /// The directories looked in, in order.
+        looked: Vec<PathBuf>,
+    },
     /// The ONNX Runtime library could not be loaded (missing, not ONNX Runtime, too old).
     #[error("ONNX Runtime library {path}: {reason}; {INSTALL_HINT}")]
     Library {
@@ -55,17 +66,6 @@ pub enum DetectError {
     /// Inference failed.
     #[error("inference: {0}")]
     Run(String),
-}
-
-/// The library path in force: `configured` if not empty, else `ORT_DYLIB_PATH`, else
-/// [`DEFAULT_LIBRARY`].
-pub fn library_path(configured: &str) -> PathBuf {
-    if !configured.is_empty() {
-        return PathBuf::from(configured);
-    }
-    std::env::var_os("ORT_DYLIB_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_LIBRARY))
 }
 
 /// Loads ONNX Runtime from `path` once per process (later calls with any path are no-ops
@@ -145,9 +145,7 @@ impl Detector {
             reason,
         };
         if !p.model.is_file() {
-            return Err(model_err(
-                "no such file (scripts/fetch-yolo.sh makes yolov3-tiny-320.onnx)".into(),
-            ));
+            return Err(model_err("no such file".into()));
         }
         let env = ENV
             .get()
@@ -194,6 +192,11 @@ impl Detector {
     /// The model input side, pixels.
     pub fn size(&self) -> u32 {
         self.size
+    }
+
+    /// The model file this detector runs.
+    pub fn model(&self) -> &Path {
+        &self.params.model
     }
 
     /// Letterboxes an I420 frame of `w × h` into the input buffer (the frame is not needed

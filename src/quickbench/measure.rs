@@ -558,11 +558,7 @@ pub fn camera(cfg: &Config, n: usize, progress: Progress) -> Section<CameraSecti
 /// stage runs by default), ms per frame. Not measured, with the reason, when ONNX Runtime
 /// or the model is missing.
 pub fn detector(cfg: &Config, n: usize, progress: Progress) -> Section<Percentiles> {
-    use crate::detect::onnx::{Detector, library_path, load_runtime};
-    if let Err(e) = load_runtime(&library_path(&cfg.detect.onnxruntime)) {
-        return Section::not(e.to_string());
-    }
-    let mut det = match Detector::open(cfg.detect.params()) {
+    let mut det = match crate::detect::assets::open(&cfg.detect) {
         Ok(d) => d,
         Err(e) => return Section::not(e.to_string()),
     };
