@@ -23,4 +23,11 @@ fi
 $SUDO install -d "$PREFIX/bin"
 $SUDO install -m 0755 target/release/vr-stream target/release/vr-receive target/release/setup target/release/quick-bench target/release/dashboard "$PREFIX/bin/"
 $SUDO install -m 0755 scripts/fetch-yolo.sh "$PREFIX/bin/vr-stream-fetch-yolo"
+# The configuration vr-stream.service runs with; an existing one (your edits) is kept.
+if [ ! -e /etc/vr-stream/vr-stream.toml ]; then
+    sudo_etc=""
+    [ "$(id -u)" -eq 0 ] || sudo_etc=sudo
+    $sudo_etc install -D -m 0644 packaging/vr-stream.toml /etc/vr-stream/vr-stream.toml
+    echo "installed /etc/vr-stream/vr-stream.toml (set stream.ip, the headset's address)"
+fi
 echo "installed vr-stream, vr-receive, setup, quick-bench, dashboard and vr-stream-fetch-yolo in $PREFIX/bin"

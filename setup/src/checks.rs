@@ -536,23 +536,29 @@ pub fn check(t: &Target) -> Vec<Row> {
             Effect::Now,
         ));
     }
-    let installed = t
-        .root
-        .exists(&format!("{}/vr-stream.service", plan::UNIT_DIR));
+    let packaged = t.service_packaged();
+    let installed = packaged
+        || t.root
+            .exists(&format!("{}/vr-stream.service", plan::UNIT_DIR));
+    let dropin = t.root.read_text(plan::SERVICE_DROPIN);
+    let dropin_ok = dropin.as_deref() == Some(t.service_dropin_text().as_str());
     let enabled = t.root.exists(&format!(
         "{}/multi-user.target.wants/vr-stream.service",
         plan::UNIT_DIR
     ));
+    let by = if packaged { " (by the package)" } else { "" };
     rows.push(row(
         Item::Service,
         "vr-stream.service",
-        installed,
-        match (installed, enabled) {
-            (false, _) => "not installed".into(),
-            (true, false) => "installed, not enabled (set --ip in ExecStart, then systemctl enable --now vr-stream)".into(),
-            (true, true) => "installed and enabled".into(),
+        installed && dropin_ok,
+        match (installed, dropin.is_some(), dropin_ok, enabled) {
+            (false, ..) => "not installed".into(),
+            (true, false, ..) => format!("installed{by}, no {} (user, CPUs)", plan::SERVICE_DROPIN),
+            (true, true, false, _) => format!("installed{by}, {} differs (user, CPUs)", plan::SERVICE_DROPIN),
+            (true, true, true, false) => format!("installed{by}, not enabled (set stream.ip in /etc/vr-stream/vr-stream.toml, then systemctl enable --now vr-stream)"),
+            (true, true, true, true) => format!("installed{by} and enabled"),
         },
-        "installed in /etc/systemd/system".into(),
+        format!("installed, with {}", plan::SERVICE_DROPIN),
         APPLY,
         Effect::Now,
     ));

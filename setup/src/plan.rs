@@ -26,7 +26,7 @@ pub enum Item {
     Wifi,
     /// Network/USB interrupts on the housekeeping CPUs.
     Irq,
-    /// vr-stream.service installed.
+    /// vr-stream.service installed (by the .deb or here) with its user and CPUs.
     Service,
 }
 
@@ -72,6 +72,11 @@ pub const ZRAM_FILE: &str = "/etc/systemd/zram-generator.conf";
 pub const DPHYS_MASK: &str = "/etc/systemd/system/dphys-swapfile.service";
 /// Where units go.
 pub const UNIT_DIR: &str = "/etc/systemd/system";
+/// Where the .deb puts its units (Debian 12 / Raspberry Pi OS Bookworm; later releases
+/// read both).
+pub const PACKAGE_UNIT_DIRS: [&str; 2] = ["/lib/systemd/system", "/usr/lib/systemd/system"];
+/// The drop-in that gives vr-stream.service its user and the housekeeping CPUs.
+pub const SERVICE_DROPIN: &str = "/etc/systemd/system/vr-stream.service.d/50-setup.conf";
 /// Marker put in front of fstab swap lines that `--apply` comments out.
 pub const FSTAB_MARK: &str = "#vr-stream-setup# ";
 
@@ -512,19 +517,30 @@ impl Target {
         s
     }
 
-    /// A unit's text with the placeholders filled in.
-    pub fn unit_text(&self, template: &str) -> String {
-        let (user_line, note) = match self.service_user() {
-            Some(u) => (format!("User={u}"), ""),
-            None => (
-                "#User=pi".to_string(),
-                "# Set User= to the account that runs vr-stream.\n",
-            ),
+    /// The text of [`SERVICE_DROPIN`]: `User=` (the account given the realtime limits;
+    /// commented out for a group or no user) and `CPUAffinity=` the housekeeping CPUs.
+    pub fn service_dropin_text(&self) -> String {
+        let user = match self.service_user() {
+            Some(u) => format!("User={u}\n"),
+            None => {
+                "# Set User= to the account that runs vr-stream (else it runs as root).\n#User=pi\n"
+                    .into()
+            }
         };
-        let filled = template.replace("User=@USER@", &format!("{note}{user_line}"));
-        filled
-            .replace("@USER@", self.service_user().unwrap_or("pi"))
-            .replace("@HOUSEKEEPING_CPUS@", &self.housekeeping().to_spaced())
+        format!(
+            "# Written by vr-stream setup --apply (setup --revert removes it).\n\
+             # vr-stream.service runs as the account with the realtime limits, on the\n\
+             # housekeeping CPUs (its stages pin themselves to the isolated ones).\n\
+             [Service]\n{user}CPUAffinity={}\n",
+            self.housekeeping().to_spaced()
+        )
+    }
+
+    /// Whether the .deb installed vr-stream.service ([`PACKAGE_UNIT_DIRS`]).
+    pub fn service_packaged(&self) -> bool {
+        PACKAGE_UNIT_DIRS
+            .iter()
+            .any(|d| self.root.exists(&format!("{d}/vr-stream.service")))
     }
 }
 
@@ -632,9 +648,15 @@ pub fn item_plan(t: &Target, item: Item) -> Result<Plan, PlanError> {
                 _ => 2,
             }];
             let path = format!("{UNIT_DIR}/{name}");
-            // Never overwrite an installed vr-stream.service: the user edits its ExecStart.
-            if !(item == Item::Service && root.exists(&path)) {
-                want(&path, Content::File(t.unit_text(template).into_bytes()), &mut p)?;
+            if item == Item::Service {
+                // The .deb's unit is used as it is; an installed copy is never overwritten
+                // (a user may have edited it).
+                if !t.service_packaged() && !root.exists(&path) {
+                    want(&path, Content::File(template.as_bytes().to_vec()), &mut p)?;
+                }
+                want(SERVICE_DROPIN, Content::File(t.service_dropin_text().into_bytes()), &mut p)?;
+            } else {
+                want(&path, Content::File(template.as_bytes().to_vec()), &mut p)?;
             }
             if enable {
                 want(&format!("{UNIT_DIR}/multi-user.target.wants/{name}"), Content::Symlink(path.clone()), &mut p)?;

@@ -188,6 +188,7 @@ fn stock_bookworm_full_cycle() {
         "etc/sysctl.d/99-vr-stream.conf",
         "etc/security/limits.d/99-vr-stream.conf",
         "etc/systemd/system/vr-stream.service",
+        "etc/systemd/system/vr-stream.service.d/50-setup.conf",
         "etc/systemd/system/vr-stream-governor.service",
         "etc/systemd/system/vr-stream-wifi.service",
         "etc/NetworkManager/conf.d/90-vr-stream-wifi.conf",
@@ -207,10 +208,14 @@ fn stock_bookworm_full_cycle() {
     );
     let unit = &applied["etc/systemd/system/vr-stream.service"];
     assert!(
-        unit.contains("User=pi")
-            && unit.contains("CPUAffinity=0\\n")
+        unit.contains("ExecStart=vr-stream --config /etc/vr-stream/vr-stream.toml")
             && unit.contains("LimitRTPRIO=99"),
         "{unit}"
+    );
+    let dropin = &applied["etc/systemd/system/vr-stream.service.d/50-setup.conf"];
+    assert!(
+        dropin.contains("[Service]\\nUser=pi\\nCPUAffinity=0\\n"),
+        "{dropin}"
     );
     assert!(
         applied["etc/sysctl.d/99-vr-stream.conf"].contains("net.ipv4.tcp_congestion_control = bbr")
@@ -222,6 +227,36 @@ fn stock_bookworm_full_cycle() {
             .contains("pi - rtprio 99\\npi - memlock unlimited")
     );
     assert_same_tree(&original, &tree(r), "after the cycle");
+}
+
+/// With the .deb installed (its unit in /lib/systemd/system), `--apply` adds only the
+/// drop-in with the user and CPUs, never a second copy of the unit in /etc, and `--check`
+/// says the package installed it; `--revert` removes the drop-in and its directory.
+#[test]
+fn a_packaged_unit_gets_only_the_drop_in() {
+    let d = pi_root(Some(STOCK.as_bytes()));
+    let r = d.path();
+    write(
+        r,
+        "/lib/systemd/system/vr-stream.service",
+        include_bytes!("../../systemd/vr-stream.service"),
+    );
+    let o = run(r, &["--check"]);
+    assert!(
+        text(&o).contains(
+            "installed (by the package), no /etc/systemd/system/vr-stream.service.d/50-setup.conf"
+        ),
+        "{}",
+        text(&o)
+    );
+    let applied = cycle(r);
+    assert!(
+        !applied.contains_key("etc/systemd/system/vr-stream.service"),
+        "no copy of the packaged unit"
+    );
+    let dropin = &applied["etc/systemd/system/vr-stream.service.d/50-setup.conf"];
+    assert!(dropin.contains("User=pi\\nCPUAffinity=0\\n"), "{dropin}");
+    assert!(!r.join("etc/systemd/system/vr-stream.service.d").exists());
 }
 
 #[test]
@@ -490,8 +525,8 @@ fn revert_keeps_files_changed_since_apply() {
     assert_eq!(code(&run(r, &["--apply"])), 0);
     // The user edits two of the files afterwards.
     write(r, "/etc/sysctl.d/99-vr-stream.conf", b"vm.swappiness = 1\n");
-    let edited_service =
-        read(r, "/etc/systemd/system/vr-stream.service").replace("192.168.1.100", "10.0.0.7");
+    let edited_service = read(r, "/etc/systemd/system/vr-stream.service")
+        .replace("RestartSec=2s", "RestartSec=2s\n# 10.0.0.7");
     write(
         r,
         "/etc/systemd/system/vr-stream.service",
