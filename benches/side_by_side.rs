@@ -97,7 +97,7 @@ fn ports() -> (u16, [std::net::UdpSocket; 3]) {
     for _ in 0..200 {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let p = s.local_addr().unwrap().port();
-        if p % 2 != 0 || p > 65000 {
+        if !p.is_multiple_of(2) || p > 65000 {
             continue;
         }
         let b = |q: u16| std::net::UdpSocket::bind(("127.0.0.1", q)).ok();
@@ -574,9 +574,12 @@ fn main() {
                 .collect();
             println!("{:<18} {cells}", who.name());
         }
-        for r in 0..rounds {
-            let ours = results[ci][0][r];
-            let ff = results[ci][1][r];
+        for (r, (&ours, &ff)) in results[ci][0]
+            .iter()
+            .zip(&results[ci][1])
+            .enumerate()
+            .take(rounds)
+        {
             let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
             if hog {
                 println!(

@@ -10,7 +10,7 @@
 //! output for the WebSocket, handed to the compositor — `requestVideoFrameCallback`'s
 //! `presentationTime` — for WebRTC), and the same frames' capture → expected display
 //! (`expectedDisplayTime` for WebRTC; for the WebSocket, the animation frame that drew it
-//! + one display refresh). Reports p50/p95/p99/max per transport for both, and the
+//! plus one display refresh). Reports p50/p95/p99/max per transport for both, and the
 //! differences.
 //!
 //! Needs root (network namespace), /usr/bin/chromium and `npm ci` in tests/web

@@ -286,10 +286,10 @@ impl RateController {
                 Cause::Delay
             }
         } else if loss * 100.0 < self.p.loss_low_percent as f64 {
-            if let (Some(c), Some(r)) = (self.capacity, received_kbps) {
-                if r > c.mean_kbps + c.band_kbps() {
-                    self.capacity = None;
-                }
+            if let (Some(c), Some(r)) = (self.capacity, received_kbps)
+                && r > c.mean_kbps + c.band_kbps()
+            {
+                self.capacity = None;
             }
             let grown = match (self.capacity, self.mean_packet_bytes()) {
                 (Some(_), Some(b)) => {

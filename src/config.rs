@@ -690,7 +690,7 @@ impl Config {
         check("stats.interval_s", self.stats.interval_s, 0, 3600)?;
         let d = &self.detect;
         check("detect.size", d.size, 32, 2048)?;
-        if d.size % 32 != 0 {
+        if !d.size.is_multiple_of(32) {
             return Err(ConfigError::Invalid {
                 key: "detect.size",
                 value: d.size.to_string(),

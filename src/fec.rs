@@ -169,7 +169,7 @@ pub fn parse_fec(b: &[u8], pt: u8) -> Result<FecPacket<'_>, FecError> {
         || p.m == 0
         || p.index >= p.m
         || p.k as usize + p.m as usize > 65536
-        || p.shard.len() % 2 != 0
+        || !p.shard.len().is_multiple_of(2)
     {
         return Err(FecError::Malformed("bad k, m, index or shard size"));
     }

@@ -16,11 +16,14 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Lines with their arrival time, seconds since the start.
+type Lines = Arc<Mutex<Vec<(f64, String)>>>;
+
 /// Lines of a child's stderr with their arrival time, collected on a thread.
 fn collect_lines(
     r: impl std::io::Read + Send + 'static,
     t0: Instant,
-) -> (Arc<Mutex<Vec<(f64, String)>>>, std::thread::JoinHandle<()>) {
+) -> (Lines, std::thread::JoinHandle<()>) {
     let lines = Arc::new(Mutex::new(vec![]));
     let l2 = lines.clone();
     let h = std::thread::spawn(move || {

@@ -320,11 +320,8 @@ fn run(cli: &Cli) -> Result<(), String> {
             }
         }
         // RTP.
-        loop {
-            match rtp.recv(&mut buf) {
-                Ok(n) => rx.on_packet(&buf[..n], monotonic_ns()),
-                Err(_) => break,
-            }
+        while let Ok(n) = rtp.recv(&mut buf) {
+            rx.on_packet(&buf[..n], monotonic_ns());
         }
         while let Ok(n) = fec_sock.recv(&mut buf) {
             rx.on_fec(&buf[..n], monotonic_ns());
@@ -335,11 +332,7 @@ fn run(cli: &Cli) -> Result<(), String> {
             rx.on_packet(&buf[..n], monotonic_ns());
         }
         // RTCP and clock answers.
-        loop {
-            let (n, from) = match rtcp_sock.recv_from(&mut buf) {
-                Ok(x) => x,
-                Err(_) => break,
-            };
+        while let Ok((n, from)) = rtcp_sock.recv_from(&mut buf) {
             let arrival_ntp = ntp_from_unix_ns(realtime_ns());
             if let Some((t1, _, t2, t3)) = clock::parse_answer(&buf[..n]) {
                 if let Some(s) = clock::sample(t1, t2, t3, arrival_ntp) {

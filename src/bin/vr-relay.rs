@@ -200,11 +200,7 @@ fn run(cli: &Cli) -> Result<(), String> {
             let _ = nix::poll::ppoll(&mut fds, Some(ts), None);
         }
         for (i, s) in socks.iter().enumerate() {
-            loop {
-                let (n, from) = match s.recv_from(&mut buf) {
-                    Ok(x) => x,
-                    Err(_) => break,
-                };
+            while let Ok((n, from)) = s.recv_from(&mut buf) {
                 let t = monotonic_ns();
                 order += 1;
                 let data = buf[..n].to_vec();

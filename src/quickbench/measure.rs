@@ -553,10 +553,10 @@ pub fn camera(cfg: &Config, n: usize, progress: Progress) -> Section<CameraSecti
     })
 }
 
-/// 6. Detector: letterbox + inference on `n` frames of the real clip (or the pattern) at
-/// the configured model and threads, on the detect stage's CPU as SCHED_OTHER (as the
-/// stage runs by default), ms per frame. Not measured, with the reason, when ONNX Runtime
-/// or the model is missing.
+/// Section 6, the detector: letterbox + inference on `n` frames of the real clip (or the
+/// pattern) at the configured model and threads, on the detect stage's CPU as SCHED_OTHER
+/// (as the stage runs by default), ms per frame. Not measured, with the reason, when ONNX
+/// Runtime or the model is missing.
 pub fn detector(cfg: &Config, n: usize, progress: Progress) -> Section<Percentiles> {
     let mut det = match crate::detect::assets::open(&cfg.detect) {
         Ok(d) => d,

@@ -6,6 +6,7 @@
 //!
 //! Layout after the 64-byte segment header: `ControlHeader` only.
 
+use super::seqtext::SeqBytes;
 pub use super::stats::{
     EncCounters, NetCounters, RECORDS, STAGE_CAMERA, STAGE_ENCODE, STAGE_NETWORK, STAGE_WEB,
     STAGES, StageSlot, StageState, Stats, StreamInfo,
@@ -21,8 +22,8 @@ struct ControlHeader {
     stop: AtomicU32,
     go: AtomicU32,
     bitrate_request_kbps: AtomicU32,
-    headers_len: AtomicU32,
-    headers: std::cell::UnsafeCell<[u8; MAX_HEADERS]>,
+    /// Rewritten by a restarted encoder while the network stage may read it: seqlocked.
+    headers: SeqBytes<{ MAX_HEADERS / 8 }>,
     /// RTP state of the network stage, kept here so that a restarted network stage goes on
     /// with the same SSRC, sequence numbers and timestamps (receivers see one stream).
     rtp_valid: AtomicU32,
@@ -65,8 +66,8 @@ pub struct Control {
     stats: Stats,
 }
 
-// SAFETY: all shared fields are atomics, except `headers`, which are written
-// once before a Release store of their length and read after an Acquire load of it.
+// SAFETY: every shared field is an atomic (the headers are atomic words under a sequence
+// lock, shm::seqtext); the mapping lives as long as `seg`.
 unsafe impl Send for Control {}
 // SAFETY: as above.
 unsafe impl Sync for Control {}
@@ -163,25 +164,16 @@ impl Control {
         }
     }
 
-    /// Stores the encoder's SPS/PPS (Annex-B). Call once, before the encode stage reports
-    /// ready. Longer blobs are truncated to [`MAX_HEADERS`] (x264's are ~40 bytes).
+    /// Stores the encoder's SPS/PPS (Annex-B): the encode stage, before it reports ready,
+    /// and again when it is restarted (readers may be reading then). Longer blobs are truncated to [`MAX_HEADERS`] (x264's are ~40 bytes).
     pub fn set_headers(&self, h: &[u8]) {
-        let n = h.len().min(MAX_HEADERS);
-        // SAFETY: written once by the encode stage before the Release store of the length;
-        // readers read only after an Acquire load of a non-zero length.
-        unsafe {
-            std::ptr::copy_nonoverlapping(h.as_ptr(), self.hdr().headers.get() as *mut u8, n)
-        };
-        self.hdr().headers_len.store(n as u32, Ordering::Release);
+        self.hdr().headers.write(h);
     }
 
-    /// The encoder's SPS/PPS, once set.
+    /// The encoder's SPS/PPS, once set (a consistent copy even while a restarted encoder
+    /// rewrites them).
     pub fn headers(&self) -> Option<Vec<u8>> {
-        let n = self.hdr().headers_len.load(Ordering::Acquire) as usize;
-        // SAFETY: see set_headers.
-        (n > 0).then(|| {
-            unsafe { std::slice::from_raw_parts(self.hdr().headers.get() as *const u8, n) }.to_vec()
-        })
+        self.hdr().headers.read().filter(|h| !h.is_empty())
     }
 
     /// The network stage's RTP state, if one was saved.

@@ -5,10 +5,12 @@
 //!
 //! Layout after the 64-byte segment header ([`super::LAYOUT_VERSION`], kind
 //! [`Kind::Stats`]): `StatsHeader` (stream description, counters), [`STAGES`] ×
-//! [`StageSlot`], then [`RECORDS`] × record slots. Each record slot is a seqlock: `seq` odd
-//! while the (single) writer fills it, even when done; a reader retries or skips a record
-//! whose `seq` changed under it.
+//! [`StageSlot`], then [`RECORDS`] × record slots. Text that may change while read (the
+//! stream description, a stage's error) is a [`SeqBytes`] (shm::seqtext). Each record slot
+//! is a seqlock: `seq` odd while the (single) writer fills it, even when done; a reader
+//! retries or skips a record whose `seq` changed under it.
 
+use super::seqtext::SeqBytes;
 use super::{KIND_HEADER_OFFSET, Kind, Layout, Segment, ShmError};
 use crate::latency::FrameRecord;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering, fence};
@@ -202,9 +204,8 @@ pub struct EncCounters {
 
 #[repr(C, align(64))]
 struct StatsHeader {
-    info_len: [AtomicU32; 2],
-    destination: std::cell::UnsafeCell<[u8; MAX_TEXT]>,
-    profile: std::cell::UnsafeCell<[u8; MAX_TEXT]>,
+    destination: SeqBytes<{ MAX_TEXT / 8 }>,
+    profile: SeqBytes<{ MAX_TEXT / 8 }>,
     width: AtomicU32,
     height: AtomicU32,
     fps: AtomicU32,
@@ -450,9 +451,15 @@ pub struct StageSlot {
     pub retries: AtomicU64,
     /// 1 if the failure is permanent (a broken input file): not worth a restart.
     permanent: AtomicU32,
-    error_len: AtomicU32,
-    error: std::cell::UnsafeCell<[u8; MAX_ERROR]>,
+    /// What `error` holds: [`REASON_NONE`], [`REASON_RETRYING`] or [`REASON_FAILED`].
+    reason: AtomicU32,
+    /// Written by the stage while the supervisor and dashboard may read it: seqlocked.
+    error: SeqBytes<{ MAX_ERROR / 8 }>,
 }
+
+const REASON_NONE: u32 = 0;
+const REASON_RETRYING: u32 = 1;
+const REASON_FAILED: u32 = 2;
 
 #[repr(C)]
 struct RecordSlot {
@@ -479,29 +486,11 @@ pub struct Stats {
     seg: Segment,
 }
 
-// SAFETY: all shared fields are atomics, except the text fields (`destination`, `profile`,
-// a stage's `error`), which are written before a Release store of their length and read
-// after an Acquire load of it.
+// SAFETY: every shared field is an atomic (the text fields are atomic words under a
+// sequence lock, shm::seqtext); the mapping lives as long as `seg`.
 unsafe impl Send for Stats {}
 // SAFETY: as above.
 unsafe impl Sync for Stats {}
-
-fn put_text(dst: &std::cell::UnsafeCell<[u8; MAX_TEXT]>, len: &AtomicU32, s: &str) {
-    let b = s.as_bytes();
-    let n = b.len().min(MAX_TEXT);
-    len.store(0, Ordering::Release);
-    // SAFETY: single writer (the supervisor, before the stages start); readers read only
-    // after an Acquire load of a non-zero length, which is stored after the bytes.
-    unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), dst.get() as *mut u8, n) };
-    len.store(n as u32, Ordering::Release);
-}
-
-fn get_text(src: &std::cell::UnsafeCell<[u8; MAX_TEXT]>, len: &AtomicU32) -> String {
-    let n = (len.load(Ordering::Acquire) as usize).min(MAX_TEXT);
-    // SAFETY: see put_text.
-    String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(src.get() as *const u8, n) })
-        .into_owned()
-}
 
 impl Stats {
     /// Creates stats segment `name`.
@@ -564,8 +553,8 @@ impl Stats {
     /// Writes the stream description (the supervisor, once, before the stages start).
     pub fn set_info(&self, i: &StreamInfo) {
         let h = self.hdr();
-        put_text(&h.destination, &h.info_len[0], &i.destination);
-        put_text(&h.profile, &h.info_len[1], &i.profile);
+        h.destination.write(i.destination.as_bytes());
+        h.profile.write(i.profile.as_bytes());
         h.width.store(i.width, Ordering::Relaxed);
         h.height.store(i.height, Ordering::Relaxed);
         h.fps.store(i.fps, Ordering::Relaxed);
@@ -586,12 +575,12 @@ impl Stats {
         let h = self.hdr();
         let bitrate_kbps = h.bitrate_kbps.load(Ordering::Acquire);
         StreamInfo {
-            destination: get_text(&h.destination, &h.info_len[0]),
+            destination: h.destination.read_text(),
             width: h.width.load(Ordering::Relaxed),
             height: h.height.load(Ordering::Relaxed),
             fps: h.fps.load(Ordering::Relaxed),
             bitrate_kbps,
-            profile: get_text(&h.profile, &h.info_len[1]),
+            profile: h.profile.read_text(),
             target_ms: h.target_ms.load(Ordering::Relaxed),
             supervisor_pid: h.supervisor_pid.load(Ordering::Relaxed),
             started_ns: h.started_ns.load(Ordering::Relaxed),
@@ -964,28 +953,21 @@ impl StageSlot {
         self.state.store(s as u32, Ordering::Release);
     }
 
-    /// Records a failure message (first one wins) and sets [`StageState::Failed`].
+    /// Records a failure message and sets [`StageState::Failed`]. The first failure wins
+    /// (what follows from it is not the cause), but it replaces a reason left by
+    /// [`StageSlot::retrying`]: that one is not why the stage failed.
     pub fn fail(&self, msg: &str) {
-        if self.error_len.load(Ordering::Acquire) == 0 {
-            let b = msg.as_bytes();
-            let n = b.len().min(MAX_ERROR);
-            // SAFETY: only the stage itself writes its error, once, before the Release
-            // store of the length; readers read after an Acquire load of the length.
-            unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), self.error.get() as *mut u8, n) };
-            self.error_len.store(n as u32, Ordering::Release);
+        if self.reason.load(Ordering::Acquire) != REASON_FAILED {
+            self.error.write(msg.as_bytes());
+            self.reason.store(REASON_FAILED, Ordering::Release);
         }
         self.set_state(StageState::Failed);
     }
 
     /// Records why the stage is [`StageState::Retrying`] (replacing any earlier reason).
     pub fn retrying(&self, msg: &str) {
-        let b = msg.as_bytes();
-        let n = b.len().min(MAX_ERROR);
-        self.error_len.store(0, Ordering::Release);
-        // SAFETY: only the stage itself writes its error text; the length is 0 while it
-        // writes, and readers read only after an Acquire load of a non-zero length.
-        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), self.error.get() as *mut u8, n) };
-        self.error_len.store(n as u32, Ordering::Release);
+        self.error.write(msg.as_bytes());
+        self.reason.store(REASON_RETRYING, Ordering::Release);
         self.set_state(StageState::Retrying);
     }
 
@@ -1000,22 +982,19 @@ impl StageSlot {
         self.permanent.load(Ordering::Acquire) != 0
     }
 
-    /// The failure message, if any.
+    /// The failure or retry reason, if any (a consistent copy while the stage rewrites it).
     pub fn error(&self) -> Option<String> {
-        let n = self.error_len.load(Ordering::Acquire) as usize;
-        // SAFETY: see `fail`.
-        (n > 0).then(|| {
-            String::from_utf8_lossy(unsafe {
-                std::slice::from_raw_parts(self.error.get() as *const u8, n)
-            })
-            .into_owned()
-        })
+        if self.reason.load(Ordering::Acquire) == REASON_NONE {
+            return None;
+        }
+        Some(self.error.read_text()).filter(|e| !e.is_empty())
     }
 
     /// Resets the slot for a new process (keeps the counters and the restart count).
     pub fn reset(&self) {
         self.permanent.store(0, Ordering::Release);
-        self.error_len.store(0, Ordering::Release);
+        self.reason.store(REASON_NONE, Ordering::Release);
+        self.error.clear();
         self.heartbeat_ns.store(0, Ordering::Relaxed);
         self.set_state(StageState::Idle);
     }
@@ -1060,6 +1039,16 @@ mod tests {
         c.stage(1).fail("boom");
         assert_eq!(c.stage(1).error().as_deref(), Some("boom"));
         assert_eq!(c.stage(1).state(), StageState::Failed);
+        // A retry reason is replaced by the failure that follows it; the first failure
+        // stays; a reset clears it.
+        let s2 = c.stage(2);
+        s2.retrying("camera gone; reopening");
+        assert_eq!(s2.error().as_deref(), Some("camera gone; reopening"));
+        s2.fail("camera open failed");
+        s2.fail("broken pipe");
+        assert_eq!(s2.error().as_deref(), Some("camera open failed"));
+        s2.reset();
+        assert_eq!(s2.error(), None);
         let info = StreamInfo {
             destination: "192.168.1.100:5004".into(),
             width: 1280,
