@@ -6,6 +6,7 @@
 //! [`model`] collects a [`model::Snapshot`] per tick from the stats segment
 //! (`vr_stream::shm::stats`, read without blocking any writer), /proc and /sys; [`ui`]
 //! draws it; [`sys`] reads the system files.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod model;

@@ -3,6 +3,7 @@
 //! Keys: q quit, p pause, tab focus stages / interface, arrows select, ? help. Starts
 //! "waiting for vr-stream" when nothing runs and picks the stream up when it starts (and
 //! again after a restart). Logs go to a file (`--log`), never to the screen.
+#![forbid(unsafe_code)]
 
 use clap::Parser;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};

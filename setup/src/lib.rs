@@ -5,7 +5,7 @@
 //! [`fsx`] writes them all-or-nothing; [`state`] keeps the backups `--revert` restores;
 //! [`live`] reads and changes the running system (only when the root is `/`).
 //! [`cmdline`], [`sysctl`], [`limits`] and [`cpus`] are pure parsers and editors.
-
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod apply;

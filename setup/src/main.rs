@@ -3,6 +3,7 @@
 //! Exit status: `--check` 0 when everything is tuned, 1 when not, 2 on error;
 //! `--apply`/`--revert` 0 when done, 1 when files are in place but a live change failed
 //! (printed), 2 on error (then no file was changed).
+#![forbid(unsafe_code)]
 
 use clap::Parser;
 use std::path::PathBuf;
