@@ -9,6 +9,16 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// One stream at a time: every test here runs its realtime stages on the same CPU at the
+/// same SCHED_FIFO priorities, and two instances at once preempt each other (seen in
+/// fresh-clone CI: the end-of-file test's encoder lost a frame at the ring while another
+/// test's camera stage, FIFO 90, ran on CPU 1).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn proc_field(pid: u32, key: &str) -> String {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     s.lines()
@@ -33,6 +43,7 @@ fn online_cpus() -> u32 {
 
 #[test]
 fn stages_are_pinned_realtime_processes_and_sigterm_cleans_up() {
+    let _serial = serial();
     let inst = instance("stages");
     let port = free_port_pair().to_string();
     // The three realtime stages only (the web stage is SCHED_OTHER: tests/web.rs).
@@ -277,6 +288,7 @@ fn stages_are_pinned_realtime_processes_and_sigterm_cleans_up() {
 
 #[test]
 fn end_of_file_ends_the_stream_with_exit_0_and_latency_log() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let y4m = dir.path().join("small.y4m");
     let mut bytes = b"YUV4MPEG2 W64 H48 F120:1 Ip C420jpeg\n".to_vec();
@@ -348,6 +360,7 @@ fn run_unprivileged(args: &[&str]) -> Option<std::process::Output> {
 
 #[test]
 fn missing_realtime_privileges_warn_once_or_refuse_with_strict_rt() {
+    let _serial = serial();
     let inst = instance("noprivs");
     let port = free_port_pair().to_string();
     let args = [
@@ -397,6 +410,7 @@ fn missing_realtime_privileges_warn_once_or_refuse_with_strict_rt() {
 
 #[test]
 fn sigint_and_sighup_stop_everything_within_a_second() {
+    let _serial = serial();
     for sig in ["INT", "HUP"] {
         let inst = instance(&format!("sig{sig}"));
         let port = free_port_pair().to_string();
@@ -479,6 +493,7 @@ fn sigint_and_sighup_stop_everything_within_a_second() {
 
 #[test]
 fn bitrate_and_idr_requests_reach_the_running_encoder() {
+    let _serial = serial();
     use vr_stream::shm::bitstream::BitstreamQueue;
     use vr_stream::shm::control::Control;
     let inst = instance("ctl");
