@@ -10,32 +10,16 @@
 //! Run: `cargo bench --bench yolo_latency` (600 frames per run). Under `cargo test` it runs
 //! 120 frames per run.
 
+#[path = "../tests/support/yolo.rs"]
+mod yolo;
+
 use hdrhistogram::Histogram;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn fetch() -> (String, String) {
-    let out = Command::new("bash")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/fetch-yolo.sh"
-        ))
-        .arg("--test-assets")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "scripts/fetch-yolo.sh: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let t = String::from_utf8_lossy(&out.stdout).into_owned();
-    let v = |k: &str| {
-        t.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k}=")))
-            .unwrap()
-            .to_string()
-    };
-    (v("VR_YOLO_DIR"), v("ORT_DYLIB_PATH"))
+    let (dir, lib) = yolo::fetch();
+    (dir.display().to_string(), lib.display().to_string())
 }
 
 fn clip() -> std::path::PathBuf {

@@ -8,10 +8,12 @@
 //! Run: `cargo bench --bench yolo_models` (20 timed runs per photo). Under `cargo test` it
 //! runs 2 per photo.
 
+#[path = "../tests/support/yolo.rs"]
+mod yolo;
+
 use hdrhistogram::Histogram;
-use std::path::PathBuf;
-use std::process::Command;
 use vr_stream::detect::onnx::{Detector, DetectorParams, load_runtime};
+use yolo::rgb_of;
 
 /// Each photo and the COCO classes in it (any one of a `|` group counts: a pickup is a
 /// truck or a car).
@@ -24,46 +26,10 @@ const PHOTOS: [(&str, &[&[u16]]); 6] = [
     ("kite", &[&[0], &[33]]),          // person, kite
 ];
 
-fn fetch() -> (PathBuf, PathBuf) {
-    let out = Command::new("bash")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/fetch-yolo.sh"
-        ))
-        .arg("--test-assets")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "scripts/fetch-yolo.sh: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let t = String::from_utf8_lossy(&out.stdout).into_owned();
-    let v = |k: &str| {
-        PathBuf::from(
-            t.lines()
-                .find_map(|l| l.strip_prefix(&format!("{k}=")))
-                .unwrap(),
-        )
-    };
-    (v("VR_YOLO_DIR"), v("ORT_DYLIB_PATH"))
-}
-
-fn rgb_of(jpeg: &[u8]) -> (Vec<u8>, u32, u32) {
-    use zune_jpeg::zune_core::{colorspace::ColorSpace, options::DecoderOptions};
-    let mut d = zune_jpeg::JpegDecoder::new_with_options(
-        std::io::Cursor::new(jpeg),
-        DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB),
-    );
-    let px = d.decode().unwrap();
-    let info = d.info().unwrap();
-    (px, info.width as u32, info.height as u32)
-}
-
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let runs = if full { 20 } else { 2 };
-    let (dir, lib) = fetch();
+    let (dir, lib) = yolo::fetch();
     load_runtime(&lib).unwrap();
     let photos: Vec<_> = PHOTOS
         .iter()

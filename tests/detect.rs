@@ -10,11 +10,14 @@
 
 mod common;
 use common::*;
+#[path = "support/yolo.rs"]
+mod yolo;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 use vr_stream::detect::onnx::{Detector, DetectorParams, load_runtime};
 use vr_stream::detect::{Detection, iou};
+use yolo::rgb_of;
 
 /// The tests here stream or run the model flat out: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -28,43 +31,10 @@ struct Assets {
     lib: PathBuf,
 }
 
-/// Runs scripts/fetch-yolo.sh (cached after the first run) and reads its variables.
+/// scripts/fetch-yolo.sh --test-assets (cached after the first run).
 fn assets() -> Assets {
-    let out = Command::new("bash")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/fetch-yolo.sh"
-        ))
-        .arg("--test-assets")
-        .output()
-        .expect("bash");
-    assert!(
-        out.status.success(),
-        "scripts/fetch-yolo.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let var = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k}=")))
-            .map(PathBuf::from)
-            .unwrap_or_else(|| panic!("{k} missing: {text}"))
-    };
-    Assets {
-        dir: var("VR_YOLO_DIR"),
-        lib: var("ORT_DYLIB_PATH"),
-    }
-}
-
-fn rgb_of(jpeg: &[u8]) -> (Vec<u8>, u32, u32) {
-    use zune_jpeg::zune_core::{colorspace::ColorSpace, options::DecoderOptions};
-    let mut d = zune_jpeg::JpegDecoder::new_with_options(
-        std::io::Cursor::new(jpeg),
-        DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB),
-    );
-    let px = d.decode().unwrap();
-    let info = d.info().unwrap();
-    (px, info.width as u32, info.height as u32)
+    let (dir, lib) = yolo::fetch();
+    Assets { dir, lib }
 }
 
 struct Ref {

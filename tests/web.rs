@@ -9,6 +9,8 @@
 //! is the only interface, and the traffic stays on loopback addresses.
 
 mod common;
+#[path = "support/yolo.rs"]
+mod yolo;
 use common::*;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -774,31 +776,12 @@ fn the_browsers_receiver_reports_bring_the_bitrate_under_a_policed_link_and_nack
     assert!(v["rtc"]["framesDecoded"].as_u64().unwrap_or(0) > 200, "{v}");
 }
 
-/// Runs scripts/fetch-yolo.sh (cached) and returns (ONNX Runtime library, model).
+/// scripts/fetch-yolo.sh --test-assets (cached): (ONNX Runtime library, model).
 fn yolo_assets() -> (String, String) {
-    let out = Command::new("bash")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/fetch-yolo.sh"
-        ))
-        .arg("--test-assets")
-        .output()
-        .expect("bash");
-    assert!(
-        out.status.success(),
-        "scripts/fetch-yolo.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let var = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k}=")))
-            .unwrap_or_else(|| panic!("{k} missing: {text}"))
-            .to_string()
-    };
+    let (dir, lib) = yolo::fetch();
     (
-        var("ORT_DYLIB_PATH"),
-        format!("{}/yolov3-tiny-320.onnx", var("VR_YOLO_DIR")),
+        lib.display().to_string(),
+        dir.join("yolov3-tiny-320.onnx").display().to_string(),
     )
 }
 
