@@ -1,12 +1,18 @@
 # Sourced by the scripts that cross-build for the Raspberry Pi (aarch64) on an x86 machine:
 # the rustup target, pkg-config for Debian's multiarch arm64 libraries, bindgen's target,
-# the linker, and qemu-user as the runner. Sets TARGET. Needs scripts/install-cross-deps.sh.
+# the linker, the CPU, and qemu-user as the runner. Sets TARGET. Needs
+# scripts/install-cross-deps.sh.
+# The code is built for the Raspberry Pi 5's Cortex-A76 (rustc -C target-cpu, what
+# `cargo pi5` does on the Pi): such binaries do not run on a Pi 4 (Cortex-A72: no LSE
+# atomics). VR_TARGET_CPU=cortex-a72 builds for a Pi 4, VR_TARGET_CPU=generic for any
+# ARMv8-A.
 TARGET=aarch64-unknown-linux-gnu
 rustup target add "$TARGET" >/dev/null
 export PKG_CONFIG_ALLOW_CROSS=1
 export PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig
 export BINDGEN_EXTRA_CLANG_ARGS="--target=aarch64-linux-gnu -I/usr/aarch64-linux-gnu/include"
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-cpu=${VR_TARGET_CPU:-cortex-a76}"
 # The emulated programs load Debian's multiarch libc6:arm64 (/lib/ld-linux-aarch64.so.1,
 # /usr/lib/aarch64-linux-gnu): with the cross toolchain's older copy under
 # /usr/aarch64-linux-gnu, pthread_create hangs under qemu-user (seen with qemu 7.2 and

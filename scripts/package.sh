@@ -4,13 +4,16 @@
 # /lib/systemd/system, /etc/vr-stream/vr-stream.toml as a conffile, the docs in
 # /usr/share/doc/vr-stream; Depends from the binaries' shared libraries).
 #
-#   scripts/package.sh [amd64] [arm64]      (default: both)
+#   scripts/package.sh [--prebuilt] [amd64] [arm64]      (default: both)
 #
-# amd64 is built natively on x86-64; arm64 natively on a Pi, else cross-built
-# (scripts/cross-env.sh; scripts/install-cross-deps.sh installs the cross toolchain and
-# libx264-dev:arm64, which dpkg-shlibdeps reads for the arm64 Depends). The arm64 package is
-# built for generic ARMv8-A, so it runs on a Pi 4 and 3 too (`cargo pi5` builds for the
-# Cortex-A76 only). Binaries are stripped. Prints the path of each .deb on stdout.
+# amd64 is built natively on x86-64; arm64 natively on a Pi, else cross-built for the Pi 5
+# (scripts/cross-env.sh: Cortex-A76, so it does not run on a Pi 4; VR_TARGET_CPU=cortex-a72
+# builds one that does; scripts/install-cross-deps.sh installs the cross toolchain and
+# libx264-dev:arm64, which dpkg-shlibdeps reads for the arm64 Depends). Both have the
+# v4l2-m2m feature (scripts/feature-env.sh). Binaries are stripped. Prints the path of each
+# .deb on stdout.
+# --prebuilt: package the binaries the last build left in target/ (scripts/test.sh's test
+# builds) instead of building them again.
 # Installs cargo-deb (cargo install --locked) when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +22,21 @@ CARGO_DEB_VERSION=3.8.0
 if ! cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
     cargo install --locked --quiet "cargo-deb@$CARGO_DEB_VERSION" >&2
 fi
+PREBUILT=
+if [ "${1:-}" = --prebuilt ]; then PREBUILT=1; shift; fi
+# shellcheck source=scripts/feature-env.sh
+. scripts/feature-env.sh
+FEATURES=(--features vr-stream/v4l2-m2m)
+build() { # build TARGET_DIR CARGO_ARGS...: builds the binaries, or checks they are there
+    local dir="$1"
+    shift
+    if [ -z "$PREBUILT" ]; then
+        cargo build --release --workspace --bins "${FEATURES[@]}" "$@" >&2
+    fi
+    for b in vr-stream vr-receive quick-bench setup dashboard; do
+        [ -x "$dir/$b" ] || { echo "package.sh: --prebuilt: no $dir/$b (build first)" >&2; exit 1; }
+    done
+}
 NATIVE="$(dpkg --print-architecture)"
 ARCHES=("$@")
 [ ${#ARCHES[@]} -gt 0 ] || ARCHES=(amd64 arm64)
@@ -28,13 +46,13 @@ for arch in "${ARCHES[@]}"; do
         *) echo "package.sh: unknown architecture '$arch' (allowed: amd64, arm64)" >&2; exit 2 ;;
     esac
     if [ "$arch" = "$NATIVE" ]; then
-        cargo build --release --workspace --bins >&2
+        build target/release
         cargo deb --no-build --strip --output target/debian/ >&2
     elif [ "$arch" = arm64 ]; then
         (
             # shellcheck source=scripts/cross-env.sh
             . scripts/cross-env.sh
-            cargo build --release --target "$TARGET" --workspace --bins >&2
+            build "target/$TARGET/release" --target "$TARGET"
             cargo deb --no-build --strip --target "$TARGET" --output target/debian/ >&2
         )
     else

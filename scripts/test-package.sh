@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Tests the Debian packages that scripts/package.sh builds:
+# Tests the Debian packages that scripts/package.sh builds
+# (`scripts/test-package.sh [--prebuilt]`: --prebuilt is given to package.sh):
 #   arm64 (cross-built here): dpkg-deb -I / -c: architecture, Depends (libx264-164, libc6),
 #     the six programs in /usr/bin as AArch64 executables, the three units, the conffile,
 #     the docs;
@@ -19,7 +20,7 @@ ok() { echo "test-package: ok: $*"; }
 if dpkg-query -W -f '${Status}' vr-stream 2>/dev/null | grep -q installed; then
     fail "a vr-stream package is installed on this machine already: not touching it (dpkg --purge vr-stream first)"
 fi
-mapfile -t DEBS < <(bash scripts/package.sh amd64 arm64)
+mapfile -t DEBS < <(bash scripts/package.sh "$@" amd64 arm64)
 AMD64="${DEBS[0]}"
 ARM64="${DEBS[1]}"
 [ -f "$AMD64" ] && [ -f "$ARM64" ] || fail "scripts/package.sh made no .deb: ${DEBS[*]}"

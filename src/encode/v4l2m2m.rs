@@ -246,8 +246,8 @@ impl V4l2M2mEncoder {
 
     fn wait(&self, flags: PollFlags, deadline: Instant) -> Result<bool, EncodeError> {
         let left = deadline.saturating_duration_since(Instant::now());
-        let ms =
-            PollTimeout::try_from(left.as_millis().min(10_000) as u16).unwrap_or(PollTimeout::ZERO);
+        // At most 10 s: fits a u16 of milliseconds.
+        let ms = PollTimeout::from(left.as_millis().min(10_000) as u16);
         let mut fds = [PollFd::new(self.fd.as_fd(), flags)];
         match poll(&mut fds, ms) {
             Ok(n) => Ok(n > 0),

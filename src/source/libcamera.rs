@@ -61,16 +61,11 @@ fn err(device: &str, message: impl Into<String>) -> SourceError {
 
 /// CLOCK_MONOTONIC − CLOCK_BOOTTIME now, ns (≤ 0: time spent suspended).
 fn boot_to_mono_offset() -> i64 {
-    let read = |clock| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid out-pointer; both clocks exist on Linux.
-        unsafe { libc::clock_gettime(clock, &mut ts) };
-        ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
-    };
-    read(libc::CLOCK_MONOTONIC) - read(libc::CLOCK_BOOTTIME)
+    use nix::time::{ClockId, clock_gettime};
+    // Both clocks exist on every Linux this runs on: an error reads as 0.
+    let read =
+        |clock| clock_gettime(clock).map_or(0, |t| std::time::Duration::from(t).as_nanos() as i64);
+    read(ClockId::CLOCK_MONOTONIC) - read(ClockId::CLOCK_BOOTTIME)
 }
 
 impl LibcameraSource {

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# README's test command: every check of the repository, one build per target, each step
+# timed. Run as root (SCHED_FIFO, network namespaces, nftables, dpkg -i); `.ci/run`
+# installs what it needs first.
+#
+#   1. fmt      cargo fmt --all --check
+#   2. clippy   cargo clippy, warnings as errors, every target of the workspace with both
+#               optional features (libcamera: CSI cameras, v4l2-m2m: the Pi 4's encoder),
+#               so the libcamera source is compile-checked here too
+#   3. build    the x86-64 test build (release, feature v4l2-m2m), then `sync`: the timing
+#               tests must not run while the kernel writes back the build's dirty pages
+#               (docs/testing.md)
+#   4. test     cargo test: unit and integration tests (builds nothing more)
+#   5. aarch64  scripts/test-aarch64.sh: the Pi 5 build (Cortex-A76, v4l2-m2m) and the
+#               tests that run under qemu-user
+#   6. package  scripts/test-package.sh --prebuilt: both .deb from the binaries of steps 3
+#               and 5 (no third and fourth build), arm64 inspected, amd64 installed and run
+#
+# Debian 12 lacks what the two features need: scripts/feature-env.sh fetches Debian
+# trixie's kernel headers (v4l2r's bindings) and libcamera 0.4 headers into the cache.
+# At the end (and after a failed step) the time of each step is printed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+. scripts/feature-env.sh
+
+TIMES=()
+report() {
+    local rc=$?
+    echo "test.sh: time per step:"
+    for t in "${TIMES[@]}"; do echo "  $t"; done
+    [ "$rc" = 0 ] || echo "test.sh: FAILED (exit $rc) in step '${CURRENT:-?}'"
+}
+trap report EXIT
+step() { # step NAME COMMAND...
+    CURRENT="$1"
+    shift
+    local t0=$SECONDS
+    echo "test.sh: == $CURRENT: $*"
+    "$@"
+    TIMES+=("$(printf '%-8s %4d s' "$CURRENT" $((SECONDS - t0)))")
+}
+
+FEATURES=(--features vr-stream/v4l2-m2m)
+step fmt cargo fmt --all --check
+step clippy env PKG_CONFIG_PATH="$VR_LIBCAMERA_PKG_CONFIG_PATH" \
+    cargo clippy --release --workspace --all-targets --features vr-stream/v4l2-m2m,vr-stream/libcamera -- -D warnings
+step build cargo test --release --workspace --all-targets "${FEATURES[@]}" --no-run
+sync
+step test cargo test --release --workspace --all-targets "${FEATURES[@]}"
+step aarch64 bash scripts/test-aarch64.sh
+step package bash scripts/test-package.sh --prebuilt
+CURRENT=
+echo "test.sh: all steps passed"
