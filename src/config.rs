@@ -705,7 +705,7 @@ impl Config {
             "detect.max",
             d.max,
             1,
-            crate::shm::stats::MAX_DETECTIONS as u32,
+            vr_proto::detection::MAX_DETECTIONS as u32,
         )?;
         let w = &self.web;
         check("web.port", w.port, 1, 65535)?;

@@ -10,6 +10,8 @@ use crate::rtp::PacketBuf;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
+pub use vr_proto::framing::rfc4571_packets;
+pub use vr_sys::net::route_source;
 
 /// Longest wait for socket-buffer space before dropping packets, ms.
 pub const WOULD_BLOCK_WAIT_MS: i32 = 2;
@@ -471,34 +473,6 @@ impl TcpSender {
             TcpFrame::Sent { fresh }
         }
     }
-}
-
-/// Splits an RFC 4571 byte stream into packets: calls `f` with each whole packet at the
-/// front of `buf` and returns how many bytes were consumed (the rest is an incomplete
-/// packet; keep it for the next read).
-pub fn rfc4571_packets<'a>(buf: &'a [u8], mut f: impl FnMut(&'a [u8])) -> usize {
-    let mut at = 0;
-    while buf.len() - at >= 2 {
-        let n = u16::from_be_bytes([buf[at], buf[at + 1]]) as usize;
-        if buf.len() - at - 2 < n {
-            break;
-        }
-        f(&buf[at + 2..at + 2 + n]);
-        at += 2 + n;
-    }
-    at
-}
-
-/// The local address the kernel would use to reach `dest` (a UDP connect sends nothing).
-pub fn route_source(dest: SocketAddr) -> Option<std::net::IpAddr> {
-    let bind: SocketAddr = if dest.is_ipv4() {
-        "0.0.0.0:0".parse().ok()?
-    } else {
-        "[::]:0".parse().ok()?
-    };
-    let s = std::net::UdpSocket::bind(bind).ok()?;
-    s.connect(dest).ok()?;
-    Some(s.local_addr().ok()?.ip())
 }
 
 #[cfg(test)]

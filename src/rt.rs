@@ -7,27 +7,8 @@
 
 use std::time::Duration;
 
-/// CLOCK_MONOTONIC now, ns (the clock of every timestamp in the pipeline).
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// CLOCK_REALTIME now, ns since the Unix epoch.
-pub fn realtime_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: as above.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+pub use vr_sys::proc::{RtState, ThreadState, read_state, read_threads, status_field_kb};
+pub use vr_sys::time::{monotonic_ns, realtime_ns};
 
 /// The wall-clock time (Unix ns) of the CLOCK_MONOTONIC instant `mono_ns`, from a pair of
 /// readings of both clocks taken together (`mono_now`, `real_now`): its age subtracted
@@ -139,19 +120,6 @@ pub struct RtRequest {
 /// One thing [`apply`] could not do, with the limit involved and how `setup` fixes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RtShortfall(pub String);
-
-/// What is in force after [`apply`], read back from the kernel.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RtState {
-    /// CPUs in the affinity mask.
-    pub cpus: Vec<usize>,
-    /// Scheduling policy (libc::SCHED_OTHER = 0, SCHED_FIFO = 1, ...).
-    pub policy: i32,
-    /// Realtime priority (0 for SCHED_OTHER).
-    pub priority: i32,
-    /// Locked memory, KiB (VmLck in /proc/self/status).
-    pub vmlck_kb: u64,
-}
 
 /// Reads a resource limit: (soft, hard); `u64::MAX` for unlimited.
 pub fn rlimit(resource: nix::sys::resource::Resource) -> (u64, u64) {
@@ -296,78 +264,6 @@ pub fn prefault_stack() {
     std::hint::black_box(&buf);
 }
 
-/// Reads back the affinity, policy, priority and locked memory of process `pid` (0 = self)
-/// from the kernel (sched_getaffinity, sched_getscheduler, sched_getparam, /proc status).
-pub fn read_state(pid: i32) -> RtState {
-    let mut st = RtState::default();
-    // SAFETY: plain syscalls with a valid pid and out-pointers.
-    unsafe {
-        st.policy = libc::sched_getscheduler(pid);
-        let mut p = libc::sched_param { sched_priority: 0 };
-        if libc::sched_getparam(pid, &mut p) == 0 {
-            st.priority = p.sched_priority;
-        }
-    }
-    if let Ok(set) = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(pid)) {
-        st.cpus = (0..nix::sched::CpuSet::count())
-            .filter(|&c| set.is_set(c).unwrap_or(false))
-            .collect();
-    }
-    let path = if pid == 0 {
-        "/proc/self/status".to_string()
-    } else {
-        format!("/proc/{pid}/status")
-    };
-    if let Ok(s) = std::fs::read_to_string(path) {
-        st.vmlck_kb = status_field_kb(&s, "VmLck:").unwrap_or(0);
-    }
-    st
-}
-
-/// What is in force for one thread of a process ([`read_threads`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ThreadState {
-    /// Thread id (a directory of /proc/PID/task).
-    pub tid: i32,
-    /// Its name (/proc/PID/task/TID/comm).
-    pub name: String,
-    /// CPUs it may run on, policy and priority, as [`read_state`] reads them.
-    pub state: RtState,
-}
-
-/// Reads back every thread of process `pid` (/proc/PID/task/*): affinity, policy and
-/// priority per thread, from the kernel (sched_getaffinity / sched_getscheduler /
-/// sched_getparam take a thread id). Threads that exit meanwhile are left out.
-pub fn read_threads(pid: i32) -> Vec<ThreadState> {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return vec![];
-    };
-    let mut out: Vec<ThreadState> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|tid| {
-            let name = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
-            let mut state = read_state(tid);
-            state.vmlck_kb = 0;
-            (state.policy >= 0).then(|| ThreadState {
-                tid,
-                name: name.trim().to_string(),
-                state,
-            })
-        })
-        .collect();
-    out.sort_by_key(|t| t.tid);
-    out
-}
-
-/// Parses `Key:   123 kB` from /proc/PID/status text.
-pub fn status_field_kb(status: &str, key: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-}
-
 static STOP_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 extern "C" fn on_stop_signal(sig: libc::c_int) {
@@ -415,29 +311,5 @@ mod tests {
         assert!(c < 1000);
         assert_eq!(cpu_list_text(&[0, 1, 3, 5, 6, 7]), "0-1,3,5-7");
         assert_eq!(cpu_list_text(&[2]), "2");
-    }
-
-    #[test]
-    fn threads_are_read_back_one_by_one() {
-        let me = std::process::id() as i32;
-        let (tx, rx) = std::sync::mpsc::channel::<(i32, usize)>();
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-        let t = std::thread::spawn(move || {
-            // A thread restricted to the last CPU this process may use.
-            let last = *read_state(0).cpus.last().unwrap();
-            let mut set = nix::sched::CpuSet::new();
-            set.set(last).unwrap();
-            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
-            tx.send((nix::unistd::gettid().as_raw(), last)).unwrap();
-            let _ = done_rx.recv();
-        });
-        let (tid, last) = rx.recv().unwrap();
-        let threads = read_threads(me);
-        done_tx.send(()).unwrap();
-        t.join().unwrap();
-        assert!(threads.iter().any(|t| t.tid == me), "{threads:?}");
-        let th = threads.iter().find(|t| t.tid == tid).expect("the thread");
-        assert_eq!(th.state.cpus, vec![last], "{threads:?}");
-        assert_eq!(th.state.policy, libc::SCHED_OTHER);
     }
 }

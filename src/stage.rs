@@ -16,17 +16,21 @@ use crate::encode::{EncoderParams, open_encoder};
 use crate::latency::FrameRecord;
 use crate::net::{SendStats, UdpSender};
 use crate::rt::{self, monotonic_ns};
-use crate::rtp::{self, PacketBuf, Packetizer, RtpParams};
+use crate::rtp::{self, PacketBuf, RtpParams};
 use crate::shm::bitstream::{AuMeta, BitstreamQueue, FLAG_KEYFRAME, Next, Push};
 use crate::shm::control::NetCounters;
 use crate::shm::control::{
-    Control, RtpState, STAGE_CAMERA, STAGE_ENCODE, STAGE_NETWORK, StageSlot, StageState,
+    Control, STAGE_CAMERA, STAGE_ENCODE, STAGE_NETWORK, StageSlot, StageState,
 };
 use crate::shm::frame_ring::{FORMAT_I420, FrameMeta, FrameRing, RingGeometry, SPIN, Take};
 use crate::shm::stats::{STAGE_DETECT, STAGE_WEB};
 use crate::source::{self, SourceFormat};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
+use vr_proto::session::{
+    AccessUnit, Batch, PACING_SLACK_NS, SenderSession, SessionConfig, next_batch,
+};
+pub use vr_shm::names::{segment_names, stats_name, web_queue_name};
 
 /// Environment variable carrying the merged configuration (TOML) to the stages.
 pub const CONFIG_ENV: &str = "VR_STREAM_CONFIG";
@@ -195,31 +199,11 @@ pub fn web_cpus(cfg: &Config) -> Vec<usize> {
         .unwrap_or_default()
 }
 
-/// Segment names of instance `inst`: (control, frame ring, bitstream queue).
-pub fn segment_names(inst: &str) -> (String, String, String) {
-    (
-        format!("{inst}-ctl"),
-        format!("{inst}-frames"),
-        format!("{inst}-bits"),
-    )
-}
-
-/// Name of the web queue of instance `inst`: the encoder's copy of each access unit for
-/// the web stage (a [`BitstreamQueue`] with a lossy writer).
-pub fn web_queue_name(inst: &str) -> String {
-    format!("{inst}-web")
-}
-
 /// Web queue capacity, bytes: about half a second of stream at `bitrate_kbps` (with room
 /// for IDRs), at least 2 MiB. The web stage skips to the newest frame after a stall, so
 /// more would only be memory.
 pub fn web_queue_capacity(bitrate_kbps: u32) -> usize {
     (bitrate_kbps as usize * 1000 / 8).max(2 << 20)
-}
-
-/// Name of the stats segment of instance `inst` (what `dashboard` reads).
-pub fn stats_name(inst: &str) -> String {
-    format!("{inst}-stats")
 }
 
 /// Bitstream queue capacity for a bitrate: one second of stream plus room for IDRs,
@@ -818,18 +802,6 @@ fn network(
     let ssrc = saved
         .map(|r| r.ssrc)
         .unwrap_or(if s.ssrc != 0 { s.ssrc } else { random_u32() });
-    let params = RtpParams {
-        ssrc,
-        payload_type: s.payload_type,
-        payload_size: s.payload_size as usize,
-        capture_time_ext_id: Some(s.capture_time_ext_id),
-    };
-    let mut pk = Packetizer::new(
-        params,
-        saved.map(|r| r.next_seq).unwrap_or(random_u32() as u16),
-    );
-    let ts_offset = saved.map(|r| r.ts_offset).unwrap_or_else(random_u32);
-    let mut pkts = PacketBuf::with_capacity(2 << 20);
     // FEC to port + 2 from its own socket: its errors (nobody listening there, e.g.
     // ffmpeg) never count against the stream. Not over TCP: TCP does not lose packets.
     let fec_dest = SocketAddr::new(ip, s.port.saturating_add(2));
@@ -841,8 +813,6 @@ fn network(
     } else {
         None
     };
-    let mut fec = crate::fec::FecEncoder::new(random_u32() as u16);
-    let mut fec_pkts = PacketBuf::with_capacity(1 << 20);
     let rtcp_dest = SocketAddr::new(ip, s.port + 1);
     let mut rtcp = rtcp_session::SenderRtcp::new(rtcp_dest, s.dscp, s.rtcp_local_port, ssrc)
         .map_err(|e| {
@@ -851,10 +821,6 @@ fn network(
                 s.rtcp_local_port
             )
         })?;
-    let mut abr = cfg
-        .abr
-        .enabled
-        .then(|| crate::abr::RateController::new(cfg.abr.params(cfg.encoder.bitrate_kbps)));
     let interval_ns = fmt.frame_interval_ns();
     go_realtime(StageKind::Network, cfg, slot)?;
     let mut reader = queue.reader();
@@ -866,44 +832,46 @@ fn network(
     if !wait_go(ctl) {
         return Ok(());
     }
-    let mut base_ns = saved.map(|r| r.base_ns);
     // With intra refresh there is no IDR after the first frame, so nothing carries the
-    // SPS/PPS in band: put them in front of an access unit once a second (a receiver that
-    // joins late, or a decoder that ignores sprop-parameter-sets, can then start).
+    // SPS/PPS in band: the session puts them in front of an access unit once a second (a
+    // receiver that joins late, or a decoder that ignores sprop-parameter-sets, can then
+    // start). The encoder has written them by now.
     let headers = ctl.headers().unwrap_or_default();
     let resend_every = if cfg.encoder.intra_refresh && !headers.is_empty() {
         fmt.fps_num.div_ceil(fmt.fps_den.max(1)) as u64
     } else {
         0
     };
-    let mut since_params = 0u64;
-    let mut with_params: Vec<u8> = Vec::with_capacity(1 << 20);
+    // What the stage decides is the session's (sans-IO, unit-tested in vr-proto): the
+    // packets, their FEC and pacing, which feedback to obey, SR timing, the bitrate (the
+    // lower of the rate controller's target and the web stage's, whose WebRTC peers each
+    // run their own controller: one encoder feeds every output).
+    let mut session = SenderSession::new(SessionConfig {
+        rtp: RtpParams {
+            ssrc,
+            payload_type: s.payload_type,
+            payload_size: s.payload_size as usize,
+            capture_time_ext_id: Some(s.capture_time_ext_id),
+        },
+        first_seq: saved.map(|r| r.next_seq).unwrap_or(random_u32() as u16),
+        ts_offset: saved.map(|r| r.ts_offset).unwrap_or_else(random_u32),
+        base_ns: saved.map(|r| r.base_ns),
+        fec_percent: if fec_tx.is_some() { s.fec_percent } else { 0 },
+        fec_payload_type: s.fec_payload_type,
+        fec_first_seq: random_u32() as u16,
+        burst_bytes: s.burst_bytes as u64,
+        pacing_kbps: s.pacing_kbps,
+        frame_interval_ns: interval_ns,
+        headers,
+        resend_every,
+        abr: cfg
+            .abr
+            .enabled
+            .then(|| cfg.abr.params(cfg.encoder.bitrate_kbps)),
+        bitrate_kbps: cfg.encoder.bitrate_kbps,
+        receiver: ip,
+    });
     let mut det_runs_sent = 0u64;
-    // Reports read -> rate controller -> encoder; every change logged. The encoder gets
-    // the lowest of this controller's target and the web stage's (the lowest of its
-    // WebRTC peers', each running its own controller on its browser's reports, see
-    // web::rtc): one encoder feeds every output. The count returned (stats: abr_changes)
-    // is of changes to the encoder's bitrate.
-    let mut rtp_target = cfg.encoder.bitrate_kbps;
-    let mut applied = cfg.encoder.bitrate_kbps;
-    let mut adapt = |rtcp: &mut rtcp_session::SenderRtcp,
-                     abr: &mut Option<crate::abr::RateController>|
-     -> u64 {
-        let mut changes = 0;
-        for fb in rtcp.feedback() {
-            if let Some(ch) = abr.as_mut().and_then(|a| a.on_report(fb)) {
-                rtp_target = ch.to_kbps;
-                eprintln!("vr-stream[network]: {ch}");
-            }
-        }
-        let want = ctl.web_target().map_or(rtp_target, |w| w.min(rtp_target));
-        if want != applied {
-            ctl.request_bitrate(want);
-            applied = want;
-            changes += 1;
-        }
-        changes
-    };
     loop {
         if ctl.stop_requested() {
             break;
@@ -913,10 +881,7 @@ fn network(
         let au = match reader.next(Instant::now() + RTCP_POLL, SPIN) {
             Next::Au(a) => a,
             Next::Timeout => {
-                let now = monotonic_ns();
-                let ts_now = base_ns.map(|b| rtp::rtp_timestamp_90k(now, b, ts_offset));
-                rtcp.tick(now, ts_now, ctl.stats(), queue);
-                let changes = adapt(&mut rtcp, &mut abr);
+                let changes = rtcp.tick(monotonic_ns(), &mut session, ctl, queue);
                 ctl.stats().add_net(&NetCounters {
                     abr_changes: changes,
                     ..Default::default()
@@ -931,64 +896,43 @@ fn network(
         };
         let m = au.meta;
         let au_bytes = au.data.len() as u64;
-        let base = *base_ns.get_or_insert(m.capture_ns);
-        let ts = rtp::rtp_timestamp_90k(m.capture_ns, base, ts_offset);
         // abs-capture-time: the capture instant on the wall clock, from its age now.
         let (mono, real) = (monotonic_ns(), rt::realtime_ns());
-        let ntp = rtp::ntp_from_unix_ns(rt::wall_ns(m.capture_ns, mono, real));
-        since_params = if m.flags & FLAG_KEYFRAME != 0 {
-            0
-        } else {
-            since_params + 1
-        };
-        let data = if resend_every > 0 && since_params >= resend_every {
-            since_params = 0;
-            with_params.clear();
-            with_params.extend_from_slice(&headers);
-            with_params.extend_from_slice(au.data);
-            &with_params[..]
-        } else {
-            au.data
-        };
-        let n = match pk.packetize(data, ts, Some(ntp), &mut pkts) {
-            Ok(n) => n,
+        let frame = match session.on_access_unit(AccessUnit {
+            data: au.data,
+            capture_ns: m.capture_ns,
+            capture_ntp: rtp::ntp_from_unix_ns(rt::wall_ns(m.capture_ns, mono, real)),
+            keyframe: m.flags & FLAG_KEYFRAME != 0,
+        }) {
+            Ok(f) => f,
             Err(e) => {
                 eprintln!("vr-stream[network]: frame {}: {e}", m.frame_id);
                 continue;
             }
         };
         drop(au);
-        ctl.save_rtp_state(RtpState {
-            ssrc,
-            next_seq: pk.next_seq(),
-            ts_offset,
-            base_ns: base,
-        });
+        ctl.save_rtp_state(frame.state);
+        let pkts = session.media();
         let first_sent = monotonic_ns();
         let mut net = NetCounters::default();
         let st = match &mut out {
-            MediaOut::Udp(tx) => match crate::pacing::Pacer::plan(
-                pkts.bytes() as u64,
-                s.burst_bytes as u64,
-                s.pacing_kbps,
-                interval_ns,
-            ) {
-                None => tx.send(&pkts),
+            MediaOut::Udp(tx) => match &frame.pacer {
+                None => tx.send(pkts),
                 Some(pacer) => {
-                    let st = send_paced(tx, &pkts, &pacer, first_sent);
+                    let st = send_paced(tx, pkts, pacer, first_sent);
                     net.paced_frames = 1;
                     net.paced_ns = monotonic_ns() - first_sent;
                     st
                 }
             },
-            MediaOut::Tcp(t) => match t.send_frame(&pkts, first_sent) {
+            MediaOut::Tcp(t) => match t.send_frame(pkts, first_sent) {
                 crate::net::TcpFrame::Sent { fresh } => {
                     if fresh {
                         eprintln!("vr-stream[network]: TCP connected to {dest}");
                         queue.request_idr();
                     }
                     SendStats {
-                        packets: n as u64,
+                        packets: frame.packets as u64,
                         bytes: pkts.bytes() as u64,
                         batches: 1,
                         ..Default::default()
@@ -1004,32 +948,22 @@ fn network(
             },
         };
         let last_sent = monotonic_ns();
-        if let Some(a) = abr.as_mut() {
-            a.on_sent(st.packets, st.bytes);
-        }
+        session.on_sent(st.packets, st.bytes);
         if let Some(ftx) = fec_tx.as_mut() {
-            fec_pkts.clear();
-            match fec.protect(&pkts, s.fec_percent, s.fec_payload_type, &mut fec_pkts) {
-                Ok(_) => net.fec_packets = ftx.send(&fec_pkts).packets,
+            match session.protect_last() {
+                Ok(_) => net.fec_packets = ftx.send(session.fec()).packets,
                 Err(e) => eprintln!("vr-stream[network]: frame {}: FEC: {e}", m.frame_id),
             }
         }
-        rtcp.sent(st.packets, st.bytes);
-        rtcp.tick(
-            last_sent,
-            Some(rtp::rtp_timestamp_90k(last_sent, base, ts_offset)),
-            ctl.stats(),
-            queue,
-        );
-        net.abr_changes = adapt(&mut rtcp, &mut abr);
+        net.abr_changes = rtcp.tick(last_sent, &mut session, ctl, queue);
         // The detect stage's newest result, once, to the receiver (RTCP APP "VRDT").
         if cfg.detect.enabled {
             let runs = ctl.stats().detect().inferences;
             if runs != det_runs_sent
                 && let Some(set) = ctl.stats().detections()
+                && let Some(ts) = session.rtp_timestamp(set.capture_ns)
             {
                 det_runs_sent = runs;
-                let ts = rtp::rtp_timestamp_90k(set.capture_ns, base, ts_offset);
                 let data = crate::detect::wire::encode(ts, fmt.width, fmt.height, &set.detections);
                 rtcp.send_app(
                     crate::detect::wire::APP_SUBTYPE,
@@ -1057,7 +991,7 @@ fn network(
             first_sent_ns: first_sent,
             last_sent_ns: last_sent,
             bytes: au_bytes,
-            packets: n as u64,
+            packets: frame.packets as u64,
             keyframe: (m.flags & FLAG_KEYFRAME != 0) as u64,
         });
         use std::sync::atomic::Ordering::Relaxed;
@@ -1069,8 +1003,8 @@ fn network(
     Ok(())
 }
 
-/// Sends `pkts` following `pacer`: each sendmmsg takes the packets already due, then the
-/// stage sleeps (clock_nanosleep, absolute) until the next one is. `start_ns`: when the
+/// Sends `pkts` following `pacer`: each sendmmsg takes the packets already due
+/// ([`next_batch`]), then the stage waits until the next one is. `start_ns`: when the
 /// first packet left (CLOCK_MONOTONIC).
 fn send_paced(
     tx: &mut UdpSender,
@@ -1078,38 +1012,30 @@ fn send_paced(
     pacer: &crate::pacing::Pacer,
     start_ns: u64,
 ) -> SendStats {
-    // Packets due within this much of now go in the same batch: a timer wake-up costs
-    // 50-250 µs on a VM and tens of µs on a Pi core, so waking for every 1.2 kB packet
-    // (96 µs apart at 100 Mbit/s) would stretch the pacing and the frame's last packet by
-    // that much per packet. 250 µs at 100 Mbit/s is about 3 kB (two or three packets):
-    // still far below what a Wi-Fi queue holds.
-    const SLACK_NS: u64 = 250_000;
     // Waits shorter than this are spun rather than slept.
     const PACE_SPIN_NS: u64 = 500_000;
     let mut st = SendStats::default();
-    let (n, mut i, mut before) = (pkts.len(), 0usize, 0u64);
-    while i < n {
+    let (n, mut at) = (pkts.len(), (0usize, 0u64));
+    while at.0 < n {
         let now = monotonic_ns();
-        let (mut j, mut b) = (i, before);
-        while j < n && start_ns + pacer.due_ns(b) <= now + SLACK_NS {
-            b += pkts.get(j).len() as u64;
-            j += 1;
-        }
-        if j == i {
-            // Short waits (the usual ones, a few packets apart) are spun: a sleep would
-            // let the CPU idle, and waking it again costs more than the wait (hundreds of
-            // µs on a VM). Pacing is a few ms per IDR, so this costs little CPU.
-            let due = start_ns + pacer.due_ns(before);
-            if due > now + PACE_SPIN_NS {
-                rt::sleep_until_ns(due - PACE_SPIN_NS);
+        match next_batch(pacer, |i| pkts.get(i).len(), n, at, start_ns, now) {
+            Batch::Send { end, bytes_before } => {
+                st.add(&tx.send_range(pkts, at.0..end));
+                at = (end, bytes_before);
             }
-            while monotonic_ns() < due.saturating_sub(SLACK_NS) {
-                std::hint::spin_loop();
+            Batch::WaitUntil(due) => {
+                // Short waits (the usual ones, a few packets apart) are spun: a sleep
+                // would let the CPU idle, and waking it again costs more than the wait
+                // (hundreds of µs on a VM). Pacing is a few ms per IDR, so this costs
+                // little CPU.
+                if due > now + PACE_SPIN_NS {
+                    rt::sleep_until_ns(due - PACE_SPIN_NS);
+                }
+                while monotonic_ns() < due.saturating_sub(PACING_SLACK_NS) {
+                    std::hint::spin_loop();
+                }
             }
-            continue;
         }
-        st.add(&tx.send_range(pkts, i..j));
-        (i, before) = (j, b);
     }
     st
 }

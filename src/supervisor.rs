@@ -21,9 +21,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+pub use vr_shm::names::DEFAULT_INSTANCE;
 
-/// Default instance name: the prefix of every segment under /dev/shm.
-pub const DEFAULT_INSTANCE: &str = "vr-stream";
 /// How long a stage may take to report ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long stages get to exit after a stop before they are killed.
@@ -138,20 +137,14 @@ struct Stage {
     exited: Option<std::process::ExitStatus>,
     /// When a restart is due (after a backoff).
     restart_at: Option<Instant>,
-    /// Next backoff.
-    backoff: Duration,
-    /// Restarts since the stage last ran healthily for HEALTHY_AFTER.
-    in_a_row: u32,
-    /// When the current process was started.
-    started: Instant,
+    /// Its restart count and backoff ([`restart`]).
+    restarts: restart::Restarts,
     /// Given up on without ending the stream (the optional detect stage).
     abandoned: bool,
 }
 
-/// A stage that ran this long without dying resets its restart count and backoff.
-pub const HEALTHY_AFTER: Duration = Duration::from_secs(10);
-/// Longest restart backoff.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+pub mod restart;
+pub use restart::{HEALTHY_AFTER, MAX_BACKOFF};
 
 /// How recent the last refused RTP packet must be, at exit, for the stream to end with
 /// nobody listening: a receiver that stopped or never started. The kernel reports an ICMP
@@ -650,7 +643,10 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         }
         cmd.spawn()
     };
-    let first_backoff = Duration::from_millis(cfg.supervise.backoff_ms as u64);
+    let policy = restart::Policy {
+        first_backoff: Duration::from_millis(cfg.supervise.backoff_ms as u64),
+        max_restarts: cfg.supervise.max_restarts,
+    };
     for &kind in &active {
         match spawn(kind) {
             Ok(child) => stages.push(Stage {
@@ -658,9 +654,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
                 child,
                 exited: None,
                 restart_at: None,
-                backoff: first_backoff,
-                in_a_row: 0,
-                started: Instant::now(),
+                restarts: restart::Restarts::new(policy, kind.optional(), Instant::now()),
                 abandoned: false,
             }),
             Err(e) => {
@@ -855,48 +849,43 @@ pub fn run(opts: &RunOptions) -> Result<()> {
                     if !clean {
                         let msg = slot.error().unwrap_or_else(|| status_text(&st));
                         let name = s.kind.name();
-                        if now.duration_since(s.started) >= HEALTHY_AFTER {
-                            s.in_a_row = 0;
-                            s.backoff = first_backoff;
-                        }
                         if s.kind == StageKind::Web {
                             // Its WebRTC peers' bitrate target dies with it.
                             ctl.set_web_target(None);
                         }
-                        if (slot.is_permanent() || s.in_a_row >= cfg.supervise.max_restarts)
-                            && s.kind.optional()
-                        {
-                            // Detection and the viewer page are optional: the video goes on.
-                            s.abandoned = true;
-                            let without = if s.kind == StageKind::Web {
-                                "the viewer page"
-                            } else {
-                                "detection"
-                            };
-                            eprintln!(
-                                "vr-stream: stage {name} failed ({msg}); streaming on without {without}"
-                            );
-                        } else if slot.is_permanent() || s.in_a_row >= cfg.supervise.max_restarts {
-                            if failure.is_none() {
-                                failure = Some(if s.in_a_row > 0 {
-                                    format!(
-                                        "stage {name} failed {} times in a row, last: {msg}",
-                                        s.in_a_row + 1
-                                    )
+                        match s.restarts.on_failure(now, slot.is_permanent()) {
+                            restart::Decision::Abandon => {
+                                // Detection and the viewer page are optional: the video
+                                // goes on.
+                                s.abandoned = true;
+                                let without = if s.kind == StageKind::Web {
+                                    "the viewer page"
                                 } else {
-                                    format!("stage {name} failed: {msg}")
-                                });
+                                    "detection"
+                                };
+                                eprintln!(
+                                    "vr-stream: stage {name} failed ({msg}); streaming on without {without}"
+                                );
                             }
-                        } else {
-                            s.in_a_row += 1;
-                            s.restart_at = Some(now + s.backoff);
-                            eprintln!(
-                                "vr-stream: stage {name} died ({msg}); restarting in {} ms (restart {} of at most {} in a row)",
-                                s.backoff.as_millis(),
-                                s.in_a_row,
-                                cfg.supervise.max_restarts
-                            );
-                            s.backoff = (s.backoff * 2).min(MAX_BACKOFF);
+                            restart::Decision::GiveUp { times } => {
+                                if failure.is_none() {
+                                    failure = Some(if times > 1 {
+                                        format!(
+                                            "stage {name} failed {times} times in a row, last: {msg}"
+                                        )
+                                    } else {
+                                        format!("stage {name} failed: {msg}")
+                                    });
+                                }
+                            }
+                            restart::Decision::Restart { at, delay, nth } => {
+                                s.restart_at = Some(at);
+                                eprintln!(
+                                    "vr-stream: stage {name} died ({msg}); restarting in {} ms (restart {nth} of at most {} in a row)",
+                                    delay.as_millis(),
+                                    cfg.supervise.max_restarts
+                                );
+                            }
                         }
                     }
                 } else if cfg.supervise.heartbeat_timeout_ms > 0
@@ -923,7 +912,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
                             s.child = child;
                             s.exited = None;
                             s.restart_at = None;
-                            s.started = Instant::now();
+                            s.restarts.on_restarted(Instant::now());
                         }
                         Err(e) => {
                             failure = Some(format!(

@@ -1,5 +1,5 @@
 //! Text and blobs in the shared segments that one process rewrites while another reads them
-//! (src/shm/seqtext.rs), across two real processes: a child (this test binary run again as
+//! (crates/shm/src/seqtext.rs), across two real processes: a child (this test binary run again as
 //! `writer_process`) rewrites the SPS/PPS blob, a stage's retry reason and the stream
 //! description as fast as it can, alternating between two contents of different lengths
 //! and bytes, while this process reads them; every copy read must be one of the two whole

@@ -4,7 +4,7 @@
 //! network counters and rates, temperature and Raspberry Pi throttling.
 //!
 //! [`model`] collects a [`model::Snapshot`] per tick from the stats segment
-//! (`vr_stream::shm::stats`, read without blocking any writer), /proc and /sys; [`ui`]
+//! (`vr_shm::stats`, read without blocking any writer), /proc and /sys; [`ui`]
 //! draws it; [`sys`] reads the system files.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -23,7 +23,7 @@ struct Cli {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=60))]
     window: u64,
     /// vr-stream instance to watch (its --instance).
-    #[arg(long, default_value = vr_stream::supervisor::DEFAULT_INSTANCE)]
+    #[arg(long, default_value = vr_shm::names::DEFAULT_INSTANCE)]
     instance: String,
     /// Print one snapshot and exit (two samples one interval apart, for the rates).
     #[arg(long)]
@@ -58,7 +58,7 @@ fn init_log(path: Option<PathBuf>) {
 }
 
 fn main() {
-    let cli: Cli = vr_stream::cli::parse_or_exit("dashboard");
+    let cli: Cli = vr_sys::cli::parse_or_exit("dashboard");
     if cli.json && !cli.once {
         eprintln!("dashboard: --json goes with --once");
         std::process::exit(2);

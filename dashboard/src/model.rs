@@ -6,9 +6,9 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
-use vr_stream::latency::SPANS;
-use vr_stream::quickbench::{Percentiles, Unit};
-use vr_stream::shm::stats::{EncCounters, NetCounters, RECORDS, STAGES, StageState, Stats};
+use vr_shm::latency::SPANS;
+use vr_shm::latency::{SamplePercentiles, Unit};
+use vr_shm::stats::{EncCounters, NetCounters, RECORDS, STAGES, StageState, Stats};
 
 /// Stage slot names, by index.
 pub const STAGE_NAMES: [&str; STAGES] = ["camera", "encode", "network", "detect", "web"];
@@ -59,7 +59,7 @@ pub struct StageView {
 
 /// `FIFO 80`, `FIFO 80 x3`, or `FIFO 80 x2, OTHER x1` ([`StageView::policy`]) from the
 /// threads read back (`main`: the process's own thread, when no thread could be read).
-fn policy_text(threads: &[vr_stream::rt::ThreadState], main: &vr_stream::rt::RtState) -> String {
+fn policy_text(threads: &[vr_sys::proc::ThreadState], main: &vr_sys::proc::RtState) -> String {
     let one = |policy: i32, prio: i32| {
         if policy == libc::SCHED_FIFO {
             format!("FIFO {prio}")
@@ -293,7 +293,7 @@ impl PageView {
     }
 }
 
-fn page_view(w: &vr_stream::shm::stats::WebStats, now_ns: u64) -> PageView {
+fn page_view(w: &vr_shm::stats::WebStats, now_ns: u64) -> PageView {
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
     let p = w.page.as_ref();
     let list = w
@@ -369,7 +369,7 @@ pub struct Collector {
     prev_frames: [u64; STAGES],
     prev_enc: Option<EncCounters>,
     prev_net: Option<NetCounters>,
-    prev_det: Option<vr_stream::shm::stats::DetectCounters>,
+    prev_det: Option<vr_shm::stats::DetectCounters>,
     prev_if: HashMap<String, (u64, u64, u64)>,
     throttled_source: crate::sys::ThrottledSource,
 }
@@ -396,8 +396,8 @@ impl Collector {
     fn seg_path(&self) -> String {
         format!(
             "{}/{}",
-            vr_stream::shm::SHM_DIR,
-            vr_stream::stage::stats_name(&self.instance)
+            vr_shm::SHM_DIR,
+            vr_shm::names::stats_name(&self.instance)
         )
     }
 
@@ -421,7 +421,7 @@ impl Collector {
             let Some(ino) = ino else {
                 return Some(format!("no {path}"));
             };
-            match Stats::open(&vr_stream::stage::stats_name(&self.instance)) {
+            match Stats::open(&vr_shm::names::stats_name(&self.instance)) {
                 Ok(stats) => {
                     let pid = stats.info().supervisor_pid;
                     if pid == 0 {
@@ -438,7 +438,7 @@ impl Collector {
                 Err(e) => {
                     tracing::warn!("{e}");
                     let hint = match e {
-                        vr_stream::shm::ShmError::VersionMismatch { .. } => {
+                        vr_shm::ShmError::VersionMismatch { .. } => {
                             " (vr-stream and dashboard come from different builds: install both from one)"
                         }
                         _ => "",
@@ -529,7 +529,7 @@ impl Collector {
     fn stream(&mut self, dt: Option<f64>) -> StreamView {
         let stats = &self.attached.as_ref().expect("attached").stats;
         let info = stats.info();
-        let now_ns = vr_stream::rt::monotonic_ns();
+        let now_ns = vr_sys::time::monotonic_ns();
         let ticks = procfs::ticks_per_second() as f64;
         let mut stages = Vec::new();
         let mut seen = HashMap::new();
@@ -560,8 +560,8 @@ impl Collector {
                     seen.insert(pid, t);
                     rss_kb = st.rss * (procfs::page_size() / 1024);
                 }
-                let rt = vr_stream::rt::read_state(pid as i32);
-                let threads = vr_stream::rt::read_threads(pid as i32);
+                let rt = vr_sys::proc::read_state(pid as i32);
+                let threads = vr_sys::proc::read_threads(pid as i32);
                 let list = |cpus: &[usize]| {
                     vr_setup::cpus::CpuList::from_cpus(cpus.iter().map(|&c| c as u32)).to_string()
                 };
@@ -621,7 +621,7 @@ impl Collector {
             .iter()
             .filter_map(|(name, f)| {
                 let v: Vec<u64> = recs.iter().map(f).collect();
-                let p = Percentiles::from_ns(&v, Unit::Ms)?;
+                let p = SamplePercentiles::from_ns(&v, Unit::Ms)?;
                 Some(SpanView {
                     name,
                     p50_ms: p.p50,
@@ -719,7 +719,7 @@ impl Collector {
 /// capture). `rates` = (runs/s, detections/s) over the last tick; `newest` = (boxes,
 /// capture ns).
 fn detector_text(
-    d: &vr_stream::shm::stats::DetectCounters,
+    d: &vr_shm::stats::DetectCounters,
     rates: Option<(f64, f64)>,
     newest: Option<(usize, u64)>,
     now_ns: u64,
@@ -745,7 +745,7 @@ fn detector_text(
 }
 
 /// One line about what the receivers report over RTCP, or `None` before the first report.
-fn rtcp_text(r: &vr_stream::shm::stats::RtcpCounters, now_ns: u64) -> Option<String> {
+fn rtcp_text(r: &vr_shm::stats::RtcpCounters, now_ns: u64) -> Option<String> {
     if r.reports == 0 && r.pli == 0 && r.nack_packets == 0 {
         return None;
     }
@@ -774,12 +774,12 @@ fn rtcp_text(r: &vr_stream::shm::stats::RtcpCounters, now_ns: u64) -> Option<Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vr_stream::shm::stats::RtcpCounters;
+    use vr_shm::stats::RtcpCounters;
 
     #[test]
     fn page_line() {
         use std::time::Duration;
-        use vr_stream::shm::stats::{PageStats, PageTransport, WebStats};
+        use vr_shm::stats::{PageStats, PageTransport, WebStats};
         let mut w = WebStats {
             viewers: 1,
             sent: 600,
@@ -804,7 +804,7 @@ mod tests {
             display_p99: Duration::from_micros(33_000),
             reconnects: 2,
         });
-        w.list = vec![vr_stream::shm::stats::ViewerStats {
+        w.list = vec![vr_shm::stats::ViewerStats {
             addr: "192.168.1.100:50432".parse().unwrap(),
             transport: PageTransport::WebRtc,
             report: w.page,
@@ -823,7 +823,7 @@ mod tests {
 
     #[test]
     fn detector_line() {
-        use vr_stream::shm::stats::DetectCounters;
+        use vr_shm::stats::DetectCounters;
         assert_eq!(
             detector_text(&DetectCounters::default(), None, None, 0),
             None

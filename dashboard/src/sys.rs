@@ -76,8 +76,8 @@ pub fn interfaces() -> Vec<IfaceView> {
 /// The interface of the route to `destination` (`ADDR:PORT` or `[V6]:PORT`).
 pub fn route_interface(destination: &str) -> Option<String> {
     let dest: std::net::SocketAddr = destination.parse().ok()?;
-    let src = vr_stream::net::route_source(dest)?;
-    vr_stream::quickbench::network::interface_of(src)
+    let src = vr_sys::net::route_source(dest)?;
+    vr_sys::net::interface_of(src)
 }
 
 /// SoC temperature, °C: the thermal zone whose type mentions "cpu" or "soc" (the Pi's is

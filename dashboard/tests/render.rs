@@ -229,9 +229,9 @@ fn help_overlay_and_selection() {
 fn reader_refuses_another_layout_version() {
     use std::io::{Seek, SeekFrom, Write};
     let inst = format!("vr-dash-ver-{}", std::process::id());
-    let name = vr_stream::stage::stats_name(&inst);
-    let seg = vr_stream::shm::stats::Stats::create(&name).unwrap();
-    seg.set_info(&vr_stream::shm::stats::StreamInfo {
+    let name = vr_shm::names::stats_name(&inst);
+    let seg = vr_shm::stats::Stats::create(&name).unwrap();
+    seg.set_info(&vr_shm::stats::StreamInfo {
         supervisor_pid: std::process::id(),
         ..Default::default()
     });
@@ -241,7 +241,7 @@ fn reader_refuses_another_layout_version() {
         .open(format!("/dev/shm/{name}"))
         .unwrap();
     f.seek(SeekFrom::Start(8)).unwrap();
-    f.write_all(&(vr_stream::shm::LAYOUT_VERSION - 1).to_ne_bytes())
+    f.write_all(&(vr_shm::LAYOUT_VERSION - 1).to_ne_bytes())
         .unwrap();
     drop(f);
     let mut col = Collector::new(&inst, std::time::Duration::from_secs(2));
@@ -251,8 +251,8 @@ fn reader_refuses_another_layout_version() {
     assert!(
         why.contains(&format!(
             "layout version {}, this build reads version {}",
-            vr_stream::shm::LAYOUT_VERSION - 1,
-            vr_stream::shm::LAYOUT_VERSION
+            vr_shm::LAYOUT_VERSION - 1,
+            vr_shm::LAYOUT_VERSION
         )) && why.contains("different builds"),
         "{why}"
     );

@@ -17,59 +17,9 @@ use serde::Serialize;
 /// Report format version (`version` in the JSON document).
 pub const VERSION: u32 = 1;
 
-/// Percentiles of a set of samples (nearest-rank on the sorted samples, so
-/// `p50 <= p99 <= max` always holds).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Percentiles {
-    /// Unit of `p50`, `p99` and `max`: `"us"` or `"ms"`.
-    pub unit: &'static str,
-    /// Number of samples.
-    pub samples: usize,
-    /// Median.
-    pub p50: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// Largest sample.
-    pub max: f64,
-}
-
-/// Unit for [`Percentiles::from_ns`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unit {
-    /// Microseconds.
-    Us,
-    /// Milliseconds.
-    Ms,
-}
-
-impl Percentiles {
-    /// From samples in ns, converted to `unit`. `None` for no samples.
-    pub fn from_ns(samples: &[u64], unit: Unit) -> Option<Percentiles> {
-        if samples.is_empty() {
-            return None;
-        }
-        let mut v = samples.to_vec();
-        v.sort_unstable();
-        let rank = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-        let (div, name) = match unit {
-            Unit::Us => (1e3, "us"),
-            Unit::Ms => (1e6, "ms"),
-        };
-        Some(Percentiles {
-            unit: name,
-            samples: v.len(),
-            p50: rank(0.5) as f64 / div,
-            p99: rank(0.99) as f64 / div,
-            max: *v.last().unwrap() as f64 / div,
-        })
-    }
-
-    /// The values in ms (for the budget).
-    pub fn in_ms(&self) -> (f64, f64) {
-        let f = if self.unit == "us" { 1e-3 } else { 1.0 };
-        (self.p50 * f, self.p99 * f)
-    }
-}
+/// Percentiles of a set of samples (`vr-shm`'s [`vr_shm::latency::SamplePercentiles`]: the
+/// same JSON shape in quick-bench's and dashboard's reports) and their unit.
+pub use vr_shm::latency::{SamplePercentiles as Percentiles, Unit};
 
 /// A section that was measured, or why it was not.
 #[derive(Debug, Clone, Serialize)]

@@ -14,6 +14,7 @@ use crate::rt::monotonic_ns;
 use serde::Serialize;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
+pub use vr_sys::net::interface_of;
 
 /// First 8 bytes of an echo request and reply.
 pub const ECHO_MAGIC: &[u8; 8] = b"VRSTECHO";
@@ -268,23 +269,6 @@ fn probe_round_trips(
     }
     let lost = n - rtt.len();
     (rtt, lost)
-}
-
-/// The interface holding `addr` (getifaddrs).
-pub fn interface_of(addr: std::net::IpAddr) -> Option<String> {
-    let addrs = nix::ifaddrs::getifaddrs().ok()?;
-    for a in addrs {
-        let Some(sa) = a.address else { continue };
-        let ip: Option<std::net::IpAddr> = if let Some(v4) = sa.as_sockaddr_in() {
-            Some(std::net::IpAddr::V4(v4.ip()))
-        } else {
-            sa.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip()))
-        };
-        if ip == Some(addr) {
-            return Some(a.interface_name);
-        }
-    }
-    None
 }
 
 /// Parses a `/proc/net/wireless` line for `iface`: (link quality, signal level dBm). Pure.

@@ -1,4 +1,7 @@
-//! Shared-memory segments between the stage processes.
+//! vr-shm: the shared-memory segments between vr-stream's stage processes, and what is
+//! stored in them: per-frame latency records ([`latency`]) and detections (`vr-proto`'s),
+//! and the segment names of an instance ([`names`]). This crate is all `dashboard` needs
+//! to read a running stream: it has no encoder, detector, network or web code.
 //!
 //! A segment is a file under `/dev/shm` (tmpfs), mapped shared by every process that uses
 //! it. It starts with a [`SegmentHeader`] (`#[repr(C)]`, 64 bytes): magic, layout version,
@@ -12,10 +15,15 @@
 //! counters, per-frame latency records). Positions in them are growing 64-bit counters and
 //! payloads are addressed by offsets, never pointers.
 
+#![warn(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod bitstream;
 pub mod control;
 pub mod frame_ring;
 pub mod futex;
+pub mod latency;
+pub mod names;
 pub mod seqtext;
 pub mod stats;
 

@@ -414,7 +414,7 @@ impl Reader<'_> {
                 )
             };
             if self.window_ns > 0 {
-                self.last_arrival_ns = crate::rt::monotonic_ns();
+                self.last_arrival_ns = vr_sys::time::monotonic_ns();
                 let m = hdr.meta;
                 if m.encode_end_ns > m.encode_start_ns {
                     self.work[self.work_n % 16] = m.encode_end_ns - m.encode_start_ns;

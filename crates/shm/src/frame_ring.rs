@@ -302,6 +302,15 @@ impl FrameRing {
         self.consumer_state(i).taken.load(Ordering::Relaxed)
     }
 
+    /// The PID holding consumer role `i`, if a process has claimed it (it may have died
+    /// since: [`Self::consumer`] takes a dead holder's role over).
+    pub fn consumer_pid(&self, i: usize) -> Option<u32> {
+        match self.consumer_state(i).pid.load(Ordering::Acquire) {
+            0 => None,
+            pid => Some(pid),
+        }
+    }
+
     /// Touches every page of the segment (prefault before the realtime loop).
     pub fn prefault(&self) {
         self.seg.prefault();

@@ -35,18 +35,8 @@ struct ControlHeader {
     web_target_kbps: AtomicU32,
 }
 
-/// RTP continuity state (see [`Control::rtp_state`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RtpState {
-    /// SSRC.
-    pub ssrc: u32,
-    /// Sequence number of the next packet.
-    pub next_seq: u16,
-    /// Random RTP timestamp offset.
-    pub ts_offset: u32,
-    /// Capture time (CLOCK_MONOTONIC ns) that maps to `ts_offset`.
-    pub base_ns: u64,
-}
+/// RTP continuity state (see [`Control::rtp_state`]; `vr-proto`'s).
+pub use vr_proto::session::RtpState;
 
 const KIND_HEADER_SIZE: usize = std::mem::size_of::<ControlHeader>();
 

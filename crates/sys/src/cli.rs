@@ -1,4 +1,5 @@
-//! Command-line parsing shared by the binaries (vr-stream, quick-bench, dashboard).
+//! Command-line parsing shared by the programs (vr-stream, vr-receive, quick-bench,
+//! dashboard).
 
 /// Parses the command line into `C`. `--help` and `--version` print and exit 0; any other
 /// error prints one line, `PROG: ` and clap's first line (it names the flag, the value

@@ -32,8 +32,8 @@ pub const STAGE_NETWORK: usize = 2;
 pub const STAGE_DETECT: usize = 3;
 /// Stage index: web (the viewer page's server, optional).
 pub const STAGE_WEB: usize = 4;
-/// Most detections published per frame.
-pub const MAX_DETECTIONS: usize = 32;
+/// Most detections published per frame (`vr-proto`'s limit, which the wire format shares).
+pub use vr_proto::detection::MAX_DETECTIONS;
 
 /// The newest detection result, as the detect stage publishes it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -45,7 +45,7 @@ pub struct DetectionSet {
     /// When the result was published, CLOCK_MONOTONIC ns.
     pub published_ns: u64,
     /// The detections, boxes in frame pixels, best first (at most [`MAX_DETECTIONS`]).
-    pub detections: Vec<crate::detect::Detection>,
+    pub detections: Vec<vr_proto::detection::Detection>,
 }
 
 /// Detect-stage counters.
@@ -757,7 +757,7 @@ impl Stats {
                     let a = slot[0].load(Ordering::Relaxed);
                     let (x0, y0) = f(slot[1].load(Ordering::Relaxed));
                     let (x1, y1) = f(slot[2].load(Ordering::Relaxed));
-                    crate::detect::Detection {
+                    vr_proto::detection::Detection {
                         class: a as u16,
                         score: f32::from_bits((a >> 32) as u32),
                         bbox: [x0, y0, x1, y1],
@@ -1021,7 +1021,7 @@ mod tests {
             frame_id: 7,
             capture_ns: 70,
             published_ns: 90,
-            detections: vec![crate::detect::Detection {
+            detections: vec![vr_proto::detection::Detection {
                 class: 16,
                 score: 0.5,
                 bbox: [1.0, 2.5, 30.0, 40.25],

@@ -96,7 +96,7 @@ pub fn wait_until(
         }
         let mut sleep = (deadline - now).min(Duration::from_millis(100));
         if let Some((from, until)) = window() {
-            let mono = crate::rt::monotonic_ns();
+            let mono = vr_sys::time::monotonic_ns();
             if mono >= from && mono < until {
                 std::hint::spin_loop();
                 continue;

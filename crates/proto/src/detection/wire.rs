@@ -48,7 +48,7 @@ pub enum WireError {
 
 /// The APP data for `dets` made on the frame with RTP timestamp `rtp_ts`, of `w × h`.
 pub fn encode(rtp_ts: u32, w: u32, h: u32, dets: &[Detection]) -> Vec<u8> {
-    let dets = &dets[..dets.len().min(crate::shm::stats::MAX_DETECTIONS)];
+    let dets = &dets[..dets.len().min(super::MAX_DETECTIONS)];
     let mut out = Vec::with_capacity(12 + 12 * dets.len());
     out.extend_from_slice(&rtp_ts.to_be_bytes());
     let (w16, h16) = (w.min(65535) as u16, h.min(65535) as u16);

@@ -1,0 +1,25 @@
+//! Clock reads (clock_gettime(2)). Every timestamp of the pipeline is CLOCK_MONOTONIC ns;
+//! CLOCK_REALTIME (Unix ns) only where a time leaves the machine (RTCP SR NTP time, the
+//! viewer page).
+
+/// `clock` now, ns.
+fn now_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC and CLOCK_REALTIME, the only
+    // clocks passed, always exist on Linux, so the call cannot fail.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CLOCK_MONOTONIC now, ns (the clock of every timestamp in the pipeline).
+pub fn monotonic_ns() -> u64 {
+    now_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// CLOCK_REALTIME now, ns since the Unix epoch.
+pub fn realtime_ns() -> u64 {
+    now_ns(libc::CLOCK_REALTIME)
+}
