@@ -103,6 +103,18 @@ fn ring_stress_consumer_child() {
     );
 }
 
+/// Waits (up to 10 s) until a child process has claimed consumer role `i` of `ring`.
+fn attached(ring: &FrameRing, i: usize) {
+    let t0 = Instant::now();
+    while ring.consumer_pid(i).is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "consumer {i} never attached"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn unsafe_free_kill_self() -> ! {
     let _ = Command::new("kill")
         .args(["-KILL", &std::process::id().to_string()])
@@ -140,7 +152,7 @@ fn a_consumer_killed_while_holding_a_slot_does_not_starve_anyone() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    attached(&ring, 0);
     publish(&mut p, 0);
     let out = child.wait_with_output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("HOLDING 0"));
@@ -184,9 +196,9 @@ fn frame_ring_stress_across_processes() {
                 .unwrap()
         })
         .collect();
-    // Wait until both consumers have attached (their held/pid words are set on attach):
-    // give them time to start.
-    std::thread::sleep(Duration::from_millis(300));
+    // Both consumers attached (each has claimed its role) before the first frame.
+    attached(&ring, 0);
+    attached(&ring, 1);
     let mut p = ring.producer().unwrap();
     let t0 = Instant::now();
     for id in 0..FRAMES {

@@ -46,7 +46,7 @@ fn killed_stages_come_back_within_500ms_and_ffmpeg_keeps_decoding() {
     sdp_args.push("--sdp-only");
     assert!(run_vr(&sdp_args, Duration::from_secs(20)).status.success());
     let mut ff = start_ffmpeg(&sdp, port);
-    let reader = read_pattern_ids(ff.stdout.take().unwrap(), w, h);
+    let (reader, decoded) = read_pattern_ids_counted(ff.stdout.take().unwrap(), w, h);
     let mut sup = Command::new(bin())
         .args(args)
         .stdin(Stdio::null())
@@ -62,8 +62,10 @@ fn killed_stages_come_back_within_500ms_and_ffmpeg_keeps_decoding() {
     });
     let ctl = wait_streaming(&inst);
     let mut back_ms = vec![];
+    let mut mark = 0;
     for k in [StageKind::Camera, StageKind::Encode, StageKind::Network] {
-        std::thread::sleep(Duration::from_millis(1500));
+        // 90 frames (1.5 s) of stream between kills.
+        wait_sent(&ctl, mark + 90);
         let old = stage_pid(&ctl, k);
         Command::new("kill")
             .args(["-KILL", &old.to_string()])
@@ -86,11 +88,12 @@ fn killed_stages_come_back_within_500ms_and_ffmpeg_keeps_decoding() {
             std::thread::sleep(Duration::from_millis(2));
         }
         back_ms.push((k.name(), t.elapsed().as_millis()));
+        mark = ctl.stats().records_written();
     }
     let st = sup.wait().unwrap();
     let log = log.join().unwrap().join("\n");
     assert!(st.success(), "{log}");
-    std::thread::sleep(Duration::from_millis(500));
+    wait_settled(&decoded);
     interrupt(&ff);
     let _ = ff.wait();
     let ids: Vec<u64> = reader.join().unwrap().into_iter().flatten().collect();
@@ -159,7 +162,8 @@ fn killed_supervisor_takes_its_stages_and_the_next_run_reclaims_the_segments() {
         assert!(t0.elapsed() < Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // Streaming: every stage is up and past its start.
+    drop(wait_streaming(&inst));
     sup.kill().unwrap();
     sup.wait().unwrap();
     let t = Instant::now();
@@ -247,22 +251,38 @@ fn receiver_link_down_for_2s_then_up_the_stream_resumes_by_itself() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    let reader = read_pattern_ids(ff.stdout.take().unwrap(), w, h);
+    // ffmpeg listens on the RTP port inside the namespace before the stream starts.
+    let t0 = Instant::now();
+    while !Command::new("ip")
+        .args(["netns", "exec", &ns.name, "ss", "-Hlun", "sport = :5004"])
+        .output()
+        .is_ok_and(|o| !o.stdout.is_empty())
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "ffmpeg does not listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (reader, decoded) = read_pattern_ids_counted(ff.stdout.take().unwrap(), w, h);
     let sup = Command::new(bin())
         .args(args)
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
+    // The link goes down after 150 frames (2.5 s) and stays down for 2 s (the outage
+    // under test).
+    let ctl = wait_streaming(&inst);
+    wait_sent(&ctl, 150);
+    drop(ctl);
     ns.peer_link(false);
     std::thread::sleep(Duration::from_secs(2));
     ns.peer_link(true);
     let out = sup.wait_with_output().unwrap();
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{e}");
-    std::thread::sleep(Duration::from_millis(500));
+    wait_settled(&decoded);
     interrupt(&ff);
     let _ = ff.wait();
     let ids: Vec<u64> = reader.join().unwrap().into_iter().flatten().collect();
@@ -323,7 +343,8 @@ fn a_hung_stage_is_killed_and_restarted() {
         .spawn()
         .unwrap();
     let ctl = wait_streaming(&inst);
-    std::thread::sleep(Duration::from_millis(500));
+    // 30 frames through: the encoder is beating.
+    wait_sent(&ctl, 30);
     let old = stage_pid(&ctl, StageKind::Encode);
     // SIGSTOP: alive, but no longer beating.
     Command::new("kill")

@@ -259,18 +259,67 @@ pub fn read_pattern_ids(
     w: u32,
     h: u32,
 ) -> std::thread::JoinHandle<Vec<Option<u64>>> {
+    read_pattern_ids_counted(out, w, h).0
+}
+
+/// [`read_pattern_ids`], with the number of pictures read so far (for [`wait_settled`]).
+pub fn read_pattern_ids_counted(
+    out: impl Read + Send + 'static,
+    w: u32,
+    h: u32,
+) -> (
+    std::thread::JoinHandle<Vec<Option<u64>>>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
     let fb = (w * h * 3 / 2) as usize;
-    std::thread::spawn(move || {
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    let t = std::thread::spawn(move || {
         let mut ids = vec![];
         for_each_frame(out, fb, |f| {
             ids.push(vr_stream::source::pattern::read_id(
                 &f[..(w * h) as usize],
                 w,
                 h,
-            ))
+            ));
+            seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         });
         ids
-    })
+    });
+    (t, count)
+}
+
+/// Waits until a decoder has output everything it will before its end (the count of
+/// [`read_pattern_ids_counted`] unchanged for 300 ms, 18 frame intervals at 60 fps), at
+/// most 10 s.
+pub fn wait_settled(count: &std::sync::atomic::AtomicUsize) {
+    let t0 = Instant::now();
+    let (mut last, mut since) = (usize::MAX, Instant::now());
+    while since.elapsed() < Duration::from_millis(300) {
+        let n = count.load(std::sync::atomic::Ordering::Relaxed);
+        if n != last {
+            (last, since) = (n, Instant::now());
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the decoder's output never settled ({n} pictures)"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits (at most 20 s) until instance `ctl`'s network stage has sent `n` frames in all
+/// (its latency records in the stats segment, which restarts do not reset).
+pub fn wait_sent(ctl: &vr_stream::shm::control::Control, n: u64) {
+    let t0 = Instant::now();
+    while ctl.stats().records_written() < n {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{} of {n} frames sent",
+            ctl.stats().records_written()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// A binary of another package of this workspace (`setup`, `dashboard`): next to
