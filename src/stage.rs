@@ -9,7 +9,9 @@
 //! then loops until end of stream or a stop request. A failure is written into its slot
 //! (the supervisor prints it) and the process exits 1.
 
+mod error;
 mod rtcp_session;
+pub use error::StageError;
 
 use crate::config::{Config, StageConfig};
 use crate::encode::{EncoderParams, open_encoder};
@@ -270,7 +272,11 @@ fn set_parent_death_signal() -> bool {
 /// Applies the stage's realtime settings and records what is in force in its slot (the
 /// web stage: SCHED_OTHER at its nice value on its CPUs, never locked: [`rt::apply_background`]).
 /// Errors (only with `rt.strict`): what could not be had.
-pub(crate) fn go_realtime(kind: StageKind, cfg: &Config, slot: &StageSlot) -> Result<(), String> {
+pub(crate) fn go_realtime(
+    kind: StageKind,
+    cfg: &Config,
+    slot: &StageSlot,
+) -> Result<(), StageError> {
     let short = if kind == StageKind::Web {
         let short = rt::apply_background(&web_cpus(cfg), cfg.stages.web.nice);
         let st = rt::read_state(0);
@@ -297,7 +303,7 @@ pub(crate) fn go_realtime(kind: StageKind, cfg: &Config, slot: &StageSlot) -> Re
             .collect::<Vec<_>>()
             .join("; ");
         if cfg.rt.strict {
-            return Err(format!("--strict-rt: {msg}"));
+            return Err(StageError::Realtime(msg));
         }
         if std::env::var_os(RT_WARNED_ENV).is_none() {
             eprintln!("vr-stream[{}]: warning: {msg}", kind.name());
@@ -360,21 +366,19 @@ pub fn run(kind: StageKind, inst: &str, geometry: &str) -> i32 {
         .store(std::process::id(), std::sync::atomic::Ordering::Relaxed);
     slot.set_state(StageState::Starting);
     beat(slot);
-    let result = (|| -> Result<(), String> {
+    let result = (|| -> Result<(), StageError> {
         let text = std::env::var(CONFIG_ENV)
-            .map_err(|_| format!("{CONFIG_ENV} not set (stages are started by vr-stream)"))?;
-        let cfg = Config::from_toml(&text).map_err(|e| e.to_string())?;
-        let fmt = parse_geometry(geometry).ok_or_else(|| format!("bad --geometry {geometry:?}"))?;
-        let ring = FrameRing::open(&ring_name, ring_geometry(&fmt, cfg.detect.enabled))
-            .map_err(|e| e.to_string())?;
-        let queue = BitstreamQueue::open(&bits_name, queue_capacity(cfg.encoder.bitrate_kbps))
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| StageError::Invocation(format!("{CONFIG_ENV} not set")))?;
+        let cfg = Config::from_toml(&text)?;
+        let fmt = parse_geometry(geometry)
+            .ok_or_else(|| StageError::Invocation(format!("bad --geometry {geometry:?}")))?;
+        let ring = FrameRing::open(&ring_name, ring_geometry(&fmt, cfg.detect.enabled))?;
+        let queue = BitstreamQueue::open(&bits_name, queue_capacity(cfg.encoder.bitrate_kbps))?;
         let web_queue = || {
             BitstreamQueue::open(
                 &web_queue_name(inst),
                 web_queue_capacity(cfg.encoder.bitrate_kbps),
             )
-            .map_err(|e| e.to_string())
         };
         match kind {
             StageKind::Camera => camera(&cfg, fmt, &ctl, slot, &ring),
@@ -389,7 +393,8 @@ pub fn run(kind: StageKind, inst: &str, geometry: &str) -> i32 {
             ),
             StageKind::Network => network(&cfg, fmt, &ctl, slot, &queue),
             StageKind::Detect => detect(&cfg, fmt, &ctl, slot, &ring),
-            StageKind::Web => crate::web::stage::run(&cfg, fmt, &ctl, slot, &web_queue()?),
+            StageKind::Web => crate::web::stage::run(&cfg, fmt, &ctl, slot, &web_queue()?)
+                .map_err(StageError::Web),
         }
     })();
     match result {
@@ -397,8 +402,12 @@ pub fn run(kind: StageKind, inst: &str, geometry: &str) -> i32 {
             slot.set_state(StageState::Done);
             0
         }
-        Err(msg) => {
-            slot.fail(&msg);
+        Err(e) if e.is_permanent() => {
+            slot.fail_permanent(&e.to_string());
+            1
+        }
+        Err(e) => {
+            slot.fail(&e.to_string());
             1
         }
     }
@@ -415,28 +424,22 @@ fn camera(
     ctl: &Control,
     slot: &StageSlot,
     ring: &FrameRing,
-) -> Result<(), String> {
-    let mut src = source::open(&cfg.source).map_err(|e| e.to_string())?;
-    if src.format().width != fmt.width || src.format().height != fmt.height {
-        return Err(format!(
-            "source {} changed size to {}x{} after start (expected {}x{})",
-            cfg.source.uri,
-            src.format().width,
-            src.format().height,
-            fmt.width,
-            fmt.height
-        ));
-    }
+) -> Result<(), StageError> {
+    let src_err = |src: &dyn source::FrameSource, error| StageError::Source {
+        permanent: src.is_permanent(&error),
+        error,
+    };
+    let mut src = source::open(&cfg.source).map_err(|error| StageError::Source {
+        error,
+        permanent: false,
+    })?;
+    check_size(cfg, fmt, src.as_ref())?;
     go_realtime(StageKind::Camera, cfg, slot)?;
-    let mut producer = ring.producer().map_err(|e| e.to_string())?;
+    let mut producer = ring.producer()?;
     if let Some(last) = producer.last_published() {
         // A restart: go on after the last frame the previous camera stage published.
-        if let Err(e) = src.resume_at(last.frame_id + 1) {
-            if src.is_permanent(&e) {
-                slot.fail_permanent(&e.to_string());
-            }
-            return Err(e.to_string());
-        }
+        src.resume_at(last.frame_id + 1)
+            .map_err(|e| src_err(src.as_ref(), e))?;
     }
     ring.prefault();
     slot.set_state(StageState::Ready);
@@ -475,8 +478,7 @@ fn camera(
             Err(CamStop::Eof) => break,
             Err(CamStop::Err(e)) if src.is_permanent(&e) => {
                 ring.set_eos();
-                slot.fail_permanent(&e.to_string());
-                return Err(e.to_string());
+                return Err(src_err(src.as_ref(), e));
             }
             Err(CamStop::Err(e)) => {
                 // The camera went away (unplugged, driver reset): reopen it with backoff,
@@ -499,6 +501,25 @@ fn camera(
     }
     ring.set_eos();
     Ok(())
+}
+
+/// The source's frame size must be the stream's (the supervisor probed it at the start).
+fn check_size(
+    cfg: &Config,
+    fmt: SourceFormat,
+    src: &dyn source::FrameSource,
+) -> Result<(), StageError> {
+    let f = src.format();
+    if (f.width, f.height) == (fmt.width, fmt.height) {
+        return Ok(());
+    }
+    Err(StageError::SizeChanged {
+        uri: cfg.source.uri.clone(),
+        got_w: f.width,
+        got_h: f.height,
+        w: fmt.width,
+        h: fmt.height,
+    })
 }
 
 /// Stands in for a camera that went away while it is being reopened.
@@ -527,7 +548,7 @@ fn reopen(
     fmt: SourceFormat,
     ctl: &Control,
     slot: &StageSlot,
-) -> Result<Option<Box<dyn source::FrameSource>>, String> {
+) -> Result<Option<Box<dyn source::FrameSource>>, StageError> {
     let mut backoff = Duration::from_millis(100);
     loop {
         let until = Instant::now() + backoff;
@@ -539,18 +560,9 @@ fn reopen(
             std::thread::sleep(Duration::from_millis(20));
         }
         match source::open(&cfg.source) {
-            Ok(s) if s.format().width == fmt.width && s.format().height == fmt.height => {
-                return Ok(Some(s));
-            }
             Ok(s) => {
-                return Err(format!(
-                    "camera {} came back at {}x{}, the stream is {}x{}",
-                    cfg.source.uri,
-                    s.format().width,
-                    s.format().height,
-                    fmt.width,
-                    fmt.height
-                ));
+                check_size(cfg, fmt, s.as_ref())?;
+                return Ok(Some(s));
             }
             Err(e) => {
                 slot.retrying(&format!(
@@ -574,12 +586,11 @@ fn encode(
     ring: &FrameRing,
     queue: &BitstreamQueue,
     web: Option<&BitstreamQueue>,
-) -> Result<(), String> {
+) -> Result<(), StageError> {
     // Realtime first: x264 creates its slice threads when it opens, and they inherit the
     // CPU set and SCHED_FIFO policy of this thread (and are locked with MCL_FUTURE).
     go_realtime(StageKind::Encode, cfg, slot)?;
-    let (mut enc, notes) = open_encoder(&EncoderParams::from_config(&encoder_config(cfg), fmt))
-        .map_err(|e| e.to_string())?;
+    let (mut enc, notes) = open_encoder(&EncoderParams::from_config(&encoder_config(cfg), fmt))?;
     for n in notes {
         eprintln!("vr-stream[encode]: {n}");
     }
@@ -588,9 +599,9 @@ fn encode(
     }
     // Locked memory now includes x264's buffers.
     record_state(slot, &rt::read_state(0));
-    let headers = enc.headers().map_err(|e| e.to_string())?;
+    let headers = enc.headers()?;
     ctl.set_headers(&headers);
-    let mut consumer = ring.consumer(0).map_err(|e| e.to_string())?;
+    let mut consumer = ring.consumer(0)?;
     consumer.set_spin_window(Duration::from_micros(cfg.rt.spin_window_us as u64));
     let mut writer = queue.writer();
     queue.prefault();
@@ -649,7 +660,7 @@ fn encode(
         } else {
             frame.data
         };
-        let out = enc.encode(input, force_idr).map_err(|e| e.to_string())?;
+        let out = enc.encode(input, force_idr)?;
         let end = monotonic_ns();
         let meta = AuMeta {
             frame_id: frame.meta.frame_id,
@@ -693,7 +704,7 @@ fn detect(
     ctl: &Control,
     slot: &StageSlot,
     ring: &FrameRing,
-) -> Result<(), String> {
+) -> Result<(), StageError> {
     // Onto the detector's CPUs at background priority before ONNX Runtime starts any
     // thread: it starts one when it loads and opens the session, and a thread keeps the
     // CPU mask and nice value of the thread that created it (seen: an ONNX Runtime thread
@@ -703,9 +714,9 @@ fn detect(
     if let Some(s) = early.first() {
         eprintln!("vr-stream[detect]: note: {}", s.0);
     }
-    let mut det = crate::detect::assets::open(&cfg.detect).map_err(|e| e.to_string())?;
+    let mut det = crate::detect::assets::open(&cfg.detect)?;
     go_realtime(StageKind::Detect, cfg, slot)?;
-    let mut consumer = ring.consumer(1).map_err(|e| e.to_string())?;
+    let mut consumer = ring.consumer(1)?;
     slot.set_state(StageState::Ready);
     if !wait_go(ctl) {
         return Ok(());
@@ -730,12 +741,10 @@ fn detect(
         }
         last_id = Some(id);
         let t0 = monotonic_ns();
-        let lb = det
-            .prepare_i420(frame.data, fmt.width, fmt.height)
-            .map_err(|e| e.to_string())?;
+        let lb = det.prepare_i420(frame.data, fmt.width, fmt.height)?;
         drop(frame);
         let t1 = monotonic_ns();
-        let dets = det.infer(lb).map_err(|e| e.to_string())?;
+        let dets = det.infer(lb)?;
         let t2 = monotonic_ns();
         let set = crate::shm::stats::DetectionSet {
             frame_id: id,
@@ -780,11 +789,14 @@ fn network(
     ctl: &Control,
     slot: &StageSlot,
     queue: &BitstreamQueue,
-) -> Result<(), String> {
+) -> Result<(), StageError> {
     let s = &cfg.stream;
     let ip: IpAddr =
         s.ip.parse()
-            .map_err(|_| format!("stream.ip {:?} is not an IP address", s.ip))?;
+            .map_err(|_| StageError::Address(s.ip.clone()))?;
+    let socket_err = |what: String, dest: SocketAddr| {
+        move |error: std::io::Error| StageError::Socket { what, dest, error }
+    };
     let dest = SocketAddr::new(ip, s.port);
     let mut out = if s.tcp {
         // About 100 ms of the bitrate in the socket at most: more is latency, not safety.
@@ -793,7 +805,7 @@ fn network(
     } else {
         MediaOut::Udp(
             UdpSender::new(dest, s.dscp, s.sendmmsg_batch as usize)
-                .map_err(|e| format!("UDP socket to {dest}: {e}"))?,
+                .map_err(socket_err("UDP socket".into(), dest))?,
         )
     };
     // A restarted network stage continues the stream the previous one was sending: same
@@ -808,19 +820,17 @@ fn network(
     let mut fec_tx = if s.fec_percent > 0 && !s.tcp {
         Some(
             UdpSender::new(fec_dest, s.dscp, s.sendmmsg_batch as usize)
-                .map_err(|e| format!("FEC socket to {fec_dest}: {e}"))?,
+                .map_err(socket_err("FEC socket".into(), fec_dest))?,
         )
     } else {
         None
     };
     let rtcp_dest = SocketAddr::new(ip, s.port + 1);
     let mut rtcp = rtcp_session::SenderRtcp::new(rtcp_dest, s.dscp, s.rtcp_local_port, ssrc)
-        .map_err(|e| {
-            format!(
-                "RTCP socket (local port {}) to {rtcp_dest}: {e}",
-                s.rtcp_local_port
-            )
-        })?;
+        .map_err(socket_err(
+            format!("RTCP socket (local port {})", s.rtcp_local_port),
+            rtcp_dest,
+        ))?;
     let interval_ns = fmt.frame_interval_ns();
     go_realtime(StageKind::Network, cfg, slot)?;
     let mut reader = queue.reader();

@@ -50,7 +50,7 @@ pub fn run(
     queue: &BitstreamQueue,
 ) -> Result<(), String> {
     // Scheduling first: the server's threads inherit this thread's CPUs and nice value.
-    go_realtime(StageKind::Web, cfg, slot)?;
+    go_realtime(StageKind::Web, cfg, slot).map_err(|e| e.to_string())?;
     let (hub, app) = start(cfg, &fmt, ctl)?;
     ctl.set_web_target(None);
     ctl.stats().set_web(&WebStats::default());
