@@ -89,7 +89,7 @@ impl Frames {
 }
 
 fn realtime_ns() -> u64 {
-    vr_stream::rt::realtime_ns()
+    vr_stream::rt::realtime().0
 }
 
 /// Three consecutive free UDP ports on 127.0.0.1 (RTP, RTCP, FEC), bound.

@@ -10,7 +10,10 @@
 #   3. build    the x86-64 test build (release, feature v4l2-m2m), then `sync`: the timing
 #               tests must not run while the kernel writes back the build's dirty pages
 #               (docs/testing.md)
-#   4. test     cargo test: unit and integration tests (builds nothing more)
+#   4. test     cargo test --tests: unit and integration tests (builds nothing more). The
+#               benchmarks were compiled in step 3 and are not run here: `cargo test
+#               --all-targets` would run each one's main (70 s of measurements, and
+#               their figures need an idle machine); `cargo bench --bench NAME` runs them
 #   5. aarch64  scripts/test-aarch64.sh: the Pi 5 build (Cortex-A76, v4l2-m2m) and the
 #               tests that run under qemu-user
 #   6. package  scripts/test-package.sh --prebuilt: both .deb from the binaries of steps 3
@@ -47,7 +50,7 @@ step clippy env PKG_CONFIG_PATH="$VR_LIBCAMERA_PKG_CONFIG_PATH" \
     cargo clippy --release --workspace --all-targets --features vr-stream/v4l2-m2m,vr-stream/libcamera -- -D warnings
 step build cargo test --release --workspace --all-targets "${FEATURES[@]}" --no-run
 sync
-step test cargo test --release --workspace --all-targets "${FEATURES[@]}"
+step test cargo test --release --workspace --tests "${FEATURES[@]}"
 step aarch64 bash scripts/test-aarch64.sh
 step package bash scripts/test-package.sh --prebuilt
 CURRENT=

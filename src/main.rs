@@ -112,6 +112,10 @@ struct Cli {
     /// Write per-frame timestamps (ns) as CSV [stats.latency_log]
     #[arg(long, value_name = "FILE")]
     latency_log: Option<String>,
+    /// At exit, print the summary as one JSON document on stdout
+    /// (schemas/vr-stream-summary.schema.json); `{"version", "error"}` if it cannot start
+    #[arg(long)]
+    json: bool,
     /// Instance name: prefix of the shared-memory segments in /dev/shm
     #[arg(long, default_value = DEFAULT_INSTANCE)]
     instance: String,
@@ -237,7 +241,7 @@ fn overrides(cli: &Cli) -> toml::Table {
     t
 }
 
-fn main_inner(cli: Cli) -> Result<()> {
+fn main_inner(cli: &Cli) -> Result<Option<supervisor::ExitSummary>> {
     let mut layers = vec![];
     if let Some(p) = &cli.profile {
         layers.push(Layer::Profile(p.clone()));
@@ -250,11 +254,11 @@ fn main_inner(cli: Cli) -> Result<()> {
             text,
         });
     }
-    layers.push(Layer::Overrides(overrides(&cli)));
+    layers.push(Layer::Overrides(overrides(cli)));
     let cfg = config::load(&layers)?;
     if cli.print_config {
         print!("{}", cfg.to_toml());
-        return Ok(());
+        return Ok(None);
     }
     if cli.instance.is_empty() || cli.instance.contains('/') {
         anyhow::bail!(
@@ -265,7 +269,7 @@ fn main_inner(cli: Cli) -> Result<()> {
     let web_explicit = cli.web || cli.web_port.is_some();
     supervisor::run(&RunOptions {
         cfg,
-        instance: cli.instance,
+        instance: cli.instance.clone(),
         sdp_only: cli.sdp_only,
         profile: cli.profile.clone(),
         web_explicit,
@@ -286,8 +290,29 @@ fn main() {
         };
         std::process::exit(stage::run(kind, instance, geometry));
     }
-    if let Err(e) = main_inner(cli) {
-        eprintln!("vr-stream: error: {e:#}");
+    let error = match main_inner(&cli) {
+        Ok(summary) => {
+            if cli.json
+                && let Some(s) = &summary
+            {
+                println!(
+                    "{}",
+                    serde_json::to_string(s)
+                        .unwrap_or_else(|e| supervisor::summary::error_json(&e.to_string()))
+                );
+            }
+            summary.and_then(|s| s.error)
+        }
+        Err(e) => {
+            let text = format!("{e:#}");
+            if cli.json {
+                println!("{}", supervisor::summary::error_json(&text));
+            }
+            Some(text)
+        }
+    };
+    if let Some(e) = error {
+        eprintln!("vr-stream: error: {e}");
         std::process::exit(1);
     }
 }

@@ -252,9 +252,9 @@ impl RtcpSocket {
         let _ = self.sock.send_to(datagram, self.dest);
     }
 
-    /// Receives one datagram: (length, source, kernel receive time as Unix ns if the
-    /// kernel gave one). `None` when nothing is waiting.
-    fn recv(&mut self) -> Option<(usize, SocketAddr, Option<u64>)> {
+    /// Receives one datagram: (length, source, kernel receive time (SO_TIMESTAMPNS: the
+    /// wall clock) if the kernel gave one). `None` when nothing is waiting.
+    fn recv(&mut self) -> Option<(usize, SocketAddr, Option<crate::rt::UnixNs>)> {
         use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg};
         use std::os::fd::AsRawFd;
         loop {
@@ -269,9 +269,9 @@ impl RtcpSocket {
                 Ok(m) => {
                     let ts = m.cmsgs().ok().and_then(|mut c| {
                         c.find_map(|c| match c {
-                            ControlMessageOwned::ScmTimestampns(t) => {
-                                Some(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-                            }
+                            ControlMessageOwned::ScmTimestampns(t) => Some(crate::rt::UnixNs(
+                                t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64,
+                            )),
                             _ => None,
                         })
                     });
@@ -303,7 +303,7 @@ impl RtcpSocket {
         while let Some((n, from, rx_ns)) = self.recv() {
             let b = &self.rx[..n];
             let t3 = now_ntp();
-            let t2 = rx_ns.map(crate::rtp::ntp_from_unix_ns).unwrap_or(t3);
+            let t2 = rx_ns.map(|t| t.to_ntp()).unwrap_or(t3);
             if let Some(a) = crate::clock::answer(b, t2, t3) {
                 let _ = self.sock.send_to(&a, from);
                 f(RtcpIn::ClockProbe);

@@ -8,14 +8,9 @@
 use std::time::Duration;
 
 pub use vr_sys::proc::{RtState, ThreadState, read_state, read_threads, status_field_kb};
-pub use vr_sys::time::{monotonic_ns, realtime_ns};
-
-/// The wall-clock time (Unix ns) of the CLOCK_MONOTONIC instant `mono_ns`, from a pair of
-/// readings of both clocks taken together (`mono_now`, `real_now`): its age subtracted
-/// from the wall clock. Instants after `mono_now` count as now.
-pub fn wall_ns(mono_ns: u64, mono_now: u64, real_now: u64) -> u64 {
-    real_now.saturating_sub(mono_now.saturating_sub(mono_ns))
-}
+pub use vr_sys::time::{
+    ClockPair, MonotonicNs, UnixNs, clock_pair, monotonic, monotonic_ns, realtime,
+};
 
 /// Sleeps until CLOCK_MONOTONIC reaches `deadline_ns` (clock_nanosleep TIMER_ABSTIME;
 /// restarted after signals). Returns at once if it has passed.
@@ -120,6 +115,17 @@ pub struct RtRequest {
 /// One thing [`apply`] could not do, with the limit involved and how `setup` fixes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RtShortfall(pub String);
+
+/// The shortfalls as one message ("…; …"), `None` when there are none.
+pub fn describe(short: &[RtShortfall]) -> Option<String> {
+    (!short.is_empty()).then(|| {
+        short
+            .iter()
+            .map(|s| s.0.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
 
 /// Reads a resource limit: (soft, hard); `u64::MAX` for unlimited.
 pub fn rlimit(resource: nix::sys::resource::Resource) -> (u64, u64) {

@@ -18,13 +18,13 @@ use crate::encode::{EncoderParams, open_encoder};
 use crate::latency::FrameRecord;
 use crate::net::{SendStats, UdpSender};
 use crate::rt::{self, monotonic_ns};
-use crate::rtp::{self, PacketBuf, RtpParams};
+use crate::rtp::{PacketBuf, RtpParams};
 use crate::shm::bitstream::{AuMeta, BitstreamQueue, FLAG_KEYFRAME, Next, Push};
 use crate::shm::control::NetCounters;
 use crate::shm::control::{
     Control, STAGE_CAMERA, STAGE_ENCODE, STAGE_NETWORK, StageSlot, StageState,
 };
-use crate::shm::frame_ring::{FORMAT_I420, FrameMeta, FrameRing, RingGeometry, SPIN, Take};
+use crate::shm::frame_ring::{self, FORMAT_I420, FrameMeta, FrameRing, RingGeometry, SPIN, Take};
 use crate::shm::stats::{STAGE_DETECT, STAGE_WEB};
 use crate::source::{self, SourceFormat};
 use std::net::{IpAddr, SocketAddr};
@@ -83,6 +83,15 @@ impl StageKind {
     /// the viewer page are extras; the RTP stream is not).
     pub fn optional(self) -> bool {
         matches!(self, StageKind::Detect | StageKind::Web)
+    }
+
+    /// What an optional stage adds to the stream, for "streaming without …" messages.
+    pub fn feature(self) -> &'static str {
+        match self {
+            StageKind::Web => "the viewer page",
+            StageKind::Detect => "detection",
+            _ => "nothing",
+        }
     }
 
     /// Name used on the command line and in messages.
@@ -296,12 +305,7 @@ pub(crate) fn go_realtime(
     };
     let st = rt::read_state(0);
     record_state(slot, &st);
-    if !short.is_empty() {
-        let msg = short
-            .iter()
-            .map(|s| s.0.as_str())
-            .collect::<Vec<_>>()
-            .join("; ");
+    if let Some(msg) = rt::describe(&short) {
         if cfg.rt.strict {
             return Err(StageError::Realtime(msg));
         }
@@ -342,6 +346,24 @@ pub(crate) fn wait_go(ctl: &Control) -> bool {
 pub(crate) fn beat(slot: &StageSlot) {
     slot.heartbeat_ns
         .store(monotonic_ns(), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// One wait of at most 100 ms for the next frame of a stage that consumes a frame ring,
+/// beating the heartbeat when nothing came ([`Take::Timeout`]); [`Take::Eos`] too when a
+/// stop was requested.
+fn take_or_beat<'a>(
+    consumer: &'a mut frame_ring::Consumer<'_>,
+    ctl: &Control,
+    slot: &StageSlot,
+) -> Take<'a> {
+    if ctl.stop_requested() {
+        return Take::Eos;
+    }
+    let t = consumer.take(Instant::now() + Duration::from_millis(100));
+    if matches!(t, Take::Timeout) {
+        beat(slot);
+    }
+    t
 }
 
 /// Runs stage `kind` of instance `inst` to completion. Returns the process exit code.
@@ -623,21 +645,15 @@ fn encode(
     };
     let (mut det_runs, mut boxes) = (0u64, vec![]);
     loop {
-        if ctl.stop_requested() {
-            break;
-        }
         if let Some(kbps) = ctl.take_bitrate_request() {
             match enc.set_bitrate(kbps) {
                 Ok(()) => ctl.stats().set_bitrate(kbps),
                 Err(e) => eprintln!("vr-stream[encode]: {e}"),
             }
         }
-        let frame = match consumer.take(Instant::now() + Duration::from_millis(100)) {
+        let frame = match take_or_beat(&mut consumer, ctl, slot) {
             Take::Frame(f) => f,
-            Take::Timeout => {
-                beat(slot);
-                continue;
-            }
+            Take::Timeout => continue,
             Take::Eos => break,
         };
         let start = monotonic_ns();
@@ -724,15 +740,9 @@ fn detect(
     let every = cfg.detect.every_nth.max(1) as u64;
     let mut last_id: Option<u64> = None;
     loop {
-        if ctl.stop_requested() {
-            break;
-        }
-        let frame = match consumer.take(Instant::now() + Duration::from_millis(100)) {
+        let frame = match take_or_beat(&mut consumer, ctl, slot) {
             Take::Frame(f) => f,
-            Take::Timeout => {
-                beat(slot);
-                continue;
-            }
+            Take::Timeout => continue,
             Take::Eos => break,
         };
         let (id, capture_ns) = (frame.meta.frame_id, frame.meta.capture_ns);
@@ -907,11 +917,11 @@ fn network(
         let m = au.meta;
         let au_bytes = au.data.len() as u64;
         // abs-capture-time: the capture instant on the wall clock, from its age now.
-        let (mono, real) = (monotonic_ns(), rt::realtime_ns());
+        let capture_wall = rt::clock_pair().wall(rt::MonotonicNs(m.capture_ns));
         let frame = match session.on_access_unit(AccessUnit {
             data: au.data,
             capture_ns: m.capture_ns,
-            capture_ntp: rtp::ntp_from_unix_ns(rt::wall_ns(m.capture_ns, mono, real)),
+            capture_ntp: capture_wall.to_ntp(),
             keyframe: m.flags & FLAG_KEYFRAME != 0,
         }) {
             Ok(f) => f,

@@ -110,7 +110,7 @@ fn sdp_text(cfg: &Config, fmt: &SourceFormat, headers: &[u8]) -> Result<String> 
     } else {
         IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])
     });
-    let session_id = rt::realtime_ns() / 1_000_000_000;
+    let session_id = rt::realtime().0 / 1_000_000_000;
     Ok(write_sdp(&SdpParams {
         origin,
         dest: dest.ip(),
@@ -144,7 +144,10 @@ struct Stage {
 }
 
 pub mod restart;
+pub mod summary;
+
 pub use restart::{HEALTHY_AFTER, MAX_BACKOFF};
+pub use summary::ExitSummary;
 
 /// How recent the last refused RTP packet must be, at exit, for the stream to end with
 /// nobody listening: a receiver that stopped or never started. The kernel reports an ICMP
@@ -376,11 +379,15 @@ fn web_setup(w: &mut crate::config::WebConfig, dest_ip: &str) -> Result<Vec<Stri
     Ok(urls)
 }
 
-/// Runs the stream until end of stream, a stop signal or a stage failure.
+/// Runs the stream until end of stream, a stop signal or a stage failure, and prints the
+/// exit summary on stderr.
 ///
-/// Errors: bad source, segment in use, a stage that fails to start or fails while running
-/// (naming the stage and its reason), an unwritable SDP or latency log.
-pub fn run(opts: &RunOptions) -> Result<()> {
+/// Returns the summary (`None` for `--sdp-only` and a stop before streaming began); a
+/// stage that failed for good is its `error`, and the caller exits non-zero.
+///
+/// Errors: bad source, segment in use, a stage that fails to start (naming the stage and
+/// its reason), an unwritable SDP or latency log.
+pub fn run(opts: &RunOptions) -> Result<Option<ExitSummary>> {
     let cfg = &opts.cfg;
     let pipe = open_pipe(cfg)?;
     let fmt = match &pipe {
@@ -508,7 +515,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         let text = sdp_text(cfg, &fmt, &enc.headers()?)?;
         write_sdp_file(&cfg.stream.sdp, &text)?;
         eprintln!("vr-stream: wrote {}", cfg.stream.sdp);
-        return Ok(());
+        return Ok(None);
     }
     let mut csv = if cfg.stats.latency_log.is_empty() {
         None
@@ -527,13 +534,8 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         .map(|k| k.placement(cfg).priority)
         .max()
         .unwrap_or(1);
-    let short = rt::check_limits(max_prio, cfg.rt.mlock);
-    if !short.is_empty() {
-        let msg = short
-            .iter()
-            .map(|s| s.0.as_str())
-            .collect::<Vec<_>>()
-            .join("; ");
+    let rt_warned = rt::describe(&rt::check_limits(max_prio, cfg.rt.mlock));
+    if let Some(msg) = &rt_warned {
         if cfg.rt.strict {
             bail!("--strict-rt: {msg}");
         }
@@ -635,7 +637,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             cmd.stdin(Stdio::from(f.try_clone()?))
                 .env(source::pipe::STDIN_ENV, format!("{geometry},{header_len}"));
         }
-        if !short.is_empty() {
+        if rt_warned.is_some() {
             cmd.env(stage::RT_WARNED_ENV, "1");
         }
         if kind == StageKind::Web {
@@ -685,11 +687,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
                     .or_else(|| st.map(|st| status_text(&st)))
                     .unwrap_or_default();
                 s.abandoned = true;
-                let without = if s.kind == StageKind::Web {
-                    "the viewer page"
-                } else {
-                    "detection"
-                };
+                let without = s.kind.feature();
                 eprintln!(
                     "vr-stream: stage {} failed to start ({msg}); streaming without {without}",
                     s.kind.name()
@@ -720,7 +718,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         }
         if rt::stop_signal() != 0 {
             stop_all(&mut stages);
-            return Ok(());
+            return Ok(None);
         }
         if Instant::now() > deadline {
             stop_all(&mut stages);
@@ -858,11 +856,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
                                 // Detection and the viewer page are optional: the video
                                 // goes on.
                                 s.abandoned = true;
-                                let without = if s.kind == StageKind::Web {
-                                    "the viewer page"
-                                } else {
-                                    "detection"
-                                };
+                                let without = s.kind.feature();
                                 eprintln!(
                                     "vr-stream: stage {name} failed ({msg}); streaming on without {without}"
                                 );
@@ -941,48 +935,68 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         w.flush()
             .with_context(|| format!("--latency-log {}", cfg.stats.latency_log))?;
     }
-    let cam = ctl
-        .stage(StageKind::Camera.slot())
-        .frames_out
-        .load(Ordering::Relaxed);
-    let enc = ctl.stage(StageKind::Encode.slot());
     let net = ctl.stats().net();
     let absent = nobody_listening(&net, rt::monotonic_ns());
-    let (packets, bytes, batches, errors) = (
-        net.packets,
-        net.bytes,
-        net.batches,
-        // With nobody listening the refusals are explained on a line of their own.
-        net.send_errors + net.wouldblock_drops - if absent { net.refused } else { 0 },
-    );
-    let enc_counters = ctl.stats().encoded();
-    let (enc_bytes, idr) = (enc_counters.bytes, enc_counters.idr);
-    let restarts: Vec<String> = StageKind::ALL
-        .iter()
-        .filter_map(|k| {
-            let n = ctl.stage(k.slot()).restarts.load(Ordering::Relaxed);
-            (n > 0).then(|| format!("{} {n}", k.name()))
-        })
-        .collect();
-    if !restarts.is_empty() {
-        eprintln!("vr-stream: restarts: {}", restarts.join(", "));
+    let enc = ctl.stage(StageKind::Encode.slot());
+    let encoded = ctl.stats().encoded();
+    let summary = ExitSummary {
+        version: summary::SUMMARY_VERSION,
+        frames: summary::FrameCounts {
+            captured: ctl
+                .stage(StageKind::Camera.slot())
+                .frames_out
+                .load(Ordering::Relaxed),
+            encoded: enc.frames_in.load(Ordering::Relaxed),
+            sent: ctl
+                .stage(StageKind::Network.slot())
+                .frames_out
+                .load(Ordering::Relaxed),
+            ring_drops: enc.drops.load(Ordering::Relaxed),
+            queue_drops: queue.dropped(),
+            idr: encoded.idr,
+            encoded_bytes: encoded.bytes,
+        },
+        network: summary::NetworkSummary::from_counters(
+            &net,
+            absent,
+            ctl.stats().info().bitrate_kbps,
+        ),
+        restarts: StageKind::ALL
+            .iter()
+            .map(|k| {
+                (
+                    k.name(),
+                    ctl.stage(k.slot()).restarts.load(Ordering::Relaxed),
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect(),
+        detect: cfg.detect.enabled.then(|| {
+            let d = ctl.stats().detect();
+            summary::DetectSummary {
+                inferences: d.inferences,
+                skipped: ctl
+                    .stage(StageKind::Detect.slot())
+                    .drops
+                    .load(Ordering::Relaxed),
+                mean_infer_ms: d.infer_us_total as f64 / d.inferences.max(1) as f64 / 1000.0,
+                detections: d.detections,
+            }
+        }),
+        rtcp: summary::RtcpSummary::from_counters(&ctl.stats().rtcp()),
+        latency_ms: summary::latency_ms(&stats),
+        latency_records_lost: lost_records,
+        error: failure,
+    };
+    if !summary.restarts.is_empty() {
+        let r: Vec<String> = summary
+            .restarts
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        eprintln!("vr-stream: restarts: {}", r.join(", "));
     }
-    eprintln!(
-        "vr-stream: frames captured {cam} encoded {} sent {} (ring drops {}, queue drops {}, IDR {idr}); \
-         packets {packets} bytes {bytes} sendmmsg {batches} send errors {errors} FEC packets {}; encoded {enc_bytes} bytes{}",
-        enc.frames_in.load(Ordering::Relaxed),
-        ctl.stage(StageKind::Network.slot())
-            .frames_out
-            .load(Ordering::Relaxed),
-        enc.drops.load(Ordering::Relaxed),
-        queue.dropped(),
-        net.fec_packets,
-        if lost_records > 0 {
-            format!("; {lost_records} latency records overwritten before read")
-        } else {
-            String::new()
-        }
-    );
+    eprintln!("{}", summary.frames_line());
     if absent {
         let info = ctl.stats().info();
         let sdp = if cfg.stream.sdp.is_empty() {
@@ -1003,28 +1017,19 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             }
         );
     }
-    if net.paced_frames + net.dropped_frames + net.abr_changes > 0 {
-        eprintln!(
-            "vr-stream: paced frames {} ({:.1} ms pacing in all); frames dropped whole (TCP) {}; bitrate changes {} (last {} kbit/s)",
-            net.paced_frames,
-            net.paced_ns as f64 / 1e6,
-            net.dropped_frames,
-            net.abr_changes,
-            ctl.stats().info().bitrate_kbps
-        );
+    if let Some(l) = summary.pacing_line() {
+        eprintln!("{l}");
     }
-    if cfg.detect.enabled {
-        let d = ctl.stats().detect();
+    if let Some(d) = &summary.detect {
+        let det = ctl.stats().detect();
         let newest = ctl.stats().detections();
         eprintln!(
             "vr-stream: detect: {} frames run ({} skipped while busy), mean inference {:.1} ms, last {:.1} ms + {:.1} ms letterbox; {} detections{}",
             d.inferences,
-            ctl.stage(StageKind::Detect.slot())
-                .drops
-                .load(Ordering::Relaxed),
-            d.infer_us_total as f64 / d.inferences.max(1) as f64 / 1000.0,
-            d.last_infer_us as f64 / 1000.0,
-            d.last_prep_us as f64 / 1000.0,
+            d.skipped,
+            d.mean_infer_ms,
+            det.last_infer_us as f64 / 1000.0,
+            det.last_prep_us as f64 / 1000.0,
             d.detections,
             newest
                 .map(|s| format!(
@@ -1039,28 +1044,13 @@ pub fn run(opts: &RunOptions) -> Result<()> {
                 .unwrap_or_default()
         );
     }
-    let r = ctl.stats().rtcp();
-    if r.reports + r.pli + r.nack_packets > 0 {
-        eprintln!(
-            "vr-stream: RTCP: {} receiver report blocks (last: {:.1}% lost, {} lost in all, jitter {:.2} ms, RTT {}), PLI {}, NACKed packets {}",
-            r.reports,
-            r.fraction_lost as f64 * 100.0 / 256.0,
-            r.cumulative_lost,
-            r.jitter_90k as f64 / 90.0,
-            r.rtt_us
-                .map(|u| format!("{:.2} ms", u as f64 / 1000.0))
-                .unwrap_or_else(|| "n/a".into()),
-            r.pli,
-            r.nack_packets
-        );
+    if let Some(l) = summary.rtcp_line() {
+        eprintln!("{l}");
     }
     if stats.count() > 0 {
         eprint!("{}", stats.report());
     }
-    if let Some(f) = failure {
-        bail!(f);
-    }
-    Ok(())
+    Ok(Some(summary))
 }
 
 #[cfg(test)]

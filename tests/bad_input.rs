@@ -56,6 +56,24 @@ fn check_fed(tag: &str, args: &[&str], stdin: Option<&[u8]>, needles: &[&str]) {
             err_lines[0]
         );
     }
+    // `--json` (run_vr_stdin): the same error as a document on stdout, unless the command
+    // line itself was refused (exit 2, before anything ran).
+    if out.status.code() != Some(2) {
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|err| {
+            panic!(
+                "{tag}: no --json document ({err}): {:?}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        let bad = schema_violations("vr-stream-summary.schema.json", &doc);
+        assert!(bad.is_empty(), "{tag}: {bad}{doc}");
+        let text = doc["error"].as_str().unwrap_or_default();
+        assert!(
+            !text.is_empty() && err_lines[0].ends_with(text),
+            "{tag}: --json error {text:?} is not the error line {:?}",
+            err_lines[0]
+        );
+    }
     assert!(
         leftover_segments(&inst).is_empty(),
         "{tag}: segments left {:?}",

@@ -323,7 +323,7 @@ fn yolo_on_the_real_clip_leaves_the_video_whole() {
     let _ = ff.wait();
     reader.join().unwrap();
     let decoded = frames.load(std::sync::atomic::Ordering::Relaxed);
-    let sent = summary_field(&e, "sent").unwrap();
+    let sent = summary_field(&out.stdout, "frames.sent").unwrap();
     eprintln!(
         "{}",
         e.lines()
@@ -338,7 +338,7 @@ fn yolo_on_the_real_clip_leaves_the_video_whole() {
     // 2-CPU VM the stages' CPU stalled for 78-164 ms in some --yolo runs (10-23 drops);
     // never reproduced outside CI, cause not found yet (see the closing note of
     // 2026-12-04).
-    let drops = summary_field(&e, "drops").unwrap();
+    let drops = summary_field(&out.stdout, "frames.ring_drops").unwrap();
     assert_eq!(sent + drops, 300, "{e}");
     assert!(
         drops <= 30,
@@ -680,9 +680,11 @@ fn a_detect_stage_that_keeps_failing_is_dropped_and_the_video_goes_on() {
             "--config",
             cfg.to_str().unwrap(),
         ])
-        .args(["--width", "640", "--height", "360", "--frames", "360"])
+        .args([
+            "--width", "640", "--height", "360", "--frames", "360", "--json",
+        ])
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -714,10 +716,10 @@ fn a_detect_stage_that_keeps_failing_is_dropped_and_the_video_goes_on() {
     // tens of ms (khugepaged seen at 31 ms), while the detector's restarts fork and load
     // ONNX Runtime.
     let (captured, sent) = (
-        summary_field(&e, "captured").unwrap(),
-        summary_field(&e, "sent").unwrap(),
+        summary_field(&out.stdout, "frames.captured").unwrap(),
+        summary_field(&out.stdout, "frames.sent").unwrap(),
     );
-    let drops = summary_field(&e, "drops").unwrap();
+    let drops = summary_field(&out.stdout, "frames.ring_drops").unwrap();
     assert_eq!(captured, 360, "{e}");
     assert_eq!(sent + drops, 360, "{e}");
     assert!(sent >= 342, "{e}");

@@ -22,36 +22,9 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// Every object with p50/p99/max in the document: ordered and non-negative.
-/// The violations of schemas/quick-bench.schema.json (draft 2020-12) by `doc`, one per
-/// line ("" when valid), found by the reference implementation, Python's `jsonschema`
-/// (Debian's python3-jsonschema, scripts/install-deps.sh), run by /usr/bin/python3.
+/// The violations of schemas/quick-bench.schema.json by `doc` ([`common::schema_violations`]).
 fn schema_violations(doc: &Value) -> String {
-    let schema = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/schemas/quick-bench.schema.json"
-    );
-    let check = "import json, sys\n\
-        from jsonschema import Draft202012Validator as V\n\
-        schema = json.load(open(sys.argv[1]))\n\
-        V.check_schema(schema)\n\
-        for e in V(schema).iter_errors(json.load(sys.stdin)):\n\
-        \x20   print(e.message, 'at', '/'.join(map(str, e.absolute_path)))\n";
-    let mut child = Command::new("/usr/bin/python3")
-        .args(["-c", check, schema])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("/usr/bin/python3 (scripts/install-deps.sh)");
-    serde_json::to_writer(child.stdin.take().unwrap(), doc).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the schema check did not run (python3-jsonschema installed? scripts/install-deps.sh): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::schema_violations("quick-bench.schema.json", doc)
 }
 
 fn check_percentiles(v: &Value, path: &str, found: &mut usize) {

@@ -94,6 +94,8 @@ struct Run {
     rx: serde_json::Value,
     relay: serde_json::Value,
     vr_stderr: String,
+    /// vr-stream's `--json` exit summary.
+    vr_json: Vec<u8>,
     ids: Vec<u64>,
 }
 
@@ -164,6 +166,7 @@ fn run(tag: &str, relay_args: &[&str], fec_percent: u32) -> Option<Run> {
         rx,
         relay,
         vr_stderr,
+        vr_json: out.stdout,
         ids,
     })
 }
@@ -263,7 +266,7 @@ fn five_percent_bursty_loss_heals_at_the_idr_the_pli_asks_for() {
         "recovery (frames after the latest loss to the IDR): {rec}; broken {}",
         r.rx["broken_frames"]
     );
-    let idr = summary_field(&r.vr_stderr, "IDR").unwrap();
+    let idr = summary_field(&r.vr_json, "frames.idr").unwrap();
     assert!(idr >= 2, "PLIs brought IDRs: {idr}");
     let written = frames(&r.rx, "complete") + frames(&r.rx, "recovered")
         - r.rx["held_back"].as_u64().unwrap();

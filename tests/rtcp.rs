@@ -103,30 +103,22 @@ fn gstreamer_rtpbin_receiver_reports_reach_the_sender() {
     let _ = gst.wait();
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{e}");
-    let line = e
-        .lines()
-        .find(|l| l.starts_with("vr-stream: RTCP:"))
-        .unwrap_or_else(|| panic!("no RTCP line: {e}"));
-    eprintln!("{line}");
-    let blocks: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
-    assert!(blocks >= 1, "{line}");
+    let sum: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|err| panic!("no --json summary ({err}): {e}"));
+    let r = &sum["rtcp"];
+    eprintln!("RTCP at the sender: {r}");
+    assert!(r["reports"].as_u64().unwrap() >= 1, "{r}");
     // No loss on loopback. (rtpbin may report -1 in all: it counts a packet twice at the
     // start; RFC 3550 §6.4.1 allows negative totals.)
+    assert_eq!(r["last_fraction_lost_pct"].as_f64(), Some(0.0), "{r}");
     assert!(
-        line.contains("(last: 0.0% lost, 0 lost in all")
-            || line.contains("(last: 0.0% lost, -1 lost in all"),
-        "{line}"
+        [0, -1].contains(&r["cumulative_lost"].as_i64().unwrap()),
+        "{r}"
     );
-    let rtt_ms: f64 = line
-        .split("RTT ")
-        .nth(1)
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap_or_else(|_| panic!("no RTT (GStreamer's LSR did not match our SR): {line}"));
-    assert!(rtt_ms < 100.0, "{line}");
+    let rtt_ms = r["rtt_ms"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no RTT (GStreamer's LSR did not match our SR): {r}"));
+    assert!(rtt_ms < 100.0, "{r}");
 }
 
 /// Whether an RTP payload starts an IDR slice (single NAL unit type 5 or the first FU-A
@@ -204,13 +196,7 @@ fn sr_pli_rr_nack_clock_probe_and_bye_with_a_test_receiver() {
         }
         while let Ok((n, from)) = rtcp_sock.recv_from(&mut buf) {
             if let Some((t1, k, t2, t3)) = vr_stream::clock::parse_answer(&buf[..n]) {
-                probe_answer = Some((
-                    t1,
-                    k,
-                    t2,
-                    t3,
-                    vr_stream::rtp::ntp_from_unix_ns(vr_stream::rt::realtime_ns()),
-                ));
+                probe_answer = Some((t1, k, t2, t3, vr_stream::rt::realtime().to_ntp()));
                 continue;
             }
             for p in rtcp::parse_compound(&buf[..n]).expect("valid RTCP from vr-stream") {
@@ -272,7 +258,7 @@ fn sr_pli_rr_nack_clock_probe_and_bye_with_a_test_receiver() {
                 }],
             );
             rtcp_sock.send_to(&other, to).unwrap();
-            let t1 = vr_stream::rtp::ntp_from_unix_ns(vr_stream::rt::realtime_ns());
+            let t1 = vr_stream::rt::realtime().to_ntp();
             rtcp_sock
                 .send_to(&vr_stream::clock::request(t1, 9), to)
                 .unwrap();
@@ -330,10 +316,27 @@ fn sr_pli_rr_nack_clock_probe_and_bye_with_a_test_receiver() {
     assert_eq!(k, 9);
     assert!(t1 <= t2 && t2 <= t3 && t3 <= t4, "{t1} {t2} {t3} {t4}");
     assert!(bye, "no BYE at the end");
-    let line = e
-        .lines()
-        .find(|l| l.starts_with("vr-stream: RTCP:"))
-        .unwrap_or_else(|| panic!("{e}"));
-    assert!(line.starts_with("vr-stream: RTCP: 1 receiver report blocks (last: 1.2% lost, 2 lost in all, jitter 0.50 ms, RTT "), "{line}");
-    assert!(line.ends_with("PLI 1, NACKed packets 3"), "{line}");
+    let sum: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|err| panic!("no --json summary ({err}): {e}"));
+    let r = &sum["rtcp"];
+    // What the receiver report said (fraction lost 3/256), and the PLI and NACK acted on.
+    assert_eq!(r["reports"], 1, "{r}");
+    assert_eq!(
+        r["last_fraction_lost_pct"].as_f64(),
+        Some(3.0 * 100.0 / 256.0),
+        "{r}"
+    );
+    assert_eq!(r["cumulative_lost"], 2, "{r}");
+    assert_eq!(r["jitter_ms"].as_f64(), Some(45.0 / 90.0), "{r}");
+    assert!(r["rtt_ms"].is_f64(), "{r}");
+    assert_eq!(
+        (&r["pli"], &r["nack_packets"]),
+        (&1.into(), &3.into()),
+        "{r}"
+    );
+    // The human line says the same.
+    assert!(
+        e.contains("vr-stream: RTCP: 1 receiver report blocks (last: 1.2% lost, 2 lost in all, jitter 0.50 ms, RTT "),
+        "{e}"
+    );
 }

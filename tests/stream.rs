@@ -128,10 +128,23 @@ fn stream_to_ffmpeg_fed(
         std::thread::sleep(Duration::from_millis(20));
     }
     reader.join().unwrap();
-    let sent = summary_field(&stderr, "sent").expect("summary line");
+    let sent = summary_field(&out.stdout, "frames.sent").expect("the --json summary");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bad = schema_violations("vr-stream-summary.schema.json", &doc);
+    assert!(bad.is_empty(), "{bad}{doc}");
+    assert!(doc["error"].is_null(), "{doc}");
+    assert!(
+        doc["latency_ms"]["total"]["frames"].as_u64() > Some(0),
+        "{doc}"
+    );
     // ffmpeg listened on the RTP port the whole time: no "nobody is listening" line.
+    assert_eq!(doc["network"]["nobody_listening"], false, "{doc}");
     assert!(!stderr.contains("nobody is listening"), "{stderr}");
-    assert_eq!(summary_field(&stderr, "errors"), Some(0), "{stderr}");
+    assert_eq!(
+        summary_field(&out.stdout, "network.send_errors"),
+        Some(0),
+        "{stderr}"
+    );
     assert!(
         leftover_segments(&inst).is_empty(),
         "segments left: {:?}",
@@ -410,7 +423,7 @@ fn gstreamer_plays_the_sdp_too() {
     let out = run_vr(&args, Duration::from_secs(60));
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{e}");
-    let sent = summary_field(&e, "sent").unwrap();
+    let sent = summary_field(&out.stdout, "frames.sent").unwrap();
     std::thread::sleep(Duration::from_millis(500));
     interrupt(&gst);
     let mut gst = gst;
@@ -562,10 +575,13 @@ fn a_stream_nobody_listens_to_says_so_in_one_line() {
         "{e}"
     );
     assert_eq!(
-        summary_field(&e, "errors"),
+        summary_field(&out.stdout, "network.send_errors"),
         Some(0),
         "refusals are not counted as errors: {e}"
     );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["network"]["nobody_listening"], true, "{doc}");
+    assert!(doc["network"]["refused"].as_u64() > Some(0), "{doc}");
 
     // The same with vr-receive listening.
     let mut rx = std::process::Command::new(env!("CARGO_BIN_EXE_vr-receive"))
@@ -589,7 +605,11 @@ fn a_stream_nobody_listens_to_says_so_in_one_line() {
     let e = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{e}");
     assert!(!e.contains("nobody is listening"), "{e}");
-    assert_eq!(summary_field(&e, "errors"), Some(0), "{e}");
+    assert_eq!(
+        summary_field(&out.stdout, "network.send_errors"),
+        Some(0),
+        "{e}"
+    );
     assert!(leftover_segments(&inst).is_empty() && processes_of(&inst).is_empty());
 }
 
@@ -609,8 +629,9 @@ fn idrs_under_pli_spam(tag: &str, from_ip: &str, media: fn(u32) -> u32) -> u64 {
     let p = port.to_string();
     let vr = std::process::Command::new(bin())
         .args(small_pattern_args(&p, &inst, "300"))
+        .arg("--json")
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -640,12 +661,13 @@ fn idrs_under_pli_spam(tag: &str, from_ip: &str, media: fn(u32) -> u32) -> u64 {
         let _ = spammer.send_to(&pli, sender);
         std::thread::sleep(Duration::from_millis(5));
     };
-    let mut e = String::new();
+    let (mut e, mut json) = (String::new(), vec![]);
     std::io::Read::read_to_string(&mut vr.stderr.take().unwrap(), &mut e).unwrap();
+    std::io::Read::read_to_end(&mut vr.stdout.take().unwrap(), &mut json).unwrap();
     drain.join().unwrap();
     assert!(status.success(), "{e}");
     assert!(leftover_segments(&inst).is_empty() && processes_of(&inst).is_empty());
-    summary_field(&e, "IDR").expect("IDR count")
+    summary_field(&json, "frames.idr").expect("IDR count")
 }
 
 /// Anyone who can reach the RTCP port could otherwise force an IDR every few frames:

@@ -49,7 +49,9 @@ fn killed_stages_come_back_within_500ms_and_ffmpeg_keeps_decoding() {
     let (reader, decoded) = read_pattern_ids_counted(ff.stdout.take().unwrap(), w, h);
     let mut sup = Command::new(bin())
         .args(args)
+        .arg("--json")
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -90,15 +92,16 @@ fn killed_stages_come_back_within_500ms_and_ffmpeg_keeps_decoding() {
         back_ms.push((k.name(), t.elapsed().as_millis()));
         mark = ctl.stats().records_written();
     }
-    let st = sup.wait().unwrap();
+    let out = sup.wait_with_output().unwrap();
+    let (st, json) = (out.status, out.stdout);
     let log = log.join().unwrap().join("\n");
     assert!(st.success(), "{log}");
     wait_settled(&decoded);
     interrupt(&ff);
     let _ = ff.wait();
     let ids: Vec<u64> = reader.join().unwrap().into_iter().flatten().collect();
-    let sent = summary_field(&log, "sent").unwrap();
-    let captured = summary_field(&log, "captured").unwrap();
+    let sent = summary_field(&json, "frames.sent").unwrap();
+    let captured = summary_field(&json, "frames.captured").unwrap();
     eprintln!(
         "back after (ms): {back_ms:?}; captured {captured}, sent {sent}, ffmpeg decoded {}",
         ids.len()
@@ -106,10 +109,13 @@ fn killed_stages_come_back_within_500ms_and_ffmpeg_keeps_decoding() {
     for (name, ms) in &back_ms {
         assert!(*ms < 500, "stage {name} back after {ms} ms");
     }
-    assert!(
-        log.contains("restarts: network 1, encode 1, camera 1"),
-        "{log}"
-    );
+    for stage in ["network", "encode", "camera"] {
+        assert_eq!(
+            summary_field(&json, &format!("restarts.{stage}")),
+            Some(1),
+            "{log}"
+        );
+    }
     // The camera resumed after its last frame: all 540 frames captured once.
     assert_eq!(captured, 540, "{log}");
     // Frames lost around the kills are the difference, and few.
@@ -184,7 +190,7 @@ fn killed_supervisor_takes_its_stages_and_the_next_run_reclaims_the_segments() {
     let out = run_vr(&again, Duration::from_secs(20));
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{e}");
-    assert_eq!(summary_field(&e, "sent"), Some(30), "{e}");
+    assert_eq!(summary_field(&out.stdout, "frames.sent"), Some(30), "{e}");
     assert!(leftover_segments(&inst).is_empty());
 }
 
@@ -338,7 +344,9 @@ fn a_hung_stage_is_killed_and_restarted() {
         ])
         .arg("--config")
         .arg(&cfg)
+        .arg("--json")
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -367,6 +375,11 @@ fn a_hung_stage_is_killed_and_restarted() {
     eprintln!("hung encoder replaced after {replaced:?}");
     assert!(out.status.success(), "{e}");
     assert!(e.contains("stage encode stopped beating"), "{e}");
+    assert_eq!(
+        summary_field(&out.stdout, "restarts.encode"),
+        Some(1),
+        "{e}"
+    );
     assert!(e.contains("restarts: encode 1"), "{e}");
     assert!(replaced < Duration::from_millis(1000), "{replaced:?}");
     assert!(leftover_segments(&inst).is_empty() && processes_of(&inst).is_empty());

@@ -18,9 +18,8 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use vr_stream::clock::{self, OffsetEstimator};
 use vr_stream::receiver::{Receiver, ReceiverConfig, Verdict};
-use vr_stream::rt::{monotonic_ns, realtime_ns};
+use vr_stream::rt::{monotonic_ns, realtime};
 use vr_stream::rtcp::{self, Rtcp};
-use vr_stream::rtp::ntp_from_unix_ns;
 
 /// Receive a vr-stream RTP stream, write its access units, report loss and latency.
 #[derive(Parser, Debug)]
@@ -247,7 +246,7 @@ fn run(cli: &Cli) -> Result<(), String> {
     let mut bye_at: Option<u64> = None;
     let start = monotonic_ns();
     // Wall clock = monotonic + this (for latency against the sender's wall clock).
-    let mono_to_real = realtime_ns() as i64 - monotonic_ns() as i64;
+    let mono_to_real = realtime().0 as i64 - monotonic_ns() as i64;
     let mut buf = vec![0u8; 65536];
     let mut rtcp_out = Vec::with_capacity(256);
     let proto = if cli.tcp { "tcp (RFC 4571)" } else { "udp" };
@@ -333,7 +332,7 @@ fn run(cli: &Cli) -> Result<(), String> {
         }
         // RTCP and clock answers.
         while let Ok((n, from)) = rtcp_sock.recv_from(&mut buf) {
-            let arrival_ntp = ntp_from_unix_ns(realtime_ns());
+            let arrival_ntp = realtime().to_ntp();
             if let Some((t1, _, t2, t3)) = clock::parse_answer(&buf[..n]) {
                 if let Some(s) = clock::sample(t1, t2, t3, arrival_ntp) {
                     sum.offset.add(s);
@@ -365,7 +364,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                                 sum.det_matched += 1;
                                 let offset = sum.offset.best().map_or(0, |s| s.offset_ns) as i128;
                                 let age_us =
-                                    ((realtime_ns() as i128 - (cap - offset)) / 1000).max(1) as u64;
+                                    ((realtime().0 as i128 - (cap - offset)) / 1000).max(1) as u64;
                                 let _ = sum.det_age.record(age_us.min(60_000_000));
                             }
                             sum.det_last = Some(w);
@@ -446,9 +445,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                 && (now - last_pli >= PLI_INTERVAL_NS || lost_at >= last_pli + rtt);
             if now - last_rr >= RR_INTERVAL_NS || pli_due {
                 rtcp_out.clear();
-                let block = rx
-                    .reception()
-                    .report_block(ssrc, ntp_from_unix_ns(realtime_ns()));
+                let block = rx.reception().report_block(ssrc, realtime().to_ntp());
                 rtcp::write_rr(&mut rtcp_out, me, &[block]);
                 if pli_due {
                     rtcp::write_pli(&mut rtcp_out, me, ssrc);
@@ -460,10 +457,7 @@ fn run(cli: &Cli) -> Result<(), String> {
             }
             if now - last_probe >= PROBE_INTERVAL_NS {
                 probe_n += 1;
-                let _ = rtcp_sock.send_to(
-                    &clock::request(ntp_from_unix_ns(realtime_ns()), probe_n),
-                    to,
-                );
+                let _ = rtcp_sock.send_to(&clock::request(realtime().to_ntp(), probe_n), to);
                 last_probe = now;
             }
         }

@@ -815,6 +815,17 @@ pub struct Placement {
     pub stride: usize,
 }
 
+impl Placement {
+    /// A component at byte `offset` of memory plane `plane`, `stride` bytes per row.
+    pub const fn at(plane: usize, offset: usize, stride: usize) -> Self {
+        Placement {
+            plane,
+            offset,
+            stride,
+        }
+    }
+}
+
 /// How an I420 frame is written into one OUTPUT buffer: component placements (for NV12
 /// formats `u` is the interleaved UV plane and `v` is unused) and bytes used per plane.
 #[derive(Debug, Clone, PartialEq)]
@@ -881,7 +892,9 @@ pub fn output_layout(want: SourceFormat, got: &DeviceFormat) -> Result<OutputLay
         return Err(bad(format!("bytesperline {ys} < width {w}")));
     }
     let (ch, cw) = (h / 2, w / 2);
-    let layout = match got.fourcc {
+    let y = Placement::at(0, 0, ys);
+    // (u, v, bytes used per plane); for NV12 formats u = v = the interleaved UV plane.
+    let (u, v, bytesused) = match got.fourcc {
         YU12 | NV12 => {
             // Luma rows allocated: sizeimage = ys × rows × 3/2.
             let rows = (p[0].sizeimage as usize * 2) / (3 * ys);
@@ -892,53 +905,14 @@ pub fn output_layout(want: SourceFormat, got: &DeviceFormat) -> Result<OutputLay
                 )));
             }
             let c_off = ys * rows;
-            if got.fourcc == YU12 {
+            let (u, v) = if got.fourcc == YU12 {
                 let cs = ys / 2;
                 let v_off = c_off + cs * (rows / 2);
-                OutputLayout {
-                    fourcc: got.fourcc,
-                    width: w,
-                    height: h,
-                    y: Placement {
-                        plane: 0,
-                        offset: 0,
-                        stride: ys,
-                    },
-                    u: Placement {
-                        plane: 0,
-                        offset: c_off,
-                        stride: cs,
-                    },
-                    v: Placement {
-                        plane: 0,
-                        offset: v_off,
-                        stride: cs,
-                    },
-                    bytesused: vec![p[0].sizeimage as usize],
-                }
+                (Placement::at(0, c_off, cs), Placement::at(0, v_off, cs))
             } else {
-                OutputLayout {
-                    fourcc: got.fourcc,
-                    width: w,
-                    height: h,
-                    y: Placement {
-                        plane: 0,
-                        offset: 0,
-                        stride: ys,
-                    },
-                    u: Placement {
-                        plane: 0,
-                        offset: c_off,
-                        stride: ys,
-                    },
-                    v: Placement {
-                        plane: 0,
-                        offset: c_off,
-                        stride: ys,
-                    },
-                    bytesused: vec![p[0].sizeimage as usize],
-                }
-            }
+                (Placement::at(0, c_off, ys), Placement::at(0, c_off, ys))
+            };
+            (u, v, vec![p[0].sizeimage as usize])
         }
         NM12 => {
             let cs = p[1].bytesperline as usize;
@@ -948,27 +922,12 @@ pub fn output_layout(want: SourceFormat, got: &DeviceFormat) -> Result<OutputLay
                     cs, p[1].sizeimage
                 )));
             }
-            OutputLayout {
-                fourcc: got.fourcc,
-                width: w,
-                height: h,
-                y: Placement {
-                    plane: 0,
-                    offset: 0,
-                    stride: ys,
-                },
-                u: Placement {
-                    plane: 1,
-                    offset: 0,
-                    stride: cs,
-                },
-                v: Placement {
-                    plane: 1,
-                    offset: 0,
-                    stride: cs,
-                },
-                bytesused: vec![p[0].sizeimage as usize, p[1].sizeimage as usize],
-            }
+            let uv = Placement::at(1, 0, cs);
+            (
+                uv,
+                uv,
+                vec![p[0].sizeimage as usize, p[1].sizeimage as usize],
+            )
         }
         _ => {
             for (i, q) in p.iter().enumerate().skip(1) {
@@ -980,28 +939,21 @@ pub fn output_layout(want: SourceFormat, got: &DeviceFormat) -> Result<OutputLay
                     )));
                 }
             }
-            OutputLayout {
-                fourcc: got.fourcc,
-                width: w,
-                height: h,
-                y: Placement {
-                    plane: 0,
-                    offset: 0,
-                    stride: ys,
-                },
-                u: Placement {
-                    plane: 1,
-                    offset: 0,
-                    stride: p[1].bytesperline as usize,
-                },
-                v: Placement {
-                    plane: 2,
-                    offset: 0,
-                    stride: p[2].bytesperline as usize,
-                },
-                bytesused: p.iter().map(|q| q.sizeimage as usize).collect(),
-            }
+            (
+                Placement::at(1, 0, p[1].bytesperline as usize),
+                Placement::at(2, 0, p[2].bytesperline as usize),
+                p.iter().map(|q| q.sizeimage as usize).collect(),
+            )
         }
+    };
+    let layout = OutputLayout {
+        fourcc: got.fourcc,
+        width: w,
+        height: h,
+        y,
+        u,
+        v,
+        bytesused,
     };
     if (p[0].sizeimage as usize) < ys * h {
         return Err(bad(format!(

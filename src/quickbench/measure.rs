@@ -315,6 +315,16 @@ pub fn real_clip(cfg: &Config) -> Option<PathBuf> {
     (h.format.width == cfg.source.width && h.format.height == cfg.source.height).then_some(p)
 }
 
+/// The test pattern at the configured size and frame rate (when the real clip is missing).
+fn configured_pattern(cfg: &Config) -> Box<dyn FrameSource> {
+    Box::new(source::pattern::PatternSource::new(SourceFormat {
+        width: cfg.source.width,
+        height: cfg.source.height,
+        fps_num: cfg.source.fps,
+        fps_den: 1,
+    }))
+}
+
 /// Encodes `n` frames at the configured size, rate, bitrate and threads, paced at the
 /// frame rate (as the camera delivers them), on the encode stage's CPU and priority; times
 /// each x264 call, then packetizes each access unit and sends it with sendmmsg to a UDP
@@ -326,12 +336,7 @@ pub fn encoder(cfg: &Config, n: usize, progress: Progress) -> Section<EncoderSec
             Ok(s) => Box::new(s),
             Err(e) => return Section::not(format!("cannot open the clip: {e}")),
         },
-        None => Box::new(source::pattern::PatternSource::new(SourceFormat {
-            width: cfg.source.width,
-            height: cfg.source.height,
-            fps_num: cfg.source.fps,
-            fps_den: 1,
-        })),
+        None => configured_pattern(cfg),
     };
     let fmt = src.format();
     let fmt = SourceFormat {
@@ -565,12 +570,7 @@ pub fn detector(cfg: &Config, n: usize, progress: Progress) -> Section<Percentil
     let mut src: Box<dyn FrameSource> =
         match real_clip(cfg).and_then(|p| source::y4m::Y4mSource::open(&p, true).ok()) {
             Some(s) => Box::new(s),
-            None => Box::new(source::pattern::PatternSource::new(SourceFormat {
-                width: cfg.source.width,
-                height: cfg.source.height,
-                fps_num: cfg.source.fps,
-                fps_den: 1,
-            })),
+            None => configured_pattern(cfg),
         };
     let fmt = src.format();
     let mut frame = vec![0u8; fmt.frame_bytes()];

@@ -294,11 +294,6 @@ impl FrameSource for LibcameraSource {
             Some(t) => (t + self.boot_to_mono).max(0) as u64,
             None => crate::rt::monotonic_ns(),
         };
-        let id = self.next_id;
-        self.next_id += 1;
-        Ok(Some(Captured {
-            frame_id: id,
-            capture_ns,
-        }))
+        Ok(Some(Captured::numbered(&mut self.next_id, capture_ns)))
     }
 }

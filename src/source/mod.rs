@@ -51,6 +51,36 @@ pub struct Captured {
     pub capture_ns: u64,
 }
 
+impl Captured {
+    /// Frame number `*next_id`, captured at `capture_ns`; `next_id` moves on by one (how
+    /// every source numbers its frames).
+    pub fn numbered(next_id: &mut u64, capture_ns: u64) -> Captured {
+        let frame_id = *next_id;
+        *next_id += 1;
+        Captured {
+            frame_id,
+            capture_ns,
+        }
+    }
+}
+
+/// Reads into `dst` until it is full or the input ends, retrying `EINTR`: the bytes read
+/// (fewer than `dst.len()` only at the end of the input).
+///
+/// Errors: the first read error other than `Interrupted`.
+pub(crate) fn read_full(r: &mut impl std::io::Read, dst: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < dst.len() {
+        match r.read(&mut dst[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
 /// Errors from opening or reading a source. Every message names the input.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {

@@ -131,11 +131,7 @@ impl FrameSource for PatternSource {
             id + self.id_offset,
         );
         let capture_ns = self.pacer.wait(id);
-        self.next_id += 1;
-        Ok(Some(Captured {
-            frame_id: id,
-            capture_ns,
-        }))
+        Ok(Some(Captured::numbered(&mut self.next_id, capture_ns)))
     }
 
     fn resume_at(&mut self, frame_id: u64) -> Result<(), SourceError> {

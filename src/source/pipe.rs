@@ -314,15 +314,7 @@ impl FrameSource for PipeSource {
         }
         let start = self.offset;
         let want = dst.len();
-        let mut got = 0;
-        while got < want {
-            match self.reader.read(&mut dst[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(self.io(e)),
-            }
-        }
+        let got = super::read_full(&mut self.reader, dst).map_err(|e| self.io(e))?;
         self.offset += got as u64;
         if got == 0 && !self.y4m {
             return Ok(None);
@@ -343,12 +335,7 @@ impl FrameSource for PipeSource {
         }
         let capture_ns = crate::rt::monotonic_ns();
         self.frames += 1;
-        let id = self.next_id;
-        self.next_id += 1;
-        Ok(Some(Captured {
-            frame_id: id,
-            capture_ns,
-        }))
+        Ok(Some(Captured::numbered(&mut self.next_id, capture_ns)))
     }
 
     /// Numbers frames on from `frame_id` (a restarted camera stage). A Y4M stream skips to

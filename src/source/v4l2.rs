@@ -147,12 +147,7 @@ impl FrameSource for V4l2Source {
                 message: format!("short buffer: {} bytes for {}x{}", data.len(), w, h),
             });
         }
-        let id = self.next_id;
-        self.next_id += 1;
-        Ok(Some(Captured {
-            frame_id: id,
-            capture_ns,
-        }))
+        Ok(Some(Captured::numbered(&mut self.next_id, capture_ns)))
     }
 }
 

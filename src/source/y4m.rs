@@ -213,20 +213,10 @@ impl Y4mSource {
             return Ok(false);
         }
         let want = dst.len();
-        let mut got = 0;
-        while got < want {
-            match self.reader.read(&mut dst[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(err) => {
-                    return Err(SourceError::Io {
-                        path: self.path.clone(),
-                        err,
-                    });
-                }
-            }
-        }
+        let got = super::read_full(&mut self.reader, dst).map_err(|err| SourceError::Io {
+            path: self.path.clone(),
+            err,
+        })?;
         if got < want {
             return Err(SourceError::Truncated {
                 path: self.path.clone(),
@@ -270,13 +260,8 @@ impl FrameSource for Y4mSource {
                 return Ok(None);
             }
         }
-        let id = self.next_id;
-        let capture_ns = self.pacer.wait(id);
-        self.next_id += 1;
-        Ok(Some(Captured {
-            frame_id: id,
-            capture_ns,
-        }))
+        let capture_ns = self.pacer.wait(self.next_id);
+        Ok(Some(Captured::numbered(&mut self.next_id, capture_ns)))
     }
 
     /// Seeks to frame `frame_id` (modulo the frame count when looping). Needs plain

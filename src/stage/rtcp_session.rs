@@ -23,7 +23,7 @@ pub struct SenderRtcp {
 
 /// The wall clock now, NTP.
 fn ntp_now() -> u64 {
-    crate::rtp::ntp_from_unix_ns(rt::realtime_ns())
+    rt::realtime().to_ntp()
 }
 
 impl SenderRtcp {

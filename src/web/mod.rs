@@ -32,6 +32,7 @@ pub mod rtc;
 pub mod server;
 pub mod stage;
 
+use crate::rt::UnixNs;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -70,14 +71,14 @@ pub fn media_message(
     au: &[u8],
     keyframe: bool,
     frame_id: u64,
-    capture_unix_ns: u64,
-    send_unix_ns: u64,
+    capture: UnixNs,
+    send: UnixNs,
 ) -> Vec<u8> {
     let mut m = Vec::with_capacity(HEADER_LEN + au.len());
     m.extend_from_slice(&[1, keyframe as u8, 0, 0]);
     m.extend_from_slice(&(frame_id as u32).to_be_bytes());
-    m.extend_from_slice(&capture_unix_ns.to_be_bytes());
-    m.extend_from_slice(&send_unix_ns.to_be_bytes());
+    m.extend_from_slice(&capture.0.to_be_bytes());
+    m.extend_from_slice(&send.0.to_be_bytes());
     m.extend_from_slice(au);
     m
 }
@@ -198,7 +199,7 @@ pub struct Hub {
 /// the score (0..1) and the box in frame pixels.
 pub fn detections_message(
     frame_id: u64,
-    capture_unix_ns: u64,
+    capture: UnixNs,
     width: u32,
     height: u32,
     dets: &[crate::detect::Detection],
@@ -207,7 +208,7 @@ pub fn detections_message(
         .iter()
         .map(|d| serde_json::json!({ "c": d.class, "s": (d.score * 1000.0).round() / 1000.0, "b": d.bbox.map(|v| v.round()) }))
         .collect();
-    serde_json::json!({ "type": "detections", "id": frame_id, "cap": capture_unix_ns as f64 / 1e6, "w": width, "h": height, "boxes": boxes }).to_string()
+    serde_json::json!({ "type": "detections", "id": frame_id, "cap": capture.as_millis_f64(), "w": width, "h": height, "boxes": boxes }).to_string()
 }
 
 impl Hub {
@@ -326,15 +327,8 @@ impl Hub {
     }
 
     /// Offers one access unit to every viewer without blocking (see the module doc).
-    /// `au` is Annex-B; times are Unix ns.
-    pub fn publish(
-        &self,
-        au: &[u8],
-        keyframe: bool,
-        frame_id: u64,
-        capture_unix_ns: u64,
-        send_unix_ns: u64,
-    ) {
+    /// `au` is Annex-B; `capture` and `send` are wall-clock times.
+    pub fn publish(&self, au: &[u8], keyframe: bool, frame_id: u64, capture: UnixNs, send: UnixNs) {
         // The codec string from the first IDR's SPS even with nobody watching, so the first
         // viewer's `hello` has it.
         if keyframe
@@ -351,13 +345,7 @@ impl Hub {
             self.skipped.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let msg = Bytes::from(media_message(
-            au,
-            keyframe,
-            frame_id,
-            capture_unix_ns,
-            send_unix_ns,
-        ));
+        let msg = Bytes::from(media_message(au, keyframe, frame_id, capture, send));
         viewers.retain_mut(|v| {
             if v.need_key && !keyframe {
                 self.skipped.fetch_add(1, Ordering::Relaxed);
@@ -410,7 +398,7 @@ impl Hub {
     pub fn page_message(&self, id: u64, text: &[u8]) -> Option<String> {
         let v = serde_json::from_slice::<serde_json::Value>(text).ok()?;
         match v["type"].as_str() {
-            Some("ping") => Some(serde_json::json!({ "type": "pong", "t1": v["t1"], "t2": crate::rt::realtime_ns() as f64 / 1e6 }).to_string()),
+            Some("ping") => Some(serde_json::json!({ "type": "pong", "t1": v["t1"], "t2": crate::rt::realtime().as_millis_f64() }).to_string()),
             Some("keyframe") => {
                 self.request_idr();
                 None
@@ -479,7 +467,13 @@ mod tests {
 
     #[test]
     fn media_message_layout() {
-        let m = media_message(&[9, 8, 7], true, 0x1_0000_0005, 0x0102030405060708, 42);
+        let m = media_message(
+            &[9, 8, 7],
+            true,
+            0x1_0000_0005,
+            UnixNs(0x0102030405060708),
+            UnixNs(42),
+        );
         assert_eq!(&m[..4], &[1, 1, 0, 0]);
         assert_eq!(&m[4..8], &5u32.to_be_bytes());
         assert_eq!(&m[8..16], &0x0102030405060708u64.to_be_bytes());
@@ -490,7 +484,7 @@ mod tests {
     #[test]
     fn a_viewer_starts_at_an_idr_and_a_full_queue_skips_to_the_next_one() {
         let hub = Hub::new(StreamDesc::default());
-        hub.publish(b"x", false, 0, 0, 0);
+        hub.publish(b"x", false, 0, UnixNs(0), UnixNs(0));
         assert_eq!(hub.counters().sent, 0, "nobody watching: nothing built");
         let (_id, mut rx) = hub.join(
             ([127, 0, 0, 1], 9).into(),
@@ -498,25 +492,25 @@ mod tests {
         );
         assert!(hub.take_idr_request(), "a new viewer asks for an IDR");
         assert!(!hub.take_idr_request());
-        hub.publish(b"p", false, 1, 0, 0);
+        hub.publish(b"p", false, 1, UnixNs(0), UnixNs(0));
         assert!(rx.try_recv().is_err(), "no P frame before the first IDR");
         let idr = [0, 0, 0, 1, 0x67, 0x64, 0, 0x28, 0, 0, 0, 1, 0x65, 0x88];
-        hub.publish(&idr, true, 2, 0, 0);
+        hub.publish(&idr, true, 2, UnixNs(0), UnixNs(0));
         assert_eq!(hub.desc().codec, "avc1.640028");
         for i in 3..3 + VIEWER_QUEUE as u64 {
-            hub.publish(b"p", false, i, 0, 0);
+            hub.publish(b"p", false, i, UnixNs(0), UnixNs(0));
         }
         // The queue (VIEWER_QUEUE) is full now: the next P frame is skipped, an IDR asked for.
         assert!(hub.take_idr_request());
-        hub.publish(b"p", false, 99, 0, 0);
+        hub.publish(b"p", false, 99, UnixNs(0), UnixNs(0));
         let ids: Vec<u32> = std::iter::from_fn(|| rx.try_recv().ok())
             .map(|m| u32::from_be_bytes(m[4..8].try_into().unwrap()))
             .collect();
         assert_eq!(ids, (2..2 + VIEWER_QUEUE as u32).collect::<Vec<_>>());
-        hub.publish(&idr, true, 100, 0, 0);
+        hub.publish(&idr, true, 100, UnixNs(0), UnixNs(0));
         assert_eq!(rx.try_recv().map(|m| m[1]), Ok(1), "back at the IDR");
         drop(rx);
-        hub.publish(&idr, true, 101, 0, 0);
+        hub.publish(&idr, true, 101, UnixNs(0), UnixNs(0));
         assert!(!hub.has_viewers(), "a gone viewer is dropped");
     }
 }

@@ -21,7 +21,7 @@
 
 use super::{Hub, StreamDesc, auth::Gate, cert, server};
 use crate::config::Config;
-use crate::rt::{self, monotonic_ns, realtime_ns};
+use crate::rt::{self, MonotonicNs, monotonic_ns};
 use crate::shm::bitstream::{BitstreamQueue, FLAG_KEYFRAME, Next};
 use crate::shm::control::{Control, StageSlot, StageState};
 use crate::shm::stats::WebStats;
@@ -79,13 +79,13 @@ pub fn run(
                 }
                 let key = m.flags & FLAG_KEYFRAME != 0;
                 if hub.has_viewers() || key {
-                    let (mono, real) = (monotonic_ns(), realtime_ns());
+                    let now = rt::clock_pair();
                     hub.publish(
                         au.data,
                         key,
                         m.frame_id,
-                        rt::wall_ns(m.capture_ns, mono, real),
-                        real,
+                        now.wall(MonotonicNs(m.capture_ns)),
+                        now.real,
                     );
                 }
                 use std::sync::atomic::Ordering::Relaxed;
@@ -106,7 +106,7 @@ pub fn run(
             {
                 det_seen = runs;
                 if hub.has_viewers() {
-                    let cap = rt::wall_ns(set.capture_ns, monotonic_ns(), realtime_ns());
+                    let cap = rt::clock_pair().wall(MonotonicNs(set.capture_ns));
                     hub.publish_detections(super::detections_message(
                         set.frame_id,
                         cap,

@@ -145,7 +145,8 @@ pub fn for_each_frame(mut r: impl Read, frame_bytes: usize, mut f: impl FnMut(&[
     }
 }
 
-/// Runs vr-stream with `args` to completion, with a time limit.
+/// Runs vr-stream with `args` and `--json` to completion, with a time limit; the exit
+/// summary is then on its stdout ([`summary_field`]).
 pub fn run_vr(args: &[&str], limit: Duration) -> Output {
     run_vr_stdin(args, limit, Stdio::null())
 }
@@ -154,6 +155,7 @@ pub fn run_vr(args: &[&str], limit: Duration) -> Output {
 pub fn run_vr_stdin(args: &[&str], limit: Duration, stdin: Stdio) -> Output {
     let mut child = Command::new(bin())
         .args(args)
+        .arg("--json")
         .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -176,14 +178,48 @@ pub fn run_vr_stdin(args: &[&str], limit: Duration, stdin: Stdio) -> Output {
     }
 }
 
-/// `key N` from the supervisor's summary line, e.g. `sent 600`.
-pub fn summary_field(stderr: &str, key: &str) -> Option<u64> {
-    let line = stderr.lines().find(|l| l.contains("frames captured"))?;
-    let words: Vec<&str> = line.split_whitespace().collect();
-    words
-        .windows(2)
-        .find(|w| w[0] == key)
-        .and_then(|w| w[1].trim_end_matches([',', ';', ')']).parse().ok())
+/// Field `path` (dot-separated, e.g. `frames.sent`, `network.send_errors`) of the exit
+/// summary that `vr-stream --json` printed on `stdout` (schemas/vr-stream-summary.schema.json;
+/// [`run_vr`] passes `--json`), as a number. `None` when there is no summary or no such
+/// number.
+pub fn summary_field(stdout: &[u8], path: &str) -> Option<u64> {
+    let doc: serde_json::Value = serde_json::from_slice(stdout).ok()?;
+    path.split('.')
+        .try_fold(&doc, |v, k| v.get(k))
+        .and_then(|v| v.as_u64())
+}
+
+/// The violations of `schemas/<schema>` (JSON Schema draft 2020-12) by `doc`, one per
+/// line ("" when valid), found by the reference implementation, Python's `jsonschema`
+/// (Debian's python3-jsonschema, scripts/install-deps.sh), run by /usr/bin/python3. The
+/// schema itself is checked first.
+pub fn schema_violations(schema: &str, doc: &serde_json::Value) -> String {
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas")
+        .join(schema);
+    let check = "import json, sys\n\
+        from jsonschema import Draft202012Validator as V\n\
+        schema = json.load(open(sys.argv[1]))\n\
+        V.check_schema(schema)\n\
+        for e in V(schema).iter_errors(json.load(sys.stdin)):\n\
+        \x20   print(e.message, 'at', '/'.join(map(str, e.absolute_path)))\n";
+    let mut child = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(check)
+        .arg(&schema)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("/usr/bin/python3 (scripts/install-deps.sh)");
+    serde_json::to_writer(child.stdin.take().unwrap(), doc).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the schema check did not run (python3-jsonschema installed? scripts/install-deps.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Segment files of `instance` left in /dev/shm.

@@ -5,7 +5,8 @@
 //! controller ([`abr`]), the NTP-style clock offset ([`clock`]), the reference receiver's
 //! core ([`receiver`]), a simulated lossy link ([`impair`]), RFC 4571 framing
 //! ([`framing`]), detections with their wire format ([`detection`]), and the sender's
-//! decisions for one stream, sans-IO ([`session`]).
+//! decisions for one stream, sans-IO ([`session`]), and the typed timestamps of the two
+//! clocks ([`time`]).
 //! Everything here is unit-tested on numbers; the processes, sockets and clocks that drive
 //! it are in the `vr-stream` crate.
 #![forbid(unsafe_code)]
@@ -23,3 +24,4 @@ pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
 pub mod session;
+pub mod time;

@@ -168,8 +168,7 @@ impl BitstreamQueue {
     /// Marks the end of the stream; the reader gets [`Next::Eos`] after the last record.
     pub fn set_eos(&self) {
         let h = self.hdr();
-        h.eos.store(1, Ordering::SeqCst);
-        futex::notify(&h.seq, &h.waiters);
+        futex::raise(&h.eos, &h.seq, &h.waiters);
     }
 
     /// Wakes a waiting reader (shutdown).

@@ -355,8 +355,7 @@ impl FrameRing {
     /// last frame.
     pub fn set_eos(&self) {
         let h = self.hdr();
-        h.eos.store(1, Ordering::SeqCst);
-        futex::notify(&h.seq, &h.waiters);
+        futex::raise(&h.eos, &h.seq, &h.waiters);
     }
 
     /// Wakes every consumer waiting in [`Consumer::take`] (used at shutdown).

@@ -64,6 +64,13 @@ pub fn notify(seq: &AtomicU32, waiters: &AtomicU32) {
     }
 }
 
+/// Sets the one-way flag `flag` to 1 (end of stream) and [`notify`]s, so that a waiter
+/// sees it: a set flag is a readiness condition of its own.
+pub fn raise(flag: &AtomicU32, seq: &AtomicU32, waiters: &AtomicU32) {
+    flag.store(1, Ordering::SeqCst);
+    notify(seq, waiters);
+}
+
 /// Waits until `ready()` is true: spins for `spin` first (polling), then sleeps on the
 /// futex. Inside the window `window()` returns (absolute CLOCK_MONOTONIC ns,
 /// `[from, until)`: when the next message is expected; asked again after every wake-up) it

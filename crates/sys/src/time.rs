@@ -1,6 +1,8 @@
 //! Clock reads (clock_gettime(2)). Every timestamp of the pipeline is CLOCK_MONOTONIC ns;
 //! CLOCK_REALTIME (Unix ns) only where a time leaves the machine (RTCP SR NTP time, the
-//! viewer page).
+//! viewer page). The types are vr-proto's ([`vr_proto::time`]).
+
+pub use vr_proto::time::{ClockPair, MonotonicNs, UnixNs};
 
 /// `clock` now, ns.
 fn now_ns(clock: libc::clockid_t) -> u64 {
@@ -19,7 +21,21 @@ pub fn monotonic_ns() -> u64 {
     now_ns(libc::CLOCK_MONOTONIC)
 }
 
-/// CLOCK_REALTIME now, ns since the Unix epoch.
-pub fn realtime_ns() -> u64 {
-    now_ns(libc::CLOCK_REALTIME)
+/// CLOCK_MONOTONIC now, typed.
+pub fn monotonic() -> MonotonicNs {
+    MonotonicNs(monotonic_ns())
+}
+
+/// CLOCK_REALTIME now: the wall clock (there is no untyped reading of it, so that it
+/// cannot be mistaken for a pipeline timestamp).
+pub fn realtime() -> UnixNs {
+    UnixNs(now_ns(libc::CLOCK_REALTIME))
+}
+
+/// Both clocks, read one right after the other (for [`ClockPair::wall`]).
+pub fn clock_pair() -> ClockPair {
+    ClockPair {
+        mono: monotonic(),
+        real: realtime(),
+    }
 }
