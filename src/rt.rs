@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 pub use vr_sys::proc::{RtState, ThreadState, read_state, read_threads, status_field_kb};
+pub use vr_sys::signal::{install_stop_signals, stop_signal};
 pub use vr_sys::time::{
     ClockPair, MonotonicNs, UnixNs, clock_pair, monotonic, monotonic_ns, realtime,
 };
@@ -268,32 +269,6 @@ pub fn prefault_stack() {
         unsafe { std::ptr::write_volatile(buf.as_mut_ptr().add(i), 1) };
     }
     std::hint::black_box(&buf);
-}
-
-static STOP_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-
-extern "C" fn on_stop_signal(sig: libc::c_int) {
-    STOP_SIGNAL.store(sig, std::sync::atomic::Ordering::SeqCst);
-}
-
-/// Makes SIGINT, SIGTERM and SIGHUP set a flag instead of killing the process (SA_RESTART):
-/// the program polls [`stop_signal`] and stops cleanly.
-pub fn install_stop_signals() {
-    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-    let act = SigAction::new(
-        SigHandler::Handler(on_stop_signal),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        let _ = unsafe { sigaction(s, &act) };
-    }
-}
-
-/// The number of the last stop signal received, 0 if none.
-pub fn stop_signal() -> i32 {
-    STOP_SIGNAL.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// Sleeps `d` (for slow-path loops: supervisor polling, startup).

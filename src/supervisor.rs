@@ -427,60 +427,10 @@ pub fn run(opts: &RunOptions) -> Result<Option<ExitSummary>> {
     let mut web_key = String::new();
     let mut web_lines = vec![];
     if web_on {
-        let setup = (|| -> Result<()> {
-            let bind: IpAddr = web_cfg
-                .bind
-                .parse()
-                .map_err(|_| anyhow!("web.bind {:?} is not an IP address", web_cfg.bind))?;
-            let addr = SocketAddr::new(bind, web_cfg.port);
-            drop(
-                std::net::TcpListener::bind(addr)
-                    .map_err(|e| anyhow!("cannot listen on {addr}: {e}"))?,
-            );
-            let urls = web_setup(&mut web_cfg, &cfg.stream.ip)?;
-            let mut k = [0u8; crate::web::auth::KEY_LEN];
-            crate::web::server::os_random(&mut k).map_err(|e| anyhow!("viewer page: {e}"))?;
-            web_key = crate::web::auth::hex(&k);
-            web_lines.push(format!(
-                "vr-stream: viewer page {}  PIN {}",
-                urls[0], web_cfg.pin
-            ));
-            // What to type on the headset: an address other than loopback when there is one.
-            let loopback =
-                |u: &String| u.starts_with("https://127.") || u.starts_with("https://[::1]");
-            let (head, rest): (Vec<&String>, Vec<&String>) =
-                urls.iter().partition(|u| !loopback(u));
-            let mut order: Vec<&String> = head
-                .into_iter()
-                .chain(rest.into_iter().filter(|u| !loopback(u)))
-                .collect();
-            order.dedup();
-            if let Some((first, others)) = order.split_first() {
-                let others = if others.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " (or {})",
-                        others
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                };
-                web_lines.push(format!("vr-stream: on the headset, open {first}{others} in the Quest Browser, accept the certificate once and enter the PIN"));
-            }
-            let who: Vec<String> = web_cfg
-                .allowed(&cfg.stream.ip)
-                .iter()
-                .map(|n| n.to_string())
-                .collect();
-            web_lines.push(format!(
-                "vr-stream: the page answers {} only (web.allow; --no-web turns it off)",
-                who.join(", ")
-            ));
-            Ok(())
-        })();
+        let setup = settle_web(&mut web_cfg, &cfg.stream.ip).map(|(key, lines)| {
+            web_key = key;
+            web_lines = lines;
+        });
         // The page is on by default: what stops it (the port taken by another run, a
         // certificate directory this user cannot write) leaves it off with a note, unless
         // it was asked for on the command line.
@@ -935,6 +885,79 @@ pub fn run(opts: &RunOptions) -> Result<Option<ExitSummary>> {
         w.flush()
             .with_context(|| format!("--latency-log {}", cfg.stats.latency_log))?;
     }
+    Ok(Some(exit_summary(
+        cfg,
+        &ctl,
+        &queue,
+        &stats,
+        lost_records,
+        failure,
+    )))
+}
+
+/// Settles the viewer page before anything starts: checks that `web.bind`:`web.port` can be
+/// listened on, makes or loads the certificate and the PIN (written into `web`), and draws
+/// the run's session key from the OS CSPRNG. Returns the key (hex) and the lines telling
+/// the user where to open the page. `dest_ip`: the stream's destination (the headset).
+///
+/// Errors: a bind address that is not an IP address, a port in use, a certificate
+/// directory that cannot be written, no randomness from the OS.
+fn settle_web(web: &mut crate::config::WebConfig, dest_ip: &str) -> Result<(String, Vec<String>)> {
+    let bind: IpAddr = web
+        .bind
+        .parse()
+        .map_err(|_| anyhow!("web.bind {:?} is not an IP address", web.bind))?;
+    let addr = SocketAddr::new(bind, web.port);
+    drop(std::net::TcpListener::bind(addr).map_err(|e| anyhow!("cannot listen on {addr}: {e}"))?);
+    let urls = web_setup(web, dest_ip)?;
+    let mut k = [0u8; crate::web::auth::KEY_LEN];
+    crate::web::server::os_random(&mut k).map_err(|e| anyhow!("viewer page: {e}"))?;
+    let key = crate::web::auth::hex(&k);
+    let mut lines = vec![format!(
+        "vr-stream: viewer page {}  PIN {}",
+        urls[0], web.pin
+    )];
+    // What to type on the headset: an address other than loopback when there is one.
+    let loopback = |u: &String| u.starts_with("https://127.") || u.starts_with("https://[::1]");
+    let (head, rest): (Vec<&String>, Vec<&String>) = urls.iter().partition(|u| !loopback(u));
+    let mut order: Vec<&String> = head
+        .into_iter()
+        .chain(rest.into_iter().filter(|u| !loopback(u)))
+        .collect();
+    order.dedup();
+    if let Some((first, others)) = order.split_first() {
+        let others = if others.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (or {})",
+                others
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        lines.push(format!("vr-stream: on the headset, open {first}{others} in the Quest Browser, accept the certificate once and enter the PIN"));
+    }
+    let who: Vec<String> = web.allowed(dest_ip).iter().map(|n| n.to_string()).collect();
+    lines.push(format!(
+        "vr-stream: the page answers {} only (web.allow; --no-web turns it off)",
+        who.join(", ")
+    ));
+    Ok((key, lines))
+}
+
+/// Gathers the exit summary from the segments of a finished run and prints it on stderr
+/// (the human lines and the latency table). `failure`: why the run failed, if it did.
+fn exit_summary(
+    cfg: &Config,
+    ctl: &Control,
+    queue: &BitstreamQueue,
+    stats: &LatencyStats,
+    lost_records: u64,
+    failure: Option<String>,
+) -> ExitSummary {
     let net = ctl.stats().net();
     let absent = nobody_listening(&net, rt::monotonic_ns());
     let enc = ctl.stage(StageKind::Encode.slot());
@@ -984,7 +1007,7 @@ pub fn run(opts: &RunOptions) -> Result<Option<ExitSummary>> {
             }
         }),
         rtcp: summary::RtcpSummary::from_counters(&ctl.stats().rtcp()),
-        latency_ms: summary::latency_ms(&stats),
+        latency_ms: summary::latency_ms(stats),
         latency_records_lost: lost_records,
         error: failure,
     };
@@ -1050,7 +1073,7 @@ pub fn run(opts: &RunOptions) -> Result<Option<ExitSummary>> {
     if stats.count() > 0 {
         eprint!("{}", stats.report());
     }
-    Ok(Some(summary))
+    summary
 }
 
 #[cfg(test)]

@@ -1,12 +1,12 @@
 //! The fuzz targets' inputs on stable Rust: every file of `fuzz/corpus/TARGET/` (the
 //! committed seeds, and any crash cargo-fuzz found and we kept) through
-//! `vr_stream::fuzzing::TARGET`, plus seeds built here from the real writers (so the
+//! `vr_testkit::fuzzing::TARGET`, plus seeds built here from the real writers (so the
 //! committed ones can be regenerated: `VR_WRITE_FUZZ_SEEDS=1 cargo test --test
 //! fuzz_corpus`).
 
 use std::path::PathBuf;
-use vr_stream::fuzzing;
 use vr_stream::rtp::{PacketBuf, Packetizer, RtpParams};
+use vr_testkit::fuzzing;
 
 fn corpus_dir(target: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -128,7 +128,8 @@ fn run(tag: &str, relay_args: &[&str], fec_percent: u32) -> Option<Run> {
         "--json",
     ];
     args.extend_from_slice(relay_args);
-    let relay = spawn_in(&p.relay, env!("CARGO_BIN_EXE_vr-relay"), &args);
+    let relay_bin = workspace_bin("vr-relay", "vr-testkit");
+    let relay = spawn_in(&p.relay, relay_bin.to_str().unwrap(), &args);
     std::thread::sleep(Duration::from_millis(400));
     let cfg = dir.path().join("vr.toml");
     std::fs::write(&cfg, format!("[encoder]\nkeyint = 1000\n[stream]\nfec_percent = {fec_percent}\n[abr]\nenabled = false\n")).unwrap();

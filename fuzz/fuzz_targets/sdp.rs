@@ -1,4 +1,4 @@
-//! Fuzz target: vr_stream::fuzzing::sdp (see there for what it checks).
+//! Fuzz target: vr_testkit::fuzzing::sdp (see there for what it checks).
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| vr_stream::fuzzing::sdp(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| vr_testkit::fuzzing::sdp(data));

@@ -3,7 +3,7 @@
 //! with abs-capture-time ([`rtp`]), RTCP (RFC 3550, RFC 4585: [`rtcp`]), FEC (Reed-Solomon
 //! over a frame's packets: [`fec`]), SDP ([`sdp`]), send pacing ([`pacing`]), the bitrate
 //! controller ([`abr`]), the NTP-style clock offset ([`clock`]), the reference receiver's
-//! core ([`receiver`]), a simulated lossy link ([`impair`]), RFC 4571 framing
+//! core ([`receiver`]), RFC 4571 framing
 //! ([`framing`]), detections with their wire format ([`detection`]), and the sender's
 //! decisions for one stream, sans-IO ([`session`]), and the typed timestamps of the two
 //! clocks ([`time`]).
@@ -17,7 +17,6 @@ pub mod clock;
 pub mod detection;
 pub mod fec;
 pub mod framing;
-pub mod impair;
 pub mod pacing;
 pub mod receiver;
 pub mod rtcp;

@@ -602,11 +602,14 @@ mod tests {
         assert_eq!(rx.stalled(100_000_000, 4_000_000), None);
     }
 
-    /// The stream through a simulated link ([`crate::impair`]): media and its FEC (20%)
+    /// The stream through a simulated link ([`vr_testkit::impair`]): media and its FEC (20%)
     /// in the order sent, 60 fps, packets 50 µs apart; the receiver polled at each arrival
     /// and every ms. Returns the frames out and the original access units.
-    fn through_link(n: usize, p: crate::impair::ImpairParams) -> (Vec<FrameOut>, Vec<Vec<u8>>) {
-        use crate::impair::{Fate, Impairment};
+    fn through_link(
+        n: usize,
+        p: vr_testkit::impair::ImpairParams,
+    ) -> (Vec<FrameOut>, Vec<Vec<u8>>) {
+        use vr_testkit::impair::{Fate, Impairment};
         let frames = stream(n, 40_000, 7);
         let mut fec = crate::fec::FecEncoder::new(0);
         let mut link = Impairment::new(p).unwrap();
@@ -683,7 +686,7 @@ mod tests {
     #[test]
     fn simulated_wifi_one_percent_loss_jitter_and_reordering_keeps_995_permille() {
         use std::time::Duration;
-        let p = crate::impair::ImpairParams {
+        let p = vr_testkit::impair::ImpairParams {
             loss_percent: 1.0,
             delay: Duration::from_millis(5),
             jitter: Duration::from_millis(2),
@@ -710,7 +713,7 @@ mod tests {
         use std::time::Duration;
         // 5% loss in bursts of 4 packets on average: more than one FEC packet per frame
         // can repair, so frames are lost — and every frame delivered is still exact.
-        let p = crate::impair::ImpairParams {
+        let p = vr_testkit::impair::ImpairParams {
             loss_percent: 5.0,
             burst: 4.0,
             delay: Duration::from_millis(3),

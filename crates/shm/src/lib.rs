@@ -16,7 +16,6 @@
 //! payloads are addressed by offsets, never pointers.
 
 #![warn(missing_docs)]
-#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod bitstream;
 pub mod control;

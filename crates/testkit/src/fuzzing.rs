@@ -10,11 +10,11 @@
 //!   parsers.
 //! - [`fec`]: FEC packet parsing and recovery from garbage shards; and a round trip: the
 //!   bytes make a frame of media packets, the encoder protects it, the bytes choose what
-//!   is lost, and whatever [`crate::fec::recover`] rebuilds must equal what was lost.
-//! - [`sdp`]: [`crate::sdp::read_sdp`] on the bytes as text.
+//!   is lost, and whatever [`vr_proto::fec::recover`] rebuilds must equal what was lost.
+//! - [`sdp`]: [`vr_proto::sdp::read_sdp`] on the bytes as text.
 
-use crate::receiver::{Receiver, ReceiverConfig};
-use crate::rtp::PacketBuf;
+use vr_proto::receiver::{Receiver, ReceiverConfig};
+use vr_proto::rtp::PacketBuf;
 
 /// RTP parsing, depacketizing and the receiver state machine on arbitrary packets.
 pub fn depacketizer(data: &[u8]) {
@@ -26,20 +26,20 @@ pub fn depacketizer(data: &[u8]) {
     });
     let mut t = 0u64;
     let mut payloads: Vec<Vec<u8>> = vec![];
-    crate::net::rfc4571_packets(data, |p| {
+    vr_proto::framing::rfc4571_packets(data, |p| {
         t += 1_000_000;
         if p.first().is_some_and(|b| b & 1 == 1) && p.len() > 1 && p[1] & 0x7f == 127 {
             rx.on_fec(p, t);
         } else {
             rx.on_packet(p, t);
         }
-        if let Some(r) = crate::rtp::parse_rtp(p, 1) {
+        if let Some(r) = vr_proto::rtp::parse_rtp(p, 1) {
             assert!(r.payload.len() <= p.len());
             payloads.push(r.payload.to_vec());
         }
         while let Some(f) = rx.poll(t) {
             assert!(
-                f.verdict == crate::receiver::Verdict::Lost || !f.au.is_empty() || f.packets > 0
+                f.verdict == vr_proto::receiver::Verdict::Lost || !f.au.is_empty() || f.packets > 0
             );
         }
     });
@@ -47,28 +47,28 @@ pub fn depacketizer(data: &[u8]) {
     let c = rx.counts();
     assert!(c.complete + c.recovered + c.lost <= data.len() as u64 + 1);
     let mut au = vec![];
-    let _ = crate::rtp::depacketize(payloads.iter().map(|p| &p[..]), &mut au);
+    let _ = vr_proto::rtp::depacketize(payloads.iter().map(|p| &p[..]), &mut au);
     let _ = rx.reception().report_block(1, 0);
 }
 
 /// Compound RTCP and clock-probe parsing.
 pub fn rtcp(data: &[u8]) {
-    if let Ok(pkts) = crate::rtcp::parse_compound(data) {
+    if let Ok(pkts) = vr_proto::rtcp::parse_compound(data) {
         for p in pkts {
-            if let crate::rtcp::Rtcp::SenderReport { reports, .. }
-            | crate::rtcp::Rtcp::ReceiverReport { reports, .. } = p
+            if let vr_proto::rtcp::Rtcp::SenderReport { reports, .. }
+            | vr_proto::rtcp::Rtcp::ReceiverReport { reports, .. } = p
             {
                 for b in &reports {
-                    let _ = crate::rtcp::rtt_ns(u64::MAX, b);
-                    let _ = crate::rtcp::rtt_ns(0, b);
+                    let _ = vr_proto::rtcp::rtt_ns(u64::MAX, b);
+                    let _ = vr_proto::rtcp::rtt_ns(0, b);
                 }
             }
         }
     }
-    if let Some((t1, _, t2, t3)) = crate::clock::parse_answer(data) {
-        let _ = crate::clock::sample(t1, t2, t3, t3.wrapping_add(1));
+    if let Some((t1, _, t2, t3)) = vr_proto::clock::parse_answer(data) {
+        let _ = vr_proto::clock::sample(t1, t2, t3, t3.wrapping_add(1));
     }
-    let _ = crate::clock::answer(data, 1, 2);
+    let _ = vr_proto::clock::answer(data, 1, 2);
 }
 
 /// FEC parsing, recovery from arbitrary shards, and the rebuild round trip.
@@ -76,13 +76,13 @@ pub fn fec(data: &[u8]) {
     // Arbitrary FEC packets (RFC 4571-framed) against arbitrary media.
     let mut fecs = vec![];
     let mut media = vec![];
-    crate::net::rfc4571_packets(data, |p| match crate::fec::parse_fec(p, 127) {
+    vr_proto::framing::rfc4571_packets(data, |p| match vr_proto::fec::parse_fec(p, 127) {
         Ok(f) => fecs.push(f),
         Err(_) => media.push(p),
     });
     if !fecs.is_empty() {
         let have: Vec<(usize, &[u8])> = media.iter().enumerate().map(|(i, p)| (i, *p)).collect();
-        let _ = crate::fec::recover(&have, &fecs);
+        let _ = vr_proto::fec::recover(&have, &fecs);
     }
     // Round trip: byte 0 = packet count (1..=16), byte 1 = loss mask seed, then sizes.
     if data.len() < 3 {
@@ -100,7 +100,7 @@ pub fn fec(data: &[u8]) {
         buf.push_parts(&p, &[]);
     }
     let mut out = PacketBuf::default();
-    let mut enc = crate::fec::FecEncoder::new(0);
+    let mut enc = vr_proto::fec::FecEncoder::new(0);
     let percent = 10 + (data[1] as u32 % 91);
     let Ok(m) = enc.protect(&buf, percent, 127, &mut out) else {
         return;
@@ -112,10 +112,10 @@ pub fn fec(data: &[u8]) {
         .collect();
     let fecs: Vec<_> = out
         .iter()
-        .filter_map(|p| crate::fec::parse_fec(p, 127).ok())
+        .filter_map(|p| vr_proto::fec::parse_fec(p, 127).ok())
         .collect();
     assert_eq!(fecs.len(), m);
-    match crate::fec::recover(&have, &fecs) {
+    match vr_proto::fec::recover(&have, &fecs) {
         Ok(rebuilt) => {
             for (i, p) in rebuilt {
                 assert!(lost(i), "rebuilt packet {i} that was not lost");
@@ -133,7 +133,7 @@ pub fn fec(data: &[u8]) {
 /// The SDP reader on arbitrary text.
 pub fn sdp(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data)
-        && let Ok(info) = crate::sdp::read_sdp(text)
+        && let Ok(info) = vr_proto::sdp::read_sdp(text)
     {
         assert!(info.port > 0);
         assert!(

@@ -5,7 +5,7 @@
 //! forwards to `--to`; what the receiver sends back (RTCP, clock probes) returns to
 //! whoever last sent on that port.
 //!
-//! RTP and FEC towards the receiver go through one [`vr_stream::impair`] model (same link):
+//! RTP and FEC towards the receiver go through one [`vr_testkit::impair`] model (same link):
 //! Gilbert–Elliott loss, delay ± jitter, reordering, deterministic with `--seed`. RTCP, in
 //! both directions, gets the base delay only (no loss, no jitter), so the clock-offset
 //! probes see a symmetric path.
@@ -22,8 +22,8 @@ use std::collections::BinaryHeap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::time::Duration;
-use vr_stream::impair::{Fate, ImpairParams, Impairment};
-use vr_stream::rt::monotonic_ns;
+use vr_sys::time::monotonic_ns;
+use vr_testkit::impair::{Fate, ImpairParams, Impairment};
 
 /// Relay a vr-stream stream (RTP, RTCP, FEC ports) with loss, delay, jitter and reordering.
 #[derive(Parser, Debug)]
@@ -104,7 +104,7 @@ fn ms(v: f64, name: &str) -> Result<Duration, String> {
 }
 
 fn main() {
-    let cli: Cli = vr_stream::cli::parse_or_exit("vr-relay");
+    let cli: Cli = vr_sys::cli::parse_or_exit("vr-relay");
     if let Err(e) = run(&cli) {
         eprintln!("vr-relay: error: {e}");
         std::process::exit(2);
@@ -154,7 +154,7 @@ fn run(cli: &Cli) -> Result<(), String> {
         let _ = socket2::SockRef::from(s).set_recv_buffer_size(4 << 20);
         let _ = socket2::SockRef::from(s).set_send_buffer_size(4 << 20);
     }
-    vr_stream::rt::install_stop_signals();
+    vr_sys::signal::install_stop_signals();
     eprintln!(
         "vr-relay: {}:{}-{} -> {}: loss {}% (burst {}), delay {} ms ± {} ms, reorder {}% (+{} ms), seed {}",
         cli.listen,
@@ -180,7 +180,7 @@ fn run(cli: &Cli) -> Result<(), String> {
     let mut buf = vec![0u8; 65536];
     loop {
         let now = monotonic_ns();
-        if vr_stream::rt::stop_signal() != 0
+        if vr_sys::signal::stop_signal() != 0
             || cli
                 .duration
                 .is_some_and(|d| now - start >= (d * 1e9) as u64)
