@@ -12,8 +12,7 @@ export PKG_CONFIG_ALLOW_CROSS=1
 export PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig
 export BINDGEN_EXTRA_CLANG_ARGS="--target=aarch64-linux-gnu -I/usr/aarch64-linux-gnu/include"
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-# VR_EXTRA_AARCH64_RUSTFLAGS: more flags from the caller (scripts/test.sh: the mold linker).
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-cpu=${VR_TARGET_CPU:-cortex-a76} ${VR_EXTRA_AARCH64_RUSTFLAGS:-}"
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-cpu=${VR_TARGET_CPU:-cortex-a76}"
 # The emulated programs load Debian's multiarch libc6:arm64 (/lib/ld-linux-aarch64.so.1,
 # /usr/lib/aarch64-linux-gnu): with the cross toolchain's older copy under
 # /usr/aarch64-linux-gnu, pthread_create hangs under qemu-user (seen with qemu 7.2 and

@@ -44,16 +44,6 @@ step() { # step NAME COMMAND...
     TIMES+=("$(printf '%-8s %4d s' "$CURRENT" $((SECONDS - t0)))")
 }
 
-# Linking is a large part of the test build: ~40 binaries (tests, benchmarks, programs),
-# each with the whole of vr-stream, ONNX Runtime's loader, str0m and aws-lc, and line
-# tables. mold (scripts/install-deps.sh) links them in a fraction of GNU ld's time, for
-# both targets (gcc >= 12 takes -fuse-ld=mold; mold links AArch64 too). Only this script
-# sets it: a plain `cargo build` keeps the system linker.
-if command -v mold >/dev/null 2>&1; then
-    export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-fuse-ld=mold"
-    export VR_EXTRA_AARCH64_RUSTFLAGS="-C link-arg=-fuse-ld=mold"
-fi
-
 FEATURES=(--features vr-stream/v4l2-m2m)
 step fmt cargo fmt --all --check
 step clippy env PKG_CONFIG_PATH="$VR_LIBCAMERA_PKG_CONFIG_PATH" \
