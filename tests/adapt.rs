@@ -63,7 +63,7 @@ fn tbf_at_half_the_bitrate_brings_the_rate_under_it_within_two_seconds_and_back_
         .spawn()
         .unwrap();
     let mut rx = scopeguard_kill(rx);
-    std::thread::sleep(Duration::from_millis(300));
+    ns.wait_udp_bound(5004);
     let inst = instance("abr");
     // No FEC: what the stats segment counts as sent is everything on the wire. IDRs only
     // on PLI, as a congested link would otherwise drop each periodic one.

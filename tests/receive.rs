@@ -183,7 +183,7 @@ fn lossy_run(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    ns.wait_udp_bound(5004);
     let cfg = dir.path().join("vr.toml");
     std::fs::write(
         &cfg,

@@ -130,7 +130,8 @@ fn run(tag: &str, relay_args: &[&str], fec_percent: u32) -> Option<Run> {
     args.extend_from_slice(relay_args);
     let relay_bin = workspace_bin("vr-relay", "vr-testkit");
     let relay = spawn_in(&p.relay, relay_bin.to_str().unwrap(), &args);
-    std::thread::sleep(Duration::from_millis(400));
+    p.recv.wait_udp_bound(5004);
+    p.relay.wait_udp_bound(5004);
     let cfg = dir.path().join("vr.toml");
     std::fs::write(&cfg, format!("[encoder]\nkeyint = 1000\n[stream]\nfec_percent = {fec_percent}\n[abr]\nenabled = false\n")).unwrap();
     let inst = instance(tag);

@@ -434,6 +434,29 @@ impl Netns {
         Some(ns)
     }
 
+    /// Waits (at most 10 s) until a process in the namespace listens on UDP `port`
+    /// (`ss -Hlun` inside it): a receiver started there is ready for the stream.
+    #[allow(dead_code)]
+    pub fn wait_udp_bound(&self, port: u16) {
+        let t0 = Instant::now();
+        loop {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &self.name, "ss", "-Hlun"])
+                .arg(format!("sport = :{port}"))
+                .output()
+                .expect("ip netns exec ss");
+            if !out.stdout.is_empty() {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "nothing listens on UDP port {port} in {}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sets the receiver-side link up or down.
     #[allow(dead_code)]
     pub fn peer_link(&self, up: bool) {
