@@ -14,6 +14,11 @@
 if ! grep -qs V4L2_CID_STATELESS_AV1_FRAME /usr/include/linux/v4l2-controls.h; then
     _root=$(bash scripts/fetch-debs.sh linux-libc-dev)
     export V4L2R_VIDEODEV2_H_PATH="$_root/usr/include"
+    # v4l2r's build script includes <linux/videodev2.h> from -I$V4L2R_VIDEODEV2_H_PATH but
+    # watches $V4L2R_VIDEODEV2_H_PATH/videodev2.h (rerun-if-changed). A watched file that
+    # does not exist makes cargo rebuild v4l2r, and vr-stream and every test binary after
+    # it, on each invocation (1-2 min per cargo command in CI): give it that file.
+    [ -e "$_root/usr/include/videodev2.h" ] || ln -s linux/videodev2.h "$_root/usr/include/videodev2.h"
 fi
 VR_LIBCAMERA_PKG_CONFIG_PATH=
 if ! pkg-config --atleast-version=0.4 libcamera 2>/dev/null; then
