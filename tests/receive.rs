@@ -438,8 +438,18 @@ fn rtp_over_tcp_end_to_end_with_the_receiver_configured_from_the_sdp() {
     assert!(e.contains("FEC packets 0"), "no FEC over TCP: {e}");
     let j = wait_json(rx, Duration::from_secs(10));
     let complete = j["frames"]["complete"].as_u64().unwrap();
-    // The test's own probe connection was the first; the stream came on the second.
-    assert!(complete >= 299, "{j}");
+    // What the sender itself did not send: frames latest-wins dropped at the ring (the
+    // encoder's CPU stalled; 1 of 300 in a fresh CI on a loaded day) or whole frames
+    // dropped on a congested TCP connection. Every frame it sent arrived whole, but the
+    // first may have gone to the test's own probe connection above.
+    let field = |k: &str| summary_field(&out.stdout, k).unwrap_or_else(|| panic!("{k}: {e}"));
+    let sent = field("frames.sent");
+    let dropped = field("frames.ring_drops") + field("network.tcp_frames_dropped");
+    assert!(
+        dropped <= 3,
+        "the sender dropped {dropped} of 300 frames: {e}"
+    );
+    assert!(complete + 1 >= sent && complete >= 296, "{j}\nsent {sent}");
     assert_eq!(j["frames"]["lost"], 0, "{j}");
     assert_eq!(
         j["latency_ms"]["samples"].as_u64().unwrap(),
@@ -448,9 +458,12 @@ fn rtp_over_tcp_end_to_end_with_the_receiver_configured_from_the_sdp() {
     );
     let ids = decode_ids(&file, 640, 360);
     assert_eq!(ids.len() as u64, complete);
+    // In order; missing only what the sender dropped (and the probe connection's frame).
+    assert!(ids.windows(2).all(|w| w[1] > w[0]), "in order: {ids:?}");
+    let gaps: u64 = ids.windows(2).map(|w| w[1] - w[0] - 1).sum();
     assert!(
-        ids.windows(2).all(|w| w[1] == w[0] + 1),
-        "in order, none missing"
+        gaps <= dropped,
+        "{gaps} frames missing inside the stream, the sender dropped {dropped}"
     );
 }
 
