@@ -217,11 +217,20 @@ fn start_vr_conf(
             &inst,
         ])
         .args(extra)
+        .arg("--json")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let summary = {
+        let mut out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut out, &mut s);
+            s
+        })
+    };
     let mut err = BufReader::new(child.stderr.take().unwrap());
     let mut banner = String::new();
     let t0 = Instant::now();
@@ -264,13 +273,20 @@ fn start_vr_conf(
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Vr { child, rest, inst }
+    Vr {
+        child,
+        rest,
+        summary,
+        inst,
+    }
 }
 
 /// A running vr-stream and the thread collecting its stderr.
 struct Vr {
     child: Child,
     rest: std::thread::JoinHandle<String>,
+    /// Its stdout: the `--json` exit summary.
+    summary: std::thread::JoinHandle<String>,
     /// Its `--instance` (the stats segment's name).
     inst: String,
 }
@@ -297,22 +313,39 @@ fn view_in(ns: Option<&LoopNs>, url: &str, secs: u32, mode: &str) -> serde_json:
         .unwrap_or_else(|e| panic!("view.mjs output: {e}: {text}"))
 }
 
-/// Waits for vr-stream to end (SIGINT after 30 s); returns its stderr after the banner.
-fn finish(vr: Vr) -> String {
+/// Stops vr-stream now (SIGINT: the same orderly end, exit status 0 and the exit summary)
+/// and returns its stderr after the banner. For the tests whose viewer has seen what it
+/// came for: waiting for the rest of `--frames` only idles (8–10 s a run).
+fn stop(vr: Vr) -> String {
+    finish_after(vr, Duration::ZERO).0
+}
+
+/// Waits for vr-stream to end, with SIGINT once `patience` has passed: (stderr after the
+/// banner, the `--json` exit summary).
+fn finish_after(vr: Vr, patience: Duration) -> (String, String) {
     let Vr {
-        mut child, rest, ..
+        mut child,
+        rest,
+        summary,
+        ..
     } = vr;
     let t0 = Instant::now();
+    let mut interrupted = false;
     while child.try_wait().unwrap().is_none() {
-        if t0.elapsed() > Duration::from_secs(30) {
+        if !interrupted && t0.elapsed() >= patience {
             interrupt(&child);
+            interrupted = true;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            t0.elapsed() < patience + Duration::from_secs(10),
+            "vr-stream did not end within 10 s of SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
     let st = child.wait().unwrap();
     let err = rest.join().unwrap();
     assert!(st.success(), "vr-stream: {err}");
-    err
+    (err, summary.join().unwrap())
 }
 
 #[test]
@@ -330,7 +363,7 @@ fn the_page_decodes_the_real_clip_over_the_websocket_with_webcodecs() {
         5,
         "stream",
     );
-    let err = finish(vr);
+    let err = stop(vr);
     eprintln!("page: {v}");
     let web_line = err
         .lines()
@@ -422,7 +455,7 @@ fn a_wrong_pin_is_refused_with_403_and_no_media_flows() {
         2,
         "refused",
     );
-    let err = finish(vr);
+    let err = stop(vr);
     eprintln!("page: {v}");
     assert_eq!(v["status"], "refused", "{v}");
     assert_eq!(
@@ -506,7 +539,7 @@ fn enter_vr_in_the_emulated_quest_3_starts_a_session_with_two_views_and_stereo_g
             2,
             "xr-turn",
         );
-        finish(vr);
+        stop(vr);
         eprintln!("page ({transport}): {v}");
         assert!(v["error"].is_null(), "{transport}: {v}");
         let xr = &v["xr"];
@@ -605,7 +638,7 @@ fn the_page_plays_the_real_clip_over_webrtc_with_playout_delay_zero() {
             String::from_utf8_lossy(&dash.stdout)
         )
     });
-    let err = finish(vr);
+    let err = stop(vr);
     let page = &d["stream"]["page"];
     eprintln!("dashboard page: {page}");
     assert_eq!(page["transport"], "webrtc", "{d}");
@@ -738,7 +771,7 @@ fn the_browsers_receiver_reports_bring_the_bitrate_under_a_policed_link_and_nack
         6,
         "stream",
     );
-    let err = finish(vr);
+    let err = stop(vr);
     eprintln!("page: {v}");
     let changes: Vec<&str> = err
         .lines()
@@ -861,7 +894,7 @@ fn yolo_detections_reach_the_page_and_the_headset_view() {
         4,
         "stream",
     );
-    finish(vr);
+    stop(vr);
     assert_eq!(v["status"], "streaming", "{v}");
     check_detections(&v, "webrtc");
     // The WebSocket, in the emulated headset: the sets as WebSocket text, blended over the
@@ -885,7 +918,7 @@ fn yolo_detections_reach_the_page_and_the_headset_view() {
         4,
         "xr",
     );
-    finish(vr);
+    stop(vr);
     assert!(v["error"].is_null(), "{v}");
     check_detections(&v, "ws + xr");
     let o = &v["xr"]["overlay"];
@@ -934,7 +967,7 @@ struct Watched<'a> {
 }
 
 /// One run in `ns`: vr-receive (SCHED_FIFO) on the RTP port, vr-stream with the page (the
-/// real clip, 1500 frames), a viewer in Chromium over `transport` (`view.mjs URL secs
+/// real clip, up to 1500 frames, stopped when the viewer leaves), a viewer in Chromium over `transport` (`view.mjs URL secs
 /// mode`); once the viewer watches, `disrupt` runs while the realtime stages' VmLck and
 /// the web stage's RSS are sampled. Returns (vr-receive's JSON, the page's, what
 /// `disrupt` returned, VmLck of the realtime stages before / most during, the web stage's
@@ -1057,7 +1090,9 @@ fn watched_run(
         w
     });
     let page = viewer.join().unwrap();
-    let err = finish(vr);
+    // The viewer has left: stop vr-stream now rather than idle through the rest of its
+    // 1500 frames.
+    let (err, summary) = finish_after(vr, Duration::ZERO);
     let out = rx.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -1076,6 +1111,15 @@ fn watched_run(
             .filter(|l| l.contains("[web]:") || l.contains("stage web"))
             .collect::<Vec<_>>()
             .join("\n")
+    );
+    // Every frame vr-stream sent reached the receiver whole (two may be in flight when
+    // SIGINT stops the sender), and the stream ran for as long as the viewer watched.
+    let sent = summary_field(summary.as_bytes(), "frames.sent")
+        .unwrap_or_else(|| panic!("vr-stream --json: {summary}"));
+    let complete = j["frames"]["complete"].as_u64().unwrap();
+    assert!(
+        complete + 2 >= sent && sent >= u64::from(secs) * 60,
+        "vr-stream sent {sent} frames, {complete} arrived complete: {j}"
     );
     let (l, r) = (most_lck.into_inner(), most_rss.into_inner());
     (j, page, what, (before, l), r)
@@ -1168,7 +1212,6 @@ fn a_flood_on_the_web_port_costs_the_rtp_stream_nothing_and_the_web_stage_stays_
     assert!(attack["handshakes"].as_u64().unwrap() > 0, "{attack}");
     // The RTP stream lost nothing and its p99 barely moved.
     assert_eq!(j["frames"]["lost"], 0, "{j}");
-    assert!(j["frames"]["complete"].as_u64().unwrap() >= 1400, "{j}");
     assert!(
         p99(&j) < p99(&quiet) + 1.5,
         "p99 {} ms under the flood against {} ms without",
@@ -1249,7 +1292,6 @@ fn a_killed_web_stage_is_back_within_a_second_the_rtp_stream_loses_nothing_and_t
     );
     assert!(back < 1000.0, "the web stage came back after {back:.0} ms");
     assert_eq!(j["frames"]["lost"], 0, "the RTP stream lost frames: {j}");
-    assert!(j["frames"]["complete"].as_u64().unwrap() >= 1400, "{j}");
     assert!(
         resumed_after.is_some_and(|t| t < 6000.0),
         "the page did not resume by itself: {page}"
@@ -1560,5 +1602,5 @@ fn a_session_cookie_works_until_it_expires_then_gets_403() {
         &url("/ws"),
     ]);
     assert_eq!(ws.0, 403, "{}", ws.1);
-    finish(vr);
+    stop(vr);
 }
