@@ -10,32 +10,8 @@ use std::time::Duration;
 pub use vr_sys::proc::{RtState, ThreadState, read_state, read_threads, status_field_kb};
 pub use vr_sys::signal::{install_stop_signals, stop_signal};
 pub use vr_sys::time::{
-    ClockPair, MonotonicNs, UnixNs, clock_pair, monotonic, monotonic_ns, realtime,
+    ClockPair, MonotonicNs, UnixNs, clock_pair, monotonic, monotonic_ns, realtime, sleep_until_ns,
 };
-
-/// Sleeps until CLOCK_MONOTONIC reaches `deadline_ns` (clock_nanosleep TIMER_ABSTIME;
-/// restarted after signals). Returns at once if it has passed.
-pub fn sleep_until_ns(deadline_ns: u64) {
-    let ts = libc::timespec {
-        tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
-    };
-    loop {
-        // SAFETY: `ts` is a valid absolute time; the remainder pointer may be null with
-        // TIMER_ABSTIME.
-        let r = unsafe {
-            libc::clock_nanosleep(
-                libc::CLOCK_MONOTONIC,
-                libc::TIMER_ABSTIME,
-                &ts,
-                std::ptr::null_mut(),
-            )
-        };
-        if r != libc::EINTR {
-            return;
-        }
-    }
-}
 
 /// Maps a configured CPU onto the CPUs present (`cpu % count`). Returns the CPU to use
 /// and whether it differs from the configured one.

@@ -223,24 +223,6 @@ pub fn queue_capacity(bitrate_kbps: u32) -> usize {
     ((bitrate_kbps as usize * 1000 / 8) * 2).max(4 << 20)
 }
 
-/// Formats a geometry for `--geometry`: `WxH@N/D`.
-pub fn format_geometry(f: &SourceFormat) -> String {
-    format!("{}x{}@{}/{}", f.width, f.height, f.fps_num, f.fps_den)
-}
-
-/// Parses `--geometry WxH@N/D`.
-pub fn parse_geometry(s: &str) -> Option<SourceFormat> {
-    let (wh, fps) = s.split_once('@')?;
-    let (w, h) = wh.split_once('x')?;
-    let (n, d) = fps.split_once('/')?;
-    Some(SourceFormat {
-        width: w.parse().ok()?,
-        height: h.parse().ok()?,
-        fps_num: n.parse().ok()?,
-        fps_den: d.parse().ok()?,
-    })
-}
-
 /// Ring geometry for a source format: consumer 0 is the encoder, consumer 1 the detect
 /// stage when `detect` is on.
 pub fn ring_geometry(f: &SourceFormat, detect: bool) -> RingGeometry {
@@ -392,7 +374,7 @@ pub fn run(kind: StageKind, inst: &str, geometry: &str) -> i32 {
         let text = std::env::var(CONFIG_ENV)
             .map_err(|_| StageError::Invocation(format!("{CONFIG_ENV} not set")))?;
         let cfg = Config::from_toml(&text)?;
-        let fmt = parse_geometry(geometry)
+        let fmt = crate::source::parse_geometry(geometry)
             .ok_or_else(|| StageError::Invocation(format!("bad --geometry {geometry:?}")))?;
         let ring = FrameRing::open(&ring_name, ring_geometry(&fmt, cfg.detect.enabled))?;
         let queue = BitstreamQueue::open(&bits_name, queue_capacity(cfg.encoder.bitrate_kbps))?;

@@ -543,7 +543,7 @@ pub fn run(opts: &RunOptions) -> Result<Option<ExitSummary>> {
 
     let exe = std::env::current_exe().context("cannot find the vr-stream executable")?;
     let cfg_text = stage_cfg.to_toml();
-    let geometry = stage::format_geometry(&fmt);
+    let geometry = source::format_geometry(&fmt);
     let mut stages: Vec<Stage> = vec![];
     let stop_all = |stages: &mut Vec<Stage>| {
         ctl.request_stop();

@@ -1,4 +1,4 @@
-//! Clock reads (clock_gettime(2)). Every timestamp of the pipeline is CLOCK_MONOTONIC ns;
+//! Clock reads (clock_gettime(2)) and absolute sleeps (clock_nanosleep(2)). Every timestamp of the pipeline is CLOCK_MONOTONIC ns;
 //! CLOCK_REALTIME (Unix ns) only where a time leaves the machine (RTCP SR NTP time, the
 //! viewer page). The types are vr-proto's ([`vr_proto::time`]).
 
@@ -37,5 +37,29 @@ pub fn clock_pair() -> ClockPair {
     ClockPair {
         mono: monotonic(),
         real: realtime(),
+    }
+}
+
+/// Sleeps until CLOCK_MONOTONIC reaches `deadline_ns` (clock_nanosleep TIMER_ABSTIME;
+/// restarted after signals). Returns at once if it has passed.
+pub fn sleep_until_ns(deadline_ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
+    };
+    loop {
+        // SAFETY: `ts` is a valid absolute time; the remainder pointer may be null with
+        // TIMER_ABSTIME.
+        let r = unsafe {
+            libc::clock_nanosleep(
+                libc::CLOCK_MONOTONIC,
+                libc::TIMER_ABSTIME,
+                &ts,
+                std::ptr::null_mut(),
+            )
+        };
+        if r != libc::EINTR {
+            return;
+        }
     }
 }

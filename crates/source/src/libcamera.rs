@@ -292,7 +292,7 @@ impl FrameSource for LibcameraSource {
         }
         let capture_ns = match ts {
             Some(t) => (t + self.boot_to_mono).max(0) as u64,
-            None => crate::rt::monotonic_ns(),
+            None => vr_sys::time::monotonic_ns(),
         };
         Ok(Some(Captured::numbered(&mut self.next_id, capture_ns)))
     }

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 
 /// Set by the supervisor for the camera stage when its standard input is the pipe, already
 /// past the Y4M header; the value is `GEOMETRY,HEADER_LEN`: the stream's geometry (`WxH@N/D`,
-/// [`crate::stage::format_geometry`]) and the bytes of header the supervisor read.
+/// [`crate::format_geometry`]) and the bytes of header the supervisor read.
 pub const STDIN_ENV: &str = "VR_STREAM_PIPE_STDIN";
 
 /// Where the frames come from.
@@ -232,7 +232,7 @@ impl PipeSource {
     pub fn from_stage_stdin(name: String, format: PipeFormat) -> Option<PipeSource> {
         let v = std::env::var(STDIN_ENV).ok()?;
         let (geometry, header_len) = v.split_once(',')?;
-        let fmt = crate::stage::parse_geometry(geometry)?;
+        let fmt = crate::parse_geometry(geometry)?;
         use std::os::fd::AsFd;
         let fd = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
         Some(PipeSource::from_open(
@@ -333,7 +333,7 @@ impl FrameSource for PipeSource {
                 "the input is a Y4M stream (it starts with YUV4MPEG2, byte offset {start}), not bare I420 frames: give --pipe-format y4m"
             )));
         }
-        let capture_ns = crate::rt::monotonic_ns();
+        let capture_ns = vr_sys::time::monotonic_ns();
         self.frames += 1;
         Ok(Some(Captured::numbered(&mut self.next_id, capture_ns)))
     }

@@ -1,9 +1,18 @@
-//! Frame sources behind one trait: Y4M file, live pipe (standard input or a FIFO), test
-//! pattern, V4L2 camera, libcamera camera.
+//! vr-source: vr-stream's frame sources behind one trait ([`FrameSource`]): Y4M file
+//! ([`y4m`]), live pipe (standard input or a FIFO, [`pipe`]), test pattern ([`pattern`]),
+//! V4L2 camera ([`v4l2`]), libcamera camera (`libcamera`, feature `libcamera`: the Pi's
+//! CSI cameras) and a side-by-side pair of any two ([`stereo`]).
 //!
 //! Every source delivers I420 (planar 4:2:0: Y `w×h`, U and V `w/2×h/2`, strides = widths)
 //! straight into a caller-owned buffer (a frame-ring slot: no copy in between), paced at
 //! its frame rate, with a capture timestamp in CLOCK_MONOTONIC ns.
+//!
+//! A crate of its own so that the camera libraries (v4l, libcamera) are built, linted and
+//! tested without the encoder, detector and web stacks: `cargo clippy -p vr-source
+//! --features libcamera` checks the libcamera source against the headers alone. Opening a
+//! source from vr-stream's configuration is `vr_stream::source::open`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 #[cfg(feature = "libcamera")]
 pub mod libcamera;
@@ -227,51 +236,58 @@ impl SourceSpec {
     }
 }
 
-/// Opens the source described by `cfg` (`uri`, `loop`, pattern/v4l2 size and rate); with
-/// `stereo`, a [`stereo::StereoSource`] of `uri` (left) and `right_uri` (right).
-pub fn open(cfg: &crate::config::SourceConfig) -> Result<Box<dyn FrameSource>, SourceError> {
-    if !cfg.stereo {
-        return open_one(cfg, &cfg.uri, 0);
-    }
-    let right_uri = if cfg.right_uri.is_empty() {
-        &cfg.uri
-    } else {
-        &cfg.right_uri
-    };
-    let left = open_one(cfg, &cfg.uri, 0)?;
-    let right = open_one(cfg, right_uri, stereo::RIGHT_PATTERN_ID_OFFSET)?;
-    Ok(Box::new(stereo::StereoSource::new(left, right)?))
+/// Formats a geometry as the stage processes get it on their command line
+/// (`--geometry`): `WxH@N/D`, e.g. `1280x720@60/1`.
+pub fn format_geometry(f: &SourceFormat) -> String {
+    format!("{}x{}@{}/{}", f.width, f.height, f.fps_num, f.fps_den)
 }
 
-/// Opens one source; a pattern draws its ids plus `pattern_id_offset`.
-fn open_one(
-    cfg: &crate::config::SourceConfig,
-    uri: &str,
-    pattern_id_offset: u64,
+/// Parses a `WxH@N/D` geometry ([`format_geometry`]); `None` when it is not of that form.
+pub fn parse_geometry(s: &str) -> Option<SourceFormat> {
+    let (wh, fps) = s.split_once('@')?;
+    let (w, h) = wh.split_once('x')?;
+    let (n, d) = fps.split_once('/')?;
+    Some(SourceFormat {
+        width: w.parse().ok()?,
+        height: h.parse().ok()?,
+        fps_num: n.parse().ok()?,
+        fps_den: d.parse().ok()?,
+    })
+}
+
+/// Opens libcamera camera `camera` (an index into libcamera's list, or a camera id) for
+/// `width`×`height` at `fps`, with `buffers` buffers and a fixed exposure of `exposure_us`
+/// µs (0: automatic). The same call with or without the `libcamera` feature, so that a
+/// caller needs no `cfg` of its own.
+///
+/// Errors: [`SourceError::Device`] naming `libcamera:CAMERA`: no such camera, a format it
+/// cannot give, or this build lacks the feature (the message says how to rebuild).
+pub fn open_libcamera(
+    camera: &str,
+    width: u32,
+    height: u32,
+    fps: u32,
+    buffers: u32,
+    exposure_us: u32,
 ) -> Result<Box<dyn FrameSource>, SourceError> {
-    match SourceSpec::parse(uri).map_err(|e| SourceError::BadUri(uri.to_string(), e))? {
-        SourceSpec::Pattern => Ok(Box::new(pattern::PatternSource::with_id_offset(
-            SourceFormat { width: cfg.width, height: cfg.height, fps_num: cfg.fps, fps_den: 1 },
-            pattern_id_offset,
-        ))),
-        SourceSpec::File(p) => Ok(Box::new(y4m::Y4mSource::open(&p, cfg.looping)?)),
-        SourceSpec::Pipe(input) => {
-            let format = pipe::PipeFormat::parse(&cfg.pipe_format)
-                .map_err(|e| SourceError::BadUri(uri.to_string(), format!("source.pipe_format {:?}: {e}", cfg.pipe_format)))?;
-            if let Some(s) = pipe::PipeSource::from_stage_stdin(input.name(), format) {
-                return Ok(Box::new(s));
-            }
-            let raw = SourceFormat { width: cfg.width, height: cfg.height, fps_num: cfg.fps, fps_den: 1 };
-            Ok(Box::new(pipe::PipeSource::open(&input, format, raw)?))
-        }
-        SourceSpec::V4l2(p) => Ok(Box::new(v4l2::V4l2Source::open(&p, cfg.width, cfg.height, cfg.fps, cfg.buffers)?)),
-        #[cfg(feature = "libcamera")]
-        SourceSpec::Libcamera(c) => Ok(Box::new(libcamera::LibcameraSource::open(&c, cfg.width, cfg.height, cfg.fps, cfg.buffers, cfg.exposure_us)?)),
-        #[cfg(not(feature = "libcamera"))]
-        SourceSpec::Libcamera(c) => Err(SourceError::Device {
-            device: format!("libcamera:{c}"),
+    #[cfg(feature = "libcamera")]
+    {
+        Ok(Box::new(libcamera::LibcameraSource::open(
+            camera,
+            width,
+            height,
+            fps,
+            buffers,
+            exposure_us,
+        )?))
+    }
+    #[cfg(not(feature = "libcamera"))]
+    {
+        let _ = (width, height, fps, buffers, exposure_us);
+        Err(SourceError::Device {
+            device: format!("libcamera:{camera}"),
             message: "this vr-stream was built without the libcamera feature: rebuild with `--features libcamera` (needs libcamera >= 0.4, as on Raspberry Pi OS)".into(),
-        }),
+        })
     }
 }
 
@@ -303,10 +319,10 @@ impl Pacer {
     /// Sleeps until frame `n` is due and returns its scheduled time (ns). A frame that is
     /// already late is returned at once with its scheduled (earlier) time.
     pub fn wait(&mut self, n: u64) -> u64 {
-        let start = *self.start_ns.get_or_insert_with(crate::rt::monotonic_ns);
+        let start = *self.start_ns.get_or_insert_with(vr_sys::time::monotonic_ns);
         let due = start + n.saturating_sub(self.offset) * self.interval_ns;
-        crate::rt::sleep_until_ns(due.saturating_sub(PACER_SPIN.as_nanos() as u64));
-        while crate::rt::monotonic_ns() < due {
+        vr_sys::time::sleep_until_ns(due.saturating_sub(PACER_SPIN.as_nanos() as u64));
+        while vr_sys::time::monotonic_ns() < due {
             std::hint::spin_loop();
         }
         due

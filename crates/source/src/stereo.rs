@@ -105,7 +105,7 @@ impl FrameSource for StereoSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::pattern::{PatternSource, read_id};
+    use crate::pattern::{PatternSource, read_id};
 
     #[test]
     fn halves_carry_each_source() {
