@@ -18,10 +18,24 @@
 # network namespaces, the soak and the benchmarks.
 # Tests that start aarch64 children (setup's binary, vr-stream's stages) need qemu
 # registered in binfmt_misc: this script does that when it can (root).
+#
+#   scripts/test-aarch64.sh [--build-only | --run-only]
+#
+# --build-only builds and stops; --run-only runs what a --build-only left (scripts/test.sh
+# builds in the background while the x86-64 tests run). With CARGO_TARGET_DIR set, the
+# build goes there and the run copies the five programs to target/aarch64-unknown-linux-gnu/
+# release, where scripts/package.sh --prebuilt takes them from.
 # On an aarch64 machine (a Pi) there is nothing to emulate: it says so and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+MODE=all
+case "${1:-}" in
+    "") ;;
+    --build-only) MODE=build ;;
+    --run-only) MODE=run ;;
+    *) echo "test-aarch64: unknown argument '$1' (allowed: --build-only, --run-only)" >&2; exit 2 ;;
+esac
 if [ "$(uname -m)" = "aarch64" ]; then
     echo "test-aarch64: this machine is aarch64; the native test run covers it"
     exit 0
@@ -42,11 +56,23 @@ FEATURES=(--features vr-stream/v4l2-m2m)
 # dev-dependencies it resolves other features, and rebuilt serde, tokio, str0m… (1m56s),
 # after which the test run rebuilt vr-stream again (58 s).
 SEL=(--workspace "${FEATURES[@]}" --lib --test render --test roots --test bad_input --test encoder --test stages)
-cargo test --release --target "$TARGET" "${SEL[@]}" --no-run
-for p in vr-stream vr-receive quick-bench setup dashboard; do
-    [ -x "target/$TARGET/release/$p" ] ||
-        { echo "test-aarch64: the test build did not leave target/$TARGET/release/$p" >&2; exit 1; }
-done
+OUT="${CARGO_TARGET_DIR:-target}/$TARGET/release"
+PROGRAMS=(vr-stream vr-receive quick-bench setup dashboard)
+if [ "$MODE" != run ]; then
+    cargo test --release --target "$TARGET" "${SEL[@]}" --no-run
+    for p in "${PROGRAMS[@]}"; do
+        [ -x "$OUT/$p" ] ||
+            { echo "test-aarch64: the test build did not leave $OUT/$p" >&2; exit 1; }
+    done
+    echo "test-aarch64: built in $OUT"
+fi
+[ "$MODE" != build ] || exit 0
+# Not at the end of a background build: writing them to disk then would start writeback
+# under the x86-64 timing tests (docs/testing.md).
+if [ "$OUT" != "target/$TARGET/release" ]; then
+    mkdir -p "target/$TARGET/release"
+    for p in "${PROGRAMS[@]}"; do cp -p "$OUT/$p" "target/$TARGET/release/$p"; done
+fi
 [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] ||
     { echo "test-aarch64: no binfmt_misc entry for aarch64 (needs root to register qemu-user)" >&2; exit 1; }
 cargo test --release --target "$TARGET" "${SEL[@]}" -- \
