@@ -189,6 +189,26 @@ pub fn summary_field(stdout: &[u8], path: &str) -> Option<u64> {
         .and_then(|v| v.as_u64())
 }
 
+/// Asserts from a run's exit summary (`stdout`, [`run_vr`]) that all `n` frames were
+/// captured and each was either sent or dropped by latest-wins (ring or queue), at most
+/// `max_drops` of them: the run went from the first frame to the last. A stage that stalls
+/// for a frame interval (this VM: 8-12 ms now and then, even at SCHED_FIFO) rightly loses a
+/// frame to a newer one, so a test whose point is not the drop count allows a few. `e`
+/// (stderr) goes into the message.
+pub fn assert_frames_accounted(stdout: &[u8], n: u64, max_drops: u64, e: &str) {
+    let f = |k: &str| {
+        summary_field(stdout, &format!("frames.{k}"))
+            .unwrap_or_else(|| panic!("no frames.{k} in the summary: {e}"))
+    };
+    let (captured, sent, drops) = (f("captured"), f("sent"), f("ring_drops") + f("queue_drops"));
+    assert_eq!(captured, n, "frames captured: {e}");
+    assert_eq!(sent + drops, n, "frames sent + dropped: {e}");
+    assert!(
+        drops <= max_drops,
+        "{drops} frames dropped (at most {max_drops}): {e}"
+    );
+}
+
 /// The violations of `schemas/<schema>` (JSON Schema draft 2020-12) by `doc`, one per
 /// line ("" when valid), found by the reference implementation, Python's `jsonschema`
 /// (Debian's python3-jsonschema, scripts/install-deps.sh), run by /usr/bin/python3. The
