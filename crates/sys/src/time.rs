@@ -1,6 +1,7 @@
-//! Clock reads (clock_gettime(2)) and absolute sleeps (clock_nanosleep(2)). Every timestamp of the pipeline is CLOCK_MONOTONIC ns;
-//! CLOCK_REALTIME (Unix ns) only where a time leaves the machine (RTCP SR NTP time, the
-//! viewer page). The types are vr-proto's ([`vr_proto::time`]).
+//! Clock reads (clock_gettime(2)) and absolute sleeps (clock_nanosleep(2)). Every timestamp
+//! of the pipeline is CLOCK_MONOTONIC ns; CLOCK_REALTIME (Unix ns) only where a time leaves
+//! the machine (RTCP SR NTP time, the viewer page). The types are vr-proto's
+//! ([`vr_proto::time`]).
 
 pub use vr_proto::time::{ClockPair, MonotonicNs, UnixNs};
 
