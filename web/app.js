@@ -52,7 +52,7 @@ const state = (window.__vr = {
   transport: null, // 'webrtc' | 'ws'
   framesSent: 0, // WebRTC: frame messages from vr-stream (one per access unit written)
   rtc: null, // WebRTC: the inbound-rtp statistics, refreshed once a second
-  detections: { messages: 0, last: null }, // --yolo: the newest set (see drawBoxes)
+  detections: { messages: 0, last: null, ages: [] }, // --yolo: the newest set (see drawBoxes); ages: capture -> arrival, ms
   xr: null, // { views, frames, pixels } once "Enter VR" started a session
 });
 
@@ -140,6 +140,7 @@ function common(send) {
         state.detections.messages++;
         // Age on arrival: capture -> detections here (the detector's time included).
         state.detections.last = { ...m, ageMs: b ? nowMs() - (m.cap - b.offset) : null };
+        if (b) keep(state.detections.ages, state.detections.last.ageMs);
         io.boxes = { m, at: performance.now() };
         drawBoxes(m, state.transport === 'ws' ? $('view') : $('video'));
       }
@@ -223,7 +224,7 @@ function common(send) {
       `fps ${fps.toFixed(1)}  decode ${dec.toFixed(1)} ms\n` +
       `capture->decoded p50 ${p50.toFixed(1)} p99 ${p99.toFixed(1)} ms\n` +
       `capture->display p50 ${dp50.toFixed(1)} p99 ${dp99.toFixed(1)} ms (expected)` +
-      (state.detections.last ? `\ndetections ${state.detections.last.boxes.length} (${state.detections.last.ageMs?.toFixed(0)} ms after capture)` : '');
+      (state.detections.last ? `\ndetections ${state.detections.last.boxes.length} (p50 ${quantile(state.detections.ages, 0.5).toFixed(0)} ms after capture)` : '');
     send({ type: 'stats', transport: state.transport, decoded: state.decoded, latency_p50_ms: p50, latency_p99_ms: p99, display_p50_ms: dp50, display_p99_ms: dp99, decode_ms: dec, fps, reconnects: state.reconnects });
   }, 1000);
   return io;
