@@ -14,13 +14,15 @@
 # .deb on stdout.
 # --prebuilt: package the binaries the last build left in target/ (scripts/test.sh's test
 # builds) instead of building them again.
-# Installs cargo-deb (cargo install --locked) when it is missing.
+# Installs cargo-deb (cargo install --locked --debug) when it is missing: a debug build
+# compiles in ~32 s instead of ~78 s here and packages as fast (11 s for the amd64 .deb
+# either way: the work is stripping and compressing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 CARGO_DEB_VERSION=3.8.0
 if ! cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
-    cargo install --locked --quiet "cargo-deb@$CARGO_DEB_VERSION" >&2
+    cargo install --locked --debug --quiet "cargo-deb@$CARGO_DEB_VERSION" >&2
 fi
 PREBUILT=
 if [ "${1:-}" = --prebuilt ]; then PREBUILT=1; shift; fi
