@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod camera_format;
 #[cfg(feature = "libcamera")]
 pub mod libcamera;
 pub mod pattern;

@@ -5,10 +5,13 @@
 //! A capture thread owns the camera manager and the acquired camera (their lifetimes are
 //! tied together) and requeues requests; completed requests travel to [`LibcameraSource`]
 //! through a channel, which copies the frame once out of the dmabuf mapping into the ring
-//! slot (`dst`) and sends the request back. Configuration: YUV420 at the configured size,
-//! `source.buffers` buffers (2 in `ultra_low`), `FrameDurationLimits` fixed at 1/fps and,
+//! slot (`dst`) and sends the request back. Configuration: YUV420 at the configured size
+//! (or NV12, converted to I420 in that copy, where the pipeline handler only gives NV12:
+//! [`crate::camera_format`]), `source.buffers` buffers (2 in `ultra_low`), `FrameDurationLimits` fixed at 1/fps and,
 //! with `source.exposure_us`, auto exposure off and a fixed `ExposureTime` (the low-latency
-//! controls of the original design's `ultra_low`). The capture time is the request's
+//! controls of the original design's `ultra_low`); a camera that does not honour the limits
+//! and delivers faster gets its requests queued one frame interval apart
+//! ([`camera_format::FastCamera`]). The capture time is the request's
 //! `SensorTimestamp` (start of exposure of the first line, CLOCK_BOOTTIME ns per libcamera's
 //! control documentation), moved to CLOCK_MONOTONIC with the current offset between the
 //! two clocks.
@@ -16,7 +19,8 @@
 //! Only compiled on the development machine (Debian 12 has libcamera 0.0.3): CI runs
 //! `cargo check --features libcamera` against Debian trixie's libcamera 0.4 headers.
 
-use super::v4l2::i420_planes_copy;
+use super::camera_format::{self, CameraLayout, FastCamera, Offered};
+use super::v4l2::{i420_planes_copy, nv12_planes_to_i420};
 use super::{Captured, FrameSource, SourceError, SourceFormat};
 use libcamera::camera::CameraConfigurationStatus;
 use libcamera::camera_manager::CameraManager;
@@ -29,7 +33,7 @@ use libcamera::pixel_format::PixelFormat;
 use libcamera::request::{Request, ReuseFlag};
 use libcamera::stream::{Stream, StreamRole};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// DRM fourcc `YU12` (I420, three planes).
 const YUV420: PixelFormat = PixelFormat::new(u32::from_le_bytes(*b"YU12"), 0);
@@ -38,6 +42,7 @@ const YUV420: PixelFormat = PixelFormat::new(u32::from_le_bytes(*b"YU12"), 0);
 struct Started {
     stream: Stream,
     stride: usize,
+    layout: CameraLayout,
 }
 
 /// A libcamera camera as a [`FrameSource`].
@@ -45,9 +50,12 @@ pub struct LibcameraSource {
     device: String,
     format: SourceFormat,
     stride: usize,
+    layout: CameraLayout,
     stream: Stream,
     completed: Receiver<Request>,
-    requeue: Sender<Request>,
+    /// Requests back to the capture thread, with whether to pace their queueing.
+    requeue: Sender<(Request, bool)>,
+    fast: FastCamera,
     next_id: u64,
     boot_to_mono: i64,
 }
@@ -73,7 +81,8 @@ impl LibcameraSource {
     /// and, if `exposure_us` > 0, a fixed exposure.
     ///
     /// Errors: [`SourceError::Device`] naming the camera: none found, cannot acquire, the
-    /// configuration was refused or adjusted away from YUV420 at the size asked for.
+    /// configuration was refused, or adjusted to another size or to a format other than
+    /// YUV420 and NV12 ([`camera_format::accept`]).
     pub fn open(
         which: &str,
         width: u32,
@@ -85,7 +94,7 @@ impl LibcameraSource {
         let device = format!("libcamera:{which}");
         let (started_tx, started_rx) = mpsc::sync_channel::<Result<Started, String>>(1);
         let (done_tx, completed) = mpsc::channel::<Request>();
-        let (requeue, requeue_rx) = mpsc::channel::<Request>();
+        let (requeue, requeue_rx) = mpsc::channel::<(Request, bool)>();
         let which = which.to_string();
         let frame_us = 1_000_000i64 / fps.max(1) as i64;
         std::thread::Builder::new()
@@ -118,9 +127,11 @@ impl LibcameraSource {
                 fps_den: 1,
             },
             stride: started.stride,
+            layout: started.layout,
             stream: started.stream,
             completed,
             requeue,
+            fast: FastCamera::new(1_000_000_000 / fps.max(1) as u64),
             next_id: 0,
             boot_to_mono: boot_to_mono_offset(),
         })
@@ -137,7 +148,7 @@ fn capture_thread(
     exposure_us: u32,
     started: SyncSender<Result<Started, String>>,
     done: Sender<Request>,
-    requeue: Receiver<Request>,
+    requeue: Receiver<(Request, bool)>,
 ) {
     let fail = |m: String| {
         let _ = started.send(Err(m));
@@ -172,21 +183,40 @@ fn capture_thread(
         c.set_size(Size { width, height });
         c.set_buffer_count(buffers);
     }
-    if let CameraConfigurationStatus::Invalid = cfgs.validate() {
-        return fail("the configuration was refused".into());
-    }
-    let (stride, stream) = {
+    let status = cfgs.validate();
+    let (stride, stream, layout) = {
         let Some(c) = cfgs.get(0) else {
             return fail("no stream configuration".into());
         };
-        let got = c.get_size();
-        if c.get_pixel_format() != YUV420 || got.width != width || got.height != height {
+        let formats = c.formats();
+        let offers: Vec<Offered> = formats
+            .pixel_formats()
+            .into_iter()
+            .map(|pf| Offered {
+                fourcc: pf.fourcc().to_le_bytes(),
+                sizes: formats
+                    .sizes(pf)
+                    .iter()
+                    .map(|s| (s.width, s.height))
+                    .collect(),
+            })
+            .collect();
+        if let CameraConfigurationStatus::Invalid = status {
             return fail(format!(
-                "YUV420 at {width}x{height} is not supported (adjusted to {})",
-                c.to_string_repr()
+                "the configuration {} was refused; the camera offers {}",
+                c.to_string_repr(),
+                camera_format::offers_text(&offers)
             ));
         }
-        (c.get_stride() as usize, c.stream())
+        let got = c.get_size();
+        let got = (
+            c.get_pixel_format().fourcc().to_le_bytes(),
+            (got.width, got.height),
+        );
+        match camera_format::accept((width, height), got, &offers) {
+            Ok(layout) => (c.get_stride() as usize, c.stream(), layout),
+            Err(e) => return fail(e),
+        }
     };
     if let Err(e) = cam.configure(&mut cfgs) {
         return fail(format!("configure: {e}"));
@@ -240,15 +270,27 @@ fn capture_thread(
             return fail(format!("queue request: {e}"));
         }
     }
-    if started.send(Ok(Started { stream, stride })).is_err() {
+    let ready = Started {
+        stream,
+        stride,
+        layout,
+    };
+    if started.send(Ok(ready)).is_err() {
         let _ = cam.stop();
         return;
     }
-    // Requeue what the source hands back until it is dropped.
-    while let Ok(r) = requeue.recv() {
+    // Requeue what the source hands back until it is dropped; for a camera faster than
+    // asked (FastCamera), no closer than one frame interval.
+    let interval = Duration::from_micros(frame_us.max(1) as u64);
+    let mut last_queued: Option<Instant> = None;
+    while let Ok((r, pace)) = requeue.recv() {
+        if let Some(due) = last_queued.map(|t| t + interval).filter(|_| pace) {
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
         if cam.queue_request(r).is_err() {
             break;
         }
+        last_queued = Some(Instant::now());
     }
     let _ = cam.stop();
 }
@@ -277,15 +319,27 @@ impl FrameSource for LibcameraSource {
                 return Err(err(&self.device, "a completed request without our buffer"));
             };
             let planes = fb.data();
-            i420_planes_copy(&planes, self.stride, w, h, dst)
+            match self.layout {
+                CameraLayout::I420 => i420_planes_copy(&planes, self.stride, w, h, dst),
+                CameraLayout::Nv12 => nv12_planes_to_i420(&planes, self.stride, w, h, dst),
+            }
         };
+        if let Some(t) = ts
+            && self.fast.observe(t.max(0) as u64)
+        {
+            eprintln!(
+                "vr-stream: camera {} delivers frames faster than the {} fps asked for (it does not honour FrameDurationLimits): its requests are now queued at {} fps",
+                self.device, self.format.fps_num, self.format.fps_num
+            );
+        }
         req.reuse(ReuseFlag::REUSE_BUFFERS);
-        let _ = self.requeue.send(req);
+        let _ = self.requeue.send((req, self.fast.pacing()));
         if !copied {
             return Err(err(
                 &self.device,
                 format!(
-                    "frame smaller than YUV420 {w}x{h} with stride {}",
+                    "frame smaller than {} {w}x{h} with stride {}",
+                    camera_format::fourcc_text(self.layout.fourcc()),
                     self.stride
                 ),
             ));

@@ -176,22 +176,43 @@ pub fn yuyv_to_i420(src: &[u8], stride: usize, w: usize, h: usize, dst: &mut [u8
 
 /// NV12 (Y plane, then interleaved UV at half height; `stride` bytes per row) → I420.
 pub fn nv12_to_i420(src: &[u8], stride: usize, w: usize, h: usize, dst: &mut [u8]) -> bool {
-    if src.len() < stride * h + stride * (h / 2 - 1) + w || dst.len() < w * h * 3 / 2 {
+    src.len() >= stride * h
+        && nv12_planes_to_i420(&[&src[..stride * h], &src[stride * h..]], stride, w, h, dst)
+}
+
+/// NV12 as libcamera maps it, → packed I420: two planes (Y; interleaved UV at half height,
+/// both with row stride `stride`), or one plane holding both ([`nv12_to_i420`]). False when
+/// a plane or `dst` is too short.
+pub fn nv12_planes_to_i420(
+    planes: &[&[u8]],
+    stride: usize,
+    w: usize,
+    h: usize,
+    dst: &mut [u8],
+) -> bool {
+    let (y, uv) = match planes {
+        [all] => return nv12_to_i420(all, stride, w, h, dst),
+        [y, uv] => (y, uv),
+        _ => return false,
+    };
+    let (cw, ch) = (w / 2, h / 2);
+    if h == 0
+        || y.len() < stride * (h - 1) + w
+        || (ch > 0 && uv.len() < stride * (ch - 1) + 2 * cw)
+        || dst.len() < w * h + 2 * cw * ch
+    {
         return false;
     }
     let (y_out, c_out) = dst.split_at_mut(w * h);
-    let (u_out, v_out) = c_out.split_at_mut((w / 2) * (h / 2));
+    let (u_out, v_out) = c_out.split_at_mut(cw * ch);
     for row in 0..h {
-        y_out[row * w..(row + 1) * w].copy_from_slice(&src[row * stride..row * stride + w]);
+        y_out[row * w..(row + 1) * w].copy_from_slice(&y[row * stride..row * stride + w]);
     }
-    let uv = &src[stride * h..];
-    for row in 0..h / 2 {
-        for (i, p) in uv[row * stride..row * stride + w]
-            .chunks_exact(2)
-            .enumerate()
-        {
-            u_out[row * (w / 2) + i] = p[0];
-            v_out[row * (w / 2) + i] = p[1];
+    for row in 0..ch {
+        let pairs = uv[row * stride..row * stride + 2 * cw].chunks_exact(2);
+        for (i, p) in pairs.enumerate() {
+            u_out[row * cw + i] = p[0];
+            v_out[row * cw + i] = p[1];
         }
     }
     true
@@ -339,5 +360,49 @@ mod tests {
         assert!(nv12_to_i420(&nv12, 4, w, h, &mut out));
         assert_eq!(out, [1, 2, 3, 4, 5, 6, 7, 8, 50, 51, 60, 61]);
         assert!(!nv12_to_i420(&nv12[..5], 4, w, h, &mut out));
+    }
+
+    #[test]
+    fn nv12_as_two_planes_with_stride() {
+        let (w, h, stride) = (4usize, 2usize, 6usize);
+        // Row stride 6: two bytes of padding after each row of 4, in both planes.
+        let y = [1, 2, 3, 4, 0, 0, 5, 6, 7, 8];
+        let uv = [50, 60, 51, 61, 0, 0];
+        let mut out = vec![0u8; 12];
+        assert!(nv12_planes_to_i420(&[&y, &uv], stride, w, h, &mut out));
+        assert_eq!(out, [1, 2, 3, 4, 5, 6, 7, 8, 50, 51, 60, 61]);
+        // The same frame in one mapping.
+        let one: Vec<u8> = [&y[..], &[0, 0], &uv[..]].concat();
+        let mut again = vec![0u8; 12];
+        assert!(nv12_planes_to_i420(&[&one], stride, w, h, &mut again));
+        assert_eq!(again, out);
+        assert!(!nv12_planes_to_i420(
+            &[&y, &uv[..3]],
+            stride,
+            w,
+            h,
+            &mut out
+        ));
+        assert!(!nv12_planes_to_i420(
+            &[&y[..5], &uv],
+            stride,
+            w,
+            h,
+            &mut out
+        ));
+        assert!(!nv12_planes_to_i420(
+            &[&y, &uv, &uv],
+            stride,
+            w,
+            h,
+            &mut out
+        ));
+        assert!(!nv12_planes_to_i420(
+            &[&y, &uv],
+            stride,
+            w,
+            h,
+            &mut out[..11]
+        ));
     }
 }
