@@ -4,15 +4,19 @@
 # installs what it needs first.
 #
 #   1. fmt      cargo fmt --all --check
-#   2. clippy   clippy, warnings as errors, of the one crate whose feature the x86-64 build
-#               cannot link: vr-source with `libcamera` (Debian 12 has no libcamera >= 0.4;
-#               it is checked against trixie's headers), every target
-#   3. build    the x86-64 test build (release, feature v4l2-m2m) with clippy as the
+#   2. build    the x86-64 test build (release, feature v4l2-m2m) with clippy as the
 #               compiler of the workspace's own crates (RUSTC_WORKSPACE_WRAPPER=clippy-driver,
 #               what `cargo clippy` does, warnings as errors): every target linted in the
 #               build itself, not in a second, check-only build of the ~480 dependencies
 #               (that was 130-150 s). Then `sync`: the timing tests must not run while the
 #               kernel writes back the build's dirty pages (docs/testing.md)
+#   3. libcamera scripts/build-libcamera.sh: the one feature the x86-64 build cannot link,
+#               `libcamera` (Debian 12 has no libcamera >= 0.4), built and linted (the same
+#               clippy wrapper) in a Debian trixie root with libcamera 0.7
+#               (scripts/libcamera-root.sh, cached outside the repository: ~2 min the first
+#               time), from step 2's dependencies: only the libcamera crates, vr-source and
+#               vr-stream are compiled. tests/libcamera.rs runs it in step 4 against
+#               libcamera's virtual camera
 #   4. test     cargo test --tests: unit and integration tests (builds nothing more: the
 #               same wrapper and lint flags, which are part of each crate's fingerprint). The
 #               benchmarks were compiled in step 3 and are not run here: `cargo test
@@ -30,7 +34,7 @@
 #               and 5 (no third and fourth build), arm64 inspected, amd64 installed and run
 #
 # Debian 12 lacks what the two features need: scripts/feature-env.sh fetches Debian
-# trixie's kernel headers (v4l2r's bindings) and libcamera 0.4 headers into the cache.
+# trixie's kernel headers (v4l2r's bindings) into the cache; libcamera is step 3's root.
 # At the end (and after a failed step) the time of each step is printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,13 +65,12 @@ step() { # step NAME COMMAND...
 
 FEATURES=(--features vr-stream/v4l2-m2m)
 step fmt cargo fmt --all --check
-step clippy env PKG_CONFIG_PATH="$VR_LIBCAMERA_PKG_CONFIG_PATH" \
-    cargo clippy --release -p vr-source --all-targets --features libcamera -- -D warnings
 # cargo-clippy hands its arguments to clippy-driver in CLIPPY_ARGS, separated so.
 CLIPPY_DRIVER="$(command -v clippy-driver)" ||
     { echo "test.sh: no clippy-driver (rustup component add clippy)" >&2; exit 1; }
 LINTED=(env RUSTC_WORKSPACE_WRAPPER="$CLIPPY_DRIVER" CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__")
 step build "${LINTED[@]}" cargo test --release --workspace --all-targets "${FEATURES[@]}" --no-run
+step libcamera bash scripts/build-libcamera.sh
 sync
 # The aarch64 build, in the background (see 5. above). /dev/shm is tmpfs; where it is
 # mounted noexec the emulated tests could not run from it, so the build stays in target/.
