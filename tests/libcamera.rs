@@ -106,8 +106,12 @@ fn cameras_yaml(dirs: &[&Path]) -> String {
     y
 }
 
+/// The last line of stderr that [`in_root`] adds: what the private /dev/shm held at the end.
+const SHM_LINE: &str = "libcamera-test: /dev/shm at the end:";
+
 /// Runs `program` `args` in the root with the cameras of `yaml`, `dir` (the test's) bound
-/// in, with a time limit.
+/// in, with a time limit; then lists the root's private /dev/shm on the last line of stderr
+/// ([`SHM_LINE`], [`shm_left`]).
 fn in_root(root: &Path, dir: &Path, yaml: &str, program: &Path, args: &[&str]) -> Output {
     let cams = dir.join("virtual.yaml");
     std::fs::write(&cams, yaml).unwrap();
@@ -118,7 +122,12 @@ fn in_root(root: &Path, dir: &Path, yaml: &str, program: &Path, args: &[&str]) -
         .arg(&cams)
         .args(["--bind", REPO, "--bind"])
         .arg(dir)
-        .arg("--")
+        .args([
+            "--",
+            "sh",
+            "-c",
+            &format!("\"$0\" \"$@\"; rc=$?; echo \"{SHM_LINE}\" $(ls -A /dev/shm) >&2; exit $rc"),
+        ])
         .arg(program)
         .args(args)
         .stdin(Stdio::null())
@@ -137,23 +146,126 @@ fn in_root(root: &Path, dir: &Path, yaml: &str, program: &Path, args: &[&str]) -
     child.wait_with_output().unwrap()
 }
 
+/// The segments of vr-stream instance `inst` left in the root's /dev/shm ([`in_root`]).
+fn shm_left(stderr: &str, inst: &str) -> Vec<String> {
+    let line = stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(SHM_LINE))
+        .unwrap_or_else(|| panic!("no /dev/shm listing: {stderr}"));
+    line.split_whitespace()
+        .filter(|n| n.starts_with(inst))
+        .map(String::from)
+        .collect()
+}
+
 #[test]
-fn the_virtual_camera_streams_to_ffmpeg_in_order_with_psnr_above_38() {
+fn a_camera_that_does_not_exist_and_a_size_it_cannot_give_are_one_clear_error_each() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some((root, bins)) = prerequisites() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let n = 120;
-    let refs = jpeg_frames(&dir.path().join("frames"), 0, n);
+    jpeg_frames(&dir.path().join("frames"), 0, 4);
     let yaml = cameras_yaml(&[&dir.path().join("frames")]);
+    let vr = bins.join("vr-stream");
+    let cases: [(&str, &[&str], &str); 3] = [
+        (
+            "libcamera:3",
+            &[],
+            "camera libcamera:3: no such camera (1 camera(s) found)",
+        ),
+        (
+            "libcamera:/no/such/id",
+            &[],
+            "camera libcamera:/no/such/id: no such camera (1 camera(s) found)",
+        ),
+        (
+            "libcamera:0",
+            &["--width", "640", "--height", "480"],
+            "640x480 in YUV420 or NV12 is not offered (the camera adjusted the request to \
+             1280x720 NV12); NV12 at 1280x720 (--width/--height, source.width/height)",
+        ),
+    ];
+    for (i, (source, extra, want)) in cases.iter().enumerate() {
+        let inst = instance(&format!("lcerr{i}"));
+        let p = free_port_pair().to_string();
+        let args = [
+            &[
+                "--source",
+                source,
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                p.as_str(),
+                "--no-web",
+                "--frames",
+                "10",
+                "--instance",
+                inst.as_str(),
+            ],
+            *extra,
+        ]
+        .concat();
+        let out = in_root(&root, dir.path(), &yaml, &vr, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success(),
+            "{source} {extra:?} succeeded: {stderr}"
+        );
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("vr-stream: error:") || l.starts_with("error:"))
+            .collect();
+        assert_eq!(
+            errors.len(),
+            1,
+            "one error line for {source} {extra:?}: {stderr}"
+        );
+        assert!(
+            errors[0].contains(want),
+            "{source} {extra:?}: {}",
+            errors[0]
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(shm_left(&stderr, &inst), Vec::<String>::new(), "{stderr}");
+    }
+}
+
+/// What one streaming run gave: vr-stream's stderr, the luma planes ffmpeg decoded, and the
+/// wall time of the run in the root.
+struct Streamed {
+    stderr: String,
+    lumas: Vec<Vec<u8>>,
+    took: Duration,
+}
+
+/// Streams `frames` frames from the libcamera source(s) in `source_args` (e.g.
+/// `--source libcamera:0`) of the vr-stream in the root to ffmpeg here, `width` pixels wide
+/// (twice W for stereo), 8 Mbit/s. `sdp_args` are the same with pattern sources, for the
+/// SDP written first by this machine's vr-stream (so that ffmpeg listens before the first
+/// packet). Checks what every run must show: vr-stream succeeded and left no segment in
+/// the root's /dev/shm, the capture time is the camera's (capture -> ring under 20 ms), the
+/// camera was paced, and the frames are accounted for (at most 2% lost to latest-wins: the
+/// virtual camera completes the first requests ~1 ms apart, as all buffers are queued at
+/// the start, before the source notices it is faster than asked; the newest wins).
+#[allow(clippy::too_many_arguments)]
+fn stream(
+    root: &Path,
+    bins: &Path,
+    dir: &Path,
+    yaml: &str,
+    source_args: &[&str],
+    sdp_args: &[&str],
+    width: usize,
+    frames: u64,
+) -> Streamed {
     let inst = instance("libcamera");
     let port = free_port_pair();
-    let sdp = dir.path().join("stream.sdp");
-    // The SDP first (this machine's build, the same stream settings), so that ffmpeg
-    // listens before the first packet.
+    let sdp = dir.join("stream.sdp");
     let (p, s) = (port.to_string(), sdp.to_str().unwrap().to_string());
-    let common_args = [
+    let fr = frames.to_string();
+    let common = [
         "--ip",
         "127.0.0.1",
         "--port",
@@ -171,7 +283,7 @@ fn the_virtual_camera_streams_to_ffmpeg_in_order_with_psnr_above_38() {
         "--no-web",
     ];
     let out = run_vr(
-        &[&["--source", "pattern", "--sdp-only"], &common_args[..]].concat(),
+        &[sdp_args, &["--sdp-only"], &common[..]].concat(),
         Duration::from_secs(20),
     );
     assert!(
@@ -181,61 +293,156 @@ fn the_virtual_camera_streams_to_ffmpeg_in_order_with_psnr_above_38() {
     );
     let mut ff = start_ffmpeg(&sdp, port);
     let stdout = ff.stdout.take().unwrap();
+    let luma = width * H;
     let decoded = std::thread::spawn(move || {
-        let mut frames = vec![];
-        for_each_frame(stdout, W * H * 3 / 2, |f| frames.push(f[..W * H].to_vec()));
-        frames
+        let mut lumas = vec![];
+        for_each_frame(stdout, luma * 3 / 2, |f| lumas.push(f[..luma].to_vec()));
+        lumas
     });
-    let frames = 600u64;
-    let fr = frames.to_string();
-    let vr = bins.join("vr-stream");
     let args = [
+        source_args,
         &[
-            "--source",
-            "libcamera:0",
             "--frames",
             fr.as_str(),
             "--instance",
             inst.as_str(),
             "--json",
         ],
-        &common_args[..],
+        &common[..],
     ]
     .concat();
+    let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (inst, ended) = (inst.clone(), ended.clone());
+        std::thread::spawn(move || resources_over_the_run(&inst, &ended))
+    };
     let t0 = Instant::now();
-    let out = in_root(&root, dir.path(), &yaml, &vr, &args);
+    let out = in_root(root, dir, yaml, &bins.join("vr-stream"), &args);
     let took = t0.elapsed();
+    ended.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (early, late) = sampler.join().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "vr-stream in the root: {stderr}");
     std::thread::sleep(Duration::from_millis(700));
     interrupt(&ff);
     let _ = ff.wait();
-    let decoded = decoded.join().unwrap();
+    let lumas = decoded.join().unwrap();
     eprintln!("{stderr}");
-    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
-    // At most 2% lost to latest-wins: the virtual camera completes the first requests ~1 ms
-    // apart (all buffers are queued at the start), before the source notices it is faster
-    // than asked and paces it; the newest of those wins (3-4 frames).
-    assert_frames_accounted(&out.stdout, frames, frames / 50, &stderr);
+    assert_eq!(shm_left(&stderr, &inst), Vec::<String>::new(), "{stderr}");
+    // The capture time is the camera's SensorTimestamp (CLOCK_BOOTTIME) moved to
+    // CLOCK_MONOTONIC: capture -> ring is then the copy's time, not the offset between the
+    // clocks (or garbage).
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no --json summary ({e}): {stderr}"));
+    let cam = &doc["latency_ms"]["camera"];
+    assert!(
+        cam["p50"].as_f64().is_some_and(|v| v > 0.0) && cam["p99"].as_f64() < Some(20.0),
+        "capture -> ring {cam}"
+    );
+    eprintln!(
+        "capture -> ring p50 {} ms p99 {} ms; capture -> last packet p50 {} ms, p99 {} ms",
+        cam["p50"],
+        cam["p99"],
+        doc["latency_ms"]["total"]["p50"],
+        doc["latency_ms"]["total"]["p99"]
+    );
     assert!(
         stderr.contains("delivers frames faster than the 60 fps asked for"),
         "the virtual camera was not paced: {stderr}"
     );
+    assert_frames_accounted(&out.stdout, frames, frames / 50, &stderr);
+    // Buffers are recycled: no process of the run (the camera stage holds the camera's
+    // buffers and requests) gained descriptors or resident memory from 3 s in to its end.
+    assert!(!early.is_empty(), "the run's processes were never seen");
+    for (pid, (fds0, kb0)) in &early {
+        if let Some((fds1, kb1)) = late.get(pid) {
+            eprintln!("pid {pid}: fds {fds0} -> {fds1}, VmRSS {kb0} -> {kb1} kB");
+            assert!(fds1 <= fds0, "pid {pid}: descriptors {fds0} -> {fds1}");
+            assert!(kb1 <= &(kb0 + 4096), "pid {pid}: VmRSS {kb0} -> {kb1} kB");
+        }
+    }
     let sent = summary_field(&out.stdout, "frames.sent").unwrap();
-    // Each decoded frame is matched with the camera's source frame it is closest to: the
-    // one matched before, or one of the next two (the camera plays its n frames in a loop,
-    // so modulo n), or, when none of those is close (the first frame), any of them.
+    assert!(
+        lumas.len() as u64 * 100 >= sent * 99,
+        "decoded {} of {sent}",
+        lumas.len()
+    );
+    Streamed {
+        stderr,
+        lumas,
+        took,
+    }
+}
+
+/// Open descriptors and VmRSS (kB) by PID.
+type Resources = std::collections::HashMap<u32, (usize, u64)>;
+
+/// The open descriptors and VmRSS (kB) of each process of vr-stream instance `inst` (they
+/// run in the root but are this machine's processes), 3 s after the last of them appeared
+/// and at each one's last look before it ended (or `ended` is set): (early, late), by PID.
+fn resources_over_the_run(
+    inst: &str,
+    ended: &std::sync::atomic::AtomicBool,
+) -> (Resources, Resources) {
+    let look = || -> Resources {
+        processes_of(inst)
+            .into_iter()
+            .filter_map(|pid| {
+                let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+                let kb = vr_stream::rt::status_field_kb(&status, "VmRSS:")?;
+                Some((pid, (fds, kb)))
+            })
+            .collect()
+    };
+    let t0 = Instant::now();
+    // When the last process of the run appeared (the stages start after the root is set up
+    // and the camera configured): `early` is 3 s after that.
+    let mut grew: Option<Instant> = None;
+    let (mut known, mut early, mut late) = (0, Resources::new(), Resources::new());
+    while t0.elapsed() < Duration::from_secs(120)
+        && !ended.load(std::sync::atomic::Ordering::Relaxed)
+    {
+        let now = look();
+        if grew.is_some() && now.is_empty() {
+            break;
+        }
+        if now.len() > known {
+            known = now.len();
+            grew = Some(Instant::now());
+            early.clear();
+        }
+        if grew.is_some_and(|t| t.elapsed() >= Duration::from_secs(3)) {
+            if early.is_empty() {
+                early = now.clone();
+            }
+            // Each process's last look while it lived (they end one by one).
+            late.extend(now);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (early, late)
+}
+
+/// Matches each decoded luma plane (W×H) with the camera's source frame (`refs`, played in
+/// a loop) it is closest to — the one matched before or one of the next two, or, when none
+/// of those is close (the first frame), any — and checks what a camera's stream must show:
+/// mean PSNR-Y at least 38 dB, in order (never back, at most one image skipped to
+/// latest-wins), and the camera's sequence, not one frame again and again: libcamera's
+/// virtual camera shows each image for 4 captures in a row (measured: runs of 4), so about
+/// one advance per 4 frames. `what` names the camera in messages.
+fn check_camera_frames(what: &str, lumas: &[Vec<u8>], refs: &[Vec<u8>]) {
+    let n = refs.len();
     let mut matched: Vec<(usize, f64)> = vec![];
-    for y in &decoded {
-        let near: Vec<usize> = match matched.last() {
-            Some(&(prev, _)) => (0..3).map(|k| (prev + k) % n).collect(),
-            None => vec![],
-        };
+    for y in lumas {
         let best_of = |c: &mut dyn Iterator<Item = usize>| {
             c.map(|i| (i, psnr(y, &refs[i])))
                 .fold((0, f64::MIN), |a, b| if b.1 > a.1 { b } else { a })
         };
-        let mut best = best_of(&mut near.iter().copied());
+        let mut best = match matched.last() {
+            Some(&(prev, _)) => best_of(&mut (0..3).map(|k| (prev + k) % n)),
+            None => (0, f64::MIN),
+        };
         if best.1 < 30.0 {
             best = best_of(&mut (0..n));
         }
@@ -243,40 +450,158 @@ fn the_virtual_camera_streams_to_ffmpeg_in_order_with_psnr_above_38() {
     }
     let mean = matched.iter().map(|m| m.1).sum::<f64>() / matched.len().max(1) as f64;
     let worst = matched.iter().map(|m| m.1).fold(f64::MAX, f64::min);
-    // libcamera's virtual camera shows each image for 4 captures in a row (measured: runs
-    // of 4 equal frames), then the next.
     let steps: Vec<usize> = matched
         .windows(2)
         .map(|w| (w[1].0 + n - w[0].0) % n)
         .collect();
     let advances = steps.iter().filter(|&&s| s > 0).count();
     eprintln!(
-        "{} of {sent} frames decoded in {took:?}; PSNR-Y against the camera's frames mean \
-         {mean:.2} dB, worst {worst:.2} dB; {advances} advances to the next image; first \
-         matches {:?}",
-        decoded.len(),
+        "{what}: {} frames, PSNR-Y against the camera's frames mean {mean:.2} dB, worst \
+         {worst:.2} dB; {advances} advances to the next image; first matches {:?}",
+        lumas.len(),
         matched.iter().take(12).map(|m| m.0).collect::<Vec<_>>()
     );
-    assert!(
-        decoded.len() as u64 * 100 >= sent * 99,
-        "decoded {} of {sent}",
-        decoded.len()
-    );
-    assert!(mean >= 38.0, "mean PSNR-Y {mean:.2} dB < 38");
-    // In order: never back, never more than one image skipped (latest-wins drops).
+    assert!(mean >= 38.0, "{what}: mean PSNR-Y {mean:.2} dB < 38");
     assert!(
         steps.iter().all(|&s| s <= 2),
-        "frames out of order (steps between matched source frames): {steps:?}"
+        "{what}: frames out of order (steps between matched source frames): {steps:?}"
     );
-    // The camera's frames, not one frame again and again: about one advance per 4 frames.
     assert!(
-        advances * 4 + 8 >= decoded.len(),
-        "{advances} advances over {} frames: {steps:?}",
-        decoded.len()
+        advances * 4 + 8 >= lumas.len(),
+        "{what}: {advances} advances over {} frames: {steps:?}",
+        lumas.len()
     );
-    // 600 frames at 60 fps: the camera paced them (FrameDurationLimits), ~10 s.
+}
+
+/// Column range `x0..x0 + w` of each `stride`-wide luma plane, as W×H planes.
+fn crop(lumas: &[Vec<u8>], stride: usize, x0: usize) -> Vec<Vec<u8>> {
+    lumas
+        .iter()
+        .map(|y| {
+            y.chunks_exact(stride)
+                .flat_map(|row| &row[x0..x0 + W])
+                .copied()
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn the_virtual_camera_streams_to_ffmpeg_in_order_with_psnr_above_38() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((root, bins)) = prerequisites() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let refs = jpeg_frames(&dir.path().join("frames"), 0, 120);
+    let yaml = cameras_yaml(&[&dir.path().join("frames")]);
+    let r = stream(
+        &root,
+        &bins,
+        dir.path(),
+        &yaml,
+        &["--source", "libcamera:0"],
+        &["--source", "pattern"],
+        W,
+        600,
+    );
+    eprintln!("600 frames in {:?}", r.took);
+    check_camera_frames("libcamera:0", &r.lumas, &refs);
+    // 600 frames at 60 fps: the camera was paced (FrameDurationLimits), ~10 s.
     assert!(
-        took >= Duration::from_secs(9),
-        "600 frames in {took:?}: not paced at 60 fps"
+        r.took >= Duration::from_secs(9),
+        "600 frames in {:?}: not paced at 60 fps",
+        r.took
+    );
+}
+
+#[test]
+fn two_virtual_cameras_stream_side_by_side_each_half_showing_its_camera() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((root, bins)) = prerequisites() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Two cameras of different content: the clip's first 60 frames and its frames 300-359.
+    let left = jpeg_frames(&dir.path().join("left"), 0, 60);
+    let right = jpeg_frames(&dir.path().join("right"), 300, 60);
+    let yaml = cameras_yaml(&[&dir.path().join("left"), &dir.path().join("right")]);
+    let r = stream(
+        &root,
+        &bins,
+        dir.path(),
+        &yaml,
+        &[
+            "--stereo",
+            "--source",
+            "libcamera:0",
+            "--source-right",
+            "libcamera:1",
+        ],
+        &["--stereo", "--source", "pattern"],
+        2 * W,
+        300,
+    );
+    assert!(
+        r.stderr.contains("libcamera:0") && r.stderr.contains("libcamera:1"),
+        "{}",
+        r.stderr
+    );
+    check_camera_frames("left half, libcamera:0", &crop(&r.lumas, 2 * W, 0), &left);
+    check_camera_frames("right half, libcamera:1", &crop(&r.lumas, 2 * W, W), &right);
+}
+
+#[test]
+fn quick_bench_measures_the_configured_libcamera_camera() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((root, bins)) = prerequisites() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    jpeg_frames(&dir.path().join("frames"), 0, 8);
+    let yaml = cameras_yaml(&[&dir.path().join("frames")]);
+    let cfg = dir.path().join("camera.toml");
+    std::fs::write(&cfg, "[source]\nuri = \"libcamera:0\"\nfps = 60\n").unwrap();
+    let out = in_root(
+        &root,
+        dir.path(),
+        &yaml,
+        &bins.join("quick-bench"),
+        &[
+            "--quick",
+            "--json",
+            "--ip",
+            "127.0.0.1",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "quick-bench printed no JSON ({e}): {}\n{stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    let cam = &doc["camera"];
+    eprintln!("camera section: {cam}");
+    assert_eq!(cam["status"], "measured", "{cam}\n{stderr}");
+    assert_eq!(cam["device"], "libcamera:0", "{cam}");
+    // Paced at 60 fps (the virtual camera does not honour FrameDurationLimits: the source
+    // paces it), so frames 16.7 ms apart; the capture time is the sensor timestamp, so
+    // capture -> delivered is the copy and the hand-over, not the clocks' offset.
+    let interval = cam["interval"]["p50"].as_f64().unwrap();
+    assert!(
+        (15.0..18.5).contains(&interval),
+        "interval p50 {interval} ms"
+    );
+    let latency = cam["capture_latency"]["p99"].as_f64().unwrap();
+    assert!(
+        (0.0..20.0).contains(&latency),
+        "capture latency p99 {latency} ms"
+    );
+    assert!(
+        schema_violations("quick-bench.schema.json", &doc).is_empty(),
+        "{doc}"
     );
 }

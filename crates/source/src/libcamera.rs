@@ -2,10 +2,11 @@
 //! Raspberry Pi OS). `--source libcamera:0` (index) or `libcamera:ID` (the id libcamera
 //! lists, e.g. `/base/axi/pcie@120000/rp1/i2c@88000/imx708@1a`).
 //!
-//! A capture thread owns the camera manager and the acquired camera (their lifetimes are
-//! tied together) and requeues requests; completed requests travel to [`LibcameraSource`]
-//! through a channel, which copies the frame once out of the dmabuf mapping into the ring
-//! slot (`dst`) and sends the request back. Configuration: YUV420 at the configured size
+//! One thread per process owns libcamera's camera manager (libcamera allows one) and the
+//! cameras acquired from it (their lifetimes are tied together; two with `--stereo`) and
+//! queues their requests; completed requests travel to each [`LibcameraSource`] through a
+//! channel, which copies the frame once out of the dmabuf mapping into the ring slot
+//! (`dst`) and sends the request back. Configuration: YUV420 at the configured size
 //! (or NV12, converted to I420 in that copy, where the pipeline handler only gives NV12:
 //! [`crate::camera_format`]), `source.buffers` buffers (2 in `ultra_low`), `FrameDurationLimits` fixed at 1/fps and,
 //! with `source.exposure_us`, auto exposure off and a fixed `ExposureTime` (the low-latency
@@ -16,8 +17,9 @@
 //! control documentation), moved to CLOCK_MONOTONIC with the current offset between the
 //! two clocks.
 //!
-//! Only compiled on the development machine (Debian 12 has libcamera 0.0.3): CI runs
-//! `cargo check --features libcamera` against Debian trixie's libcamera 0.4 headers.
+//! Run in CI against libcamera 0.7's virtual camera in a Debian trixie root
+//! (tests/libcamera.rs; Debian 12 has libcamera 0.0.3), not against Raspberry Pi's
+//! libcamera and its PiSP pipeline handler.
 
 use super::camera_format::{self, CameraLayout, FastCamera, Offered};
 use super::v4l2::{i420_planes_copy, nv12_planes_to_i420};
@@ -32,17 +34,59 @@ use libcamera::geometry::Size;
 use libcamera::pixel_format::PixelFormat;
 use libcamera::request::{Request, ReuseFlag};
 use libcamera::stream::{Stream, StreamRole};
+use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::time::{Duration, Instant};
 
 /// DRM fourcc `YU12` (I420, three planes).
 const YUV420: PixelFormat = PixelFormat::new(u32::from_le_bytes(*b"YU12"), 0);
 
-/// What the capture thread reports once it has configured the camera.
-struct Started {
+/// A camera the manager thread has configured and started, as the source needs it.
+struct Opened {
+    id: usize,
     stream: Stream,
     stride: usize,
     layout: CameraLayout,
+}
+
+/// What a [`LibcameraSource`] asks of the manager thread.
+enum Cmd {
+    /// Acquire, configure and start a camera; completed requests go to `done`.
+    Open {
+        which: String,
+        width: u32,
+        height: u32,
+        frame_us: i64,
+        buffers: u32,
+        exposure_us: u32,
+        done: Sender<Request>,
+        reply: SyncSender<Result<Opened, String>>,
+    },
+    /// Queue a request again; with `pace`, no closer than a frame interval after the
+    /// camera's previous one ([`FastCamera`]).
+    Requeue { id: usize, req: Request, pace: bool },
+    /// Stop and release a camera.
+    Close { id: usize },
+}
+
+/// The manager thread's commands. libcamera allows one CameraManager per process, so every
+/// source of the process (two for `--stereo` with two CSI cameras) goes through one thread
+/// that owns it and the cameras acquired from it (their lifetimes are tied to it).
+static MANAGER: Mutex<Option<Sender<Cmd>>> = Mutex::new(None);
+
+/// The manager thread's command channel, starting the thread the first time.
+fn manager() -> Result<Sender<Cmd>, String> {
+    let mut m = MANAGER.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(tx) = m.as_ref() {
+        return Ok(tx.clone());
+    }
+    let (tx, rx) = mpsc::channel::<Cmd>();
+    std::thread::Builder::new()
+        .name("libcamera".into())
+        .spawn(move || manager_thread(rx))
+        .map_err(|e| format!("cannot start the libcamera thread: {e}"))?;
+    *m = Some(tx.clone());
+    Ok(tx)
 }
 
 /// A libcamera camera as a [`FrameSource`].
@@ -53,8 +97,10 @@ pub struct LibcameraSource {
     layout: CameraLayout,
     stream: Stream,
     completed: Receiver<Request>,
-    /// Requests back to the capture thread, with whether to pace their queueing.
-    requeue: Sender<(Request, bool)>,
+    /// The manager thread, which queues the requests again.
+    manager: Sender<Cmd>,
+    /// This camera's index in the manager thread.
+    id: usize,
     fast: FastCamera,
     next_id: u64,
     boot_to_mono: i64,
@@ -92,29 +138,24 @@ impl LibcameraSource {
         exposure_us: u32,
     ) -> Result<LibcameraSource, SourceError> {
         let device = format!("libcamera:{which}");
-        let (started_tx, started_rx) = mpsc::sync_channel::<Result<Started, String>>(1);
-        let (done_tx, completed) = mpsc::channel::<Request>();
-        let (requeue, requeue_rx) = mpsc::channel::<(Request, bool)>();
-        let which = which.to_string();
-        let frame_us = 1_000_000i64 / fps.max(1) as i64;
-        std::thread::Builder::new()
-            .name("libcamera".into())
-            .spawn(move || {
-                capture_thread(
-                    &which,
-                    width,
-                    height,
-                    frame_us,
-                    buffers,
-                    exposure_us,
-                    started_tx,
-                    done_tx,
-                    requeue_rx,
-                )
-            })
-            .map_err(|e| err(&device, format!("cannot start the capture thread: {e}")))?;
-        let started = match started_rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(Ok(s)) => s,
+        let manager = manager().map_err(|e| err(&device, e))?;
+        let (done, completed) = mpsc::channel::<Request>();
+        let (reply, answer) = mpsc::sync_channel::<Result<Opened, String>>(1);
+        let open = Cmd::Open {
+            which: which.to_string(),
+            width,
+            height,
+            frame_us: 1_000_000i64 / fps.max(1) as i64,
+            buffers,
+            exposure_us,
+            done,
+            reply,
+        };
+        if manager.send(open).is_err() {
+            return Err(err(&device, "the libcamera thread ended"));
+        }
+        let opened = match answer.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(o)) => o,
             Ok(Err(e)) => return Err(err(&device, e)),
             Err(_) => return Err(err(&device, "the camera did not start within 10 s")),
         };
@@ -126,11 +167,12 @@ impl LibcameraSource {
                 fps_num: fps,
                 fps_den: 1,
             },
-            stride: started.stride,
-            layout: started.layout,
-            stream: started.stream,
+            stride: opened.stride,
+            layout: opened.layout,
+            stream: opened.stream,
             completed,
-            requeue,
+            manager,
+            id: opened.id,
             fast: FastCamera::new(1_000_000_000 / fps.max(1) as u64),
             next_id: 0,
             boot_to_mono: boot_to_mono_offset(),
@@ -138,55 +180,179 @@ impl LibcameraSource {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn capture_thread(
-    which: &str,
+/// A started camera in the manager thread.
+struct Running<'m> {
+    cam: libcamera::camera::ActiveCamera<'m>,
+    interval: Duration,
+    /// The earliest time a paced request may be queued: one interval after the one queued
+    /// (or scheduled) before it.
+    next_free: Instant,
+}
+
+impl Running<'_> {
+    fn queue(&mut self, req: Request) {
+        // A camera that refuses a request (stopping, gone) delivers no more frames: the
+        // source then reports "no frame for 2 s".
+        let _ = self.cam.queue_request(req);
+    }
+
+    /// When to queue a request handed back now: at once, or with `pace` no closer than one
+    /// interval after the previous one, scheduled or queued (requests handed back together
+    /// are spread out, not queued together when their time comes).
+    fn due(&mut self, pace: bool, now: Instant) -> Instant {
+        let due = if pace { self.next_free.max(now) } else { now };
+        self.next_free = due + self.interval;
+        due
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let _ = self.cam.stop();
+    }
+}
+
+/// Serves [`Cmd`]s until every sender is gone (never: [`MANAGER`] keeps one).
+fn manager_thread(cmds: Receiver<Cmd>) {
+    let mgr = match CameraManager::new() {
+        Ok(m) => m,
+        Err(e) => {
+            // Every open fails with the reason; nothing else can be asked.
+            for c in cmds {
+                if let Cmd::Open { reply, .. } = c {
+                    let _ = reply.send(Err(format!("libcamera camera manager: {e}")));
+                }
+            }
+            return;
+        }
+    };
+    let mut cams: Vec<Option<Running>> = Vec::new();
+    // Paced requeues waiting for their time: (due, camera, request).
+    let mut waiting: Vec<(Instant, usize, Request)> = Vec::new();
+    loop {
+        let cmd = match waiting.iter().map(|w| w.0).min() {
+            Some(due) => match cmds.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                Ok(c) => Some(c),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+            None => match cmds.recv() {
+                Ok(c) => Some(c),
+                Err(_) => break,
+            },
+        };
+        match cmd {
+            Some(Cmd::Open {
+                which,
+                width,
+                height,
+                frame_us,
+                buffers,
+                exposure_us,
+                done,
+                reply,
+            }) => {
+                let id = cams.len();
+                let asked = Asked {
+                    which: &which,
+                    width,
+                    height,
+                    frame_us,
+                    buffers,
+                    exposure_us,
+                };
+                let answer = start(&mgr, &asked, done).map(|(running, stream, stride, layout)| {
+                    cams.push(Some(running));
+                    Opened {
+                        id,
+                        stream,
+                        stride,
+                        layout,
+                    }
+                });
+                let _ = reply.send(answer);
+            }
+            Some(Cmd::Requeue { id, req, pace }) => {
+                if let Some(Some(c)) = cams.get_mut(id) {
+                    let now = Instant::now();
+                    let due = c.due(pace, now);
+                    if due > now {
+                        waiting.push((due, id, req));
+                    } else {
+                        c.queue(req);
+                    }
+                }
+            }
+            Some(Cmd::Close { id }) => {
+                waiting.retain(|w| w.1 != id);
+                if let Some(slot) = cams.get_mut(id) {
+                    *slot = None;
+                }
+            }
+            None => {}
+        }
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = waiting.drain(..).partition(|w| w.0 <= now);
+        waiting = later;
+        for (_, id, req) in due {
+            if let Some(Some(c)) = cams.get_mut(id) {
+                c.queue(req);
+            }
+        }
+    }
+}
+
+/// What a source asked for: camera `which` (index or id) at `width`×`height`, frames
+/// `frame_us` µs apart, `buffers` buffers, a fixed exposure of `exposure_us` µs (0: auto).
+struct Asked<'a> {
+    which: &'a str,
     width: u32,
     height: u32,
     frame_us: i64,
     buffers: u32,
     exposure_us: u32,
-    started: SyncSender<Result<Started, String>>,
+}
+
+/// Acquires the camera `a` names from `mgr`, configures it (YUV420 or NV12 at the size,
+/// the buffers, the frame duration and exposure controls) and starts it with every request
+/// queued: the running camera, its stream, row stride and layout.
+///
+/// Errors: a message naming what failed (the caller prefixes the camera).
+fn start<'m>(
+    mgr: &'m CameraManager,
+    a: &Asked,
     done: Sender<Request>,
-    requeue: Receiver<(Request, bool)>,
-) {
-    let fail = |m: String| {
-        let _ = started.send(Err(m));
-    };
-    let mgr = match CameraManager::new() {
-        Ok(m) => m,
-        Err(e) => return fail(format!("libcamera camera manager: {e}")),
-    };
+) -> Result<(Running<'m>, Stream, usize, CameraLayout), String> {
+    let (width, height) = (a.width, a.height);
     let cameras = mgr.cameras();
-    let cam = match which.parse::<usize>() {
+    let cam = match a.which.parse::<usize>() {
         Ok(i) => cameras.get(i),
-        Err(_) => mgr.get(which),
+        Err(_) => mgr.get(a.which),
     };
     let Some(cam) = cam else {
-        return fail(format!(
+        return Err(format!(
             "no such camera ({} camera(s) found)",
             cameras.len()
         ));
     };
-    let mut cam = match cam.acquire() {
-        Ok(c) => c,
-        Err(e) => return fail(format!("cannot acquire the camera (in use?): {e}")),
-    };
+    let mut cam = cam
+        .acquire()
+        .map_err(|e| format!("cannot acquire the camera (in use?): {e}"))?;
     let Some(mut cfgs) = cam.generate_configuration(&[StreamRole::VideoRecording]) else {
-        return fail("no video configuration".into());
+        return Err("no video configuration".into());
     };
     {
         let Some(mut c) = cfgs.get_mut(0) else {
-            return fail("no stream configuration".into());
+            return Err("no stream configuration".into());
         };
         c.set_pixel_format(YUV420);
         c.set_size(Size { width, height });
-        c.set_buffer_count(buffers);
+        c.set_buffer_count(a.buffers);
     }
     let status = cfgs.validate();
     let (stride, stream, layout) = {
         let Some(c) = cfgs.get(0) else {
-            return fail("no stream configuration".into());
+            return Err("no stream configuration".into());
         };
         let formats = c.formats();
         let offers: Vec<Offered> = formats
@@ -202,7 +368,7 @@ fn capture_thread(
             })
             .collect();
         if let CameraConfigurationStatus::Invalid = status {
-            return fail(format!(
+            return Err(format!(
                 "the configuration {} was refused; the camera offers {}",
                 c.to_string_repr(),
                 camera_format::offers_text(&offers)
@@ -213,86 +379,61 @@ fn capture_thread(
             c.get_pixel_format().fourcc().to_le_bytes(),
             (got.width, got.height),
         );
-        match camera_format::accept((width, height), got, &offers) {
-            Ok(layout) => (c.get_stride() as usize, c.stream(), layout),
-            Err(e) => return fail(e),
-        }
+        let layout = camera_format::accept((width, height), got, &offers)?;
+        (c.get_stride() as usize, c.stream(), layout)
     };
-    if let Err(e) = cam.configure(&mut cfgs) {
-        return fail(format!("configure: {e}"));
-    }
+    cam.configure(&mut cfgs)
+        .map_err(|e| format!("configure: {e}"))?;
     let Some(stream) = stream.or_else(|| cfgs.get(0).and_then(|c| c.stream())) else {
-        return fail("no stream after configure".into());
+        return Err("no stream after configure".into());
     };
     let mut alloc = FrameBufferAllocator::new(&cam);
-    let bufs = match alloc.alloc(&stream) {
-        Ok(b) => b,
-        Err(e) => return fail(format!("buffer allocation: {e}")),
-    };
+    let bufs = alloc
+        .alloc(&stream)
+        .map_err(|e| format!("buffer allocation: {e}"))?;
     let mut reqs = Vec::new();
     for (i, b) in bufs.into_iter().enumerate() {
-        let mapped = match MemoryMappedFrameBuffer::new(b) {
-            Ok(m) => m,
-            Err(e) => return fail(format!("mapping buffer {i}: {e:?}")),
-        };
+        let mapped =
+            MemoryMappedFrameBuffer::new(b).map_err(|e| format!("mapping buffer {i}: {e:?}"))?;
         let Some(mut r) = cam.create_request(Some(i as u64)) else {
-            return fail("cannot create a request".into());
+            return Err("cannot create a request".into());
         };
-        if let Err(e) = r.add_buffer(&stream, mapped) {
-            return fail(format!("add buffer {i}: {e}"));
-        }
+        r.add_buffer(&stream, mapped)
+            .map_err(|e| format!("add buffer {i}: {e}"))?;
         reqs.push(r);
     }
     let mut ctl = ControlList::new();
-    let mut set = || -> Result<(), String> {
-        ctl.set(controls::FrameDurationLimits([frame_us, frame_us]))
-            .map_err(|e| format!("FrameDurationLimits: {e:?}"))?;
-        if exposure_us > 0 {
-            ctl.set(controls::AeEnable(false))
-                .map_err(|e| format!("AeEnable: {e:?}"))?;
-            ctl.set(controls::ExposureTime(exposure_us as i32))
-                .map_err(|e| format!("ExposureTime: {e:?}"))?;
-        }
-        Ok(())
-    };
-    if let Err(e) = set() {
-        return fail(e);
+    ctl.set(controls::FrameDurationLimits([a.frame_us, a.frame_us]))
+        .map_err(|e| format!("FrameDurationLimits: {e:?}"))?;
+    if a.exposure_us > 0 {
+        ctl.set(controls::AeEnable(false))
+            .map_err(|e| format!("AeEnable: {e:?}"))?;
+        ctl.set(controls::ExposureTime(a.exposure_us as i32))
+            .map_err(|e| format!("ExposureTime: {e:?}"))?;
     }
     cam.on_request_completed(move |req| {
         let _ = done.send(req);
     });
-    if let Err(e) = cam.start(Some(&ctl)) {
-        return fail(format!("start: {e}"));
-    }
-    for r in reqs {
-        if let Err((_, e)) = cam.queue_request(r) {
-            let _ = cam.stop();
-            return fail(format!("queue request: {e}"));
-        }
-    }
-    let ready = Started {
-        stream,
-        stride,
-        layout,
+    cam.start(Some(&ctl)).map_err(|e| format!("start: {e}"))?;
+    // From here on, dropping `running` stops the camera.
+    let interval = Duration::from_micros(a.frame_us.max(1) as u64);
+    let running = Running {
+        cam,
+        interval,
+        next_free: Instant::now() + interval,
     };
-    if started.send(Ok(ready)).is_err() {
-        let _ = cam.stop();
-        return;
-    }
-    // Requeue what the source hands back until it is dropped; for a camera faster than
-    // asked (FastCamera), no closer than one frame interval.
-    let interval = Duration::from_micros(frame_us.max(1) as u64);
-    let mut last_queued: Option<Instant> = None;
-    while let Ok((r, pace)) = requeue.recv() {
-        if let Some(due) = last_queued.map(|t| t + interval).filter(|_| pace) {
-            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+    for r in reqs {
+        if let Err((_, e)) = running.cam.queue_request(r) {
+            return Err(format!("queue request: {e}"));
         }
-        if cam.queue_request(r).is_err() {
-            break;
-        }
-        last_queued = Some(Instant::now());
     }
-    let _ = cam.stop();
+    Ok((running, stream, stride, layout))
+}
+
+impl Drop for LibcameraSource {
+    fn drop(&mut self) {
+        let _ = self.manager.send(Cmd::Close { id: self.id });
+    }
 }
 
 impl FrameSource for LibcameraSource {
@@ -333,7 +474,11 @@ impl FrameSource for LibcameraSource {
             );
         }
         req.reuse(ReuseFlag::REUSE_BUFFERS);
-        let _ = self.requeue.send((req, self.fast.pacing()));
+        let _ = self.manager.send(Cmd::Requeue {
+            id: self.id,
+            req,
+            pace: self.fast.pacing(),
+        });
         if !copied {
             return Err(err(
                 &self.device,
