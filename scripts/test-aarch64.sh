@@ -10,6 +10,9 @@
 #   - tests/bad_input.rs, tests/encoder.rs (x264 read back by the host's ffmpeg) and the
 #     stages tests that do not depend on speed (pinning/SCHED_FIFO read back, signals,
 #     bitrate and IDR requests): whole multi-process pipelines, emulated.
+# Then `cargo clippy -p vr-source --features libcamera` for aarch64 against libcamera 0.7.1's
+# arm64 headers (the libcamera source compiled for the Pi's architecture; it runs on x86-64
+# in tests/libcamera.rs).
 # One build: the binaries it leaves in target/aarch64-unknown-linux-gnu/release are the
 # ones scripts/package.sh --prebuilt puts in the arm64 .deb. Only the test targets run here
 # are built (the others and the benchmarks are the x86-64 build's: the same source).
@@ -65,6 +68,20 @@ if [ "$MODE" != run ]; then
             { echo "test-aarch64: the test build did not leave $OUT/$p" >&2; exit 1; }
     done
     echo "test-aarch64: built in $OUT"
+    # The libcamera feature for the Pi's architecture: vr-source linted (clippy, warnings as
+    # errors) against libcamera 0.7.1's arm64 headers from Debian trixie-backports, which
+    # fetch-debs.sh unpacks into the cache. A check, not a link: this machine has no arm64
+    # libcamera runtime of a matching glibc. Its own target directory: the changed
+    # PKG_CONFIG_LIBDIR would make cargo rerun the test build's pkg-config build scripts.
+    LC="$(bash scripts/fetch-debs.sh --suite trixie-backports libcamera-dev:arm64 libcamera0.7:arm64)"
+    mkdir -p "$LC/pc-arm64"
+    for f in "$LC"/usr/lib/aarch64-linux-gnu/pkgconfig/libcamera*.pc; do
+        sed "s|^prefix=/usr|prefix=$LC/usr|" "$f" >"$LC/pc-arm64/$(basename "$f")"
+    done
+    PKG_CONFIG_LIBDIR="$LC/pc-arm64:$PKG_CONFIG_LIBDIR" \
+        CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/libcamera-check" \
+        cargo clippy --release --target "$TARGET" -p vr-source --features libcamera -- -D warnings
+    echo "test-aarch64: vr-source with libcamera checked for $TARGET against $(cat "$LC"/usr/lib/aarch64-linux-gnu/pkgconfig/libcamera.pc | sed -n 's/^Version: //p')"
 fi
 [ "$MODE" != build ] || exit 0
 # Not at the end of a background build: writing them to disk then would start writeback
