@@ -34,8 +34,9 @@ use libcamera::geometry::Size;
 use libcamera::pixel_format::PixelFormat;
 use libcamera::request::{Request, ReuseFlag};
 use libcamera::stream::{Stream, StreamRole};
-use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// DRM fourcc `YU12` (I420, three planes).
@@ -65,28 +66,64 @@ enum Cmd {
     /// Queue a request again; with `pace`, no closer than a frame interval after the
     /// camera's previous one ([`FastCamera`]).
     Requeue { id: usize, req: Request, pace: bool },
-    /// Stop and release a camera.
-    Close { id: usize },
+    /// Stop and release a camera; `()` on `done` once it is.
+    Close { id: usize, done: SyncSender<()> },
 }
 
-/// The manager thread's commands. libcamera allows one CameraManager per process, so every
-/// source of the process (two for `--stereo` with two CSI cameras) goes through one thread
-/// that owns it and the cameras acquired from it (their lifetimes are tied to it).
-static MANAGER: Mutex<Option<Sender<Cmd>>> = Mutex::new(None);
+/// The manager thread's command channel, shared by the sources of the process: the thread
+/// ends (and with it the CameraManager) when the last one is gone.
+struct Handle {
+    tx: Sender<Cmd>,
+}
 
-/// The manager thread's command channel, starting the thread the first time.
-fn manager() -> Result<Sender<Cmd>, String> {
+/// The manager thread of the process, while a source uses it. libcamera allows one
+/// CameraManager per process, so every source of the process (two for `--stereo` with two
+/// CSI cameras) goes through one thread that owns it and the cameras acquired from it
+/// (their lifetimes are tied to it). As with one thread per source before, the manager
+/// lives only while a source does: a process that probed a camera (the supervisor) and
+/// dropped it holds no libcamera thread afterwards.
+struct Slot {
+    handle: Weak<Handle>,
+    thread: Option<JoinHandle<()>>,
+}
+
+static MANAGER: Mutex<Slot> = Mutex::new(Slot {
+    handle: Weak::new(),
+    thread: None,
+});
+
+/// The manager thread's handle, starting the thread when no source holds one.
+fn manager() -> Result<Arc<Handle>, String> {
     let mut m = MANAGER.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(tx) = m.as_ref() {
-        return Ok(tx.clone());
+    if let Some(h) = m.handle.upgrade() {
+        return Ok(h);
+    }
+    // The previous manager must be gone before another CameraManager is made.
+    if let Some(t) = m.thread.take() {
+        let _ = t.join();
     }
     let (tx, rx) = mpsc::channel::<Cmd>();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("libcamera".into())
         .spawn(move || manager_thread(rx))
         .map_err(|e| format!("cannot start the libcamera thread: {e}"))?;
-    *m = Some(tx.clone());
-    Ok(tx)
+    let h = Arc::new(Handle { tx });
+    m.handle = Arc::downgrade(&h);
+    m.thread = Some(thread);
+    Ok(h)
+}
+
+/// Drops a source's handle; when it was the last one, waits for the manager thread to end
+/// (cameras stopped and released, CameraManager destroyed), so that the process never
+/// exits, nor makes another manager, while libcamera is being torn down.
+fn release(h: Arc<Handle>) {
+    let mut m = MANAGER.lock().unwrap_or_else(|e| e.into_inner());
+    drop(h);
+    if m.handle.upgrade().is_none()
+        && let Some(t) = m.thread.take()
+    {
+        let _ = t.join();
+    }
 }
 
 /// A libcamera camera as a [`FrameSource`].
@@ -97,8 +134,8 @@ pub struct LibcameraSource {
     layout: CameraLayout,
     stream: Stream,
     completed: Receiver<Request>,
-    /// The manager thread, which queues the requests again.
-    manager: Sender<Cmd>,
+    /// The manager thread, which queues the requests again (taken in `drop`).
+    manager: Option<Arc<Handle>>,
     /// This camera's index in the manager thread.
     id: usize,
     fast: FastCamera,
@@ -151,13 +188,20 @@ impl LibcameraSource {
             done,
             reply,
         };
-        if manager.send(open).is_err() {
-            return Err(err(&device, "the libcamera thread ended"));
-        }
-        let opened = match answer.recv_timeout(Duration::from_secs(10)) {
-            Ok(Ok(o)) => o,
-            Ok(Err(e)) => return Err(err(&device, e)),
-            Err(_) => return Err(err(&device, "the camera did not start within 10 s")),
+        let opened = if manager.tx.send(open).is_err() {
+            Err("the libcamera thread ended".to_string())
+        } else {
+            match answer.recv_timeout(Duration::from_secs(10)) {
+                Ok(r) => r,
+                Err(_) => Err("the camera did not start within 10 s".to_string()),
+            }
+        };
+        let opened = match opened {
+            Ok(o) => o,
+            Err(e) => {
+                release(manager);
+                return Err(err(&device, e));
+            }
         };
         Ok(LibcameraSource {
             device,
@@ -171,7 +215,7 @@ impl LibcameraSource {
             layout: opened.layout,
             stream: opened.stream,
             completed,
-            manager,
+            manager: Some(manager),
             id: opened.id,
             fast: FastCamera::new(1_000_000_000 / fps.max(1) as u64),
             next_id: 0,
@@ -212,7 +256,7 @@ impl Drop for Running<'_> {
     }
 }
 
-/// Serves [`Cmd`]s until every sender is gone (never: [`MANAGER`] keeps one).
+/// Serves [`Cmd`]s until the last [`Handle`] is gone.
 fn manager_thread(cmds: Receiver<Cmd>) {
     let mgr = match CameraManager::new() {
         Ok(m) => m,
@@ -283,11 +327,12 @@ fn manager_thread(cmds: Receiver<Cmd>) {
                     }
                 }
             }
-            Some(Cmd::Close { id }) => {
+            Some(Cmd::Close { id, done }) => {
                 waiting.retain(|w| w.1 != id);
                 if let Some(slot) = cams.get_mut(id) {
                     *slot = None;
                 }
+                let _ = done.send(());
             }
             None => {}
         }
@@ -432,7 +477,18 @@ fn start<'m>(
 
 impl Drop for LibcameraSource {
     fn drop(&mut self) {
-        let _ = self.manager.send(Cmd::Close { id: self.id });
+        // Requests are freed while their camera and its manager live: the completed ones
+        // now, and, once `completed` is gone, those the stopping camera completes (cancelled)
+        // in libcamera's callback, whose send then fails. Then the camera is stopped and
+        // released before the process may go on to exit (or make another manager).
+        drop(std::mem::replace(&mut self.completed, mpsc::channel().1));
+        if let Some(h) = self.manager.take() {
+            let (done, stopped) = mpsc::sync_channel(1);
+            if h.tx.send(Cmd::Close { id: self.id, done }).is_ok() {
+                let _ = stopped.recv_timeout(Duration::from_secs(5));
+            }
+            release(h);
+        }
     }
 }
 
@@ -474,7 +530,10 @@ impl FrameSource for LibcameraSource {
             );
         }
         req.reuse(ReuseFlag::REUSE_BUFFERS);
-        let _ = self.manager.send(Cmd::Requeue {
+        let Some(mgr) = self.manager.as_ref() else {
+            return Err(err(&self.device, "the camera was closed"));
+        };
+        let _ = mgr.tx.send(Cmd::Requeue {
             id: self.id,
             req,
             pace: self.fast.pacing(),
