@@ -22,7 +22,7 @@
 //! libcamera and its PiSP pipeline handler.
 
 use super::camera_format::{self, CameraLayout, FastCamera, Offered};
-use super::v4l2::{i420_planes_copy, nv12_planes_to_i420};
+use super::v4l2::planes_to_i420;
 use super::{Captured, FrameSource, SourceError, SourceFormat};
 use libcamera::camera::CameraConfigurationStatus;
 use libcamera::camera_manager::CameraManager;
@@ -516,10 +516,7 @@ impl FrameSource for LibcameraSource {
                 return Err(err(&self.device, "a completed request without our buffer"));
             };
             let planes = fb.data();
-            match self.layout {
-                CameraLayout::I420 => i420_planes_copy(&planes, self.stride, w, h, dst),
-                CameraLayout::Nv12 => nv12_planes_to_i420(&planes, self.stride, w, h, dst),
-            }
+            planes_to_i420(self.layout, &planes, self.stride, w, h, dst)
         };
         if let Some(t) = ts
             && self.fast.observe(t.max(0) as u64)

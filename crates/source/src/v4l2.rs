@@ -8,6 +8,7 @@
 //!
 //! Only compiled here: this machine has no /dev/video*. The pure conversions are tested.
 
+use super::camera_format::CameraLayout;
 use super::{Captured, FrameSource, SourceError, SourceFormat};
 use std::path::Path;
 use v4l::buffer::Type;
@@ -177,42 +178,77 @@ pub fn yuyv_to_i420(src: &[u8], stride: usize, w: usize, h: usize, dst: &mut [u8
 /// NV12 (Y plane, then interleaved UV at half height; `stride` bytes per row) → I420.
 pub fn nv12_to_i420(src: &[u8], stride: usize, w: usize, h: usize, dst: &mut [u8]) -> bool {
     src.len() >= stride * h
-        && nv12_planes_to_i420(&[&src[..stride * h], &src[stride * h..]], stride, w, h, dst)
+        && planes_to_i420(
+            CameraLayout::Nv12,
+            &[&src[..stride * h], &src[stride * h..]],
+            stride,
+            w,
+            h,
+            dst,
+        )
 }
 
-/// NV12 as libcamera maps it, → packed I420: two planes (Y; interleaved UV at half height,
-/// both with row stride `stride`), or one plane holding both ([`nv12_to_i420`]). False when
-/// a plane or `dst` is too short.
-pub fn nv12_planes_to_i420(
+/// A frame as libcamera maps it (`planes`, each row `stride` bytes; chroma rows of I420
+/// `stride / 2`), → packed I420 in `dst`, for `layout`:
+/// - [`CameraLayout::I420`]: Y, U, V as three planes, or one plane holding all three
+///   ([`i420_copy`]);
+/// - [`CameraLayout::Nv12`]: Y and interleaved U/V at half height as two planes, or one
+///   plane holding both ([`nv12_to_i420`]).
+///
+/// False when the number of planes does not fit the layout, or a plane or `dst` is too
+/// short.
+pub fn planes_to_i420(
+    layout: CameraLayout,
     planes: &[&[u8]],
     stride: usize,
     w: usize,
     h: usize,
     dst: &mut [u8],
 ) -> bool {
-    let (y, uv) = match planes {
-        [all] => return nv12_to_i420(all, stride, w, h, dst),
-        [y, uv] => (y, uv),
-        _ => return false,
-    };
     let (cw, ch) = (w / 2, h / 2);
-    if h == 0
-        || y.len() < stride * (h - 1) + w
-        || (ch > 0 && uv.len() < stride * (ch - 1) + 2 * cw)
-        || dst.len() < w * h + 2 * cw * ch
-    {
+    let fits = |plane: &[u8], rows: usize, stride: usize, bytes: usize| {
+        rows == 0 || plane.len() >= stride * (rows - 1) + bytes
+    };
+    if h == 0 || dst.len() < w * h + 2 * cw * ch {
         return false;
     }
+    let chroma: [&[u8]; 2] = match (layout, planes) {
+        (CameraLayout::I420, [all]) => return i420_copy(all, stride, w, h, dst),
+        (CameraLayout::Nv12, [all]) => return nv12_to_i420(all, stride, w, h, dst),
+        (CameraLayout::I420, [y, u, v])
+            if fits(y, h, stride, w)
+                && fits(u, ch, stride / 2, cw)
+                && fits(v, ch, stride / 2, cw) =>
+        {
+            [u, v]
+        }
+        (CameraLayout::Nv12, [y, uv]) if fits(y, h, stride, w) && fits(uv, ch, stride, 2 * cw) => {
+            [uv, &[]]
+        }
+        _ => return false,
+    };
     let (y_out, c_out) = dst.split_at_mut(w * h);
-    let (u_out, v_out) = c_out.split_at_mut(cw * ch);
     for row in 0..h {
-        y_out[row * w..(row + 1) * w].copy_from_slice(&y[row * stride..row * stride + w]);
+        y_out[row * w..(row + 1) * w].copy_from_slice(&planes[0][row * stride..row * stride + w]);
     }
-    for row in 0..ch {
-        let pairs = uv[row * stride..row * stride + 2 * cw].chunks_exact(2);
-        for (i, p) in pairs.enumerate() {
-            u_out[row * cw + i] = p[0];
-            v_out[row * cw + i] = p[1];
+    let (u_out, v_out) = c_out.split_at_mut(cw * ch);
+    match layout {
+        CameraLayout::I420 => {
+            let cs = stride / 2;
+            for (plane, out) in chroma.into_iter().zip([u_out, v_out]) {
+                for row in 0..ch {
+                    out[row * cw..(row + 1) * cw].copy_from_slice(&plane[row * cs..row * cs + cw]);
+                }
+            }
+        }
+        CameraLayout::Nv12 => {
+            for row in 0..ch {
+                let pairs = chroma[0][row * stride..row * stride + 2 * cw].chunks_exact(2);
+                for (i, p) in pairs.enumerate() {
+                    u_out[row * cw + i] = p[0];
+                    v_out[row * cw + i] = p[1];
+                }
+            }
         }
     }
     true
@@ -291,47 +327,10 @@ pub fn i420_copy(src: &[u8], stride: usize, w: usize, h: usize, dst: &mut [u8]) 
     true
 }
 
-/// I420 given as separate planes (Y with row stride `stride`, U and V with `stride / 2`),
-/// as libcamera maps them, → packed I420; one plane holding all three is handled by
-/// [`i420_copy`]. False when a plane is too short.
-pub fn i420_planes_copy(
-    planes: &[&[u8]],
-    stride: usize,
-    w: usize,
-    h: usize,
-    dst: &mut [u8],
-) -> bool {
-    match planes {
-        [all] => i420_copy(all, stride, w, h, dst),
-        [y, u, v] => {
-            let cs = stride / 2;
-            let (cw, ch) = (w / 2, h / 2);
-            if y.len() < stride * (h - 1) + w
-                || u.len() < cs * (ch - 1) + cw
-                || v.len() < cs * (ch - 1) + cw
-                || dst.len() < w * h + 2 * cw * ch
-            {
-                return false;
-            }
-            for row in 0..h {
-                dst[row * w..row * w + w].copy_from_slice(&y[row * stride..row * stride + w]);
-            }
-            for (k, plane) in [u, v].into_iter().enumerate() {
-                let base = w * h + k * cw * ch;
-                for row in 0..ch {
-                    dst[base + row * cw..base + row * cw + cw]
-                        .copy_from_slice(&plane[row * cs..row * cs + cw]);
-                }
-            }
-            true
-        }
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use CameraLayout::{I420, Nv12};
 
     #[test]
     fn separate_planes_with_stride() {
@@ -340,10 +339,17 @@ mod tests {
         let u: Vec<u8> = (100..104).collect();
         let v: Vec<u8> = (200..204).collect();
         let mut d = vec![0u8; 12];
-        assert!(i420_planes_copy(&[&y, &u, &v], stride, w, h, &mut d));
+        assert!(planes_to_i420(I420, &[&y, &u, &v], stride, w, h, &mut d));
         assert_eq!(d, vec![0, 1, 2, 3, 8, 9, 10, 11, 100, 101, 200, 201]);
-        assert!(!i420_planes_copy(&[&y[..4], &u, &v], stride, w, h, &mut d));
-        assert!(!i420_planes_copy(&[&y, &u], stride, w, h, &mut d));
+        assert!(!planes_to_i420(
+            I420,
+            &[&y[..4], &u, &v],
+            stride,
+            w,
+            h,
+            &mut d
+        ));
+        assert!(!planes_to_i420(I420, &[&y, &u], stride, w, h, &mut d));
     }
 
     #[test]
@@ -369,35 +375,39 @@ mod tests {
         let y = [1, 2, 3, 4, 0, 0, 5, 6, 7, 8];
         let uv = [50, 60, 51, 61, 0, 0];
         let mut out = vec![0u8; 12];
-        assert!(nv12_planes_to_i420(&[&y, &uv], stride, w, h, &mut out));
+        assert!(planes_to_i420(Nv12, &[&y, &uv], stride, w, h, &mut out));
         assert_eq!(out, [1, 2, 3, 4, 5, 6, 7, 8, 50, 51, 60, 61]);
         // The same frame in one mapping.
         let one: Vec<u8> = [&y[..], &[0, 0], &uv[..]].concat();
         let mut again = vec![0u8; 12];
-        assert!(nv12_planes_to_i420(&[&one], stride, w, h, &mut again));
+        assert!(planes_to_i420(Nv12, &[&one], stride, w, h, &mut again));
         assert_eq!(again, out);
-        assert!(!nv12_planes_to_i420(
+        assert!(!planes_to_i420(
+            Nv12,
             &[&y, &uv[..3]],
             stride,
             w,
             h,
             &mut out
         ));
-        assert!(!nv12_planes_to_i420(
+        assert!(!planes_to_i420(
+            Nv12,
             &[&y[..5], &uv],
             stride,
             w,
             h,
             &mut out
         ));
-        assert!(!nv12_planes_to_i420(
+        assert!(!planes_to_i420(
+            Nv12,
             &[&y, &uv, &uv],
             stride,
             w,
             h,
             &mut out
         ));
-        assert!(!nv12_planes_to_i420(
+        assert!(!planes_to_i420(
+            Nv12,
             &[&y, &uv],
             stride,
             w,
