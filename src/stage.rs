@@ -463,6 +463,7 @@ fn camera(
                 frame_id: c.frame_id,
                 capture_ns: c.capture_ns,
                 published_ns: monotonic_ns(),
+                pair_skew_ns: c.pair_skew_ns,
                 width: w,
                 height: h,
                 stride: w,
@@ -660,16 +661,16 @@ fn encode(
         };
         let out = enc.encode(input, force_idr)?;
         let end = monotonic_ns();
-        let meta = AuMeta {
+        let mut meta = AuMeta {
             frame_id: frame.meta.frame_id,
             capture_ns: frame.meta.capture_ns,
             published_ns: frame.meta.published_ns,
             encode_start_ns: start,
             encode_end_ns: end,
-            skipped: frame.skipped,
             flags: if out.keyframe { FLAG_KEYFRAME } else { 0 },
-            payload_len: 0,
+            ..AuMeta::default()
         };
+        meta.set_pair_skew(frame.meta.pair_skew_ns);
         let (bytes, key, qp) = (out.data.len() as u64, out.keyframe, out.qp);
         let pushed = writer.push(meta, out.data);
         if let Some(w) = web_writer.as_mut() {
@@ -995,6 +996,7 @@ fn network(
             bytes: au_bytes,
             packets: frame.packets as u64,
             keyframe: (m.flags & FLAG_KEYFRAME != 0) as u64,
+            pair_skew_ns: m.pair_skew(),
         });
         use std::sync::atomic::Ordering::Relaxed;
         slot.frames_in.fetch_add(1, Relaxed);

@@ -1008,6 +1008,7 @@ fn exit_summary(
         }),
         rtcp: summary::RtcpSummary::from_counters(&ctl.stats().rtcp()),
         latency_ms: summary::latency_ms(stats),
+        stereo_pair_skew_ms: stats.pair_skew().map(summary::SpanMs::from),
         latency_records_lost: lost_records,
         error: failure,
     };

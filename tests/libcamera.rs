@@ -238,6 +238,8 @@ struct Streamed {
     stderr: String,
     lumas: Vec<Vec<u8>>,
     took: Duration,
+    /// The `--json` exit summary.
+    summary: serde_json::Value,
 }
 
 /// Streams `frames` frames from the libcamera source(s) in `source_args` (e.g.
@@ -381,6 +383,7 @@ fn stream(
         stderr,
         lumas,
         took,
+        summary: doc,
     }
 }
 
@@ -528,6 +531,11 @@ fn the_virtual_camera_streams_to_ffmpeg_in_order_with_psnr_above_38() {
     );
     eprintln!("600 frames in {:?}", r.took);
     check_camera_frames("libcamera:0", &r.lumas, &refs, false);
+    assert!(
+        r.summary["stereo_pair_skew_ms"].is_null(),
+        "one camera has no pair skew: {}",
+        r.summary
+    );
     // 600 frames at 60 fps: the camera was paced (FrameDurationLimits), ~10 s.
     assert!(
         r.took >= Duration::from_secs(9),
@@ -585,6 +593,23 @@ fn two_virtual_cameras_stream_side_by_side_each_half_showing_its_camera() {
         &crop(&r.lumas, 2 * W, W),
         &right,
         true,
+    );
+    // The pair skew (the two SensorTimestamps apart) of every frame sent, in the summary.
+    // Each camera is paced at 60 fps on its own, so a pair is at most about one frame
+    // interval apart, unless a request waited while the source took the other camera's.
+    let skew = &r.summary["stereo_pair_skew_ms"];
+    eprintln!("stereo pair skew (ms): {skew}");
+    let sent = summary_field(r.summary.to_string().as_bytes(), "frames.sent").unwrap();
+    assert_eq!(skew["frames"].as_u64(), Some(sent), "{skew}");
+    let (p50, max) = (skew["p50"].as_f64().unwrap(), skew["max"].as_f64().unwrap());
+    assert!(
+        (0.0..=17.0).contains(&p50) && p50 <= max,
+        "pair skew p50 {p50} ms, max {max} ms"
+    );
+    assert!(
+        r.stderr.contains("stereo pair skew"),
+        "no skew row in the latency table: {}",
+        r.stderr
     );
 }
 

@@ -88,7 +88,8 @@ fn policy_text(threads: &[vr_sys::proc::ThreadState], main: &vr_sys::proc::RtSta
 /// p50/p99 of one latency span over the window.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SpanView {
-    /// `camera`, `queue`, `encode`, `send`, `total`.
+    /// `camera`, `queue`, `encode`, `send`, `total`; `pair skew` (how far apart the two
+    /// eyes' capture times were) for `--stereo`.
     pub name: &'static str,
     /// Median, ms.
     pub p50_ms: f64,
@@ -617,10 +618,13 @@ impl Collector {
             }
         }
         recs.reverse();
+        // The spans, then (`--stereo`) the pair skew of the frames that are stereo pairs.
+        let pair_skew: Vec<u64> = recs.iter().filter_map(|r| r.pair_skew_ns).collect();
         let latency = SPANS
             .iter()
-            .filter_map(|(name, f)| {
-                let v: Vec<u64> = recs.iter().map(f).collect();
+            .map(|(name, f)| (*name, recs.iter().map(f).collect::<Vec<u64>>()))
+            .chain([("pair skew", pair_skew)])
+            .filter_map(|(name, v)| {
                 let p = SamplePercentiles::from_ns(&v, Unit::Ms)?;
                 Some(SpanView {
                     name,

@@ -3,7 +3,7 @@
 //! one JSON document on stdout (schemas/vr-stream-summary.schema.json) for scripts and
 //! tests to read instead of the human lines.
 
-use crate::latency::{LatencyStats, SPANS};
+use crate::latency::{LatencyStats, Percentiles, SPANS};
 use crate::shm::stats::{NetCounters, RtcpCounters};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -28,6 +28,9 @@ pub struct ExitSummary {
     pub rtcp: RtcpSummary,
     /// Per-frame latency by span (`camera`, `queue`, `encode`, `send`, `total`), ms.
     pub latency_ms: BTreeMap<&'static str, SpanMs>,
+    /// `--stereo`: how far apart the two eyes' capture times were, per frame, ms; `null`
+    /// for one camera.
+    pub stereo_pair_skew_ms: Option<SpanMs>,
     /// Frames whose latency records were overwritten in the control segment before the
     /// supervisor read them (not in `latency_ms`).
     pub latency_records_lost: u64,
@@ -177,18 +180,21 @@ pub fn latency_ms(stats: &LatencyStats) -> BTreeMap<&'static str, SpanMs> {
         .iter()
         .filter_map(|(name, _)| {
             let p = stats.span(name)?;
-            (p.count > 0).then_some((
-                *name,
-                SpanMs {
-                    frames: p.count,
-                    p50: p.p50 / 1000.0,
-                    p95: p.p95 / 1000.0,
-                    p99: p.p99 / 1000.0,
-                    max: p.max / 1000.0,
-                },
-            ))
+            (p.count > 0).then_some((*name, SpanMs::from(p)))
         })
         .collect()
+}
+
+impl From<Percentiles> for SpanMs {
+    fn from(p: Percentiles) -> SpanMs {
+        SpanMs {
+            frames: p.count,
+            p50: p.p50 / 1000.0,
+            p95: p.p95 / 1000.0,
+            p99: p.p99 / 1000.0,
+            max: p.max / 1000.0,
+        }
+    }
 }
 
 /// The document `--json` prints when the run could not start (bad configuration, a
@@ -289,6 +295,7 @@ mod tests {
             detect: None,
             rtcp: RtcpSummary::from_counters(&RtcpCounters::default()),
             latency_ms: latency_ms(&LatencyStats::new()),
+            stereo_pair_skew_ms: None,
             latency_records_lost: 0,
             error: None,
         }

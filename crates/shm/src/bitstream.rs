@@ -19,6 +19,8 @@ const KIND_AU: u32 = 1;
 const KIND_PAD: u32 = 2;
 /// Flag bit in [`AuMeta::flags`]: the access unit starts with an IDR (SPS/PPS + IDR slice).
 pub const FLAG_KEYFRAME: u32 = 1;
+/// [`AuMeta::flags`]: the frame is a stereo pair and `pair_skew_ns` holds its skew.
+pub const FLAG_STEREO_PAIR: u32 = 2;
 
 #[repr(C, align(64))]
 struct Line<T>(T);
@@ -53,12 +55,31 @@ pub struct AuMeta {
     pub encode_start_ns: u64,
     /// When x264 returned the access unit.
     pub encode_end_ns: u64,
-    /// Frame-ring drops seen by the encoder just before this frame.
-    pub skipped: u64,
-    /// [`FLAG_KEYFRAME`] etc.
+    /// A stereo pair's skew, ns, when `flags` has [`FLAG_STEREO_PAIR`] (see
+    /// [`AuMeta::pair_skew_ns`]).
+    pub pair_skew_ns: u64,
+    /// [`FLAG_KEYFRAME`], [`FLAG_STEREO_PAIR`].
     pub flags: u32,
     /// Bytes of Annex-B data that follow.
     pub payload_len: u32,
+}
+
+impl AuMeta {
+    /// Sets [`AuMeta::pair_skew_ns`] and [`FLAG_STEREO_PAIR`] from a frame's pair skew
+    /// (`None`: one camera, the flag cleared).
+    pub fn set_pair_skew(&mut self, skew_ns: Option<u64>) {
+        self.pair_skew_ns = skew_ns.unwrap_or(0);
+        if skew_ns.is_some() {
+            self.flags |= FLAG_STEREO_PAIR;
+        } else {
+            self.flags &= !FLAG_STEREO_PAIR;
+        }
+    }
+
+    /// The stereo pair skew, ns; `None` when the frame came from one camera.
+    pub fn pair_skew(&self) -> Option<u64> {
+        (self.flags & FLAG_STEREO_PAIR != 0).then_some(self.pair_skew_ns)
+    }
 }
 
 /// The record header: `total_len` (bytes, multiple of 8, header included), `kind`, then

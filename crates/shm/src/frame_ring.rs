@@ -76,6 +76,8 @@ pub struct FrameMeta {
     pub capture_ns: u64,
     /// When the producer published the frame, CLOCK_MONOTONIC ns.
     pub published_ns: u64,
+    /// A stereo pair's skew, ns (the two eyes' capture times apart); `None` for one camera.
+    pub pair_skew_ns: Option<u64>,
     /// Width, pixels.
     pub width: u32,
     /// Height, pixels.

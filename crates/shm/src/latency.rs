@@ -32,7 +32,13 @@ pub struct FrameRecord {
     pub packets: u64,
     /// 1 if the access unit is an IDR.
     pub keyframe: u64,
+    /// A stereo pair's skew (the two eyes' capture times apart); `None` for one camera
+    /// (`u64::MAX` in the shared-memory array, empty in the CSV).
+    pub pair_skew_ns: Option<u64>,
 }
+
+/// [`FrameRecord::pair_skew_ns`] `None` in [`FrameRecord::to_array`].
+const NOT_A_PAIR: u64 = u64::MAX;
 
 /// How a span is computed from a record, ns.
 pub type SpanFn = fn(&FrameRecord) -> u64;
@@ -52,7 +58,7 @@ pub const SPANS: &[(&str, SpanFn)] = &[
 
 impl FrameRecord {
     /// Number of u64 fields (the shared-memory slot width).
-    pub const FIELDS: usize = 10;
+    pub const FIELDS: usize = 11;
 
     /// The fields in declaration order.
     pub fn to_array(&self) -> [u64; Self::FIELDS] {
@@ -67,6 +73,7 @@ impl FrameRecord {
             self.bytes,
             self.packets,
             self.keyframe,
+            self.pair_skew_ns.unwrap_or(NOT_A_PAIR),
         ]
     }
 
@@ -83,11 +90,12 @@ impl FrameRecord {
             bytes: a[7],
             packets: a[8],
             keyframe: a[9],
+            pair_skew_ns: (a[10] != NOT_A_PAIR).then_some(a[10]),
         }
     }
 
     /// CSV header matching [`FrameRecord::csv_line`].
-    pub const CSV_HEADER: &'static str = "frame_id,capture_ns,published_ns,encode_start_ns,encode_end_ns,first_sent_ns,last_sent_ns,bytes,packets,keyframe";
+    pub const CSV_HEADER: &'static str = "frame_id,capture_ns,published_ns,encode_start_ns,encode_end_ns,first_sent_ns,last_sent_ns,bytes,packets,keyframe,pair_skew_ns";
 
     /// One CSV line (no newline).
     pub fn csv_line(&self) -> String {
@@ -97,7 +105,9 @@ impl FrameRecord {
             if i > 0 {
                 s.push(',');
             }
-            let _ = write!(s, "{v}");
+            if *v != NOT_A_PAIR || i != Self::FIELDS - 1 {
+                let _ = write!(s, "{v}");
+            }
         }
         s
     }
@@ -116,6 +126,20 @@ pub struct Percentiles {
     pub p99: f64,
     /// Largest.
     pub max: f64,
+}
+
+impl Percentiles {
+    /// Of a histogram of ns values.
+    fn of(h: &Histogram<u64>) -> Percentiles {
+        let us = |v: u64| v as f64 / 1000.0;
+        Percentiles {
+            count: h.len(),
+            p50: us(h.value_at_quantile(0.50)),
+            p95: us(h.value_at_quantile(0.95)),
+            p99: us(h.value_at_quantile(0.99)),
+            max: us(h.max()),
+        }
+    }
 }
 
 /// Percentiles of a set of samples as quick-bench and dashboard report them (`--json`:
@@ -173,9 +197,12 @@ impl SamplePercentiles {
     }
 }
 
-/// Histograms of every span in [`SPANS`] (ns resolution, 3 significant digits).
+/// Histograms of every span in [`SPANS`] and of the stereo pair skew (ns resolution, 3
+/// significant digits).
 pub struct LatencyStats {
     hists: Vec<Histogram<u64>>,
+    /// [`FrameRecord::pair_skew_ns`] of the frames that are stereo pairs.
+    pair_skew: Histogram<u64>,
 }
 
 impl Default for LatencyStats {
@@ -191,6 +218,7 @@ impl LatencyStats {
         let h = Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("histogram bounds");
         LatencyStats {
             hists: SPANS.iter().map(|_| h.clone()).collect(),
+            pair_skew: h,
         }
     }
 
@@ -202,6 +230,9 @@ impl LatencyStats {
         for (h, (_, f)) in self.hists.iter_mut().zip(SPANS) {
             h.saturating_record(f(r).max(1));
         }
+        if let Some(skew) = r.pair_skew_ns {
+            self.pair_skew.saturating_record(skew.max(1));
+        }
     }
 
     /// Empties the statistics, keeping the allocated histograms.
@@ -209,6 +240,7 @@ impl LatencyStats {
         for h in &mut self.hists {
             h.reset();
         }
+        self.pair_skew.reset();
     }
 
     /// Frames added.
@@ -219,15 +251,12 @@ impl LatencyStats {
     /// Percentiles of span `name` (one of [`SPANS`]), µs.
     pub fn span(&self, name: &str) -> Option<Percentiles> {
         let i = SPANS.iter().position(|(n, _)| *n == name)?;
-        let h = &self.hists[i];
-        let us = |v: u64| v as f64 / 1000.0;
-        Some(Percentiles {
-            count: h.len(),
-            p50: us(h.value_at_quantile(0.50)),
-            p95: us(h.value_at_quantile(0.95)),
-            p99: us(h.value_at_quantile(0.99)),
-            max: us(h.max()),
-        })
+        Some(Percentiles::of(&self.hists[i]))
+    }
+
+    /// Percentiles of the stereo pair skew, µs; `None` when no frame was a stereo pair.
+    pub fn pair_skew(&self) -> Option<Percentiles> {
+        (!self.pair_skew.is_empty()).then(|| Percentiles::of(&self.pair_skew))
     }
 
     /// A table: one line per span with p50/p95/p99/max in ms.
@@ -236,13 +265,18 @@ impl LatencyStats {
             "latency over {} frames (ms)      p50      p95      p99      max\n",
             self.count()
         );
-        for (name, _) in SPANS {
-            if let Some(p) = self.span(name) {
-                let label = match *name {
+        let rows = SPANS
+            .iter()
+            .map(|(name, _)| (*name, self.span(name)))
+            .chain([("pair skew", self.pair_skew())]);
+        for (name, p) in rows {
+            if let Some(p) = p {
+                let label = match name {
                     "camera" => "camera (capture->ring)",
                     "queue" => "ring wait (ring->encoder)",
                     "encode" => "encode (x264)",
                     "send" => "send (AU->last packet)",
+                    "pair skew" => "stereo pair skew (left/right)",
                     _ => "total (capture->last packet)",
                 };
                 let _ = writeln!(
@@ -285,6 +319,9 @@ mod tests {
         let tot = st.span("total").unwrap();
         assert!((tot.p99 - 1290.0).abs() < 3.0, "{tot:?}");
         assert!(st.report().contains("total"));
+        // One camera: no pair skew reported.
+        assert_eq!(st.pair_skew(), None);
+        assert!(!st.report().contains("pair skew"), "{}", st.report());
         let r = FrameRecord {
             frame_id: 3,
             bytes: 9,
@@ -295,5 +332,37 @@ mod tests {
             r.csv_line().split(',').count(),
             FrameRecord::CSV_HEADER.split(',').count()
         );
+        assert!(r.csv_line().ends_with(",0,"), "{}", r.csv_line());
+    }
+
+    #[test]
+    fn stereo_pair_skew() {
+        let mut st = LatencyStats::new();
+        for i in 0..10u64 {
+            st.add(&FrameRecord {
+                frame_id: i,
+                capture_ns: 1_000_000,
+                last_sent_ns: 9_000_000,
+                pair_skew_ns: Some(i * 1_000_000),
+                ..Default::default()
+            });
+        }
+        let p = st.pair_skew().unwrap();
+        assert_eq!(p.count, 10);
+        assert!((p.max - 9000.0).abs() < 10.0, "{p:?}");
+        assert!((p.p50 - 4000.0).abs() < 10.0, "{p:?}");
+        assert!(st.report().contains("stereo pair skew"), "{}", st.report());
+        // A skew of 0 (two files scheduled alike) is a pair, and survives the array.
+        let r = FrameRecord {
+            pair_skew_ns: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(FrameRecord::from_array(r.to_array()), r);
+        assert!(r.csv_line().ends_with(",0,0"), "{}", r.csv_line());
+        let r = FrameRecord {
+            pair_skew_ns: Some(1_500),
+            ..Default::default()
+        };
+        assert_eq!(FrameRecord::from_array(r.to_array()), r);
     }
 }

@@ -59,6 +59,9 @@ pub struct Captured {
     /// Capture time, CLOCK_MONOTONIC ns (sensor/buffer timestamp for cameras, the frame's
     /// scheduled time for files and the pattern).
     pub capture_ns: u64,
+    /// For a stereo pair ([`stereo::StereoSource`]): how far apart the two eyes' capture
+    /// times are, ns (`|left − right|`); `None` for a single source.
+    pub pair_skew_ns: Option<u64>,
 }
 
 impl Captured {
@@ -70,6 +73,7 @@ impl Captured {
         Captured {
             frame_id,
             capture_ns,
+            pair_skew_ns: None,
         }
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Both sources must have the same size and rate; the composed frame is twice as wide. The
 //! frame's capture time is the later of the two (the pair is complete only then); its id is
-//! the left source's. Composition copies each plane row by row into the I420 frame (rows
+//! the left source's; how far apart the two capture times are is the pair skew
+//! ([`Captured::pair_skew_ns`]), which the exit summary and the dashboard report. Composition copies each plane row by row into the I420 frame (rows
 //! of `2w` luma, `w` chroma): one copy per frame, into the ring slot.
 
 use super::{Captured, FrameSource, SourceError, SourceFormat};
@@ -89,6 +90,7 @@ impl FrameSource for StereoSource {
         Ok(Some(Captured {
             frame_id: a.frame_id,
             capture_ns: a.capture_ns.max(b.capture_ns),
+            pair_skew_ns: Some(a.capture_ns.abs_diff(b.capture_ns)),
         }))
     }
 
@@ -136,6 +138,57 @@ mod tests {
                 Some(want + RIGHT_PATTERN_ID_OFFSET)
             );
         }
+    }
+
+    /// A camera stand-in whose frames carry the given capture times.
+    struct Timed {
+        times: std::vec::IntoIter<u64>,
+        next_id: u64,
+    }
+
+    impl FrameSource for Timed {
+        fn format(&self) -> SourceFormat {
+            SourceFormat {
+                width: 4,
+                height: 2,
+                fps_num: 60,
+                fps_den: 1,
+            }
+        }
+
+        fn next_frame(&mut self, _dst: &mut [u8]) -> Result<Option<Captured>, SourceError> {
+            Ok(self
+                .times
+                .next()
+                .map(|t| Captured::numbered(&mut self.next_id, t)))
+        }
+    }
+
+    #[test]
+    fn the_pair_is_captured_at_the_later_time_and_its_skew_is_kept() {
+        let timed = |times: Vec<u64>| {
+            Box::new(Timed {
+                times: times.into_iter(),
+                next_id: 0,
+            })
+        };
+        let mut s = StereoSource::new(
+            timed(vec![1_000, 20_000_000, 40_000_000]),
+            timed(vec![1_000, 23_500_000, 38_000_000]),
+        )
+        .unwrap();
+        let mut buf = vec![0u8; s.format().frame_bytes()];
+        let got: Vec<(u64, Option<u64>)> = std::iter::from_fn(|| s.next_frame(&mut buf).unwrap())
+            .map(|c| (c.capture_ns, c.pair_skew_ns))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1_000, Some(0)),
+                (23_500_000, Some(3_500_000)),
+                (40_000_000, Some(2_000_000))
+            ]
+        );
     }
 
     #[test]
