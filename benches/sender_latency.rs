@@ -25,6 +25,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use vr_stream::latency::FrameRecord;
 
 const W: usize = 1280;
 const H: usize = 720;
@@ -150,8 +151,14 @@ fn run_vr_stream(clip: &std::path::Path, frames: usize, spin_window_us: u32) -> 
         packets: 0,
     };
     for l in text.lines().skip(1) {
-        let v: Vec<u64> = l.split(',').map(|x| x.parse().unwrap()).collect();
-        let (cap, publ, es, ee, last) = (v[1], v[2], v[3], v[4], v[6]);
+        let f = FrameRecord::parse_csv_line(l).expect("a --latency-log line");
+        let (cap, publ, es, ee, last) = (
+            f.capture_ns,
+            f.published_ns,
+            f.encode_start_ns,
+            f.encode_end_ns,
+            f.last_sent_ns,
+        );
         r.total.push(last - cap);
         r.encode.push(ee - es);
         r.overhead.push((last - cap) - (ee - es));

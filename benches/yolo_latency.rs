@@ -16,6 +16,7 @@ mod yolo;
 use hdrhistogram::Histogram;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use vr_stream::latency::FrameRecord;
 
 fn fetch() -> (String, String) {
     let (dir, lib) = yolo::fetch();
@@ -101,8 +102,8 @@ fn run(frames: usize, yolo: Option<(&str, &str)>) -> Run {
         .lines()
         .skip(1)
         .map(|l| {
-            let v: Vec<u64> = l.split(',').map(|x| x.parse().unwrap()).collect();
-            v[6] - v[1]
+            let f = FrameRecord::parse_csv_line(l).expect("a --latency-log line");
+            f.last_sent_ns - f.capture_ns
         })
         .collect();
     Run {

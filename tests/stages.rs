@@ -8,6 +8,7 @@ use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use vr_stream::latency::FrameRecord;
 
 /// One stream at a time: every test here runs its realtime stages on the same CPU at the
 /// same SCHED_FIFO priorities, and two instances at once preempt each other (seen in
@@ -327,8 +328,13 @@ fn end_of_file_ends_the_stream_with_exit_0_and_latency_log() {
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines.len(), 31);
     assert!(lines[0].starts_with("frame_id,capture_ns"));
+    assert!(lines[0].ends_with(",keyframe,pair_skew_ns"), "{}", lines[0]);
     for (i, l) in lines[1..].iter().enumerate() {
-        let v: Vec<u64> = l.split(',').map(|x| x.parse().unwrap()).collect();
+        // One camera: the last column (the stereo pair skew) is empty.
+        assert!(l.ends_with(','), "{l}");
+        let r = FrameRecord::parse_csv_line(l).unwrap_or_else(|| panic!("{l}"));
+        assert_eq!(r.pair_skew_ns, None);
+        let v = r.to_array();
         assert_eq!(v[0], i as u64);
         // capture <= published <= encode start <= encode end <= first sent <= last sent
         assert!(v[1..7].windows(2).all(|p| p[0] <= p[1]), "{l}");

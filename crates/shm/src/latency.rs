@@ -111,6 +111,21 @@ impl FrameRecord {
         }
         s
     }
+
+    /// Inverse of [`FrameRecord::csv_line`]: `None` unless the line has the
+    /// [`FrameRecord::CSV_HEADER`] columns, each a u64 (the last may be empty).
+    pub fn parse_csv_line(line: &str) -> Option<FrameRecord> {
+        let mut a = [0u64; Self::FIELDS];
+        let mut fields = line.split(',');
+        for (i, v) in a.iter_mut().enumerate() {
+            let f = fields.next()?;
+            *v = match f {
+                "" if i == Self::FIELDS - 1 => NOT_A_PAIR,
+                _ => f.parse().ok()?,
+            };
+        }
+        fields.next().is_none().then(|| FrameRecord::from_array(a))
+    }
 }
 
 /// Percentile summary of one span, µs.
@@ -333,6 +348,12 @@ mod tests {
             FrameRecord::CSV_HEADER.split(',').count()
         );
         assert!(r.csv_line().ends_with(",0,"), "{}", r.csv_line());
+        assert_eq!(FrameRecord::parse_csv_line(&r.csv_line()), Some(r));
+        assert_eq!(FrameRecord::parse_csv_line("1,2,3"), None);
+        assert_eq!(
+            FrameRecord::parse_csv_line(&format!("{},7", r.csv_line())),
+            None
+        );
     }
 
     #[test]
@@ -359,6 +380,7 @@ mod tests {
         };
         assert_eq!(FrameRecord::from_array(r.to_array()), r);
         assert!(r.csv_line().ends_with(",0,0"), "{}", r.csv_line());
+        assert_eq!(FrameRecord::parse_csv_line(&r.csv_line()), Some(r));
         let r = FrameRecord {
             pair_skew_ns: Some(1_500),
             ..Default::default()

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// `b"VRSTSHM\0"` as a little-endian u64: the first 8 bytes of every segment.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"VRSTSHM\0");
 /// Layout version of every segment kind; bump on any change of a `#[repr(C)]` layout.
-pub const LAYOUT_VERSION: u32 = 10;
+pub const LAYOUT_VERSION: u32 = 11;
 /// Directory holding the segment files.
 pub const SHM_DIR: &str = "/dev/shm";
 
