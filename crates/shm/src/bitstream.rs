@@ -31,9 +31,7 @@ struct QueueHeader {
     read_pos: Line<AtomicU64>,
     capacity: u64,
     data_offset: u64,
-    seq: AtomicU32,
-    waiters: AtomicU32,
-    eos: AtomicU32,
+    bell: futex::Doorbell,
     idr_request: AtomicU32,
     pushed: AtomicU64,
     busy_since_ns: AtomicU64,
@@ -188,14 +186,12 @@ impl BitstreamQueue {
 
     /// Marks the end of the stream; the reader gets [`Next::Eos`] after the last record.
     pub fn set_eos(&self) {
-        let h = self.hdr();
-        futex::raise(&h.eos, &h.seq, &h.waiters);
+        self.hdr().bell.set_eos();
     }
 
     /// Wakes a waiting reader (shutdown).
     pub fn wake_all(&self) {
-        let h = self.hdr();
-        futex::notify(&h.seq, &h.waiters);
+        self.hdr().bell.notify();
     }
 
     /// Touches every page (prefault).
@@ -248,7 +244,7 @@ impl Writer<'_> {
     pub fn set_busy(&mut self, now_ns: u64) {
         let h = self.q.hdr();
         h.busy_since_ns.store(now_ns, Ordering::Release);
-        futex::notify(&h.seq, &h.waiters);
+        h.bell.notify();
     }
 
     /// Queues one access unit, or drops it whole when it does not fit (counted; IDR
@@ -309,7 +305,7 @@ impl Writer<'_> {
         h.write_pos.0.store(w + pad + need, Ordering::Release);
         h.busy_since_ns.store(0, Ordering::Relaxed);
         h.pushed.fetch_add(1, Ordering::Relaxed);
-        futex::notify(&h.seq, &h.waiters);
+        h.bell.notify();
         Push::Queued
     }
 }
@@ -383,8 +379,7 @@ impl Reader<'_> {
         let cap = h.capacity;
         loop {
             let r = h.read_pos.0.load(Ordering::Relaxed);
-            let avail =
-                || h.write_pos.0.load(Ordering::Acquire) > r || h.eos.load(Ordering::Acquire) != 0;
+            let avail = || h.write_pos.0.load(Ordering::Acquire) > r || h.bell.is_eos();
             let (wn, last, interval) = (self.window_ns, self.last_arrival_ns, self.interval_ns);
             let recent = &self.work[..self.work_n.min(16)];
             let (lo, hi) = (recent.iter().min().copied(), recent.iter().max().copied());
@@ -403,7 +398,7 @@ impl Reader<'_> {
                     _ => None,
                 }
             };
-            if !futex::wait_until(&h.seq, &h.waiters, spin, window, deadline, avail) {
+            if !h.bell.wait_until(spin, window, deadline, avail) {
                 return Next::Timeout;
             }
             // SYNC POINT R: Acquire pairs with the writer's Release store of write_pos.

@@ -34,9 +34,7 @@ pub const SPIN: Duration = Duration::from_micros(20);
 #[repr(C, align(64))]
 struct RingHeader {
     latest: AtomicU64,
-    seq: AtomicU32,
-    waiters: AtomicU32,
-    eos: AtomicU32,
+    bell: futex::Doorbell,
     producer_pid: AtomicU32,
     consumers: u32,
     slots: u32,
@@ -356,14 +354,12 @@ impl FrameRing {
     /// Marks the end of the stream: consumers get [`Take::Eos`] once they have taken the
     /// last frame.
     pub fn set_eos(&self) {
-        let h = self.hdr();
-        futex::raise(&h.eos, &h.seq, &h.waiters);
+        self.hdr().bell.set_eos();
     }
 
     /// Wakes every consumer waiting in [`Consumer::take`] (used at shutdown).
     pub fn wake_all(&self) {
-        let h = self.hdr();
-        futex::notify(&h.seq, &h.waiters);
+        self.hdr().bell.notify();
     }
 }
 
@@ -425,7 +421,7 @@ impl Producer<'_> {
         // SYNC POINT W: SeqCst store publishes meta + data (its Release part pairs with the
         // consumer's load of `latest`) and takes part in the Dekker pattern with `held`.
         h.latest.store(pos << 8 | slot as u64, Ordering::SeqCst);
-        futex::notify(&h.seq, &h.waiters);
+        h.bell.notify();
         Ok(pos)
     }
 
@@ -516,8 +512,7 @@ impl<'a> Consumer<'a> {
         let h = ring.hdr();
         let st = ring.consumer_state(self.idx);
         let last = self.last_pos;
-        let fresh =
-            || (h.latest.load(Ordering::Acquire) >> 8) > last || h.eos.load(Ordering::Acquire) != 0;
+        let fresh = || (h.latest.load(Ordering::Acquire) >> 8) > last || h.bell.is_eos();
         let window = (self.spin_window_ns > 0 && self.last_published_ns > 0).then(|| {
             let next = self.last_published_ns
                 + 1_000_000_000u64 * h.fps_den as u64 / h.fps_num.max(1) as u64;
@@ -526,7 +521,7 @@ impl<'a> Consumer<'a> {
                 next + self.spin_window_ns,
             )
         });
-        if !futex::wait_until(&h.seq, &h.waiters, SPIN, || window, deadline, fresh) {
+        if !h.bell.wait_until(SPIN, || window, deadline, fresh) {
             return Take::Timeout;
         }
         loop {

@@ -47,37 +47,66 @@ pub fn wake_all(word: &AtomicU32) {
     }
 }
 
-/// An event counter + waiter count pair: the producer calls [`notify`], consumers call
-/// [`wait_until`] with their readiness condition.
+/// The wake-up words of a shared-memory queue's header (12 bytes, `repr(C)`: an event
+/// counter, a waiter count and the end-of-stream flag): the producer calls
+/// [`Doorbell::notify`] after publishing, consumers [`Doorbell::wait_until`] with their
+/// readiness condition. A zeroed mapping is a valid, quiet doorbell.
 ///
 /// Protocol (Dekker-style, all SeqCst): the producer publishes its data, increments `seq`,
 /// then reads `waiters` and wakes only if someone waits. A consumer reads `seq`, checks its
 /// condition, increments `waiters`, then sleeps only while `seq` is unchanged. Either the
 /// producer sees the waiter, or the kernel sees the new `seq` and does not sleep: no lost
 /// wake-up, and no syscall on the producer side when nobody waits.
-pub fn notify(seq: &AtomicU32, waiters: &AtomicU32) {
-    // SYNC POINT W: SeqCst pairs with the consumer's SeqCst `waiters` increment in
-    // `wait_until` (see the protocol above).
-    seq.fetch_add(1, Ordering::SeqCst);
-    if waiters.load(Ordering::SeqCst) > 0 {
-        wake_all(seq);
+#[repr(C)]
+pub struct Doorbell {
+    seq: AtomicU32,
+    waiters: AtomicU32,
+    eos: AtomicU32,
+}
+
+impl Doorbell {
+    /// Wakes the waiting consumers, if any (after a publication, or at shutdown).
+    pub fn notify(&self) {
+        // SYNC POINT W: SeqCst pairs with the consumer's SeqCst `waiters` increment in
+        // `wait_until` (see the protocol above).
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            wake_all(&self.seq);
+        }
+    }
+
+    /// Marks the end of the stream (one way) and [`Doorbell::notify`]s, so that a waiter
+    /// sees it: the end is a readiness condition of its own.
+    pub fn set_eos(&self) {
+        self.eos.store(1, Ordering::SeqCst);
+        self.notify();
+    }
+
+    /// Whether [`Doorbell::set_eos`] was called (Acquire).
+    pub fn is_eos(&self) -> bool {
+        self.eos.load(Ordering::Acquire) != 0
+    }
+
+    /// Waits until `ready()` is true (the consumer's side of the protocol above): spins for
+    /// `spin` first (polling), then sleeps on the futex. Inside the window `window()`
+    /// returns (absolute CLOCK_MONOTONIC ns, `[from, until)`: when the next message is
+    /// expected; asked again after every wake-up) it spins instead of sleeping, and before
+    /// the window it sleeps only until the window opens; this trades a bounded amount of
+    /// CPU per message for a hand-off without a wake-up. Gives up at `deadline` and returns
+    /// `ready()`'s last value.
+    pub fn wait_until(
+        &self,
+        spin: Duration,
+        window: impl FnMut() -> Option<(u64, u64)>,
+        deadline: Instant,
+        ready: impl FnMut() -> bool,
+    ) -> bool {
+        wait_until(&self.seq, &self.waiters, spin, window, deadline, ready)
     }
 }
 
-/// Sets the one-way flag `flag` to 1 (end of stream) and [`notify`]s, so that a waiter
-/// sees it: a set flag is a readiness condition of its own.
-pub fn raise(flag: &AtomicU32, seq: &AtomicU32, waiters: &AtomicU32) {
-    flag.store(1, Ordering::SeqCst);
-    notify(seq, waiters);
-}
-
-/// Waits until `ready()` is true: spins for `spin` first (polling), then sleeps on the
-/// futex. Inside the window `window()` returns (absolute CLOCK_MONOTONIC ns,
-/// `[from, until)`: when the next message is expected; asked again after every wake-up) it
-/// spins instead of sleeping, and before the window it sleeps only
-/// until the window opens; this trades a bounded amount of CPU per message for a hand-off
-/// without a wake-up. Gives up at `deadline` and returns `ready()`'s last value.
-pub fn wait_until(
+/// [`Doorbell::wait_until`] on the words `seq` and `waiters`.
+fn wait_until(
     seq: &AtomicU32,
     waiters: &AtomicU32,
     spin: Duration,
