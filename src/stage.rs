@@ -384,21 +384,23 @@ pub fn run(kind: StageKind, inst: &str, geometry: &str) -> i32 {
                 web_queue_capacity(cfg.encoder.bitrate_kbps),
             )
         };
+        let env = StageEnv {
+            cfg: &cfg,
+            fmt,
+            ctl: &ctl,
+            slot,
+        };
         match kind {
-            StageKind::Camera => camera(&cfg, fmt, &ctl, slot, &ring),
+            StageKind::Camera => camera(env, &ring),
             StageKind::Encode => encode(
-                &cfg,
-                fmt,
-                &ctl,
-                slot,
+                env,
                 &ring,
                 &queue,
                 cfg.web.enabled.then(web_queue).transpose()?.as_ref(),
             ),
-            StageKind::Network => network(&cfg, fmt, &ctl, slot, &queue),
-            StageKind::Detect => detect(&cfg, fmt, &ctl, slot, &ring),
-            StageKind::Web => crate::web::stage::run(&cfg, fmt, &ctl, slot, &web_queue()?)
-                .map_err(StageError::Web),
+            StageKind::Network => network(env, &queue),
+            StageKind::Detect => detect(env, &ring),
+            StageKind::Web => crate::web::stage::run(env, &web_queue()?).map_err(StageError::Web),
         }
     })();
     match result {
@@ -417,18 +419,33 @@ pub fn run(kind: StageKind, inst: &str, geometry: &str) -> i32 {
     }
 }
 
+/// What every stage function is given: the configuration, the stream's frame format
+/// (the supervisor's probe of the source), the control segment and the stage's own slot
+/// in it.
+#[derive(Clone, Copy)]
+pub(crate) struct StageEnv<'a> {
+    /// The run's configuration (the supervisor's, passed in `VR_STREAM_CONFIG`).
+    pub cfg: &'a Config,
+    /// Frame size and rate of the stream (from `--geometry`).
+    pub fmt: SourceFormat,
+    /// The control segment (stop, go, IDR requests, the stats segment).
+    pub ctl: &'a Control,
+    /// This stage's slot in it (state, heartbeat, counters, error).
+    pub slot: &'a StageSlot,
+}
+
 enum CamStop {
     Eof,
     Err(source::SourceError),
 }
 
-fn camera(
-    cfg: &Config,
-    fmt: SourceFormat,
-    ctl: &Control,
-    slot: &StageSlot,
-    ring: &FrameRing,
-) -> Result<(), StageError> {
+fn camera(env: StageEnv<'_>, ring: &FrameRing) -> Result<(), StageError> {
+    let StageEnv {
+        cfg,
+        fmt,
+        ctl,
+        slot,
+    } = env;
     let src_err = |src: &dyn source::FrameSource, error| StageError::Source {
         permanent: src.is_permanent(&error),
         error,
@@ -584,14 +601,17 @@ fn reopen(
 /// through a lossy writer (a full queue drops the copy, never delays this stage, and asks
 /// for no IDR: the web stage asks itself when a viewer needs one).
 fn encode(
-    cfg: &Config,
-    fmt: SourceFormat,
-    ctl: &Control,
-    slot: &StageSlot,
+    env: StageEnv<'_>,
     ring: &FrameRing,
     queue: &BitstreamQueue,
     web: Option<&BitstreamQueue>,
 ) -> Result<(), StageError> {
+    let StageEnv {
+        cfg,
+        fmt,
+        ctl,
+        slot,
+    } = env;
     // Realtime first: x264 creates its slice threads when it opens, and they inherit the
     // CPU set and SCHED_FIFO policy of this thread (and are locked with MCL_FUTURE).
     go_realtime(StageKind::Encode, cfg, slot)?;
@@ -697,13 +717,13 @@ fn encode(
 /// frame ring, latest-wins: frames it is too slow for are skipped, never waited for), at
 /// most every `detect.every_nth` frame; letterbox, then the ring slot is released, then
 /// inference, decode, NMS; the result and its timing go to the stats segment.
-fn detect(
-    cfg: &Config,
-    fmt: SourceFormat,
-    ctl: &Control,
-    slot: &StageSlot,
-    ring: &FrameRing,
-) -> Result<(), StageError> {
+fn detect(env: StageEnv<'_>, ring: &FrameRing) -> Result<(), StageError> {
+    let StageEnv {
+        cfg,
+        fmt,
+        ctl,
+        slot,
+    } = env;
     // Onto the detector's CPUs at background priority before ONNX Runtime starts any
     // thread: it starts one when it loads and opens the session, and a thread keeps the
     // CPU mask and nice value of the thread that created it (seen: an ONNX Runtime thread
@@ -776,13 +796,13 @@ enum MediaOut {
     Tcp(crate::net::TcpSender),
 }
 
-fn network(
-    cfg: &Config,
-    fmt: SourceFormat,
-    ctl: &Control,
-    slot: &StageSlot,
-    queue: &BitstreamQueue,
-) -> Result<(), StageError> {
+fn network(env: StageEnv<'_>, queue: &BitstreamQueue) -> Result<(), StageError> {
+    let StageEnv {
+        cfg,
+        fmt,
+        ctl,
+        slot,
+    } = env;
     let s = &cfg.stream;
     let ip: IpAddr =
         s.ip.parse()

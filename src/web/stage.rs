@@ -23,10 +23,10 @@ use super::{Hub, StreamDesc, auth::Gate, cert, server};
 use crate::config::Config;
 use crate::rt::{self, MonotonicNs, monotonic_ns};
 use crate::shm::bitstream::{BitstreamQueue, FLAG_KEYFRAME, Next};
-use crate::shm::control::{Control, StageSlot, StageState};
+use crate::shm::control::{Control, StageState};
 use crate::shm::stats::WebStats;
 use crate::source::SourceFormat;
-use crate::stage::{StageKind, beat, go_realtime, wait_go};
+use crate::stage::{StageEnv, StageKind, beat, go_realtime, wait_go};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,13 +42,13 @@ const STATS_EVERY_NS: u64 = 250_000_000;
 ///
 /// Errors: the certificate or key cannot be loaded, the port cannot be bound, the OS
 /// random source fails (no PIN or token without it).
-pub fn run(
-    cfg: &Config,
-    fmt: SourceFormat,
-    ctl: &Control,
-    slot: &StageSlot,
-    queue: &BitstreamQueue,
-) -> Result<(), String> {
+pub(crate) fn run(env: StageEnv<'_>, queue: &BitstreamQueue) -> Result<(), String> {
+    let StageEnv {
+        cfg,
+        fmt,
+        ctl,
+        slot,
+    } = env;
     // Scheduling first: the server's threads inherit this thread's CPUs and nice value.
     go_realtime(StageKind::Web, cfg, slot).map_err(|e| e.to_string())?;
     let (hub, app) = start(cfg, &fmt, ctl)?;
