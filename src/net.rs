@@ -480,11 +480,8 @@ mod tests {
     use super::*;
     use crate::rtp::{PacketBuf, Packetizer, RtpParams};
 
-    #[test]
-    fn sends_batches_on_loopback_and_counts_refusals() {
-        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let dest = rx.local_addr().unwrap();
-        let mut tx = UdpSender::new(dest, 34, 4).unwrap();
+    /// A 4 kB IDR access unit as RTP packets of at most 500 bytes: (packets, count).
+    fn packetized_idr() -> (PacketBuf, usize) {
         let mut pk = Packetizer::new(
             RtpParams {
                 ssrc: 1,
@@ -498,6 +495,15 @@ mod tests {
         let mut au = vec![0, 0, 0, 1, 0x65];
         au.extend(std::iter::repeat_n(7u8, 4000));
         let n = pk.packetize(&au, 0, None, &mut buf).unwrap();
+        (buf, n)
+    }
+
+    #[test]
+    fn sends_batches_on_loopback_and_counts_refusals() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dest = rx.local_addr().unwrap();
+        let mut tx = UdpSender::new(dest, 34, 4).unwrap();
+        let (buf, n) = packetized_idr();
         let st = tx.send(&buf);
         assert_eq!(st.packets as usize, n);
         assert_eq!(st.batches as usize, n.div_ceil(4));
@@ -544,19 +550,7 @@ mod tests {
         use std::io::Read;
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let dest = l.local_addr().unwrap();
-        let mut pk = Packetizer::new(
-            RtpParams {
-                ssrc: 1,
-                payload_type: 96,
-                payload_size: 500,
-                capture_time_ext_id: None,
-            },
-            0,
-        );
-        let mut buf = PacketBuf::default();
-        let mut au = vec![0, 0, 0, 1, 0x65];
-        au.extend(std::iter::repeat_n(7u8, 4000));
-        let n = pk.packetize(&au, 0, None, &mut buf).unwrap();
+        let (buf, n) = packetized_idr();
         let mut tx = TcpSender::new(dest, 34, 1 << 16);
         assert_eq!(tx.send_frame(&buf, 0), TcpFrame::Sent { fresh: true });
         assert_eq!(tx.send_frame(&buf, 1), TcpFrame::Sent { fresh: false });

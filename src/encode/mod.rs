@@ -132,9 +132,22 @@ pub trait VideoEncoder: Send {
 
     /// Current target bitrate, kbit/s.
     fn bitrate_kbps(&self) -> u32;
+}
 
-    /// Frame size and rate.
-    fn format(&self) -> SourceFormat;
+impl EncodeError {
+    /// Whether `i420` holds one I420 frame of `f` (more is allowed: a ring slot may be
+    /// larger). Errors: [`EncodeError::BadFrame`].
+    pub fn check_frame(i420: &[u8], f: SourceFormat) -> Result<(), EncodeError> {
+        if i420.len() < f.frame_bytes() {
+            return Err(EncodeError::BadFrame {
+                got: i420.len(),
+                want: f.frame_bytes(),
+                w: f.width,
+                h: f.height,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The encoder implementations.

@@ -259,14 +259,7 @@ impl V4l2M2mEncoder {
     /// Queues one frame and returns once its access unit is assembled.
     fn encode_frame(&mut self, i420: &[u8], force_idr: bool) -> Result<m2m::AuInfo, EncodeError> {
         let f = self.format;
-        if i420.len() < f.frame_bytes() {
-            return Err(EncodeError::BadFrame {
-                got: i420.len(),
-                want: f.frame_bytes(),
-                w: f.width,
-                h: f.height,
-            });
-        }
+        EncodeError::check_frame(i420, f)?;
         // Generous: the hardware takes a few ms; a stuck driver must not hang the stage
         // forever (the supervisor's heartbeat would replace it anyway).
         let deadline = Instant::now()
@@ -476,10 +469,6 @@ impl VideoEncoder for V4l2M2mEncoder {
 
     fn bitrate_kbps(&self) -> u32 {
         self.bitrate_kbps
-    }
-
-    fn format(&self) -> SourceFormat {
-        self.format
     }
 }
 

@@ -156,14 +156,7 @@ impl VideoEncoder for X264Encoder {
     fn encode(&mut self, i420: &[u8], force_idr: bool) -> Result<Encoded<'_>, EncodeError> {
         let f = self.format;
         let (w, h) = (f.width as usize, f.height as usize);
-        if i420.len() < f.frame_bytes() {
-            return Err(EncodeError::BadFrame {
-                got: i420.len(),
-                want: f.frame_bytes(),
-                w: f.width,
-                h: f.height,
-            });
-        }
+        EncodeError::check_frame(i420, f)?;
         let mut pic = std::mem::MaybeUninit::<x::x264_picture_t>::uninit();
         // SAFETY: x264_picture_init fully initializes the picture struct.
         unsafe { x::x264_picture_init(pic.as_mut_ptr()) };
@@ -271,11 +264,6 @@ impl VideoEncoder for X264Encoder {
     /// Current target bitrate, kbit/s.
     fn bitrate_kbps(&self) -> u32 {
         self.bitrate_kbps
-    }
-
-    /// Frame size and rate.
-    fn format(&self) -> SourceFormat {
-        self.format
     }
 }
 

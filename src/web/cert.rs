@@ -59,10 +59,10 @@ pub fn default_dir() -> PathBuf {
     }
 }
 
-fn read_pem(
-    cert: &Path,
-    key: &Path,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), CertError> {
+/// The identity in the PEM files `cert` (a certificate chain) and `key`; `generated`: we
+/// made the pair. Errors: [`CertError::Io`] for a file that cannot be read,
+/// [`CertError::Pem`] for one without a certificate or a private key.
+fn read_identity(cert: &Path, key: &Path, generated: bool) -> Result<Identity, CertError> {
     let pem = |path: &Path, what: &str| CertError::Pem {
         path: path.to_path_buf(),
         what: what.to_string(),
@@ -81,7 +81,12 @@ fn read_pem(
     let key_text = std::fs::read(key).map_err(|e| io(key, e))?;
     let key_der = PrivateKeyDer::from_pem_slice(&key_text)
         .map_err(|e| pem(key, &format!("no PEM private key ({e})")))?;
-    Ok((chain, key_der))
+    Ok(Identity {
+        chain,
+        key: key_der,
+        cert_path: cert.to_path_buf(),
+        generated,
+    })
 }
 
 /// Writes `text` to `path` through a temporary file in the same directory and a rename,
@@ -115,23 +120,11 @@ pub fn load_or_create(
     names: &[String],
 ) -> Result<Identity, CertError> {
     if let (Some(c), Some(k)) = (cert, key) {
-        let (chain, key) = read_pem(c, k)?;
-        return Ok(Identity {
-            chain,
-            key,
-            cert_path: c.to_path_buf(),
-            generated: false,
-        });
+        return read_identity(c, k, false);
     }
     let (c, k) = (dir.join("web-cert.pem"), dir.join("web-key.pem"));
     if c.exists() && k.exists() {
-        let (chain, key) = read_pem(&c, &k)?;
-        return Ok(Identity {
-            chain,
-            key,
-            cert_path: c,
-            generated: false,
-        });
+        return read_identity(&c, &k, false);
     }
     std::fs::create_dir_all(dir).map_err(|err| CertError::Io {
         path: dir.to_path_buf(),
@@ -157,26 +150,14 @@ pub fn load_or_create(
         },
     )?;
     if c.exists() && k.exists() {
-        let (chain, key) = read_pem(&c, &k)?;
-        return Ok(Identity {
-            chain,
-            key,
-            cert_path: c,
-            generated: false,
-        });
+        return read_identity(&c, &k, false);
     }
     let ck = rcgen::generate_simple_self_signed(names.to_vec())
         .map_err(|e| CertError::Generate(e.to_string()))?;
     // The key first: a certificate without its key is never left behind.
     write_atomic(&k, &ck.signing_key.serialize_pem(), 0o600)?;
     write_atomic(&c, &ck.cert.pem(), 0o644)?;
-    let (chain, key) = read_pem(&c, &k)?;
-    Ok(Identity {
-        chain,
-        key,
-        cert_path: c,
-        generated: true,
-    })
+    read_identity(&c, &k, true)
 }
 
 #[cfg(test)]

@@ -380,14 +380,21 @@ mod tests {
         (dir, PipeInput::Fifo(p), t)
     }
 
+    /// A Y4M stream: `header`, then three 16x16 I420 frames filled with `first`,
+    /// `first + 1`, `first + 2`.
+    fn y4m_16x16(header: &str, first: u8) -> Vec<u8> {
+        let mut bytes = header.as_bytes().to_vec();
+        for i in 0..3u8 {
+            bytes.extend_from_slice(b"FRAME\n");
+            bytes.extend(std::iter::repeat_n(first + i, 16 * 16 * 3 / 2));
+        }
+        bytes
+    }
+
     #[test]
     fn y4m_pipe_frames_in_order_then_end() {
         let frame = 16 * 16 * 3 / 2;
-        let mut bytes = b"YUV4MPEG2 W16 H16 F30:1 Ip C420jpeg\n".to_vec();
-        for i in 0..3u8 {
-            bytes.extend_from_slice(b"FRAME\n");
-            bytes.extend(std::iter::repeat_n(i, frame));
-        }
+        let bytes = y4m_16x16("YUV4MPEG2 W16 H16 F30:1 Ip C420jpeg\n", 0);
         let (_d, input, t) = fifo_with(bytes);
         let mut s = PipeSource::open(&input, PipeFormat::Y4m, fmt(64, 64)).unwrap();
         assert_eq!(
@@ -473,11 +480,7 @@ mod tests {
     #[test]
     fn y4m_resync_after_a_restart_finds_the_next_frame() {
         let frame = 16 * 16 * 3 / 2;
-        let mut bytes = b"YUV4MPEG2 W16 H16 F30:1\n".to_vec();
-        for i in 0..3u8 {
-            bytes.extend_from_slice(b"FRAME\n");
-            bytes.extend(std::iter::repeat_n(i + 1, frame));
-        }
+        let bytes = y4m_16x16("YUV4MPEG2 W16 H16 F30:1\n", 1);
         let (_d, input, t) = fifo_with(bytes);
         let (mut f, fm, hl) = open_input(&input, PipeFormat::Y4m, fmt(16, 16)).unwrap();
         // The previous reader died 100 bytes into frame 0.
