@@ -434,18 +434,20 @@ pub(crate) struct StageEnv<'a> {
     pub slot: &'a StageSlot,
 }
 
+impl<'a> StageEnv<'a> {
+    /// (config, format, control segment, slot), for a stage function's first line.
+    pub fn parts(self) -> (&'a Config, SourceFormat, &'a Control, &'a StageSlot) {
+        (self.cfg, self.fmt, self.ctl, self.slot)
+    }
+}
+
 enum CamStop {
     Eof,
     Err(source::SourceError),
 }
 
 fn camera(env: StageEnv<'_>, ring: &FrameRing) -> Result<(), StageError> {
-    let StageEnv {
-        cfg,
-        fmt,
-        ctl,
-        slot,
-    } = env;
+    let (cfg, fmt, ctl, slot) = env.parts();
     let src_err = |src: &dyn source::FrameSource, error| StageError::Source {
         permanent: src.is_permanent(&error),
         error,
@@ -606,12 +608,7 @@ fn encode(
     queue: &BitstreamQueue,
     web: Option<&BitstreamQueue>,
 ) -> Result<(), StageError> {
-    let StageEnv {
-        cfg,
-        fmt,
-        ctl,
-        slot,
-    } = env;
+    let (cfg, fmt, ctl, slot) = env.parts();
     // Realtime first: x264 creates its slice threads when it opens, and they inherit the
     // CPU set and SCHED_FIFO policy of this thread (and are locked with MCL_FUTURE).
     go_realtime(StageKind::Encode, cfg, slot)?;
@@ -718,12 +715,7 @@ fn encode(
 /// most every `detect.every_nth` frame; letterbox, then the ring slot is released, then
 /// inference, decode, NMS; the result and its timing go to the stats segment.
 fn detect(env: StageEnv<'_>, ring: &FrameRing) -> Result<(), StageError> {
-    let StageEnv {
-        cfg,
-        fmt,
-        ctl,
-        slot,
-    } = env;
+    let (cfg, fmt, ctl, slot) = env.parts();
     // Onto the detector's CPUs at background priority before ONNX Runtime starts any
     // thread: it starts one when it loads and opens the session, and a thread keeps the
     // CPU mask and nice value of the thread that created it (seen: an ONNX Runtime thread
@@ -797,12 +789,7 @@ enum MediaOut {
 }
 
 fn network(env: StageEnv<'_>, queue: &BitstreamQueue) -> Result<(), StageError> {
-    let StageEnv {
-        cfg,
-        fmt,
-        ctl,
-        slot,
-    } = env;
+    let (cfg, fmt, ctl, slot) = env.parts();
     let s = &cfg.stream;
     let ip: IpAddr =
         s.ip.parse()

@@ -43,12 +43,7 @@ const STATS_EVERY_NS: u64 = 250_000_000;
 /// Errors: the certificate or key cannot be loaded, the port cannot be bound, the OS
 /// random source fails (no PIN or token without it).
 pub(crate) fn run(env: StageEnv<'_>, queue: &BitstreamQueue) -> Result<(), String> {
-    let StageEnv {
-        cfg,
-        fmt,
-        ctl,
-        slot,
-    } = env;
+    let (cfg, fmt, ctl, slot) = env.parts();
     // Scheduling first: the server's threads inherit this thread's CPUs and nice value.
     go_realtime(StageKind::Web, cfg, slot).map_err(|e| e.to_string())?;
     let (hub, app) = start(cfg, &fmt, ctl)?;
