@@ -24,9 +24,8 @@
 #               their figures need an idle machine); `cargo bench --bench NAME` runs them
 #   5. aarch64  scripts/test-aarch64.sh: the Pi 5 build (Cortex-A76, v4l2-m2m) and the
 #               tests that run under qemu-user. The build starts in the background when
-#               step 2 starts: step 2 leaves ~8% of the two CPUs idle (rustc waits on
-#               dependencies, links), step 3 most of one, and step 4's tests mostly wait on
-#               real time (31% used); the aarch64 build is ~500 s of compiling. It runs at SCHED_IDLE
+#               step 4 starts: those tests mostly wait on real time (31% of the two CPUs
+#               used), and the aarch64 build is ~500 s of compiling. It runs at SCHED_IDLE
 #               (any other task, let alone the SCHED_FIFO stages, preempts it at once) with
 #               idle I/O priority, into a target directory on tmpfs (no block writeback,
 #               whose interrupt lands on CPU 1 under the realtime stages: docs/testing.md).
@@ -66,6 +65,13 @@ step() { # step NAME COMMAND...
 
 FEATURES=(--features vr-stream/v4l2-m2m)
 step fmt cargo fmt --all --check
+# cargo-clippy hands its arguments to clippy-driver in CLIPPY_ARGS, separated so.
+CLIPPY_DRIVER="$(command -v clippy-driver)" ||
+    { echo "test.sh: no clippy-driver (rustup component add clippy)" >&2; exit 1; }
+LINTED=(env RUSTC_WORKSPACE_WRAPPER="$CLIPPY_DRIVER" CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__")
+step build "${LINTED[@]}" cargo test --release --workspace --all-targets "${FEATURES[@]}" --no-run
+step libcamera bash scripts/build-libcamera.sh
+sync
 # The aarch64 build, in the background (see 5. above). /dev/shm is tmpfs; where it is
 # mounted noexec the emulated tests could not run from it, so the build stays in target/.
 if findmnt -no OPTIONS /dev/shm 2>/dev/null | grep -qw noexec; then
@@ -75,18 +81,11 @@ else
     A64_TMP="$A64_DIR"
 fi
 A64_LOG=target/aarch64-build.log
-mkdir -p "$A64_DIR" target
+mkdir -p "$A64_DIR"
 A64_T0=$SECONDS
 CARGO_TARGET_DIR="$A64_DIR" setsid -w chrt --idle 0 ionice -c 3 \
     bash scripts/test-aarch64.sh --build-only >"$A64_LOG" 2>&1 &
 A64_PID=$!
-# cargo-clippy hands its arguments to clippy-driver in CLIPPY_ARGS, separated so.
-CLIPPY_DRIVER="$(command -v clippy-driver)" ||
-    { echo "test.sh: no clippy-driver (rustup component add clippy)" >&2; exit 1; }
-LINTED=(env RUSTC_WORKSPACE_WRAPPER="$CLIPPY_DRIVER" CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__")
-step build "${LINTED[@]}" cargo test --release --workspace --all-targets "${FEATURES[@]}" --no-run
-step libcamera bash scripts/build-libcamera.sh
-sync
 step test "${LINTED[@]}" cargo test --release --workspace --tests "${FEATURES[@]}"
 aarch64() {
     local pid="$A64_PID"
