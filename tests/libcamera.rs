@@ -299,11 +299,20 @@ fn stream(
     let mut ff = start_ffmpeg(&sdp, port);
     let stdout = ff.stdout.take().unwrap();
     let luma = width * H;
-    let decoded = std::thread::spawn(move || {
-        let mut lumas = vec![];
-        for_each_frame(stdout, luma * 3 / 2, |f| lumas.push(f[..luma].to_vec()));
-        lumas
-    });
+    // Frames ffmpeg decoded so far: the sampler below takes its first look at the camera
+    // stage once frames flow end to end.
+    let decoded_n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let decoded = {
+        let n = decoded_n.clone();
+        std::thread::spawn(move || {
+            let mut lumas = vec![];
+            for_each_frame(stdout, luma * 3 / 2, |f| {
+                lumas.push(f[..luma].to_vec());
+                n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            });
+            lumas
+        })
+    };
     let args = [
         source_args,
         &[
@@ -319,7 +328,7 @@ fn stream(
     let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
         let (inst, ended) = (inst.clone(), ended.clone());
-        std::thread::spawn(move || resources_over_the_run(&inst, &ended))
+        std::thread::spawn(move || resources_over_the_run(&inst, &ended, &decoded_n))
     };
     let t0 = Instant::now();
     let out = in_root(root, dir, yaml, &bins.join("vr-stream"), &args);
@@ -364,7 +373,7 @@ fn stream(
         field("sent")
     );
     // Buffers are recycled: the camera stage (it holds the camera's buffers and requests)
-    // gained no descriptors or resident memory from 3 s in to its end.
+    // gained no descriptors or resident memory from 1 s of frames decoded to its end.
     assert!(!early.is_empty(), "the camera stage was never seen");
     for (pid, (fds0, kb0)) in &early {
         if let Some((fds1, kb1)) = late.get(pid) {
@@ -390,13 +399,19 @@ fn stream(
 /// Open descriptors and VmRSS (kB) by PID.
 type Resources = std::collections::HashMap<u32, (usize, u64)>;
 
+/// Frames decoded end to end before the first look at the camera stage: by then it has
+/// configured the camera, allocated its buffers and queued its requests (1 s at 60 fps).
+const STREAMING_AFTER: usize = 60;
+
 /// The open descriptors and VmRSS (kB) of the camera stage of vr-stream instance `inst`
 /// (which holds the camera's buffers and requests; it runs in the root but is this
-/// machine's process), 3 s after the last of them appeared
+/// machine's process) once `decoded` frames reached [`STREAMING_AFTER`] (a look taken
+/// before then, while the stage was still opening the camera, saw 8 descriptors, then 9),
 /// and at each one's last look before it ended (or `ended` is set): (early, late), by PID.
 fn resources_over_the_run(
     inst: &str,
     ended: &std::sync::atomic::AtomicBool,
+    decoded: &std::sync::atomic::AtomicUsize,
 ) -> (Resources, Resources) {
     let look = || -> Resources {
         processes_of(inst)
@@ -414,27 +429,22 @@ fn resources_over_the_run(
             .collect()
     };
     let t0 = Instant::now();
-    // When the last process of the run appeared (the stages start after the root is set up
-    // and the camera configured): `early` is 3 s after that.
-    let mut grew: Option<Instant> = None;
-    let (mut known, mut early, mut late) = (0, Resources::new(), Resources::new());
+    let mut seen = false;
+    let (mut early, mut late) = (Resources::new(), Resources::new());
     while t0.elapsed() < Duration::from_secs(120)
         && !ended.load(std::sync::atomic::Ordering::Relaxed)
     {
         let now = look();
-        if grew.is_some() && now.is_empty() {
+        if seen && now.is_empty() {
             break;
         }
-        if now.len() > known {
-            known = now.len();
-            grew = Some(Instant::now());
-            early.clear();
-        }
-        if grew.is_some_and(|t| t.elapsed() >= Duration::from_secs(3)) {
-            if early.is_empty() {
-                early = now.clone();
+        seen |= !now.is_empty();
+        if decoded.load(std::sync::atomic::Ordering::Relaxed) >= STREAMING_AFTER {
+            // A stage's first look once frames flow (one started later, a restart, from
+            // its own first look), and its last look while it lived.
+            for (pid, r) in &now {
+                early.entry(*pid).or_insert(*r);
             }
-            // Each process's last look while it lived (they end one by one).
             late.extend(now);
         }
         std::thread::sleep(Duration::from_millis(100));
