@@ -270,7 +270,21 @@ fn stream(
     let sdp = dir.join("stream.sdp");
     let (p, s) = (port.to_string(), sdp.to_str().unwrap().to_string());
     let fr = frames.to_string();
+    // The Pi 5's layout on this 2-CPU machine: the default maps the camera, network and
+    // encode stages all onto CPU 1, where the camera stage's libcamera threads (SCHED_FIFO
+    // 90, inherited) preempt a single x264 thread that, on the Pi, has CPUs 2-3 beside it.
+    // Measured so in CI: encode p99 20.7 ms at 60 fps and 13 frames lost to latest-wins.
+    // Here the encoder has CPU 1 to itself, as its slice threads do on the Pi.
+    let layout = dir.join("layout.toml");
+    std::fs::write(
+        &layout,
+        "[stages.camera]\ncpu = 0\n[stages.network]\ncpu = 0\n[stages.encode]\ncpus = \"1\"\n",
+    )
+    .unwrap();
+    let layout = layout.to_str().unwrap().to_string();
     let common = [
+        "--config",
+        layout.as_str(),
         "--ip",
         "127.0.0.1",
         "--port",
