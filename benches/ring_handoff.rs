@@ -25,9 +25,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use vr_stream::quickbench::measure::produce_probe;
 use vr_stream::rt::{self, monotonic_ns};
 use vr_stream::shm::bitstream::{AuMeta, BitstreamQueue, Next};
-use vr_stream::shm::frame_ring::{FrameMeta, FrameRing, RingGeometry, SPIN, Take};
+use vr_stream::shm::frame_ring::{FrameRing, RingGeometry, SPIN, Take};
 
 const ROLE: &str = "VR_BENCH_RING_ROLE";
 const FRAME: (u32, u32) = (1280, 720);
@@ -218,19 +219,7 @@ fn run_case(kind: &str, n: usize, size: usize) -> ([f64; 4], String) {
             let t0 = monotonic_ns() + period;
             for i in 0..n as u64 {
                 rt::sleep_until_ns(t0 + i * period);
-                p.produce(|buf| {
-                    // The "camera" writes its frame; the hand-off starts after that.
-                    buf[..64].fill(i as u8);
-                    let now = monotonic_ns();
-                    Ok::<_, ()>(FrameMeta {
-                        frame_id: i,
-                        capture_ns: now,
-                        published_ns: now,
-                        len: buf.len() as u64,
-                        ..Default::default()
-                    })
-                })
-                .unwrap();
+                produce_probe(&mut p, i);
             }
             ring.set_eos();
             let pl = peer.placement.clone();

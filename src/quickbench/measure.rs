@@ -11,7 +11,7 @@ use crate::encode::{EncoderParams, open_encoder};
 use crate::net::UdpSender;
 use crate::rt::{self, monotonic_ns};
 use crate::rtp::{PacketBuf, Packetizer, RtpParams};
-use crate::shm::frame_ring::{FrameMeta, FrameRing, RingGeometry, Take};
+use crate::shm::frame_ring::{FrameMeta, FrameRing, Producer, RingGeometry, Take};
 use crate::source::{self, FrameSource, SourceFormat};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -202,21 +202,30 @@ pub fn ring_child(spec: &str) -> i32 {
     let t0 = monotonic_ns() + 20_000_000;
     for i in 0..n {
         rt::sleep_until_ns(t0 + i * period);
-        let _ = p.produce(|buf| {
-            // The frame is written (here: its first bytes); the hand-off starts after that.
-            buf[..64].fill(i as u8);
-            let now = monotonic_ns();
-            Ok::<_, ()>(FrameMeta {
-                frame_id: i,
-                capture_ns: now,
-                published_ns: now,
-                len: buf.len() as u64,
-                ..Default::default()
-            })
-        });
+        produce_probe(&mut p, i);
     }
     ring.set_eos();
     0
+}
+
+/// Publishes probe frame `i` of a hand-off measurement (this module's ring section,
+/// `benches/ring_handoff.rs`): the frame is written first (here: its first 64 bytes, set to
+/// `i`), then stamped, capture and publish time both CLOCK_MONOTONIC now, so that a
+/// consumer's time taken − `published_ns` is the hand-off alone. Returns the published
+/// position.
+pub fn produce_probe(p: &mut Producer<'_>, i: u64) -> u64 {
+    let Ok(pos) = p.produce(|buf| {
+        buf[..64].fill(i as u8);
+        let now = monotonic_ns();
+        Ok::<_, std::convert::Infallible>(FrameMeta {
+            frame_id: i,
+            capture_ns: now,
+            published_ns: now,
+            len: buf.len() as u64,
+            ..Default::default()
+        })
+    });
+    pos
 }
 
 /// Hand-off latency of the project's frame ring between two processes: a child (this
