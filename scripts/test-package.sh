@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Tests the Debian packages that scripts/package.sh builds
-# (`scripts/test-package.sh [--prebuilt]`: --prebuilt is given to package.sh):
+# (`scripts/test-package.sh [--prebuilt] [amd64] [arm64]`, default both; --prebuilt is given
+# to package.sh; scripts/test.sh tests amd64 while the aarch64 build is still running):
 #   arm64 (cross-built here): dpkg-deb -I / -c: architecture, Depends (libx264-164, libc6),
 #     the six programs in /usr/bin as AArch64 executables, the three units, the conffile,
 #     the docs;
@@ -16,16 +17,32 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 fail() { echo "test-package: FAIL: $*" >&2; exit 1; }
 ok() { echo "test-package: ok: $*"; }
-[ "$(id -u)" = 0 ] || fail "needs root to install the amd64 package with dpkg -i"
-if dpkg-query -W -f '${Status}' vr-stream 2>/dev/null | grep -q installed; then
-    fail "a vr-stream package is installed on this machine already: not touching it (dpkg --purge vr-stream first)"
+PREBUILT=()
+if [ "${1:-}" = --prebuilt ]; then PREBUILT=(--prebuilt); shift; fi
+ARCHES=("$@")
+[ ${#ARCHES[@]} -gt 0 ] || ARCHES=(amd64 arm64)
+for a in "${ARCHES[@]}"; do
+    case "$a" in
+        amd64 | arm64) ;;
+        *) echo "test-package: unknown argument '$a' (allowed: --prebuilt first, amd64, arm64)" >&2; exit 2 ;;
+    esac
+done
+want() { [[ " ${ARCHES[*]} " == *" $1 "* ]]; }
+if want amd64; then
+    [ "$(id -u)" = 0 ] || fail "needs root to install the amd64 package with dpkg -i"
+    if dpkg-query -W -f '${Status}' vr-stream 2>/dev/null | grep -q installed; then
+        fail "a vr-stream package is installed on this machine already: not touching it (dpkg --purge vr-stream first)"
+    fi
 fi
-mapfile -t DEBS < <(bash scripts/package.sh "$@" amd64 arm64)
-AMD64="${DEBS[0]}"
-ARM64="${DEBS[1]}"
-[ -f "$AMD64" ] && [ -f "$ARM64" ] || fail "scripts/package.sh made no .deb: ${DEBS[*]}"
+mapfile -t DEBS < <(bash scripts/package.sh "${PREBUILT[@]}" "${ARCHES[@]}")
+[ ${#DEBS[@]} -eq ${#ARCHES[@]} ] || fail "scripts/package.sh made ${#DEBS[@]} .deb for ${#ARCHES[@]} architectures: ${DEBS[*]}"
+declare -A DEB
+for i in "${!ARCHES[@]}"; do
+    [ -f "${DEBS[$i]}" ] || fail "scripts/package.sh made no .deb for ${ARCHES[$i]}: ${DEBS[$i]}"
+    DEB[${ARCHES[$i]}]="${DEBS[$i]}"
+done
 WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"; dpkg --purge vr-stream >/dev/null 2>&1 || true' EXIT
+trap 'rm -rf "$WORK"' EXIT
 
 PROGRAMS="vr-stream vr-receive quick-bench setup dashboard vr-stream-fetch-yolo"
 UNITS="vr-stream.service vr-stream-governor.service vr-stream-wifi.service"
@@ -51,12 +68,18 @@ check_contents() { # check_contents DEB ARCH
     fi
     ok "$deb: $arch, Depends: $dep; $(grep -c . "$WORK/files") entries"
 }
-check_contents "$ARM64" arm64
-dpkg-deb -x "$ARM64" "$WORK/arm64"
-for p in vr-stream vr-receive quick-bench setup dashboard; do
-    readelf -h "$WORK/arm64/usr/bin/$p" | grep -q "Machine:.*AArch64" || fail "arm64 /usr/bin/$p is not an AArch64 executable"
-done
-ok "the arm64 programs are AArch64 executables"
+if want arm64; then
+    check_contents "${DEB[arm64]}" arm64
+    dpkg-deb -x "${DEB[arm64]}" "$WORK/arm64"
+    for p in vr-stream vr-receive quick-bench setup dashboard; do
+        readelf -h "$WORK/arm64/usr/bin/$p" | grep -q "Machine:.*AArch64" || fail "arm64 /usr/bin/$p is not an AArch64 executable"
+    done
+    ok "the arm64 programs are AArch64 executables"
+fi
+want amd64 || exit 0
+# From here on this script may have installed the package: removed whatever the outcome.
+trap 'rm -rf "$WORK"; dpkg --purge vr-stream >/dev/null 2>&1 || true' EXIT
+AMD64="${DEB[amd64]}"
 check_contents "$AMD64" amd64
 
 # What the install may touch: only the package's own files.

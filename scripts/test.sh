@@ -17,25 +17,28 @@
 #               time), from step 2's dependencies: only the libcamera crates, vr-source and
 #               vr-stream are compiled
 #   4. camera   tests/libcamera.rs: that build against libcamera's virtual camera, alone
-#               (before the background build of step 6 starts: see there)
+#               (before the background build of step 7 starts: see there)
 #   5. test     cargo test --tests: unit and integration tests (builds nothing more: the
 #               same wrapper and lint flags, which are part of each crate's fingerprint). The
 #               benchmarks were compiled in step 2 and are not run here: `cargo test
 #               --all-targets` would run each one's main (70 s of measurements, and
 #               their figures need an idle machine); `cargo bench --bench NAME` runs them.
 #               Step 4's tests are skipped here by exact name
-#   6. aarch64  scripts/test-aarch64.sh: the Pi 5 build (Cortex-A76, v4l2-m2m) and the
+#   6. package  scripts/test-package.sh --prebuilt amd64: the amd64 .deb from step 2's
+#               binaries (no third build), installed and run, while step 7's build
+#               finishes (it takes the CPU the packaging leaves)
+#   7. aarch64  scripts/test-aarch64.sh: the Pi 5 build (Cortex-A76, v4l2-m2m) and the
 #               tests that run under qemu-user. The build starts in the background when
 #               step 5 starts: those tests mostly wait on real time (31% of the two CPUs
-#               used), and the aarch64 build is ~500 s of compiling. It runs at SCHED_IDLE
+#               used), and the aarch64 build is ~930 CPU-s of compiling. It runs at SCHED_IDLE
 #               with idle I/O priority, into a target directory on tmpfs (no block
 #               writeback, whose interrupt lands on CPU 1 under the realtime stages:
 #               docs/testing.md), and in an autogroup at nice 19: SCHED_IDLE alone did not
 #               make it free (the kernel shares CPU between autogroups first; started with
 #               step 2 it doubled that step, 517 -> 1057 s, and the libcamera tests lost
 #               frames next to it). This step waits for it, then runs the emulated tests.
-#   7. package  scripts/test-package.sh --prebuilt: both .deb from the binaries of steps 2
-#               and 6 (no third and fourth build), arm64 inspected, amd64 installed and run
+#   8. pkg-arm64 scripts/test-package.sh --prebuilt arm64: the arm64 .deb from step 7's
+#               binaries, inspected
 #
 # Debian 12 lacks what the two features need: scripts/feature-env.sh fetches Debian
 # trixie's kernel headers (v4l2r's bindings) into the cache; libcamera is step 3's root.
@@ -86,7 +89,7 @@ for t in $(grep -A1 '^#\[test\]' tests/libcamera.rs | grep -oP '^fn \K\w+'); do
     CAMERA_SKIPS+=(--skip "$t")
 done
 [ "${#CAMERA_SKIPS[@]}" -gt 0 ] || { echo "test.sh: no tests found in tests/libcamera.rs" >&2; exit 1; }
-# The aarch64 build, in the background (see 6. above). /dev/shm is tmpfs; where it is
+# The aarch64 build, in the background (see 7. above). /dev/shm is tmpfs; where it is
 # mounted noexec the emulated tests could not run from it, so the build stays in target/.
 if findmnt -no OPTIONS /dev/shm 2>/dev/null | grep -qw noexec; then
     A64_DIR="$PWD/target/aarch64-background"
@@ -120,7 +123,8 @@ aarch64() {
     echo "test.sh: the background aarch64 build ended $((SECONDS - A64_T0)) s after it started"
     CARGO_TARGET_DIR="$A64_DIR" bash scripts/test-aarch64.sh --run-only
 }
+step package bash scripts/test-package.sh --prebuilt amd64
 step aarch64 aarch64
-step package bash scripts/test-package.sh --prebuilt
+step pkg-arm64 bash scripts/test-package.sh --prebuilt arm64
 CURRENT=
 echo "test.sh: all steps passed"
