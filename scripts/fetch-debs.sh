@@ -16,7 +16,7 @@ echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.
 APT=(-o "Dir::Etc::SourceList=$APTDIR/sources.list" -o "Dir::Etc::SourceParts=/nonexistent"
      -o "Dir::State::Lists=$APTDIR/lists" -o "Dir::Cache=$APTDIR/cache"
      -o "APT::Architectures::=amd64" -o "APT::Architectures::=arm64" -o "APT::Sandbox::User=root")
-# Refresh the package lists at most once a day.
+# Refresh the package lists at most once a day; each .deb is unpacked once.
 if [ -z "$(find "$APTDIR/lists" -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null | head -1)" ]; then
     apt-get "${APT[@]}" update -qq >&2
 fi
@@ -27,7 +27,14 @@ for p in "$@"; do
         apt-get "${APT[@]}" download "$p/$SUITE" >&2
     fi
 done
+# Each .deb is unpacked once (a stamp per file name): scripts sourcing feature-env.sh run
+# this concurrently (scripts/test.sh's background aarch64 build beside the libcamera
+# build), and unpacking again would rewrite headers another build may be reading.
+mkdir -p "$ROOT/.unpacked"
 for d in "$APTDIR"/debs/*.deb; do
+    stamp="$ROOT/.unpacked/$(basename "$d")"
+    [ -e "$stamp" ] && continue
     dpkg-deb -x "$d" "$ROOT"
+    touch "$stamp"
 done
 echo "$ROOT"
