@@ -27,9 +27,9 @@ for p in "$@"; do
         apt-get "${APT[@]}" download "$p/$SUITE" >&2
     fi
 done
-# Each .deb is unpacked once (a stamp per file name): scripts sourcing feature-env.sh run
-# this concurrently (scripts/test.sh's background aarch64 build beside the libcamera
-# build), and unpacking again would rewrite headers another build may be reading.
+# Each .deb is unpacked once (a stamp per file name): every script that sources
+# feature-env.sh runs this, and unpacking again rewrote the same headers each time, while
+# scripts/test.sh's background aarch64 build may be reading them.
 mkdir -p "$ROOT/.unpacked"
 for d in "$APTDIR"/debs/*.deb; do
     stamp="$ROOT/.unpacked/$(basename "$d")"

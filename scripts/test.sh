@@ -16,7 +16,8 @@
 #               (scripts/libcamera-root.sh, cached outside the repository: ~2 min the first
 #               time), from step 2's dependencies: only the libcamera crates, vr-source and
 #               vr-stream are compiled
-#   4. camera   tests/libcamera.rs: that build against libcamera's virtual camera
+#   4. camera   tests/libcamera.rs: that build against libcamera's virtual camera, alone
+#               (before the background build of step 7 starts: see there)
 #   5. test     cargo test --tests: unit and integration tests (builds nothing more: the
 #               same wrapper and lint flags, which are part of each crate's fingerprint). The
 #               benchmarks were compiled in step 2 and are not run here: `cargo test
@@ -27,17 +28,17 @@
 #               binaries (no third build), installed and run, while step 7's build
 #               finishes (it takes the CPU the packaging leaves)
 #   7. aarch64  scripts/test-aarch64.sh: the Pi 5 build (Cortex-A76, v4l2-m2m) and the
-#               tests that run under qemu-user. The build starts in the background after
-#               step 2 (both builds keep both CPUs busy): steps 3-5 leave CPU time unused
-#               (the tests of step 5 mostly wait on real time: 31% of the two CPUs used),
-#               and the aarch64 build is ~930 CPU-s of compiling. It runs at SCHED_IDLE
+#               tests that run under qemu-user. The build starts in the background when
+#               step 5 starts: those tests mostly wait on real time (31% of the two CPUs
+#               used), and the aarch64 build is ~930 CPU-s of compiling. It runs at SCHED_IDLE
 #               with idle I/O priority, into a target directory on tmpfs (no block
 #               writeback, whose interrupt lands on CPU 1 under the realtime stages:
 #               docs/testing.md), and in an autogroup at nice 19: SCHED_IDLE alone did not
 #               make it free (the kernel shares CPU between autogroups first; started with
 #               step 2 it doubled that step, 517 -> 1057 s, and the libcamera tests lost
-#               41 of 600 frames next to it; at nice 19 they lose 2-3, as alone, and
-#               decode as well). This step waits for it, then runs the emulated tests.
+#               41 of 600 frames next to it; even at nice 19, started before step 3, they
+#               lost 18 in a CI run, encode max 129 ms). This step waits for it, then runs
+#               the emulated tests.
 #   8. pkg-arm64 scripts/test-package.sh --prebuilt arm64: the arm64 .deb from step 7's
 #               binaries, inspected
 #
@@ -78,6 +79,18 @@ CLIPPY_DRIVER="$(command -v clippy-driver)" ||
     { echo "test.sh: no clippy-driver (rustup component add clippy)" >&2; exit 1; }
 LINTED=(env RUSTC_WORKSPACE_WRAPPER="$CLIPPY_DRIVER" CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__")
 step build "${LINTED[@]}" cargo test --release --workspace --all-targets "${FEATURES[@]}" --no-run
+step libcamera bash scripts/build-libcamera.sh
+sync
+# The libcamera tests first, alone: a virtual camera's JPEG frames, x264 at 720p60 (two
+# cameras: 2560x720) and ffmpeg's decode need both CPUs, and next to the background
+# aarch64 build a CI run lost 41 of 600 frames to latest-wins (the test allows 12) and
+# decoded the right eye at 35.7 dB. Step 4 skips them (by exact name).
+step camera "${LINTED[@]}" cargo test --release --workspace "${FEATURES[@]}" --test libcamera
+CAMERA_SKIPS=()
+for t in $(grep -A1 '^#\[test\]' tests/libcamera.rs | grep -oP '^fn \K\w+'); do
+    CAMERA_SKIPS+=(--skip "$t")
+done
+[ "${#CAMERA_SKIPS[@]}" -gt 0 ] || { echo "test.sh: no tests found in tests/libcamera.rs" >&2; exit 1; }
 # The aarch64 build, in the background (see 7. above). /dev/shm is tmpfs; where it is
 # mounted noexec the emulated tests could not run from it, so the build stays in target/.
 if findmnt -no OPTIONS /dev/shm 2>/dev/null | grep -qw noexec; then
@@ -99,16 +112,6 @@ CARGO_TARGET_DIR="$A64_DIR" setsid -w bash -c \
      exec chrt --idle 0 ionice -c 3 bash scripts/test-aarch64.sh --build-only' \
     >"$A64_LOG" 2>&1 &
 A64_PID=$!
-step libcamera bash scripts/build-libcamera.sh
-sync
-# The libcamera tests, before the others: a step of their own (its time shown apart), and
-# step 5 skips them (by exact name).
-step camera "${LINTED[@]}" cargo test --release --workspace "${FEATURES[@]}" --test libcamera
-CAMERA_SKIPS=()
-for t in $(grep -A1 '^#\[test\]' tests/libcamera.rs | grep -oP '^fn \K\w+'); do
-    CAMERA_SKIPS+=(--skip "$t")
-done
-[ "${#CAMERA_SKIPS[@]}" -gt 0 ] || { echo "test.sh: no tests found in tests/libcamera.rs" >&2; exit 1; }
 step test "${LINTED[@]}" cargo test --release --workspace --tests "${FEATURES[@]}" \
     -- --exact "${CAMERA_SKIPS[@]}"
 aarch64() {
