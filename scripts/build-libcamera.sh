@@ -23,6 +23,12 @@ cd "$(dirname "$0")/.."
 # value would make cargo rerun v4l2r's build script.
 . scripts/feature-env.sh
 ROOT="$(bash scripts/libcamera-root.sh)"
+# Every crate is downloaded here, on this machine, and the build in the root is --offline:
+# the root has only Debian's CA certificates, so a registry reached through a proxy or
+# mirror with a CA of its own, which this machine trusts, failed there ("SSL certificate
+# problem: self-signed certificate in certificate chain", downloading bindgen for
+# libcamera-sys). ~/.cargo, where they land, is bound into the root.
+cargo fetch --locked --target "$(rustc -vV | sed -n 's/^host: //p')" >&2
 SRC=target/release
 DST=target/libcamera/release
 if [ -d "$SRC/deps" ]; then
@@ -54,7 +60,7 @@ fi
 bash scripts/in-libcamera-root.sh "$ROOT" "${BINDS[@]}" -- \
     env -C "$PWD" HOME="$HOME" PATH="$HOME/.cargo/bin:/usr/bin:/bin" \
     "${FEATURE_ENV[@]}" CARGO_TARGET_DIR=target/libcamera \
-    "${LINTED[@]}" cargo test --release --workspace --features vr-stream/v4l2-m2m,vr-stream/libcamera \
+    "${LINTED[@]}" cargo test --offline --release --workspace --features vr-stream/v4l2-m2m,vr-stream/libcamera \
     --test libcamera --no-run >&2
 for p in vr-stream quick-bench; do
     [ -x "$DST/$p" ] || { echo "build-libcamera: the build did not leave $DST/$p" >&2; exit 1; }
