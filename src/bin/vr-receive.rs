@@ -130,6 +130,13 @@ fn spread(v: &[u64]) -> serde_json::Value {
     serde_json::json!({ "losses": r.len(), "p50": r[r.len() / 2], "max": r[r.len() - 1] })
 }
 
+/// A UDP socket bound to `addr`; the error names the port by `what` (`--port`, `RTCP
+/// port`, ...), e.g. "RTCP port 5005: cannot listen on udp 0.0.0.0:5005: Address in use".
+fn bind_udp(what: &str, addr: SocketAddr) -> Result<UdpSocket, String> {
+    UdpSocket::bind(addr)
+        .map_err(|e| format!("{what} {}: cannot listen on udp {addr}: {e}", addr.port()))
+}
+
 fn pct(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
@@ -168,22 +175,11 @@ fn run(cli: &Cli) -> Result<(), String> {
         return Err("--json and -o - both want stdout: write the stream to a file".into());
     }
     let rtp_addr = SocketAddr::new(cli.bind, port);
-    let rtp = UdpSocket::bind(rtp_addr)
-        .map_err(|e| format!("--port {}: cannot listen on udp {rtp_addr}: {e}", port))?;
+    let rtp = bind_udp("--port", rtp_addr)?;
     let rtcp_addr = SocketAddr::new(cli.bind, port + 1);
-    let rtcp_sock = UdpSocket::bind(rtcp_addr).map_err(|e| {
-        format!(
-            "RTCP port {}: cannot listen on udp {rtcp_addr}: {e}",
-            port + 1
-        )
-    })?;
+    let rtcp_sock = bind_udp("RTCP port", rtcp_addr)?;
     let fec_addr = SocketAddr::new(cli.bind, port + 2);
-    let fec_sock = UdpSocket::bind(fec_addr).map_err(|e| {
-        format!(
-            "FEC port {}: cannot listen on udp {fec_addr}: {e}",
-            port + 2
-        )
-    })?;
+    let fec_sock = bind_udp("FEC port", fec_addr)?;
     for s in [&rtp, &rtcp_sock, &fec_sock] {
         s.set_nonblocking(true).map_err(|e| e.to_string())?;
     }

@@ -13,6 +13,13 @@ use ort::value::TensorRef;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// What a detection returns: the detections, best first, in source pixels, and the time
+/// each part took.
+pub type Detected = Result<(Vec<Detection>, Timing), DetectError>;
+
+/// A letterbox into the model input (`super::letterbox_i420`, `super::letterbox_rgb`).
+type Prep = fn(&[u8], &Letterbox, &mut [f32]) -> Result<(), PrepError>;
+
 /// How to get the library, for errors about a configured one.
 pub const INSTALL_HINT: &str = "run vr-stream-fetch-yolo (it fetches ONNX Runtime >= 1.22 and YOLO11n where --yolo \
      looks), or take onnxruntime/capi/libonnxruntime.so.1.31.1 from the PyPI wheel onnxruntime==1.31.1 and set \
@@ -220,38 +227,27 @@ impl Detector {
     ///
     /// Errors: [`DetectError::Prep`] for a short frame, [`DetectError::Run`],
     /// [`DetectError::Shape`] for an output of neither YOLO layout.
-    pub fn detect_i420(
-        &mut self,
-        frame: &[u8],
-        w: u32,
-        h: u32,
-    ) -> Result<(Vec<Detection>, Timing), DetectError> {
-        let t0 = Instant::now();
-        let lb = Letterbox::new(w, h, self.size);
-        super::letterbox_i420(frame, &lb, &mut self.input)?;
-        self.finish(lb, t0.elapsed())
+    pub fn detect_i420(&mut self, frame: &[u8], w: u32, h: u32) -> Detected {
+        self.detect(super::letterbox_i420, frame, w, h)
     }
 
     /// Detects in an interleaved 8-bit RGB picture of `w × h`; as [`Self::detect_i420`].
     ///
     /// Errors: as [`Self::detect_i420`].
-    pub fn detect_rgb(
-        &mut self,
-        rgb: &[u8],
-        w: u32,
-        h: u32,
-    ) -> Result<(Vec<Detection>, Timing), DetectError> {
+    pub fn detect_rgb(&mut self, rgb: &[u8], w: u32, h: u32) -> Detected {
+        self.detect(super::letterbox_rgb, rgb, w, h)
+    }
+
+    /// Letterboxes `pixels` (`w × h`) into the model input with `prep`, then runs the model;
+    /// the letterbox's time is [`Timing::prep`].
+    fn detect(&mut self, prep: Prep, pixels: &[u8], w: u32, h: u32) -> Detected {
         let t0 = Instant::now();
         let lb = Letterbox::new(w, h, self.size);
-        super::letterbox_rgb(rgb, &lb, &mut self.input)?;
+        prep(pixels, &lb, &mut self.input)?;
         self.finish(lb, t0.elapsed())
     }
 
-    fn finish(
-        &mut self,
-        lb: Letterbox,
-        prep: Duration,
-    ) -> Result<(Vec<Detection>, Timing), DetectError> {
+    fn finish(&mut self, lb: Letterbox, prep: Duration) -> Detected {
         let s = self.size as i64;
         let t1 = Instant::now();
         let tensor = TensorRef::from_array_view(([1i64, 3, s, s], &self.input[..]))

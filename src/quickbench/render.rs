@@ -22,6 +22,11 @@ fn wrap(text: &str, first: &str, rest: &str) -> String {
     s
 }
 
+/// One item of a section: wrapped, indented 2 columns, its continuation lines 4.
+fn item(text: &str) -> String {
+    wrap(text, "  ", "    ")
+}
+
 fn num(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0}")
@@ -45,9 +50,7 @@ pub fn pct(p: &Percentiles) -> String {
 
 fn not<T>(s: &Section<T>) -> Option<String> {
     match s {
-        Section::NotMeasured { reason } => {
-            Some(wrap(&format!("not measured: {reason}"), "  ", "    "))
-        }
+        Section::NotMeasured { reason } => Some(item(&format!("not measured: {reason}"))),
         Section::Measured(_) => None,
     }
 }
@@ -116,14 +119,12 @@ pub fn jitter(s: &Section<JitterSection>) -> String {
         )
     };
     match &j.fifo {
-        Section::Measured(r) => out.push_str(&wrap(&run(r), "  ", "    ")),
-        Section::NotMeasured { reason } => out.push_str(&wrap(
-            &format!("SCHED_FIFO: not measured: {reason}"),
-            "  ",
-            "    ",
-        )),
+        Section::Measured(r) => out.push_str(&item(&run(r))),
+        Section::NotMeasured { reason } => {
+            out.push_str(&item(&format!("SCHED_FIFO: not measured: {reason}")))
+        }
     }
-    out.push_str(&wrap(&run(&j.other), "  ", "    "));
+    out.push_str(&item(&run(&j.other)));
     out
 }
 
@@ -132,37 +133,28 @@ pub fn memory(m: &MemorySection) -> String {
     format!(
         "3. Frame copy ({:.2} MB)\n{}",
         m.frame_bytes as f64 / 1e6,
-        wrap(
-            &format!("{} per frame, {:.1} GB/s", pct(&m.copy), m.gb_per_s),
-            "  ",
-            "    "
-        )
+        item(&format!(
+            "{} per frame, {:.1} GB/s",
+            pct(&m.copy),
+            m.gb_per_s
+        ))
     )
 }
 
 /// 4. Ring.
 pub fn ring(s: &Section<RingSection>) -> String {
-    let mut out = String::from("4. Frame ring hand-off between two processes\n");
+    let out = String::from("4. Frame ring hand-off between two processes\n");
     if let Some(n) = not(s) {
         return out + &n;
     }
     let r = s.get().unwrap();
-    out.push_str(&wrap(
-        &format!("{} ({} frames missed)", pct(&r.handoff), r.drops),
-        "  ",
-        "    ",
-    ));
-    out.push_str(&wrap(
-        &format!("producer {}, consumer {}", r.producer, r.consumer),
-        "  ",
-        "    ",
-    ));
-    out
+    out + &item(&format!("{} ({} frames missed)", pct(&r.handoff), r.drops))
+        + &item(&format!("producer {}, consumer {}", r.producer, r.consumer))
 }
 
 /// 5. Encoder.
 pub fn encoder(s: &Section<EncoderSection>) -> String {
-    let mut out = match s.get() {
+    let out = match s.get() {
         Some(e) => format!("5. Encoder ({})\n", e.backend),
         None => String::from("5. Encoder\n"),
     };
@@ -170,32 +162,20 @@ pub fn encoder(s: &Section<EncoderSection>) -> String {
         return out + &n;
     }
     let e = s.get().unwrap();
-    out.push_str(&wrap(
-        &format!("encode {} ({} frames)", pct(&e.encode), e.frames),
-        "  ",
-        "    ",
-    ));
-    out.push_str(&wrap(
-        &format!("packetize + send {}", pct(&e.packetize_send)),
-        "  ",
-        "    ",
-    ));
-    out.push_str(&wrap(
-        &format!(
-            "bitrate {:.0} of {} kbit/s; {}; source {}",
-            e.achieved_kbps, e.target_kbps, e.placement, e.source
-        ),
-        "  ",
-        "    ",
-    ));
-    out
+    let rate = format!(
+        "bitrate {:.0} of {} kbit/s; {}; source {}",
+        e.achieved_kbps, e.target_kbps, e.placement, e.source
+    );
+    out + &item(&format!("encode {} ({} frames)", pct(&e.encode), e.frames))
+        + &item(&format!("packetize + send {}", pct(&e.packetize_send)))
+        + &item(&rate)
 }
 
 /// 6. Detector.
 pub fn detector(s: &Section<Percentiles>) -> String {
     let out = String::from("6. Detector (YOLO)\n");
     match s {
-        Section::Measured(p) => out + &wrap(&format!("inference {}", pct(p)), "  ", "    "),
+        Section::Measured(p) => out + &item(&format!("inference {}", pct(p))),
         _ => out + &not(s).unwrap(),
     }
 }
@@ -207,17 +187,16 @@ pub fn camera(s: &Section<CameraSection>) -> String {
         return out + &n;
     }
     let c = s.get().unwrap();
-    out.push_str(&wrap(
-        &format!("{}: interval {}", c.device, pct(&c.interval)),
-        "  ",
-        "    ",
-    ));
-    out.push_str(&wrap(&format!("jitter {}", pct(&c.jitter)), "  ", "    "));
-    out.push_str(&wrap(
-        &format!("capture latency {}", pct(&c.capture_latency)),
-        "  ",
-        "    ",
-    ));
+    out.push_str(&item(&format!(
+        "{}: interval {}",
+        c.device,
+        pct(&c.interval)
+    )));
+    out.push_str(&item(&format!("jitter {}", pct(&c.jitter))));
+    out.push_str(&item(&format!(
+        "capture latency {}",
+        pct(&c.capture_latency)
+    )));
     out
 }
 
@@ -225,19 +204,13 @@ pub fn camera(s: &Section<CameraSection>) -> String {
 pub fn network(n: &NetworkSection) -> String {
     let mut out = format!("8. Network to {}\n", n.ip);
     match &n.route {
-        Section::Measured(r) => out.push_str(&wrap(
-            &format!(
-                "route: from {} via {}{}",
-                r.source,
-                r.interface,
-                if r.wireless { " (Wi-Fi)" } else { "" }
-            ),
-            "  ",
-            "    ",
-        )),
-        Section::NotMeasured { reason } => {
-            out.push_str(&wrap(&format!("route: {reason}"), "  ", "    "))
-        }
+        Section::Measured(r) => out.push_str(&item(&format!(
+            "route: from {} via {}{}",
+            r.source,
+            r.interface,
+            if r.wireless { " (Wi-Fi)" } else { "" }
+        ))),
+        Section::NotMeasured { reason } => out.push_str(&item(&format!("route: {reason}"))),
     }
     match &n.wifi {
         Section::Measured(w) => {
@@ -245,61 +218,43 @@ pub fn network(n: &NetworkSection) -> String {
                 v.map(|x| format!("{x}{unit}"))
                     .unwrap_or_else(|| "?".into())
             };
-            out.push_str(&wrap(
-                &format!(
-                    "Wi-Fi {}: signal {}, quality {}, tx bitrate {}, power save {}",
-                    w.interface,
-                    o(w.signal_dbm, " dBm"),
-                    o(w.link_quality, ""),
-                    o(w.tx_bitrate_mbps, " Mbit/s"),
-                    match w.power_save {
-                        Some(true) => "ON (turn it off: sudo setup --apply)",
-                        Some(false) => "off",
-                        None => "?",
-                    }
-                ),
-                "  ",
-                "    ",
-            ))
+            out.push_str(&item(&format!(
+                "Wi-Fi {}: signal {}, quality {}, tx bitrate {}, power save {}",
+                w.interface,
+                o(w.signal_dbm, " dBm"),
+                o(w.link_quality, ""),
+                o(w.tx_bitrate_mbps, " Mbit/s"),
+                match w.power_save {
+                    Some(true) => "ON (turn it off: sudo setup --apply)",
+                    Some(false) => "off",
+                    None => "?",
+                }
+            )))
         }
-        Section::NotMeasured { reason } => {
-            out.push_str(&wrap(&format!("Wi-Fi: {reason}"), "  ", "    "))
-        }
+        Section::NotMeasured { reason } => out.push_str(&item(&format!("Wi-Fi: {reason}"))),
     }
     match &n.rtt {
-        Section::Measured(p) => out.push_str(&wrap(
-            &format!(
-                "UDP round trip (echo on port {}): {}, {} lost",
-                n.echo_port,
-                pct(p),
-                n.lost
-            ),
-            "  ",
-            "    ",
-        )),
-        Section::NotMeasured { reason } => out.push_str(&wrap(
-            &format!("round trip: not measured: {reason}"),
-            "  ",
-            "    ",
-        )),
+        Section::Measured(p) => out.push_str(&item(&format!(
+            "UDP round trip (echo on port {}): {}, {} lost",
+            n.echo_port,
+            pct(p),
+            n.lost
+        ))),
+        Section::NotMeasured { reason } => {
+            out.push_str(&item(&format!("round trip: not measured: {reason}")))
+        }
     }
     match &n.icmp {
-        Section::Measured(p) => out.push_str(&wrap(
-            &format!(
-                "ICMP echo round trip ({} socket): {}, {} of {} lost",
-                n.icmp_socket,
-                pct(p),
-                n.icmp_lost,
-                super::network::ICMP_PROBES
-            ),
-            "  ",
-            "    ",
-        )),
-        Section::NotMeasured { reason } => out.push_str(&wrap(
-            &format!("ICMP echo: not measured: {reason}"),
-            "  ",
-            "    ",
-        )),
+        Section::Measured(p) => out.push_str(&item(&format!(
+            "ICMP echo round trip ({} socket): {}, {} of {} lost",
+            n.icmp_socket,
+            pct(p),
+            n.icmp_lost,
+            super::network::ICMP_PROBES
+        ))),
+        Section::NotMeasured { reason } => {
+            out.push_str(&item(&format!("ICMP echo: not measured: {reason}")))
+        }
     }
     out
 }
@@ -364,9 +319,9 @@ mod tests {
 
     #[test]
     fn long_text_is_wrapped_to_80_columns() {
-        let s = wrap(&"word ".repeat(60), "  ", "    ");
+        let s = item(&"word ".repeat(60));
         assert!(s.lines().all(|l| l.chars().count() <= WIDTH));
-        let s = wrap(&"x".repeat(200), "  ", "    ");
+        let s = item(&"x".repeat(200));
         assert!(s.lines().all(|l| l.chars().count() <= WIDTH), "{s}");
         let p = Percentiles {
             unit: "us",

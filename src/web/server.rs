@@ -406,11 +406,20 @@ where
 }
 
 fn router(app: Arc<App>) -> Router {
-    let mut r = Router::new()
-        .route("/api/login", post(login))
-        .route("/api/session", get(session))
+    // What needs a live session: refused with 403 before a body is read or a WebSocket
+    // upgraded. `GET /api/session` is 204 while the session cookie is valid (a reconnecting
+    // page asks before it tries again, and shows the PIN form when its session is gone).
+    let with_session = Router::new()
+        .route("/api/session", get(|| async { StatusCode::NO_CONTENT }))
         .route("/api/webrtc", post(webrtc))
         .route("/ws", get(ws))
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            require_session,
+        ));
+    let mut r = Router::new()
+        .route("/api/login", post(login))
+        .merge(with_session)
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }));
     for &(path, ctype, body) in ASSETS {
         r = r.route(
@@ -500,18 +509,24 @@ fn session_token(headers: &HeaderMap) -> Option<String> {
         .map(|c| c.value().to_string())
 }
 
-/// Whether the request carries a live session; a refusal is counted.
-fn authorized(app: &App, headers: &HeaderMap) -> bool {
-    let token = session_token(headers).unwrap_or_default();
+/// Lets a request through only when it carries a live session; else 403 [`NO_SESSION`],
+/// and the refusal is counted.
+async fn require_session(
+    State(app): State<Arc<App>>,
+    req: Request<Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    let token = session_token(req.headers()).unwrap_or_default();
     let ok = app
         .gate
         .lock()
         .map(|g| g.allows(&token, monotonic_ns()))
         .unwrap_or(false);
-    if !ok {
-        app.hub.refused();
+    if ok {
+        return next.run(req).await;
     }
-    ok
+    app.hub.refused();
+    text(StatusCode::FORBIDDEN, NO_SESSION)
 }
 
 const NO_SESSION: &str = "no valid session: log in with the PIN first\n";
@@ -594,25 +609,11 @@ async fn login(
     }
 }
 
-/// `GET /api/session`: 204 while the session cookie is valid, else 403 (a reconnecting
-/// page asks before it tries again, and shows the PIN form when its session is gone).
-async fn session(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if authorized(&app, &headers) {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        text(StatusCode::FORBIDDEN, NO_SESSION)
-    }
-}
-
 async fn webrtc(
     State(app): State<Arc<App>>,
     Extension(c): Extension<Conn>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !authorized(&app, &headers) {
-        return text(StatusCode::FORBIDDEN, NO_SESSION);
-    }
     let Some(offer) = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v["sdp"].as_str().map(str::to_string))
@@ -640,12 +641,8 @@ async fn webrtc(
 async fn ws(
     State(app): State<Arc<App>>,
     Extension(c): Extension<Conn>,
-    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if !authorized(&app, &headers) {
-        return text(StatusCode::FORBIDDEN, NO_SESSION);
-    }
     let Some(slot) = app.viewer_slot() else {
         return text(StatusCode::SERVICE_UNAVAILABLE, TOO_MANY);
     };
