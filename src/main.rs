@@ -139,104 +139,66 @@ enum Cmd {
     },
 }
 
+/// The command line's settings as a configuration layer: `section.key` for each option
+/// given, in this order (a later entry for the same key wins: `--no-web` over `--web`).
 fn overrides(cli: &Cli) -> toml::Table {
+    fn text(v: &Option<String>) -> Option<toml::Value> {
+        v.clone().map(toml::Value::String)
+    }
+    fn int<T: Into<u64>>(v: Option<T>) -> Option<toml::Value> {
+        v.map(|v| toml::Value::Integer(v.into().min(i64::MAX as u64) as i64))
+    }
+    fn flag(given: bool, value: bool) -> Option<toml::Value> {
+        given.then_some(toml::Value::Boolean(value))
+    }
+    let entries = [
+        ("stream", "ip", text(&cli.ip)),
+        ("stream", "port", int(cli.port)),
+        ("stream", "payload_size", int(cli.payload_size)),
+        ("stream", "sdp", text(&cli.sdp)),
+        ("source", "uri", text(&cli.source)),
+        ("source", "pipe_format", text(&cli.pipe_format)),
+        ("source", "stereo", flag(cli.stereo, true)),
+        ("source", "right_uri", text(&cli.source_right)),
+        ("source", "loop", flag(cli.looping, true)),
+        ("source", "width", int(cli.width)),
+        ("source", "height", int(cli.height)),
+        ("source", "fps", int(cli.fps)),
+        ("source", "frames", int(cli.frames)),
+        ("encoder", "backend", text(&cli.encoder)),
+        ("encoder", "bitrate_kbps", int(cli.bitrate)),
+        (
+            "detect",
+            "enabled",
+            flag(cli.yolo || cli.yolo_overlay, true),
+        ),
+        ("detect", "overlay", flag(cli.yolo_overlay, true)),
+        ("detect", "model", text(&cli.yolo_model)),
+        ("abr", "enabled", flag(cli.no_abr, false)),
+        ("stream", "tcp", flag(cli.tcp, true)),
+        (
+            "web",
+            "enabled",
+            flag(cli.web || cli.web_port.is_some(), true),
+        ),
+        ("web", "enabled", flag(cli.no_web, false)),
+        ("web", "port", int(cli.web_port)),
+        ("web", "pin", text(&cli.web_pin)),
+        ("web", "cert", text(&cli.cert)),
+        ("web", "key", text(&cli.key)),
+        ("rt", "strict", flag(cli.strict_rt, true)),
+        ("stats", "interval_s", int(cli.stats_interval)),
+        ("stats", "latency_log", text(&cli.latency_log)),
+    ];
     let mut t = toml::Table::new();
-    let mut set = |section: &str, key: &str, v: toml::Value| {
-        let s = t
-            .entry(section.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        if let toml::Value::Table(s) = s {
-            s.insert(key.to_string(), v);
+    for (section, key, value) in entries {
+        let Some(value) = value else { continue };
+        if let toml::Value::Table(s) = t
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        {
+            s.insert(key.to_string(), value);
         }
-    };
-    let s = |v: &String| toml::Value::String(v.clone());
-    let i = |v: u64| toml::Value::Integer(v.min(i64::MAX as u64) as i64);
-    if let Some(v) = &cli.ip {
-        set("stream", "ip", s(v));
-    }
-    if let Some(v) = &cli.port {
-        set("stream", "port", i(*v as u64));
-    }
-    if let Some(v) = &cli.payload_size {
-        set("stream", "payload_size", i(*v as u64));
-    }
-    if let Some(v) = &cli.sdp {
-        set("stream", "sdp", s(v));
-    }
-    if let Some(v) = &cli.source {
-        set("source", "uri", s(v));
-    }
-    if let Some(v) = &cli.pipe_format {
-        set("source", "pipe_format", s(v));
-    }
-    if cli.stereo {
-        set("source", "stereo", toml::Value::Boolean(true));
-    }
-    if let Some(v) = &cli.source_right {
-        set("source", "right_uri", s(v));
-    }
-    if cli.looping {
-        set("source", "loop", toml::Value::Boolean(true));
-    }
-    if let Some(v) = &cli.width {
-        set("source", "width", i(*v as u64));
-    }
-    if let Some(v) = &cli.height {
-        set("source", "height", i(*v as u64));
-    }
-    if let Some(v) = &cli.fps {
-        set("source", "fps", i(*v as u64));
-    }
-    if let Some(v) = &cli.frames {
-        set("source", "frames", i(*v));
-    }
-    if let Some(v) = &cli.encoder {
-        set("encoder", "backend", s(v));
-    }
-    if let Some(v) = &cli.bitrate {
-        set("encoder", "bitrate_kbps", i(*v as u64));
-    }
-    if cli.yolo || cli.yolo_overlay {
-        set("detect", "enabled", toml::Value::Boolean(true));
-    }
-    if cli.yolo_overlay {
-        set("detect", "overlay", toml::Value::Boolean(true));
-    }
-    if let Some(v) = &cli.yolo_model {
-        set("detect", "model", s(v));
-    }
-    if cli.no_abr {
-        set("abr", "enabled", toml::Value::Boolean(false));
-    }
-    if cli.tcp {
-        set("stream", "tcp", toml::Value::Boolean(true));
-    }
-    if cli.web || cli.web_port.is_some() {
-        set("web", "enabled", toml::Value::Boolean(true));
-    }
-    if cli.no_web {
-        set("web", "enabled", toml::Value::Boolean(false));
-    }
-    if let Some(v) = &cli.web_port {
-        set("web", "port", i(*v as u64));
-    }
-    if let Some(v) = &cli.web_pin {
-        set("web", "pin", s(v));
-    }
-    if let Some(v) = &cli.cert {
-        set("web", "cert", s(v));
-    }
-    if let Some(v) = &cli.key {
-        set("web", "key", s(v));
-    }
-    if cli.strict_rt {
-        set("rt", "strict", toml::Value::Boolean(true));
-    }
-    if let Some(v) = &cli.stats_interval {
-        set("stats", "interval_s", i(*v as u64));
-    }
-    if let Some(v) = &cli.latency_log {
-        set("stats", "latency_log", s(v));
     }
     t
 }
