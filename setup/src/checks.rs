@@ -61,6 +61,15 @@ pub fn all_tuned(rows: &[Row]) -> bool {
     rows.iter().all(|r| r.status != Status::NotTuned)
 }
 
+/// A check's current state from what is off: `fine` when nothing is, else the list.
+fn state(bad: &[String], fine: &str) -> String {
+    if bad.is_empty() {
+        fine.into()
+    } else {
+        bad.join(", ")
+    }
+}
+
 fn row(
     item: Item,
     what: &str,
@@ -253,11 +262,7 @@ pub fn check(t: &Target) -> Vec<Row> {
         Item::Sysctl,
         "sysctl at boot (sysctl.d)",
         bad.is_empty(),
-        if bad.is_empty() {
-            "all set".into()
-        } else {
-            bad.join(", ")
-        },
+        state(&bad, "all set"),
         wanted_text.clone(),
         &fix,
         Effect::Now,
@@ -274,11 +279,7 @@ pub fn check(t: &Target) -> Vec<Row> {
             Item::Sysctl,
             "sysctl (running)",
             bad.is_empty(),
-            if bad.is_empty() {
-                "all set".into()
-            } else {
-                bad.join(", ")
-            },
+            state(&bad, "all set"),
             wanted_text,
             APPLY,
             Effect::Now,
@@ -457,11 +458,7 @@ pub fn check(t: &Target) -> Vec<Row> {
                 Item::Governor,
                 "governor (running)",
                 bad.is_empty(),
-                if bad.is_empty() {
-                    "performance".into()
-                } else {
-                    bad.join(", ")
-                },
+                state(&bad, "performance"),
                 "performance".into(),
                 APPLY,
                 Effect::Now,

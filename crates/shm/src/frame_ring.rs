@@ -19,6 +19,7 @@
 //! one.
 
 use super::{KIND_HEADER_OFFSET, Kind, Layout, Segment, ShmError, align_up, futex};
+use std::io::ErrorKind::{AddrInUse, InvalidInput};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -168,14 +169,8 @@ impl FrameRing {
             || g.width == 0
             || g.height == 0
         {
-            return Err(ShmError::Io {
-                name: name.into(),
-                op: "create",
-                err: std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    format!("bad ring geometry {g:?}"),
-                ),
-            });
+            let msg = format!("bad ring geometry {g:?}");
+            return Err(ShmError::refused(name, "create", InvalidInput, msg));
         }
         let (layout, stride, data_offset) = layout_of(&g);
         let seg = Segment::create(name, layout)?;
@@ -231,14 +226,7 @@ impl FrameRing {
         debug_assert!(i < MAX_CONSUMERS);
         // SAFETY: i < MAX_CONSUMERS, and the consumer array follows the header inside the
         // kind header, which the layout check covers.
-        unsafe {
-            &*(self
-                .seg
-                .base()
-                .add(KIND_HEADER_OFFSET + std::mem::size_of::<RingHeader>())
-                as *const ConsumerState)
-                .add(i)
-        }
+        unsafe { &*self.seg.array_after::<RingHeader, ConsumerState>().add(i) }
     }
 
     fn slot_meta(&self, s: usize) -> *mut FrameMeta {
@@ -329,14 +317,13 @@ impl FrameRing {
     /// keeping its position and counters; a crashed holder's slot is released.
     pub fn consumer(&self, i: usize) -> Result<Consumer<'_>, ShmError> {
         if i >= self.hdr().consumers as usize {
-            return Err(ShmError::Io {
-                name: self.seg.name().into(),
-                op: "attach consumer",
-                err: std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    format!("consumer {i} of {}", self.hdr().consumers),
-                ),
-            });
+            let msg = format!("consumer {i} of {}", self.hdr().consumers);
+            return Err(ShmError::refused(
+                self.seg.name(),
+                "attach consumer",
+                InvalidInput,
+                msg,
+            ));
         }
         let st = self.consumer_state(i);
         claim(&st.pid, self.seg.name(), "consumer")?;
@@ -371,14 +358,8 @@ fn claim(word: &AtomicU32, name: &str, role: &str) -> Result<(), ShmError> {
             return Ok(());
         }
         if cur != 0 && super::pid_alive(cur) {
-            return Err(ShmError::Io {
-                name: name.into(),
-                op: "claim role",
-                err: std::io::Error::new(
-                    std::io::ErrorKind::AddrInUse,
-                    format!("{role} role held by running process {cur}"),
-                ),
-            });
+            let msg = format!("{role} role held by running process {cur}");
+            return Err(ShmError::refused(name, "claim role", AddrInUse, msg));
         }
         if word
             .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Acquire)

@@ -117,6 +117,23 @@ pub enum ShmError {
     },
 }
 
+impl ShmError {
+    /// [`ShmError::Io`]: segment `name`, operation `op`, the OS's error `err`.
+    pub(crate) fn io(name: &str, op: &'static str, err: io::Error) -> ShmError {
+        ShmError::Io {
+            name: name.to_string(),
+            op,
+            err,
+        }
+    }
+
+    /// [`ShmError::Io`] for a refusal of ours rather than the OS's: an error of `kind`
+    /// saying `msg`.
+    pub(crate) fn refused(name: &str, op: &'static str, kind: io::ErrorKind, msg: String) -> Self {
+        Self::io(name, op, io::Error::new(kind, msg))
+    }
+}
+
 /// The first 64 bytes of every segment.
 #[repr(C)]
 pub struct SegmentHeader {
@@ -204,11 +221,7 @@ impl Segment {
     /// writing the kind header.
     pub fn create(name: &str, layout: Layout) -> Result<Segment, ShmError> {
         let path = segment_path(name);
-        let io_err = |op, err| ShmError::Io {
-            name: name.to_string(),
-            op,
-            err,
-        };
+        let io_err = |op, err| ShmError::io(name, op, err);
         if path.exists() {
             match read_owner(&path) {
                 Some(pid) if pid_alive(pid) && pid != std::process::id() => {
@@ -275,11 +288,7 @@ impl Segment {
     /// [`ShmError::NotInitialized`].
     pub fn open(name: &str, expect: Layout) -> Result<Segment, ShmError> {
         let path = segment_path(name);
-        let io_err = |op, err| ShmError::Io {
-            name: name.to_string(),
-            op,
-            err,
-        };
+        let io_err = |op, err| ShmError::io(name, op, err);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -369,6 +378,15 @@ impl Segment {
     /// Base address of the mapping (for the kind modules, which cast offsets into it).
     pub fn base(&self) -> *mut u8 {
         self.map.as_ptr() as *mut u8
+    }
+
+    /// Element 0 of the array of `T` that follows kind header `H`:
+    /// `KIND_HEADER_OFFSET + size_of::<H>()` bytes into the mapping. Whether the array is
+    /// there (a checked layout that holds it) is the caller's to know before reading.
+    pub fn array_after<H, T>(&self) -> *const T {
+        self.base()
+            .wrapping_add(KIND_HEADER_OFFSET + std::mem::size_of::<H>())
+            .cast::<T>()
     }
 
     /// Length of the mapping, bytes.

@@ -522,14 +522,7 @@ impl Stats {
     pub fn stage(&self, i: usize) -> &StageSlot {
         assert!(i < STAGES);
         // SAFETY: i < STAGES; the slots follow the header inside the checked kind header.
-        unsafe {
-            &*(self
-                .seg
-                .base()
-                .add(KIND_HEADER_OFFSET + std::mem::size_of::<StatsHeader>())
-                as *const StageSlot)
-                .add(i)
-        }
+        unsafe { &*self.seg.array_after::<StatsHeader, StageSlot>().add(i) }
     }
 
     fn record(&self, i: usize) -> &RecordSlot {
