@@ -523,11 +523,10 @@ pub fn check(t: &Target) -> Vec<Row> {
             Item::Irq,
             "network/USB IRQs (running)",
             bad.is_empty(),
-            if bad.is_empty() {
-                format!("none on CPUs {} ({} checked)", t.isolated, irqs.len())
-            } else {
-                bad.join(", ")
-            },
+            state(
+                &bad,
+                &format!("none on CPUs {} ({} checked)", t.isolated, irqs.len()),
+            ),
             format!("on CPUs {}", t.housekeeping()),
             APPLY,
             Effect::Now,
