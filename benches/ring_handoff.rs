@@ -29,6 +29,7 @@ use vr_stream::quickbench::measure::produce_probe;
 use vr_stream::rt::{self, monotonic_ns};
 use vr_stream::shm::bitstream::{AuMeta, BitstreamQueue, Next};
 use vr_stream::shm::frame_ring::{FrameRing, RingGeometry, SPIN, Take};
+use vr_stream::source::SourceFormat;
 
 const ROLE: &str = "VR_BENCH_RING_ROLE";
 const FRAME: (u32, u32) = (1280, 720);
@@ -39,10 +40,12 @@ const SPIN_WINDOW_US: u64 = 500;
 
 fn geom() -> RingGeometry {
     RingGeometry {
-        width: FRAME.0,
-        height: FRAME.1,
-        fps_num: 60,
-        fps_den: 1,
+        format: SourceFormat {
+            width: FRAME.0,
+            height: FRAME.1,
+            fps_num: 60,
+            fps_den: 1,
+        },
         consumers: 1,
     }
 }

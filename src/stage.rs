@@ -227,10 +227,7 @@ pub fn queue_capacity(bitrate_kbps: u32) -> usize {
 /// stage when `detect` is on.
 pub fn ring_geometry(f: &SourceFormat, detect: bool) -> RingGeometry {
     RingGeometry {
-        width: f.width,
-        height: f.height,
-        fps_num: f.fps_num,
-        fps_den: f.fps_den,
+        format: *f,
         consumers: 1 + detect as u32,
     }
 }

@@ -6,16 +6,19 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use vr_stream::shm::frame_ring::{FrameMeta, FrameRing, RingGeometry, Take};
+use vr_stream::source::SourceFormat;
 
 const FRAMES: u64 = 150_000;
 const ROLE_ENV: &str = "VR_RING_STRESS_ROLE";
 
 fn geom() -> RingGeometry {
     RingGeometry {
-        width: 64,
-        height: 32,
-        fps_num: 1000,
-        fps_den: 1,
+        format: SourceFormat {
+            width: 64,
+            height: 32,
+            fps_num: 1000,
+            fps_den: 1,
+        },
         consumers: 2,
     }
 }

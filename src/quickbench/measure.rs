@@ -183,10 +183,12 @@ pub fn ring_child(spec: &str) -> i32 {
         return 2;
     };
     let g = RingGeometry {
-        width: w as u32,
-        height: h as u32,
-        fps_num: 60,
-        fps_den: 1,
+        format: SourceFormat {
+            width: w as u32,
+            height: h as u32,
+            fps_num: 60,
+            fps_den: 1,
+        },
         consumers: 1,
     };
     let ring = match FrameRing::open(f[0], g) {
@@ -234,10 +236,12 @@ pub fn produce_probe(p: &mut Producer<'_>, i: u64) -> u64 {
 pub fn ring(cfg: &Config, n: usize, progress: Progress) -> Section<RingSection> {
     let name = format!("vrs-quickbench-{}", std::process::id());
     let g = RingGeometry {
-        width: cfg.source.width,
-        height: cfg.source.height,
-        fps_num: 60,
-        fps_den: 1,
+        format: SourceFormat {
+            width: cfg.source.width,
+            height: cfg.source.height,
+            fps_num: 60,
+            fps_den: 1,
+        },
         consumers: 1,
     };
     let ring = match FrameRing::create(&name, g) {
@@ -250,7 +254,7 @@ pub fn ring(cfg: &Config, n: usize, progress: Progress) -> Section<RingSection> 
     let ecpus = crate::stage::StageKind::Encode.placement(cfg).cpus;
     let spec = format!(
         "{name},{n},{period},{ccpu},{},{},{}",
-        cfg.stages.camera.priority, g.width, g.height
+        cfg.stages.camera.priority, g.format.width, g.format.height
     );
     let exe = match std::env::current_exe() {
         Ok(e) => e,

@@ -5,8 +5,8 @@
 //! controller ([`abr`]), the NTP-style clock offset ([`clock`]), the reference receiver's
 //! core ([`receiver`]), RFC 4571 framing
 //! ([`framing`]), detections with their wire format ([`detection`]), and the sender's
-//! decisions for one stream, sans-IO ([`session`]), and the typed timestamps of the two
-//! clocks ([`time`]).
+//! decisions for one stream, sans-IO ([`session`]), the typed timestamps of the two
+//! clocks ([`time`]), and the raw I420 video format every stage agrees on ([`video`]).
 //! Everything here is unit-tested on numbers; the processes, sockets and clocks that drive
 //! it are in the `vr-stream` crate.
 #![forbid(unsafe_code)]
@@ -24,3 +24,4 @@ pub mod rtp;
 pub mod sdp;
 pub mod session;
 pub mod time;
+pub mod video;

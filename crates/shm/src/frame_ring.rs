@@ -22,6 +22,7 @@ use super::{KIND_HEADER_OFFSET, Kind, Layout, Segment, ShmError, align_up, futex
 use std::io::ErrorKind::{AddrInUse, InvalidInput};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use vr_proto::video::VideoFormat;
 
 /// Most consumers a ring supports.
 pub const MAX_CONSUMERS: usize = 4;
@@ -94,17 +95,11 @@ struct SlotMeta {
     meta: std::cell::UnsafeCell<FrameMeta>,
 }
 
-/// Geometry of a ring.
+/// Geometry of a ring: the frames it carries and how many consumers take them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RingGeometry {
-    /// Frame width, pixels (even).
-    pub width: u32,
-    /// Frame height, pixels (even).
-    pub height: u32,
-    /// Frame rate numerator (frames per `fps_den` seconds).
-    pub fps_num: u32,
-    /// Frame rate denominator.
-    pub fps_den: u32,
+    /// Size (even width and height) and rate of the I420 frames in the slots.
+    pub format: VideoFormat,
     /// Consumers, 1..=[`MAX_CONSUMERS`].
     pub consumers: u32,
 }
@@ -112,8 +107,7 @@ pub struct RingGeometry {
 impl RingGeometry {
     /// Bytes of one I420 frame.
     pub fn frame_bytes(&self) -> u64 {
-        let (w, h) = (self.width as u64, self.height as u64);
-        w * h + 2 * (w / 2) * (h / 2)
+        self.format.frame_bytes() as u64
     }
 }
 
@@ -164,10 +158,10 @@ impl FrameRing {
     pub fn create(name: &str, g: RingGeometry) -> Result<FrameRing, ShmError> {
         if g.consumers == 0
             || g.consumers as usize > MAX_CONSUMERS
-            || !g.width.is_multiple_of(2)
-            || !g.height.is_multiple_of(2)
-            || g.width == 0
-            || g.height == 0
+            || !g.format.width.is_multiple_of(2)
+            || !g.format.height.is_multiple_of(2)
+            || g.format.width == 0
+            || g.format.height == 0
         {
             let msg = format!("bad ring geometry {g:?}");
             return Err(ShmError::refused(name, "create", InvalidInput, msg));
@@ -185,10 +179,10 @@ impl FrameRing {
             (*h).frame_bytes = g.frame_bytes();
             (*h).slot_stride = stride;
             (*h).data_offset = data_offset;
-            (*h).width = g.width;
-            (*h).height = g.height;
-            (*h).fps_num = g.fps_num;
-            (*h).fps_den = g.fps_den;
+            (*h).width = g.format.width;
+            (*h).height = g.format.height;
+            (*h).fps_num = g.format.fps_num;
+            (*h).fps_den = g.format.fps_den;
         }
         ring.seg.finish_init();
         Ok(ring)
@@ -201,8 +195,8 @@ impl FrameRing {
         let ring = FrameRing { seg };
         let h = ring.hdr();
         for (field, found, expected) in [
-            ("width", h.width, g.width),
-            ("height", h.height, g.height),
+            ("width", h.width, g.format.width),
+            ("height", h.height, g.format.height),
             ("consumers", h.consumers, g.consumers),
         ] {
             if found != expected {
@@ -267,10 +261,12 @@ impl FrameRing {
     pub fn geometry(&self) -> RingGeometry {
         let h = self.hdr();
         RingGeometry {
-            width: h.width,
-            height: h.height,
-            fps_num: h.fps_num,
-            fps_den: h.fps_den,
+            format: VideoFormat {
+                width: h.width,
+                height: h.height,
+                fps_num: h.fps_num,
+                fps_den: h.fps_den,
+            },
             consumers: h.consumers,
         }
     }
@@ -495,8 +491,7 @@ impl<'a> Consumer<'a> {
         let last = self.last_pos;
         let fresh = || (h.latest.load(Ordering::Acquire) >> 8) > last || h.bell.is_eos();
         let window = (self.spin_window_ns > 0 && self.last_published_ns > 0).then(|| {
-            let next = self.last_published_ns
-                + 1_000_000_000u64 * h.fps_den as u64 / h.fps_num.max(1) as u64;
+            let next = self.last_published_ns + ring.geometry().format.frame_interval_ns();
             (
                 next.saturating_sub(self.spin_window_ns),
                 next + self.spin_window_ns,
@@ -564,10 +559,12 @@ mod tests {
 
     fn geom() -> RingGeometry {
         RingGeometry {
-            width: 64,
-            height: 32,
-            fps_num: 60,
-            fps_den: 1,
+            format: VideoFormat {
+                width: 64,
+                height: 32,
+                fps_num: 60,
+                fps_den: 1,
+            },
             consumers: 2,
         }
     }
@@ -622,7 +619,7 @@ mod tests {
         // A second producer in the same process re-claims (same PID) - allowed; another
         // geometry is refused.
         let mut g = geom();
-        g.width = 66;
+        g.format.width = 66;
         assert!(FrameRing::open(&name, g).is_err());
     }
 }

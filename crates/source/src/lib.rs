@@ -25,31 +25,8 @@ pub mod y4m;
 
 use std::path::PathBuf;
 
-/// Frame size and rate of a source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SourceFormat {
-    /// Width, pixels (even).
-    pub width: u32,
-    /// Height, pixels (even).
-    pub height: u32,
-    /// Frame rate numerator: `fps_num / fps_den` frames per second.
-    pub fps_num: u32,
-    /// Frame rate denominator.
-    pub fps_den: u32,
-}
-
-impl SourceFormat {
-    /// Bytes of one I420 frame.
-    pub fn frame_bytes(&self) -> usize {
-        let (w, h) = (self.width as usize, self.height as usize);
-        w * h + 2 * (w / 2) * (h / 2)
-    }
-
-    /// Time between frames, ns.
-    pub fn frame_interval_ns(&self) -> u64 {
-        1_000_000_000u64 * self.fps_den as u64 / self.fps_num.max(1) as u64
-    }
-}
+/// Frame size and rate of a source: the I420 format every stage agrees on.
+pub type SourceFormat = vr_proto::video::VideoFormat;
 
 /// One frame delivered by [`FrameSource::next_frame`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,7 +17,7 @@
 //! (it needs the frame size before the stages start), then hands the open pipe to the
 //! camera stage as its standard input ([`STDIN_ENV`]): the camera stage reads only frames.
 
-use super::y4m::{MAX_HEADER, parse_header};
+use super::y4m::{FrameLine, MAX_HEADER, parse_header, read_frame_line};
 use super::{Captured, FrameSource, SourceError, SourceFormat};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -257,21 +257,21 @@ impl PipeSource {
 
     /// Reads a `FRAME` line. Ok(false) at a clean end of input.
     fn frame_line(&mut self) -> Result<bool, SourceError> {
-        let mut line = Vec::with_capacity(16);
-        let r = (&mut self.reader).take(256).read_until(b'\n', &mut line);
-        r.map_err(|e| self.io(e))?;
-        self.offset += line.len() as u64;
-        if line.is_empty() {
-            return Ok(false);
+        let at = self.offset;
+        match read_frame_line(&mut self.reader).map_err(|e| self.io(e))? {
+            FrameLine::End => Ok(false),
+            FrameLine::Frame(n) => {
+                self.offset += n as u64;
+                Ok(true)
+            }
+            FrameLine::Other(n) => {
+                self.offset += n as u64;
+                Err(self.err(format!(
+                    "frame {}: expected a FRAME line at byte offset {at} of the stream",
+                    self.frames
+                )))
+            }
         }
-        if !line.starts_with(b"FRAME") || line.last() != Some(&b'\n') {
-            return Err(self.err(format!(
-                "frame {}: expected a FRAME line at byte offset {} of the stream",
-                self.frames,
-                self.offset - line.len() as u64
-            )));
-        }
-        Ok(true)
     }
 
     /// Skips to just past the next `FRAME` line (a restarted camera stage does not know
@@ -313,19 +313,20 @@ impl FrameSource for PipeSource {
             return Ok(None);
         }
         let start = self.offset;
-        let want = dst.len();
         let got = super::read_full(&mut self.reader, dst).map_err(|e| self.io(e))?;
         self.offset += got as u64;
         if got == 0 && !self.y4m {
             return Ok(None);
         }
-        if got < want {
+        if got < dst.len() {
+            let (input, frame, want) = (self.name.clone(), self.frames, dst.len());
+            let offset = self.offset;
             return Err(SourceError::PipeTruncated {
-                input: self.name.clone(),
-                frame: self.frames,
+                input,
+                frame,
                 got,
                 want,
-                offset: self.offset,
+                offset,
             });
         }
         if self.frames == 0 && !self.y4m && dst.starts_with(b"YUV4MPEG2") {

@@ -15,6 +15,33 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+/// What stood where a Y4M stream's next `FRAME` line belongs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FrameLine {
+    /// The end of the input, before any byte: a clean end between frames.
+    End,
+    /// A `FRAME` line (with any parameters) and its newline, this many bytes.
+    Frame(usize),
+    /// Anything else, or no newline within 256 bytes: this many bytes were consumed.
+    Other(usize),
+}
+
+/// Reads the line before a frame's planes from a Y4M stream (a file or a pipe): `FRAME`,
+/// optional parameters, `\n`, at most 256 bytes read.
+///
+/// Errors: the reader's.
+pub(crate) fn read_frame_line(r: &mut impl BufRead) -> std::io::Result<FrameLine> {
+    let mut line = Vec::with_capacity(16);
+    r.take(256).read_until(b'\n', &mut line)?;
+    Ok(if line.is_empty() {
+        FrameLine::End
+    } else if line.starts_with(b"FRAME") && line.last() == Some(&b'\n') {
+        FrameLine::Frame(line.len())
+    } else {
+        FrameLine::Other(line.len())
+    })
+}
+
 /// The parsed stream header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Y4mHeader {
@@ -186,41 +213,31 @@ impl Y4mSource {
     }
 
     /// Reads the next `FRAME` line. Ok(false) at a clean end of file.
-    fn frame_line(&mut self) -> Result<bool, SourceError> {
-        let mut line = Vec::with_capacity(16);
-        (&mut self.reader)
-            .take(256)
-            .read_until(b'\n', &mut line)
-            .map_err(|err| SourceError::Io {
-                path: self.path.clone(),
-                err,
-            })?;
-        if line.is_empty() {
-            return Ok(false);
-        }
-        if !line.starts_with(b"FRAME") || line.last() != Some(&b'\n') {
-            return Err(SourceError::Y4m {
-                path: self.path.clone(),
-                message: format!("frame {}: expected a FRAME line", self.frame_in_file),
-            });
-        }
-        Ok(true)
-    }
-
-    /// Reads one frame into `dst`; Ok(false) at the end of the file.
-    fn read_frame(&mut self, dst: &mut [u8]) -> Result<bool, SourceError> {
-        if !self.frame_line()? {
-            return Ok(false);
-        }
-        let want = dst.len();
-        let got = super::read_full(&mut self.reader, dst).map_err(|err| SourceError::Io {
+    fn io(&self, err: std::io::Error) -> SourceError {
+        SourceError::Io {
             path: self.path.clone(),
             err,
-        })?;
-        if got < want {
+        }
+    }
+
+    /// Reads one frame (its `FRAME` line, then the planes) into `dst`; Ok(false) at the end
+    /// of the file.
+    fn read_frame(&mut self, dst: &mut [u8]) -> Result<bool, SourceError> {
+        match read_frame_line(&mut self.reader).map_err(|e| self.io(e))? {
+            FrameLine::End => return Ok(false),
+            FrameLine::Frame(_) => {}
+            FrameLine::Other(_) => {
+                let message = format!("frame {}: expected a FRAME line", self.frame_in_file);
+                let path = self.path.clone();
+                return Err(SourceError::Y4m { path, message });
+            }
+        }
+        let got = super::read_full(&mut self.reader, dst).map_err(|e| self.io(e))?;
+        if got < dst.len() {
+            let (path, frame, want) = (self.path.clone(), self.frame_in_file, dst.len());
             return Err(SourceError::Truncated {
-                path: self.path.clone(),
-                frame: self.frame_in_file,
+                path,
+                frame,
                 got,
                 want,
             });
