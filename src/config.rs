@@ -839,29 +839,22 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let err = load(&[Layer::File {
-            path: "x".into(),
-            text: "[stream]\npayload_size = 50\n".into(),
-        }])
-        .unwrap_err()
-        .to_string();
+        // The message of loading a file `x` holding `text`.
+        let file_err = |text: &str| {
+            let layer = Layer::File {
+                path: "x".into(),
+                text: text.into(),
+            };
+            load(&[layer]).unwrap_err().to_string()
+        };
+        let err = file_err("[stream]\npayload_size = 50\n");
         assert!(
             err.contains("stream.payload_size = 50") && err.contains("200..=8900"),
             "{err}"
         );
-        let err = load(&[Layer::File {
-            path: "x".into(),
-            text: "[stream]\nip = \"300.1.1.1\"\n".into(),
-        }])
-        .unwrap_err()
-        .to_string();
+        let err = file_err("[stream]\nip = \"300.1.1.1\"\n");
         assert!(err.contains("stream.ip"), "{err}");
-        let err = load(&[Layer::File {
-            path: "x".into(),
-            text: "[source]\nwidth = 641\n".into(),
-        }])
-        .unwrap_err()
-        .to_string();
+        let err = file_err("[source]\nwidth = 641\n");
         assert!(err.contains("even"), "{err}");
         let err = load(&[Layer::Profile("fast".into())])
             .unwrap_err()
@@ -870,12 +863,7 @@ mod tests {
             err.contains("unknown profile 'fast'") && err.contains("ultra_low"),
             "{err}"
         );
-        let err = load(&[Layer::File {
-            path: "x".into(),
-            text: "[stream]\nport = \"a\"\n".into(),
-        }])
-        .unwrap_err()
-        .to_string();
+        let err = file_err("[stream]\nport = \"a\"\n");
         assert!(err.contains("config x"), "{err}");
     }
 
