@@ -1,5 +1,6 @@
 //! `vr-stream`: stream a camera (or a Y4M file, or a test pattern) as low-latency H.264
 //! over RTP/UDP. See docs/usage.md for every flag and `config/default.toml` for every key.
+#![forbid(unsafe_code)]
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};

@@ -4,6 +4,7 @@
 //!
 //! Exit status: 0 when the system is tuned and the estimate is within `stats.target_ms`,
 //! 1 when not, 2 on error.
+#![forbid(unsafe_code)]
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};

@@ -9,6 +9,7 @@
 //!
 //! Prints a line every `--interval` seconds and a summary at exit (`--json`: one JSON
 //! document). Exit status 0, or 2 on a bad argument or socket error.
+#![forbid(unsafe_code)]
 
 use clap::Parser;
 use hdrhistogram::Histogram;

@@ -13,6 +13,7 @@
 //! At exit (SIGINT/SIGTERM, or `--duration`) prints packet counts and the delay it
 //! actually added to the media packets (p50/p99/max); `--json` prints them as JSON on stdout.
 //! Exit status 0, or 2 on a bad argument or socket error.
+#![forbid(unsafe_code)]
 
 use clap::Parser;
 use hdrhistogram::Histogram;
