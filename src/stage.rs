@@ -21,11 +21,8 @@ use crate::rt::{self, monotonic_ns};
 use crate::rtp::{PacketBuf, RtpParams};
 use crate::shm::bitstream::{AuMeta, BitstreamQueue, FLAG_KEYFRAME, Next, Push};
 use crate::shm::control::NetCounters;
-use crate::shm::control::{
-    Control, STAGE_CAMERA, STAGE_ENCODE, STAGE_NETWORK, StageSlot, StageState,
-};
+use crate::shm::control::{Control, Stage, StageSlot, StageState};
 use crate::shm::frame_ring::{self, FORMAT_I420, FrameMeta, FrameRing, RingGeometry, SPIN, Take};
-use crate::shm::stats::{STAGE_DETECT, STAGE_WEB};
 use crate::source::{self, SourceFormat};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -82,7 +79,7 @@ impl StageKind {
     /// Whether the stream goes on without this stage when it keeps failing (detection and
     /// the viewer page are extras; the RTP stream is not).
     pub fn optional(self) -> bool {
-        matches!(self, StageKind::Detect | StageKind::Web)
+        self.slot().optional()
     }
 
     /// What an optional stage adds to the stream, for "streaming without …" messages.
@@ -96,13 +93,7 @@ impl StageKind {
 
     /// Name used on the command line and in messages.
     pub fn name(self) -> &'static str {
-        match self {
-            StageKind::Camera => "camera",
-            StageKind::Encode => "encode",
-            StageKind::Network => "network",
-            StageKind::Detect => "detect",
-            StageKind::Web => "web",
-        }
+        self.slot().name()
     }
 
     /// Parses a stage name.
@@ -110,14 +101,14 @@ impl StageKind {
         StageKind::ALL.into_iter().find(|k| k.name() == s)
     }
 
-    /// Index of its control slot.
-    pub fn slot(self) -> usize {
+    /// Its slot in the stats segment (which also names it).
+    pub fn slot(self) -> Stage {
         match self {
-            StageKind::Camera => STAGE_CAMERA,
-            StageKind::Encode => STAGE_ENCODE,
-            StageKind::Network => STAGE_NETWORK,
-            StageKind::Detect => STAGE_DETECT,
-            StageKind::Web => STAGE_WEB,
+            StageKind::Camera => Stage::Camera,
+            StageKind::Encode => Stage::Encode,
+            StageKind::Network => Stage::Network,
+            StageKind::Detect => Stage::Detect,
+            StageKind::Web => Stage::Web,
         }
     }
 

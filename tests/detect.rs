@@ -693,7 +693,7 @@ fn a_detect_stage_that_keeps_failing_is_dropped_and_the_video_goes_on() {
     // The model goes away and the running detector is killed: every restart fails.
     std::fs::remove_file(&model).unwrap();
     let pid = ctl
-        .stage(vr_stream::shm::stats::STAGE_DETECT)
+        .stage(vr_stream::shm::stats::Stage::Detect)
         .pid
         .load(std::sync::atomic::Ordering::Relaxed);
     assert!(pid > 0);

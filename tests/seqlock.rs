@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use vr_stream::shm::control::{Control, StreamInfo};
+use vr_stream::shm::control::{Control, Stage, StreamInfo};
 
 const ENV: &str = "VRS_SEQLOCK_WRITER";
 const WRITE_FOR: Duration = Duration::from_secs(3);
@@ -49,7 +49,7 @@ fn writer_process() {
     let mut i = 0usize;
     while t0.elapsed() < WRITE_FOR {
         c.set_headers(&blobs[i % 2]);
-        c.stage(1).retrying(&texts[i % 2]);
+        c.stage(Stage::Encode).retrying(&texts[i % 2]);
         c.stats().set_info(&info(&dests[i % 2]));
         i += 1;
     }
@@ -77,7 +77,7 @@ fn a_reader_in_another_process_never_sees_a_torn_blob_or_text() {
                 torn.push(format!("headers of {} bytes", h.len()));
             }
         }
-        if let Some(e) = c.stage(1).error() {
+        if let Some(e) = c.stage(Stage::Encode).error() {
             if texts.contains(&e) {
                 whole[1] += 1;
             } else {

@@ -8,10 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 use vr_shm::latency::SPANS;
 use vr_shm::latency::{SamplePercentiles, Unit};
-use vr_shm::stats::{EncCounters, NetCounters, RECORDS, STAGES, StageState, Stats};
-
-/// Stage slot names, by index.
-pub const STAGE_NAMES: [&str; STAGES] = ["camera", "encode", "network", "detect", "web"];
+use vr_shm::stats::{EncCounters, NetCounters, RECORDS, STAGES, Stage, StageState, Stats};
 
 /// One CPU core.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -534,11 +531,11 @@ impl Collector {
         let ticks = procfs::ticks_per_second() as f64;
         let mut stages = Vec::new();
         let mut seen = HashMap::new();
-        for (i, name) in STAGE_NAMES.iter().enumerate() {
-            let s = stats.stage(i);
+        for (i, stage) in Stage::ALL.into_iter().enumerate() {
+            let (s, name) = (stats.stage(stage), stage.name());
             use std::sync::atomic::Ordering::Relaxed;
             let pid = s.pid.load(Relaxed);
-            if pid == 0 && i >= 3 {
+            if pid == 0 && stage.optional() {
                 continue;
             }
             let out = s.frames_out.load(Relaxed);

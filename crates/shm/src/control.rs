@@ -8,8 +8,7 @@
 
 use super::seqtext::SeqBytes;
 pub use super::stats::{
-    EncCounters, NetCounters, RECORDS, STAGE_CAMERA, STAGE_ENCODE, STAGE_NETWORK, STAGE_WEB,
-    STAGES, StageSlot, StageState, Stats, StreamInfo,
+    EncCounters, NetCounters, RECORDS, STAGES, Stage, StageSlot, StageState, Stats, StreamInfo,
 };
 use super::{KIND_HEADER_OFFSET, Kind, Layout, Segment, ShmError};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -91,9 +90,9 @@ impl Control {
         unsafe { &*(self.seg.base().add(KIND_HEADER_OFFSET) as *const ControlHeader) }
     }
 
-    /// Stage slot `i` (< [`STAGES`]) of the stats segment.
-    pub fn stage(&self, i: usize) -> &StageSlot {
-        self.stats.stage(i)
+    /// The slot of stage `s` in the stats segment.
+    pub fn stage(&self, s: Stage) -> &StageSlot {
+        self.stats.stage(s)
     }
 
     /// Touches every page of both segments (the record ring is 360 KB): resident from the
@@ -204,7 +203,14 @@ mod tests {
         c.request_bitrate(4000);
         assert_eq!(o.take_bitrate_request(), Some(4000));
         assert_eq!(o.take_bitrate_request(), None);
-        c.stage(0).heartbeat_ns.store(5, Ordering::Relaxed);
-        assert_eq!(o.stats().stage(0).heartbeat_ns.load(Ordering::Relaxed), 5);
+        c.stage(Stage::Camera)
+            .heartbeat_ns
+            .store(5, Ordering::Relaxed);
+        let read = o
+            .stats()
+            .stage(Stage::Camera)
+            .heartbeat_ns
+            .load(Ordering::Relaxed);
+        assert_eq!(read, 5);
     }
 }

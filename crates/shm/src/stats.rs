@@ -22,16 +22,49 @@ pub const RECORDS: usize = 4096;
 /// Largest stage error message, bytes.
 pub const MAX_ERROR: usize = 512;
 
-/// Stage index: camera.
-pub const STAGE_CAMERA: usize = 0;
-/// Stage index: encode.
-pub const STAGE_ENCODE: usize = 1;
-/// Stage index: network.
-pub const STAGE_NETWORK: usize = 2;
-/// Stage index: detect (object detection, optional).
-pub const STAGE_DETECT: usize = 3;
-/// Stage index: web (the viewer page's server, optional).
-pub const STAGE_WEB: usize = 4;
+/// A stage's slot in the stats segment: the slot index is the discriminant (0..[`STAGES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// Source → frame ring.
+    Camera = 0,
+    /// Frame ring → encoder → bitstream queue.
+    Encode = 1,
+    /// Bitstream queue → RTP/UDP.
+    Network = 2,
+    /// Object detection (optional).
+    Detect = 3,
+    /// The viewer page's server (optional).
+    Web = 4,
+}
+
+impl Stage {
+    /// Every slot, in slot order.
+    pub const ALL: [Stage; STAGES] = [
+        Stage::Camera,
+        Stage::Encode,
+        Stage::Network,
+        Stage::Detect,
+        Stage::Web,
+    ];
+
+    /// The stage's name, as `--stage`, the supervisor's messages and `dashboard` print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Camera => "camera",
+            Stage::Encode => "encode",
+            Stage::Network => "network",
+            Stage::Detect => "detect",
+            Stage::Web => "web",
+        }
+    }
+
+    /// Whether the stream can go on without it (detection and the viewer page are extras
+    /// the configuration turns on; the RTP stream's stages are not): `dashboard` lists an
+    /// optional stage only once it has started.
+    pub fn optional(self) -> bool {
+        matches!(self, Stage::Detect | Stage::Web)
+    }
+}
 /// Most detections published per frame (`vr-proto`'s limit, which the wire format shares).
 pub use vr_proto::detection::MAX_DETECTIONS;
 
@@ -518,11 +551,16 @@ impl Stats {
         unsafe { &*(self.seg.base().add(KIND_HEADER_OFFSET) as *const StatsHeader) }
     }
 
-    /// Stage slot `i` (< [`STAGES`]).
-    pub fn stage(&self, i: usize) -> &StageSlot {
-        assert!(i < STAGES);
-        // SAFETY: i < STAGES; the slots follow the header inside the checked kind header.
-        unsafe { &*self.seg.array_after::<StatsHeader, StageSlot>().add(i) }
+    /// The slot of stage `s`.
+    pub fn stage(&self, s: Stage) -> &StageSlot {
+        // SAFETY: `s as usize` < STAGES (every discriminant is, `Stage::ALL` has STAGES
+        // entries); the STAGES slots follow the header inside the checked kind header.
+        unsafe {
+            &*self
+                .seg
+                .array_after::<StatsHeader, StageSlot>()
+                .add(s as usize)
+        }
     }
 
     fn record(&self, i: usize) -> &RecordSlot {
@@ -1029,12 +1067,12 @@ mod tests {
             RECORDS as u64 + 9
         );
         assert_eq!(c.record_at(10).unwrap().capture_ns, 100);
-        c.stage(1).fail("boom");
-        assert_eq!(c.stage(1).error().as_deref(), Some("boom"));
-        assert_eq!(c.stage(1).state(), StageState::Failed);
+        c.stage(Stage::Encode).fail("boom");
+        assert_eq!(c.stage(Stage::Encode).error().as_deref(), Some("boom"));
+        assert_eq!(c.stage(Stage::Encode).state(), StageState::Failed);
         // A retry reason is replaced by the failure that follows it; the first failure
         // stays; a reset clears it.
-        let s2 = c.stage(2);
+        let s2 = c.stage(Stage::Network);
         s2.retrying("camera gone; reopening");
         assert_eq!(s2.error().as_deref(), Some("camera gone; reopening"));
         s2.fail("camera open failed");
