@@ -395,6 +395,18 @@ mod tests {
         }
     }
 
+    /// A controller that ran 4 reports on a 20 Mbit/s link, which has just dropped to
+    /// 4 Mbit/s (the next report is the first congested one).
+    fn congested() -> (RateController, Link) {
+        let mut c = RateController::new(params());
+        let mut l = link(20_000.0);
+        for _ in 0..4 {
+            l.step(&mut c);
+        }
+        l.capacity_kbps = 4000.0;
+        (c, l)
+    }
+
     #[test]
     fn clean_link_stays_at_the_maximum() {
         let mut c = RateController::new(params());
@@ -407,12 +419,7 @@ mod tests {
 
     #[test]
     fn halved_link_brings_the_rate_under_it_within_two_reports_then_recovers() {
-        let mut c = RateController::new(params());
-        let mut l = link(20_000.0);
-        for _ in 0..4 {
-            l.step(&mut c);
-        }
-        l.capacity_kbps = 4000.0;
+        let (mut c, mut l) = congested();
         let first = l
             .step(&mut c)
             .expect("a decrease on the first congested report");
@@ -439,12 +446,7 @@ mod tests {
 
     #[test]
     fn near_the_capacity_last_seen_probing_is_additive() {
-        let mut c = RateController::new(params());
-        let mut l = link(20_000.0);
-        for _ in 0..4 {
-            l.step(&mut c);
-        }
-        l.capacity_kbps = 4000.0;
+        let (mut c, mut l) = congested();
         l.step(&mut c).expect("a decrease");
         assert!(
             c.capacity_kbps()
