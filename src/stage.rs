@@ -21,7 +21,7 @@ use crate::rt::{self, monotonic_ns};
 use crate::rtp::{PacketBuf, RtpParams};
 use crate::shm::bitstream::{AuMeta, BitstreamQueue, FLAG_KEYFRAME, Next, Push};
 use crate::shm::control::NetCounters;
-use crate::shm::control::{Control, Stage, StageSlot, StageState};
+use crate::shm::control::{Control, StageSlot, StageState};
 use crate::shm::frame_ring::{self, FORMAT_I420, FrameMeta, FrameRing, RingGeometry, SPIN, Take};
 use crate::source::{self, SourceFormat};
 use std::net::{IpAddr, SocketAddr};
@@ -37,53 +37,46 @@ pub const CONFIG_ENV: &str = "VR_STREAM_CONFIG";
 /// realtime privileges (so stages do not repeat the warning).
 pub const RT_WARNED_ENV: &str = "VR_STREAM_RT_WARNED";
 
-/// Which stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StageKind {
-    /// Source → frame ring.
-    Camera,
-    /// Frame ring → x264 → bitstream queue.
-    Encode,
-    /// Bitstream queue → RTP/UDP.
-    Network,
-    /// Frame ring (newest frame) → YOLO → detections in the stats segment (optional).
-    Detect,
-    /// The web queue (the encoder's copy of each access unit) → the viewer page's
-    /// WebSocket and WebRTC viewers (optional, not realtime: [`crate::web::stage`]).
-    Web,
+/// Which stage: the stats segment's [`Stage`](crate::shm::control::Stage) (its slot, its name, whether the stream can
+/// go on without it, `parse`); what running it takes is [`StagePlan`].
+pub use crate::shm::control::Stage as StageKind;
+
+/// Every stage, in start order (consumers before producers).
+pub const START_ORDER: [StageKind; 5] = [
+    StageKind::Network,
+    StageKind::Web,
+    StageKind::Encode,
+    StageKind::Detect,
+    StageKind::Camera,
+];
+
+/// The stages `cfg` runs, in start order (the detect stage only with `detect.enabled`, the
+/// web stage only with `web.enabled`).
+pub fn active(cfg: &Config) -> Vec<StageKind> {
+    START_ORDER
+        .into_iter()
+        .filter(|k| match k {
+            StageKind::Detect => cfg.detect.enabled,
+            StageKind::Web => cfg.web.enabled,
+            _ => true,
+        })
+        .collect()
 }
 
-impl StageKind {
-    /// Every stage, in start order (consumers before producers).
-    pub const ALL: [StageKind; 5] = [
-        StageKind::Network,
-        StageKind::Web,
-        StageKind::Encode,
-        StageKind::Detect,
-        StageKind::Camera,
-    ];
-
-    /// The stages `cfg` runs, in start order (the detect stage only with `detect.enabled`,
-    /// the web stage only with `web.enabled`).
-    pub fn active(cfg: &Config) -> Vec<StageKind> {
-        StageKind::ALL
-            .into_iter()
-            .filter(|k| match k {
-                StageKind::Detect => cfg.detect.enabled,
-                StageKind::Web => cfg.web.enabled,
-                _ => true,
-            })
-            .collect()
-    }
-
-    /// Whether the stream goes on without this stage when it keeps failing (detection and
-    /// the viewer page are extras; the RTP stream is not).
-    pub fn optional(self) -> bool {
-        self.slot().optional()
-    }
-
+/// What running a stage takes: what it adds to the stream, and where it runs.
+pub trait StagePlan {
     /// What an optional stage adds to the stream, for "streaming without …" messages.
-    pub fn feature(self) -> &'static str {
+    fn feature(self) -> &'static str;
+
+    /// Where it runs, from the configuration, mapped onto the CPUs of this machine: the
+    /// camera, network and detect stages on one CPU each, the encode stage on the set
+    /// `stages.encode.cpus`, the web stage on `stages.web.cpus` at priority 0
+    /// (SCHED_OTHER).
+    fn placement(self, cfg: &Config) -> Placement;
+}
+
+impl StagePlan for StageKind {
+    fn feature(self) -> &'static str {
         match self {
             StageKind::Web => "the viewer page",
             StageKind::Detect => "detection",
@@ -91,32 +84,7 @@ impl StageKind {
         }
     }
 
-    /// Name used on the command line and in messages.
-    pub fn name(self) -> &'static str {
-        self.slot().name()
-    }
-
-    /// Parses a stage name.
-    pub fn parse(s: &str) -> Option<StageKind> {
-        StageKind::ALL.into_iter().find(|k| k.name() == s)
-    }
-
-    /// Its slot in the stats segment (which also names it).
-    pub fn slot(self) -> Stage {
-        match self {
-            StageKind::Camera => Stage::Camera,
-            StageKind::Encode => Stage::Encode,
-            StageKind::Network => Stage::Network,
-            StageKind::Detect => Stage::Detect,
-            StageKind::Web => Stage::Web,
-        }
-    }
-
-    /// Where it runs, from the configuration, mapped onto the CPUs of this machine: the
-    /// camera, network and detect stages on one CPU each, the encode stage on the set
-    /// `stages.encode.cpus`, the web stage on `stages.web.cpus` at priority 0
-    /// (SCHED_OTHER).
-    pub fn placement(self, cfg: &Config) -> Placement {
+    fn placement(self, cfg: &Config) -> Placement {
         let one = |sc: StageConfig| {
             let (c, changed) = rt::map_cpu(sc.cpu);
             Placement {
@@ -353,7 +321,7 @@ pub fn run(kind: StageKind, inst: &str, geometry: &str) -> i32 {
             return 1;
         }
     };
-    let slot = ctl.stage(kind.slot());
+    let slot = ctl.stage(kind);
     slot.pid
         .store(std::process::id(), std::sync::atomic::Ordering::Relaxed);
     slot.set_state(StageState::Starting);

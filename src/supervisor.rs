@@ -14,7 +14,7 @@ use crate::shm::control::{Control, RECORDS, StageState};
 use crate::shm::frame_ring::FrameRing;
 use crate::shm::stats::NetCounters;
 use crate::source::{self, SourceFormat, SourceSpec};
-use crate::stage::{self, StageKind};
+use crate::stage::{self, StageKind, StagePlan};
 use anyhow::{Context, Result, anyhow, bail};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -478,7 +478,7 @@ pub fn run(opts: &RunOptions) -> Result<Option<ExitSummary>> {
     };
 
     // Realtime privileges: warn once here rather than once per stage.
-    let active = StageKind::active(cfg);
+    let active = stage::active(cfg);
     let max_prio = active
         .iter()
         .map(|k| k.placement(cfg).priority)
@@ -621,7 +621,7 @@ pub fn run(opts: &RunOptions) -> Result<Option<ExitSummary>> {
     loop {
         let mut all = true;
         for s in stages.iter_mut() {
-            let slot = ctl.stage(s.kind.slot());
+            let slot = ctl.stage(s.kind);
             if s.abandoned {
                 continue;
             }
@@ -677,7 +677,7 @@ pub fn run(opts: &RunOptions) -> Result<Option<ExitSummary>> {
         std::thread::sleep(Duration::from_millis(2));
     }
     for s in stages.iter().filter(|s| !s.abandoned) {
-        let slot = ctl.stage(s.kind.slot());
+        let slot = ctl.stage(s.kind);
         let p = s.kind.placement(cfg);
         let cpu = slot.cpu.load(Ordering::Relaxed);
         let threads = rt::read_threads(s.child.id() as i32);
@@ -789,7 +789,7 @@ pub fn run(opts: &RunOptions) -> Result<Option<ExitSummary>> {
         let mut done = 0;
         let now = Instant::now();
         for s in stages.iter_mut() {
-            let slot = ctl.stage(s.kind.slot());
+            let slot = ctl.stage(s.kind);
             if s.exited.is_none() {
                 if let Ok(Some(st)) = s.child.try_wait() {
                     s.exited = Some(st);
@@ -960,18 +960,18 @@ fn exit_summary(
 ) -> ExitSummary {
     let net = ctl.stats().net();
     let absent = nobody_listening(&net, rt::monotonic_ns());
-    let enc = ctl.stage(StageKind::Encode.slot());
+    let enc = ctl.stage(StageKind::Encode);
     let encoded = ctl.stats().encoded();
     let summary = ExitSummary {
         version: summary::SUMMARY_VERSION,
         frames: summary::FrameCounts {
             captured: ctl
-                .stage(StageKind::Camera.slot())
+                .stage(StageKind::Camera)
                 .frames_out
                 .load(Ordering::Relaxed),
             encoded: enc.frames_in.load(Ordering::Relaxed),
             sent: ctl
-                .stage(StageKind::Network.slot())
+                .stage(StageKind::Network)
                 .frames_out
                 .load(Ordering::Relaxed),
             ring_drops: enc.drops.load(Ordering::Relaxed),
@@ -984,24 +984,16 @@ fn exit_summary(
             absent,
             ctl.stats().info().bitrate_kbps,
         ),
-        restarts: StageKind::ALL
-            .iter()
-            .map(|k| {
-                (
-                    k.name(),
-                    ctl.stage(k.slot()).restarts.load(Ordering::Relaxed),
-                )
-            })
+        restarts: stage::START_ORDER
+            .into_iter()
+            .map(|k| (k.name(), ctl.stage(k).restarts.load(Ordering::Relaxed)))
             .filter(|(_, n)| *n > 0)
             .collect(),
         detect: cfg.detect.enabled.then(|| {
             let d = ctl.stats().detect();
             summary::DetectSummary {
                 inferences: d.inferences,
-                skipped: ctl
-                    .stage(StageKind::Detect.slot())
-                    .drops
-                    .load(Ordering::Relaxed),
+                skipped: ctl.stage(StageKind::Detect).drops.load(Ordering::Relaxed),
                 mean_infer_ms: d.infer_us_total as f64 / d.inferences.max(1) as f64 / 1000.0,
                 detections: d.detections,
             }

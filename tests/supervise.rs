@@ -11,9 +11,7 @@ use vr_stream::shm::control::{Control, StageState};
 use vr_stream::stage::StageKind;
 
 fn stage_pid(ctl: &Control, k: StageKind) -> u32 {
-    ctl.stage(k.slot())
-        .pid
-        .load(std::sync::atomic::Ordering::Relaxed)
+    ctl.stage(k).pid.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 #[test]
@@ -75,7 +73,7 @@ fn killed_stages_come_back_within_500ms_and_ffmpeg_keeps_decoding() {
             .unwrap();
         let t = Instant::now();
         loop {
-            let slot = ctl.stage(k.slot());
+            let slot = ctl.stage(k);
             if stage_pid(&ctl, k) != old
                 && slot.state() == StageState::Ready
                 && slot.heartbeat_ns.load(std::sync::atomic::Ordering::Relaxed) > 0
@@ -361,7 +359,7 @@ fn a_hung_stage_is_killed_and_restarted() {
         .unwrap();
     let t = Instant::now();
     while stage_pid(&ctl, StageKind::Encode) == old
-        || ctl.stage(StageKind::Encode.slot()).state() != StageState::Ready
+        || ctl.stage(StageKind::Encode).state() != StageState::Ready
     {
         assert!(
             t.elapsed() < Duration::from_secs(3),

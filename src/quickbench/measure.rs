@@ -13,6 +13,7 @@ use crate::rt::{self, monotonic_ns};
 use crate::rtp::{PacketBuf, Packetizer, RtpParams};
 use crate::shm::frame_ring::{FrameMeta, FrameRing, Producer, RingGeometry, Take};
 use crate::source::{self, FrameSource, SourceFormat};
+use crate::stage::{StageKind, StagePlan};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -114,7 +115,7 @@ fn timer_loop(
 /// stage's CPU), then under SCHED_OTHER on the same CPU.
 pub fn jitter(cfg: &Config, period: Duration, n: usize, progress: Progress) -> JitterSection {
     let cpu = isolated_cpus().first().copied().unwrap_or_else(|| {
-        let enc = crate::stage::StageKind::Encode.placement(cfg).cpus;
+        let enc = StageKind::Encode.placement(cfg).cpus;
         enc.last().copied().unwrap_or(0)
     });
     let period_ns = period.as_nanos() as u64;
@@ -251,7 +252,7 @@ pub fn ring(cfg: &Config, n: usize, progress: Progress) -> Section<RingSection> 
     ring.prefault();
     let period = 1_000_000_000 / cfg.source.fps.max(1) as u64;
     let (ccpu, _) = rt::map_cpu(cfg.stages.camera.cpu);
-    let ecpus = crate::stage::StageKind::Encode.placement(cfg).cpus;
+    let ecpus = StageKind::Encode.placement(cfg).cpus;
     let spec = format!(
         "{name},{n},{period},{ccpu},{},{},{}",
         cfg.stages.camera.priority, g.format.width, g.format.height
@@ -357,7 +358,7 @@ pub fn encoder(cfg: &Config, n: usize, progress: Progress) -> Section<EncoderSec
         fps_den: 1,
         ..fmt
     };
-    let cpus = crate::stage::StageKind::Encode.placement(cfg).cpus;
+    let cpus = StageKind::Encode.placement(cfg).cpus;
     let prio = cfg.stages.encode.priority;
     let enc_cfg = crate::stage::encoder_config(cfg);
     let r = std::thread::scope(|s| {

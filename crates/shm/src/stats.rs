@@ -27,13 +27,14 @@ pub const MAX_ERROR: usize = 512;
 pub enum Stage {
     /// Source → frame ring.
     Camera = 0,
-    /// Frame ring → encoder → bitstream queue.
+    /// Frame ring → encoder (x264 or V4L2 M2M) → bitstream queue.
     Encode = 1,
     /// Bitstream queue → RTP/UDP.
     Network = 2,
-    /// Object detection (optional).
+    /// Frame ring (newest frame) → YOLO → detections in the stats segment (optional).
     Detect = 3,
-    /// The viewer page's server (optional).
+    /// The web queue (the encoder's copy of each access unit) → the viewer page's WebSocket
+    /// and WebRTC viewers (optional, not realtime).
     Web = 4,
 }
 
@@ -56,6 +57,11 @@ impl Stage {
             Stage::Detect => "detect",
             Stage::Web => "web",
         }
+    }
+
+    /// The stage named `name` (as [`Stage::name`] gives it); `None` for any other text.
+    pub fn parse(name: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|s| s.name() == name)
     }
 
     /// Whether the stream can go on without it (detection and the viewer page are extras
@@ -1034,6 +1040,17 @@ impl StageSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stages_are_in_slot_order_and_parse_by_name() {
+        for (i, s) in Stage::ALL.into_iter().enumerate() {
+            assert_eq!(s as usize, i);
+            assert_eq!(Stage::parse(s.name()), Some(s));
+        }
+        assert_eq!(Stage::parse("encoder"), None);
+        let optional: Vec<Stage> = Stage::ALL.into_iter().filter(|s| s.optional()).collect();
+        assert_eq!(optional, [Stage::Detect, Stage::Web]);
+    }
 
     #[test]
     fn records_roundtrip_and_age_out() {
