@@ -37,8 +37,9 @@ pub const CONFIG_ENV: &str = "VR_STREAM_CONFIG";
 /// realtime privileges (so stages do not repeat the warning).
 pub const RT_WARNED_ENV: &str = "VR_STREAM_RT_WARNED";
 
-/// Which stage: the stats segment's [`Stage`](crate::shm::control::Stage) (its slot, its name, whether the stream can
-/// go on without it, `parse`); what running it takes is [`StagePlan`].
+/// Which stage: the stats segment's [`Stage`](crate::shm::control::Stage) (its slot, its
+/// name, whether the stream can go on without it, `parse`); what running it takes is
+/// [`StagePlan`].
 pub use crate::shm::control::Stage as StageKind;
 
 /// Every stage, in start order (consumers before producers).

@@ -331,6 +331,7 @@ impl FrameRing {
             last_pos: st.last_pos.load(Ordering::Relaxed),
             last_published_ns: 0,
             spin_window_ns: 0,
+            frame_interval_ns: self.geometry().format.frame_interval_ns(),
         })
     }
 
@@ -454,6 +455,8 @@ pub struct Consumer<'a> {
     last_pos: u64,
     last_published_ns: u64,
     spin_window_ns: u64,
+    /// The ring's frame interval, ns: where the spin window expects the next frame.
+    frame_interval_ns: u64,
 }
 
 /// A held frame, read in place; the slot is released when this is dropped.
@@ -491,7 +494,7 @@ impl<'a> Consumer<'a> {
         let last = self.last_pos;
         let fresh = || (h.latest.load(Ordering::Acquire) >> 8) > last || h.bell.is_eos();
         let window = (self.spin_window_ns > 0 && self.last_published_ns > 0).then(|| {
-            let next = self.last_published_ns + ring.geometry().format.frame_interval_ns();
+            let next = self.last_published_ns + self.frame_interval_ns;
             (
                 next.saturating_sub(self.spin_window_ns),
                 next + self.spin_window_ns,

@@ -71,6 +71,7 @@ impl Stage {
         matches!(self, Stage::Detect | Stage::Web)
     }
 }
+
 /// Most detections published per frame (`vr-proto`'s limit, which the wire format shares).
 pub use vr_proto::detection::MAX_DETECTIONS;
 

@@ -319,14 +319,12 @@ impl FrameSource for PipeSource {
             return Ok(None);
         }
         if got < dst.len() {
-            let (input, frame, want) = (self.name.clone(), self.frames, dst.len());
-            let offset = self.offset;
             return Err(SourceError::PipeTruncated {
-                input,
-                frame,
+                input: self.name.clone(),
+                frame: self.frames,
                 got,
-                want,
-                offset,
+                want: dst.len(),
+                offset: self.offset,
             });
         }
         if self.frames == 0 && !self.y4m && dst.starts_with(b"YUV4MPEG2") {

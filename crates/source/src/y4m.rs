@@ -234,12 +234,11 @@ impl Y4mSource {
         }
         let got = super::read_full(&mut self.reader, dst).map_err(|e| self.io(e))?;
         if got < dst.len() {
-            let (path, frame, want) = (self.path.clone(), self.frame_in_file, dst.len());
             return Err(SourceError::Truncated {
-                path,
-                frame,
+                path: self.path.clone(),
+                frame: self.frame_in_file,
                 got,
-                want,
+                want: dst.len(),
             });
         }
         self.frame_in_file += 1;
@@ -268,10 +267,7 @@ impl FrameSource for Y4mSource {
             }
             self.reader
                 .seek(SeekFrom::Start(self.data_start))
-                .map_err(|err| SourceError::Io {
-                    path: self.path.clone(),
-                    err,
-                })?;
+                .map_err(|e| self.io(e))?;
             self.frame_in_file = 0;
             if !self.read_frame(dst)? {
                 return Ok(None);
@@ -284,12 +280,13 @@ impl FrameSource for Y4mSource {
     /// Seeks to frame `frame_id` (modulo the frame count when looping). Needs plain
     /// `FRAME` lines (as ffmpeg writes them); otherwise it reads its way there.
     fn resume_at(&mut self, frame_id: u64) -> Result<(), SourceError> {
-        let io = |err| SourceError::Io {
-            path: self.path.clone(),
-            err,
-        };
         let fb = self.header.format.frame_bytes() as u64 + 6;
-        let len = self.reader.get_ref().metadata().map_err(io)?.len();
+        let len = self
+            .reader
+            .get_ref()
+            .metadata()
+            .map_err(|e| self.io(e))?
+            .len();
         let count = (len - self.data_start) / fb;
         let target = if self.looping && count > 0 {
             frame_id % count
@@ -299,12 +296,12 @@ impl FrameSource for Y4mSource {
         if (len - self.data_start).is_multiple_of(fb) {
             self.reader
                 .seek(SeekFrom::Start(self.data_start + target * fb))
-                .map_err(io)?;
+                .map_err(|e| self.io(e))?;
             self.frame_in_file = target;
         } else {
             self.reader
                 .seek(SeekFrom::Start(self.data_start))
-                .map_err(io)?;
+                .map_err(|e| self.io(e))?;
             self.frame_in_file = 0;
             let mut scratch = vec![0u8; self.header.format.frame_bytes()];
             for _ in 0..target {
