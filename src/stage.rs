@@ -25,9 +25,10 @@ use crate::shm::control::{Control, StageSlot, StageState};
 use crate::shm::frame_ring::{self, FORMAT_I420, FrameMeta, FrameRing, RingGeometry, SPIN, Take};
 use crate::source::{self, SourceFormat};
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 use vr_proto::session::{
-    AccessUnit, Batch, PACING_SLACK_NS, SenderSession, SessionConfig, next_batch,
+    AccessUnit, Batch, HeaderResend, PACING_SLACK_NS, SenderSession, SessionConfig, next_batch,
 };
 pub use vr_shm::names::{segment_names, stats_name, web_queue_name};
 
@@ -804,11 +805,13 @@ fn network(env: StageEnv<'_>, queue: &BitstreamQueue) -> Result<(), StageError> 
     // receiver that joins late, or a decoder that ignores sprop-parameter-sets, can then
     // start). The encoder has written them by now.
     let headers = ctl.headers().unwrap_or_default();
-    let resend_every = if cfg.encoder.intra_refresh && !headers.is_empty() {
-        fmt.fps_num.div_ceil(fmt.fps_den.max(1)) as u64
-    } else {
-        0
-    };
+    let once_a_second = NonZeroU64::new(fmt.fps_num.div_ceil(fmt.fps_den.max(1)) as u64);
+    let resend_headers = once_a_second
+        .filter(|_| cfg.encoder.intra_refresh && !headers.is_empty())
+        .map(|every| HeaderResend {
+            sps_pps: headers,
+            every,
+        });
     // What the stage decides is the session's (sans-IO, unit-tested in vr-proto): the
     // packets, their FEC and pacing, which feedback to obey, SR timing, the bitrate (the
     // lower of the rate controller's target and the web stage's, whose WebRTC peers each
@@ -829,8 +832,7 @@ fn network(env: StageEnv<'_>, queue: &BitstreamQueue) -> Result<(), StageError> 
         burst_bytes: s.burst_bytes as u64,
         pacing_kbps: s.pacing_kbps,
         frame_interval_ns: interval_ns,
-        headers,
-        resend_every,
+        resend_headers,
         abr: cfg
             .abr
             .enabled

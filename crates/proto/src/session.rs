@@ -32,6 +32,7 @@ use crate::rtcp::{Rtcp, SenderInfo};
 use crate::rtp::{self, PacketBuf, PacketizeError, Packetizer, RtpParams};
 use std::collections::VecDeque;
 use std::net::IpAddr;
+use std::num::NonZeroU64;
 
 /// Sender-report interval, ns.
 pub const SR_INTERVAL_NS: u64 = 1_000_000_000;
@@ -83,18 +84,25 @@ pub struct SessionConfig {
     pub pacing_kbps: u32,
     /// Frame interval, ns (a frame's packets leave within 0.75 of it).
     pub frame_interval_ns: u64,
-    /// SPS and PPS (Annex-B), put in front of an access unit every `resend_every` frames
-    /// after the last IDR (0: never; the stage sets it for intra refresh, which has no
-    /// IDR after the first frame).
-    pub headers: Vec<u8>,
-    /// See `headers`.
-    pub resend_every: u64,
+    /// SPS/PPS to put in front of access units between IDRs (`None`: never; the stage
+    /// sets it for intra refresh, which has no IDR after the first frame).
+    pub resend_headers: Option<HeaderResend>,
     /// The rate controller's settings (`None`: the bitrate is not adapted to reports).
     pub abr: Option<AbrParams>,
     /// The encoder's bitrate at the start, kbit/s.
     pub bitrate_kbps: u32,
     /// The receiver's host: feedback from any other address is ignored.
     pub receiver: IpAddr,
+}
+
+/// The parameter sets a session repeats in band ([`SessionConfig::resend_headers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderResend {
+    /// SPS and PPS, Annex-B (RFC 6184 §8.1 allows them in band as well as in the SDP).
+    pub sps_pps: Vec<u8>,
+    /// Put in front of the access unit `every` frames after the last IDR or the last
+    /// repeat.
+    pub every: NonZeroU64,
 }
 
 /// One access unit for [`SenderSession::on_access_unit`].
@@ -282,12 +290,12 @@ impl SenderSession {
         } else {
             self.since_headers + 1
         };
-        let with_headers = self.cfg.resend_every > 0
-            && !self.cfg.headers.is_empty()
-            && since >= self.cfg.resend_every;
-        let data = if with_headers {
+        let resend = self.cfg.resend_headers.as_ref();
+        let resend = resend.filter(|r| since >= r.every.get());
+        let with_headers = resend.is_some();
+        let data = if let Some(r) = resend {
             self.with_headers.clear();
-            self.with_headers.extend_from_slice(&self.cfg.headers);
+            self.with_headers.extend_from_slice(&r.sps_pps);
             self.with_headers.extend_from_slice(au.data);
             &self.with_headers[..]
         } else {
@@ -492,8 +500,7 @@ mod tests {
             burst_bytes: 24_000,
             pacing_kbps: 100_000,
             frame_interval_ns: F60,
-            headers: vec![],
-            resend_every: 0,
+            resend_headers: None,
             abr: None,
             bitrate_kbps: 8000,
             receiver: RECEIVER,
@@ -823,8 +830,10 @@ mod tests {
     #[test]
     fn with_intra_refresh_the_parameter_sets_go_in_band_once_a_second() {
         let mut c = cfg();
-        c.headers = vec![0, 0, 0, 1, 0x67, 1, 2, 3, 0, 0, 0, 1, 0x68, 4, 5];
-        c.resend_every = 60;
+        c.resend_headers = Some(HeaderResend {
+            sps_pps: vec![0, 0, 0, 1, 0x67, 1, 2, 3, 0, 0, 0, 1, 0x68, 4, 5],
+            every: NonZeroU64::new(60).unwrap(),
+        });
         let mut s = SenderSession::new(c);
         let mut with = vec![];
         for i in 0..200u64 {
