@@ -523,6 +523,22 @@ fn check<T: std::fmt::Display + PartialOrd>(
     Ok(())
 }
 
+/// Checks that the value of one key is not above the value of another (`below` = (key,
+/// value), `bound` = (key, value)); the message names both keys.
+fn not_above<T: std::fmt::Display + PartialOrd>(
+    (key, v): (&'static str, T),
+    (bound_key, bound): (&'static str, T),
+) -> Result<(), ConfigError> {
+    if v > bound {
+        return Err(ConfigError::Invalid {
+            key,
+            value: v.to_string(),
+            allowed: format!("allowed at most {bound_key} ({bound})"),
+        });
+    }
+    Ok(())
+}
+
 impl Config {
     /// Checks every value against its allowed range (see `config/default.toml`).
     ///
@@ -744,7 +760,14 @@ impl Config {
             "web.max_connections_per_address",
             w.max_connections_per_address,
             1,
-            w.max_connections,
+            10_000,
+        )?;
+        not_above(
+            (
+                "web.max_connections_per_address",
+                w.max_connections_per_address,
+            ),
+            ("web.max_connections", w.max_connections),
         )?;
         check("web.header_timeout_ms", w.header_timeout_ms, 100, 60_000)?;
         check("web.idle_timeout_s", w.idle_timeout_s, 1, 3600)?;
@@ -754,11 +777,10 @@ impl Config {
         let a = &self.abr;
         check("abr.min_kbps", a.min_kbps, 100, 200_000)?;
         check("abr.loss_high_percent", a.loss_high_percent, 1, 100)?;
-        check(
-            "abr.loss_low_percent",
-            a.loss_low_percent,
-            0,
-            a.loss_high_percent,
+        check("abr.loss_low_percent", a.loss_low_percent, 0, 100)?;
+        not_above(
+            ("abr.loss_low_percent", a.loss_low_percent),
+            ("abr.loss_high_percent", a.loss_high_percent),
         )?;
         check("abr.delay_ms", a.delay_ms, 1, 2000)?;
         check("abr.increase_percent", a.increase_percent, 1, 100)?;
@@ -839,23 +861,35 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        // The message of loading a file `x` holding `text`.
-        let file_err = |text: &str| {
+        // Loading a file `x` holding `text` fails with a message holding each of `want`.
+        let says = |text: &str, want: &[&str]| {
             let layer = Layer::File {
                 path: "x".into(),
                 text: text.into(),
             };
-            load(&[layer]).unwrap_err().to_string()
+            let err = load(&[layer]).unwrap_err().to_string();
+            assert!(want.iter().all(|w| err.contains(w)), "{err}");
         };
-        let err = file_err("[stream]\npayload_size = 50\n");
-        assert!(
-            err.contains("stream.payload_size = 50") && err.contains("200..=8900"),
-            "{err}"
+        says(
+            "[stream]\npayload_size = 50\n",
+            &["stream.payload_size = 50", "200..=8900"],
         );
-        let err = file_err("[stream]\nip = \"300.1.1.1\"\n");
-        assert!(err.contains("stream.ip"), "{err}");
-        let err = file_err("[source]\nwidth = 641\n");
-        assert!(err.contains("even"), "{err}");
+        says("[stream]\nip = \"300.1.1.1\"\n", &["stream.ip"]);
+        says("[source]\nwidth = 641\n", &["even"]);
+        says("[stream]\nport = \"a\"\n", &["config x"]);
+        // A bound that is another key's value names that key.
+        says(
+            "[abr]\nloss_high_percent = 5\nloss_low_percent = 6\n",
+            &["abr.loss_low_percent = 6: allowed at most abr.loss_high_percent (5)"],
+        );
+        says(
+            "[web]\nmax_connections = 8\nmax_connections_per_address = 9\n",
+            &["web.max_connections_per_address = 9: allowed at most web.max_connections (8)"],
+        );
+        says(
+            "[web]\nmax_connections_per_address = 10001\n",
+            &["allowed 1..=10000"],
+        );
         let err = load(&[Layer::Profile("fast".into())])
             .unwrap_err()
             .to_string();
@@ -863,8 +897,6 @@ mod tests {
             err.contains("unknown profile 'fast'") && err.contains("ultra_low"),
             "{err}"
         );
-        let err = file_err("[stream]\nport = \"a\"\n");
-        assert!(err.contains("config x"), "{err}");
     }
 
     #[test]
