@@ -252,17 +252,15 @@ impl ExitSummary {
     pub fn rtcp_line(&self) -> Option<String> {
         let r = &self.rtcp;
         (r.reports + r.pli + r.nack_packets > 0).then(|| {
+            let rtt = r.rtt_ms.map_or("n/a".into(), |ms| format!("{ms:.2} ms"));
             format!(
-                "vr-stream: RTCP: {} receiver report blocks (last: {:.1}% lost, {} lost in all, jitter {:.2} ms, RTT {}), PLI {}, NACKed packets {}",
-                r.reports,
-                r.last_fraction_lost_pct,
-                r.cumulative_lost,
-                r.jitter_ms,
-                r.rtt_ms
-                    .map(|ms| format!("{ms:.2} ms"))
-                    .unwrap_or_else(|| "n/a".into()),
-                r.pli,
-                r.nack_packets
+                "vr-stream: RTCP: {blocks} receiver report blocks (last: {lost:.1}% lost, {all} lost in all, jitter {jitter:.2} ms, RTT {rtt}), PLI {pli}, NACKed packets {nacked}",
+                blocks = r.reports,
+                lost = r.last_fraction_lost_pct,
+                all = r.cumulative_lost,
+                jitter = r.jitter_ms,
+                pli = r.pli,
+                nacked = r.nack_packets
             )
         })
     }
@@ -312,6 +310,24 @@ mod tests {
         );
         assert!(line.contains("IDR 10);"), "{line}");
         assert!(s.pacing_line().is_none() && s.rtcp_line().is_none());
+    }
+
+    #[test]
+    fn the_rtcp_line_says_each_counter_once() {
+        let mut s = summary();
+        s.rtcp = RtcpSummary {
+            reports: 12,
+            last_fraction_lost_pct: 1.5,
+            cumulative_lost: 7,
+            jitter_ms: 0.5,
+            rtt_ms: None,
+            pli: 2,
+            nack_packets: 3,
+        };
+        let want = "vr-stream: RTCP: 12 receiver report blocks (last: 1.5% lost, 7 lost in all, jitter 0.50 ms, RTT n/a), PLI 2, NACKed packets 3";
+        assert_eq!(s.rtcp_line().as_deref(), Some(want));
+        s.rtcp.rtt_ms = Some(1.234);
+        assert!(s.rtcp_line().unwrap().contains("RTT 1.23 ms), PLI"));
     }
 
     #[test]
