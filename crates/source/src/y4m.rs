@@ -212,11 +212,21 @@ impl Y4mSource {
         })
     }
 
-    /// Reads the next `FRAME` line. Ok(false) at a clean end of file.
+    /// `err`, from reading this file, as the source's error.
     fn io(&self, err: std::io::Error) -> SourceError {
         SourceError::Io {
             path: self.path.clone(),
             err,
+        }
+    }
+
+    /// The error for the current frame ending after `got` of its `want` bytes.
+    fn truncated(&self, got: usize, want: usize) -> SourceError {
+        SourceError::Truncated {
+            path: self.path.clone(),
+            frame: self.frame_in_file,
+            got,
+            want,
         }
     }
 
@@ -234,12 +244,7 @@ impl Y4mSource {
         }
         let got = super::read_full(&mut self.reader, dst).map_err(|e| self.io(e))?;
         if got < dst.len() {
-            return Err(SourceError::Truncated {
-                path: self.path.clone(),
-                frame: self.frame_in_file,
-                got,
-                want: dst.len(),
-            });
+            return Err(self.truncated(got, dst.len()));
         }
         self.frame_in_file += 1;
         Ok(true)
