@@ -15,33 +15,33 @@ use crate::rtp::nal_units;
 use crate::source::SourceFormat;
 use std::collections::BTreeMap;
 
-/// `V4L2_CID_CODEC_BASE`: `V4L2_CTRL_CLASS_CODEC (0x00990000) | 0x900`.
-const CODEC_BASE: u32 = 0x0099_0900;
-/// `V4L2_CID_MPEG_VIDEO_B_FRAMES` (integer).
-pub const CID_B_FRAMES: u32 = CODEC_BASE + 202;
-/// `V4L2_CID_MPEG_VIDEO_GOP_SIZE` (integer, frames).
-pub const CID_GOP_SIZE: u32 = CODEC_BASE + 203;
-/// `V4L2_CID_MPEG_VIDEO_BITRATE_MODE` (menu: VBR 0, CBR 1, CQ 2).
-pub const CID_BITRATE_MODE: u32 = CODEC_BASE + 206;
-/// `V4L2_CID_MPEG_VIDEO_BITRATE` (integer, bit/s).
-pub const CID_BITRATE: u32 = CODEC_BASE + 207;
-/// `V4L2_CID_MPEG_VIDEO_CYCLIC_INTRA_REFRESH_MB` (integer, macroblocks per frame).
-pub const CID_CYCLIC_INTRA_REFRESH_MB: u32 = CODEC_BASE + 214;
-/// `V4L2_CID_MPEG_VIDEO_HEADER_MODE` (menu: separate 0, joined with 1st frame 1).
-pub const CID_HEADER_MODE: u32 = CODEC_BASE + 216;
-/// `V4L2_CID_MPEG_VIDEO_REPEAT_SEQ_HEADER` (boolean): SPS/PPS before every IDR.
-pub const CID_REPEAT_SEQ_HEADER: u32 = CODEC_BASE + 226;
-/// `V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME` (button): the next frame is an IDR.
-pub const CID_FORCE_KEY_FRAME: u32 = CODEC_BASE + 229;
-/// `V4L2_CID_MPEG_VIDEO_INTRA_REFRESH_PERIOD` (integer, frames; kernel 6.1+).
-pub const CID_INTRA_REFRESH_PERIOD: u32 = CODEC_BASE + 236;
-/// `V4L2_CID_MPEG_VIDEO_H264_I_PERIOD` (integer, frames between IDRs).
-pub const CID_H264_I_PERIOD: u32 = CODEC_BASE + 358;
-/// `V4L2_CID_MPEG_VIDEO_H264_LEVEL` (menu, [`H264_LEVELS`] order).
-pub const CID_H264_LEVEL: u32 = CODEC_BASE + 359;
-/// `V4L2_CID_MPEG_VIDEO_H264_PROFILE` (menu: baseline 0, constrained baseline 1, main 2,
-/// extended 3, high 4, ...).
-pub const CID_H264_PROFILE: u32 = CODEC_BASE + 363;
+/// The control ids (`V4L2_CID_MPEG_VIDEO_*`, kernel doc
+/// `userspace-api/media/v4l/ext-ctrls-codec.rst`), from the kernel's `<linux/v4l2-controls.h>`
+/// as bindgen generates it for crate v4l2-sys-mit (the `v4l` crate's bindings, built anyway):
+/// no id is typed by hand. What each one is:
+/// - B_FRAMES (integer); GOP_SIZE (integer, frames); H264_I_PERIOD (integer, frames
+///   between IDRs);
+/// - BITRATE_MODE (menu: VBR 0, CBR 1, CQ 2); BITRATE (integer, bit/s);
+/// - CYCLIC_INTRA_REFRESH_MB (integer, macroblocks per frame); INTRA_REFRESH_PERIOD
+///   (integer, frames; kernel 6.1+);
+/// - HEADER_MODE (menu: separate 0, joined with the 1st frame 1); REPEAT_SEQ_HEADER
+///   (boolean): SPS/PPS before every IDR; FORCE_KEY_FRAME (button): the next frame is an
+///   IDR;
+/// - H264_LEVEL (menu, [`H264_LEVELS`] order); H264_PROFILE (menu: baseline 0,
+///   constrained baseline 1, main 2, extended 3, high 4, ...).
+pub use v4l2_sys_mit::{
+    V4L2_CID_MPEG_VIDEO_B_FRAMES as CID_B_FRAMES, V4L2_CID_MPEG_VIDEO_BITRATE as CID_BITRATE,
+    V4L2_CID_MPEG_VIDEO_BITRATE_MODE as CID_BITRATE_MODE,
+    V4L2_CID_MPEG_VIDEO_CYCLIC_INTRA_REFRESH_MB as CID_CYCLIC_INTRA_REFRESH_MB,
+    V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME as CID_FORCE_KEY_FRAME,
+    V4L2_CID_MPEG_VIDEO_GOP_SIZE as CID_GOP_SIZE,
+    V4L2_CID_MPEG_VIDEO_H264_I_PERIOD as CID_H264_I_PERIOD,
+    V4L2_CID_MPEG_VIDEO_H264_LEVEL as CID_H264_LEVEL,
+    V4L2_CID_MPEG_VIDEO_H264_PROFILE as CID_H264_PROFILE,
+    V4L2_CID_MPEG_VIDEO_HEADER_MODE as CID_HEADER_MODE,
+    V4L2_CID_MPEG_VIDEO_INTRA_REFRESH_PERIOD as CID_INTRA_REFRESH_PERIOD,
+    V4L2_CID_MPEG_VIDEO_REPEAT_SEQ_HEADER as CID_REPEAT_SEQ_HEADER,
+};
 
 /// Every control the negotiation may look at, with its name for messages; the device half
 /// queries exactly these.
@@ -255,6 +255,29 @@ impl CtrlInfo {
             menu: None,
             button: false,
         }
+    }
+    /// Setting control `id` (this one) to `value`, when the value is in its range.
+    ///
+    /// Errors: [`NegotiationError::OutOfRange`] naming `key` (what the value is for: a
+    /// config key, or a fixed choice such as "B-frames"), the control and `unit`.
+    fn set(
+        &self,
+        id: u32,
+        key: &'static str,
+        value: i64,
+        unit: &'static str,
+    ) -> Result<CtrlSet, NegotiationError> {
+        if value < self.min || value > self.max {
+            return Err(NegotiationError::OutOfRange {
+                key,
+                value,
+                control: control_name(id),
+                min: self.min,
+                max: self.max,
+                unit,
+            });
+        }
+        Ok(CtrlSet { id, value })
     }
     /// A boolean control.
     pub fn boolean() -> CtrlInfo {
@@ -547,38 +570,12 @@ pub fn negotiate_controls(
             needed_for: "encoder.bitrate_kbps",
         });
     };
-    if bps < c.min || bps > c.max {
-        return Err(NegotiationError::OutOfRange {
-            key: "encoder.bitrate_kbps",
-            value: bps,
-            control: name(CID_BITRATE),
-            min: c.min,
-            max: c.max,
-            unit: " bit/s",
-        });
-    }
-    set.push(CtrlSet {
-        id: CID_BITRATE,
-        value: bps,
-    });
+    set.push(c.set(CID_BITRATE, "encoder.bitrate_kbps", bps, " bit/s")?);
     let bitrate_range_bps = (c.min, c.max);
 
     // No B-frames: each would hold a frame back.
     if let Some(c) = dev.get(&CID_B_FRAMES) {
-        if c.min > 0 {
-            return Err(NegotiationError::OutOfRange {
-                key: "B-frames",
-                value: 0,
-                control: name(CID_B_FRAMES),
-                min: c.min,
-                max: c.max,
-                unit: "",
-            });
-        }
-        set.push(CtrlSet {
-            id: CID_B_FRAMES,
-            value: 0,
-        });
+        set.push(c.set(CID_B_FRAMES, "B-frames", 0, "")?);
     }
 
     // IDR period.
@@ -593,17 +590,7 @@ pub fn negotiate_controls(
             } else {
                 enc.keyint as i64
             };
-            if v < c.min || v > c.max {
-                return Err(NegotiationError::OutOfRange {
-                    key: "encoder.keyint",
-                    value: v,
-                    control: name(id),
-                    min: c.min,
-                    max: c.max,
-                    unit: " frames",
-                });
-            }
-            set.push(CtrlSet { id, value: v });
+            set.push(c.set(id, "encoder.keyint", v, " frames")?);
         }
         None if enc.keyint > 0 => {
             return Err(NegotiationError::Missing {
@@ -1130,6 +1117,21 @@ impl AuAssembler {
 mod tests {
     use super::*;
 
+    /// A driver's VIDIOC_S_FMT answer: `fourcc` at `width`x`height` with one
+    /// (bytesperline, sizeimage) per memory plane.
+    fn answer(fourcc: FourCc, width: u32, height: u32, planes: &[(u32, u32)]) -> DeviceFormat {
+        let plane = |&(bytesperline, sizeimage)| PlaneFmt {
+            bytesperline,
+            sizeimage,
+        };
+        DeviceFormat {
+            fourcc,
+            width,
+            height,
+            planes: planes.iter().map(plane).collect(),
+        }
+    }
+
     fn enc() -> EncoderConfig {
         EncoderConfig {
             backend: "v4l2m2m".into(),
@@ -1361,15 +1363,8 @@ mod tests {
         // rows (height aligned to 16).
         let (w, h) = (64usize, 40usize);
         let (stride, rows) = (96usize, 48usize);
-        let got = DeviceFormat {
-            fourcc: YU12,
-            width: w as u32,
-            height: h as u32,
-            planes: vec![PlaneFmt {
-                bytesperline: stride as u32,
-                sizeimage: (stride * rows * 3 / 2) as u32,
-            }],
-        };
+        let planes = [(stride as u32, (stride * rows * 3 / 2) as u32)];
+        let got = answer(YU12, w as u32, h as u32, &planes);
         let l = output_layout(fmt(w as u32, h as u32, 30), &got).unwrap();
         assert_eq!(
             l.u,
@@ -1424,15 +1419,7 @@ mod tests {
     fn nv12_interleaves_and_multiplanar_formats_use_their_planes() {
         let (w, h) = (16usize, 8usize);
         let src = i420(w, h);
-        let got = DeviceFormat {
-            fourcc: NV12,
-            width: 16,
-            height: 8,
-            planes: vec![PlaneFmt {
-                bytesperline: 32,
-                sizeimage: 32 * 8 * 3 / 2,
-            }],
-        };
+        let got = answer(NV12, 16, 8, &[(32, 32 * 8 * 3 / 2)]);
         let l = output_layout(fmt(16, 8, 30), &got).unwrap();
         let mut buf = vec![0u8; 32 * 12];
         copy_i420(&l, &src, &mut [&mut buf[..]]).unwrap();
@@ -1441,45 +1428,13 @@ mod tests {
         for i in 0..8 {
             assert_eq!((uv[2 * i], uv[2 * i + 1]), (u[i], v[i]));
         }
-        let got = DeviceFormat {
-            fourcc: YM12,
-            width: 16,
-            height: 8,
-            planes: vec![
-                PlaneFmt {
-                    bytesperline: 16,
-                    sizeimage: 128,
-                },
-                PlaneFmt {
-                    bytesperline: 8,
-                    sizeimage: 32,
-                },
-                PlaneFmt {
-                    bytesperline: 8,
-                    sizeimage: 32,
-                },
-            ],
-        };
+        let got = answer(YM12, 16, 8, &[(16, 128), (8, 32), (8, 32)]);
         let l = output_layout(fmt(16, 8, 30), &got).unwrap();
         let (mut y, mut u, mut v) = (vec![0u8; 128], vec![0u8; 32], vec![0u8; 32]);
         copy_i420(&l, &src, &mut [&mut y[..], &mut u[..], &mut v[..]]).unwrap();
         assert_eq!([&y[..], &u[..], &v[..]].concat(), src);
         assert_eq!(l.bytesused, vec![128, 32, 32]);
-        let got = DeviceFormat {
-            fourcc: NM12,
-            width: 16,
-            height: 8,
-            planes: vec![
-                PlaneFmt {
-                    bytesperline: 16,
-                    sizeimage: 128,
-                },
-                PlaneFmt {
-                    bytesperline: 16,
-                    sizeimage: 64,
-                },
-            ],
-        };
+        let got = answer(NM12, 16, 8, &[(16, 128), (16, 64)]);
         let l = output_layout(fmt(16, 8, 30), &got).unwrap();
         assert_eq!(
             l.u,
@@ -1494,15 +1449,7 @@ mod tests {
     #[test]
     fn driver_answers_that_cannot_work_are_errors() {
         let f = fmt(1280, 720, 60);
-        let one = |fourcc, bpl, size| DeviceFormat {
-            fourcc,
-            width: 1280,
-            height: 720,
-            planes: vec![PlaneFmt {
-                bytesperline: bpl,
-                sizeimage: size,
-            }],
-        };
+        let one = |fourcc, bpl, size| answer(fourcc, 1280, 720, &[(bpl, size)]);
         let e = output_layout(
             f,
             &DeviceFormat {
