@@ -28,7 +28,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 use vr_proto::session::{
-    AccessUnit, Batch, HeaderResend, PACING_SLACK_NS, SenderSession, SessionConfig, next_batch,
+    AccessUnit, Batch, FecParams, HeaderResend, PACING_SLACK_NS, SenderSession, SessionConfig,
+    next_batch,
 };
 pub use vr_shm::names::{segment_names, stats_name, web_queue_name};
 
@@ -826,9 +827,11 @@ fn network(env: StageEnv<'_>, queue: &BitstreamQueue) -> Result<(), StageError> 
         first_seq: saved.map(|r| r.next_seq).unwrap_or(random_u32() as u16),
         ts_offset: saved.map(|r| r.ts_offset).unwrap_or_else(random_u32),
         base_ns: saved.map(|r| r.base_ns),
-        fec_percent: if fec_tx.is_some() { s.fec_percent } else { 0 },
-        fec_payload_type: s.fec_payload_type,
-        fec_first_seq: random_u32() as u16,
+        fec: fec_tx.is_some().then(|| FecParams {
+            percent: s.fec_percent,
+            payload_type: s.fec_payload_type,
+            first_seq: random_u32() as u16,
+        }),
         burst_bytes: s.burst_bytes as u64,
         pacing_kbps: s.pacing_kbps,
         frame_interval_ns: interval_ns,

@@ -72,12 +72,8 @@ pub struct SessionConfig {
     /// Capture time that maps to `ts_offset` when continuing a stream (`None`: the first
     /// access unit's).
     pub base_ns: Option<u64>,
-    /// FEC overhead, per cent of the media packets (0: off).
-    pub fec_percent: u32,
-    /// Payload type of the FEC packets.
-    pub fec_payload_type: u8,
-    /// Sequence number of the first FEC packet.
-    pub fec_first_seq: u16,
+    /// The FEC packets protecting each access unit (`None`: no FEC).
+    pub fec: Option<FecParams>,
     /// Bytes of a frame sent at once before pacing starts (0: no pacing).
     pub burst_bytes: u64,
     /// Pacing rate, kbit/s (0: no pacing).
@@ -93,6 +89,19 @@ pub struct SessionConfig {
     pub bitrate_kbps: u32,
     /// The receiver's host: feedback from any other address is ignored.
     pub receiver: IpAddr,
+}
+
+/// A session's FEC ([`crate::fec`]: Reed-Solomon over each access unit's packets, sent
+/// to the RTP port + 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FecParams {
+    /// Overhead, per cent of the media packets (rounded up to whole packets; 0 makes
+    /// none).
+    pub percent: u32,
+    /// Payload type of the FEC packets.
+    pub payload_type: u8,
+    /// Sequence number of the first FEC packet (its own sequence, random).
+    pub first_seq: u16,
 }
 
 /// The parameter sets a session repeats in band ([`SessionConfig::resend_headers`]).
@@ -233,7 +242,7 @@ impl SenderSession {
         SenderSession {
             packetizer: Packetizer::new(cfg.rtp, cfg.first_seq),
             base_ns: cfg.base_ns,
-            fec: FecEncoder::new(cfg.fec_first_seq),
+            fec: FecEncoder::new(cfg.fec.map_or(0, |f| f.first_seq)),
             media: PacketBuf::with_capacity(2 << 20),
             fec_out: PacketBuf::with_capacity(1 << 20),
             with_headers: Vec::with_capacity(1 << 20),
@@ -339,15 +348,14 @@ impl SenderSession {
     /// frame then goes unprotected.
     pub fn protect_last(&mut self) -> Result<usize, FecError> {
         self.fec_out.clear();
-        if self.cfg.fec_percent == 0 || self.media.is_empty() {
-            return Ok(0);
+        match self.cfg.fec {
+            Some(f) if !self.media.is_empty() => {
+                let out = &mut self.fec_out;
+                self.fec
+                    .protect(&self.media, f.percent, f.payload_type, out)
+            }
+            _ => Ok(0),
         }
-        self.fec.protect(
-            &self.media,
-            self.cfg.fec_percent,
-            self.cfg.fec_payload_type,
-            &mut self.fec_out,
-        )
     }
 
     /// The FEC packets of the last access unit (to the RTP port + 2), once
@@ -494,9 +502,11 @@ mod tests {
             first_seq: 65_500,
             ts_offset: 1000,
             base_ns: None,
-            fec_percent: 20,
-            fec_payload_type: 127,
-            fec_first_seq: 7,
+            fec: Some(FecParams {
+                percent: 20,
+                payload_type: 127,
+                first_seq: 7,
+            }),
             burst_bytes: 24_000,
             pacing_kbps: 100_000,
             frame_interval_ns: F60,
@@ -697,7 +707,7 @@ mod tests {
     #[test]
     fn an_idr_burst_leaves_paced_and_within_three_quarters_of_a_frame() {
         let mut c = cfg();
-        c.fec_percent = 0;
+        c.fec = None;
         let mut s = SenderSession::new(c);
         let data = au(true, 150_000, 3);
         let f = s
