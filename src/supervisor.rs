@@ -3,22 +3,16 @@
 //! latency records, forwards SIGINT/SIGTERM/SIGHUP as a stop, and tears everything down
 //! (no child process and no segment outlives it).
 
-use crate::config::Config;
+use crate::config::{Config, WebConfig};
 use crate::encode::{self, EncoderParams, open_encoder};
-use crate::latency::{FrameRecord, LatencyStats};
 use crate::rt;
 use crate::sdp::{SdpParams, write_sdp};
-use crate::shm::bitstream::BitstreamQueue;
-use crate::shm::control::StreamInfo;
-use crate::shm::control::{Control, RECORDS, StageState};
-use crate::shm::frame_ring::FrameRing;
+use crate::shm::control::Control;
 use crate::shm::stats::NetCounters;
 use crate::source::{self, SourceFormat, SourceSpec};
 use crate::stage::{self, StageKind, StagePlan};
 use anyhow::{Context, Result, anyhow, bail};
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 pub use vr_shm::names::DEFAULT_INSTANCE;
@@ -131,20 +125,13 @@ fn write_sdp_file(path: &str, text: &str) -> Result<()> {
     Ok(())
 }
 
-struct Stage {
-    kind: StageKind,
-    child: Child,
-    exited: Option<std::process::ExitStatus>,
-    /// When a restart is due (after a backoff).
-    restart_at: Option<Instant>,
-    /// Its restart count and backoff ([`restart`]).
-    restarts: restart::Restarts,
-    /// Given up on without ending the stream (the optional detect stage).
-    abandoned: bool,
-}
-
+mod processes;
+mod records;
 pub mod restart;
 pub mod summary;
+
+use processes::{Launcher, Segments, Stages, Tick};
+use records::Records;
 
 pub use restart::{HEALTHY_AFTER, MAX_BACKOFF};
 pub use summary::ExitSummary;
@@ -388,15 +375,95 @@ fn web_setup(w: &mut crate::config::WebConfig, dest_ip: &str) -> Result<Vec<Stri
 /// Errors: bad source, segment in use, a stage that fails to start (naming the stage and
 /// its reason), an unwritable SDP or latency log.
 pub fn run(opts: &RunOptions) -> Result<Option<ExitSummary>> {
-    let cfg = &opts.cfg;
-    let pipe = open_pipe(cfg)?;
+    let pipe = open_pipe(&opts.cfg)?;
     let fmt = match &pipe {
         Some((_, f, _)) => *f,
-        None => probe_source(cfg)?,
+        None => probe_source(&opts.cfg)?,
     };
+    check_before_start(opts)?;
+    let page = ViewerPage::settle(opts)?;
+    // `cfg`: with the page on or off as settled; the stages get its resolved settings.
+    let mut cfg = opts.cfg.clone();
+    cfg.web.enabled = page.on;
+    let cfg = &cfg;
+    let mut stage_cfg = cfg.clone();
+    if page.on {
+        stage_cfg.web = page.web;
+    }
+    if opts.sdp_only {
+        write_sdp_only(cfg, &fmt)?;
+        return Ok(None);
+    }
+    let mut records = Records::open(cfg)?;
+    let active = stage::active(cfg);
+    let rt_warned = check_realtime(cfg, &active)?;
+    let segs = Segments::create(opts, cfg, &fmt)?;
+    rt::install_stop_signals();
+    let launcher = Launcher::new(opts, &stage_cfg, &fmt, pipe.as_ref(), rt_warned, page.key)?;
+    let policy = restart::Policy {
+        first_backoff: Duration::from_millis(cfg.supervise.backoff_ms as u64),
+        max_restarts: cfg.supervise.max_restarts,
+    };
+    let mut stages = Stages::start(&active, &launcher, policy, &segs)?;
+    let started = stages.wait_ready(&segs.ctl).and_then(|ready| {
+        if ready {
+            stages.print_placement(cfg, &segs.ctl);
+            write_stream_sdp(cfg, &fmt, &segs.ctl)?;
+        }
+        Ok(ready)
+    });
+    if !matches!(started, Ok(true)) {
+        stages.stop(&segs);
+        return started.map(|_| None);
+    }
+    eprintln!("{}", streaming_line(cfg, &fmt));
+    segs.ctl.set_go();
+    let failure = supervise(&mut stages, &segs, &launcher, &mut records, cfg);
+    stages.stop(&segs);
+    records.drain(&segs.ctl);
+    records.finish()?;
+    Ok(Some(exit_summary(cfg, &segs, &records, failure)))
+}
+
+/// Watches the stream every 20 ms until it ends: reads the latency records (and prints
+/// the periodic report every `stats.interval_s`), and lets [`Stages::tick`] handle exits,
+/// hangs and restarts. Returns why the stream failed, `None` at its end or on a stop
+/// signal.
+fn supervise(
+    stages: &mut Stages,
+    segs: &Segments,
+    launcher: &Launcher,
+    records: &mut Records,
+    cfg: &Config,
+) -> Option<String> {
+    let interval = Duration::from_secs(cfg.stats.interval_s as u64);
+    let mut next_report = Instant::now() + interval;
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        records.drain(&segs.ctl);
+        if !interval.is_zero() && Instant::now() >= next_report {
+            eprint!("{}", records.window.report());
+            records.window.reset();
+            next_report += interval;
+        }
+        if rt::stop_signal() != 0 {
+            return None;
+        }
+        match stages.tick(&segs.ctl, launcher, cfg, Instant::now()) {
+            Tick::Running => {}
+            Tick::Done => return None,
+            Tick::Failed(why) => return Some(why),
+        }
+    }
+}
+
+/// What can be checked before any segment or stage exists, so that each is one clear
+/// error: the destination, the encoder backend (a missing device or feature; the encode
+/// stage opens it for real) and, with `--yolo`, the detector's library and model (the
+/// detect stage opens them again for itself). Prints the backend's note and the model.
+fn check_before_start(opts: &RunOptions) -> Result<()> {
+    let cfg = &opts.cfg;
     destination(cfg)?;
-    // The encoder backend, checked here so that a missing device or feature is one clear
-    // error before any stage starts (the encode stage opens it for real).
     let (_, note) = encode::choose_backend(
         &cfg.encoder,
         std::path::Path::new(&cfg.encoder.device).exists(),
@@ -405,335 +472,152 @@ pub fn run(opts: &RunOptions) -> Result<Option<ExitSummary>> {
     if let Some(n) = note {
         eprintln!("vr-stream: {n}");
     }
-    // The detector, checked here so that a missing library or model is one clear error
-    // before any segment or stage exists (the detect stage opens it again for itself).
     if cfg.detect.enabled && !opts.sdp_only {
         let d = crate::detect::assets::open(&cfg.detect).map_err(|e| anyhow!("--yolo: {e}"))?;
-        eprintln!(
-            "vr-stream: detector {} ({}x{} input)",
-            d.model().display(),
-            d.size(),
-            d.size()
-        );
+        let (model, size) = (d.model().display(), d.size());
+        eprintln!("vr-stream: detector {model} ({size}x{size} input)");
     }
-    // The viewer page: certificate, PIN and port settled here (one clear error before
-    // anything starts); the network stage serves it with what is resolved into its config.
-    // The viewer page is on by default: a port that cannot be bound turns it off with a
-    // note, unless it was asked for on the command line.
-    let mut web_on = cfg.web.enabled && !opts.sdp_only;
-    let mut web_cfg = cfg.web.clone();
-    // The run's session key (auth.rs), for the web stage only: its sessions outlive a
-    // restart of the web stage, not of vr-stream.
-    let mut web_key = String::new();
-    let mut web_lines = vec![];
-    if web_on {
-        let setup = settle_web(&mut web_cfg, &cfg.stream.ip).map(|(key, lines)| {
-            web_key = key;
-            web_lines = lines;
-        });
-        // The page is on by default: what stops it (the port taken by another run, a
-        // certificate directory this user cannot write) leaves it off with a note, unless
-        // it was asked for on the command line.
-        if let Err(e) = setup {
-            if opts.web_explicit {
-                bail!("viewer page (--web/--web-port): {e:#}");
-            }
-            eprintln!(
-                "vr-stream: note: no viewer page: {e:#} (--web-port PORT picks another port, web.cert_dir another directory, --no-web turns the page off)"
-            );
-            web_on = false;
-        }
-    }
-    for l in &web_lines {
-        eprintln!("{l}");
-    }
-    let cfg_on = {
-        let mut c = cfg.clone();
-        c.web.enabled = web_on;
-        c
-    };
-    let cfg = &cfg_on;
-    let mut stage_cfg = cfg.clone();
-    if web_on {
-        stage_cfg.web = web_cfg;
-    }
-    if opts.sdp_only {
-        if cfg.stream.sdp.is_empty() {
-            bail!("--sdp-only needs an SDP path (--sdp PATH or stream.sdp)");
-        }
-        let (mut enc, _notes) = open_encoder(&EncoderParams::from_config(&cfg.encoder, fmt))?;
-        let text = sdp_text(cfg, &fmt, &enc.headers()?)?;
-        write_sdp_file(&cfg.stream.sdp, &text)?;
-        eprintln!("vr-stream: wrote {}", cfg.stream.sdp);
-        return Ok(None);
-    }
-    let mut csv = if cfg.stats.latency_log.is_empty() {
-        None
-    } else {
-        let f = std::fs::File::create(&cfg.stats.latency_log)
-            .with_context(|| format!("--latency-log {}: cannot create", cfg.stats.latency_log))?;
-        let mut w = std::io::BufWriter::new(f);
-        writeln!(w, "{}", FrameRecord::CSV_HEADER)?;
-        Some(w)
-    };
+    Ok(())
+}
 
-    // Realtime privileges: warn once here rather than once per stage.
-    let active = stage::active(cfg);
+/// The viewer page as settled before anything starts: certificate, PIN and port (one
+/// clear error before anything starts; the web stage serves it with these settings).
+struct ViewerPage {
+    /// The page is served.
+    on: bool,
+    /// `[web]` with the certificate and PIN resolved.
+    web: WebConfig,
+    /// The run's session key (auth.rs), for the web stage only: its sessions outlive a
+    /// restart of the web stage, not of vr-stream. Empty when the page is off.
+    key: String,
+}
+
+impl ViewerPage {
+    /// Settles the page of `opts` and prints where to open it. The page is on by default:
+    /// what stops it (the port taken by another run, a certificate directory this user
+    /// cannot write) leaves it off with a note, unless it was asked for on the command
+    /// line.
+    ///
+    /// Errors: only for a page asked for on the command line ([`settle_web`]'s).
+    fn settle(opts: &RunOptions) -> Result<ViewerPage> {
+        let mut page = ViewerPage {
+            on: opts.cfg.web.enabled && !opts.sdp_only,
+            web: opts.cfg.web.clone(),
+            key: String::new(),
+        };
+        if !page.on {
+            return Ok(page);
+        }
+        match settle_web(&mut page.web, &opts.cfg.stream.ip) {
+            Ok((key, lines)) => {
+                page.key = key;
+                for l in &lines {
+                    eprintln!("{l}");
+                }
+            }
+            Err(e) if opts.web_explicit => bail!("viewer page (--web/--web-port): {e:#}"),
+            Err(e) => {
+                eprintln!(
+                    "vr-stream: note: no viewer page: {e:#} (--web-port PORT picks another port, web.cert_dir another directory, --no-web turns the page off)"
+                );
+                page.on = false;
+            }
+        }
+        Ok(page)
+    }
+}
+
+/// `--sdp-only`: opens the encoder for its SPS/PPS and writes the SDP file.
+///
+/// Errors: no SDP path, the encoder cannot be opened, the file cannot be written.
+fn write_sdp_only(cfg: &Config, fmt: &SourceFormat) -> Result<()> {
+    if cfg.stream.sdp.is_empty() {
+        bail!("--sdp-only needs an SDP path (--sdp PATH or stream.sdp)");
+    }
+    let (mut enc, _notes) = open_encoder(&EncoderParams::from_config(&cfg.encoder, *fmt))?;
+    let text = sdp_text(cfg, fmt, &enc.headers()?)?;
+    write_sdp_file(&cfg.stream.sdp, &text)?;
+    eprintln!("vr-stream: wrote {}", cfg.stream.sdp);
+    Ok(())
+}
+
+/// Writes `stream.sdp` (when set) with the SPS/PPS the encode stage published.
+///
+/// Errors: none were published, the file cannot be written.
+fn write_stream_sdp(cfg: &Config, fmt: &SourceFormat, ctl: &Control) -> Result<()> {
+    if cfg.stream.sdp.is_empty() {
+        return Ok(());
+    }
+    let headers = ctl
+        .headers()
+        .ok_or_else(|| anyhow!("encode stage published no SPS/PPS"))?;
+    write_sdp_file(&cfg.stream.sdp, &sdp_text(cfg, fmt, &headers)?)
+}
+
+/// Checks the realtime privileges once for all `active` stages: a warning on stderr (an
+/// error with `rt.strict`), and a note for CPUs configured beyond this machine's. Returns
+/// whether it warned (the stages then do not warn again).
+///
+/// Errors: `rt.strict` and missing privileges.
+fn check_realtime(cfg: &Config, active: &[StageKind]) -> Result<bool> {
     let max_prio = active
         .iter()
         .map(|k| k.placement(cfg).priority)
         .max()
         .unwrap_or(1);
-    let rt_warned = rt::describe(&rt::check_limits(max_prio, cfg.rt.mlock));
-    if let Some(msg) = &rt_warned {
+    let warned = rt::describe(&rt::check_limits(max_prio, cfg.rt.mlock));
+    if let Some(msg) = &warned {
         if cfg.rt.strict {
             bail!("--strict-rt: {msg}");
         }
         eprintln!("vr-stream: warning: {msg}");
     }
-    let mut mapped = vec![];
-    for &k in &active {
-        let p = k.placement(cfg);
-        if p.mapped {
-            mapped.push(format!(
+    let mapped: Vec<String> = active
+        .iter()
+        .map(|&k| (k, k.placement(cfg)))
+        .filter(|(_, p)| p.mapped)
+        .map(|(k, p)| {
+            format!(
                 "{} {}->{}",
                 k.name(),
                 p.configured,
                 rt::cpu_list_text(&p.cpus)
-            ));
-        }
-    }
+            )
+        })
+        .collect();
     if !mapped.is_empty() {
         eprintln!(
             "vr-stream: note: CPUs configured beyond this machine's; mapped modulo the CPU count: {}",
             mapped.join(", ")
         );
     }
+    Ok(warned.is_some())
+}
 
-    let (ctl_name, ring_name, bits_name) = stage::segment_names(&opts.instance);
-    let ctl = Control::create(&ctl_name, &stage::stats_name(&opts.instance))?;
-    ctl.prefault();
-    let dest = match cfg.stream.ip.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V6(a)) => format!("[{a}]:{}", cfg.stream.port),
-        _ => format!("{}:{}", cfg.stream.ip, cfg.stream.port),
-    };
-    ctl.stats().set_info(&StreamInfo {
-        destination: dest,
-        width: fmt.width,
-        height: fmt.height,
-        fps: (fmt.fps_num / fmt.fps_den.max(1)),
-        bitrate_kbps: cfg.encoder.bitrate_kbps,
-        profile: opts.profile.clone().unwrap_or_default(),
-        target_ms: cfg.stats.target_ms,
-        supervisor_pid: std::process::id(),
-        started_ns: crate::rt::monotonic_ns(),
-    });
-    let ring = FrameRing::create(&ring_name, stage::ring_geometry(&fmt, cfg.detect.enabled))?;
-    let queue =
-        BitstreamQueue::create(&bits_name, stage::queue_capacity(cfg.encoder.bitrate_kbps))?;
-    let web_queue = if cfg.web.enabled {
-        Some(BitstreamQueue::create(
-            &stage::web_queue_name(&opts.instance),
-            stage::web_queue_capacity(cfg.encoder.bitrate_kbps),
-        )?)
-    } else {
-        None
-    };
-    rt::install_stop_signals();
-
-    let exe = std::env::current_exe().context("cannot find the vr-stream executable")?;
-    let cfg_text = stage_cfg.to_toml();
-    let geometry = source::format_geometry(&fmt);
-    let mut stages: Vec<Stage> = vec![];
-    let stop_all = |stages: &mut Vec<Stage>| {
-        ctl.request_stop();
-        ring.wake_all();
-        queue.wake_all();
-        if let Some(q) = &web_queue {
-            q.wake_all();
-        }
-        let deadline = Instant::now() + STOP_GRACE;
-        for s in stages.iter_mut() {
-            while s.exited.is_none() {
-                match s.child.try_wait() {
-                    Ok(Some(st)) => s.exited = Some(st),
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
-                    _ => {
-                        let _ = s.child.kill();
-                        s.exited = s.child.wait().ok();
-                        break;
-                    }
-                }
-            }
-        }
-    };
-    let spawn = |kind: StageKind| {
-        let mut cmd = Command::new(&exe);
-        cmd.args([
-            "stage",
-            kind.name(),
-            "--instance",
-            &opts.instance,
-            "--geometry",
-            &geometry,
-        ])
-        .env(stage::CONFIG_ENV, &cfg_text)
-        .env(stage::SUPERVISOR_PID_ENV, std::process::id().to_string())
-        .stdin(Stdio::null());
-        if let (StageKind::Camera, Some((f, _, header_len))) = (kind, &pipe) {
-            // The pipe, opened once and past its header, is the camera stage's input.
-            cmd.stdin(Stdio::from(f.try_clone()?))
-                .env(source::pipe::STDIN_ENV, format!("{geometry},{header_len}"));
-        }
-        if rt_warned.is_some() {
-            cmd.env(stage::RT_WARNED_ENV, "1");
-        }
-        if kind == StageKind::Web {
-            cmd.env(crate::web::stage::KEY_ENV, &web_key);
-        }
-        cmd.spawn()
-    };
-    let policy = restart::Policy {
-        first_backoff: Duration::from_millis(cfg.supervise.backoff_ms as u64),
-        max_restarts: cfg.supervise.max_restarts,
-    };
-    for &kind in &active {
-        match spawn(kind) {
-            Ok(child) => stages.push(Stage {
-                kind,
-                child,
-                exited: None,
-                restart_at: None,
-                restarts: restart::Restarts::new(policy, kind.optional(), Instant::now()),
-                abandoned: false,
-            }),
-            Err(e) => {
-                stop_all(&mut stages);
-                bail!("stage {} failed to start: {e}", kind.name());
-            }
-        }
-    }
-
-    // Wait until every stage is ready.
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        let mut all = true;
-        for s in stages.iter_mut() {
-            let slot = ctl.stage(s.kind);
-            if s.abandoned {
-                continue;
-            }
-            // An optional stage (detection, the viewer page) that cannot start costs the
-            // stream nothing: say so and go on without it.
-            let failed =
-                slot.state() == StageState::Failed || matches!(s.child.try_wait(), Ok(Some(_)));
-            if failed && s.kind.optional() {
-                let st = s.child.wait().ok();
-                s.exited = st;
-                let msg = slot
-                    .error()
-                    .or_else(|| st.map(|st| status_text(&st)))
-                    .unwrap_or_default();
-                s.abandoned = true;
-                let without = s.kind.feature();
-                eprintln!(
-                    "vr-stream: stage {} failed to start ({msg}); streaming without {without}",
-                    s.kind.name()
-                );
-                continue;
-            }
-            match slot.state() {
-                StageState::Ready => continue,
-                StageState::Failed => {
-                    let msg = slot.error().unwrap_or_default();
-                    let name = s.kind.name();
-                    stop_all(&mut stages);
-                    bail!("stage {name} failed to start: {msg}");
-                }
-                _ => {}
-            }
-            all = false;
-            if let Ok(Some(st)) = s.child.try_wait() {
-                s.exited = Some(st);
-                let msg = slot.error().unwrap_or_else(|| status_text(&st));
-                let name = s.kind.name();
-                stop_all(&mut stages);
-                bail!("stage {name} failed to start: {msg}");
-            }
-        }
-        if all {
-            break;
-        }
-        if rt::stop_signal() != 0 {
-            stop_all(&mut stages);
-            return Ok(None);
-        }
-        if Instant::now() > deadline {
-            stop_all(&mut stages);
-            bail!("stages not ready within {} s", READY_TIMEOUT.as_secs());
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    for s in stages.iter().filter(|s| !s.abandoned) {
-        let slot = ctl.stage(s.kind);
-        let p = s.kind.placement(cfg);
-        let cpu = slot.cpu.load(Ordering::Relaxed);
-        let threads = rt::read_threads(s.child.id() as i32);
-        eprintln!(
-            "vr-stream: stage {} pid {} {} policy {} priority {} (configured cpu{} {} priority {}) VmLck {} kB{}",
-            s.kind.name(),
-            s.child.id(),
-            if cpu >= 0 {
-                format!("cpu {cpu}")
-            } else {
-                let st = rt::read_state(s.child.id() as i32);
-                format!("cpus {}", rt::cpu_list_text(&st.cpus))
-            },
-            policy_name(slot.policy.load(Ordering::Relaxed)),
-            slot.priority.load(Ordering::Relaxed),
-            if s.kind == StageKind::Encode || s.kind == StageKind::Web {
-                "s"
-            } else {
-                ""
-            },
-            p.configured,
-            p.priority,
-            slot.vmlck_kb.load(Ordering::Relaxed),
-            if s.kind == StageKind::Encode {
-                format!("; {}", threads_text(&threads, &stage::encoder_config(cfg)))
-            } else {
-                String::new()
-            }
-        );
-    }
-    if !cfg.stream.sdp.is_empty() {
-        let headers = ctl
-            .headers()
-            .ok_or_else(|| anyhow!("encode stage published no SPS/PPS"));
-        let text = headers.and_then(|h| sdp_text(cfg, &fmt, &h));
-        if let Err(e) = text.and_then(|t| write_sdp_file(&cfg.stream.sdp, &t)) {
-            stop_all(&mut stages);
-            return Err(e);
-        }
-    }
-    eprintln!(
-        "vr-stream: streaming {} {}x{} @ {}/{} fps, {} kbit/s to {}:{}{}",
-        if cfg.source.stereo {
-            let right = if cfg.source.right_uri.is_empty() {
-                &cfg.source.uri
-            } else {
-                &cfg.source.right_uri
-            };
-            format!("stereo {} | {}", cfg.source.uri, right)
-        } else if cfg.source.uri == "-" {
-            format!("standard input ({})", cfg.source.pipe_format)
-        } else if cfg.source.uri.starts_with("pipe:") {
-            format!("{} ({})", cfg.source.uri, cfg.source.pipe_format)
+/// The line that says the stream started: source, size, rate, bitrate, destination, SDP.
+fn streaming_line(cfg: &Config, fmt: &SourceFormat) -> String {
+    let src = &cfg.source;
+    let what = if src.stereo {
+        let right = if src.right_uri.is_empty() {
+            &src.uri
         } else {
-            cfg.source.uri.clone()
-        },
+            &src.right_uri
+        };
+        format!("stereo {} | {}", src.uri, right)
+    } else if src.uri == "-" {
+        format!("standard input ({})", src.pipe_format)
+    } else if src.uri.starts_with("pipe:") {
+        format!("{} ({})", src.uri, src.pipe_format)
+    } else {
+        src.uri.clone()
+    };
+    let sdp = if cfg.stream.sdp.is_empty() {
+        String::new()
+    } else {
+        format!(" (SDP: {})", cfg.stream.sdp)
+    };
+    format!(
+        "vr-stream: streaming {what} {}x{} @ {}/{} fps, {} kbit/s to {}:{}{sdp}",
         fmt.width,
         fmt.height,
         fmt.fps_num,
@@ -741,158 +625,7 @@ pub fn run(opts: &RunOptions) -> Result<Option<ExitSummary>> {
         cfg.encoder.bitrate_kbps,
         cfg.stream.ip,
         cfg.stream.port,
-        if cfg.stream.sdp.is_empty() {
-            String::new()
-        } else {
-            format!(" (SDP: {})", cfg.stream.sdp)
-        }
-    );
-    ctl.set_go();
-
-    let mut stats = LatencyStats::new();
-    let mut window = LatencyStats::new();
-    let mut next_record = 0u64;
-    let mut lost_records = 0u64;
-    let mut drain = |stats: &mut LatencyStats,
-                     window: &mut LatencyStats,
-                     csv: &mut Option<std::io::BufWriter<std::fs::File>>| {
-        let written = ctl.stats().records_written();
-        if written - next_record > RECORDS as u64 {
-            lost_records += written - next_record - RECORDS as u64;
-            next_record = written - RECORDS as u64;
-        }
-        while next_record < written {
-            if let Some(r) = ctl.stats().record_at(next_record) {
-                stats.add(&r);
-                window.add(&r);
-                if let Some(w) = csv.as_mut() {
-                    let _ = writeln!(w, "{}", r.csv_line());
-                }
-            }
-            next_record += 1;
-        }
-    };
-    let interval = Duration::from_secs(cfg.stats.interval_s as u64);
-    let mut next_report = Instant::now() + interval;
-    let mut failure: Option<String> = None;
-    loop {
-        std::thread::sleep(Duration::from_millis(20));
-        drain(&mut stats, &mut window, &mut csv);
-        if !interval.is_zero() && Instant::now() >= next_report {
-            eprint!("{}", window.report());
-            window.reset();
-            next_report += interval;
-        }
-        if rt::stop_signal() != 0 {
-            break;
-        }
-        let mut done = 0;
-        let now = Instant::now();
-        for s in stages.iter_mut() {
-            let slot = ctl.stage(s.kind);
-            if s.exited.is_none() {
-                if let Ok(Some(st)) = s.child.try_wait() {
-                    s.exited = Some(st);
-                    let clean = st.success() && slot.state() != StageState::Failed;
-                    if !clean {
-                        let msg = slot.error().unwrap_or_else(|| status_text(&st));
-                        let name = s.kind.name();
-                        if s.kind == StageKind::Web {
-                            // Its WebRTC peers' bitrate target dies with it.
-                            ctl.set_web_target(None);
-                        }
-                        match s.restarts.on_failure(now, slot.is_permanent()) {
-                            restart::Decision::Abandon => {
-                                // Detection and the viewer page are optional: the video
-                                // goes on.
-                                s.abandoned = true;
-                                let without = s.kind.feature();
-                                eprintln!(
-                                    "vr-stream: stage {name} failed ({msg}); streaming on without {without}"
-                                );
-                            }
-                            restart::Decision::GiveUp { times } => {
-                                if failure.is_none() {
-                                    failure = Some(if times > 1 {
-                                        format!(
-                                            "stage {name} failed {times} times in a row, last: {msg}"
-                                        )
-                                    } else {
-                                        format!("stage {name} failed: {msg}")
-                                    });
-                                }
-                            }
-                            restart::Decision::Restart { at, delay, nth } => {
-                                s.restart_at = Some(at);
-                                eprintln!(
-                                    "vr-stream: stage {name} died ({msg}); restarting in {} ms (restart {nth} of at most {} in a row)",
-                                    delay.as_millis(),
-                                    cfg.supervise.max_restarts
-                                );
-                            }
-                        }
-                    }
-                } else if cfg.supervise.heartbeat_timeout_ms > 0
-                    && slot.state() == StageState::Ready
-                {
-                    // Hung: alive but not beating. Kill it; the exit path restarts it.
-                    let beat = slot.heartbeat_ns.load(Ordering::Relaxed);
-                    let age_ms = rt::monotonic_ns().saturating_sub(beat) / 1_000_000;
-                    if beat > 0 && age_ms > cfg.supervise.heartbeat_timeout_ms as u64 {
-                        eprintln!(
-                            "vr-stream: stage {} stopped beating ({age_ms} ms): killing it",
-                            s.kind.name()
-                        );
-                        let _ = s.child.kill();
-                    }
-                }
-            }
-            if let Some(at) = s.restart_at {
-                if now >= at && failure.is_none() {
-                    slot.reset();
-                    slot.restarts.fetch_add(1, Ordering::Relaxed);
-                    match spawn(s.kind) {
-                        Ok(child) => {
-                            s.child = child;
-                            s.exited = None;
-                            s.restart_at = None;
-                            s.restarts.on_restarted(Instant::now());
-                        }
-                        Err(e) => {
-                            failure = Some(format!(
-                                "stage {} could not be restarted: {e}",
-                                s.kind.name()
-                            ))
-                        }
-                    }
-                }
-            } else if s.abandoned {
-                done += 1;
-            } else if let Some(st) = s.exited
-                && st.success()
-                && slot.state() != StageState::Failed
-            {
-                done += 1;
-            }
-        }
-        if failure.is_some() || done == stages.len() {
-            break;
-        }
-    }
-    stop_all(&mut stages);
-    drain(&mut stats, &mut window, &mut csv);
-    if let Some(w) = csv.as_mut() {
-        w.flush()
-            .with_context(|| format!("--latency-log {}", cfg.stats.latency_log))?;
-    }
-    Ok(Some(exit_summary(
-        cfg,
-        &ctl,
-        &queue,
-        &stats,
-        lost_records,
-        failure,
-    )))
+    )
 }
 
 /// Settles the viewer page before anything starts: checks that `web.bind`:`web.port` can be
@@ -952,12 +685,11 @@ fn settle_web(web: &mut crate::config::WebConfig, dest_ip: &str) -> Result<(Stri
 /// (the human lines and the latency table). `failure`: why the run failed, if it did.
 fn exit_summary(
     cfg: &Config,
-    ctl: &Control,
-    queue: &BitstreamQueue,
-    stats: &LatencyStats,
-    lost_records: u64,
+    segs: &Segments,
+    records: &Records,
     failure: Option<String>,
 ) -> ExitSummary {
+    let (ctl, queue, stats) = (&segs.ctl, &segs.queue, &records.all);
     let net = ctl.stats().net();
     let absent = nobody_listening(&net, rt::monotonic_ns());
     let enc = ctl.stage(StageKind::Encode);
@@ -1001,7 +733,7 @@ fn exit_summary(
         rtcp: summary::RtcpSummary::from_counters(&ctl.stats().rtcp()),
         latency_ms: summary::latency_ms(stats),
         stereo_pair_skew_ms: stats.pair_skew().map(summary::SpanMs::from),
-        latency_records_lost: lost_records,
+        latency_records_lost: records.lost,
         error: failure,
     };
     if !summary.restarts.is_empty() {
