@@ -104,17 +104,37 @@ fn na(item: Item, what: &str, current: String, wanted: String, eff: Effect) -> R
 
 const APPLY: &str = "sudo setup --apply";
 
-/// Every row for the target, in report order.
+/// Every row for the target, in report order: kernel command line, sysctl, limits, swap,
+/// governor, Wi-Fi, IRQs (running system only), the service.
 pub fn check(t: &Target) -> Vec<Row> {
     let mut rows = Vec::new();
+    cmdline_rows(t, &mut rows);
+    sysctl_rows(t, &mut rows);
+    rows.push(limits_row(t));
+    swap_rows(t, &mut rows);
+    governor_rows(t, &mut rows);
+    wifi_rows(t, &mut rows);
+    if t.root.is_live() {
+        rows.push(irq_row(t));
+    }
+    rows.push(service_row(t));
+    rows
+}
+
+/// The fix of a row that `setup --apply` (with `extra` after it) makes, unless the CPU
+/// sets are bad: then what to pick.
+fn apply_fix(t: &Target, extra: &str) -> String {
+    match t.validate_cpus() {
+        Err(e) => format!("{e}: pick --cpus among them"),
+        Ok(()) => format!("{APPLY}{extra}"),
+    }
+}
+
+/// The kernel command line of the boot partition (isolcpus, nohz_full, ...) and, on the
+/// running system, the CPUs the kernel isolated.
+fn cmdline_rows(t: &Target, rows: &mut Vec<Row>) {
     let live = t.root.is_live();
     let cpus_err = t.validate_cpus().err();
-    let apply_fix = |extra: &str| match &cpus_err {
-        Some(e) => format!("{e}: pick --cpus among them"),
-        None => format!("{APPLY}{extra}"),
-    };
-
-    // Kernel command line.
     let wanted_params = plan::cmdline_wanted(t);
     let wanted_text = wanted_params
         .iter()
@@ -169,7 +189,7 @@ pub fn check(t: &Target) -> Vec<Row> {
                         ok,
                         format!("{path}: {}", current.join(" ")),
                         wanted_text.clone(),
-                        &apply_fix(", then reboot"),
+                        &apply_fix(t, ", then reboot"),
                         Effect::Reboot,
                     ));
                 }
@@ -188,7 +208,7 @@ pub fn check(t: &Target) -> Vec<Row> {
             }
         };
         let fix = if cpus_err.is_some() {
-            apply_fix("")
+            apply_fix(t, "")
         } else if cmdline_ok {
             "reboot (the command line already has it)".to_string()
         } else if plan::cmdline_path(&t.root).is_none() {
@@ -211,8 +231,11 @@ pub fn check(t: &Target) -> Vec<Row> {
             Effect::Reboot,
         ));
     }
+}
 
-    // sysctl.
+/// The sysctl settings, in `sysctl.d` (at boot) and on the running system.
+fn sysctl_rows(t: &Target, rows: &mut Vec<Row>) {
+    let live = t.root.is_live();
     let wanted = plan::sysctl_wanted(t.kernel);
     let wanted_text = wanted
         .iter()
@@ -285,10 +308,12 @@ pub fn check(t: &Target) -> Vec<Row> {
             Effect::Now,
         ));
     }
+}
 
-    // Limits.
+/// The rtprio and memlock limits (pam_limits) of `--user`.
+fn limits_row(t: &Target) -> Row {
     match t.user.as_deref() {
-        None => rows.push(row(
+        None => row(
             Item::Limits,
             "rtprio/memlock limits",
             false,
@@ -296,8 +321,8 @@ pub fn check(t: &Target) -> Vec<Row> {
             "rtprio 99, memlock unlimited".into(),
             "pass --user NAME (the account that runs vr-stream)",
             Effect::Login,
-        )),
-        Some("root") => rows.push(row(
+        ),
+        Some("root") => row(
             Item::Limits,
             "rtprio/memlock limits for root",
             true,
@@ -305,7 +330,7 @@ pub fn check(t: &Target) -> Vec<Row> {
             "rtprio 99, memlock unlimited".into(),
             "",
             Effect::Login,
-        )),
+        ),
         Some(user) => {
             let entries: Vec<limits::Entry> = t
                 .root
@@ -349,7 +374,7 @@ pub fn check(t: &Target) -> Vec<Row> {
                     sources.join(", ")
                 )
             };
-            rows.push(row(
+            row(
                 Item::Limits,
                 &format!("rtprio/memlock limits for {user}"),
                 ok,
@@ -357,46 +382,52 @@ pub fn check(t: &Target) -> Vec<Row> {
                 "rtprio 99, memlock unlimited (soft and hard)".into(),
                 &format!("{APPLY} --user {user}, then log in again"),
                 Effect::Login,
-            ));
+            )
         }
     }
+}
 
-    // Files of swap, governor, Wi-Fi, service: tuned when --apply would change nothing.
-    let file_row = |item: Item, what: &str, done: &str, wanted: &str| -> Row {
-        match plan::item_plan(t, item) {
-            Ok(p) if p.changes.is_empty() => row(
-                item,
-                what,
-                true,
-                done.into(),
-                wanted.into(),
-                "",
-                Effect::Now,
-            ),
-            Ok(p) => row(
-                item,
-                what,
-                false,
-                p.changes
-                    .iter()
-                    .map(|c| describe(&c.before, &c.path))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                wanted.into(),
-                APPLY,
-                Effect::Now,
-            ),
-            Err(e) => row(
-                item,
-                what,
-                false,
-                e.to_string(),
-                wanted.into(),
-                "see the message",
-                Effect::Now,
-            ),
-        }
-    };
+/// A row about files `--apply` writes (swap, governor, Wi-Fi, service): tuned when it
+/// would change nothing.
+fn file_row(t: &Target, item: Item, what: &str, done: &str, wanted: &str) -> Row {
+    match plan::item_plan(t, item) {
+        Ok(p) if p.changes.is_empty() => row(
+            item,
+            what,
+            true,
+            done.into(),
+            wanted.into(),
+            "",
+            Effect::Now,
+        ),
+        Ok(p) => row(
+            item,
+            what,
+            false,
+            p.changes
+                .iter()
+                .map(|c| describe(&c.before, &c.path))
+                .collect::<Vec<_>>()
+                .join(", "),
+            wanted.into(),
+            APPLY,
+            Effect::Now,
+        ),
+        Err(e) => row(
+            item,
+            what,
+            false,
+            e.to_string(),
+            wanted.into(),
+            "see the message",
+            Effect::Now,
+        ),
+    }
+}
+
+/// Swap: the mechanisms that would enable it at boot, and what is active.
+fn swap_rows(t: &Target, rows: &mut Vec<Row>) {
+    let live = t.root.is_live();
     let (dphys, rpi_swap, zram) = plan::swap_mechanisms(&t.root);
     let mech: Vec<&str> = [
         (dphys, "dphys-swapfile"),
@@ -407,6 +438,7 @@ pub fn check(t: &Target) -> Vec<Row> {
     .filter_map(|(on, n)| on.then_some(n))
     .collect();
     rows.push(file_row(
+        t,
         Item::Swap,
         "swap at boot",
         &if mech.is_empty() {
@@ -432,7 +464,13 @@ pub fn check(t: &Target) -> Vec<Row> {
             Effect::Now,
         ));
     }
+}
+
+/// The CPU frequency governor: the boot-time service, and the running governors.
+fn governor_rows(t: &Target, rows: &mut Vec<Row>) {
+    let live = t.root.is_live();
     rows.push(file_row(
+        t,
         Item::Governor,
         "governor at boot",
         "vr-stream-governor.service installed and enabled",
@@ -465,12 +503,18 @@ pub fn check(t: &Target) -> Vec<Row> {
             ));
         }
     }
+}
+
+/// Wi-Fi power save and qdisc: the boot-time service, and each running interface.
+fn wifi_rows(t: &Target, rows: &mut Vec<Row>) {
+    let live = t.root.is_live();
     let wifi_wanted = if t.root.exists("/etc/NetworkManager") {
         "vr-stream-wifi.service enabled, NetworkManager wifi.powersave = 2"
     } else {
         "vr-stream-wifi.service enabled (no NetworkManager here)"
     };
     rows.push(file_row(
+        t,
         Item::Wifi,
         "Wi-Fi at boot",
         wifi_wanted,
@@ -513,25 +557,33 @@ pub fn check(t: &Target) -> Vec<Row> {
                 Effect::Now,
             ));
         }
-        let irqs = live::net_usb_irqs();
-        let bad: Vec<String> = irqs
-            .iter()
-            .filter(|i| i.affinity.iter().any(|c| t.isolated.contains(c)))
-            .map(|i| format!("{} ({}) on {}", i.irq, i.name, i.affinity))
-            .collect();
-        rows.push(row(
-            Item::Irq,
-            "network/USB IRQs (running)",
-            bad.is_empty(),
-            state(
-                &bad,
-                &format!("none on CPUs {} ({} checked)", t.isolated, irqs.len()),
-            ),
-            format!("on CPUs {}", t.housekeeping()),
-            APPLY,
-            Effect::Now,
-        ));
     }
+}
+
+/// The network and USB IRQs of the running system: none may be on an isolated CPU.
+fn irq_row(t: &Target) -> Row {
+    let irqs = live::net_usb_irqs();
+    let bad: Vec<String> = irqs
+        .iter()
+        .filter(|i| i.affinity.iter().any(|c| t.isolated.contains(c)))
+        .map(|i| format!("{} ({}) on {}", i.irq, i.name, i.affinity))
+        .collect();
+    row(
+        Item::Irq,
+        "network/USB IRQs (running)",
+        bad.is_empty(),
+        state(
+            &bad,
+            &format!("none on CPUs {} ({} checked)", t.isolated, irqs.len()),
+        ),
+        format!("on CPUs {}", t.housekeeping()),
+        APPLY,
+        Effect::Now,
+    )
+}
+
+/// vr-stream.service: installed (by the package or `--apply`), with its drop-in, enabled.
+fn service_row(t: &Target) -> Row {
     let packaged = t.service_packaged();
     let installed = packaged
         || t.root
@@ -543,22 +595,26 @@ pub fn check(t: &Target) -> Vec<Row> {
         plan::UNIT_DIR
     ));
     let by = if packaged { " (by the package)" } else { "" };
-    rows.push(row(
+    row(
         Item::Service,
         "vr-stream.service",
         installed && dropin_ok,
         match (installed, dropin.is_some(), dropin_ok, enabled) {
             (false, ..) => "not installed".into(),
             (true, false, ..) => format!("installed{by}, no {} (user, CPUs)", plan::SERVICE_DROPIN),
-            (true, true, false, _) => format!("installed{by}, {} differs (user, CPUs)", plan::SERVICE_DROPIN),
-            (true, true, true, false) => format!("installed{by}, not enabled (set stream.ip in /etc/vr-stream/vr-stream.toml, then systemctl enable --now vr-stream)"),
+            (true, true, false, _) => format!(
+                "installed{by}, {} differs (user, CPUs)",
+                plan::SERVICE_DROPIN
+            ),
+            (true, true, true, false) => format!(
+                "installed{by}, not enabled (set stream.ip in /etc/vr-stream/vr-stream.toml, then systemctl enable --now vr-stream)"
+            ),
             (true, true, true, true) => format!("installed{by} and enabled"),
         },
         format!("installed, with {}", plan::SERVICE_DROPIN),
         APPLY,
         Effect::Now,
-    ));
-    rows
+    )
 }
 
 fn describe(before: &crate::rootfs::Node, path: &str) -> String {
