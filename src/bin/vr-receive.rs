@@ -18,7 +18,7 @@ use std::io::Write;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use vr_stream::clock::{self, OffsetEstimator};
-use vr_stream::receiver::{Receiver, ReceiverConfig, Verdict};
+use vr_stream::receiver::{FrameOut, Receiver, ReceiverConfig, Verdict};
 use vr_stream::rt::{monotonic_ns, realtime};
 use vr_stream::rtcp::{self, Rtcp};
 
@@ -151,6 +151,114 @@ fn main() {
 }
 
 fn run(cli: &Cli) -> Result<(), String> {
+    let (port, payload_type, ext_id) = stream_params(cli)?;
+    let mut net = Sockets::open(cli, port)?;
+    let mut out: Option<Box<dyn Write>> = match cli.output.as_deref() {
+        None => None,
+        Some("-") => Some(Box::new(std::io::BufWriter::new(std::io::stdout()))),
+        Some(p) => Some(Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).map_err(|e| format!("-o {p}: {e}"))?,
+        ))),
+    };
+    vr_stream::rt::install_stop_signals();
+    let mut rx = Receiver::new(ReceiverConfig {
+        payload_type,
+        capture_time_ext_id: ext_id,
+        reorder_window_ns: cli.reorder_ms * 1_000_000,
+        fec_payload_type: cli.fec_payload_type,
+    });
+    let mut sum = Summary::new();
+    let mut heal = Healing::default();
+    let mut peer = Peer::default();
+    let mut feedback = Feedback::default();
+    let mut last_print = monotonic_ns();
+    let start = monotonic_ns();
+    // Wall clock = monotonic + this (for latency against the sender's wall clock).
+    let mono_to_real = realtime().0 as i64 - monotonic_ns() as i64;
+    let proto = if cli.tcp { "tcp (RFC 4571)" } else { "udp" };
+    let (rtp_addr, rtcp_addr, fec_addr) = net.addrs();
+    eprintln!("vr-receive: listening on {proto} {rtp_addr} (RTCP {rtcp_addr}, FEC {fec_addr})");
+    loop {
+        let now = monotonic_ns();
+        // After a BYE, one reorder window for media still on its way (RTCP can overtake
+        // the last frame's packets on a jittery path).
+        let c = rx.counts();
+        if vr_stream::rt::stop_signal() != 0
+            || peer
+                .bye_at
+                .is_some_and(|t| now >= t + cli.reorder_ms * 1_000_000)
+            || cli
+                .duration
+                .is_some_and(|d| now - start >= (d * 1e9) as u64)
+            || cli
+                .frames
+                .is_some_and(|n| c.complete + c.recovered + c.lost >= n)
+        {
+            break;
+        }
+        net.wait(PollTimeout::from(5u8));
+        net.read_media(&mut rx);
+        net.read_rtcp(&mut rx, &mut sum, &mut peer);
+        // Frames.
+        let now = monotonic_ns();
+        while let Some(f) = rx.poll(now) {
+            if !heal.passes(&f, now, cli.keep_broken, &mut sum) {
+                continue;
+            }
+            sum.on_frame(&f, mono_to_real);
+            if let Some(o) = out.as_mut() {
+                o.write_all(&f.au)
+                    .map_err(|e| format!("writing the stream: {e}"))?;
+                let _ = o.flush();
+            }
+        }
+        // A frame that stalled without its tail: ask for the IDR now (once per frame).
+        if cli.pli_after_ms > 0
+            && let Some(ts) = rx.stalled(now, cli.pli_after_ms * 1_000_000)
+            && feedback.stalled_ts != Some(ts)
+        {
+            feedback.stalled_ts = Some(ts);
+            feedback.suspect = true;
+            heal.lost_at = now;
+        }
+        if !cli.no_rtcp
+            && let Some(to) = peer.sender
+        {
+            for d in feedback.due(now, &mut rx, &mut sum, heal.lost_at) {
+                let _ = net.rtcp.send_to(&d, to);
+            }
+        }
+        if cli.interval > 0 && now - last_print >= cli.interval * 1_000_000_000 {
+            last_print = now;
+            eprintln!("vr-receive: {}", line(&rx, &sum.window, &sum));
+            sum.window.reset();
+        }
+    }
+    // Whatever is still pending leaves now.
+    while let Some(f) = rx.drain() {
+        if f.verdict != Verdict::Lost
+            && let Some(o) = out.as_mut()
+        {
+            let _ = o.write_all(&f.au);
+        }
+    }
+    if let Some(mut o) = out {
+        o.flush().map_err(|e| format!("writing the stream: {e}"))?;
+    }
+    eprintln!("vr-receive: total: {}", line(&rx, &sum.hist, &sum));
+    if cli.json {
+        let doc = json_summary(&mut rx, &sum);
+        println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
+    }
+    Ok(())
+}
+
+/// The RTP port, payload type and abs-capture-time extension id: from the options, else
+/// from `--sdp`, else the defaults (5004, 96, 1).
+///
+/// Errors: the SDP cannot be read or parsed, a port without room for RTCP and FEC
+/// (port + 1, + 2), `--json` with `-o -`.
+fn stream_params(cli: &Cli) -> Result<(u16, u8, u8), String> {
     let sdp = match &cli.sdp {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| format!("--sdp {path}: {e}"))?;
@@ -175,332 +283,365 @@ fn run(cli: &Cli) -> Result<(), String> {
     if cli.json && cli.output.as_deref() == Some("-") {
         return Err("--json and -o - both want stdout: write the stream to a file".into());
     }
-    let rtp_addr = SocketAddr::new(cli.bind, port);
-    let rtp = bind_udp("--port", rtp_addr)?;
-    let rtcp_addr = SocketAddr::new(cli.bind, port + 1);
-    let rtcp_sock = bind_udp("RTCP port", rtcp_addr)?;
-    let fec_addr = SocketAddr::new(cli.bind, port + 2);
-    let fec_sock = bind_udp("FEC port", fec_addr)?;
-    for s in [&rtp, &rtcp_sock, &fec_sock] {
-        s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok((port, payload_type, ext_id))
+}
+
+/// The receiver's sockets: RTP (UDP, or a TCP listener and its connection with
+/// `--tcp`), RTCP on port + 1 and FEC on port + 2, all non-blocking.
+struct Sockets {
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    fec: UdpSocket,
+    tcp_listener: Option<std::net::TcpListener>,
+    tcp_conn: Option<std::net::TcpStream>,
+    /// Bytes of the TCP stream not yet framed into packets (RFC 4571).
+    tcp_buf: Vec<u8>,
+    /// One datagram or one TCP read.
+    buf: Vec<u8>,
+}
+
+impl Sockets {
+    /// Binds the sockets of `port` on `--bind`. Errors name the port that cannot be bound.
+    fn open(cli: &Cli, port: u16) -> Result<Sockets, String> {
+        let rtp_addr = SocketAddr::new(cli.bind, port);
+        let rtp = bind_udp("--port", rtp_addr)?;
+        let rtcp = bind_udp("RTCP port", SocketAddr::new(cli.bind, port + 1))?;
+        let fec = bind_udp("FEC port", SocketAddr::new(cli.bind, port + 2))?;
+        for s in [&rtp, &rtcp, &fec] {
+            s.set_nonblocking(true).map_err(|e| e.to_string())?;
+        }
+        let _ = socket2::SockRef::from(&rtp).set_recv_buffer_size(4 << 20);
+        let tcp_listener = if cli.tcp {
+            let l = std::net::TcpListener::bind(rtp_addr)
+                .map_err(|e| format!("--port {port}: cannot listen on tcp {rtp_addr}: {e}"))?;
+            l.set_nonblocking(true).map_err(|e| e.to_string())?;
+            Some(l)
+        } else {
+            None
+        };
+        Ok(Sockets {
+            rtp,
+            rtcp,
+            fec,
+            tcp_listener,
+            tcp_conn: None,
+            tcp_buf: Vec::with_capacity(1 << 20),
+            buf: vec![0u8; 65536],
+        })
     }
-    let _ = socket2::SockRef::from(&rtp).set_recv_buffer_size(4 << 20);
-    let tcp_listener = if cli.tcp {
-        let l = std::net::TcpListener::bind(rtp_addr)
-            .map_err(|e| format!("--port {}: cannot listen on tcp {rtp_addr}: {e}", port))?;
-        l.set_nonblocking(true).map_err(|e| e.to_string())?;
-        Some(l)
-    } else {
-        None
-    };
-    let mut tcp_conn: Option<std::net::TcpStream> = None;
-    let mut tcp_buf: Vec<u8> = Vec::with_capacity(1 << 20);
-    let mut out: Option<Box<dyn Write>> = match cli.output.as_deref() {
-        None => None,
-        Some("-") => Some(Box::new(std::io::BufWriter::new(std::io::stdout()))),
-        Some(p) => Some(Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).map_err(|e| format!("-o {p}: {e}"))?,
-        ))),
-    };
-    vr_stream::rt::install_stop_signals();
-    let mut rx = Receiver::new(ReceiverConfig {
-        payload_type,
-        capture_time_ext_id: ext_id,
-        reorder_window_ns: cli.reorder_ms * 1_000_000,
-        fec_payload_type: cli.fec_payload_type,
-    });
-    let new_hist =
-        || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-    let mut sum = Summary {
-        hist: new_hist(),
-        window: new_hist(),
-        plis: 0,
-        offset: OffsetEstimator::new(16),
-        bytes: 0,
-        keyframes: 0,
-        held_back: 0,
-        recovery: vec![],
-        broken: vec![],
-        det_msgs: 0,
-        det_matched: 0,
-        det_total: 0,
-        det_age: new_hist(),
-        det_last: None,
-        recent: std::collections::VecDeque::with_capacity(256),
-    };
-    // Frames since the first loss not yet healed by an IDR (None: the picture is whole).
-    // Frames since the first unrecoverable loss of the current break, and since the latest.
-    let mut broken_for: Option<u64> = None;
-    let mut since_loss = 0u64;
-    // When the latest frame was declared lost (monotonic ns).
-    let mut lost_at = 0u64;
-    // The frame last seen stalled (see `--pli-after-ms`), and whether it still wants a PLI.
-    let (mut stalled_ts, mut suspect) = (None::<u64>, false);
-    let mut sender: Option<SocketAddr> = None;
-    let (mut last_rr, mut last_pli, mut last_probe, mut last_print) =
-        (0u64, 0u64, 0u64, monotonic_ns());
-    let mut probe_n = 0u32;
-    let mut bye_at: Option<u64> = None;
-    let start = monotonic_ns();
-    // Wall clock = monotonic + this (for latency against the sender's wall clock).
-    let mono_to_real = realtime().0 as i64 - monotonic_ns() as i64;
-    let mut buf = vec![0u8; 65536];
-    let mut rtcp_out = Vec::with_capacity(256);
-    let proto = if cli.tcp { "tcp (RFC 4571)" } else { "udp" };
-    eprintln!("vr-receive: listening on {proto} {rtp_addr} (RTCP {rtcp_addr}, FEC {fec_addr})");
-    loop {
-        let now = monotonic_ns();
-        // After a BYE, one reorder window for media still on its way (RTCP can overtake
-        // the last frame's packets on a jittery path).
-        if vr_stream::rt::stop_signal() != 0
-            || bye_at.is_some_and(|t| now >= t + cli.reorder_ms * 1_000_000)
-            || cli
-                .duration
-                .is_some_and(|d| now - start >= (d * 1e9) as u64)
-        {
-            break;
-        }
-        let c = rx.counts();
-        if cli
-            .frames
-            .is_some_and(|n| c.complete + c.recovered + c.lost >= n)
-        {
-            break;
-        }
+
+    /// The RTP, RTCP and FEC addresses, for messages.
+    fn addrs(&self) -> (SocketAddr, SocketAddr, SocketAddr) {
+        let addr = |s: &UdpSocket| s.local_addr().expect("bound socket");
+        (addr(&self.rtp), addr(&self.rtcp), addr(&self.fec))
+    }
+
+    /// Waits until a socket is readable, at most `timeout`.
+    fn wait(&self, timeout: PollTimeout) {
         let mut fds = vec![
-            PollFd::new(rtp.as_fd(), PollFlags::POLLIN),
-            PollFd::new(rtcp_sock.as_fd(), PollFlags::POLLIN),
-            PollFd::new(fec_sock.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.rtp.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.rtcp.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.fec.as_fd(), PollFlags::POLLIN),
         ];
-        if let Some(l) = &tcp_listener {
+        if let Some(l) = &self.tcp_listener {
             fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
         }
-        if let Some(c) = &tcp_conn {
+        if let Some(c) = &self.tcp_conn {
             fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
         }
-        let _ = poll(&mut fds, PollTimeout::from(5u8));
-        drop(fds);
-        // RTP over TCP: a new connection replaces the old (the sender reconnected).
-        if let Some(l) = &tcp_listener
-            && let Ok((c, from)) = l.accept()
-        {
-            let _ = c.set_nonblocking(true);
-            eprintln!("vr-receive: TCP connection from {from}");
-            tcp_conn = Some(c);
-            tcp_buf.clear();
-        }
-        if let Some(c) = tcp_conn.as_mut() {
-            use std::io::Read;
-            loop {
-                match c.read(&mut buf) {
-                    Ok(0) => {
-                        eprintln!("vr-receive: TCP connection closed by the sender");
-                        tcp_conn = None;
-                        break;
-                    }
-                    Ok(n) => {
-                        tcp_buf.extend_from_slice(&buf[..n]);
-                        let t = monotonic_ns();
-                        let used =
-                            vr_stream::net::rfc4571_packets(&tcp_buf, |p| rx.on_packet(p, t));
-                        tcp_buf.drain(..used);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        eprintln!("vr-receive: TCP connection: {e}");
-                        tcp_conn = None;
-                        break;
-                    }
-                }
-            }
-        }
-        // RTP.
-        while let Ok(n) = rtp.recv(&mut buf) {
+        let _ = poll(&mut fds, timeout);
+    }
+
+    /// Hands every RTP and FEC packet waiting to `rx`, with its arrival time.
+    fn read_media(&mut self, rx: &mut Receiver) {
+        self.read_tcp(rx);
+        let buf = &mut self.buf;
+        while let Ok(n) = self.rtp.recv(buf) {
             rx.on_packet(&buf[..n], monotonic_ns());
         }
-        while let Ok(n) = fec_sock.recv(&mut buf) {
+        while let Ok(n) = self.fec.recv(buf) {
             rx.on_fec(&buf[..n], monotonic_ns());
         }
         // Media is sent before its FEC: what arrived while the FEC socket was read belongs
         // in front of it.
-        while let Ok(n) = rtp.recv(&mut buf) {
+        while let Ok(n) = self.rtp.recv(buf) {
             rx.on_packet(&buf[..n], monotonic_ns());
         }
-        // RTCP and clock answers.
-        while let Ok((n, from)) = rtcp_sock.recv_from(&mut buf) {
+    }
+
+    /// RTP over TCP: takes a new connection in place of the old (the sender reconnected),
+    /// and hands the packets of what the connection has to `rx`.
+    fn read_tcp(&mut self, rx: &mut Receiver) {
+        if let Some(l) = &self.tcp_listener
+            && let Ok((c, from)) = l.accept()
+        {
+            let _ = c.set_nonblocking(true);
+            eprintln!("vr-receive: TCP connection from {from}");
+            self.tcp_conn = Some(c);
+            self.tcp_buf.clear();
+        }
+        let Some(c) = self.tcp_conn.as_mut() else {
+            return;
+        };
+        use std::io::Read;
+        loop {
+            match c.read(&mut self.buf) {
+                Ok(0) => {
+                    eprintln!("vr-receive: TCP connection closed by the sender");
+                    self.tcp_conn = None;
+                    break;
+                }
+                Ok(n) => {
+                    self.tcp_buf.extend_from_slice(&self.buf[..n]);
+                    let t = monotonic_ns();
+                    let used =
+                        vr_stream::net::rfc4571_packets(&self.tcp_buf, |p| rx.on_packet(p, t));
+                    self.tcp_buf.drain(..used);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    eprintln!("vr-receive: TCP connection: {e}");
+                    self.tcp_conn = None;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Reads the RTCP socket: clock answers go to the offset estimator; sender reports
+    /// (of the stream's SSRC) to the reception statistics and say where the sender is;
+    /// detection messages (RTCP APP) are counted and matched to the frames received; a
+    /// BYE of the stream's SSRC starts the end.
+    fn read_rtcp(&mut self, rx: &mut Receiver, sum: &mut Summary, peer: &mut Peer) {
+        while let Ok((n, from)) = self.rtcp.recv_from(&mut self.buf) {
+            let data = &self.buf[..n];
             let arrival_ntp = realtime().to_ntp();
-            if let Some((t1, _, t2, t3)) = clock::parse_answer(&buf[..n]) {
+            if let Some((t1, _, t2, t3)) = clock::parse_answer(data) {
                 if let Some(s) = clock::sample(t1, t2, t3, arrival_ntp) {
                     sum.offset.add(s);
                 }
                 continue;
             }
-            let Ok(packets) = rtcp::parse_compound(&buf[..n]) else {
+            let Ok(packets) = rtcp::parse_compound(data) else {
                 continue;
             };
+            // Before the first RTP packet any SSRC is the stream's.
+            let stream = rx.ssrc();
+            let ours = |ssrc: u32| stream.is_none_or(|s| s == ssrc);
             for p in packets {
                 match p {
-                    Rtcp::SenderReport { ssrc, info, .. }
-                        if rx.ssrc().is_none_or(|s| s == ssrc) =>
-                    {
+                    Rtcp::SenderReport { ssrc, info, .. } if ours(ssrc) => {
                         rx.reception().on_sender_report(info.ntp, arrival_ntp);
-                        sender = Some(from);
+                        peer.sender = Some(from);
                     }
                     Rtcp::App {
                         ssrc, name, data, ..
-                    } if name == vr_stream::detect::wire::APP_NAME
-                        && rx.ssrc().is_none_or(|s| s == ssrc) =>
-                    {
+                    } if name == vr_stream::detect::wire::APP_NAME && ours(ssrc) => {
                         if let Ok(w) = vr_stream::detect::wire::decode(&data) {
-                            sum.det_msgs += 1;
-                            sum.det_total += w.detections.len() as u64;
-                            if let Some(&(_, cap)) =
-                                sum.recent.iter().find(|(ts, _)| *ts == w.rtp_ts)
-                            {
-                                sum.det_matched += 1;
-                                let offset = sum.offset.best().map_or(0, |s| s.offset_ns) as i128;
-                                let age_us =
-                                    ((realtime().0 as i128 - (cap - offset)) / 1000).max(1) as u64;
-                                let _ = sum.det_age.record(age_us.min(60_000_000));
-                            }
-                            sum.det_last = Some(w);
+                            sum.on_detections(w);
                         }
                     }
-                    Rtcp::Bye { ssrcs } if rx.ssrc().is_some_and(|s| ssrcs.contains(&s)) => {
-                        bye_at.get_or_insert(monotonic_ns());
+                    Rtcp::Bye { ssrcs } if stream.is_some_and(|s| ssrcs.contains(&s)) => {
+                        peer.bye_at.get_or_insert(monotonic_ns());
                     }
                     _ => {}
                 }
             }
         }
-        // Frames.
-        let now = monotonic_ns();
-        while let Some(f) = rx.poll(now) {
-            if f.verdict == Verdict::Lost {
-                *broken_for.get_or_insert(0) += 1;
-                since_loss = 0;
-                lost_at = now;
-                continue;
-            }
-            if let Some(n) = broken_for {
-                since_loss += 1;
-                if f.keyframe {
-                    sum.broken.push(n + 1);
-                    sum.recovery.push(since_loss);
-                    broken_for = None;
-                } else {
-                    broken_for = Some(n + 1);
-                    if !cli.keep_broken {
-                        sum.held_back += 1;
-                        continue;
-                    }
-                }
-            }
-            sum.bytes += f.au.len() as u64;
-            sum.keyframes += f.keyframe as u64;
-            if let Some(ntp) = f.capture_ntp {
-                if sum.recent.len() == 256 {
-                    sum.recent.pop_front();
-                }
-                sum.recent
-                    .push_back((f.ts as u32, vr_stream::rtp::unix_ns_from_ntp(ntp)));
-                let offset = sum.offset.best().map_or(0, |s| s.offset_ns);
-                let capture_local = vr_stream::rtp::unix_ns_from_ntp(ntp) - offset as i128;
-                let done = f.last_arrival_ns as i128 + mono_to_real as i128;
-                let lat_us = ((done - capture_local) / 1000).max(1) as u64;
-                let _ = sum.hist.record(lat_us.min(60_000_000));
-                let _ = sum.window.record(lat_us.min(60_000_000));
-            }
-            if let Some(o) = out.as_mut() {
-                o.write_all(&f.au)
-                    .map_err(|e| format!("writing the stream: {e}"))?;
-                let _ = o.flush();
-            }
+    }
+}
+
+/// What the RTCP socket told about the sender.
+#[derive(Default)]
+struct Peer {
+    /// Where its sender reports come from: where our RTCP goes.
+    sender: Option<SocketAddr>,
+    /// When its BYE came (monotonic ns).
+    bye_at: Option<u64>,
+}
+
+/// The picture's state after losses: frames after an unrecoverable loss reference a
+/// picture the decoder does not have, until an IDR heals it.
+#[derive(Default)]
+struct Healing {
+    /// Frames since the first loss not yet healed by an IDR (None: the picture is whole).
+    broken_for: Option<u64>,
+    /// Frames since the latest unrecoverable loss of the current break.
+    since_loss: u64,
+    /// When the latest frame was declared lost (or stalled), monotonic ns.
+    lost_at: u64,
+}
+
+impl Healing {
+    /// Whether frame `f` (out of the receiver at `now`) goes to the output: not a lost
+    /// one, and not one of a broken picture unless `keep_broken` (those held back are
+    /// counted in `sum`, as is each healed break).
+    fn passes(&mut self, f: &FrameOut, now: u64, keep_broken: bool, sum: &mut Summary) -> bool {
+        if f.verdict == Verdict::Lost {
+            *self.broken_for.get_or_insert(0) += 1;
+            self.since_loss = 0;
+            self.lost_at = now;
+            return false;
         }
-        // A frame that stalled without its tail: ask for the IDR now (once per frame).
-        if cli.pli_after_ms > 0
-            && let Some(ts) = rx.stalled(now, cli.pli_after_ms * 1_000_000)
-            && stalled_ts != Some(ts)
-        {
-            stalled_ts = Some(ts);
-            suspect = true;
-            lost_at = now;
+        let Some(n) = self.broken_for else {
+            return true;
+        };
+        self.since_loss += 1;
+        if f.keyframe {
+            sum.broken.push(n + 1);
+            sum.recovery.push(self.since_loss);
+            self.broken_for = None;
+            return true;
         }
-        // RTCP out.
-        if !cli.no_rtcp
-            && let (Some(to), Some(ssrc)) = (sender, rx.ssrc())
-        {
-            let me = ssrc ^ 0x5a5a_5a5a;
-            // Repeat the PLI when its IDR is overdue; and at once when a frame is lost (or
-            // stalled) one round trip after the last PLI went out: that frame left the
-            // sender after the PLI arrived, so it is the IDR or a frame after it, and
-            // nothing else is coming to heal the picture. (Losses within the round trip are
-            // of frames encoded before the PLI arrived; the IDR is on its way.)
-            let rtt = sum.offset.best().map_or(DEFAULT_RTT_NS, |b| b.rtt_ns);
-            let pli_due = (rx.wants_keyframe() || std::mem::take(&mut suspect))
-                && (now - last_pli >= PLI_INTERVAL_NS || lost_at >= last_pli + rtt);
-            if now - last_rr >= RR_INTERVAL_NS || pli_due {
-                rtcp_out.clear();
-                let block = rx.reception().report_block(ssrc, realtime().to_ntp());
-                rtcp::write_rr(&mut rtcp_out, me, &[block]);
-                if pli_due {
-                    rtcp::write_pli(&mut rtcp_out, me, ssrc);
-                    last_pli = now;
-                    sum.plis += 1;
-                }
-                let _ = rtcp_sock.send_to(&rtcp_out, to);
-                last_rr = now;
-            }
-            if now - last_probe >= PROBE_INTERVAL_NS {
-                probe_n += 1;
-                let _ = rtcp_sock.send_to(&clock::request(realtime().to_ntp(), probe_n), to);
-                last_probe = now;
-            }
+        self.broken_for = Some(n + 1);
+        if !keep_broken {
+            sum.held_back += 1;
+            return false;
         }
-        if cli.interval > 0 && now - last_print >= cli.interval * 1_000_000_000 {
-            last_print = now;
-            eprintln!("vr-receive: {}", line(&rx, &sum.window, &sum));
-            sum.window.reset();
+        true
+    }
+}
+
+/// The receiver's RTCP: receiver reports every [`RR_INTERVAL_NS`], PLIs, clock probes.
+#[derive(Default)]
+struct Feedback {
+    last_rr: u64,
+    last_pli: u64,
+    last_probe: u64,
+    probe_n: u32,
+    /// The frame last seen stalled (see `--pli-after-ms`).
+    stalled_ts: Option<u64>,
+    /// A stalled frame still wants a PLI.
+    suspect: bool,
+}
+
+impl Feedback {
+    /// The datagrams due at `now` for the sender, about the stream's SSRC (none before the
+    /// first RTP packet): a receiver report (with a PLI when one is due) and a clock probe.
+    /// `lost_at`: when the latest frame was lost or stalled.
+    fn due(
+        &mut self,
+        now: u64,
+        rx: &mut Receiver,
+        sum: &mut Summary,
+        lost_at: u64,
+    ) -> Vec<Vec<u8>> {
+        let mut out = vec![];
+        let Some(ssrc) = rx.ssrc() else {
+            return out;
+        };
+        let me = ssrc ^ 0x5a5a_5a5a;
+        // Repeat the PLI when its IDR is overdue; and at once when a frame is lost (or
+        // stalled) one round trip after the last PLI went out: that frame left the
+        // sender after the PLI arrived, so it is the IDR or a frame after it, and
+        // nothing else is coming to heal the picture. (Losses within the round trip are
+        // of frames encoded before the PLI arrived; the IDR is on its way.)
+        let rtt = sum.offset.best().map_or(DEFAULT_RTT_NS, |b| b.rtt_ns);
+        let pli_due = (rx.wants_keyframe() || std::mem::take(&mut self.suspect))
+            && (now - self.last_pli >= PLI_INTERVAL_NS || lost_at >= self.last_pli + rtt);
+        if now - self.last_rr >= RR_INTERVAL_NS || pli_due {
+            let mut rr = Vec::with_capacity(256);
+            let block = rx.reception().report_block(ssrc, realtime().to_ntp());
+            rtcp::write_rr(&mut rr, me, &[block]);
+            if pli_due {
+                rtcp::write_pli(&mut rr, me, ssrc);
+                self.last_pli = now;
+                sum.plis += 1;
+            }
+            out.push(rr);
+            self.last_rr = now;
+        }
+        if now - self.last_probe >= PROBE_INTERVAL_NS {
+            self.probe_n += 1;
+            out.push(clock::request(realtime().to_ntp(), self.probe_n).to_vec());
+            self.last_probe = now;
+        }
+        out
+    }
+}
+
+impl Summary {
+    fn new() -> Summary {
+        let new_hist =
+            || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+        Summary {
+            hist: new_hist(),
+            window: new_hist(),
+            plis: 0,
+            offset: OffsetEstimator::new(16),
+            bytes: 0,
+            keyframes: 0,
+            held_back: 0,
+            recovery: vec![],
+            broken: vec![],
+            det_msgs: 0,
+            det_matched: 0,
+            det_total: 0,
+            det_age: new_hist(),
+            det_last: None,
+            recent: std::collections::VecDeque::with_capacity(256),
         }
     }
-    // Whatever is still pending leaves now.
-    while let Some(f) = rx.drain() {
-        if f.verdict != Verdict::Lost
-            && let Some(o) = out.as_mut()
-        {
-            let _ = o.write_all(&f.au);
+
+    /// Counts a frame that goes out, and its capture → complete latency when it carries
+    /// abs-capture-time (`mono_to_real`: wall clock − monotonic clock, ns).
+    fn on_frame(&mut self, f: &FrameOut, mono_to_real: i64) {
+        self.bytes += f.au.len() as u64;
+        self.keyframes += f.keyframe as u64;
+        let Some(ntp) = f.capture_ntp else {
+            return;
+        };
+        if self.recent.len() == 256 {
+            self.recent.pop_front();
         }
+        let capture = vr_stream::rtp::unix_ns_from_ntp(ntp);
+        self.recent.push_back((f.ts as u32, capture));
+        let offset = self.offset.best().map_or(0, |s| s.offset_ns);
+        let capture_local = capture - offset as i128;
+        let done = f.last_arrival_ns as i128 + mono_to_real as i128;
+        let lat_us = ((done - capture_local) / 1000).max(1) as u64;
+        let _ = self.hist.record(lat_us.min(60_000_000));
+        let _ = self.window.record(lat_us.min(60_000_000));
     }
-    if let Some(mut o) = out {
-        o.flush().map_err(|e| format!("writing the stream: {e}"))?;
+
+    /// Counts a detection message, and its age when its frame was received.
+    fn on_detections(&mut self, w: vr_stream::detect::wire::WireDetections) {
+        self.det_msgs += 1;
+        self.det_total += w.detections.len() as u64;
+        if let Some(&(_, cap)) = self.recent.iter().find(|(ts, _)| *ts == w.rtp_ts) {
+            self.det_matched += 1;
+            let offset = self.offset.best().map_or(0, |s| s.offset_ns) as i128;
+            let age_us = ((realtime().0 as i128 - (cap - offset)) / 1000).max(1) as u64;
+            let _ = self.det_age.record(age_us.min(60_000_000));
+        }
+        self.det_last = Some(w);
     }
+}
+
+/// The `--json` document of a finished run.
+fn json_summary(rx: &mut Receiver, sum: &Summary) -> serde_json::Value {
     let c = rx.counts();
-    eprintln!("vr-receive: total: {}", line(&rx, &sum.hist, &sum));
-    if cli.json {
-        let off = sum.offset.best();
-        let doc = serde_json::json!({
-            "frames": { "complete": c.complete, "recovered": c.recovered, "lost": c.lost },
-            "packets": { "late": c.late_packets, "duplicate": c.duplicate_packets, "ignored": c.ignored_packets, "lost": rx.reception().lost(),
-                "fec_received": c.fec_packets, "fec_rebuilt": c.fec_rebuilt },
-            "keyframes": sum.keyframes,
-            "bytes": sum.bytes,
-            "pli_sent": sum.plis,
-            "held_back": sum.held_back,
-            "recovery_frames": spread(&sum.recovery),
-            "broken_frames": spread(&sum.broken),
-            "latency_ms": if sum.hist.is_empty() { serde_json::Value::Null } else { serde_json::json!({
-                "samples": sum.hist.len(), "p50": pct(&sum.hist, 0.5), "p95": pct(&sum.hist, 0.95), "p99": pct(&sum.hist, 0.99), "max": sum.hist.max() as f64 / 1000.0 }) },
-            "detections": if sum.det_msgs == 0 { serde_json::Value::Null } else { serde_json::json!({
-                "messages": sum.det_msgs, "matched_frames": sum.det_matched, "detections": sum.det_total,
-                "age_ms": if sum.det_age.is_empty() { serde_json::Value::Null } else { serde_json::json!({ "p50": pct(&sum.det_age, 0.5), "p99": pct(&sum.det_age, 0.99), "max": sum.det_age.max() as f64 / 1000.0 }) },
-                "last": sum.det_last.as_ref().map(|w| serde_json::json!({ "rtp_ts": w.rtp_ts, "frame": [w.frame.0, w.frame.1],
-                    "items": w.detections.iter().map(|d| serde_json::json!({ "class": d.class, "score": d.score, "box": d.bbox })).collect::<Vec<_>>() })) }) },
-            "clock": off.map(|s| serde_json::json!({ "offset_ms": s.offset_ns as f64 / 1e6, "rtt_ms": s.rtt_ns as f64 / 1e6, "samples": sum.offset.len() })),
-        });
-        println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
-    }
-    Ok(())
+    let off = sum.offset.best();
+    serde_json::json!({
+        "frames": { "complete": c.complete, "recovered": c.recovered, "lost": c.lost },
+        "packets": { "late": c.late_packets, "duplicate": c.duplicate_packets, "ignored": c.ignored_packets, "lost": rx.reception().lost(),
+            "fec_received": c.fec_packets, "fec_rebuilt": c.fec_rebuilt },
+        "keyframes": sum.keyframes,
+        "bytes": sum.bytes,
+        "pli_sent": sum.plis,
+        "held_back": sum.held_back,
+        "recovery_frames": spread(&sum.recovery),
+        "broken_frames": spread(&sum.broken),
+        "latency_ms": if sum.hist.is_empty() { serde_json::Value::Null } else { serde_json::json!({
+            "samples": sum.hist.len(), "p50": pct(&sum.hist, 0.5), "p95": pct(&sum.hist, 0.95), "p99": pct(&sum.hist, 0.99), "max": sum.hist.max() as f64 / 1000.0 }) },
+        "detections": if sum.det_msgs == 0 { serde_json::Value::Null } else { serde_json::json!({
+            "messages": sum.det_msgs, "matched_frames": sum.det_matched, "detections": sum.det_total,
+            "age_ms": if sum.det_age.is_empty() { serde_json::Value::Null } else { serde_json::json!({ "p50": pct(&sum.det_age, 0.5), "p99": pct(&sum.det_age, 0.99), "max": sum.det_age.max() as f64 / 1000.0 }) },
+            "last": sum.det_last.as_ref().map(|w| serde_json::json!({ "rtp_ts": w.rtp_ts, "frame": [w.frame.0, w.frame.1],
+                "items": w.detections.iter().map(|d| serde_json::json!({ "class": d.class, "score": d.score, "box": d.bbox })).collect::<Vec<_>>() })) }) },
+        "clock": off.map(|s| serde_json::json!({ "offset_ms": s.offset_ns as f64 / 1e6, "rtt_ms": s.rtt_ns as f64 / 1e6, "samples": sum.offset.len() })),
+    })
 }
 
 fn line(rx: &Receiver, h: &Histogram<u64>, sum: &Summary) -> String {
