@@ -28,8 +28,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 use vr_proto::session::{
-    AccessUnit, Batch, FecParams, HeaderResend, PACING_SLACK_NS, SenderSession, SessionConfig,
-    next_batch,
+    AccessUnit, Batch, FecParams, Frame, HeaderResend, PACING_SLACK_NS, SenderSession,
+    SessionConfig, next_batch,
 };
 pub use vr_shm::names::{segment_names, stats_name, web_queue_name};
 
@@ -747,102 +747,225 @@ enum MediaOut {
     Tcp(crate::net::TcpSender),
 }
 
+/// The network stage's sockets: media to `stream.ip`:`stream.port`, FEC to port + 2 and
+/// RTCP with port + 1, and the SSRC they speak for.
+struct NetworkIo {
+    /// The receiver (`stream.ip`).
+    ip: IpAddr,
+    /// Its RTP port.
+    dest: SocketAddr,
+    out: MediaOut,
+    /// `None`: no FEC (stream.fec_percent 0, or RTP over TCP).
+    fec_tx: Option<UdpSender>,
+    rtcp: rtcp_session::SenderRtcp,
+    ssrc: u32,
+}
+
+impl NetworkIo {
+    /// Opens the sockets. A restarted network stage continues the stream the previous
+    /// one was sending ([`Control::rtp_state`]): same SSRC.
+    ///
+    /// Errors: [`StageError::Address`] for a `stream.ip` that is not an IP address,
+    /// [`StageError::Socket`] naming the socket that cannot be made.
+    fn open(cfg: &Config, ctl: &Control) -> Result<NetworkIo, StageError> {
+        let s = &cfg.stream;
+        let ip: IpAddr =
+            s.ip.parse()
+                .map_err(|_| StageError::Address(s.ip.clone()))?;
+        let socket_err = |what: String, dest: SocketAddr| {
+            move |error: std::io::Error| StageError::Socket { what, dest, error }
+        };
+        let dest = SocketAddr::new(ip, s.port);
+        let out = if s.tcp {
+            // About 100 ms of the bitrate in the socket at most: more is latency, not safety.
+            let sndbuf = (cfg.encoder.bitrate_kbps as usize * 1000 / 8 / 10).max(64 << 10);
+            MediaOut::Tcp(crate::net::TcpSender::new(dest, s.dscp, sndbuf))
+        } else {
+            MediaOut::Udp(
+                UdpSender::new(dest, s.dscp, s.sendmmsg_batch as usize)
+                    .map_err(socket_err("UDP socket".into(), dest))?,
+            )
+        };
+        let ssrc = ctl.rtp_state().map(|r| r.ssrc).unwrap_or(if s.ssrc != 0 {
+            s.ssrc
+        } else {
+            random_u32()
+        });
+        // FEC to port + 2 from its own socket: its errors (nobody listening there, e.g.
+        // ffmpeg) never count against the stream. Not over TCP: TCP does not lose packets.
+        let fec_dest = SocketAddr::new(ip, s.port.saturating_add(2));
+        let fec_tx = if s.fec_percent > 0 && !s.tcp {
+            Some(
+                UdpSender::new(fec_dest, s.dscp, s.sendmmsg_batch as usize)
+                    .map_err(socket_err("FEC socket".into(), fec_dest))?,
+            )
+        } else {
+            None
+        };
+        let rtcp_dest = SocketAddr::new(ip, s.port + 1);
+        let rtcp = rtcp_session::SenderRtcp::new(rtcp_dest, s.dscp, s.rtcp_local_port, ssrc)
+            .map_err(socket_err(
+                format!("RTCP socket (local port {})", s.rtcp_local_port),
+                rtcp_dest,
+            ))?;
+        Ok(NetworkIo {
+            ip,
+            dest,
+            out,
+            fec_tx,
+            rtcp,
+            ssrc,
+        })
+    }
+
+    /// What the session is configured with: `[stream]`, `[encoder]` and `[abr]`, the
+    /// state a restarted stage continues from, fresh random values otherwise, and the
+    /// SPS/PPS the encoder published (`ctl`).
+    fn session_config(&self, cfg: &Config, fmt: &SourceFormat, ctl: &Control) -> SessionConfig {
+        let s = &cfg.stream;
+        let saved = ctl.rtp_state();
+        // With intra refresh there is no IDR after the first frame, so nothing carries the
+        // SPS/PPS in band: the session puts them in front of an access unit once a second
+        // (a receiver that joins late, or a decoder that ignores sprop-parameter-sets, can
+        // then start). The encoder has written them by now.
+        let headers = ctl.headers().unwrap_or_default();
+        let once_a_second = NonZeroU64::new(fmt.fps_num.div_ceil(fmt.fps_den.max(1)) as u64);
+        let resend_headers = once_a_second
+            .filter(|_| cfg.encoder.intra_refresh && !headers.is_empty())
+            .map(|every| HeaderResend {
+                sps_pps: headers,
+                every,
+            });
+        SessionConfig {
+            rtp: RtpParams {
+                ssrc: self.ssrc,
+                payload_type: s.payload_type,
+                payload_size: s.payload_size as usize,
+                capture_time_ext_id: Some(s.capture_time_ext_id),
+            },
+            first_seq: saved.map(|r| r.next_seq).unwrap_or(random_u32() as u16),
+            ts_offset: saved.map(|r| r.ts_offset).unwrap_or_else(random_u32),
+            base_ns: saved.map(|r| r.base_ns),
+            fec: self.fec_tx.is_some().then(|| FecParams {
+                percent: s.fec_percent,
+                payload_type: s.fec_payload_type,
+                first_seq: random_u32() as u16,
+            }),
+            burst_bytes: s.burst_bytes as u64,
+            pacing_kbps: s.pacing_kbps,
+            frame_interval_ns: fmt.frame_interval_ns(),
+            resend_headers,
+            abr: cfg
+                .abr
+                .enabled
+                .then(|| cfg.abr.params(cfg.encoder.bitrate_kbps)),
+            bitrate_kbps: cfg.encoder.bitrate_kbps,
+            receiver: self.ip,
+        }
+    }
+
+    /// Sends the media packets of `frame` ([`SenderSession::media`]), paced when it has a
+    /// pacer; `first_sent`: now. Over TCP a frame is dropped whole when the connection is
+    /// congested, and a fresh connection asks for an IDR (`queue`). Pacing and dropped
+    /// frames are counted in `net`.
+    fn send_media(
+        &mut self,
+        session: &SenderSession,
+        frame: &Frame,
+        first_sent: u64,
+        queue: &BitstreamQueue,
+        net: &mut NetCounters,
+    ) -> SendStats {
+        let pkts = session.media();
+        match &mut self.out {
+            MediaOut::Udp(tx) => match &frame.pacer {
+                None => tx.send(pkts),
+                Some(pacer) => {
+                    let st = send_paced(tx, pkts, pacer, first_sent);
+                    net.paced_frames = 1;
+                    net.paced_ns = monotonic_ns() - first_sent;
+                    st
+                }
+            },
+            MediaOut::Tcp(t) => match t.send_frame(pkts, first_sent) {
+                crate::net::TcpFrame::Sent { fresh } => {
+                    if fresh {
+                        eprintln!("vr-stream[network]: TCP connected to {}", self.dest);
+                        queue.request_idr();
+                    }
+                    SendStats {
+                        packets: frame.packets as u64,
+                        bytes: pkts.bytes() as u64,
+                        batches: 1,
+                        ..Default::default()
+                    }
+                }
+                crate::net::TcpFrame::Dropped => {
+                    // The receiver's picture is broken from here: the next frame that
+                    // gets through should be an IDR.
+                    net.dropped_frames = 1;
+                    queue.request_idr();
+                    SendStats::default()
+                }
+            },
+        }
+    }
+
+    /// Makes and sends the FEC packets of the frame just sent (after its media: the
+    /// Reed-Solomon encoding is not on the media's latency path), counted in `net`.
+    fn send_fec(&mut self, session: &mut SenderSession, frame_id: u64, net: &mut NetCounters) {
+        let Some(ftx) = self.fec_tx.as_mut() else {
+            return;
+        };
+        match session.protect_last() {
+            Ok(_) => net.fec_packets = ftx.send(session.fec()).packets,
+            Err(e) => eprintln!("vr-stream[network]: frame {frame_id}: FEC: {e}"),
+        }
+    }
+}
+
+/// Sends the detect stage's newest result to the receiver (RTCP APP "VRDT"), once per
+/// inference: `sent_runs` is the inference count last sent.
+fn send_detections(
+    rtcp: &mut rtcp_session::SenderRtcp,
+    session: &SenderSession,
+    ctl: &Control,
+    fmt: &SourceFormat,
+    sent_runs: &mut u64,
+) {
+    let runs = ctl.stats().detect().inferences;
+    if runs != *sent_runs
+        && let Some(set) = ctl.stats().detections()
+        && let Some(ts) = session.rtp_timestamp(set.capture_ns)
+    {
+        *sent_runs = runs;
+        let data = crate::detect::wire::encode(ts, fmt.width, fmt.height, &set.detections);
+        rtcp.send_app(
+            crate::detect::wire::APP_SUBTYPE,
+            crate::detect::wire::APP_NAME,
+            &data,
+        );
+    }
+}
+
 fn network(env: StageEnv<'_>, queue: &BitstreamQueue) -> Result<(), StageError> {
     let (cfg, fmt, ctl, slot) = env.parts();
-    let s = &cfg.stream;
-    let ip: IpAddr =
-        s.ip.parse()
-            .map_err(|_| StageError::Address(s.ip.clone()))?;
-    let socket_err = |what: String, dest: SocketAddr| {
-        move |error: std::io::Error| StageError::Socket { what, dest, error }
-    };
-    let dest = SocketAddr::new(ip, s.port);
-    let mut out = if s.tcp {
-        // About 100 ms of the bitrate in the socket at most: more is latency, not safety.
-        let sndbuf = (cfg.encoder.bitrate_kbps as usize * 1000 / 8 / 10).max(64 << 10);
-        MediaOut::Tcp(crate::net::TcpSender::new(dest, s.dscp, sndbuf))
-    } else {
-        MediaOut::Udp(
-            UdpSender::new(dest, s.dscp, s.sendmmsg_batch as usize)
-                .map_err(socket_err("UDP socket".into(), dest))?,
-        )
-    };
-    // A restarted network stage continues the stream the previous one was sending: same
-    // SSRC, next sequence number, same timestamp mapping.
-    let saved = ctl.rtp_state();
-    let ssrc = saved
-        .map(|r| r.ssrc)
-        .unwrap_or(if s.ssrc != 0 { s.ssrc } else { random_u32() });
-    // FEC to port + 2 from its own socket: its errors (nobody listening there, e.g.
-    // ffmpeg) never count against the stream. Not over TCP: TCP does not lose packets.
-    let fec_dest = SocketAddr::new(ip, s.port.saturating_add(2));
-    let mut fec_tx = if s.fec_percent > 0 && !s.tcp {
-        Some(
-            UdpSender::new(fec_dest, s.dscp, s.sendmmsg_batch as usize)
-                .map_err(socket_err("FEC socket".into(), fec_dest))?,
-        )
-    } else {
-        None
-    };
-    let rtcp_dest = SocketAddr::new(ip, s.port + 1);
-    let mut rtcp = rtcp_session::SenderRtcp::new(rtcp_dest, s.dscp, s.rtcp_local_port, ssrc)
-        .map_err(socket_err(
-            format!("RTCP socket (local port {})", s.rtcp_local_port),
-            rtcp_dest,
-        ))?;
-    let interval_ns = fmt.frame_interval_ns();
+    let mut io = NetworkIo::open(cfg, ctl)?;
     go_realtime(StageKind::Network, cfg, slot)?;
     let mut reader = queue.reader();
     reader.set_spin_window(
-        Duration::from_nanos(interval_ns),
+        Duration::from_nanos(fmt.frame_interval_ns()),
         Duration::from_micros(cfg.rt.spin_window_us as u64),
     );
     slot.set_state(StageState::Ready);
     if !wait_go(ctl) {
         return Ok(());
     }
-    // With intra refresh there is no IDR after the first frame, so nothing carries the
-    // SPS/PPS in band: the session puts them in front of an access unit once a second (a
-    // receiver that joins late, or a decoder that ignores sprop-parameter-sets, can then
-    // start). The encoder has written them by now.
-    let headers = ctl.headers().unwrap_or_default();
-    let once_a_second = NonZeroU64::new(fmt.fps_num.div_ceil(fmt.fps_den.max(1)) as u64);
-    let resend_headers = once_a_second
-        .filter(|_| cfg.encoder.intra_refresh && !headers.is_empty())
-        .map(|every| HeaderResend {
-            sps_pps: headers,
-            every,
-        });
     // What the stage decides is the session's (sans-IO, unit-tested in vr-proto): the
     // packets, their FEC and pacing, which feedback to obey, SR timing, the bitrate (the
     // lower of the rate controller's target and the web stage's, whose WebRTC peers each
     // run their own controller: one encoder feeds every output).
-    let mut session = SenderSession::new(SessionConfig {
-        rtp: RtpParams {
-            ssrc,
-            payload_type: s.payload_type,
-            payload_size: s.payload_size as usize,
-            capture_time_ext_id: Some(s.capture_time_ext_id),
-        },
-        first_seq: saved.map(|r| r.next_seq).unwrap_or(random_u32() as u16),
-        ts_offset: saved.map(|r| r.ts_offset).unwrap_or_else(random_u32),
-        base_ns: saved.map(|r| r.base_ns),
-        fec: fec_tx.is_some().then(|| FecParams {
-            percent: s.fec_percent,
-            payload_type: s.fec_payload_type,
-            first_seq: random_u32() as u16,
-        }),
-        burst_bytes: s.burst_bytes as u64,
-        pacing_kbps: s.pacing_kbps,
-        frame_interval_ns: interval_ns,
-        resend_headers,
-        abr: cfg
-            .abr
-            .enabled
-            .then(|| cfg.abr.params(cfg.encoder.bitrate_kbps)),
-        bitrate_kbps: cfg.encoder.bitrate_kbps,
-        receiver: ip,
-    });
+    let mut session = SenderSession::new(io.session_config(cfg, &fmt, ctl));
     let mut det_runs_sent = 0u64;
     loop {
         if ctl.stop_requested() {
@@ -853,12 +976,12 @@ fn network(env: StageEnv<'_>, queue: &BitstreamQueue) -> Result<(), StageError> 
         let au = match reader.next(Instant::now() + RTCP_POLL, SPIN) {
             Next::Au(a) => a,
             Next::Timeout => {
-                let changes = rtcp.tick(monotonic_ns(), &mut session, ctl, queue);
+                let changes = io.rtcp.tick(monotonic_ns(), &mut session, ctl, queue);
                 ctl.stats().add_net(&NetCounters {
                     abr_changes: changes,
                     ..Default::default()
                 });
-                if let MediaOut::Tcp(t) = &mut out {
+                if let MediaOut::Tcp(t) = &mut io.out {
                     t.flush();
                 }
                 beat(slot);
@@ -884,65 +1007,15 @@ fn network(env: StageEnv<'_>, queue: &BitstreamQueue) -> Result<(), StageError> 
         };
         drop(au);
         ctl.save_rtp_state(frame.state);
-        let pkts = session.media();
         let first_sent = monotonic_ns();
         let mut net = NetCounters::default();
-        let st = match &mut out {
-            MediaOut::Udp(tx) => match &frame.pacer {
-                None => tx.send(pkts),
-                Some(pacer) => {
-                    let st = send_paced(tx, pkts, pacer, first_sent);
-                    net.paced_frames = 1;
-                    net.paced_ns = monotonic_ns() - first_sent;
-                    st
-                }
-            },
-            MediaOut::Tcp(t) => match t.send_frame(pkts, first_sent) {
-                crate::net::TcpFrame::Sent { fresh } => {
-                    if fresh {
-                        eprintln!("vr-stream[network]: TCP connected to {dest}");
-                        queue.request_idr();
-                    }
-                    SendStats {
-                        packets: frame.packets as u64,
-                        bytes: pkts.bytes() as u64,
-                        batches: 1,
-                        ..Default::default()
-                    }
-                }
-                crate::net::TcpFrame::Dropped => {
-                    // The receiver's picture is broken from here: the next frame that
-                    // gets through should be an IDR.
-                    net.dropped_frames = 1;
-                    queue.request_idr();
-                    SendStats::default()
-                }
-            },
-        };
+        let st = io.send_media(&session, &frame, first_sent, queue, &mut net);
         let last_sent = monotonic_ns();
         session.on_sent(st.packets, st.bytes);
-        if let Some(ftx) = fec_tx.as_mut() {
-            match session.protect_last() {
-                Ok(_) => net.fec_packets = ftx.send(session.fec()).packets,
-                Err(e) => eprintln!("vr-stream[network]: frame {}: FEC: {e}", m.frame_id),
-            }
-        }
-        net.abr_changes = rtcp.tick(last_sent, &mut session, ctl, queue);
-        // The detect stage's newest result, once, to the receiver (RTCP APP "VRDT").
+        io.send_fec(&mut session, m.frame_id, &mut net);
+        net.abr_changes = io.rtcp.tick(last_sent, &mut session, ctl, queue);
         if cfg.detect.enabled {
-            let runs = ctl.stats().detect().inferences;
-            if runs != det_runs_sent
-                && let Some(set) = ctl.stats().detections()
-                && let Some(ts) = session.rtp_timestamp(set.capture_ns)
-            {
-                det_runs_sent = runs;
-                let data = crate::detect::wire::encode(ts, fmt.width, fmt.height, &set.detections);
-                rtcp.send_app(
-                    crate::detect::wire::APP_SUBTYPE,
-                    crate::detect::wire::APP_NAME,
-                    &data,
-                );
-            }
+            send_detections(&mut io.rtcp, &session, ctl, &fmt, &mut det_runs_sent);
         }
         ctl.stats().add_net(&NetCounters {
             packets: st.packets,
@@ -972,7 +1045,7 @@ fn network(env: StageEnv<'_>, queue: &BitstreamQueue) -> Result<(), StageError> 
         slot.frames_out.fetch_add(1, Relaxed);
         beat(slot);
     }
-    rtcp.bye();
+    io.rtcp.bye();
     Ok(())
 }
 
