@@ -442,25 +442,68 @@ pub fn negotiate_controls(
     f: SourceFormat,
     dev: &DeviceControls,
 ) -> Result<Negotiated, NegotiationError> {
-    let mut set = vec![];
-    let mut notes = vec![];
-    let name = control_name;
+    let mut plan = Plan::default();
+    plan.force_key_frame(dev)?;
+    plan.profile(enc, dev)?;
+    let level = plan.level(enc, f, dev)?;
+    let bitrate_range_bps = plan.rate_control(enc, dev)?;
+    plan.gop(enc, dev)?;
+    if enc.intra_refresh {
+        plan.intra_refresh(enc, f, dev)?;
+    }
+    let repeats_headers = plan.headers(dev);
+    Ok(Negotiated {
+        set: plan.set,
+        level,
+        bitrate_range_bps,
+        repeats_headers,
+        notes: plan.notes,
+    })
+}
 
-    let Some(force) = dev.get(&CID_FORCE_KEY_FRAME) else {
-        return Err(NegotiationError::Missing {
-            control: name(CID_FORCE_KEY_FRAME),
-            needed_for: "IDR on demand",
-        });
-    };
-    if !force.button {
-        notes.push(format!(
-            "{} is not a button control",
-            name(CID_FORCE_KEY_FRAME)
-        ));
+/// What [`negotiate_controls`] has decided so far: the controls to set, in order, and the
+/// notes for the user.
+#[derive(Default)]
+struct Plan {
+    set: Vec<CtrlSet>,
+    notes: Vec<String>,
+}
+
+impl Plan {
+    fn push(&mut self, id: u32, value: i64) {
+        self.set.push(CtrlSet { id, value });
     }
 
-    // Profile.
-    if let Some(c) = dev.get(&CID_H264_PROFILE) {
+    /// FORCE_KEY_FRAME is required: IDR on demand (PLI, a restarted stage, a dropped
+    /// access unit).
+    fn force_key_frame(&mut self, dev: &DeviceControls) -> Result<(), NegotiationError> {
+        let name = control_name(CID_FORCE_KEY_FRAME);
+        let Some(force) = dev.get(&CID_FORCE_KEY_FRAME) else {
+            return Err(NegotiationError::Missing {
+                control: name,
+                needed_for: "IDR on demand",
+            });
+        };
+        if !force.button {
+            self.notes.push(format!("{name} is not a button control"));
+        }
+        Ok(())
+    }
+
+    /// The profile from `encoder.profile`, `baseline` mapped to constrained baseline when
+    /// offered; the device's default (noted) when it has no profile control.
+    fn profile(
+        &mut self,
+        enc: &EncoderConfig,
+        dev: &DeviceControls,
+    ) -> Result<(), NegotiationError> {
+        let Some(c) = dev.get(&CID_H264_PROFILE) else {
+            self.notes.push(format!(
+                "no {} control: the encoder's default profile is used",
+                control_name(CID_H264_PROFILE)
+            ));
+            return Ok(());
+        };
         let want = profile_value(&enc.profile);
         let v = if want == PROFILE_BASELINE && c.has_item(PROFILE_CONSTRAINED_BASELINE) {
             PROFILE_CONSTRAINED_BASELINE
@@ -479,185 +522,170 @@ pub fn negotiate_controls(
                 offered: offered.join(", "),
             });
         };
-        set.push(CtrlSet {
-            id: CID_H264_PROFILE,
-            value: v,
-        });
-    } else {
-        notes.push(format!(
-            "no {} control: the encoder's default profile is used",
-            name(CID_H264_PROFILE)
-        ));
+        self.push(CID_H264_PROFILE, v);
+        Ok(())
     }
 
-    // Level.
-    let fps = if f.fps_den <= 1 {
-        f.fps_num.to_string()
-    } else {
-        format!("{}/{}", f.fps_num, f.fps_den)
-    };
-    let needed = h264_level_for(f, enc.bitrate_kbps, &enc.profile);
-    let level = match (needed, dev.get(&CID_H264_LEVEL)) {
-        (None, _) => {
-            return Err(NegotiationError::Level {
-                w: f.width,
-                h: f.height,
-                fps,
-                kbps: enc.bitrate_kbps,
-                needed: "above 5.2".into(),
-                max: "-".into(),
-            });
-        }
-        (Some(l), None) => {
-            notes.push(format!(
-                "no {} control: level {} assumed",
-                name(CID_H264_LEVEL),
-                l.name
-            ));
-            l
-        }
-        (Some(l), Some(c)) => {
-            let offered: Vec<H264Level> = H264_LEVELS
-                .iter()
-                .copied()
-                .filter(|x| c.has_item(x.v4l2))
-                .collect();
-            match offered.iter().find(|x| x.v4l2 >= l.v4l2) {
-                Some(&chosen) => {
-                    set.push(CtrlSet {
-                        id: CID_H264_LEVEL,
-                        value: chosen.v4l2,
-                    });
-                    chosen
-                }
-                None => {
-                    let max = offered.last().map(|x| x.name).unwrap_or("none");
-                    return Err(NegotiationError::Level {
-                        w: f.width,
-                        h: f.height,
-                        fps,
-                        kbps: enc.bitrate_kbps,
-                        needed: l.name.into(),
-                        max: max.into(),
-                    });
-                }
+    /// The smallest sufficient level ([`h264_level_for`]), raised to the smallest the
+    /// device offers; assumed (noted) when it has no level control.
+    fn level(
+        &mut self,
+        enc: &EncoderConfig,
+        f: SourceFormat,
+        dev: &DeviceControls,
+    ) -> Result<H264Level, NegotiationError> {
+        let too_high = |needed: &str, max: &str| NegotiationError::Level {
+            w: f.width,
+            h: f.height,
+            fps: if f.fps_den <= 1 {
+                f.fps_num.to_string()
+            } else {
+                format!("{}/{}", f.fps_num, f.fps_den)
+            },
+            kbps: enc.bitrate_kbps,
+            needed: needed.into(),
+            max: max.into(),
+        };
+        let Some(l) = h264_level_for(f, enc.bitrate_kbps, &enc.profile) else {
+            return Err(too_high("above 5.2", "-"));
+        };
+        let Some(c) = dev.get(&CID_H264_LEVEL) else {
+            let name = control_name(CID_H264_LEVEL);
+            self.notes
+                .push(format!("no {name} control: level {} assumed", l.name));
+            return Ok(l);
+        };
+        let offered: Vec<H264Level> = H264_LEVELS
+            .iter()
+            .copied()
+            .filter(|x| c.has_item(x.v4l2))
+            .collect();
+        match offered.iter().find(|x| x.v4l2 >= l.v4l2) {
+            Some(&chosen) => {
+                self.push(CID_H264_LEVEL, chosen.v4l2);
+                Ok(chosen)
+            }
+            None => {
+                let max = offered.last().map(|x| x.name).unwrap_or("none");
+                Err(too_high(l.name, max))
             }
         }
-    };
-
-    // Rate control.
-    if let Some(c) = dev.get(&CID_BITRATE_MODE) {
-        if c.has_item(BITRATE_MODE_CBR) {
-            set.push(CtrlSet {
-                id: CID_BITRATE_MODE,
-                value: BITRATE_MODE_CBR,
-            });
-        } else if c.has_item(BITRATE_MODE_VBR) {
-            set.push(CtrlSet {
-                id: CID_BITRATE_MODE,
-                value: BITRATE_MODE_VBR,
-            });
-            notes.push(
-                "the encoder has no CBR mode: VBR at the target bitrate (frame sizes vary more)"
-                    .into(),
-            );
-        }
-    }
-    let bps = enc.bitrate_kbps as i64 * 1000;
-    let Some(c) = dev.get(&CID_BITRATE) else {
-        return Err(NegotiationError::Missing {
-            control: name(CID_BITRATE),
-            needed_for: "encoder.bitrate_kbps",
-        });
-    };
-    set.push(c.set(CID_BITRATE, "encoder.bitrate_kbps", bps, " bit/s")?);
-    let bitrate_range_bps = (c.min, c.max);
-
-    // No B-frames: each would hold a frame back.
-    if let Some(c) = dev.get(&CID_B_FRAMES) {
-        set.push(c.set(CID_B_FRAMES, "B-frames", 0, "")?);
     }
 
-    // IDR period.
-    let period_ctrl = [CID_H264_I_PERIOD, CID_GOP_SIZE]
-        .into_iter()
-        .find(|id| dev.contains_key(id));
-    match period_ctrl {
-        Some(id) => {
-            let c = &dev[&id];
-            let v = if enc.keyint == 0 {
-                c.max
-            } else {
-                enc.keyint as i64
-            };
-            set.push(c.set(id, "encoder.keyint", v, " frames")?);
+    /// CBR when offered, else VBR (noted); the bitrate (bit/s) within the control's range.
+    /// Returns that range.
+    fn rate_control(
+        &mut self,
+        enc: &EncoderConfig,
+        dev: &DeviceControls,
+    ) -> Result<(i64, i64), NegotiationError> {
+        if let Some(c) = dev.get(&CID_BITRATE_MODE) {
+            if c.has_item(BITRATE_MODE_CBR) {
+                self.push(CID_BITRATE_MODE, BITRATE_MODE_CBR);
+            } else if c.has_item(BITRATE_MODE_VBR) {
+                self.push(CID_BITRATE_MODE, BITRATE_MODE_VBR);
+                self.notes.push(
+                    "the encoder has no CBR mode: VBR at the target bitrate (frame sizes vary more)"
+                        .into(),
+                );
+            }
         }
-        None if enc.keyint > 0 => {
+        let Some(c) = dev.get(&CID_BITRATE) else {
             return Err(NegotiationError::Missing {
-                control: format!("{} or {}", name(CID_H264_I_PERIOD), name(CID_GOP_SIZE)),
-                needed_for: "encoder.keyint",
+                control: control_name(CID_BITRATE),
+                needed_for: "encoder.bitrate_kbps",
             });
-        }
-        None => {}
+        };
+        let bps = enc.bitrate_kbps as i64 * 1000;
+        self.set
+            .push(c.set(CID_BITRATE, "encoder.bitrate_kbps", bps, " bit/s")?);
+        Ok((c.min, c.max))
     }
 
-    // Intra refresh.
-    if enc.intra_refresh {
-        // One refresh sweep per keyint frames, or per second of frames with keyint = 0.
+    /// No B-frames (each would hold a frame back); the IDR period from `encoder.keyint`
+    /// through H264_I_PERIOD, or GOP_SIZE when the driver has only that (`keyint = 0` →
+    /// the largest period).
+    fn gop(&mut self, enc: &EncoderConfig, dev: &DeviceControls) -> Result<(), NegotiationError> {
+        if let Some(c) = dev.get(&CID_B_FRAMES) {
+            self.set.push(c.set(CID_B_FRAMES, "B-frames", 0, "")?);
+        }
+        let period_ctrl = [CID_H264_I_PERIOD, CID_GOP_SIZE]
+            .into_iter()
+            .find(|id| dev.contains_key(id));
+        match period_ctrl {
+            Some(id) => {
+                let c = &dev[&id];
+                let v = if enc.keyint == 0 {
+                    c.max
+                } else {
+                    enc.keyint as i64
+                };
+                self.set.push(c.set(id, "encoder.keyint", v, " frames")?);
+            }
+            None if enc.keyint > 0 => {
+                return Err(NegotiationError::Missing {
+                    control: format!(
+                        "{} or {}",
+                        control_name(CID_H264_I_PERIOD),
+                        control_name(CID_GOP_SIZE)
+                    ),
+                    needed_for: "encoder.keyint",
+                });
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Intra refresh: one sweep per `keyint` frames (per second of frames with keyint 0)
+    /// through INTRA_REFRESH_PERIOD or CYCLIC_INTRA_REFRESH_MB; an error if neither exists.
+    fn intra_refresh(
+        &mut self,
+        enc: &EncoderConfig,
+        f: SourceFormat,
+        dev: &DeviceControls,
+    ) -> Result<(), NegotiationError> {
         let period = if enc.keyint > 0 {
             enc.keyint as i64
         } else {
             f.fps_num.div_ceil(f.fps_den.max(1)).max(1) as i64
         };
         if let Some(c) = dev.get(&CID_INTRA_REFRESH_PERIOD) {
-            set.push(CtrlSet {
-                id: CID_INTRA_REFRESH_PERIOD,
-                value: period.clamp(c.min, c.max),
-            });
+            self.push(CID_INTRA_REFRESH_PERIOD, period.clamp(c.min, c.max));
         } else if let Some(c) = dev.get(&CID_CYCLIC_INTRA_REFRESH_MB) {
             let mbs = (f.width.div_ceil(16) * f.height.div_ceil(16)) as i64;
-            set.push(CtrlSet {
-                id: CID_CYCLIC_INTRA_REFRESH_MB,
-                value: (mbs + period - 1)
-                    .div_euclid(period)
-                    .clamp(c.min.max(1), c.max),
-            });
+            let per_frame = (mbs + period - 1).div_euclid(period);
+            self.push(
+                CID_CYCLIC_INTRA_REFRESH_MB,
+                per_frame.clamp(c.min.max(1), c.max),
+            );
         } else {
             return Err(NegotiationError::Missing {
                 control: format!(
                     "{} or {}",
-                    name(CID_INTRA_REFRESH_PERIOD),
-                    name(CID_CYCLIC_INTRA_REFRESH_MB)
+                    control_name(CID_INTRA_REFRESH_PERIOD),
+                    control_name(CID_CYCLIC_INTRA_REFRESH_MB)
                 ),
                 needed_for: "encoder.intra_refresh = true",
             });
         }
+        Ok(())
     }
 
-    // Headers: with the first frame, and again before every IDR.
-    if let Some(c) = dev.get(&CID_HEADER_MODE)
-        && c.has_item(HEADER_MODE_JOINED)
-    {
-        set.push(CtrlSet {
-            id: CID_HEADER_MODE,
-            value: HEADER_MODE_JOINED,
-        });
+    /// Headers joined with the first frame and repeated before every IDR, when offered.
+    /// Returns whether they are repeated.
+    fn headers(&mut self, dev: &DeviceControls) -> bool {
+        if let Some(c) = dev.get(&CID_HEADER_MODE)
+            && c.has_item(HEADER_MODE_JOINED)
+        {
+            self.push(CID_HEADER_MODE, HEADER_MODE_JOINED);
+        }
+        let repeats = dev.contains_key(&CID_REPEAT_SEQ_HEADER);
+        if repeats {
+            self.push(CID_REPEAT_SEQ_HEADER, 1);
+        }
+        repeats
     }
-    let repeats_headers = dev.contains_key(&CID_REPEAT_SEQ_HEADER);
-    if repeats_headers {
-        set.push(CtrlSet {
-            id: CID_REPEAT_SEQ_HEADER,
-            value: 1,
-        });
-    }
-
-    Ok(Negotiated {
-        set,
-        level,
-        bitrate_range_bps,
-        repeats_headers,
-        notes,
-    })
 }
 
 /// A run-time bitrate request (kbit/s) clamped to the device's range, as bit/s.
