@@ -524,16 +524,15 @@ impl Collector {
         v
     }
 
-    fn stream(&mut self, dt: Option<f64>) -> StreamView {
+    /// A row per stage slot (optional stages only when they have a process), with the
+    /// rates since the last tick (`dt`, s) and the heartbeat age at `now_ns`.
+    fn stage_views(&mut self, dt: Option<f64>, now_ns: u64) -> Vec<StageView> {
+        use std::sync::atomic::Ordering::Relaxed;
         let stats = &self.attached.as_ref().expect("attached").stats;
-        let info = stats.info();
-        let now_ns = vr_sys::time::monotonic_ns();
-        let ticks = procfs::ticks_per_second() as f64;
         let mut stages = Vec::new();
         let mut seen = HashMap::new();
         for (i, stage) in Stage::ALL.into_iter().enumerate() {
-            let (s, name) = (stats.stage(stage), stage.name());
-            use std::sync::atomic::Ordering::Relaxed;
+            let s = stats.stage(stage);
             let pid = s.pid.load(Relaxed);
             if pid == 0 && stage.optional() {
                 continue;
@@ -546,35 +545,11 @@ impl Collector {
                 _ => 0.0,
             };
             self.prev_frames[i] = out;
-            let (mut cpu_pct, mut rss_kb) = (0.0, 0);
-            let (mut affinity, mut policy, mut vmlck_kb) =
-                (String::from("-"), String::from("-"), 0);
-            if pid != 0 && crate::sys::pid_alive(pid) {
-                if let Ok(st) = procfs::process::Process::new(pid as i32).and_then(|p| p.stat()) {
-                    let t = st.utime + st.stime;
-                    if let (Some(dt), Some(&pt)) = (dt, self.prev_proc.get(&pid)) {
-                        cpu_pct = (t.saturating_sub(pt)) as f64 / ticks / dt * 100.0;
-                    }
-                    seen.insert(pid, t);
-                    rss_kb = st.rss * (procfs::page_size() / 1024);
-                }
-                let rt = vr_sys::proc::read_state(pid as i32);
-                let threads = vr_sys::proc::read_threads(pid as i32);
-                let list = |cpus: &[usize]| {
-                    vr_setup::cpus::CpuList::from_cpus(cpus.iter().map(|&c| c as u32)).to_string()
-                };
-                affinity = list(&rt.cpus);
-                if threads.iter().any(|t| t.state.cpus != rt.cpus) {
-                    // Some thread runs elsewhere: show every set.
-                    let mut sets: Vec<String> =
-                        threads.iter().map(|t| list(&t.state.cpus)).collect();
-                    sets.sort();
-                    sets.dedup();
-                    affinity = sets.join("|");
-                }
-                policy = policy_text(&threads, &rt);
-                vmlck_kb = rt.vmlck_kb;
-            }
+            let p = if pid != 0 && crate::sys::pid_alive(pid) {
+                ProcessView::read(pid, dt, &self.prev_proc, &mut seen)
+            } else {
+                ProcessView::default()
+            };
             let hb = s.heartbeat_ns.load(Relaxed);
             let state = match s.state() {
                 StageState::Idle => "idle",
@@ -585,14 +560,14 @@ impl Collector {
                 StageState::Retrying => "retrying",
             };
             stages.push(StageView {
-                name,
+                name: stage.name(),
                 state,
                 pid,
-                cpu_pct,
-                rss_kb,
-                affinity,
-                policy,
-                vmlck_kb,
+                cpu_pct: p.cpu_pct,
+                rss_kb: p.rss_kb,
+                affinity: p.affinity,
+                policy: p.policy,
+                vmlck_kb: p.vmlck_kb,
                 fps,
                 drops: s.drops.load(Relaxed),
                 restarts: s.restarts.load(Relaxed),
@@ -601,50 +576,17 @@ impl Collector {
             });
         }
         self.prev_proc = seen;
+        stages
+    }
 
-        // Latency over the window: newest records back to `window` ago.
-        let written = stats.records_written();
+    fn stream(&mut self, dt: Option<f64>) -> StreamView {
+        let now_ns = vr_sys::time::monotonic_ns();
+        let stages = self.stage_views(dt, now_ns);
+        let stats = &self.attached.as_ref().expect("attached").stats;
+        let info = stats.info();
         let since = now_ns.saturating_sub(self.window.as_nanos() as u64);
-        let mut recs = Vec::new();
-        let mut n = written;
-        while n > 0 && written - n < RECORDS as u64 {
-            n -= 1;
-            match stats.record_at(n) {
-                Some(r) if r.last_sent_ns >= since => recs.push(r),
-                _ => break,
-            }
-        }
-        recs.reverse();
-        // The spans, then (`--stereo`) the pair skew of the frames that are stereo pairs.
-        let pair_skew: Vec<u64> = recs.iter().filter_map(|r| r.pair_skew_ns).collect();
-        let latency = SPANS
-            .iter()
-            .map(|(name, f)| (*name, recs.iter().map(f).collect::<Vec<u64>>()))
-            .chain([("pair skew", pair_skew)])
-            .filter_map(|(name, v)| {
-                let p = SamplePercentiles::from_ns(&v, Unit::Ms)?;
-                Some(SpanView {
-                    name,
-                    p50_ms: p.p50,
-                    p99_ms: p.p99,
-                })
-            })
-            .collect();
-        let total = SPANS
-            .iter()
-            .find(|(n, _)| *n == "total")
-            .map(|(_, f)| *f)
-            .expect("total span");
-        let mut recent: Vec<u64> = Vec::new();
-        let mut n = written;
-        while n > 0 && recent.len() < 240 {
-            n -= 1;
-            match stats.record_at(n) {
-                Some(r) => recent.push(total(&r) / 1000),
-                None => break,
-            }
-        }
-        recent.reverse();
+        let (latency, window_frames) = latency_views(stats, since);
+        let recent = recent_totals_us(stats, 240);
 
         let enc = stats.encoded();
         let measured_kbps = match (dt, self.prev_enc) {
@@ -690,7 +632,7 @@ impl Collector {
             uptime_s: now_ns.saturating_sub(info.started_ns) / 1_000_000_000,
             stages,
             latency,
-            window_frames: recs.len(),
+            window_frames,
             recent_total_us: recent,
             encoder: EncView {
                 frames: enc.frames,
@@ -713,6 +655,119 @@ impl Collector {
             page: stats.web().map(|w| page_view(&w, now_ns)),
         }
     }
+}
+
+/// What /proc says about a stage's process.
+struct ProcessView {
+    /// CPU time since the last tick, percent of one core.
+    cpu_pct: f64,
+    rss_kb: u64,
+    /// CPUs it may run on; every thread's set, `|`-separated, when they differ.
+    affinity: String,
+    policy: String,
+    vmlck_kb: u64,
+}
+
+impl Default for ProcessView {
+    fn default() -> ProcessView {
+        ProcessView {
+            cpu_pct: 0.0,
+            rss_kb: 0,
+            affinity: "-".into(),
+            policy: "-".into(),
+            vmlck_kb: 0,
+        }
+    }
+}
+
+impl ProcessView {
+    /// Reads process `pid`: its CPU share since the last tick (`dt` s; `prev`: CPU ticks
+    /// per pid then; its ticks now go into `seen`), memory, affinity and policy.
+    fn read(
+        pid: u32,
+        dt: Option<f64>,
+        prev: &HashMap<u32, u64>,
+        seen: &mut HashMap<u32, u64>,
+    ) -> ProcessView {
+        let mut v = ProcessView::default();
+        if let Ok(st) = procfs::process::Process::new(pid as i32).and_then(|p| p.stat()) {
+            let t = st.utime + st.stime;
+            if let (Some(dt), Some(&pt)) = (dt, prev.get(&pid)) {
+                let ticks = procfs::ticks_per_second() as f64;
+                v.cpu_pct = (t.saturating_sub(pt)) as f64 / ticks / dt * 100.0;
+            }
+            seen.insert(pid, t);
+            v.rss_kb = st.rss * (procfs::page_size() / 1024);
+        }
+        let rt = vr_sys::proc::read_state(pid as i32);
+        let threads = vr_sys::proc::read_threads(pid as i32);
+        let list = |cpus: &[usize]| {
+            vr_setup::cpus::CpuList::from_cpus(cpus.iter().map(|&c| c as u32)).to_string()
+        };
+        v.affinity = list(&rt.cpus);
+        if threads.iter().any(|t| t.state.cpus != rt.cpus) {
+            // Some thread runs elsewhere: show every set.
+            let mut sets: Vec<String> = threads.iter().map(|t| list(&t.state.cpus)).collect();
+            sets.sort();
+            sets.dedup();
+            v.affinity = sets.join("|");
+        }
+        v.policy = policy_text(&threads, &rt);
+        v.vmlck_kb = rt.vmlck_kb;
+        v
+    }
+}
+
+/// The latency spans (p50, p99) over the records whose last packet left at or after
+/// `since_ns` (newest first, back to the ring's size), then (`--stereo`) the pair skew of
+/// the frames that are stereo pairs; and how many records that was.
+fn latency_views(stats: &Stats, since_ns: u64) -> (Vec<SpanView>, usize) {
+    let written = stats.records_written();
+    let mut recs = Vec::new();
+    let mut n = written;
+    while n > 0 && written - n < RECORDS as u64 {
+        n -= 1;
+        match stats.record_at(n) {
+            Some(r) if r.last_sent_ns >= since_ns => recs.push(r),
+            _ => break,
+        }
+    }
+    recs.reverse();
+    let pair_skew: Vec<u64> = recs.iter().filter_map(|r| r.pair_skew_ns).collect();
+    let spans = SPANS
+        .iter()
+        .map(|(name, f)| (*name, recs.iter().map(f).collect::<Vec<u64>>()))
+        .chain([("pair skew", pair_skew)])
+        .filter_map(|(name, v)| {
+            let p = SamplePercentiles::from_ns(&v, Unit::Ms)?;
+            Some(SpanView {
+                name,
+                p50_ms: p.p50,
+                p99_ms: p.p99,
+            })
+        })
+        .collect();
+    (spans, recs.len())
+}
+
+/// The capture → last packet latency of the newest `max` records, µs, oldest first.
+fn recent_totals_us(stats: &Stats, max: usize) -> Vec<u64> {
+    let total = SPANS
+        .iter()
+        .find(|(n, _)| *n == "total")
+        .map(|(_, f)| *f)
+        .expect("total span");
+    let mut recent: Vec<u64> = Vec::new();
+    let mut n = stats.records_written();
+    while n > 0 && recent.len() < max {
+        n -= 1;
+        match stats.record_at(n) {
+            Some(r) => recent.push(total(&r) / 1000),
+            None => break,
+        }
+    }
+    recent.reverse();
+    recent
 }
 
 /// One line about the detect stage, or `None` when it has not run: runs/s, detections/s,
