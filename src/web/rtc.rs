@@ -112,133 +112,38 @@ fn h264_pt(rtc: &mut Rtc, mid: Mid) -> Option<str0m::media::Pt> {
 }
 
 fn run(
-    mut rtc: Rtc,
+    rtc: Rtc,
     sock: UdpSocket,
     local: SocketAddr,
     page: SocketAddr,
     hub: &Hub,
 ) -> Result<(), String> {
     let (id, mut rx) = hub.join(page, crate::shm::stats::PageTransport::WebRtc);
-    let mut video: Option<(Mid, str0m::media::Pt)> = None;
-    let mut channel = None;
+    let mut peer = Peer {
+        rtc,
+        hub,
+        id,
+        video: None,
+        channel: None,
+        waiting_key: true,
+        abr: hub.abr().map(RateController::new),
+        sent: (0, 0),
+        det_seen: 0,
+    };
     let mut buf = vec![0u8; 2000];
     let mut last_heard = Instant::now();
-    let mut waiting_key = true;
-    let mut abr = hub.abr().map(RateController::new);
-    // Egress totals at the previous statistics event: packets and bytes sent since.
-    let (mut sent_packets, mut sent_bytes) = (0u64, 0u64);
-    let mut det_seen = 0u64;
     let res = loop {
-        if let Some(cid) = channel
-            && let Some((n, m)) = hub.detections_after(det_seen)
-            && let Some(mut ch) = rtc.channel(cid)
-        {
-            det_seen = n;
-            let _ = ch.write(false, m.as_bytes());
-        }
+        peer.send_detections();
         // Media from the hub: everything queued, newest last.
         while let Ok(m) = rx.try_recv() {
-            let (Some((mid, pt)), true) = (video, m.len() > super::HEADER_LEN) else {
-                continue;
-            };
-            let key = m[1] & 1 != 0;
-            if waiting_key && !key {
-                continue;
-            }
-            waiting_key = false;
-            let cap_ns = u64::from_be_bytes(m[8..16].try_into().unwrap());
-            let ts90 = cap_ns / 1_000_000 * 90 + (cap_ns % 1_000_000) * 90 / 1_000_000;
-            let Some(w) = rtc.writer(mid) else { continue };
-            let w = w.playout_delay(MediaTime::from_millis(0), MediaTime::from_millis(0));
-            let au: Arc<[u8]> = Arc::from(&m[super::HEADER_LEN..]);
-            if let Err(e) = w.write(pt, Instant::now(), MediaTime::from_90khz(ts90), au) {
-                eprintln!("vr-stream[web]: WebRTC write: {e}");
-            }
-            if let Some(cid) = channel
-                && let Some(mut ch) = rtc.channel(cid)
-            {
-                let msg = serde_json::json!({ "type": "frame", "rtp": ts90 as u32, "cap": cap_ns as f64 / 1e6, "id": u32::from_be_bytes(m[4..8].try_into().unwrap()) });
-                let _ = ch.write(false, msg.to_string().as_bytes());
-            }
+            peer.send_access_unit(&m);
         }
         // Everything str0m wants done now.
-        let timeout = loop {
-            match rtc.poll_output() {
-                Ok(Output::Timeout(t)) => break Ok(t),
-                Ok(Output::Transmit(t)) => {
-                    let _ = sock.send_to(&t.contents, t.destination);
-                }
-                Ok(Output::Event(ev)) => match ev {
-                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                        rtc.disconnect();
-                    }
-                    Event::MediaAdded(m) if m.kind == MediaKind::Video => {
-                        if let Some(pt) = h264_pt(&mut rtc, m.mid) {
-                            video = Some((m.mid, pt));
-                            hub.request_idr();
-                        } else {
-                            eprintln!(
-                                "vr-stream[web]: WebRTC peer offered no H.264 packetization-mode 1"
-                            );
-                        }
-                    }
-                    Event::KeyframeRequest(_) => {
-                        hub.request_idr();
-                        waiting_key = false;
-                    }
-                    Event::MediaEgressStats(st) => {
-                        let Some(a) = abr.as_mut() else { continue };
-                        a.on_sent(
-                            st.packets.saturating_sub(sent_packets),
-                            st.bytes.saturating_sub(sent_bytes),
-                        );
-                        (sent_packets, sent_bytes) = (st.packets, st.bytes);
-                        // `loss` is Some only when a receiver report came since the last event.
-                        let (Some(loss), Some(remote)) = (st.loss, st.remote.as_ref()) else {
-                            continue;
-                        };
-                        let block = ReportBlock {
-                            ssrc: 0,
-                            fraction_lost: (loss.clamp(0.0, 1.0) * 256.0).min(255.0) as u8,
-                            cumulative_lost: remote.packets_lost.min(i32::MAX as u64) as i32,
-                            ext_highest_seq: *remote.maximum_sequence_number as u32,
-                            jitter: remote.jitter,
-                            lsr: 0,
-                            dlsr: 0,
-                        };
-                        let fb = Feedback {
-                            arrival_ns: monotonic_ns(),
-                            block,
-                            rtt_ns: st.rtt.map(|d| d.as_nanos() as u64),
-                        };
-                        if let Some(ch) = a.on_report(fb) {
-                            eprintln!("vr-stream[web]: WebRTC peer {id}: {ch}");
-                            hub.set_target(id, Some(ch.to_kbps));
-                        }
-                    }
-                    Event::ChannelOpen(cid, _) => {
-                        channel = Some(cid);
-                        if let Some(mut ch) = rtc.channel(cid) {
-                            let _ = ch.write(false, hub.hello().as_bytes());
-                        }
-                    }
-                    Event::ChannelData(d) if !d.binary => {
-                        if let Some(reply) = hub.page_message(id, &d.data)
-                            && let Some(mut ch) = rtc.channel(d.id)
-                        {
-                            let _ = ch.write(false, reply.as_bytes());
-                        }
-                    }
-                    _ => {}
-                },
-                Err(e) => break Err(e.to_string()),
-            }
-        };
-        let timeout = match timeout {
+        let timeout = match peer.drive(&sock) {
             Ok(t) => t,
             Err(e) => break Err(e),
         };
-        if !rtc.is_alive() {
+        if !peer.rtc.is_alive() {
             break Ok(());
         }
         if last_heard.elapsed() > IDLE {
@@ -275,10 +180,160 @@ fn run(
             }
             Err(e) => break Err(e.to_string()),
         };
-        if let Err(e) = rtc.handle_input(input) {
+        if let Err(e) = peer.rtc.handle_input(input) {
             break Err(e.to_string());
         }
     };
     hub.leave(id);
     res
+}
+
+/// One WebRTC peer: str0m's state machine and what this side knows about the peer.
+struct Peer<'a> {
+    rtc: Rtc,
+    hub: &'a Hub,
+    /// Its id in the hub.
+    id: u64,
+    /// The video m-line and the H.264 payload type to send, once the peer added it.
+    video: Option<(Mid, str0m::media::Pt)>,
+    /// The data channel "vr", once open.
+    channel: Option<str0m::channel::ChannelId>,
+    /// Nothing is sent before an IDR.
+    waiting_key: bool,
+    /// This peer's rate controller (`None`: `[abr]` off).
+    abr: Option<RateController>,
+    /// Egress totals (packets, bytes) at the previous statistics event.
+    sent: (u64, u64),
+    /// The detection results already sent (the hub's count).
+    det_seen: u64,
+}
+
+impl Peer<'_> {
+    /// Sends the newest detections on the data channel, once each.
+    fn send_detections(&mut self) {
+        if let Some(cid) = self.channel
+            && let Some((n, m)) = self.hub.detections_after(self.det_seen)
+            && let Some(mut ch) = self.rtc.channel(cid)
+        {
+            self.det_seen = n;
+            let _ = ch.write(false, m.as_bytes());
+        }
+    }
+
+    /// Writes one access unit from the hub (its header, then Annex-B) as a frame of the
+    /// video, from the first IDR on, and announces it on the data channel.
+    fn send_access_unit(&mut self, m: &[u8]) {
+        let (Some((mid, pt)), true) = (self.video, m.len() > super::HEADER_LEN) else {
+            return;
+        };
+        let key = m[1] & 1 != 0;
+        if self.waiting_key && !key {
+            return;
+        }
+        self.waiting_key = false;
+        let cap_ns = u64::from_be_bytes(m[8..16].try_into().unwrap());
+        let ts90 = cap_ns / 1_000_000 * 90 + (cap_ns % 1_000_000) * 90 / 1_000_000;
+        let Some(w) = self.rtc.writer(mid) else {
+            return;
+        };
+        let w = w.playout_delay(MediaTime::from_millis(0), MediaTime::from_millis(0));
+        let au: Arc<[u8]> = Arc::from(&m[super::HEADER_LEN..]);
+        if let Err(e) = w.write(pt, Instant::now(), MediaTime::from_90khz(ts90), au) {
+            eprintln!("vr-stream[web]: WebRTC write: {e}");
+        }
+        if let Some(cid) = self.channel
+            && let Some(mut ch) = self.rtc.channel(cid)
+        {
+            let msg = serde_json::json!({ "type": "frame", "rtp": ts90 as u32, "cap": cap_ns as f64 / 1e6, "id": u32::from_be_bytes(m[4..8].try_into().unwrap()) });
+            let _ = ch.write(false, msg.to_string().as_bytes());
+        }
+    }
+
+    /// Does everything str0m wants done now: sends its datagrams on `sock`, handles its
+    /// events. Returns when str0m next wants time.
+    ///
+    /// Errors: str0m's.
+    fn drive(&mut self, sock: &UdpSocket) -> Result<Instant, String> {
+        loop {
+            match self.rtc.poll_output().map_err(|e| e.to_string())? {
+                Output::Timeout(t) => return Ok(t),
+                Output::Transmit(t) => {
+                    let _ = sock.send_to(&t.contents, t.destination);
+                }
+                Output::Event(ev) => self.on_event(ev),
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.rtc.disconnect();
+            }
+            Event::MediaAdded(m) if m.kind == MediaKind::Video => {
+                if let Some(pt) = h264_pt(&mut self.rtc, m.mid) {
+                    self.video = Some((m.mid, pt));
+                    self.hub.request_idr();
+                } else {
+                    eprintln!("vr-stream[web]: WebRTC peer offered no H.264 packetization-mode 1");
+                }
+            }
+            Event::KeyframeRequest(_) => {
+                self.hub.request_idr();
+                self.waiting_key = false;
+            }
+            Event::MediaEgressStats(st) => self.on_egress_stats(&st),
+            Event::ChannelOpen(cid, _) => {
+                self.channel = Some(cid);
+                if let Some(mut ch) = self.rtc.channel(cid) {
+                    let _ = ch.write(false, self.hub.hello().as_bytes());
+                }
+            }
+            Event::ChannelData(d) if !d.binary => {
+                if let Some(reply) = self.hub.page_message(self.id, &d.data)
+                    && let Some(mut ch) = self.rtc.channel(d.id)
+                {
+                    let _ = ch.write(false, reply.as_bytes());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// str0m's egress statistics (every [`STATS_INTERVAL`]): the sent rate, and the
+    /// browser's newest receiver report, to this peer's rate controller; a new target
+    /// goes to the hub.
+    fn on_egress_stats(&mut self, st: &str0m::stats::MediaEgressStats) {
+        let Some(a) = self.abr.as_mut() else {
+            return;
+        };
+        let (packets, bytes) = self.sent;
+        a.on_sent(
+            st.packets.saturating_sub(packets),
+            st.bytes.saturating_sub(bytes),
+        );
+        self.sent = (st.packets, st.bytes);
+        // `loss` is Some only when a receiver report came since the last event.
+        let (Some(loss), Some(remote)) = (st.loss, st.remote.as_ref()) else {
+            return;
+        };
+        let block = ReportBlock {
+            ssrc: 0,
+            fraction_lost: (loss.clamp(0.0, 1.0) * 256.0).min(255.0) as u8,
+            cumulative_lost: remote.packets_lost.min(i32::MAX as u64) as i32,
+            ext_highest_seq: *remote.maximum_sequence_number as u32,
+            jitter: remote.jitter,
+            lsr: 0,
+            dlsr: 0,
+        };
+        let fb = Feedback {
+            arrival_ns: monotonic_ns(),
+            block,
+            rtt_ns: st.rtt.map(|d| d.as_nanos() as u64),
+        };
+        if let Some(ch) = a.on_report(fb) {
+            eprintln!("vr-stream[web]: WebRTC peer {}: {ch}", self.id);
+            self.hub.set_target(self.id, Some(ch.to_kbps));
+        }
+    }
 }
