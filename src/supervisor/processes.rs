@@ -159,6 +159,8 @@ struct StageProcess {
     restarts: restart::Restarts,
     /// Given up on without ending the stream (an optional stage: detect, web).
     abandoned: bool,
+    /// Its heartbeat, watched for a hang.
+    hang: restart::HangWatch,
 }
 
 /// How the stages stand after [`Stages::tick`].
@@ -196,6 +198,7 @@ impl Stages {
                     restart_at: None,
                     restarts: restart::Restarts::new(policy, kind.optional(), Instant::now()),
                     abandoned: false,
+                    hang: restart::HangWatch::default(),
                 }),
                 Err(e) => {
                     all.stop(segs);
@@ -315,6 +318,7 @@ impl Stages {
                             s.child = child;
                             s.exited = None;
                             s.restart_at = None;
+                            s.hang = restart::HangWatch::default();
                             s.restarts.on_restarted(Instant::now());
                         }
                         Err(e) => {
@@ -422,9 +426,9 @@ impl StageProcess {
         }
     }
 
-    /// Kills the stage when it is ready but its heartbeat is older than
-    /// `supervise.heartbeat_timeout_ms` (0: never): alive but hung. [`Stages::tick`]
-    /// then sees the exit and restarts it.
+    /// Kills the stage when it is ready but hung: no heartbeat for
+    /// `supervise.heartbeat_timeout_ms` (0: never), still so on a later look
+    /// ([`restart::HangWatch`]). [`Stages::tick`] then sees the exit and restarts it.
     fn kill_if_hung(&mut self, ctl: &Control, cfg: &Config) {
         let slot = ctl.stage(self.kind);
         let timeout_ms = cfg.supervise.heartbeat_timeout_ms as u64;
@@ -432,9 +436,10 @@ impl StageProcess {
             return;
         }
         let beat = slot.heartbeat_ns.load(Ordering::Relaxed);
-        let age_ms = rt::monotonic_ns().saturating_sub(beat) / 1_000_000;
-        if beat > 0 && age_ms > timeout_ms {
+        let now = rt::monotonic_ns();
+        if self.hang.look(beat, now, Duration::from_millis(timeout_ms)) {
             let name = self.kind.name();
+            let age_ms = now.saturating_sub(beat) / 1_000_000;
             eprintln!("vr-stream: stage {name} stopped beating ({age_ms} ms): killing it");
             let _ = self.child.kill();
         }

@@ -15,6 +15,38 @@ pub const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 /// Longest restart backoff.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
+/// How long a stage must still look hung, on a later look of the supervisor, before it is
+/// killed ([`HangWatch`]).
+pub const HANG_CONFIRM: Duration = Duration::from_millis(100);
+
+/// Watches one stage's heartbeat for a hang: alive, but no beat for the timeout.
+///
+/// A silence is acted on only when a later look, at least [`HANG_CONFIRM`] after the
+/// first that saw it, still sees it. A machine-wide stall (a paused VM, an SD card holding
+/// every process in I/O) stops the stages and the supervisor alike, and the first look
+/// after it sees every heartbeat old; the confirming look comes after the stages had
+/// time to run again. A stage that really hangs (or spins, and starves the supervisor to
+/// one look a second) is killed one look later.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HangWatch {
+    /// When a look first saw the current silence (CLOCK_MONOTONIC ns).
+    seen_ns: Option<u64>,
+}
+
+impl HangWatch {
+    /// A look at `now_ns`: the stage's last heartbeat was at `beat_ns` (0: none yet, not
+    /// hung). Returns whether to kill it.
+    pub fn look(&mut self, beat_ns: u64, now_ns: u64, timeout: Duration) -> bool {
+        let silent = beat_ns > 0 && now_ns.saturating_sub(beat_ns) > timeout.as_nanos() as u64;
+        if !silent {
+            self.seen_ns = None;
+            return false;
+        }
+        let seen = *self.seen_ns.get_or_insert(now_ns);
+        now_ns - seen >= HANG_CONFIRM.as_nanos() as u64
+    }
+}
+
 /// The `[supervise]` settings the policy uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
@@ -170,6 +202,30 @@ mod tests {
         );
         let mut r = Restarts::new(P, true, t0);
         assert_eq!(r.on_failure(t0 + ms(50), true), Decision::Abandon);
+    }
+
+    #[test]
+    fn a_hang_is_acted_on_only_when_a_later_look_still_sees_it() {
+        const MS: u64 = 1_000_000;
+        let timeout = Duration::from_secs(2);
+        let mut w = HangWatch::default();
+        // No beat yet: starting, not hung.
+        assert!(!w.look(0, 100_000 * MS, timeout));
+        // Beating: fine.
+        assert!(!w.look(10_000 * MS, 11_000 * MS, timeout));
+        // The machine stalled from 10 s to 12.78 s (the CI run that killed a healthy
+        // network stage, "stopped beating (2780 ms)"): the first look after it sees the
+        // silence, the next one (20 ms later) the stage's new beat.
+        assert!(!w.look(10_000 * MS, 12_780 * MS, timeout));
+        assert!(!w.look(12_790 * MS, 12_800 * MS, timeout));
+        // A stage that hangs: silent at 14.8 s, still at 14.82 s, killed at 14.9 s.
+        assert!(!w.look(12_790 * MS, 14_800 * MS, timeout));
+        assert!(!w.look(12_790 * MS, 14_820 * MS, timeout));
+        assert!(w.look(12_790 * MS, 14_900 * MS, timeout));
+        // Starved to one look a second by a spinning stage: killed on the second look.
+        let mut w = HangWatch::default();
+        assert!(!w.look(1_000 * MS, 3_500 * MS, timeout));
+        assert!(w.look(1_000 * MS, 4_500 * MS, timeout));
     }
 
     #[test]
