@@ -681,11 +681,16 @@ fn quick_bench_measures_the_configured_libcamera_camera() {
         (15.0..18.5).contains(&interval),
         "interval p50 {interval} ms"
     );
-    let latency = cam["capture_latency"]["p99"].as_f64().unwrap();
-    assert!(
-        (0.0..20.0).contains(&latency),
-        "capture latency p99 {latency} ms"
+    // The typical frame within 5 ms (a wrong clock domain would be off by seconds or
+    // more); the worst of the 60 within 50 ms: one scheduling stall of this shared VM (a
+    // CI run measured 23.8 ms once, p50 1.2 ms) is not the camera path's.
+    let latency = &cam["capture_latency"];
+    let (p50, p99) = (
+        latency["p50"].as_f64().unwrap(),
+        latency["p99"].as_f64().unwrap(),
     );
+    assert!((0.0..5.0).contains(&p50), "capture latency p50 {p50} ms");
+    assert!((0.0..50.0).contains(&p99), "capture latency p99 {p99} ms");
     assert!(
         schema_violations("quick-bench.schema.json", &doc).is_empty(),
         "{doc}"
