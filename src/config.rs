@@ -540,19 +540,254 @@ fn not_above<T: std::fmt::Display + PartialOrd>(
 }
 
 impl Config {
-    /// Checks every value against its allowed range (see `config/default.toml`), section
-    /// by section.
+    /// Checks every value against its allowed range (see `config/default.toml`).
     ///
     /// Errors: [`ConfigError::Invalid`] with the key, the value and what is allowed.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.stream.validate()?;
-        self.source.validate()?;
-        self.encoder.validate()?;
-        self.stages.validate()?;
+        let s = &self.stream;
+        s.ip.parse::<IpAddr>().map_err(|_| ConfigError::Invalid {
+            key: "stream.ip",
+            value: format!("{:?}", s.ip),
+            allowed: "an IPv4 or IPv6 address such as 192.168.1.100".into(),
+        })?;
+        check("stream.port", s.port, 1, 65534)?;
+        check("stream.payload_size", s.payload_size, 200, 8900)?;
+        check("stream.payload_type", s.payload_type, 96, 127)?;
+        check("stream.dscp", s.dscp, 0, 63)?;
+        check("stream.capture_time_ext_id", s.capture_time_ext_id, 1, 14)?;
+        check("stream.sendmmsg_batch", s.sendmmsg_batch, 1, 1024)?;
+        check("stream.fec_percent", s.fec_percent, 0, 100)?;
+        check("stream.fec_payload_type", s.fec_payload_type, 96, 127)?;
+        if s.fec_percent > 0 && s.fec_payload_type == s.payload_type {
+            return Err(ConfigError::Invalid {
+                key: "stream.fec_payload_type",
+                value: s.fec_payload_type.to_string(),
+                allowed: format!(
+                    "a payload type other than stream.payload_type ({})",
+                    s.payload_type
+                ),
+            });
+        }
+        if s.fec_percent > 0 && s.port > 65533 {
+            return Err(ConfigError::Invalid {
+                key: "stream.port",
+                value: s.port.to_string(),
+                allowed: "1..=65533 with FEC on (FEC goes to port + 2), or stream.fec_percent = 0"
+                    .into(),
+            });
+        }
+        let src = &self.source;
+        crate::source::SourceSpec::parse(&src.uri).map_err(|e| ConfigError::Invalid {
+            key: "source.uri",
+            value: format!("{:?}", src.uri),
+            allowed: e,
+        })?;
+        crate::source::pipe::PipeFormat::parse(&src.pipe_format).map_err(|e| {
+            ConfigError::Invalid {
+                key: "source.pipe_format",
+                value: format!("{:?}", src.pipe_format),
+                allowed: e,
+            }
+        })?;
+        let is_pipe = |u: &str| {
+            matches!(
+                crate::source::SourceSpec::parse(u),
+                Ok(crate::source::SourceSpec::Pipe(_))
+            )
+        };
+        if src.stereo && (is_pipe(&src.uri) || is_pipe(&src.right_uri)) {
+            return Err(ConfigError::Invalid {
+                key: "source.stereo",
+                value: "true".into(),
+                allowed: "a pipe source (-, pipe:PATH) cannot be one eye of a stereo pair: compose the two eyes side by side before the pipe, or use files, cameras or patterns".into(),
+            });
+        }
+        if !src.right_uri.is_empty() {
+            crate::source::SourceSpec::parse(&src.right_uri).map_err(|e| ConfigError::Invalid {
+                key: "source.right_uri",
+                value: format!("{:?}", src.right_uri),
+                allowed: e,
+            })?;
+        }
+        for (key, v) in [("source.width", src.width), ("source.height", src.height)] {
+            check(key, v, 16, 4096)?;
+            if v % 2 != 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    value: v.to_string(),
+                    allowed: "must be even (4:2:0 chroma)".into(),
+                });
+            }
+        }
+        check("source.fps", src.fps, 1, 240)?;
+        check("source.buffers", src.buffers, 2, 8)?;
+        let e = &self.encoder;
+        check("encoder.bitrate_kbps", e.bitrate_kbps, 100, 200_000)?;
+        check("encoder.vbv_buffer_ms", e.vbv_buffer_ms, 1, 2000)?;
+        check("encoder.keyint", e.keyint, 0, 10_000)?;
+        check("encoder.threads", e.threads, 0, 16)?;
+        if !ENCODER_BACKENDS.contains(&e.backend.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: "encoder.backend",
+                value: format!("{:?}", e.backend),
+                allowed: format!("one of {}", ENCODER_BACKENDS.join(", ")),
+            });
+        }
+        if e.device.is_empty() || !e.device.starts_with('/') {
+            return Err(ConfigError::Invalid {
+                key: "encoder.device",
+                value: format!("{:?}", e.device),
+                allowed: "an absolute device path such as /dev/video11".into(),
+            });
+        }
+        if !PRESETS.contains(&e.preset.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: "encoder.preset",
+                value: format!("{:?}", e.preset),
+                allowed: format!("one of {}", PRESETS.join(", ")),
+            });
+        }
+        if !H264_PROFILES.contains(&e.profile.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: "encoder.profile",
+                value: format!("{:?}", e.profile),
+                allowed: format!("one of {}", H264_PROFILES.join(", ")),
+            });
+        }
+        if e.keyint == 0 && !e.intra_refresh {
+            return Err(ConfigError::Invalid {
+                key: "encoder.keyint",
+                value: "0".into(),
+                allowed: "0 only with encoder.intra_refresh = true (else a lost frame never heals)"
+                    .into(),
+            });
+        }
+        for (key, prio) in [
+            ("stages.camera.priority", self.stages.camera.priority),
+            ("stages.encode.priority", self.stages.encode.priority),
+            ("stages.network.priority", self.stages.network.priority),
+        ] {
+            check(key, prio, 1, 99)?;
+        }
+        check("stages.detect.priority", self.stages.detect.priority, 0, 99)?;
+        for (key, st) in [
+            ("stages.camera.cpu", self.stages.camera),
+            ("stages.network.cpu", self.stages.network),
+            ("stages.detect.cpu", self.stages.detect),
+        ] {
+            check(key, st.cpu, 0, 1023)?;
+        }
+        let enc_cpus = vr_setup::cpus::CpuList::parse(&self.stages.encode.cpus)
+            .map_err(|e| e.to_string())
+            .and_then(|l| {
+                let v: Vec<u32> = l.iter().collect();
+                match v.iter().max() {
+                    None => Err("empty".to_string()),
+                    Some(&m) if m > 1023 => Err(format!("CPU {m} is above 1023")),
+                    Some(_) if v.len() > 16 => Err("more than 16 CPUs".to_string()),
+                    Some(_) => Ok(v),
+                }
+            });
+        enc_cpus.map_err(|e| ConfigError::Invalid {
+            key: "stages.encode.cpus",
+            value: format!("{:?}", self.stages.encode.cpus),
+            allowed: format!(
+                "a kernel CPU list of 1..=16 CPUs, 0..=1023, such as \"3\" or \"1-3\" ({e})"
+            ),
+        })?;
+        vr_setup::cpus::CpuList::parse(&self.stages.web.cpus).map_err(|e| {
+            ConfigError::Invalid {
+                key: "stages.web.cpus",
+                value: format!("{:?}", self.stages.web.cpus),
+                allowed: format!("a kernel CPU list such as \"0\" or \"0-1,3\" ({e})"),
+            }
+        })?;
+        check("stages.web.nice", self.stages.web.nice, -20, 19)?;
         check("stats.interval_s", self.stats.interval_s, 0, 3600)?;
-        self.detect.validate()?;
-        self.web.validate()?;
-        self.abr.validate()?;
+        let d = &self.detect;
+        check("detect.size", d.size, 32, 2048)?;
+        if !d.size.is_multiple_of(32) {
+            return Err(ConfigError::Invalid {
+                key: "detect.size",
+                value: d.size.to_string(),
+                allowed: "a multiple of 32".into(),
+            });
+        }
+        check("detect.conf", d.conf, 0.0, 1.0)?;
+        check("detect.iou", d.iou, 0.0, 1.0)?;
+        check("detect.every_nth", d.every_nth, 1, 1000)?;
+        check("detect.threads", d.threads, 1, 16)?;
+        check(
+            "detect.max",
+            d.max,
+            1,
+            vr_proto::detection::MAX_DETECTIONS as u32,
+        )?;
+        let w = &self.web;
+        check("web.port", w.port, 1, 65535)?;
+        w.bind.parse::<IpAddr>().map_err(|_| ConfigError::Invalid {
+            key: "web.bind",
+            value: w.bind.clone(),
+            allowed: "an IP address (0.0.0.0 for every interface)".into(),
+        })?;
+        if w.cert.is_empty() != w.key.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "web.cert",
+                value: format!("cert {:?}, key {:?}", w.cert, w.key),
+                allowed: "both or neither (--cert and --key)".into(),
+            });
+        }
+        if !w.pin.is_empty()
+            && (w.pin.len() < 4 || w.pin.len() > 12 || !w.pin.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(ConfigError::Invalid {
+                key: "web.pin",
+                value: w.pin.clone(),
+                allowed: "4 to 12 digits, or \"\" for a random PIN".into(),
+            });
+        }
+        for a in &w.allow {
+            if a.parse::<ipnet::IpNet>().is_err() && a.parse::<IpAddr>().is_err() {
+                return Err(ConfigError::Invalid {
+                    key: "web.allow",
+                    value: format!("{a:?}"),
+                    allowed: "IP addresses or prefixes such as \"192.168.1.100\", \"192.168.1.0/24\", \"0.0.0.0/0\"".into(),
+                });
+            }
+        }
+        check("web.max_connections", w.max_connections, 1, 10_000)?;
+        check(
+            "web.max_connections_per_address",
+            w.max_connections_per_address,
+            1,
+            10_000,
+        )?;
+        not_above(
+            (
+                "web.max_connections_per_address",
+                w.max_connections_per_address,
+            ),
+            ("web.max_connections", w.max_connections),
+        )?;
+        check("web.header_timeout_ms", w.header_timeout_ms, 100, 60_000)?;
+        check("web.idle_timeout_s", w.idle_timeout_s, 1, 3600)?;
+        check("web.max_body_bytes", w.max_body_bytes, 1024, 1 << 20)?;
+        check("web.max_viewers", w.max_viewers, 1, 64)?;
+        check("web.session_ttl_s", w.session_ttl_s, 1, 7 * 86_400)?;
+        let a = &self.abr;
+        check("abr.min_kbps", a.min_kbps, 100, 200_000)?;
+        check("abr.loss_high_percent", a.loss_high_percent, 1, 100)?;
+        check("abr.loss_low_percent", a.loss_low_percent, 0, 100)?;
+        not_above(
+            ("abr.loss_low_percent", a.loss_low_percent),
+            ("abr.loss_high_percent", a.loss_high_percent),
+        )?;
+        check("abr.delay_ms", a.delay_ms, 1, 2000)?;
+        check("abr.increase_percent", a.increase_percent, 1, 100)?;
+        check("abr.backoff_percent", a.backoff_percent, 10, 100)?;
+        check("stream.burst_bytes", s.burst_bytes, 0, 1 << 24)?;
+        check("stream.pacing_kbps", s.pacing_kbps, 1000, 10_000_000)?;
+        check("source.exposure_us", self.source.exposure_us, 0, 1_000_000)?;
         check("stats.target_ms", self.stats.target_ms, 1, 1000)?;
         check("rt.spin_window_us", self.rt.spin_window_us, 0, 5000)?;
         check("supervise.backoff_ms", self.supervise.backoff_ms, 1, 10_000)?;
@@ -588,303 +823,6 @@ impl Config {
         })?;
         cfg.validate()?;
         Ok(cfg)
-    }
-}
-
-impl StreamConfig {
-    /// Checks `[stream]` (see [`Config::validate`]).
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.ip
-            .parse::<IpAddr>()
-            .map_err(|_| ConfigError::Invalid {
-                key: "stream.ip",
-                value: format!("{:?}", self.ip),
-                allowed: "an IPv4 or IPv6 address such as 192.168.1.100".into(),
-            })?;
-        check("stream.port", self.port, 1, 65534)?;
-        check("stream.payload_size", self.payload_size, 200, 8900)?;
-        check("stream.payload_type", self.payload_type, 96, 127)?;
-        check("stream.dscp", self.dscp, 0, 63)?;
-        check(
-            "stream.capture_time_ext_id",
-            self.capture_time_ext_id,
-            1,
-            14,
-        )?;
-        check("stream.sendmmsg_batch", self.sendmmsg_batch, 1, 1024)?;
-        check("stream.fec_percent", self.fec_percent, 0, 100)?;
-        check("stream.fec_payload_type", self.fec_payload_type, 96, 127)?;
-        if self.fec_percent > 0 && self.fec_payload_type == self.payload_type {
-            return Err(ConfigError::Invalid {
-                key: "stream.fec_payload_type",
-                value: self.fec_payload_type.to_string(),
-                allowed: format!(
-                    "a payload type other than stream.payload_type ({})",
-                    self.payload_type
-                ),
-            });
-        }
-        if self.fec_percent > 0 && self.port > 65533 {
-            return Err(ConfigError::Invalid {
-                key: "stream.port",
-                value: self.port.to_string(),
-                allowed: "1..=65533 with FEC on (FEC goes to port + 2), or stream.fec_percent = 0"
-                    .into(),
-            });
-        }
-        check("stream.burst_bytes", self.burst_bytes, 0, 1 << 24)?;
-        check("stream.pacing_kbps", self.pacing_kbps, 1000, 10_000_000)?;
-        Ok(())
-    }
-}
-
-impl SourceConfig {
-    /// Checks `[source]` (see [`Config::validate`]).
-    fn validate(&self) -> Result<(), ConfigError> {
-        crate::source::SourceSpec::parse(&self.uri).map_err(|e| ConfigError::Invalid {
-            key: "source.uri",
-            value: format!("{:?}", self.uri),
-            allowed: e,
-        })?;
-        crate::source::pipe::PipeFormat::parse(&self.pipe_format).map_err(|e| {
-            ConfigError::Invalid {
-                key: "source.pipe_format",
-                value: format!("{:?}", self.pipe_format),
-                allowed: e,
-            }
-        })?;
-        let is_pipe = |u: &str| {
-            matches!(
-                crate::source::SourceSpec::parse(u),
-                Ok(crate::source::SourceSpec::Pipe(_))
-            )
-        };
-        if self.stereo && (is_pipe(&self.uri) || is_pipe(&self.right_uri)) {
-            return Err(ConfigError::Invalid {
-                key: "source.stereo",
-                value: "true".into(),
-                allowed: "a pipe source (-, pipe:PATH) cannot be one eye of a stereo pair: compose the two eyes side by side before the pipe, or use files, cameras or patterns".into(),
-            });
-        }
-        if !self.right_uri.is_empty() {
-            crate::source::SourceSpec::parse(&self.right_uri).map_err(|e| {
-                ConfigError::Invalid {
-                    key: "source.right_uri",
-                    value: format!("{:?}", self.right_uri),
-                    allowed: e,
-                }
-            })?;
-        }
-        for (key, v) in [("source.width", self.width), ("source.height", self.height)] {
-            check(key, v, 16, 4096)?;
-            if v % 2 != 0 {
-                return Err(ConfigError::Invalid {
-                    key,
-                    value: v.to_string(),
-                    allowed: "must be even (4:2:0 chroma)".into(),
-                });
-            }
-        }
-        check("source.fps", self.fps, 1, 240)?;
-        check("source.buffers", self.buffers, 2, 8)?;
-        check("source.exposure_us", self.exposure_us, 0, 1_000_000)?;
-        Ok(())
-    }
-}
-
-impl EncoderConfig {
-    /// Checks `[encoder]` (see [`Config::validate`]).
-    fn validate(&self) -> Result<(), ConfigError> {
-        check("encoder.bitrate_kbps", self.bitrate_kbps, 100, 200_000)?;
-        check("encoder.vbv_buffer_ms", self.vbv_buffer_ms, 1, 2000)?;
-        check("encoder.keyint", self.keyint, 0, 10_000)?;
-        check("encoder.threads", self.threads, 0, 16)?;
-        if !ENCODER_BACKENDS.contains(&self.backend.as_str()) {
-            return Err(ConfigError::Invalid {
-                key: "encoder.backend",
-                value: format!("{:?}", self.backend),
-                allowed: format!("one of {}", ENCODER_BACKENDS.join(", ")),
-            });
-        }
-        if self.device.is_empty() || !self.device.starts_with('/') {
-            return Err(ConfigError::Invalid {
-                key: "encoder.device",
-                value: format!("{:?}", self.device),
-                allowed: "an absolute device path such as /dev/video11".into(),
-            });
-        }
-        if !PRESETS.contains(&self.preset.as_str()) {
-            return Err(ConfigError::Invalid {
-                key: "encoder.preset",
-                value: format!("{:?}", self.preset),
-                allowed: format!("one of {}", PRESETS.join(", ")),
-            });
-        }
-        if !H264_PROFILES.contains(&self.profile.as_str()) {
-            return Err(ConfigError::Invalid {
-                key: "encoder.profile",
-                value: format!("{:?}", self.profile),
-                allowed: format!("one of {}", H264_PROFILES.join(", ")),
-            });
-        }
-        if self.keyint == 0 && !self.intra_refresh {
-            return Err(ConfigError::Invalid {
-                key: "encoder.keyint",
-                value: "0".into(),
-                allowed: "0 only with encoder.intra_refresh = true (else a lost frame never heals)"
-                    .into(),
-            });
-        }
-        Ok(())
-    }
-}
-
-impl DetectConfig {
-    /// Checks `[detect]` (see [`Config::validate`]).
-    fn validate(&self) -> Result<(), ConfigError> {
-        check("detect.size", self.size, 32, 2048)?;
-        if !self.size.is_multiple_of(32) {
-            return Err(ConfigError::Invalid {
-                key: "detect.size",
-                value: self.size.to_string(),
-                allowed: "a multiple of 32".into(),
-            });
-        }
-        check("detect.conf", self.conf, 0.0, 1.0)?;
-        check("detect.iou", self.iou, 0.0, 1.0)?;
-        check("detect.every_nth", self.every_nth, 1, 1000)?;
-        check("detect.threads", self.threads, 1, 16)?;
-        check(
-            "detect.max",
-            self.max,
-            1,
-            vr_proto::detection::MAX_DETECTIONS as u32,
-        )?;
-        Ok(())
-    }
-}
-
-impl WebConfig {
-    /// Checks `[web]` (see [`Config::validate`]).
-    fn validate(&self) -> Result<(), ConfigError> {
-        check("web.port", self.port, 1, 65535)?;
-        self.bind
-            .parse::<IpAddr>()
-            .map_err(|_| ConfigError::Invalid {
-                key: "web.bind",
-                value: self.bind.clone(),
-                allowed: "an IP address (0.0.0.0 for every interface)".into(),
-            })?;
-        if self.cert.is_empty() != self.key.is_empty() {
-            return Err(ConfigError::Invalid {
-                key: "web.cert",
-                value: format!("cert {:?}, key {:?}", self.cert, self.key),
-                allowed: "both or neither (--cert and --key)".into(),
-            });
-        }
-        if !self.pin.is_empty()
-            && (self.pin.len() < 4
-                || self.pin.len() > 12
-                || !self.pin.bytes().all(|b| b.is_ascii_digit()))
-        {
-            return Err(ConfigError::Invalid {
-                key: "web.pin",
-                value: self.pin.clone(),
-                allowed: "4 to 12 digits, or \"\" for a random PIN".into(),
-            });
-        }
-        for a in &self.allow {
-            if a.parse::<ipnet::IpNet>().is_err() && a.parse::<IpAddr>().is_err() {
-                return Err(ConfigError::Invalid {
-                    key: "web.allow",
-                    value: format!("{a:?}"),
-                    allowed: "IP addresses or prefixes such as \"192.168.1.100\", \"192.168.1.0/24\", \"0.0.0.0/0\"".into(),
-                });
-            }
-        }
-        check("web.max_connections", self.max_connections, 1, 10_000)?;
-        check(
-            "web.max_connections_per_address",
-            self.max_connections_per_address,
-            1,
-            10_000,
-        )?;
-        not_above(
-            (
-                "web.max_connections_per_address",
-                self.max_connections_per_address,
-            ),
-            ("web.max_connections", self.max_connections),
-        )?;
-        check("web.header_timeout_ms", self.header_timeout_ms, 100, 60_000)?;
-        check("web.idle_timeout_s", self.idle_timeout_s, 1, 3600)?;
-        check("web.max_body_bytes", self.max_body_bytes, 1024, 1 << 20)?;
-        check("web.max_viewers", self.max_viewers, 1, 64)?;
-        check("web.session_ttl_s", self.session_ttl_s, 1, 7 * 86_400)?;
-        Ok(())
-    }
-}
-
-impl AbrConfig {
-    /// Checks `[abr]` (see [`Config::validate`]).
-    fn validate(&self) -> Result<(), ConfigError> {
-        check("abr.min_kbps", self.min_kbps, 100, 200_000)?;
-        check("abr.loss_high_percent", self.loss_high_percent, 1, 100)?;
-        check("abr.loss_low_percent", self.loss_low_percent, 0, 100)?;
-        not_above(
-            ("abr.loss_low_percent", self.loss_low_percent),
-            ("abr.loss_high_percent", self.loss_high_percent),
-        )?;
-        check("abr.delay_ms", self.delay_ms, 1, 2000)?;
-        check("abr.increase_percent", self.increase_percent, 1, 100)?;
-        check("abr.backoff_percent", self.backoff_percent, 10, 100)?;
-        Ok(())
-    }
-}
-
-impl StagesConfig {
-    /// Checks `[stages]` (see [`Config::validate`]).
-    fn validate(&self) -> Result<(), ConfigError> {
-        for (key, prio) in [
-            ("stages.camera.priority", self.camera.priority),
-            ("stages.encode.priority", self.encode.priority),
-            ("stages.network.priority", self.network.priority),
-        ] {
-            check(key, prio, 1, 99)?;
-        }
-        check("stages.detect.priority", self.detect.priority, 0, 99)?;
-        for (key, st) in [
-            ("stages.camera.cpu", self.camera),
-            ("stages.network.cpu", self.network),
-            ("stages.detect.cpu", self.detect),
-        ] {
-            check(key, st.cpu, 0, 1023)?;
-        }
-        let enc_cpus = vr_setup::cpus::CpuList::parse(&self.encode.cpus)
-            .map_err(|e| e.to_string())
-            .and_then(|l| {
-                let v: Vec<u32> = l.iter().collect();
-                match v.iter().max() {
-                    None => Err("empty".to_string()),
-                    Some(&m) if m > 1023 => Err(format!("CPU {m} is above 1023")),
-                    Some(_) if v.len() > 16 => Err("more than 16 CPUs".to_string()),
-                    Some(_) => Ok(v),
-                }
-            });
-        enc_cpus.map_err(|e| ConfigError::Invalid {
-            key: "stages.encode.cpus",
-            value: format!("{:?}", self.encode.cpus),
-            allowed: format!(
-                "a kernel CPU list of 1..=16 CPUs, 0..=1023, such as \"3\" or \"1-3\" ({e})"
-            ),
-        })?;
-        vr_setup::cpus::CpuList::parse(&self.web.cpus).map_err(|e| ConfigError::Invalid {
-            key: "stages.web.cpus",
-            value: format!("{:?}", self.web.cpus),
-            allowed: format!("a kernel CPU list such as \"0\" or \"0-1,3\" ({e})"),
-        })?;
-        check("stages.web.nice", self.web.nice, -20, 19)?;
-        Ok(())
     }
 }
 
