@@ -759,6 +759,9 @@ struct NetworkIo {
     fec_tx: Option<UdpSender>,
     rtcp: rtcp_session::SenderRtcp,
     ssrc: u32,
+    /// Where the previous network stage stopped ([`Control::rtp_state`]), if this one is
+    /// a restart: the session continues from it.
+    saved: Option<vr_proto::session::RtpState>,
 }
 
 impl NetworkIo {
@@ -786,11 +789,10 @@ impl NetworkIo {
                     .map_err(socket_err("UDP socket".into(), dest))?,
             )
         };
-        let ssrc = ctl.rtp_state().map(|r| r.ssrc).unwrap_or(if s.ssrc != 0 {
-            s.ssrc
-        } else {
-            random_u32()
-        });
+        let saved = ctl.rtp_state();
+        let ssrc = saved
+            .map(|r| r.ssrc)
+            .unwrap_or(if s.ssrc != 0 { s.ssrc } else { random_u32() });
         // FEC to port + 2 from its own socket: its errors (nobody listening there, e.g.
         // ffmpeg) never count against the stream. Not over TCP: TCP does not lose packets.
         let fec_dest = SocketAddr::new(ip, s.port.saturating_add(2));
@@ -815,6 +817,7 @@ impl NetworkIo {
             fec_tx,
             rtcp,
             ssrc,
+            saved,
         })
     }
 
@@ -823,7 +826,7 @@ impl NetworkIo {
     /// SPS/PPS the encoder published (`ctl`).
     fn session_config(&self, cfg: &Config, fmt: &SourceFormat, ctl: &Control) -> SessionConfig {
         let s = &cfg.stream;
-        let saved = ctl.rtp_state();
+        let saved = self.saved;
         // With intra refresh there is no IDR after the first frame, so nothing carries the
         // SPS/PPS in band: the session puts them in front of an access unit once a second
         // (a receiver that joins late, or a decoder that ignores sprop-parameter-sets, can

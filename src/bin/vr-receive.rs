@@ -176,7 +176,7 @@ fn run(cli: &Cli) -> Result<(), String> {
     // Wall clock = monotonic + this (for latency against the sender's wall clock).
     let mono_to_real = realtime().0 as i64 - monotonic_ns() as i64;
     let proto = if cli.tcp { "tcp (RFC 4571)" } else { "udp" };
-    let (rtp_addr, rtcp_addr, fec_addr) = net.addrs();
+    let (rtp_addr, rtcp_addr, fec_addr) = net.addrs;
     eprintln!("vr-receive: listening on {proto} {rtp_addr} (RTCP {rtcp_addr}, FEC {fec_addr})");
     loop {
         let now = monotonic_ns();
@@ -298,6 +298,8 @@ struct Sockets {
     tcp_buf: Vec<u8>,
     /// One datagram or one TCP read.
     buf: Vec<u8>,
+    /// The RTP, RTCP and FEC addresses, for messages.
+    addrs: (SocketAddr, SocketAddr, SocketAddr),
 }
 
 impl Sockets {
@@ -305,8 +307,10 @@ impl Sockets {
     fn open(cli: &Cli, port: u16) -> Result<Sockets, String> {
         let rtp_addr = SocketAddr::new(cli.bind, port);
         let rtp = bind_udp("--port", rtp_addr)?;
-        let rtcp = bind_udp("RTCP port", SocketAddr::new(cli.bind, port + 1))?;
-        let fec = bind_udp("FEC port", SocketAddr::new(cli.bind, port + 2))?;
+        let rtcp_addr = SocketAddr::new(cli.bind, port + 1);
+        let rtcp = bind_udp("RTCP port", rtcp_addr)?;
+        let fec_addr = SocketAddr::new(cli.bind, port + 2);
+        let fec = bind_udp("FEC port", fec_addr)?;
         for s in [&rtp, &rtcp, &fec] {
             s.set_nonblocking(true).map_err(|e| e.to_string())?;
         }
@@ -327,13 +331,8 @@ impl Sockets {
             tcp_conn: None,
             tcp_buf: Vec::with_capacity(1 << 20),
             buf: vec![0u8; 65536],
+            addrs: (rtp_addr, rtcp_addr, fec_addr),
         })
-    }
-
-    /// The RTP, RTCP and FEC addresses, for messages.
-    fn addrs(&self) -> (SocketAddr, SocketAddr, SocketAddr) {
-        let addr = |s: &UdpSocket| s.local_addr().expect("bound socket");
-        (addr(&self.rtp), addr(&self.rtcp), addr(&self.fec))
     }
 
     /// Waits until a socket is readable, at most `timeout`.
