@@ -6,7 +6,7 @@ use crate::fsx::{self, Content, Meta, Op, Transaction};
 use crate::live;
 use crate::plan::{self, Target};
 use crate::rootfs::Node;
-use crate::state::{self, Entry, State};
+use crate::state::{self, Before, Entry, LiveBefore, State};
 use std::path::Path;
 
 /// What a run did or, with `dry_run`, would do.
@@ -336,20 +336,9 @@ pub fn apply(t: &Target, dry_run: bool) -> Result<Outcome, ApplyError> {
             e.written = written;
             continue;
         }
-        let mut e = Entry {
-            path: c.path.clone(),
-            before: String::new(),
-            backup: None,
-            meta: None,
-            link: None,
-            written,
-        };
-        match &c.before {
-            Node::Missing => e.before = "missing".into(),
-            Node::Symlink(l) => {
-                e.before = "symlink".into();
-                e.link = Some(l.clone());
-            }
+        let before = match &c.before {
+            Node::Missing => Before::Missing,
+            Node::Symlink(link) => Before::Symlink { link: link.clone() },
             Node::File(b) => {
                 let host = t.root.path(&c.path);
                 let meta = fsx::meta_of(&host).map_err(|source| fsx::TxnError {
@@ -358,8 +347,8 @@ pub fn apply(t: &Target, dry_run: bool) -> Result<Outcome, ApplyError> {
                     source,
                     rolled_back: true,
                 })?;
-                let bpath = state::backup_path(&c.path);
-                let bhost = t.root.path(&bpath);
+                let backup = state::backup_path(&c.path);
+                let bhost = t.root.path(&backup);
                 note_dirs(t, &mut dirs, &bhost);
                 backups.push(Op {
                     path: bhost,
@@ -369,13 +358,15 @@ pub fn apply(t: &Target, dry_run: bool) -> Result<Outcome, ApplyError> {
                         ..meta
                     }),
                 });
-                e.before = "file".into();
-                e.backup = Some(bpath);
-                e.meta = Some(meta);
+                Before::File { backup, meta }
             }
             Node::Other => unreachable!("plan refuses special files"),
-        }
-        st.files.push(e);
+        };
+        st.files.push(Entry {
+            path: c.path.clone(),
+            before,
+            written,
+        });
     }
     for a in &actions {
         record_before(&mut st, a);
@@ -436,113 +427,41 @@ pub fn revert(t: &Target, dry_run: bool) -> Result<Outcome, ApplyError> {
         ));
         return Ok(out);
     };
-    let mut txn = Transaction::new();
-    let mut kept: Vec<Entry> = Vec::new();
-    let mut removals: Vec<Op> = Vec::new();
-    for e in st.files.iter().rev() {
-        let now = t.root.node(&e.path).unwrap_or(Node::Other);
-        if state::fingerprint(&now) != e.written {
-            out.warnings.push(format!(
-                "{} was changed since --apply: left as it is{}",
-                e.path,
-                e.backup
-                    .as_ref()
-                    .map(|b| format!("; the original is in {b}"))
-                    .unwrap_or_default()
-            ));
-            kept.push(e.clone());
-            continue;
-        }
-        let content = match e.before.as_str() {
-            "missing" => Content::Absent,
-            "symlink" => Content::Symlink(e.link.clone().unwrap_or_default()),
-            _ => {
-                let b = e.backup.as_deref().unwrap_or_default();
-                match t.root.node(b) {
-                    Ok(Node::File(bytes)) => {
-                        removals.push(Op {
-                            path: t.root.path(b),
-                            content: Content::Absent,
-                            meta: None,
-                        });
-                        Content::File(bytes)
-                    }
-                    _ => {
-                        out.warnings.push(format!(
-                            "{}: its backup {b} is missing: left as it is",
-                            e.path
-                        ));
-                        kept.push(e.clone());
-                        continue;
-                    }
-                }
-            }
-        };
-        if dry_run {
-            out.diff.push_str(&diff_of(&e.path, &now, &content));
-        }
-        out.reboot |= e.path.ends_with("cmdline.txt");
-        out.files.push(e.path.clone());
-        txn.push(Op {
-            path: t.root.path(&e.path),
-            content,
-            meta: e.meta,
-        });
-    }
-    let live = &st.live;
-    if t.root.is_live() {
-        out.live.extend(
-            live.sysctl
-                .iter()
-                .map(|(k, v)| format!("sysctl {k} -> {v}")),
-        );
-        out.live
-            .extend(live.governors.iter().map(|(p, g)| format!("{p} -> {g}")));
-        out.live.extend(
-            live.irq_affinity
-                .iter()
-                .map(|(i, a)| format!("IRQ {i} affinity -> {a}")),
-        );
-        out.live.extend(
-            live.wifi_power_save
-                .keys()
-                .map(|i| format!("iw dev {i} set power_save on")),
-        );
-        out.live.extend(
-            live.wifi_qdisc
-                .iter()
-                .map(|i| format!("tc qdisc del dev {i} root")),
-        );
-        if !live.swaps.is_empty() {
-            out.live.push(format!("swapon {}", live.swaps.join(" ")));
-        }
-    }
+    let files = FileRestores::new(t, &st, &mut out);
+    let restores = if t.root.is_live() {
+        live_restores(&st.live, plan::swap_mechanisms(&t.root).0)
+    } else {
+        Vec::new()
+    };
+    out.live = restores.iter().map(Restore::describe).collect();
     if dry_run {
+        for (op, e) in files.ops.iter().zip(&files.entries) {
+            let now = t.root.node(&e.path).unwrap_or(Node::Other);
+            out.diff.push_str(&diff_of(&e.path, &now, &op.content));
+        }
         return Ok(out);
     }
-    for r in removals {
-        txn.push(r);
+
+    let mut txn = Transaction::new();
+    for op in files.ops.into_iter().chain(files.backups) {
+        txn.push(op);
     }
     let state_host = t.root.path(state::STATE_FILE);
-    if kept.is_empty() {
-        txn.push(Op {
-            path: state_host,
-            content: Content::Absent,
-            meta: None,
-        });
+    let manifest = if files.kept.is_empty() {
+        Content::Absent
     } else {
-        kept.reverse();
         let rest = State {
-            files: kept,
-            live: Default::default(),
+            files: files.kept,
+            live: LiveBefore::default(),
             ..st.clone()
         };
-        txn.push(Op {
-            path: state_host,
-            content: Content::File(rest.to_toml().into_bytes()),
-            meta: None,
-        });
-    }
+        Content::File(rest.to_toml().into_bytes())
+    };
+    txn.push(Op {
+        path: state_host,
+        content: manifest,
+        meta: None,
+    });
     txn.commit()?;
     if out.warnings.is_empty() {
         // Innermost first; a directory somebody put files in stays.
@@ -553,47 +472,250 @@ pub fn revert(t: &Target, dry_run: bool) -> Result<Outcome, ApplyError> {
         }
     }
 
-    if t.root.is_live() {
-        let mut warn = |what: String, r: std::io::Result<()>| {
-            if let Err(e) = r {
-                out.warnings.push(format!("{what}: {e}"));
-            }
-        };
-        for (k, v) in &live.sysctl {
-            warn(format!("sysctl {k}"), live::set_sysctl(k, v));
-        }
-        for (p, g) in &live.governors {
-            warn(p.clone(), std::fs::write(p, g));
-        }
-        for (i, a) in &live.irq_affinity {
-            warn(
-                format!("IRQ {i}"),
-                i.parse()
-                    .map_err(std::io::Error::other)
-                    .and_then(|n| live::set_irq_affinity(n, a)),
-            );
-        }
-        for i in live.wifi_power_save.keys() {
-            warn(
-                format!("{i} power save"),
-                live::run("iw", &["dev", i, "set", "power_save", "on"]).map(|_| ()),
-            );
-        }
-        for i in &live.wifi_qdisc {
-            warn(
-                format!("{i} qdisc"),
-                live::run("tc", &["qdisc", "del", "dev", i, "root"]).map(|_| ()),
-            );
-        }
-        if live::systemd_booted() {
-            let _ = live::run("systemctl", &["daemon-reload"]);
-        }
-        if !live.swaps.is_empty() {
-            warn("swapon -a".into(), live::run("swapon", &["-a"]).map(|_| ()));
-            if plan::swap_mechanisms(&t.root).0 {
-                let _ = live::run("systemctl", &["start", "dphys-swapfile.service"]);
-            }
+    if t.root.is_live() && live::systemd_booted() {
+        // Before the live restores: starting dphys-swapfile needs its mask (a file) gone.
+        let _ = live::run("systemctl", &["daemon-reload"]);
+    }
+    for r in &restores {
+        if let Err(e) = r.perform() {
+            out.warnings.push(format!("{}: {e}", r.subject()));
         }
     }
     Ok(out)
+}
+
+/// The file half of `--revert`, decided before anything is written.
+struct FileRestores {
+    /// Manifest entries to restore, each with its operation in `ops` (same index).
+    entries: Vec<Entry>,
+    /// What each path gets back.
+    ops: Vec<Op>,
+    /// The backups, removed once restored.
+    backups: Vec<Op>,
+    /// Entries left as they are (changed since `--apply`, or the backup is gone), in
+    /// manifest order: what the manifest keeps.
+    kept: Vec<Entry>,
+}
+
+impl FileRestores {
+    /// Goes through the manifest last change first; a path that cannot be restored is kept
+    /// with a warning in `out`; every restored path is added to `out.files`.
+    fn new(t: &Target, st: &State, out: &mut Outcome) -> FileRestores {
+        let mut r = FileRestores {
+            entries: Vec::new(),
+            ops: Vec::new(),
+            backups: Vec::new(),
+            kept: Vec::new(),
+        };
+        for e in st.files.iter().rev() {
+            let now = t.root.node(&e.path).unwrap_or(Node::Other);
+            if state::fingerprint(&now) != e.written {
+                let original = match &e.before {
+                    Before::File { backup, .. } => format!("; the original is in {backup}"),
+                    _ => String::new(),
+                };
+                out.warnings.push(format!(
+                    "{} was changed since --apply: left as it is{original}",
+                    e.path
+                ));
+                r.kept.push(e.clone());
+                continue;
+            }
+            let (content, meta) = match &e.before {
+                Before::Missing => (Content::Absent, None),
+                Before::Symlink { link } => (Content::Symlink(link.clone()), None),
+                Before::File { backup, meta } => match t.root.node(backup) {
+                    Ok(Node::File(bytes)) => {
+                        r.backups.push(Op {
+                            path: t.root.path(backup),
+                            content: Content::Absent,
+                            meta: None,
+                        });
+                        (Content::File(bytes), Some(*meta))
+                    }
+                    _ => {
+                        out.warnings.push(format!(
+                            "{}: its backup {backup} is missing: left as it is",
+                            e.path
+                        ));
+                        r.kept.push(e.clone());
+                        continue;
+                    }
+                },
+            };
+            out.reboot |= e.path.ends_with("cmdline.txt");
+            out.files.push(e.path.clone());
+            r.ops.push(Op {
+                path: t.root.path(&e.path),
+                content,
+                meta,
+            });
+            r.entries.push(e.clone());
+        }
+        r.kept.reverse();
+        r
+    }
+}
+
+/// A live value `--revert` puts back (the live half of [`LiveBefore`]).
+#[derive(Debug, PartialEq)]
+enum Restore {
+    Sysctl {
+        key: String,
+        value: String,
+    },
+    Governor {
+        path: String,
+        governor: String,
+    },
+    Irq {
+        irq: String,
+        affinity: String,
+    },
+    WifiPowerSave {
+        iface: String,
+    },
+    WifiQdisc {
+        iface: String,
+    },
+    /// `swapon -a`, and dphys-swapfile started again where it is installed.
+    Swap {
+        areas: Vec<String>,
+        dphys: bool,
+    },
+}
+
+/// What to put back, in the order `--revert` does it (swap last).
+fn live_restores(live: &LiveBefore, dphys: bool) -> Vec<Restore> {
+    let mut v = Vec::new();
+    for (key, value) in &live.sysctl {
+        v.push(Restore::Sysctl {
+            key: key.clone(),
+            value: value.clone(),
+        });
+    }
+    for (path, governor) in &live.governors {
+        v.push(Restore::Governor {
+            path: path.clone(),
+            governor: governor.clone(),
+        });
+    }
+    for (irq, affinity) in &live.irq_affinity {
+        v.push(Restore::Irq {
+            irq: irq.clone(),
+            affinity: affinity.clone(),
+        });
+    }
+    for iface in live.wifi_power_save.keys() {
+        v.push(Restore::WifiPowerSave {
+            iface: iface.clone(),
+        });
+    }
+    for iface in &live.wifi_qdisc {
+        v.push(Restore::WifiQdisc {
+            iface: iface.clone(),
+        });
+    }
+    if !live.swaps.is_empty() {
+        v.push(Restore::Swap {
+            areas: live.swaps.clone(),
+            dphys,
+        });
+    }
+    v
+}
+
+impl Restore {
+    /// The line `--revert` prints for it.
+    fn describe(&self) -> String {
+        match self {
+            Restore::Sysctl { key, value } => format!("sysctl {key} -> {value}"),
+            Restore::Governor { path, governor } => format!("{path} -> {governor}"),
+            Restore::Irq { irq, affinity } => format!("IRQ {irq} affinity -> {affinity}"),
+            Restore::WifiPowerSave { iface } => format!("iw dev {iface} set power_save on"),
+            Restore::WifiQdisc { iface } => format!("tc qdisc del dev {iface} root"),
+            Restore::Swap { areas, .. } => format!("swapon {}", areas.join(" ")),
+        }
+    }
+
+    /// What a failure names.
+    fn subject(&self) -> String {
+        match self {
+            Restore::Sysctl { key, .. } => format!("sysctl {key}"),
+            Restore::Governor { path, .. } => path.clone(),
+            Restore::Irq { irq, .. } => format!("IRQ {irq}"),
+            Restore::WifiPowerSave { iface } => format!("{iface} power save"),
+            Restore::WifiQdisc { iface } => format!("{iface} qdisc"),
+            Restore::Swap { .. } => "swapon -a".into(),
+        }
+    }
+
+    fn perform(&self) -> std::io::Result<()> {
+        match self {
+            Restore::Sysctl { key, value } => live::set_sysctl(key, value),
+            Restore::Governor { path, governor } => std::fs::write(path, governor),
+            Restore::Irq { irq, affinity } => irq
+                .parse()
+                .map_err(std::io::Error::other)
+                .and_then(|n| live::set_irq_affinity(n, affinity)),
+            Restore::WifiPowerSave { iface } => {
+                live::run("iw", &["dev", iface, "set", "power_save", "on"]).map(|_| ())
+            }
+            Restore::WifiQdisc { iface } => {
+                live::run("tc", &["qdisc", "del", "dev", iface, "root"]).map(|_| ())
+            }
+            Restore::Swap { dphys, .. } => {
+                let r = live::run("swapon", &["-a"]).map(|_| ());
+                if *dphys {
+                    let _ = live::run("systemctl", &["start", "dphys-swapfile.service"]);
+                }
+                r
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--revert` puts back every recorded live value, says each as it does it, and leaves
+    /// swap for last (dphys-swapfile can start only once its unit is unmasked).
+    #[test]
+    fn live_restores_cover_every_recorded_value_swap_last() {
+        let mut live = LiveBefore {
+            swaps: vec!["/var/swap".into()],
+            ..Default::default()
+        };
+        live.sysctl.insert("vm.swappiness".into(), "60".into());
+        live.governors.insert(
+            "/sys/devices/system/cpu/cpufreq/policy0/scaling_governor".into(),
+            "ondemand".into(),
+        );
+        live.irq_affinity.insert("17".into(), "0-3".into());
+        live.wifi_power_save.insert("wlan0".into(), true);
+        live.wifi_qdisc.push("wlan0".into());
+        let r = live_restores(&live, true);
+        let said: Vec<String> = r.iter().map(Restore::describe).collect();
+        assert_eq!(
+            said,
+            [
+                "sysctl vm.swappiness -> 60",
+                "/sys/devices/system/cpu/cpufreq/policy0/scaling_governor -> ondemand",
+                "IRQ 17 affinity -> 0-3",
+                "iw dev wlan0 set power_save on",
+                "tc qdisc del dev wlan0 root",
+                "swapon /var/swap",
+            ]
+        );
+        assert_eq!(
+            r.last(),
+            Some(&Restore::Swap {
+                areas: vec!["/var/swap".into()],
+                dphys: true
+            })
+        );
+        assert_eq!(r[2].subject(), "IRQ 17");
+        assert!(live_restores(&LiveBefore::default(), true).is_empty());
+    }
 }

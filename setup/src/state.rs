@@ -17,25 +17,40 @@ pub const STATE_FILE: &str = "/var/lib/vr-stream/setup/state.toml";
 /// Manifest format version.
 pub const VERSION: u32 = 1;
 
-/// One path `--apply` changed.
+/// One path `--apply` changed: a `[[files]]` table of the manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     /// Path on the target system.
     pub path: String,
-    /// What was there before: `missing`, `file` or `symlink`.
-    pub before: String,
-    /// For `file`: the backup under [`STATE_DIR`] and the owner/mode it had.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backup: Option<String>,
-    /// For `file`: owner and mode before.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub meta: Option<Meta>,
-    /// For `symlink`: its target before.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub link: Option<String>,
+    /// What was there before (the keys `before`, `backup`, `meta`, `link`).
+    #[serde(flatten)]
+    pub before: Before,
     /// Fingerprint of what `--apply` wrote last ([`fingerprint`]); `--revert` leaves a file
     /// alone if it no longer matches (somebody changed it since).
     pub written: String,
+}
+
+/// What stood at a path before the first `--apply` changed it. In the manifest: the key
+/// `before` (`"missing"`, `"file"` or `"symlink"`) and the keys that variant needs, so a
+/// manifest without them is refused by [`State::parse`] instead of reverting to nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "before", rename_all = "lowercase")]
+pub enum Before {
+    /// Nothing: `--revert` removes the path.
+    Missing,
+    /// A regular file: `--revert` puts its backup back with this owner and mode.
+    File {
+        /// The byte-for-byte copy, a path on the target system under [`STATE_DIR`]
+        /// ([`backup_path`]).
+        backup: String,
+        /// Owner and mode before.
+        meta: Meta,
+    },
+    /// A symbolic link: `--revert` makes it again.
+    Symlink {
+        /// Its target before.
+        link: String,
+    },
 }
 
 /// Live values before the first `--apply` changed them, restored by `--revert`.
@@ -145,14 +160,14 @@ mod tests {
         let mut s = State::default();
         s.files.push(Entry {
             path: "/etc/x".into(),
-            before: "file".into(),
-            backup: Some(backup_path("/etc/x")),
-            meta: Some(Meta {
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-            }),
-            link: None,
+            before: Before::File {
+                backup: backup_path("/etc/x"),
+                meta: Meta {
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                },
+            },
             written: fingerprint(&Node::File(b"abc".to_vec())),
         });
         s.live.sysctl.insert("vm.swappiness".into(), "60".into());
@@ -160,5 +175,83 @@ mod tests {
         assert_eq!(State::parse(&s.to_toml()).unwrap(), s);
         assert!(s.files[0].written.starts_with("sha256:ba7816bf"));
         assert!(State::parse("version = 9\n").is_err());
+    }
+
+    /// A manifest as the first version of `--apply` wrote it (the three kinds of entry)
+    /// still reads, so `--revert` works after an upgrade.
+    #[test]
+    fn reads_the_version_1_manifest() {
+        let text = r#"# Written by vr-stream setup --apply; read by setup --revert. Do not edit.
+version = 1
+dirs = ["/var/lib/vr-stream"]
+
+[[files]]
+path = "/boot/firmware/cmdline.txt"
+before = "file"
+backup = "/var/lib/vr-stream/setup/backup/boot/firmware/cmdline.txt"
+written = "sha256:bac2"
+
+[files.meta]
+mode = 420
+uid = 0
+gid = 0
+
+[[files]]
+path = "/etc/sysctl.d/99-vr-stream.conf"
+before = "symlink"
+link = "../sysctl.conf"
+written = "sha256:c8ca"
+
+[[files]]
+path = "/etc/systemd/system/dphys-swapfile.service"
+before = "missing"
+written = "symlink:/dev/null"
+
+[live]
+wifi_qdisc = []
+swaps = []
+
+[live.sysctl]
+"#;
+        let s = State::parse(text).unwrap();
+        let before: Vec<&Before> = s.files.iter().map(|e| &e.before).collect();
+        assert_eq!(
+            before,
+            [
+                &Before::File {
+                    backup: backup_path("/boot/firmware/cmdline.txt"),
+                    meta: Meta {
+                        mode: 0o644,
+                        uid: 0,
+                        gid: 0
+                    }
+                },
+                &Before::Symlink {
+                    link: "../sysctl.conf".into()
+                },
+                &Before::Missing,
+            ]
+        );
+        assert_eq!(s.files[2].written, "symlink:/dev/null");
+        // Written again, it reads the same.
+        assert_eq!(State::parse(&s.to_toml()).unwrap(), s);
+    }
+
+    /// An entry that lacks what its kind needs, or names an unknown kind, is an error, not
+    /// a revert to an empty path.
+    #[test]
+    fn refuses_an_entry_without_its_keys() {
+        let entry = |body: &str| {
+            format!("version = 1\n[[files]]\npath = \"/etc/x\"\n{body}written = \"missing\"\n")
+        };
+        assert!(State::parse(&entry("before = \"missing\"\n")).is_ok());
+        for bad in [
+            "before = \"file\"\n",
+            "before = \"symlink\"\n",
+            "before = \"fifo\"\n",
+            "",
+        ] {
+            assert!(State::parse(&entry(bad)).is_err(), "{bad:?}");
+        }
     }
 }
