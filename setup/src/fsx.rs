@@ -13,8 +13,10 @@
 //! 3. **Clean up**: unlink the `-old` copies, fsync the directories.
 //!
 //! The error names the file and the reason. For tests, the environment variable
-//! `VR_SETUP_FAULT_AT=N` makes the commit of the N-th operation (0-based) fail, to exercise
-//! the roll-back path. No unsafe code: std's `fchown`/`set_permissions`/`sync_all`.
+//! `VR_SETUP_FAULT_AT=N` makes the commit of the N-th operation (0-based) fail before it
+//! changes anything, and `VR_SETUP_FAULT_AFTER=N` makes it fail once its target is in place
+//! (as a failed directory fsync would), to exercise the roll-back path. No unsafe code:
+//! std's `fchown`/`set_permissions`/`sync_all`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -136,10 +138,147 @@ pub fn missing_dirs(path: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Phase 1's result for one [`Op`].
 struct Staged {
+    /// The `-new` file or symlink to rename over the target (`None` for [`Content::Absent`]).
     new: Option<PathBuf>,
+    /// The `-old` copy of what the target held (`None` if nothing was there).
     old: Option<PathBuf>,
-    existed: bool,
+}
+
+impl Staged {
+    /// Phase 1 for `op`: creates its missing directories (added to `created_dirs`), copies
+    /// what the target holds to `-old` and writes the new content to `-new`. On error, what
+    /// this call staged is removed again (the directories are the caller's to remove).
+    fn stage(op: &Op, created_dirs: &mut Vec<PathBuf>) -> Result<Staged, TxnError> {
+        let fail = |action, e| fail(&op.path, action, e);
+        for d in missing_dirs(&op.path) {
+            fs::create_dir(&d).map_err(|e| fail("create the directory for", e))?;
+            created_dirs.push(d);
+        }
+        let before = fs::symlink_metadata(&op.path).ok();
+        let mut st = Staged {
+            new: None,
+            old: None,
+        };
+        if let Some(m) = &before {
+            st.old = Some(back_up(&op.path, m).map_err(|(action, e)| fail(action, e))?);
+        }
+        let new = side(&op.path, "new");
+        let written = match &op.content {
+            Content::File(bytes) => {
+                let meta = match (op.meta, &before) {
+                    (Some(m), _) => Ok(Some(m)),
+                    (None, Some(m)) if m.is_file() => {
+                        meta_of(&op.path).map(Some).map_err(|e| ("read", e))
+                    }
+                    _ => Ok(None),
+                };
+                meta.and_then(|meta| write_file(&new, bytes, meta).map_err(|e| ("write", e)))
+            }
+            Content::Symlink(target) => {
+                let _ = fs::remove_file(&new);
+                std::os::unix::fs::symlink(target, &new).map_err(|e| ("create the symlink", e))
+            }
+            Content::Absent => return Ok(st),
+        };
+        st.new = Some(new);
+        match written {
+            Ok(()) => Ok(st),
+            Err((action, e)) => {
+                st.remove();
+                Err(fail(action, e))
+            }
+        }
+    }
+
+    /// Phase 2 for `path`: the staged content takes its place (a removal moves nothing:
+    /// the `-old` copy is a second copy).
+    fn put_in_place(&self, path: &Path) -> io::Result<()> {
+        match (&self.new, &self.old) {
+            (Some(new), _) => fs::rename(new, path),
+            (None, Some(_)) => fs::remove_file(path),
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// Undoes [`Staged::put_in_place`] on `path`: the `-old` copy goes back, or what was
+    /// created is removed.
+    fn undo(&self, path: &Path) -> io::Result<()> {
+        match &self.old {
+            Some(old) => fs::rename(old, path),
+            None => match fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// Removes the `-new` and `-old` files that are still there.
+    fn remove(&self) {
+        for p in [&self.new, &self.old].into_iter().flatten() {
+            if fs::symlink_metadata(p).is_ok() {
+                let _ = fs::remove_file(p);
+            }
+        }
+    }
+}
+
+fn fail(path: &Path, action: &'static str, source: io::Error) -> TxnError {
+    TxnError {
+        path: path.to_path_buf(),
+        action,
+        source,
+        rolled_back: true,
+    }
+}
+
+/// Copies what `path` holds (`m`: its metadata, a file or a symlink) to its `-old` name and
+/// returns that name. Errors: what was being done and the OS error.
+fn back_up(path: &Path, m: &fs::Metadata) -> Result<PathBuf, (&'static str, io::Error)> {
+    if m.is_dir() {
+        return Err(("replace", io::Error::other("it is a directory")));
+    }
+    let old = side(path, "old");
+    if m.file_type().is_symlink() {
+        let _ = fs::remove_file(&old);
+        let t = fs::read_link(path).map_err(|e| ("read", e))?;
+        std::os::unix::fs::symlink(t, &old).map_err(|e| ("back up", e))?;
+    } else {
+        let bytes = fs::read(path).map_err(|e| ("read", e))?;
+        let meta = meta_of(path).map_err(|e| ("read", e))?;
+        write_file(&old, &bytes, Some(meta)).map_err(|e| {
+            let _ = fs::remove_file(&old);
+            ("back up", e)
+        })?;
+    }
+    Ok(old)
+}
+
+/// Where a test asks the commit to fail (the environment, see the module docs).
+#[derive(Clone, Copy)]
+enum Fault {
+    /// `VR_SETUP_FAULT_AT=N`: operation N fails before it changes anything.
+    At(usize),
+    /// `VR_SETUP_FAULT_AFTER=N`: operation N is in place, then syncing its directory fails.
+    After(usize),
+}
+
+impl Fault {
+    fn from_env() -> Option<Fault> {
+        let n = |var| std::env::var(var).ok()?.parse().ok();
+        n("VR_SETUP_FAULT_AT")
+            .map(Fault::At)
+            .or_else(|| n("VR_SETUP_FAULT_AFTER").map(Fault::After))
+    }
+
+    fn injected() -> io::Error {
+        io::Error::other("injected fault (VR_SETUP_FAULT_AT/AFTER)")
+    }
+}
+
+fn sync_parent(path: &Path) -> io::Result<()> {
+    sync_dir(path.parent().unwrap_or(Path::new("/")))
 }
 
 impl Transaction {
@@ -163,96 +302,13 @@ impl Transaction {
     ///
     /// Errors: [`TxnError`] naming the file; all changes are undone before it returns.
     pub fn commit(self) -> Result<Vec<PathBuf>, TxnError> {
-        let fault_at: Option<usize> = std::env::var("VR_SETUP_FAULT_AT")
-            .ok()
-            .and_then(|v| v.parse().ok());
+        let fault = Fault::from_env();
         let mut created_dirs: Vec<PathBuf> = Vec::new();
         let mut staged: Vec<Staged> = Vec::new();
-        let fail = |path: &Path, action: &'static str, source: io::Error| TxnError {
-            path: path.to_path_buf(),
-            action,
-            source,
-            rolled_back: true,
-        };
 
         // Phase 1: stage.
         for op in &self.ops {
-            let r = (|| -> Result<Staged, TxnError> {
-                for d in missing_dirs(&op.path) {
-                    fs::create_dir(&d)
-                        .map_err(|e| fail(&op.path, "create the directory for", e))?;
-                    created_dirs.push(d);
-                }
-                let before = fs::symlink_metadata(&op.path);
-                let existed = before.is_ok();
-                if let Ok(m) = &before
-                    && m.is_dir()
-                {
-                    return Err(fail(
-                        &op.path,
-                        "replace",
-                        io::Error::other("it is a directory"),
-                    ));
-                }
-                let mut st = Staged {
-                    new: None,
-                    old: None,
-                    existed,
-                };
-                if existed {
-                    let old = side(&op.path, "old");
-                    let m = before.as_ref().unwrap();
-                    if m.file_type().is_symlink() {
-                        let _ = fs::remove_file(&old);
-                        let t = fs::read_link(&op.path).map_err(|e| fail(&op.path, "read", e))?;
-                        std::os::unix::fs::symlink(t, &old)
-                            .map_err(|e| fail(&op.path, "back up", e))?;
-                    } else {
-                        let bytes = fs::read(&op.path).map_err(|e| fail(&op.path, "read", e))?;
-                        let meta = meta_of(&op.path).map_err(|e| fail(&op.path, "read", e))?;
-                        st.old = Some(old.clone());
-                        write_file(&old, &bytes, Some(meta)).map_err(|e| {
-                            let _ = fs::remove_file(&old);
-                            fail(&op.path, "back up", e)
-                        })?;
-                    }
-                    st.old = Some(old);
-                }
-                match &op.content {
-                    Content::File(bytes) => {
-                        let new = side(&op.path, "new");
-                        let meta = match (op.meta, &before) {
-                            (Some(m), _) => Some(m),
-                            (None, Ok(m)) if m.is_file() => {
-                                Some(meta_of(&op.path).map_err(|e| fail(&op.path, "read", e))?)
-                            }
-                            _ => None,
-                        };
-                        st.new = Some(new.clone());
-                        if let Err(e) = write_file(&new, bytes, meta) {
-                            let _ = fs::remove_file(&new);
-                            if let Some(o) = &st.old {
-                                let _ = fs::remove_file(o);
-                            }
-                            return Err(fail(&op.path, "write", e));
-                        }
-                    }
-                    Content::Symlink(target) => {
-                        let new = side(&op.path, "new");
-                        let _ = fs::remove_file(&new);
-                        if let Err(e) = std::os::unix::fs::symlink(target, &new) {
-                            if let Some(o) = &st.old {
-                                let _ = fs::remove_file(o);
-                            }
-                            return Err(fail(&op.path, "create the symlink", e));
-                        }
-                        st.new = Some(new);
-                    }
-                    Content::Absent => {}
-                }
-                Ok(st)
-            })();
-            match r {
+            match Staged::stage(op, &mut created_dirs) {
                 Ok(st) => staged.push(st),
                 Err(e) => {
                     cleanup(&staged);
@@ -262,55 +318,46 @@ impl Transaction {
             }
         }
 
-        // Phase 2: commit.
+        // Phase 2: commit. An error says whether the target had changed already.
+        let step = |i: usize, op: &Op, st: &Staged| -> Result<(), (bool, io::Error)> {
+            if matches!(fault, Some(Fault::At(n)) if n == i) {
+                return Err((false, Fault::injected()));
+            }
+            st.put_in_place(&op.path).map_err(|e| (false, e))?;
+            if matches!(fault, Some(Fault::After(n)) if n == i) {
+                return Err((true, Fault::injected()));
+            }
+            sync_parent(&op.path).map_err(|e| (true, e))
+        };
         for (i, (op, st)) in self.ops.iter().zip(&staged).enumerate() {
-            let r = if fault_at == Some(i) {
-                Err(io::Error::other("injected fault (VR_SETUP_FAULT_AT)"))
+            let Err((changed, e)) = step(i, op, st) else {
+                continue;
+            };
+            let undo = if changed { i + 1 } else { i };
+            let mut rolled_back = true;
+            for (op, st) in self.ops.iter().zip(&staged).take(undo).rev() {
+                rolled_back &= st.undo(&op.path).is_ok();
+                let _ = sync_parent(&op.path);
+            }
+            cleanup(&staged);
+            remove_dirs(&created_dirs);
+            let action = if matches!(op.content, Content::Absent) {
+                "remove"
             } else {
-                match (&st.new, st.existed) {
-                    (Some(new), _) => fs::rename(new, &op.path),
-                    // Absent: move the file aside (its -old copy is a second copy).
-                    (None, true) => fs::remove_file(&op.path),
-                    (None, false) => Ok(()),
-                }
-            }
-            .and_then(|_| sync_dir(op.path.parent().unwrap_or(Path::new("/"))));
-            if let Err(e) = r {
-                let action = if matches!(op.content, Content::Absent) {
-                    "remove"
-                } else {
-                    "replace"
-                };
-                let mut rolled_back = true;
-                for (op, st) in self.ops.iter().zip(&staged).take(i).rev() {
-                    let undo = match (&st.old, st.existed) {
-                        (Some(old), true) => fs::rename(old, &op.path),
-                        _ => fs::remove_file(&op.path).or_else(|e| {
-                            if e.kind() == io::ErrorKind::NotFound {
-                                Ok(())
-                            } else {
-                                Err(e)
-                            }
-                        }),
-                    };
-                    rolled_back &= undo.is_ok();
-                    let _ = sync_dir(op.path.parent().unwrap_or(Path::new("/")));
-                }
-                cleanup(&staged);
-                remove_dirs(&created_dirs);
-                return Err(TxnError {
-                    path: op.path.clone(),
-                    action,
-                    source: e,
-                    rolled_back,
-                });
-            }
+                "replace"
+            };
+            return Err(TxnError {
+                path: op.path.clone(),
+                action,
+                source: e,
+                rolled_back,
+            });
         }
 
         // Phase 3: clean up.
         cleanup(&staged);
         for op in &self.ops {
-            let _ = sync_dir(op.path.parent().unwrap_or(Path::new("/")));
+            let _ = sync_parent(&op.path);
         }
         Ok(created_dirs)
     }
@@ -318,11 +365,7 @@ impl Transaction {
 
 fn cleanup(staged: &[Staged]) {
     for st in staged {
-        for p in [&st.new, &st.old].into_iter().flatten() {
-            if fs::symlink_metadata(p).is_ok() {
-                let _ = fs::remove_file(p);
-            }
-        }
+        st.remove();
     }
 }
 

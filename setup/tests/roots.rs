@@ -487,34 +487,37 @@ fn injected_failure_at_every_step_leaves_every_file() {
     let r = d.path();
     let original = tree(r);
     // The transaction of a first --apply has backups, the manifest, then the files; fail
-    // each one in turn.
-    let mut failed = 0;
-    for n in 0..40 {
-        let o = Command::new(env!("CARGO_BIN_EXE_setup"))
-            .args(["--root", r.to_str().unwrap(), "--user", "pi", "--apply"])
-            .env("VR_SETUP_FAULT_AT", n.to_string())
-            .output()
-            .unwrap();
-        if code(&o) == 0 {
-            // n is past the last operation: the apply went through.
+    // each one in turn: before it changes its target (AT), and once its target is in place
+    // (AFTER, as a failed fsync of the directory would).
+    for var in ["VR_SETUP_FAULT_AT", "VR_SETUP_FAULT_AFTER"] {
+        let mut failed = 0;
+        for n in 0..40 {
+            let o = Command::new(env!("CARGO_BIN_EXE_setup"))
+                .args(["--root", r.to_str().unwrap(), "--user", "pi", "--apply"])
+                .env(var, n.to_string())
+                .output()
+                .unwrap();
+            if code(&o) == 0 {
+                // n is past the last operation: the apply went through.
+                assert!(
+                    n > 5,
+                    "at least the manifest and several files: failed only {n} times"
+                );
+                break;
+            }
+            failed += 1;
+            assert_eq!(code(&o), 2, "{}", text(&o));
+            let msg = text(&o);
             assert!(
-                n > 5,
-                "at least the manifest and several files: failed only {n} times"
+                msg.contains("injected fault") && msg.contains("every file was left as it was"),
+                "{msg}"
             );
-            break;
+            assert_same_tree(&original, &tree(r), &format!("{var}={n}"));
         }
-        failed += 1;
-        assert_eq!(code(&o), 2, "{}", text(&o));
-        let msg = text(&o);
-        assert!(
-            msg.contains("injected fault") && msg.contains("every file was left as it was"),
-            "{msg}"
-        );
-        assert_same_tree(&original, &tree(r), &format!("fault at {n}"));
+        assert!(failed > 5, "{var}");
+        assert_eq!(code(&run(r, &["--revert"])), 0);
+        assert_same_tree(&original, &tree(r), &format!("revert after {var}"));
     }
-    assert!(failed > 5);
-    assert_eq!(code(&run(r, &["--revert"])), 0);
-    assert_same_tree(&original, &tree(r), "revert after the faults");
 }
 
 #[test]
