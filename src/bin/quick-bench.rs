@@ -113,27 +113,67 @@ fn show(json: bool, text: String) {
     }
 }
 
-fn main() {
-    if let Ok(spec) = std::env::var(measure::RING_CHILD_ENV) {
-        std::process::exit(measure::ring_child(&spec));
-    }
-    let cli: Cli = vr_stream::cli::parse_or_exit("quick-bench");
-    if let Some(addr) = &cli.echo {
-        let a: SocketAddr = addr.parse().unwrap_or_else(|_| {
-            fail(
-                false,
-                &format!("--echo {addr:?}: allowed ADDR:PORT, e.g. 0.0.0.0:5005"),
-            )
-        });
-        if let Err(e) = network::serve_echo(a) {
-            fail(false, &format!("--echo {addr}: {e}"));
+/// How many samples each measurement takes: `--quick` (about 10 s in all) or the full run
+/// (about 30 s).
+struct Samples {
+    /// 1 ms sleeps timed (timer jitter).
+    timer: usize,
+    /// Frame copies timed (memory bandwidth).
+    memory: usize,
+    /// Frames handed through the shared-memory ring.
+    ring: usize,
+    /// Frames encoded.
+    encoder: usize,
+    /// Detector runs (`--yolo`).
+    detector: usize,
+    /// Camera frames.
+    camera: usize,
+    /// Echo round trips.
+    network: usize,
+}
+
+impl Samples {
+    fn new(quick: bool) -> Samples {
+        if quick {
+            Samples {
+                timer: 1000,
+                memory: 50,
+                ring: 90,
+                encoder: 120,
+                detector: 20,
+                camera: 60,
+                network: 50,
+            }
+        } else {
+            Samples {
+                timer: 4000,
+                memory: 200,
+                ring: 300,
+                encoder: 600,
+                detector: 100,
+                camera: 180,
+                network: 200,
+            }
         }
-        return;
     }
-    let cfg = load_config(&cli).unwrap_or_else(|e| fail(cli.json, &e));
-    let json = cli.json;
-    let q = cli.quick;
-    let setting = Setting {
+}
+
+/// `--echo`: answers echo requests until killed; exits 2 on a bad address.
+fn serve_echo(addr: &str) {
+    let a: SocketAddr = addr.parse().unwrap_or_else(|_| {
+        fail(
+            false,
+            &format!("--echo {addr:?}: allowed ADDR:PORT, e.g. 0.0.0.0:5005"),
+        )
+    });
+    if let Err(e) = network::serve_echo(a) {
+        fail(false, &format!("--echo {addr}: {e}"));
+    }
+}
+
+/// What is measured for, from the configuration (the report's `setting`).
+fn setting(cli: &Cli, cfg: &Config) -> Setting {
+    Setting {
         width: cfg.source.width,
         height: cfg.source.height,
         fps: cfg.source.fps,
@@ -143,8 +183,56 @@ fn main() {
         ip: cfg.stream.ip.clone(),
         port: cfg.stream.port,
         target_ms: cfg.stats.target_ms,
-        quick: q,
-    };
+        quick: cli.quick,
+    }
+}
+
+/// `--system-only`: exits 0 when tuned, 1 when not; with `--json`, after printing
+/// `{"version", "system", "exit"}`.
+fn exit_system_only(json: bool, system: &SystemSection) -> ! {
+    let exit = if system.tuned { 0 } else { 1 };
+    if json {
+        let v =
+            serde_json::json!({ "version": quickbench::VERSION, "system": system, "exit": exit });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).expect("report serializes")
+        );
+    }
+    std::process::exit(exit);
+}
+
+/// Section 1: the checks of `setup --check` on `--root` for `--user`.
+fn system_section(cli: &Cli, cfg: &Config) -> SystemSection {
+    let root = vr_setup::rootfs::Root::new(&cli.root)
+        .unwrap_or_else(|e| fail(cli.json, &format!("--root {}: {e}", cli.root.display())));
+    let isolated = vr_stream::stage::isolated_cpus(cfg);
+    let target = vr_setup::plan::Target::for_root(
+        root,
+        isolated,
+        cli.user.clone().or_else(vr_setup::plan::default_user),
+    );
+    let rows = vr_setup::checks::check(&target);
+    SystemSection {
+        tuned: vr_setup::checks::all_tuned(&rows),
+        root: target.root.base().display().to_string(),
+        rows,
+    }
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var(measure::RING_CHILD_ENV) {
+        std::process::exit(measure::ring_child(&spec));
+    }
+    let cli: Cli = vr_stream::cli::parse_or_exit("quick-bench");
+    if let Some(addr) = &cli.echo {
+        serve_echo(addr);
+        return;
+    }
+    let cfg = load_config(&cli).unwrap_or_else(|e| fail(cli.json, &e));
+    let json = cli.json;
+    let n = Samples::new(cli.quick);
+    let setting = setting(&cli, &cfg);
     let ip: std::net::IpAddr = cfg.stream.ip.parse().unwrap_or_else(|_| {
         fail(
             json,
@@ -154,63 +242,35 @@ fn main() {
     show(json, render::heading(&setting));
 
     // 1. System: the checks of `setup --check`.
-    let root = vr_setup::rootfs::Root::new(&cli.root)
-        .unwrap_or_else(|e| fail(json, &format!("--root {}: {e}", cli.root.display())));
-    let isolated = vr_stream::stage::isolated_cpus(&cfg);
-    let target = vr_setup::plan::Target::for_root(
-        root,
-        isolated,
-        cli.user.clone().or_else(vr_setup::plan::default_user),
-    );
-    let rows = vr_setup::checks::check(&target);
-    let system = SystemSection {
-        tuned: vr_setup::checks::all_tuned(&rows),
-        root: target.root.base().display().to_string(),
-        rows,
-    };
+    let system = system_section(&cli, &cfg);
     show(json, render::system(&system));
     if cli.system_only {
-        let exit = if system.tuned { 0 } else { 1 };
-        if json {
-            let v = serde_json::json!({ "version": quickbench::VERSION, "system": system, "exit": exit });
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&v).expect("report serializes")
-            );
-        }
-        std::process::exit(exit);
+        exit_system_only(json, &system);
     }
 
     // 2..8: measurements.
-    let n_timer = if q { 1000 } else { 4000 };
     let jitter = step(json, "timer jitter", |p| {
-        measure::jitter(&cfg, Duration::from_millis(1), n_timer, p)
+        measure::jitter(&cfg, Duration::from_millis(1), n.timer, p)
     });
     let jitter = Section::Measured(jitter);
     show(json, render::jitter(&jitter));
-    let memory = measure::memory(&cfg, if q { 50 } else { 200 });
+    let memory = measure::memory(&cfg, n.memory);
     show(json, render::memory(&memory));
-    let n_frames = if q { 90 } else { 300 };
-    let ring = step(json, "ring hand-off", |p| measure::ring(&cfg, n_frames, p));
+    let ring = step(json, "ring hand-off", |p| measure::ring(&cfg, n.ring, p));
     show(json, render::ring(&ring));
-    let n_enc = if q { 120 } else { 600 };
-    let encoder = step(json, "encoder", |p| measure::encoder(&cfg, n_enc, p));
+    let encoder = step(json, "encoder", |p| measure::encoder(&cfg, n.encoder, p));
     show(json, render::encoder(&encoder));
     let detector: Section<quickbench::Percentiles> = if cli.yolo {
-        step(json, "detector", |p| {
-            measure::detector(&cfg, if q { 20 } else { 100 }, p)
-        })
+        step(json, "detector", |p| measure::detector(&cfg, n.detector, p))
     } else {
         Section::not("not asked for (--yolo)")
     };
     show(json, render::detector(&detector));
-    let camera = step(json, "camera", |p| {
-        measure::camera(&cfg, if q { 60 } else { 180 }, p)
-    });
+    let camera = step(json, "camera", |p| measure::camera(&cfg, n.camera, p));
     show(json, render::camera(&camera));
     let echo_port = cfg.stream.port.saturating_add(1);
     let net = step(json, "network", |_| {
-        network::network(ip, echo_port, if q { 50 } else { 200 })
+        network::network(ip, echo_port, n.network)
     });
     show(json, render::network(&net));
 
