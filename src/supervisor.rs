@@ -681,9 +681,8 @@ fn settle_web(web: &mut crate::config::WebConfig, dest_ip: &str) -> Result<(Stri
     Ok((key, lines))
 }
 
-/// Gathers the exit summary from the segments of a finished run and prints it on stderr
-/// (the human lines and the latency table). `failure`: why the run failed, if it did.
-fn exit_summary(
+/// The exit summary from the segments of a finished run.
+fn gather_summary(
     cfg: &Config,
     segs: &Segments,
     records: &Records,
@@ -694,7 +693,7 @@ fn exit_summary(
     let absent = nobody_listening(&net, rt::monotonic_ns());
     let enc = ctl.stage(StageKind::Encode);
     let encoded = ctl.stats().encoded();
-    let summary = ExitSummary {
+    ExitSummary {
         version: summary::SUMMARY_VERSION,
         frames: summary::FrameCounts {
             captured: ctl
@@ -735,35 +734,27 @@ fn exit_summary(
         stereo_pair_skew_ms: stats.pair_skew().map(summary::SpanMs::from),
         latency_records_lost: records.lost,
         error: failure,
-    };
-    if !summary.restarts.is_empty() {
-        let r: Vec<String> = summary
-            .restarts
-            .iter()
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect();
-        eprintln!("vr-stream: restarts: {}", r.join(", "));
+    }
+}
+
+/// Gathers the exit summary from the segments of a finished run and prints it on stderr
+/// (the human lines and the latency table). `failure`: why the run failed, if it did.
+fn exit_summary(
+    cfg: &Config,
+    segs: &Segments,
+    records: &Records,
+    failure: Option<String>,
+) -> ExitSummary {
+    let ctl = &segs.ctl;
+    let summary = gather_summary(cfg, segs, records, failure);
+    if let Some(l) = summary.restarts_line() {
+        eprintln!("{l}");
     }
     eprintln!("{}", summary.frames_line());
-    if absent {
-        let info = ctl.stats().info();
-        let sdp = if cfg.stream.sdp.is_empty() {
-            "the SDP (--sdp PATH)".to_string()
-        } else {
-            cfg.stream.sdp.clone()
-        };
-        eprintln!(
-            "vr-stream: nobody is listening at {}: its host answered with ICMP port unreachable ({} RTP packets refused). \
-             Start a receiver there first: `vr-receive --port {}`, or `ffplay -protocol_whitelist file,udp,rtp -i {sdp}`{}",
-            info.destination,
-            net.refused,
-            cfg.stream.port,
-            if cfg.web.enabled {
-                "; the viewer page does not need it"
-            } else {
-                ""
-            }
-        );
+    let destination = ctl.stats().info().destination;
+    let (port, sdp) = (cfg.stream.port, &cfg.stream.sdp);
+    if let Some(l) = summary.nobody_listening_line(&destination, port, sdp, cfg.web.enabled) {
+        eprintln!("{l}");
     }
     if let Some(l) = summary.pacing_line() {
         eprintln!("{l}");
@@ -771,32 +762,14 @@ fn exit_summary(
     if let Some(d) = &summary.detect {
         let det = ctl.stats().detect();
         let newest = ctl.stats().detections();
-        eprintln!(
-            "vr-stream: detect: {} frames run ({} skipped while busy), mean inference {:.1} ms, last {:.1} ms + {:.1} ms letterbox; {} detections{}",
-            d.inferences,
-            d.skipped,
-            d.mean_infer_ms,
-            det.last_infer_us as f64 / 1000.0,
-            det.last_prep_us as f64 / 1000.0,
-            d.detections,
-            newest
-                .map(|s| format!(
-                    " (last frame {}: {})",
-                    s.frame_id,
-                    s.detections
-                        .iter()
-                        .map(|d| format!("class {} {:.2}", d.class, d.score))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-                .unwrap_or_default()
-        );
+        let line = summary::detect_line(d, det.last_infer_us, det.last_prep_us, newest.as_ref());
+        eprintln!("{line}");
     }
     if let Some(l) = summary.rtcp_line() {
         eprintln!("{l}");
     }
-    if stats.count() > 0 {
-        eprint!("{}", stats.report());
+    if records.all.count() > 0 {
+        eprint!("{}", records.all.report());
     }
     summary
 }

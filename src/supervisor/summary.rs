@@ -4,7 +4,7 @@
 //! tests to read instead of the human lines.
 
 use crate::latency::{LatencyStats, Percentiles, SPANS};
-use crate::shm::stats::{NetCounters, RtcpCounters};
+use crate::shm::stats::{DetectionSet, NetCounters, RtcpCounters};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -203,6 +203,35 @@ pub fn error_json(message: &str) -> String {
     serde_json::json!({ "version": SUMMARY_VERSION, "error": message }).to_string()
 }
 
+/// The detection line: `d`, the last run's inference and letterbox times (µs) and the
+/// newest published detections.
+pub fn detect_line(
+    d: &DetectSummary,
+    last_infer_us: u32,
+    last_prep_us: u32,
+    newest: Option<&DetectionSet>,
+) -> String {
+    let last = newest
+        .map(|s| {
+            let each: Vec<String> = s
+                .detections
+                .iter()
+                .map(|d| format!("class {} {:.2}", d.class, d.score))
+                .collect();
+            format!(" (last frame {}: {})", s.frame_id, each.join(", "))
+        })
+        .unwrap_or_default();
+    format!(
+        "vr-stream: detect: {} frames run ({} skipped while busy), mean inference {:.1} ms, last {:.1} ms + {:.1} ms letterbox; {} detections{last}",
+        d.inferences,
+        d.skipped,
+        d.mean_infer_ms,
+        last_infer_us as f64 / 1000.0,
+        last_prep_us as f64 / 1000.0,
+        d.detections,
+    )
+}
+
 impl ExitSummary {
     /// The one-line frame summary of stderr (`vr-stream: frames captured …`).
     pub fn frames_line(&self) -> String {
@@ -244,6 +273,50 @@ impl ExitSummary {
                 n.tcp_frames_dropped,
                 n.bitrate_changes,
                 n.bitrate_kbps
+            )
+        })
+    }
+
+    /// The restarts line (`vr-stream: restarts: encode 2, network 1`), `None` when no stage
+    /// was restarted.
+    pub fn restarts_line(&self) -> Option<String> {
+        (!self.restarts.is_empty()).then(|| {
+            let r: Vec<String> = self
+                .restarts
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            format!("vr-stream: restarts: {}", r.join(", "))
+        })
+    }
+
+    /// What to do when the receiver's host refused the RTP packets until the end (no
+    /// receiver listened at `destination`, `ADDR:PORT`), `None` otherwise. `rtp_port`: the
+    /// port to give `vr-receive`; `sdp`: the SDP file written (empty: none); `web`: the
+    /// viewer page is on.
+    pub fn nobody_listening_line(
+        &self,
+        destination: &str,
+        rtp_port: u16,
+        sdp: &str,
+        web: bool,
+    ) -> Option<String> {
+        let n = &self.network;
+        n.nobody_listening.then(|| {
+            let sdp = if sdp.is_empty() {
+                "the SDP (--sdp PATH)"
+            } else {
+                sdp
+            };
+            format!(
+                "vr-stream: nobody is listening at {destination}: its host answered with ICMP port unreachable ({} RTP packets refused). \
+                 Start a receiver there first: `vr-receive --port {rtp_port}`, or `ffplay -protocol_whitelist file,udp,rtp -i {sdp}`{}",
+                n.refused,
+                if web {
+                    "; the viewer page does not need it"
+                } else {
+                    ""
+                }
             )
         })
     }
@@ -340,5 +413,64 @@ mod tests {
         assert!(v["latency_ms"].as_object().unwrap().is_empty());
         let e: serde_json::Value = serde_json::from_str(&error_json("bad \"x\"")).unwrap();
         assert_eq!(e["error"], "bad \"x\"");
+    }
+
+    #[test]
+    fn the_restarts_and_nobody_listening_lines() {
+        let mut s = summary();
+        assert_eq!(s.restarts_line(), None);
+        s.restarts.insert("network", 1);
+        s.restarts.insert("encode", 2);
+        assert_eq!(
+            s.restarts_line().as_deref(),
+            Some("vr-stream: restarts: encode 2, network 1")
+        );
+        let want = "vr-stream: nobody is listening at 192.168.1.100:5004: its host answered with \
+                    ICMP port unreachable (40 RTP packets refused). Start a receiver there first: \
+                    `vr-receive --port 5004`, or `ffplay -protocol_whitelist file,udp,rtp -i \
+                    the SDP (--sdp PATH)`; the viewer page does not need it";
+        let line = s.nobody_listening_line("192.168.1.100:5004", 5004, "", true);
+        assert_eq!(line.as_deref(), Some(want));
+        let line = s.nobody_listening_line("10.0.0.2:6000", 6000, "/tmp/s.sdp", false);
+        assert!(line.unwrap().ends_with("-i /tmp/s.sdp`"));
+        s.network.nobody_listening = false;
+        assert_eq!(
+            s.nobody_listening_line("10.0.0.2:6000", 6000, "", true),
+            None
+        );
+    }
+
+    #[test]
+    fn the_detect_line_names_the_newest_detections() {
+        let d = DetectSummary {
+            inferences: 90,
+            skipped: 510,
+            mean_infer_ms: 41.25,
+            detections: 180,
+        };
+        let newest = DetectionSet {
+            frame_id: 597,
+            capture_ns: 1,
+            published_ns: 2,
+            detections: vec![
+                vr_proto::detection::Detection {
+                    class: 0,
+                    score: 0.875,
+                    bbox: [0.0; 4],
+                },
+                vr_proto::detection::Detection {
+                    class: 16,
+                    score: 0.5,
+                    bbox: [0.0; 4],
+                },
+            ],
+        };
+        assert_eq!(
+            detect_line(&d, 40_500, 1_250, Some(&newest)),
+            "vr-stream: detect: 90 frames run (510 skipped while busy), mean inference 41.2 ms, \
+             last 40.5 ms + 1.2 ms letterbox; 180 detections (last frame 597: class 0 0.88, \
+             class 16 0.50)"
+        );
+        assert!(detect_line(&d, 0, 0, None).ends_with("; 180 detections"));
     }
 }
