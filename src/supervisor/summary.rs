@@ -448,22 +448,16 @@ mod tests {
             mean_infer_ms: 41.25,
             detections: 180,
         };
+        let det = |class, score| vr_proto::detection::Detection {
+            class,
+            score,
+            bbox: [0.0; 4],
+        };
         let newest = DetectionSet {
             frame_id: 597,
             capture_ns: 1,
             published_ns: 2,
-            detections: vec![
-                vr_proto::detection::Detection {
-                    class: 0,
-                    score: 0.875,
-                    bbox: [0.0; 4],
-                },
-                vr_proto::detection::Detection {
-                    class: 16,
-                    score: 0.5,
-                    bbox: [0.0; 4],
-                },
-            ],
+            detections: vec![det(0, 0.875), det(16, 0.5)],
         };
         assert_eq!(
             detect_line(&d, 40_500, 1_250, Some(&newest)),
