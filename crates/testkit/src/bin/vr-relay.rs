@@ -112,6 +112,198 @@ fn main() {
     }
 }
 
+/// What the relay counted, and the delay it added to the media packets (µs).
+struct Counts {
+    media_in: u64,
+    media_dropped: u64,
+    reordered: u64,
+    rtcp_fwd: u64,
+    rtcp_back: u64,
+    added: Histogram<u64>,
+}
+
+impl Counts {
+    fn new() -> Counts {
+        Counts {
+            media_in: 0,
+            media_dropped: 0,
+            reordered: 0,
+            rtcp_fwd: 0,
+            rtcp_back: 0,
+            added: Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
+        }
+    }
+
+    /// The summary line on stderr and, with `json`, the document on stdout.
+    fn print(&self, json: bool) {
+        let added = &self.added;
+        let q = |p: f64| added.value_at_quantile(p) as f64 / 1000.0;
+        eprintln!(
+            "vr-relay: media packets {} dropped {} reordered {}; RTCP {} forward {} back; added delay p50 {:.2} p99 {:.2} max {:.2} ms",
+            self.media_in,
+            self.media_dropped,
+            self.reordered,
+            self.rtcp_fwd,
+            self.rtcp_back,
+            q(0.5),
+            q(0.99),
+            added.max() as f64 / 1000.0
+        );
+        if json {
+            let doc = serde_json::json!({
+                "media_packets": self.media_in, "dropped": self.media_dropped,
+                "reordered": self.reordered,
+                "rtcp_forward": self.rtcp_fwd, "rtcp_back": self.rtcp_back,
+                "added_delay_ms": if added.is_empty() { serde_json::Value::Null } else {
+                    serde_json::json!({ "p50": q(0.5), "p99": q(0.99), "max": added.max() as f64 / 1000.0 }) },
+            });
+            println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
+        }
+    }
+}
+
+/// The relay's sockets and the datagrams it holds back.
+struct Relay {
+    /// 0..3: sender side (bound on `--listen`, ports RTP, RTCP, FEC); 3..6: receiver side
+    /// (connected to `--to`, same ports).
+    socks: Vec<UdpSocket>,
+    /// Datagrams waiting for their release time, earliest first.
+    held: BinaryHeap<Reverse<Held>>,
+    /// Arrival order, to keep equal release times in order.
+    order: u64,
+    /// Who last sent to each sender-side port (where the receiver's answers go back).
+    peers: [Option<SocketAddr>; 3],
+    /// The media link (RTP and FEC towards the receiver).
+    link: Impairment,
+    /// One-way delay of RTCP, ns.
+    base_delay: u64,
+    counts: Counts,
+}
+
+impl Relay {
+    fn open(cli: &Cli, link: Impairment, base_delay: u64) -> Result<Relay, String> {
+        let mut socks = vec![];
+        for k in 0..3u16 {
+            let a = SocketAddr::new(cli.listen, cli.port + k);
+            let s = UdpSocket::bind(a)
+                .map_err(|e| format!("--listen {}: cannot bind udp {a}: {e}", cli.listen))?;
+            socks.push(s);
+        }
+        for k in 0..3u16 {
+            let any: IpAddr = if cli.to.is_ipv4() {
+                "0.0.0.0".parse().unwrap()
+            } else {
+                "::".parse().unwrap()
+            };
+            let s = UdpSocket::bind((any, 0)).map_err(|e| e.to_string())?;
+            let to = SocketAddr::new(cli.to, cli.port + k);
+            s.connect(to)
+                .map_err(|e| format!("--to {}: cannot reach {to}: {e}", cli.to))?;
+            socks.push(s);
+        }
+        for s in &socks {
+            s.set_nonblocking(true).map_err(|e| e.to_string())?;
+            let _ = socket2::SockRef::from(s).set_recv_buffer_size(4 << 20);
+            let _ = socket2::SockRef::from(s).set_send_buffer_size(4 << 20);
+        }
+        Ok(Relay {
+            socks,
+            held: BinaryHeap::new(),
+            order: 0,
+            peers: [None; 3],
+            link,
+            base_delay,
+            counts: Counts::new(),
+        })
+    }
+
+    /// Sleeps until a datagram arrives or the next held one is due, at most 5 ms (ns
+    /// precision: ppoll).
+    fn wait(&self, now: u64) {
+        let wait_ns = self
+            .held
+            .peek()
+            .map_or(5_000_000, |h| h.0.at_ns.saturating_sub(now).min(5_000_000));
+        if wait_ns > 0 {
+            let mut fds: Vec<PollFd> = self
+                .socks
+                .iter()
+                .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
+                .collect();
+            let ts = nix::sys::time::TimeSpec::from_duration(Duration::from_nanos(wait_ns));
+            let _ = nix::poll::ppoll(&mut fds, Some(ts), None);
+        }
+    }
+
+    /// Reads every socket dry and holds what arrived.
+    fn receive(&mut self, buf: &mut [u8]) {
+        for i in 0..self.socks.len() {
+            while let Ok((n, from)) = self.socks[i].recv_from(buf) {
+                let t = monotonic_ns();
+                self.order += 1;
+                self.route(i, from, buf[..n].to_vec(), t);
+            }
+        }
+    }
+
+    /// Where a datagram that arrived at socket `i` from `from` at `t` goes: RTCP forward
+    /// and back after the base delay, RTP/FEC through the impaired link.
+    fn route(&mut self, i: usize, from: SocketAddr, data: Vec<u8>, t: u64) {
+        let hold = |at_ns, out, to, media_arrival_ns| {
+            Reverse(Held {
+                at_ns,
+                order: self.order,
+                out,
+                to,
+                data,
+                media_arrival_ns,
+            })
+        };
+        let c = &mut self.counts;
+        if i >= 3 {
+            if let Some(peer) = self.peers[i - 3] {
+                c.rtcp_back += 1;
+                self.held
+                    .push(hold(t + self.base_delay, i - 3, Some(peer), None));
+            }
+            return;
+        }
+        self.peers[i] = Some(from);
+        if i == 1 {
+            c.rtcp_fwd += 1;
+            self.held.push(hold(t + self.base_delay, 4, None, None));
+            return;
+        }
+        c.media_in += 1;
+        match self.link.on_packet(t) {
+            Fate::Drop => c.media_dropped += 1,
+            Fate::Deliver { at_ns, reordered } => {
+                c.reordered += reordered as u64;
+                self.held.push(hold(at_ns, i + 3, None, Some(t)));
+            }
+        }
+    }
+
+    /// Sends every held datagram that is due.
+    fn release(&mut self) {
+        let now = monotonic_ns();
+        while self.held.peek().is_some_and(|h| h.0.at_ns <= now) {
+            let Reverse(h) = self.held.pop().expect("peeked");
+            let s = &self.socks[h.out];
+            let _ = match h.to {
+                Some(to) => s.send_to(&h.data, to),
+                None => s.send(&h.data),
+            };
+            if let Some(a) = h.media_arrival_ns {
+                let _ = self
+                    .counts
+                    .added
+                    .record(((monotonic_ns() - a) / 1000).max(1));
+            }
+        }
+    }
+}
+
 fn run(cli: &Cli) -> Result<(), String> {
     if cli.port == 0 || cli.port > 65533 {
         return Err(format!(
@@ -128,33 +320,8 @@ fn run(cli: &Cli) -> Result<(), String> {
         reorder_gap: ms(cli.reorder_gap_ms, "reorder-gap-ms")?,
         seed: cli.seed,
     };
-    let mut link = Impairment::new(params).map_err(|e| e.to_string())?;
-    let base_delay = params.delay.as_nanos() as u64;
-    // 0..3: sender side (bound on --listen); 3..6: receiver side (connected to --to).
-    let mut socks = vec![];
-    for k in 0..3u16 {
-        let a = SocketAddr::new(cli.listen, cli.port + k);
-        let s = UdpSocket::bind(a)
-            .map_err(|e| format!("--listen {}: cannot bind udp {a}: {e}", cli.listen))?;
-        socks.push(s);
-    }
-    for k in 0..3u16 {
-        let any: IpAddr = if cli.to.is_ipv4() {
-            "0.0.0.0".parse().unwrap()
-        } else {
-            "::".parse().unwrap()
-        };
-        let s = UdpSocket::bind((any, 0)).map_err(|e| e.to_string())?;
-        let to = SocketAddr::new(cli.to, cli.port + k);
-        s.connect(to)
-            .map_err(|e| format!("--to {}: cannot reach {to}: {e}", cli.to))?;
-        socks.push(s);
-    }
-    for s in &socks {
-        s.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let _ = socket2::SockRef::from(s).set_recv_buffer_size(4 << 20);
-        let _ = socket2::SockRef::from(s).set_send_buffer_size(4 << 20);
-    }
+    let link = Impairment::new(params).map_err(|e| e.to_string())?;
+    let mut relay = Relay::open(cli, link, params.delay.as_nanos() as u64)?;
     vr_sys::signal::install_stop_signals();
     eprintln!(
         "vr-relay: {}:{}-{} -> {}: loss {}% (burst {}), delay {} ms ± {} ms, reorder {}% (+{} ms), seed {}",
@@ -170,13 +337,6 @@ fn run(cli: &Cli) -> Result<(), String> {
         cli.reorder_gap_ms,
         cli.seed
     );
-    let mut held: BinaryHeap<Reverse<Held>> = BinaryHeap::new();
-    let mut order = 0u64;
-    // Who last sent to each sender-side port (where the receiver's answers go back).
-    let mut peers: [Option<SocketAddr>; 3] = [None; 3];
-    let (mut media_in, mut media_dropped, mut reordered, mut rtcp_fwd, mut rtcp_back) =
-        (0u64, 0u64, 0u64, 0u64, 0u64);
-    let mut added = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
     let start = monotonic_ns();
     let mut buf = vec![0u8; 65536];
     loop {
@@ -188,96 +348,10 @@ fn run(cli: &Cli) -> Result<(), String> {
         {
             break;
         }
-        // Sleep until a datagram arrives or the next one is due (ns precision: ppoll).
-        let wait_ns = held
-            .peek()
-            .map_or(5_000_000, |h| h.0.at_ns.saturating_sub(now).min(5_000_000));
-        if wait_ns > 0 {
-            let mut fds: Vec<PollFd> = socks
-                .iter()
-                .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
-                .collect();
-            let ts = nix::sys::time::TimeSpec::from_duration(Duration::from_nanos(wait_ns));
-            let _ = nix::poll::ppoll(&mut fds, Some(ts), None);
-        }
-        for (i, s) in socks.iter().enumerate() {
-            while let Ok((n, from)) = s.recv_from(&mut buf) {
-                let t = monotonic_ns();
-                order += 1;
-                let data = buf[..n].to_vec();
-                if i < 3 {
-                    peers[i] = Some(from);
-                    if i == 1 {
-                        rtcp_fwd += 1;
-                        held.push(Reverse(Held {
-                            at_ns: t + base_delay,
-                            order,
-                            out: 4,
-                            to: None,
-                            data,
-                            media_arrival_ns: None,
-                        }));
-                        continue;
-                    }
-                    media_in += 1;
-                    match link.on_packet(t) {
-                        Fate::Drop => media_dropped += 1,
-                        Fate::Deliver {
-                            at_ns,
-                            reordered: r,
-                        } => {
-                            reordered += r as u64;
-                            held.push(Reverse(Held {
-                                at_ns,
-                                order,
-                                out: i + 3,
-                                to: None,
-                                data,
-                                media_arrival_ns: Some(t),
-                            }));
-                        }
-                    }
-                } else if let Some(peer) = peers[i - 3] {
-                    rtcp_back += 1;
-                    held.push(Reverse(Held {
-                        at_ns: t + base_delay,
-                        order,
-                        out: i - 3,
-                        to: Some(peer),
-                        data,
-                        media_arrival_ns: None,
-                    }));
-                }
-            }
-        }
-        let now = monotonic_ns();
-        while held.peek().is_some_and(|h| h.0.at_ns <= now) {
-            let Reverse(h) = held.pop().expect("peeked");
-            let s = &socks[h.out];
-            let _ = match h.to {
-                Some(to) => s.send_to(&h.data, to),
-                None => s.send(&h.data),
-            };
-            if let Some(a) = h.media_arrival_ns {
-                let _ = added.record(((monotonic_ns() - a) / 1000).max(1));
-            }
-        }
+        relay.wait(now);
+        relay.receive(&mut buf);
+        relay.release();
     }
-    let q = |p: f64| added.value_at_quantile(p) as f64 / 1000.0;
-    eprintln!(
-        "vr-relay: media packets {media_in} dropped {media_dropped} reordered {reordered}; RTCP {rtcp_fwd} forward {rtcp_back} back; added delay p50 {:.2} p99 {:.2} max {:.2} ms",
-        q(0.5),
-        q(0.99),
-        added.max() as f64 / 1000.0
-    );
-    if cli.json {
-        let doc = serde_json::json!({
-            "media_packets": media_in, "dropped": media_dropped, "reordered": reordered,
-            "rtcp_forward": rtcp_fwd, "rtcp_back": rtcp_back,
-            "added_delay_ms": if added.is_empty() { serde_json::Value::Null } else {
-                serde_json::json!({ "p50": q(0.5), "p99": q(0.99), "max": added.max() as f64 / 1000.0 }) },
-        });
-        println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
-    }
+    relay.counts.print(cli.json);
     Ok(())
 }
