@@ -79,110 +79,13 @@ impl V4l2M2mEncoder {
     pub fn open(params: &EncoderParams) -> Result<V4l2M2mEncoder, EncodeError> {
         let path = params.enc.device.as_str();
         let f = params.format;
-        let fd = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => dev_err(path, "no such device (the V4L2 M2M encoder is bcm2835-codec at /dev/video11 on a Raspberry Pi 4, 3 or Zero 2)"),
-                std::io::ErrorKind::PermissionDenied => dev_err(path, "permission denied: add the user to the video group"),
-                _ => dev_err(path, format!("cannot open: {e}")),
-            })?;
-        let cap: Capability = ioctl::querycap(&fd)
-            .map_err(|e| dev_err(path, format!("not a V4L2 device (VIDIOC_QUERYCAP: {e})")))?;
-        let caps = cap.device_caps();
-        let (out_q, cap_q) = if caps.contains(Capabilities::VIDEO_M2M_MPLANE) {
-            (QueueType::VideoOutputMplane, QueueType::VideoCaptureMplane)
-        } else if caps.contains(Capabilities::VIDEO_M2M) {
-            (QueueType::VideoOutput, QueueType::VideoCapture)
-        } else {
-            return Err(dev_err(
-                path,
-                format!(
-                    "{} ({}) is not a memory-to-memory device",
-                    cap.card, cap.driver
-                ),
-            ));
-        };
-        let driver = cap.driver.clone();
-        let formats = |q: QueueType| -> Vec<m2m::FourCc> {
-            FormatIterator::new(&fd, q)
-                .map(|d| <[u8; 4]>::from(d.pixelformat))
-                .collect()
-        };
-        let (raw_offered, coded_offered) = (formats(out_q), formats(cap_q));
-        m2m::check_capture_format(&coded_offered).map_err(|e| dev_err(path, e.to_string()))?;
-        let raw =
-            m2m::pick_output_format(&raw_offered).map_err(|e| dev_err(path, e.to_string()))?;
-
+        let mut fd = open_device(path)?;
+        let (driver, out_q, cap_q) = m2m_queues(&fd, path)?;
         // dev-encoder.rst "Initialization": the coded format on CAPTURE first, then the
         // raw format on OUTPUT, then the frame rate, then the controls.
-        let mut fd = fd;
-        let coded = Format {
-            width: f.width,
-            height: f.height,
-            pixelformat: PixelFormat::from(&m2m::H264),
-            plane_fmt: vec![PlaneLayout {
-                sizeimage: m2m::capture_buffer_bytes(&params.enc, f),
-                bytesperline: 0,
-            }],
-        };
-        let _: Format = ioctl::s_fmt(&mut fd, (cap_q, &coded))
-            .map_err(|e| dev_err(path, errno_text("VIDIOC_S_FMT (CAPTURE, H264)", e)))?;
-        let want = Format {
-            width: f.width,
-            height: f.height,
-            pixelformat: PixelFormat::from(&raw),
-            plane_fmt: vec![],
-        };
-        let got: Format = ioctl::s_fmt(&mut fd, (out_q, &want))
-            .map_err(|e| dev_err(path, errno_text("VIDIOC_S_FMT (OUTPUT)", e)))?;
-        let dev_fmt = DeviceFormat {
-            fourcc: got.pixelformat.into(),
-            width: got.width,
-            height: got.height,
-            planes: got
-                .plane_fmt
-                .iter()
-                .map(|p| PlaneFmt {
-                    bytesperline: p.bytesperline,
-                    sizeimage: p.sizeimage,
-                })
-                .collect(),
-        };
-        let layout = m2m::output_layout(f, &dev_fmt).map_err(|e| dev_err(path, e.to_string()))?;
-        let mut notes = vec![];
-        let parm = bindings::v4l2_streamparm {
-            type_: out_q as u32,
-            parm: bindings::v4l2_streamparm__bindgen_ty_1 {
-                output: bindings::v4l2_outputparm {
-                    timeperframe: bindings::v4l2_fract {
-                        numerator: f.fps_den.max(1),
-                        denominator: f.fps_num,
-                    },
-                    ..Default::default()
-                },
-            },
-        };
-        if let Err(e) = ioctl::s_parm::<_, bindings::v4l2_streamparm>(&fd, parm) {
-            notes.push(format!("{path}: VIDIOC_S_PARM (frame rate) failed: {e}; the encoder's rate control assumes its default rate"));
-        }
-
-        let negotiated = m2m::negotiate_controls(&params.enc, f, &query_controls(&fd))
-            .map_err(|e| dev_err(path, e.to_string()))?;
-        for c in &negotiated.set {
-            ioctl::s_ctrl(&fd, c.id, c.value as i32).map_err(|e| {
-                dev_err(
-                    path,
-                    format!(
-                        "setting {} = {} failed: {e}",
-                        m2m::control_name(c.id),
-                        c.value
-                    ),
-                )
-            })?;
-        }
+        let layout = set_formats(&mut fd, path, params, out_q, cap_q)?;
+        let mut notes: Vec<String> = set_frame_rate(&fd, path, out_q, f).into_iter().collect();
+        let negotiated = set_controls(&fd, path, params)?;
         notes.extend(negotiated.notes.iter().map(|n| format!("{path}: {n}")));
 
         let out_maps = alloc_and_map(&fd, out_q, OUTPUT_BUFFERS).map_err(|e| dev_err(path, e))?;
@@ -340,6 +243,140 @@ impl V4l2M2mEncoder {
             }
         }
     }
+}
+
+/// Opens the device node non-blocking. Errors name the usual causes: no such device,
+/// the `video` group.
+fn open_device(path: &str) -> Result<File, EncodeError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => dev_err(path, "no such device (the V4L2 M2M encoder is bcm2835-codec at /dev/video11 on a Raspberry Pi 4, 3 or Zero 2)"),
+            std::io::ErrorKind::PermissionDenied => dev_err(path, "permission denied: add the user to the video group"),
+            _ => dev_err(path, format!("cannot open: {e}")),
+        })
+}
+
+/// VIDIOC_QUERYCAP: the driver name and the (OUTPUT, CAPTURE) queue types, multi-planar
+/// where the device is. Errors: not a V4L2 device, or not a memory-to-memory one.
+fn m2m_queues(fd: &File, path: &str) -> Result<(String, QueueType, QueueType), EncodeError> {
+    let cap: Capability = ioctl::querycap(fd)
+        .map_err(|e| dev_err(path, format!("not a V4L2 device (VIDIOC_QUERYCAP: {e})")))?;
+    let caps = cap.device_caps();
+    if caps.contains(Capabilities::VIDEO_M2M_MPLANE) {
+        Ok((
+            cap.driver,
+            QueueType::VideoOutputMplane,
+            QueueType::VideoCaptureMplane,
+        ))
+    } else if caps.contains(Capabilities::VIDEO_M2M) {
+        Ok((cap.driver, QueueType::VideoOutput, QueueType::VideoCapture))
+    } else {
+        Err(dev_err(
+            path,
+            format!(
+                "{} ({}) is not a memory-to-memory device",
+                cap.card, cap.driver
+            ),
+        ))
+    }
+}
+
+/// Checks the formats the device offers, then VIDIOC_S_FMT: H.264 on CAPTURE, the raw
+/// format [`m2m::pick_output_format`] chose on OUTPUT. Returns how a frame is laid out in
+/// the OUTPUT buffer the driver answered with ([`m2m::output_layout`]).
+fn set_formats(
+    fd: &mut File,
+    path: &str,
+    params: &EncoderParams,
+    out_q: QueueType,
+    cap_q: QueueType,
+) -> Result<OutputLayout, EncodeError> {
+    let f = params.format;
+    let formats = |q: QueueType| -> Vec<m2m::FourCc> {
+        FormatIterator::new(&*fd, q)
+            .map(|d| <[u8; 4]>::from(d.pixelformat))
+            .collect()
+    };
+    let (raw_offered, coded_offered) = (formats(out_q), formats(cap_q));
+    m2m::check_capture_format(&coded_offered).map_err(|e| dev_err(path, e.to_string()))?;
+    let raw = m2m::pick_output_format(&raw_offered).map_err(|e| dev_err(path, e.to_string()))?;
+    let coded = Format {
+        width: f.width,
+        height: f.height,
+        pixelformat: PixelFormat::from(&m2m::H264),
+        plane_fmt: vec![PlaneLayout {
+            sizeimage: m2m::capture_buffer_bytes(&params.enc, f),
+            bytesperline: 0,
+        }],
+    };
+    let _: Format = ioctl::s_fmt(fd, (cap_q, &coded))
+        .map_err(|e| dev_err(path, errno_text("VIDIOC_S_FMT (CAPTURE, H264)", e)))?;
+    let want = Format {
+        width: f.width,
+        height: f.height,
+        pixelformat: PixelFormat::from(&raw),
+        plane_fmt: vec![],
+    };
+    let got: Format = ioctl::s_fmt(fd, (out_q, &want))
+        .map_err(|e| dev_err(path, errno_text("VIDIOC_S_FMT (OUTPUT)", e)))?;
+    let dev_fmt = DeviceFormat {
+        fourcc: got.pixelformat.into(),
+        width: got.width,
+        height: got.height,
+        planes: got
+            .plane_fmt
+            .iter()
+            .map(|p| PlaneFmt {
+                bytesperline: p.bytesperline,
+                sizeimage: p.sizeimage,
+            })
+            .collect(),
+    };
+    m2m::output_layout(f, &dev_fmt).map_err(|e| dev_err(path, e.to_string()))
+}
+
+/// VIDIOC_S_PARM: the frame interval on OUTPUT. A driver that refuses it still encodes;
+/// the note says so.
+fn set_frame_rate(fd: &File, path: &str, out_q: QueueType, f: SourceFormat) -> Option<String> {
+    let parm = bindings::v4l2_streamparm {
+        type_: out_q as u32,
+        parm: bindings::v4l2_streamparm__bindgen_ty_1 {
+            output: bindings::v4l2_outputparm {
+                timeperframe: bindings::v4l2_fract {
+                    numerator: f.fps_den.max(1),
+                    denominator: f.fps_num,
+                },
+                ..Default::default()
+            },
+        },
+    };
+    ioctl::s_parm::<_, bindings::v4l2_streamparm>(fd, parm).err().map(|e| {
+        format!("{path}: VIDIOC_S_PARM (frame rate) failed: {e}; the encoder's rate control assumes its default rate")
+    })
+}
+
+/// Queries the controls [`m2m::negotiate_controls`] needs, and sets what it decided.
+/// Errors: the configuration cannot be met by this device, or VIDIOC_S_CTRL failed.
+fn set_controls(fd: &File, path: &str, params: &EncoderParams) -> Result<Negotiated, EncodeError> {
+    let negotiated = m2m::negotiate_controls(&params.enc, params.format, &query_controls(fd))
+        .map_err(|e| dev_err(path, e.to_string()))?;
+    for c in &negotiated.set {
+        ioctl::s_ctrl(fd, c.id, c.value as i32).map_err(|e| {
+            dev_err(
+                path,
+                format!(
+                    "setting {} = {} failed: {e}",
+                    m2m::control_name(c.id),
+                    c.value
+                ),
+            )
+        })?;
+    }
+    Ok(negotiated)
 }
 
 /// Asks the driver about every control the negotiation looks at: VIDIOC_QUERYCTRL, and
