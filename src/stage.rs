@@ -359,7 +359,7 @@ pub fn run(kind: StageKind, inst: &str, geometry: &str) -> i32 {
             ),
             StageKind::Network => network(env, &queue),
             StageKind::Detect => detect(env, &ring),
-            StageKind::Web => crate::web::stage::run(env, &web_queue()?).map_err(StageError::Web),
+            StageKind::Web => crate::web::stage::run(env, &web_queue()?),
         }
     })();
     match result {

@@ -9,6 +9,7 @@ use crate::detect::onnx::DetectError;
 use crate::encode::EncodeError;
 use crate::shm::ShmError;
 use crate::source::SourceError;
+use crate::web::error::WebError;
 use std::net::SocketAddr;
 
 /// A stage's failure. `Display` is the one line the supervisor prints after "stage NAME".
@@ -68,9 +69,9 @@ pub enum StageError {
     /// `rt.strict` and the realtime settings could not all be had.
     #[error("--strict-rt: {0}")]
     Realtime(String),
-    /// The web stage failed (its own message).
-    #[error("{0}")]
-    Web(String),
+    /// The web stage could not start.
+    #[error(transparent)]
+    Web(#[from] WebError),
 }
 
 impl StageError {
@@ -117,6 +118,8 @@ mod tests {
             "source v4l2:/dev/video0 is 640x480, the stream is 1280x720"
         );
         assert!(!e.is_permanent());
-        assert!(!StageError::Web("bind: address in use".into()).is_permanent());
+        let e = StageError::from(WebError::BindAddress("nowhere".into()));
+        assert_eq!(e.to_string(), "web.bind \"nowhere\" is not an IP address");
+        assert!(!e.is_permanent(), "the port may be free on the next try");
     }
 }

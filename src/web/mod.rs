@@ -28,6 +28,7 @@
 
 pub mod auth;
 pub mod cert;
+pub mod error;
 pub mod rtc;
 pub mod server;
 pub mod stage;

@@ -29,6 +29,7 @@
 
 use super::Hub;
 use super::auth::{Gate, Refusal};
+use super::error::WebError;
 use crate::rt::monotonic_ns;
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -247,14 +248,17 @@ struct Conn {
 /// A rustls server configuration for `id` (TLS 1.2 and 1.3, ALPN http/1.1).
 ///
 /// Errors: the key does not match the certificate, or is of an unsupported type.
-pub fn tls_config(id: super::cert::Identity) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn tls_config(id: super::cert::Identity) -> Result<Arc<rustls::ServerConfig>, WebError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut c = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(WebError::TlsVersions)?
         .with_no_client_auth()
         .with_single_cert(id.chain, id.key)
-        .map_err(|e| format!("{}: {e}", id.cert_path.display()))?;
+        .map_err(|error| WebError::Tls {
+            cert: id.cert_path,
+            error,
+        })?;
     c.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(c))
 }
@@ -263,23 +267,24 @@ pub fn tls_config(id: super::cert::Identity) -> Result<Arc<rustls::ServerConfig>
 ///
 /// Errors: the OS random source failed; the caller refuses to make a PIN or token
 /// without it (there is no fallback).
-pub fn os_random(b: &mut [u8]) -> Result<(), String> {
-    getrandom::fill(b).map_err(|e| {
-        format!("the OS random source failed ({e}): no PIN or session token can be made without it")
-    })
+pub fn os_random(b: &mut [u8]) -> Result<(), WebError> {
+    getrandom::fill(b).map_err(WebError::Random)
 }
 
 /// Binds `addr` and serves `app` from a thread of its own (a current-thread tokio runtime).
 ///
 /// Errors: the address cannot be bound (in use, no permission), naming it; no runtime.
-pub fn start(addr: SocketAddr, app: Arc<App>) -> Result<(), String> {
-    let l = std::net::TcpListener::bind(addr).map_err(|e| format!("web server on {addr}: {e}"))?;
-    l.set_nonblocking(true)
-        .map_err(|e| format!("web server on {addr}: {e}"))?;
+pub fn start(addr: SocketAddr, app: Arc<App>) -> Result<(), WebError> {
+    let bind = |error| WebError::Bind { addr, error };
+    let l = std::net::TcpListener::bind(addr).map_err(bind)?;
+    l.set_nonblocking(true).map_err(bind)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("web server runtime: {e}"))?;
+        .map_err(|error| WebError::Server {
+            what: "runtime",
+            error,
+        })?;
     std::thread::Builder::new()
         .name("web-http".into())
         .spawn(move || {
@@ -290,7 +295,10 @@ pub fn start(addr: SocketAddr, app: Arc<App>) -> Result<(), String> {
                 }
             })
         })
-        .map_err(|e| format!("web server thread: {e}"))?;
+        .map_err(|error| WebError::Server {
+            what: "thread",
+            error,
+        })?;
     Ok(())
 }
 

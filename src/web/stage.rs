@@ -19,14 +19,14 @@
 //! Crash-only like the other stages: the supervisor restarts it with backoff, and gives up
 //! on it (streaming on without the page) only after `supervise.max_restarts`.
 
-use super::{Hub, StreamDesc, auth::Gate, cert, server};
+use super::{Hub, StreamDesc, auth::Gate, cert, error::WebError, server};
 use crate::config::Config;
 use crate::rt::{self, MonotonicNs, monotonic_ns};
 use crate::shm::bitstream::{BitstreamQueue, FLAG_KEYFRAME, Next};
 use crate::shm::control::{Control, StageState};
 use crate::shm::stats::WebStats;
 use crate::source::SourceFormat;
-use crate::stage::{StageEnv, StageKind, beat, go_realtime, wait_go};
+use crate::stage::{StageEnv, StageError, StageKind, beat, go_realtime, wait_go};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,12 +40,13 @@ const STATS_EVERY_NS: u64 = 250_000_000;
 
 /// Runs the web stage until end of stream or a stop request.
 ///
-/// Errors: the certificate or key cannot be loaded, the port cannot be bound, the OS
-/// random source fails (no PIN or token without it).
-pub(crate) fn run(env: StageEnv<'_>, queue: &BitstreamQueue) -> Result<(), String> {
+/// Errors: [`StageError::Realtime`] (`rt.strict`), and [`StageError::Web`]: the
+/// certificate or key cannot be loaded, the port cannot be bound, the OS random source
+/// fails (no PIN or token without it), the session key is missing.
+pub(crate) fn run(env: StageEnv<'_>, queue: &BitstreamQueue) -> Result<(), StageError> {
     let (cfg, fmt, ctl, slot) = env.parts();
     // Scheduling first: the server's threads inherit this thread's CPUs and nice value.
-    go_realtime(StageKind::Web, cfg, slot).map_err(|e| e.to_string())?;
+    go_realtime(StageKind::Web, cfg, slot)?;
     let (hub, app) = start(cfg, &fmt, ctl)?;
     ctl.set_web_target(None);
     ctl.stats().set_web(&WebStats::default());
@@ -154,11 +155,10 @@ fn start(
     cfg: &Config,
     fmt: &SourceFormat,
     ctl: &Control,
-) -> Result<(Arc<Hub>, Arc<server::App>), String> {
+) -> Result<(Arc<Hub>, Arc<server::App>), WebError> {
     let w = &cfg.web;
     let (c, k) = (std::path::Path::new(&w.cert), std::path::Path::new(&w.key));
-    let id = cert::load_or_create(Some(c), Some(k), &cert::default_dir(), &[])
-        .map_err(|e| format!("web certificate: {e}"))?;
+    let id = cert::load_or_create(Some(c), Some(k), &cert::default_dir(), &[])?;
     let codec = ctl
         .headers()
         .and_then(|h| super::codec_string(&h))
@@ -179,12 +179,7 @@ fn start(
     let hex = std::env::var(KEY_ENV).unwrap_or_default();
     let key: [u8; super::auth::KEY_LEN] = super::auth::unhex(&hex)
         .and_then(|v| v.try_into().ok())
-        .ok_or_else(|| {
-            format!(
-                "{KEY_ENV} is not {} hex bytes (the web stage is started by vr-stream)",
-                super::auth::KEY_LEN
-            )
-        })?;
+        .ok_or(WebError::SessionKey)?;
     let gate = Gate::new(
         w.pin.clone(),
         Duration::from_secs(w.session_ttl_s as u64),
@@ -200,7 +195,7 @@ fn start(
     let ip: IpAddr = w
         .bind
         .parse()
-        .map_err(|_| format!("web.bind {:?} is not an IP address", w.bind))?;
+        .map_err(|_| WebError::BindAddress(w.bind.clone()))?;
     server::start(SocketAddr::new(ip, w.port), app.clone())?;
     Ok((hub, app))
 }
