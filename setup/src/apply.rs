@@ -1,5 +1,5 @@
 //! `--apply` and `--revert`: turn a [`Plan`](crate::plan::Plan) into one all-or-nothing
-//! [`Transaction`](crate::fsx::Transaction) with backups and a manifest, then change the
+//! [`Transaction`] with backups and a manifest, then change the
 //! running system (only when the root is `/`); and undo both.
 
 use crate::fsx::{self, Content, Meta, Op, Transaction};

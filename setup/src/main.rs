@@ -46,7 +46,7 @@ struct Cli {
     #[arg(long, value_name = "LIST")]
     cpus: Option<String>,
     /// vr-stream's configuration file (as given to `vr-stream --config`): the isolated CPUs,
-    /// nohz_full, rcu_nocbs and irqaffinity follow its [stages] section.
+    /// nohz_full, rcu_nocbs and irqaffinity follow its stages section.
     #[arg(long, value_name = "FILE", conflicts_with = "cpus")]
     config: Option<PathBuf>,
     /// Account that runs vr-stream (gets rtprio 99 / memlock unlimited, User= of

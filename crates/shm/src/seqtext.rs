@@ -57,7 +57,7 @@ impl<const WORDS: usize> SeqBytes<WORDS> {
     }
 
     /// A consistent copy of the content (empty when never written), or `None` when writes
-    /// kept overlapping every one of [`READ_TRIES`] attempts.
+    /// kept overlapping every one of its 10,000 attempts (`READ_TRIES`).
     pub fn read(&self) -> Option<Vec<u8>> {
         let mut out = Vec::new();
         for _ in 0..READ_TRIES {

@@ -1,5 +1,6 @@
 //! What the libcamera source accepts from a camera, decided without libcamera (pure: no
-//! I/O, tested on every machine; [`crate::libcamera`] asks the camera and calls this).
+//! I/O, tested on every machine; the `libcamera` module, feature `libcamera`, asks the
+//! camera and calls this).
 //!
 //! The source asks for YUV420 (DRM fourcc `YU12`, I420: what the ring carries) at the
 //! configured size. libcamera's `validate()` may adjust the request to what the pipeline
