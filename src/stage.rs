@@ -17,7 +17,7 @@ use crate::config::{Config, StageConfig};
 use crate::encode::{EncoderParams, open_encoder};
 use crate::latency::FrameRecord;
 use crate::net::{SendStats, UdpSender};
-use crate::rt::{self, monotonic_ns};
+use crate::rt::{self, MonotonicNs, monotonic_ns};
 use crate::rtp::{PacketBuf, RtpParams};
 use crate::shm::bitstream::{AuMeta, BitstreamQueue, FLAG_KEYFRAME, Next, Push};
 use crate::shm::control::NetCounters;
@@ -848,7 +848,7 @@ impl NetworkIo {
             },
             first_seq: saved.map(|r| r.next_seq).unwrap_or(random_u32() as u16),
             ts_offset: saved.map(|r| r.ts_offset).unwrap_or_else(random_u32),
-            base_ns: saved.map(|r| r.base_ns),
+            base: saved.map(|r| r.base),
             fec: self.fec_tx.is_some().then(|| FecParams {
                 percent: s.fec_percent,
                 payload_type: s.fec_payload_type,
@@ -875,7 +875,7 @@ impl NetworkIo {
         &mut self,
         session: &SenderSession,
         frame: &Frame,
-        first_sent: u64,
+        first_sent: MonotonicNs,
         queue: &BitstreamQueue,
         net: &mut NetCounters,
     ) -> SendStats {
@@ -886,11 +886,11 @@ impl NetworkIo {
                 Some(pacer) => {
                     let st = send_paced(tx, pkts, pacer, first_sent);
                     net.paced_frames = 1;
-                    net.paced_ns = monotonic_ns() - first_sent;
+                    net.paced_ns = monotonic_ns() - first_sent.0;
                     st
                 }
             },
-            MediaOut::Tcp(t) => match t.send_frame(pkts, first_sent) {
+            MediaOut::Tcp(t) => match t.send_frame(pkts, first_sent.0) {
                 crate::net::TcpFrame::Sent { fresh } => {
                     if fresh {
                         eprintln!("vr-stream[network]: TCP connected to {}", self.dest);
@@ -939,7 +939,7 @@ fn send_detections(
     let runs = ctl.stats().detect().inferences;
     if runs != *sent_runs
         && let Some(set) = ctl.stats().detections()
-        && let Some(ts) = session.rtp_timestamp(set.capture_ns)
+        && let Some(ts) = session.rtp_timestamp(MonotonicNs(set.capture_ns))
     {
         *sent_runs = runs;
         let data = crate::detect::wire::encode(ts, fmt.width, fmt.height, &set.detections);
@@ -979,7 +979,7 @@ fn network(env: StageEnv<'_>, queue: &BitstreamQueue) -> Result<(), StageError> 
         let au = match reader.next(Instant::now() + RTCP_POLL, SPIN) {
             Next::Au(a) => a,
             Next::Timeout => {
-                let changes = io.rtcp.tick(monotonic_ns(), &mut session, ctl, queue);
+                let changes = io.rtcp.tick(rt::monotonic(), &mut session, ctl, queue);
                 ctl.stats().add_net(&NetCounters {
                     abr_changes: changes,
                     ..Default::default()
@@ -995,10 +995,11 @@ fn network(env: StageEnv<'_>, queue: &BitstreamQueue) -> Result<(), StageError> 
         let m = au.meta;
         let au_bytes = au.data.len() as u64;
         // abs-capture-time: the capture instant on the wall clock, from its age now.
-        let capture_wall = rt::clock_pair().wall(rt::MonotonicNs(m.capture_ns));
+        let capture = MonotonicNs(m.capture_ns);
+        let capture_wall = rt::clock_pair().wall(capture);
         let frame = match session.on_access_unit(AccessUnit {
             data: au.data,
-            capture_ns: m.capture_ns,
+            capture,
             capture_ntp: capture_wall.to_ntp(),
             keyframe: m.flags & FLAG_KEYFRAME != 0,
         }) {
@@ -1010,10 +1011,10 @@ fn network(env: StageEnv<'_>, queue: &BitstreamQueue) -> Result<(), StageError> 
         };
         drop(au);
         ctl.save_rtp_state(frame.state);
-        let first_sent = monotonic_ns();
+        let first_sent = rt::monotonic();
         let mut net = NetCounters::default();
         let st = io.send_media(&session, &frame, first_sent, queue, &mut net);
-        let last_sent = monotonic_ns();
+        let last_sent = rt::monotonic();
         session.on_sent(st.packets, st.bytes);
         io.send_fec(&mut session, m.frame_id, &mut net);
         net.abr_changes = io.rtcp.tick(last_sent, &mut session, ctl, queue);
@@ -1027,7 +1028,7 @@ fn network(env: StageEnv<'_>, queue: &BitstreamQueue) -> Result<(), StageError> 
             send_errors: st.errors,
             wouldblock_drops: st.wouldblock,
             refused: st.refused,
-            last_refused_ns: if st.refused > 0 { last_sent } else { 0 },
+            last_refused_ns: if st.refused > 0 { last_sent.0 } else { 0 },
             ..net
         });
         ctl.stats().push_record(&FrameRecord {
@@ -1036,8 +1037,8 @@ fn network(env: StageEnv<'_>, queue: &BitstreamQueue) -> Result<(), StageError> 
             published_ns: m.published_ns,
             encode_start_ns: m.encode_start_ns,
             encode_end_ns: m.encode_end_ns,
-            first_sent_ns: first_sent,
-            last_sent_ns: last_sent,
+            first_sent_ns: first_sent.0,
+            last_sent_ns: last_sent.0,
             bytes: au_bytes,
             packets: frame.packets as u64,
             keyframe: (m.flags & FLAG_KEYFRAME != 0) as u64,
@@ -1053,31 +1054,31 @@ fn network(env: StageEnv<'_>, queue: &BitstreamQueue) -> Result<(), StageError> 
 }
 
 /// Sends `pkts` following `pacer`: each sendmmsg takes the packets already due
-/// ([`next_batch`]), then the stage waits until the next one is. `start_ns`: when the
-/// first packet left (CLOCK_MONOTONIC).
+/// ([`next_batch`]), then the stage waits until the next one is. `start`: when the first
+/// packet left.
 fn send_paced(
     tx: &mut UdpSender,
     pkts: &PacketBuf,
     pacer: &crate::pacing::Pacer,
-    start_ns: u64,
+    start: MonotonicNs,
 ) -> SendStats {
     // Waits shorter than this are spun rather than slept.
     const PACE_SPIN_NS: u64 = 500_000;
     let mut st = SendStats::default();
     let (n, mut at) = (pkts.len(), (0usize, 0u64));
     while at.0 < n {
-        let now = monotonic_ns();
-        match next_batch(pacer, |i| pkts.get(i).len(), n, at, start_ns, now) {
+        let now = rt::monotonic();
+        match next_batch(pacer, |i| pkts.get(i).len(), n, at, start, now) {
             Batch::Send { end, bytes_before } => {
                 st.add(&tx.send_range(pkts, at.0..end));
                 at = (end, bytes_before);
             }
-            Batch::WaitUntil(due) => {
+            Batch::WaitUntil(MonotonicNs(due)) => {
                 // Short waits (the usual ones, a few packets apart) are spun: a sleep
                 // would let the CPU idle, and waking it again costs more than the wait
                 // (hundreds of µs on a VM). Pacing is a few ms per IDR, so this costs
                 // little CPU.
-                if due > now + PACE_SPIN_NS {
+                if due > now.0 + PACE_SPIN_NS {
                     rt::sleep_until_ns(due - PACE_SPIN_NS);
                 }
                 while monotonic_ns() < due.saturating_sub(PACING_SLACK_NS) {

@@ -6,7 +6,7 @@
 //! are the session's and are unit-tested there.
 
 use crate::net::{RtcpIn, RtcpSocket};
-use crate::rt;
+use crate::rt::{self, MonotonicNs};
 use crate::rtcp::{self, SenderInfo};
 use crate::shm::bitstream::BitstreamQueue;
 use crate::shm::control::Control;
@@ -48,18 +48,17 @@ impl SenderRtcp {
     }
 
     /// Reads what receivers sent into `session`, acts on its events, and sends an SR when
-    /// one is due. `now_ns` is CLOCK_MONOTONIC. Returns how many times the encoder's
-    /// bitrate was changed.
+    /// one is due at `now`. Returns how many times the encoder's bitrate was changed.
     pub fn tick(
         &mut self,
-        now_ns: u64,
+        now: MonotonicNs,
         session: &mut SenderSession,
         ctl: &Control,
         queue: &BitstreamQueue,
     ) -> u64 {
         self.sock.poll(ntp_now, |m| {
             if let RtcpIn::Rtcp(packets, arrival_ntp, from) = m {
-                session.on_rtcp(now_ns, arrival_ntp, from.ip(), &packets);
+                session.on_rtcp(now, arrival_ntp, from.ip(), &packets);
             }
         });
         session.set_web_target(ctl.web_target());
@@ -75,7 +74,7 @@ impl SenderRtcp {
                     block.cumulative_lost,
                     block.jitter,
                     rtt_ns.map(|ns| (ns / 1000).min(u32::MAX as u64) as u32),
-                    now_ns,
+                    now.0,
                 ),
                 Event::Adapted(ch) => eprintln!("vr-stream[network]: {ch}"),
                 Event::Bitrate(kbps) => {
@@ -84,7 +83,7 @@ impl SenderRtcp {
                 }
             }
         }
-        if let Some(info) = session.sender_report(now_ns, ntp_now()) {
+        if let Some(info) = session.sender_report(now, ntp_now()) {
             self.send_sr(&info);
         }
         changes

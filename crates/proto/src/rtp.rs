@@ -12,6 +12,8 @@
 //! abs-capture-time of the frame (64-bit NTP timestamp, Q32.32 seconds since 1900), so a
 //! receiver can measure capture-to-arrival latency.
 
+use crate::time::MonotonicNs;
+
 /// RTP header size without CSRCs or extension, bytes.
 pub const RTP_HEADER: usize = 12;
 /// Header extension size used for abs-capture-time, bytes: 4 (0xBEDE + length) + 1 + 8,
@@ -166,10 +168,12 @@ pub fn unix_ns_from_ntp(ntp: u64) -> i128 {
     secs * 1_000_000_000 + (((ntp & 0xffff_ffff) as i128 * 1_000_000_000) >> 32)
 }
 
-/// RTP timestamp (90 kHz) of a frame captured at `capture_ns`, relative to the stream's
-/// first capture `base_ns`, starting at `offset` (random per stream, RFC 3550 §5.1).
-pub fn rtp_timestamp_90k(capture_ns: u64, base_ns: u64, offset: u32) -> u32 {
-    let ticks = (capture_ns.saturating_sub(base_ns) as u128 * 90_000 / 1_000_000_000) as u64;
+/// RTP timestamp (90 kHz) of a frame captured at `capture`, relative to the stream's
+/// first capture `base`, starting at `offset` (random per stream, RFC 3550 §5.1). A
+/// capture before `base` maps to `offset`.
+pub fn rtp_timestamp_90k(capture: MonotonicNs, base: MonotonicNs, offset: u32) -> u32 {
+    let ns = capture.saturating_since(base).as_nanos();
+    let ticks = (ns * 90_000 / 1_000_000_000) as u64;
     offset.wrapping_add(ticks as u32)
 }
 
@@ -498,10 +502,17 @@ mod tests {
         let mut small = Packetizer::new(params(10), 0);
         assert!(small.packetize(&au(&[(5, 10)]), 0, None, &mut out).is_err());
         assert_eq!(
-            rtp_timestamp_90k(1_000_000_000 + 16_666_667, 1_000_000_000, 10),
+            rtp_timestamp_90k(
+                MonotonicNs(1_000_000_000 + 16_666_667),
+                MonotonicNs(1_000_000_000),
+                10
+            ),
             10 + 1500
         );
-        assert_eq!(rtp_timestamp_90k(0, 5, u32::MAX), u32::MAX);
+        assert_eq!(
+            rtp_timestamp_90k(MonotonicNs(0), MonotonicNs(5), u32::MAX),
+            u32::MAX
+        );
         // 1970-01-01T00:00:00.5 in NTP: era offset seconds, half a second of fraction.
         assert_eq!(
             ntp_from_unix_ns(500_000_000),

@@ -22,14 +22,15 @@
 //! - [`SenderSession::set_web_target`]: the encoder's bitrate is the lower of the rate
 //!   controller's target and the web stage's ([`Event::Bitrate`] when it changes).
 //!
-//! Every time is CLOCK_MONOTONIC ns (`now_ns`) except NTP times (RFC 5905 64-bit, the wall
-//! clock), which the caller reads.
+//! Every instant is CLOCK_MONOTONIC ([`MonotonicNs`]) except NTP times (RFC 5905 64-bit,
+//! the wall clock), which the caller reads; intervals are ns (`_NS` constants).
 
 use crate::abr::{AbrParams, Change, Feedback, RateController};
 use crate::fec::{FecEncoder, FecError};
 use crate::pacing::Pacer;
 use crate::rtcp::{Rtcp, SenderInfo};
 use crate::rtp::{self, PacketBuf, PacketizeError, Packetizer, RtpParams};
+use crate::time::MonotonicNs;
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::num::NonZeroU64;
@@ -55,8 +56,8 @@ pub struct RtpState {
     pub next_seq: u16,
     /// Random RTP timestamp offset.
     pub ts_offset: u32,
-    /// Capture time (CLOCK_MONOTONIC ns) that maps to `ts_offset`.
-    pub base_ns: u64,
+    /// Capture time that maps to `ts_offset`.
+    pub base: MonotonicNs,
 }
 
 /// What the session is configured with (from `[stream]`, `[encoder]` and `[abr]`, plus
@@ -71,7 +72,7 @@ pub struct SessionConfig {
     pub ts_offset: u32,
     /// Capture time that maps to `ts_offset` when continuing a stream (`None`: the first
     /// access unit's).
-    pub base_ns: Option<u64>,
+    pub base: Option<MonotonicNs>,
     /// The FEC packets protecting each access unit (`None`: no FEC).
     pub fec: Option<FecParams>,
     /// Bytes of a frame sent at once before pacing starts (0: no pacing).
@@ -119,8 +120,8 @@ pub struct HeaderResend {
 pub struct AccessUnit<'a> {
     /// Annex-B bytes.
     pub data: &'a [u8],
-    /// Capture time, CLOCK_MONOTONIC ns.
-    pub capture_ns: u64,
+    /// Capture time.
+    pub capture: MonotonicNs,
     /// Capture time on the wall clock, NTP (sent as abs-capture-time).
     pub capture_ntp: u64,
     /// An IDR access unit.
@@ -182,29 +183,29 @@ pub enum Batch {
         /// Bytes of the frame sent after this batch.
         bytes_before: u64,
     },
-    /// Nothing is due before this time, CLOCK_MONOTONIC ns.
-    WaitUntil(u64),
+    /// Nothing is due before this time.
+    WaitUntil(MonotonicNs),
 }
 
 /// The next batch of a paced frame: `sizes(i)` is packet `i`'s length, `n` the packet
 /// count, `from` the first packet not sent yet and `bytes_before` the bytes sent before
-/// it; the frame's first packet left at `start_ns`. Packets due within
-/// [`PACING_SLACK_NS`] of `now_ns` go together. `from < n` is required.
+/// it; the frame's first packet left at `start`. Packets due within
+/// [`PACING_SLACK_NS`] of `now` go together. `from < n` is required.
 pub fn next_batch(
     pacer: &Pacer,
     sizes: impl Fn(usize) -> usize,
     n: usize,
     (from, bytes_before): (usize, u64),
-    start_ns: u64,
-    now_ns: u64,
+    start: MonotonicNs,
+    now: MonotonicNs,
 ) -> Batch {
     let (mut end, mut b) = (from, bytes_before);
-    while end < n && start_ns + pacer.due_ns(b) <= now_ns + PACING_SLACK_NS {
+    while end < n && start.0 + pacer.due_ns(b) <= now.0 + PACING_SLACK_NS {
         b += sizes(end) as u64;
         end += 1;
     }
     if end == from {
-        Batch::WaitUntil(start_ns + pacer.due_ns(bytes_before))
+        Batch::WaitUntil(MonotonicNs(start.0 + pacer.due_ns(bytes_before)))
     } else {
         Batch::Send {
             end,
@@ -218,7 +219,7 @@ pub fn next_batch(
 pub struct SenderSession {
     cfg: SessionConfig,
     packetizer: Packetizer,
-    base_ns: Option<u64>,
+    base: Option<MonotonicNs>,
     fec: FecEncoder,
     media: PacketBuf,
     fec_out: PacketBuf,
@@ -228,8 +229,8 @@ pub struct SenderSession {
     rtp_target_kbps: u32,
     web_target_kbps: Option<u32>,
     applied_kbps: u32,
-    last_idr_request_ns: Option<u64>,
-    last_sr_ns: Option<u64>,
+    last_idr_request: Option<MonotonicNs>,
+    last_sr: Option<MonotonicNs>,
     packets: u64,
     octets: u64,
     events: VecDeque<Event>,
@@ -241,7 +242,7 @@ impl SenderSession {
     pub fn new(cfg: SessionConfig) -> SenderSession {
         SenderSession {
             packetizer: Packetizer::new(cfg.rtp, cfg.first_seq),
-            base_ns: cfg.base_ns,
+            base: cfg.base,
             fec: FecEncoder::new(cfg.fec.map_or(0, |f| f.first_seq)),
             media: PacketBuf::with_capacity(2 << 20),
             fec_out: PacketBuf::with_capacity(1 << 20),
@@ -251,8 +252,8 @@ impl SenderSession {
             rtp_target_kbps: cfg.bitrate_kbps,
             web_target_kbps: None,
             applied_kbps: cfg.bitrate_kbps,
-            last_idr_request_ns: None,
-            last_sr_ns: None,
+            last_idr_request: None,
+            last_sr: None,
             packets: 0,
             octets: 0,
             events: VecDeque::with_capacity(16),
@@ -272,18 +273,13 @@ impl SenderSession {
             ssrc: self.cfg.rtp.ssrc,
             next_seq: self.packetizer.next_seq(),
             ts_offset: self.cfg.ts_offset,
-            base_ns: self.base_ns?,
+            base: self.base?,
         })
     }
 
-    /// The 90 kHz RTP timestamp of CLOCK_MONOTONIC instant `ns` (`None` before the first
-    /// access unit).
-    pub fn rtp_timestamp(&self, ns: u64) -> Option<u32> {
-        Some(rtp::rtp_timestamp_90k(
-            ns,
-            self.base_ns?,
-            self.cfg.ts_offset,
-        ))
+    /// The 90 kHz RTP timestamp of instant `at` (`None` before the first access unit).
+    pub fn rtp_timestamp(&self, at: MonotonicNs) -> Option<u32> {
+        Some(rtp::rtp_timestamp_90k(at, self.base?, self.cfg.ts_offset))
     }
 
     /// Makes the RTP packets of `au` ([`Self::media`]), its FEC packets ([`Self::fec`])
@@ -292,8 +288,8 @@ impl SenderSession {
     /// Errors: the packetizer's ([`PacketizeError`]: no NAL unit in `au`, payload size
     /// below 64); nothing is then to be sent and the state is unchanged.
     pub fn on_access_unit(&mut self, au: AccessUnit<'_>) -> Result<Frame, PacketizeError> {
-        let base = self.base_ns.unwrap_or(au.capture_ns);
-        let ts = rtp::rtp_timestamp_90k(au.capture_ns, base, self.cfg.ts_offset);
+        let base = self.base.unwrap_or(au.capture);
+        let ts = rtp::rtp_timestamp_90k(au.capture, base, self.cfg.ts_offset);
         let since = if au.keyframe {
             0
         } else {
@@ -313,7 +309,7 @@ impl SenderSession {
         let packets = self
             .packetizer
             .packetize(data, ts, Some(au.capture_ntp), &mut self.media)?;
-        self.base_ns = Some(base);
+        self.base = Some(base);
         self.since_headers = if with_headers { 0 } else { since };
         self.fec_out.clear();
         let pacer = Pacer::plan(
@@ -330,7 +326,7 @@ impl SenderSession {
                 ssrc: self.cfg.rtp.ssrc,
                 next_seq: self.packetizer.next_seq(),
                 ts_offset: self.cfg.ts_offset,
-                base_ns: base,
+                base,
             },
         })
     }
@@ -374,9 +370,9 @@ impl SenderSession {
         }
     }
 
-    /// Handles one compound RTCP packet from `from`, received at `now_ns`
-    /// (CLOCK_MONOTONIC) and `arrival_ntp` (the wall clock as NTP, for the RTT).
-    pub fn on_rtcp(&mut self, now_ns: u64, arrival_ntp: u64, from: IpAddr, packets: &[Rtcp]) {
+    /// Handles one compound RTCP packet from `from`, received at `now` and `arrival_ntp`
+    /// (the wall clock as NTP, for the RTT).
+    pub fn on_rtcp(&mut self, now: MonotonicNs, arrival_ntp: u64, from: IpAddr, packets: &[Rtcp]) {
         if from != self.cfg.receiver {
             self.ignored.foreign_host += 1;
             return;
@@ -394,7 +390,7 @@ impl SenderSession {
                         let rtt_ns = crate::rtcp::rtt_ns(arrival_ntp, b);
                         self.events.push_back(Event::Report { block: *b, rtt_ns });
                         let fb = Feedback {
-                            arrival_ns: now_ns,
+                            arrival_ns: now.0,
                             block: *b,
                             rtt_ns,
                         };
@@ -417,10 +413,10 @@ impl SenderSession {
         }
         if pli
             && self
-                .last_idr_request_ns
-                .is_none_or(|t| now_ns.saturating_sub(t) >= PLI_MIN_INTERVAL_NS)
+                .last_idr_request
+                .is_none_or(|t| now.0.saturating_sub(t.0) >= PLI_MIN_INTERVAL_NS)
         {
-            self.last_idr_request_ns = Some(now_ns);
+            self.last_idr_request = Some(now);
             self.events.push_back(Event::RequestIdr);
         }
         self.apply_bitrate();
@@ -453,18 +449,18 @@ impl SenderSession {
         self.ignored
     }
 
-    /// The sender info of an SR when one is due at `now_ns` (none before the first access
-    /// unit, then one per [`SR_INTERVAL_NS`]); `ntp_now` is the wall clock at `now_ns`.
+    /// The sender info of an SR when one is due at `now` (none before the first access
+    /// unit, then one per [`SR_INTERVAL_NS`]); `ntp_now` is the wall clock at `now`.
     /// The caller sends it with its SDES CNAME ([`crate::rtcp::write_sr`]).
-    pub fn sender_report(&mut self, now_ns: u64, ntp_now: u64) -> Option<SenderInfo> {
-        let rtp_ts = self.rtp_timestamp(now_ns)?;
+    pub fn sender_report(&mut self, now: MonotonicNs, ntp_now: u64) -> Option<SenderInfo> {
+        let rtp_ts = self.rtp_timestamp(now)?;
         if self
-            .last_sr_ns
-            .is_some_and(|t| now_ns.saturating_sub(t) < SR_INTERVAL_NS)
+            .last_sr
+            .is_some_and(|t| now.0.saturating_sub(t.0) < SR_INTERVAL_NS)
         {
             return None;
         }
-        self.last_sr_ns = Some(now_ns);
+        self.last_sr = Some(now);
         Some(SenderInfo {
             ntp: ntp_now,
             rtp_ts,
@@ -474,11 +470,13 @@ impl SenderSession {
         })
     }
 
-    /// When the session next has something to do without new input: the next SR,
-    /// CLOCK_MONOTONIC ns (`None` before the first access unit).
-    pub fn poll_timeout(&self) -> Option<u64> {
-        self.base_ns?;
-        Some(self.last_sr_ns.map_or(0, |t| t + SR_INTERVAL_NS))
+    /// When the session next has something to do without new input: the next SR (`None`
+    /// before the first access unit; `MonotonicNs(0)`, at once, before the first SR).
+    pub fn poll_timeout(&self) -> Option<MonotonicNs> {
+        self.base?;
+        Some(MonotonicNs(
+            self.last_sr.map_or(0, |t| t.0 + SR_INTERVAL_NS),
+        ))
     }
 }
 
@@ -501,7 +499,7 @@ mod tests {
             },
             first_seq: 65_500,
             ts_offset: 1000,
-            base_ns: None,
+            base: None,
             fec: Some(FecParams {
                 percent: 20,
                 payload_type: 127,
@@ -581,7 +579,7 @@ mod tests {
             let f = s
                 .on_access_unit(AccessUnit {
                     data: &data,
-                    capture_ns: t,
+                    capture: MonotonicNs(t),
                     capture_ntp: 0,
                     keyframe: i == 0,
                 })
@@ -622,7 +620,7 @@ mod tests {
         for i in 0..3u64 {
             s.on_access_unit(AccessUnit {
                 data: &data,
-                capture_ns: 5_000_000_000 + i * F60,
+                capture: MonotonicNs(5_000_000_000 + i * F60),
                 capture_ntp: 0,
                 keyframe: true,
             })
@@ -634,11 +632,11 @@ mod tests {
         // A restarted stage given the state continues the sequence and the mapping.
         let st = s.state().unwrap();
         let mut c = cfg();
-        (c.first_seq, c.ts_offset, c.base_ns) = (st.next_seq, st.ts_offset, Some(st.base_ns));
+        (c.first_seq, c.ts_offset, c.base) = (st.next_seq, st.ts_offset, Some(st.base));
         let mut s2 = SenderSession::new(c);
         s2.on_access_unit(AccessUnit {
             data: &data,
-            capture_ns: 5_000_000_000 + 3 * F60,
+            capture: MonotonicNs(5_000_000_000 + 3 * F60),
             capture_ntp: 0,
             keyframe: true,
         })
@@ -655,7 +653,7 @@ mod tests {
         let mut plis = 0;
         for k in 0..20u64 {
             let now = 1_000_000_000 + k * 5_000_000;
-            s.on_rtcp(now, 0, RECEIVER, &[pli(SSRC), pli(SSRC)]);
+            s.on_rtcp(MonotonicNs(now), 0, RECEIVER, &[pli(SSRC), pli(SSRC)]);
             for e in events(&mut s) {
                 match e {
                     Event::RequestIdr => idrs.push(now),
@@ -678,10 +676,15 @@ mod tests {
         for k in 0..1000u64 {
             let now = 1_000_000_000 + k * 1_000_000;
             // Another host: PLIs naming us, reports of total loss about us.
-            s.on_rtcp(now, 0, other, &[pli(SSRC), rr(SSRC, 255, k as u32)]);
+            s.on_rtcp(
+                MonotonicNs(now),
+                0,
+                other,
+                &[pli(SSRC), rr(SSRC, 255, k as u32)],
+            );
             // The receiver's host, but about SSRC 0 and another stream.
             s.on_rtcp(
-                now,
+                MonotonicNs(now),
                 0,
                 RECEIVER,
                 &[pli(0), pli(SSRC ^ 1), rr(SSRC ^ 1, 255, 0)],
@@ -700,7 +703,7 @@ mod tests {
             }
         );
         // The receiver's own PLI still works.
-        s.on_rtcp(3_000_000_000, 0, RECEIVER, &[pli(SSRC)]);
+        s.on_rtcp(MonotonicNs(3_000_000_000), 0, RECEIVER, &[pli(SSRC)]);
         assert_eq!(events(&mut s), vec![Event::Pli, Event::RequestIdr]);
     }
 
@@ -713,7 +716,7 @@ mod tests {
         let f = s
             .on_access_unit(AccessUnit {
                 data: &data,
-                capture_ns: 1_000_000_000,
+                capture: MonotonicNs(1_000_000_000),
                 capture_ntp: 0,
                 keyframe: true,
             })
@@ -729,14 +732,14 @@ mod tests {
                 |i| media.get(i).len(),
                 media.len(),
                 (from, before),
-                start,
-                now,
+                MonotonicNs(start),
+                MonotonicNs(now),
             ) {
                 Batch::Send { end, bytes_before } => {
                     batches.push((now, from..end));
                     (from, before) = (end, bytes_before);
                 }
-                Batch::WaitUntil(t) => {
+                Batch::WaitUntil(MonotonicNs(t)) => {
                     assert!(t > now, "a wait is for the future");
                     now = t;
                 }
@@ -772,12 +775,16 @@ mod tests {
     #[test]
     fn sender_reports_come_once_a_second_after_the_first_frame() {
         let mut s = SenderSession::new(cfg());
-        assert_eq!(s.sender_report(1_000_000_000, 77), None, "no frame yet");
+        assert_eq!(
+            s.sender_report(MonotonicNs(1_000_000_000), 77),
+            None,
+            "no frame yet"
+        );
         assert_eq!(s.poll_timeout(), None);
         let data = au(true, 2000, 0);
         s.on_access_unit(AccessUnit {
             data: &data,
-            capture_ns: 1_000_000_000,
+            capture: MonotonicNs(1_000_000_000),
             capture_ntp: 0,
             keyframe: true,
         })
@@ -786,7 +793,7 @@ mod tests {
         let mut srs = vec![];
         for k in 0..=300u64 {
             let now = 1_000_000_000 + k * 10_000_000; // every 10 ms for 3 s
-            if let Some(sr) = s.sender_report(now, now) {
+            if let Some(sr) = s.sender_report(MonotonicNs(now), now) {
                 srs.push((now, sr));
             }
         }
@@ -798,7 +805,7 @@ mod tests {
         let (t, sr) = srs[1];
         assert_eq!(sr.rtp_ts, 1000 + 90_000, "the RTP time of that instant");
         assert_eq!((sr.ntp, sr.packets, sr.octets), (t, 3, 2000));
-        assert_eq!(s.poll_timeout(), Some(5_000_000_000));
+        assert_eq!(s.poll_timeout(), Some(MonotonicNs(5_000_000_000)));
     }
 
     #[test]
@@ -814,7 +821,7 @@ mod tests {
             s.on_sent(85, 85 * 1200); // 100 ms of 8 Mbit/s
             seq += 85;
             let lost = if k < 20 { 0 } else { 64 };
-            s.on_rtcp(now, 0, RECEIVER, &[rr(SSRC, lost, seq)]);
+            s.on_rtcp(MonotonicNs(now), 0, RECEIVER, &[rr(SSRC, lost, seq)]);
             for e in events(&mut s) {
                 if let Event::Bitrate(b) = e {
                     bitrates.push((k, b));
@@ -851,7 +858,7 @@ mod tests {
             let f = s
                 .on_access_unit(AccessUnit {
                     data: &data,
-                    capture_ns: 1_000_000_000 + i * F60,
+                    capture: MonotonicNs(1_000_000_000 + i * F60),
                     capture_ntp: 0,
                     keyframe: i == 0,
                 })
@@ -872,7 +879,7 @@ mod tests {
         assert!(
             s.on_access_unit(AccessUnit {
                 data: &[0, 0, 0, 1],
-                capture_ns: 1,
+                capture: MonotonicNs(1),
                 capture_ntp: 0,
                 keyframe: false,
             })

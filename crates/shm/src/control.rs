@@ -12,6 +12,7 @@ pub use super::stats::{
 };
 use super::{KIND_HEADER_OFFSET, Kind, Layout, Segment, ShmError};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use vr_proto::time::MonotonicNs;
 
 /// Largest SPS/PPS blob, bytes.
 pub const MAX_HEADERS: usize = 1024;
@@ -173,7 +174,7 @@ impl Control {
             ssrc: h.rtp_ssrc.load(Ordering::Relaxed),
             next_seq: h.rtp_next_seq.load(Ordering::Relaxed) as u16,
             ts_offset: h.rtp_ts_offset.load(Ordering::Relaxed),
-            base_ns: h.rtp_base_ns.load(Ordering::Relaxed),
+            base: MonotonicNs(h.rtp_base_ns.load(Ordering::Relaxed)),
         })
     }
 
@@ -183,7 +184,7 @@ impl Control {
         h.rtp_ssrc.store(s.ssrc, Ordering::Relaxed);
         h.rtp_next_seq.store(s.next_seq as u32, Ordering::Relaxed);
         h.rtp_ts_offset.store(s.ts_offset, Ordering::Relaxed);
-        h.rtp_base_ns.store(s.base_ns, Ordering::Relaxed);
+        h.rtp_base_ns.store(s.base.0, Ordering::Relaxed);
         // SYNC POINT W: Release pairs with the Acquire load in rtp_state.
         h.rtp_valid.store(1, Ordering::Release);
     }
