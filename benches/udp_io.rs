@@ -17,6 +17,7 @@ use std::net::UdpSocket;
 use std::time::Instant;
 use vr_stream::net::UdpSender;
 use vr_stream::receiver::{Receiver, ReceiverConfig};
+use vr_stream::rt::MonotonicNs;
 use vr_stream::rtp::{PacketBuf, Packetizer, RtpParams};
 
 fn thread_cpu_ns() -> u64 {
@@ -172,8 +173,8 @@ fn main() {
         let (cpu0, t0) = (thread_cpu_ns(), Instant::now());
         while let Ok(len) = rx.recv(&mut b) {
             got += 1;
-            r.on_packet(&b[..len], got * 1000);
-            while r.poll(got * 1000).is_some() {
+            r.on_packet(&b[..len], MonotonicNs(got * 1000));
+            while r.poll(MonotonicNs(got * 1000)).is_some() {
                 out += 1;
             }
         }
@@ -195,8 +196,8 @@ fn main() {
     let t0 = Instant::now();
     for (i, p) in all.iter().enumerate() {
         let s = Instant::now();
-        r.on_packet(p, i as u64 * 1000);
-        while r.poll(i as u64 * 1000).is_some() {}
+        r.on_packet(p, MonotonicNs(i as u64 * 1000));
+        while r.poll(MonotonicNs(i as u64 * 1000)).is_some() {}
         hist.saturating_record(s.elapsed().as_nanos() as u64);
     }
     println!(

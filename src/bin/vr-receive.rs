@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use vr_stream::clock::{self, OffsetEstimator};
 use vr_stream::receiver::{FrameOut, Receiver, ReceiverConfig, Verdict};
-use vr_stream::rt::{monotonic_ns, realtime};
+use vr_stream::rt::{MonotonicNs, monotonic, monotonic_ns, realtime};
 use vr_stream::rtcp::{self, Rtcp};
 
 /// Receive a vr-stream RTP stream, write its access units, report loss and latency.
@@ -201,7 +201,7 @@ fn run(cli: &Cli) -> Result<(), String> {
         net.read_rtcp(&mut rx, &mut sum, &mut peer);
         // Frames.
         let now = monotonic_ns();
-        while let Some(f) = rx.poll(now) {
+        while let Some(f) = rx.poll(MonotonicNs(now)) {
             if !heal.passes(&f, now, cli.keep_broken, &mut sum) {
                 continue;
             }
@@ -214,7 +214,7 @@ fn run(cli: &Cli) -> Result<(), String> {
         }
         // A frame that stalled without its tail: ask for the IDR now (once per frame).
         if cli.pli_after_ms > 0
-            && let Some(ts) = rx.stalled(now, cli.pli_after_ms * 1_000_000)
+            && let Some(ts) = rx.stalled(MonotonicNs(now), cli.pli_after_ms * 1_000_000)
             && feedback.stalled_ts != Some(ts)
         {
             feedback.stalled_ts = Some(ts);
@@ -356,15 +356,15 @@ impl Sockets {
         self.read_tcp(rx);
         let buf = &mut self.buf;
         while let Ok(n) = self.rtp.recv(buf) {
-            rx.on_packet(&buf[..n], monotonic_ns());
+            rx.on_packet(&buf[..n], monotonic());
         }
         while let Ok(n) = self.fec.recv(buf) {
-            rx.on_fec(&buf[..n], monotonic_ns());
+            rx.on_fec(&buf[..n], monotonic());
         }
         // Media is sent before its FEC: what arrived while the FEC socket was read belongs
         // in front of it.
         while let Ok(n) = self.rtp.recv(buf) {
-            rx.on_packet(&buf[..n], monotonic_ns());
+            rx.on_packet(&buf[..n], monotonic());
         }
     }
 
@@ -392,7 +392,7 @@ impl Sockets {
                 }
                 Ok(n) => {
                     self.tcp_buf.extend_from_slice(&self.buf[..n]);
-                    let t = monotonic_ns();
+                    let t = monotonic();
                     let used =
                         vr_stream::net::rfc4571_packets(&self.tcp_buf, |p| rx.on_packet(p, t));
                     self.tcp_buf.drain(..used);
@@ -598,7 +598,7 @@ impl Summary {
         self.recent.push_back((f.ts as u32, capture));
         let offset = self.offset.best().map_or(0, |s| s.offset_ns);
         let capture_local = capture - offset as i128;
-        let done = f.last_arrival_ns as i128 + mono_to_real as i128;
+        let done = f.last_arrival.0 as i128 + mono_to_real as i128;
         let lat_us = ((done - capture_local) / 1000).max(1) as u64;
         let _ = self.hist.record(lat_us.min(60_000_000));
         let _ = self.window.record(lat_us.min(60_000_000));

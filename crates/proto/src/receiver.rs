@@ -13,6 +13,7 @@
 
 use crate::rtcp::ReceptionStats;
 use crate::rtp::{depacketize, parse_rtp};
+use crate::time::MonotonicNs;
 use std::collections::BTreeMap;
 
 /// How long after a frame's last FEC packet its missing media packets are given up on
@@ -43,10 +44,10 @@ pub struct FrameOut {
     pub keyframe: bool,
     /// abs-capture-time from the sender (NTP Q32.32 of the sender's clock), if carried.
     pub capture_ntp: Option<u64>,
-    /// Arrival of its first and of its last packet, receiver ns (the caller's clock).
-    pub first_arrival_ns: u64,
-    /// See `first_arrival_ns`.
-    pub last_arrival_ns: u64,
+    /// Arrival of its first packet.
+    pub first_arrival: MonotonicNs,
+    /// Arrival of its last packet.
+    pub last_arrival: MonotonicNs,
     /// Packets it had.
     pub packets: usize,
 }
@@ -176,19 +177,20 @@ impl Receiver {
     }
 
     /// The RTP timestamp (extended) of the oldest pending frame if it is incomplete, cannot
-    /// be rebuilt from what arrived, and has had no packet for `silence_ns` at `now_ns`.
+    /// be rebuilt from what arrived, and has had no packet for `silence_ns` at `now`.
     /// Such a frame most likely lost its tail (its verdict still waits for a later frame
     /// and the reorder window): the caller can ask for an IDR now rather than a frame later.
-    pub fn stalled(&self, now_ns: u64, silence_ns: u64) -> Option<u64> {
+    pub fn stalled(&self, now: MonotonicNs, silence_ns: u64) -> Option<u64> {
+        let now_ns = now.0;
         let (&ts, f) = self.pending.first_key_value()?;
         let last = f.last_arrival_ns.max(f.last_fec_ns);
         (!self.complete(f) && now_ns >= last + silence_ns).then_some(ts)
     }
 
-    /// Takes one RTP packet that arrived at `arrival_ns`; `arrival_90k` is the same
-    /// instant in 90 kHz ticks (for the jitter estimate). Frames it completes leave through
-    /// [`Receiver::poll`].
-    pub fn on_packet(&mut self, pkt: &[u8], arrival_ns: u64) {
+    /// Takes one RTP packet that arrived at `arrival` (the jitter estimate counts it in
+    /// 90 kHz ticks). Frames it completes leave through [`Receiver::poll`].
+    pub fn on_packet(&mut self, pkt: &[u8], arrival: MonotonicNs) {
+        let arrival_ns = arrival.0;
         let Some(p) = parse_rtp(pkt, self.cfg.capture_time_ext_id) else {
             self.counts.ignored_packets += 1;
             return;
@@ -234,8 +236,9 @@ impl Receiver {
         }
     }
 
-    /// Takes one FEC packet ([`crate::fec`]) that arrived at `arrival_ns`.
-    pub fn on_fec(&mut self, pkt: &[u8], arrival_ns: u64) {
+    /// Takes one FEC packet ([`crate::fec`]) that arrived at `arrival`.
+    pub fn on_fec(&mut self, pkt: &[u8], arrival: MonotonicNs) {
+        let arrival_ns = arrival.0;
         let Ok(p) = crate::fec::parse_fec(pkt, self.cfg.fec_payload_type) else {
             self.counts.ignored_packets += 1;
             return;
@@ -331,8 +334,9 @@ impl Receiver {
         true
     }
 
-    /// The next frame that can leave at `now_ns`, if any (call until `None`).
-    pub fn poll(&mut self, now_ns: u64) -> Option<FrameOut> {
+    /// The next frame that can leave at `now`, if any (call until `None`).
+    pub fn poll(&mut self, now: MonotonicNs) -> Option<FrameOut> {
+        let now_ns = now.0;
         let (&ts, f) = self.pending.first_key_value()?;
         if !self.complete(f) {
             self.try_recover(ts);
@@ -385,7 +389,7 @@ impl Receiver {
     /// rebuilt if it can be, else lost (the last frame has no later frame to time it out).
     /// Call until `None`.
     pub fn drain(&mut self) -> Option<FrameOut> {
-        if let Some(f) = self.poll(u64::MAX / 2) {
+        if let Some(f) = self.poll(MonotonicNs(u64::MAX / 2)) {
             return Some(f);
         }
         let ts = *self.pending.first_key_value()?.0;
@@ -418,8 +422,8 @@ impl Receiver {
             au: vec![],
             keyframe: false,
             capture_ntp: f.capture_ntp,
-            first_arrival_ns: f.first_arrival_ns,
-            last_arrival_ns: f.last_arrival_ns,
+            first_arrival: MonotonicNs(f.first_arrival_ns),
+            last_arrival: MonotonicNs(f.last_arrival_ns),
             packets: f.pkts.len(),
         };
         if verdict != Verdict::Lost {
@@ -489,20 +493,20 @@ mod tests {
                     || (i == 11 && k < 2)
                     || (i == 15 && k > 0);
                 if !drop {
-                    rx.on_packet(p, t);
+                    rx.on_packet(p, MonotonicNs(t));
                 }
             }
             for (k, p) in fp.iter().enumerate() {
                 if !(i == 15 && k > 0) {
-                    rx.on_fec(p, t + 1000);
+                    rx.on_fec(p, MonotonicNs(t + 1000));
                 }
             }
             t += 16_000_000;
-            while let Some(fr) = rx.poll(t) {
+            while let Some(fr) = rx.poll(MonotonicNs(t)) {
                 out.push(fr);
             }
         }
-        while let Some(fr) = rx.poll(t + 1_000_000_000) {
+        while let Some(fr) = rx.poll(MonotonicNs(t + 1_000_000_000)) {
             out.push(fr);
         }
         let v: Vec<(usize, Verdict)> = out
@@ -546,25 +550,25 @@ mod tests {
         let mut fp = PacketBuf::default();
         fec.protect(&media, 20, 127, &mut fp).unwrap();
         // Frame 0 keeps only its first packet; all its FEC arrives; nothing later yet.
-        rx.on_packet(&frames[0][0], 1_000);
+        rx.on_packet(&frames[0][0], MonotonicNs(1_000));
         for p in fp.iter() {
-            rx.on_fec(p, 2_000);
+            rx.on_fec(p, MonotonicNs(2_000));
         }
         assert!(
-            rx.poll(2_000).is_none(),
+            rx.poll(MonotonicNs(2_000)).is_none(),
             "a grace period for media read after the FEC"
         );
         let f = rx
-            .poll(2_000 + FEC_GRACE_NS)
+            .poll(MonotonicNs(2_000 + FEC_GRACE_NS))
             .expect("declared lost without waiting for a later frame");
         assert_eq!(f.verdict, Verdict::Lost);
         assert!(rx.wants_keyframe());
         // With one FEC packet still to come it would wait.
         let mut rx = Receiver::new(cfg());
-        rx.on_packet(&frames[0][0], 1_000);
-        rx.on_fec(fp.get(0), 2_000);
+        rx.on_packet(&frames[0][0], MonotonicNs(1_000));
+        rx.on_fec(fp.get(0), MonotonicNs(2_000));
         if fp.len() > 1 {
-            assert!(rx.poll(2_000).is_none());
+            assert!(rx.poll(MonotonicNs(2_000)).is_none());
         }
     }
 
@@ -576,15 +580,23 @@ mod tests {
             "the test needs a frame of several packets"
         );
         let mut rx = Receiver::new(cfg());
-        assert_eq!(rx.stalled(0, 4_000_000), None, "nothing pending");
+        assert_eq!(
+            rx.stalled(MonotonicNs(0), 4_000_000),
+            None,
+            "nothing pending"
+        );
         // Frame 0 without its last packet (the marker).
         for p in &frames[0][..frames[0].len() - 1] {
-            rx.on_packet(p, 1_000_000);
+            rx.on_packet(p, MonotonicNs(1_000_000));
         }
-        assert!(rx.poll(2_000_000).is_none());
-        assert_eq!(rx.stalled(4_999_999, 4_000_000), None, "within the silence");
+        assert!(rx.poll(MonotonicNs(2_000_000)).is_none());
+        assert_eq!(
+            rx.stalled(MonotonicNs(4_999_999), 4_000_000),
+            None,
+            "within the silence"
+        );
         let ts = rx
-            .stalled(5_000_000, 4_000_000)
+            .stalled(MonotonicNs(5_000_000), 4_000_000)
             .expect("stalled after 4 ms without a packet");
         assert_eq!(
             ts as u32,
@@ -597,9 +609,9 @@ mod tests {
         // A complete frame never stalls.
         let mut rx = Receiver::new(cfg());
         for p in &frames[1] {
-            rx.on_packet(p, 1_000_000);
+            rx.on_packet(p, MonotonicNs(1_000_000));
         }
-        assert_eq!(rx.stalled(100_000_000, 4_000_000), None);
+        assert_eq!(rx.stalled(MonotonicNs(100_000_000), 4_000_000), None);
     }
 
     /// The stream through a simulated link ([`vr_testkit::impair`]): media and its FEC (20%)
@@ -647,18 +659,18 @@ mod tests {
         let mut tick = 0;
         for (at, _, is_fec, pk) in &arrivals {
             while tick < *at {
-                while let Some(f) = rx.poll(tick) {
+                while let Some(f) = rx.poll(MonotonicNs(tick)) {
                     out.push(f);
                 }
                 tick += 1_000_000;
             }
             if *is_fec {
-                rx.on_fec(pk, *at)
+                rx.on_fec(pk, MonotonicNs(*at))
             } else {
-                rx.on_packet(pk, *at)
+                rx.on_packet(pk, MonotonicNs(*at))
             }
         }
-        while let Some(f) = rx.poll(u64::MAX / 2) {
+        while let Some(f) = rx.poll(MonotonicNs(u64::MAX / 2)) {
             out.push(f);
         }
         (out, originals)
@@ -786,13 +798,13 @@ mod tests {
     fn run(rx: &mut Receiver, order: &[(u64, Vec<u8>)]) -> Vec<FrameOut> {
         let mut out = vec![];
         for (t, p) in order {
-            rx.on_packet(p, *t);
-            while let Some(f) = rx.poll(*t) {
+            rx.on_packet(p, MonotonicNs(*t));
+            while let Some(f) = rx.poll(MonotonicNs(*t)) {
                 out.push(f);
             }
         }
         let end = order.last().map(|x| x.0).unwrap_or(0) + 1_000_000_000;
-        while let Some(f) = rx.poll(end) {
+        while let Some(f) = rx.poll(MonotonicNs(end)) {
             out.push(f);
         }
         out
@@ -858,8 +870,8 @@ mod tests {
         let mut wanted_at = vec![];
         let mut out = vec![];
         for (t, p) in &order {
-            rx.on_packet(p, *t);
-            while let Some(f) = rx.poll(*t) {
+            rx.on_packet(p, MonotonicNs(*t));
+            while let Some(f) = rx.poll(MonotonicNs(*t)) {
                 out.push(f);
                 wanted_at.push(rx.wants_keyframe());
             }
@@ -928,15 +940,18 @@ mod tests {
         let frames = stream(3, 10, 0);
         let mut rx = Receiver::new(cfg());
         for p in &frames[0] {
-            rx.on_packet(p, 1);
+            rx.on_packet(p, MonotonicNs(1));
         }
         // The last frame lacks its first packet and nothing comes after it.
         for p in &frames[1][1..] {
-            rx.on_packet(p, 2);
+            rx.on_packet(p, MonotonicNs(2));
         }
-        assert_eq!(rx.poll(3).map(|f| f.verdict), Some(Verdict::Complete));
+        assert_eq!(
+            rx.poll(MonotonicNs(3)).map(|f| f.verdict),
+            Some(Verdict::Complete)
+        );
         assert!(
-            rx.poll(u64::MAX / 2).is_none(),
+            rx.poll(MonotonicNs(u64::MAX / 2)).is_none(),
             "no later frame: poll alone never decides"
         );
         assert_eq!(rx.drain().map(|f| f.verdict), Some(Verdict::Lost));

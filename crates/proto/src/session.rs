@@ -590,13 +590,13 @@ mod tests {
             // The link loses the frame's third packet; the FEC packets arrive.
             for (k, p) in s.media().iter().enumerate() {
                 if k != 2 {
-                    rx.on_packet(p, t);
+                    rx.on_packet(p, MonotonicNs(t));
                 }
             }
             for p in s.fec().iter() {
-                rx.on_fec(p, t);
+                rx.on_fec(p, MonotonicNs(t));
             }
-            while let Some(fr) = rx.poll(t + 10_000_000) {
+            while let Some(fr) = rx.poll(MonotonicNs(t + 10_000_000)) {
                 out.push((fr, data.clone()));
             }
         }

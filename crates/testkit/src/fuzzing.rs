@@ -15,6 +15,7 @@
 
 use vr_proto::receiver::{Receiver, ReceiverConfig};
 use vr_proto::rtp::PacketBuf;
+use vr_proto::time::MonotonicNs;
 
 /// RTP parsing, depacketizing and the receiver state machine on arbitrary packets.
 pub fn depacketizer(data: &[u8]) {
@@ -29,21 +30,21 @@ pub fn depacketizer(data: &[u8]) {
     vr_proto::framing::rfc4571_packets(data, |p| {
         t += 1_000_000;
         if p.first().is_some_and(|b| b & 1 == 1) && p.len() > 1 && p[1] & 0x7f == 127 {
-            rx.on_fec(p, t);
+            rx.on_fec(p, MonotonicNs(t));
         } else {
-            rx.on_packet(p, t);
+            rx.on_packet(p, MonotonicNs(t));
         }
         if let Some(r) = vr_proto::rtp::parse_rtp(p, 1) {
             assert!(r.payload.len() <= p.len());
             payloads.push(r.payload.to_vec());
         }
-        while let Some(f) = rx.poll(t) {
+        while let Some(f) = rx.poll(MonotonicNs(t)) {
             assert!(
                 f.verdict == vr_proto::receiver::Verdict::Lost || !f.au.is_empty() || f.packets > 0
             );
         }
     });
-    while rx.poll(u64::MAX / 2).is_some() {}
+    while rx.poll(MonotonicNs(u64::MAX / 2)).is_some() {}
     let c = rx.counts();
     assert!(c.complete + c.recovered + c.lost <= data.len() as u64 + 1);
     let mut au = vec![];
