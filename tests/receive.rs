@@ -147,10 +147,20 @@ fn loopback_every_frame_complete_decodable_with_latency_and_zero_offset() {
         complete,
         "ffmpeg decodes every frame vr-receive wrote"
     );
-    assert!(
-        ids.windows(2).all(|w| w[1] == w[0] + 1),
-        "in order, none missing"
+    // In order, and a frame is missing only where the sender says it dropped one: the
+    // camera, encode and network stages share one CPU here, and the first IDR's encode
+    // can outlast the 16.7 ms frame interval, so the camera's next frame may be
+    // overwritten in the ring (latest-wins, DESIGN.md) before the encoder takes it.
+    let field = |k: &str| summary_field(&out.stdout, k).unwrap_or_else(|| panic!("{k}"));
+    let dropped = field("frames.ring_drops") + field("frames.queue_drops");
+    assert!(ids.windows(2).all(|w| w[1] > w[0]), "in order: {ids:?}");
+    let gaps: u64 = ids.windows(2).map(|w| w[1] - w[0] - 1).sum();
+    assert_eq!(
+        ids[0] + gaps,
+        dropped,
+        "frames missing from the decoded stream against frames the sender dropped: {ids:?}"
     );
+    assert!(dropped <= 1, "{dropped} frames dropped by the sender");
 }
 
 /// Streams 600 frames of the 640x360 pattern at 3 Mbit/s, no periodic IDR, into a
