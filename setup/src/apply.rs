@@ -1,6 +1,6 @@
 //! `--apply` and `--revert`: turn a [`Plan`](crate::plan::Plan) into one all-or-nothing
-//! [`Transaction`] with backups and a manifest, then change the
-//! running system (only when the root is `/`); and undo both.
+//! [`Transaction`] with backups and a manifest, then change the running system (only when
+//! the root is `/`); and undo both.
 
 use crate::fsx::{self, Content, Meta, Op, Transaction};
 use crate::live;
