@@ -435,9 +435,8 @@ pub fn revert(t: &Target, dry_run: bool) -> Result<Outcome, ApplyError> {
     };
     out.live = restores.iter().map(Restore::describe).collect();
     if dry_run {
-        for (op, e) in files.ops.iter().zip(&files.entries) {
-            let now = t.root.node(&e.path).unwrap_or(Node::Other);
-            out.diff.push_str(&diff_of(&e.path, &now, &op.content));
+        for (op, (path, now)) in files.ops.iter().zip(&files.now) {
+            out.diff.push_str(&diff_of(path, now, &op.content));
         }
         return Ok(out);
     }
@@ -486,8 +485,9 @@ pub fn revert(t: &Target, dry_run: bool) -> Result<Outcome, ApplyError> {
 
 /// The file half of `--revert`, decided before anything is written.
 struct FileRestores {
-    /// Manifest entries to restore, each with its operation in `ops` (same index).
-    entries: Vec<Entry>,
+    /// Each path to restore and what stands there now (for `--dry-run`'s diff), with its
+    /// operation in `ops` (same index).
+    now: Vec<(String, Node)>,
     /// What each path gets back.
     ops: Vec<Op>,
     /// The backups, removed once restored.
@@ -502,7 +502,7 @@ impl FileRestores {
     /// with a warning in `out`; every restored path is added to `out.files`.
     fn new(t: &Target, st: &State, out: &mut Outcome) -> FileRestores {
         let mut r = FileRestores {
-            entries: Vec::new(),
+            now: Vec::new(),
             ops: Vec::new(),
             backups: Vec::new(),
             kept: Vec::new(),
@@ -550,7 +550,7 @@ impl FileRestores {
                 content,
                 meta,
             });
-            r.entries.push(e.clone());
+            r.now.push((e.path.clone(), now));
         }
         r.kept.reverse();
         r
