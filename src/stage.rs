@@ -792,7 +792,7 @@ impl NetworkIo {
         let saved = ctl.rtp_state();
         let ssrc = saved
             .map(|r| r.ssrc)
-            .unwrap_or(if s.ssrc != 0 { s.ssrc } else { random_u32() });
+            .unwrap_or_else(|| if s.ssrc != 0 { s.ssrc } else { random_u32() });
         // FEC to port + 2 from its own socket: its errors (nobody listening there, e.g.
         // ffmpeg) never count against the stream. Not over TCP: TCP does not lose packets.
         let fec_dest = SocketAddr::new(ip, s.port.saturating_add(2));
@@ -846,7 +846,7 @@ impl NetworkIo {
                 payload_size: s.payload_size as usize,
                 capture_time_ext_id: Some(s.capture_time_ext_id),
             },
-            first_seq: saved.map(|r| r.next_seq).unwrap_or(random_u32() as u16),
+            first_seq: saved.map_or_else(|| random_u32() as u16, |r| r.next_seq),
             ts_offset: saved.map(|r| r.ts_offset).unwrap_or_else(random_u32),
             base: saved.map(|r| r.base),
             fec: self.fec_tx.is_some().then(|| FecParams {
