@@ -232,7 +232,7 @@ impl Peer<'_> {
         }
         self.waiting_key = false;
         let cap_ns = u64::from_be_bytes(m[8..16].try_into().unwrap());
-        let ts90 = cap_ns / 1_000_000 * 90 + (cap_ns % 1_000_000) * 90 / 1_000_000;
+        let ts90 = crate::rtp::ticks_90k(cap_ns);
         let Some(w) = self.rtc.writer(mid) else {
             return;
         };

@@ -204,11 +204,8 @@ impl Receiver {
         let ts = unwrap(self.max_ts, p.timestamp as u64, 32);
         self.max_seq = Some(self.max_seq.map_or(seq, |m| m.max(seq)));
         self.max_ts = Some(self.max_ts.map_or(ts, |m| m.max(ts)));
-        self.stats.on_packet(
-            p.seq,
-            p.timestamp,
-            arrival_ns / 100_000 * 9 + (arrival_ns % 100_000) * 9 / 100_000,
-        );
+        self.stats
+            .on_packet(p.seq, p.timestamp, crate::rtp::ticks_90k(arrival_ns));
         if self.last_ts.is_some_and(|l| ts <= l)
             || self
                 .last_end_seq

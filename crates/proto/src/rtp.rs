@@ -168,12 +168,17 @@ pub fn unix_ns_from_ntp(ntp: u64) -> i128 {
     secs * 1_000_000_000 + (((ntp & 0xffff_ffff) as i128 * 1_000_000_000) >> 32)
 }
 
+/// `ns` nanoseconds in 90 kHz ticks (the RTP video clock, RFC 6184 §5.1), rounded down:
+/// `ns · 9 / 100 000` without overflow for every `u64`.
+pub fn ticks_90k(ns: u64) -> u64 {
+    ns / 100_000 * 9 + ns % 100_000 * 9 / 100_000
+}
+
 /// RTP timestamp (90 kHz) of a frame captured at `capture`, relative to the stream's
 /// first capture `base`, starting at `offset` (random per stream, RFC 3550 §5.1). A
 /// capture before `base` maps to `offset`.
 pub fn rtp_timestamp_90k(capture: MonotonicNs, base: MonotonicNs, offset: u32) -> u32 {
-    let ns = capture.saturating_since(base).as_nanos();
-    let ticks = (ns * 90_000 / 1_000_000_000) as u64;
+    let ticks = ticks_90k(capture.0.saturating_sub(base.0));
     offset.wrapping_add(ticks as u32)
 }
 
@@ -513,6 +518,10 @@ mod tests {
             rtp_timestamp_90k(MonotonicNs(0), MonotonicNs(5), u32::MAX),
             u32::MAX
         );
+        // One tick is 11 111.1 ns; the largest u64 does not overflow.
+        assert_eq!((ticks_90k(11_111), ticks_90k(11_112)), (0, 1));
+        assert_eq!(ticks_90k(1_000_000_000), 90_000);
+        assert_eq!(ticks_90k(u64::MAX), (u64::MAX as u128 * 9 / 100_000) as u64);
         // 1970-01-01T00:00:00.5 in NTP: era offset seconds, half a second of fraction.
         assert_eq!(
             ntp_from_unix_ns(500_000_000),
