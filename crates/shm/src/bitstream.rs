@@ -450,10 +450,15 @@ impl Reader<'_> {
 mod tests {
     use super::*;
 
+    /// A 4 KiB queue named after the test and this process.
+    fn queue(test: &str) -> BitstreamQueue {
+        let name = format!("vr-stream-test-bs-{test}-{}", std::process::id());
+        BitstreamQueue::create(&name, 4096).unwrap()
+    }
+
     #[test]
     fn wraps_drops_whole_and_requests_idr() {
-        let name = format!("vr-stream-test-bs-{}", std::process::id());
-        let q = BitstreamQueue::create(&name, 4096).unwrap();
+        let q = queue("wrap");
         let mut w = q.writer();
         let mut r = q.reader();
         let never = Instant::now();
@@ -503,8 +508,7 @@ mod tests {
 
     #[test]
     fn a_lossy_writer_drops_without_an_idr_request_and_skip_all_frees_the_backlog() {
-        let name = format!("vr-stream-test-bs-lossy-{}", std::process::id());
-        let q = BitstreamQueue::create(&name, 4096).unwrap();
+        let q = queue("lossy");
         let mut w = q.lossy_writer();
         let mut r = q.reader();
         let big = vec![1u8; 1500];

@@ -40,18 +40,19 @@ pub const LAYOUT_VERSION: u32 = 11;
 /// Directory holding the segment files.
 pub const SHM_DIR: &str = "/dev/shm";
 
-/// Which layout follows the [`SegmentHeader`].
+/// Which layout follows the [`SegmentHeader`], stored there as u32: 1 to 4 in declaration
+/// order, 99 for [`Kind::Test`]. Renumbering is a layout change ([`LAYOUT_VERSION`]).
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// [`frame_ring::FrameRing`].
     FrameRing = 1,
     /// [`bitstream::BitstreamQueue`].
-    Bitstream = 2,
+    Bitstream,
     /// [`control::Control`].
-    Control = 3,
+    Control,
     /// [`stats::Stats`].
-    Stats = 4,
+    Stats,
     /// A bare segment used by tests and benchmarks.
     Test = 99,
 }
@@ -462,27 +463,37 @@ pub fn reclaim_stale(prefix: &str) -> usize {
 mod tests {
     use super::*;
 
-    fn layout() -> Layout {
-        Layout {
-            kind: Kind::Test,
-            kind_header_size: 0,
-            slot_size: 8,
-            slot_count: 4,
-            total_size: 4096,
-        }
+    const LAYOUT: Layout = Layout {
+        kind: Kind::Test,
+        kind_header_size: 0,
+        slot_size: 8,
+        slot_count: 4,
+        total_size: 4096,
+    };
+
+    #[test]
+    fn kind_values_are_the_stored_ones() {
+        let kinds = [
+            Kind::FrameRing,
+            Kind::Bitstream,
+            Kind::Control,
+            Kind::Stats,
+            Kind::Test,
+        ];
+        assert_eq!(kinds.map(|k| k as u32), [1, 2, 3, 4, 99]);
     }
 
     #[test]
     fn create_open_and_refuse_mismatch() {
         let name = format!("vr-stream-test-seg-{}", std::process::id());
-        let seg = Segment::create(&name, layout()).unwrap();
+        let seg = Segment::create(&name, LAYOUT).unwrap();
         assert!(matches!(
-            Segment::open(&name, layout()),
+            Segment::open(&name, LAYOUT),
             Err(ShmError::NotInitialized { .. })
         ));
         seg.finish_init();
-        Segment::open(&name, layout()).unwrap();
-        let mut other = layout();
+        Segment::open(&name, LAYOUT).unwrap();
+        let mut other = LAYOUT;
         other.slot_count = 5;
         let e = Segment::open(&name, other).err().unwrap();
         assert!(
@@ -492,7 +503,7 @@ mod tests {
         // A different layout version is refused with a clear error.
         // SAFETY: test-only write to our own mapping's version field.
         unsafe { (*(seg.base() as *mut SegmentHeader)).version = LAYOUT_VERSION + 1 };
-        let e = Segment::open(&name, layout()).err().unwrap();
+        let e = Segment::open(&name, LAYOUT).err().unwrap();
         assert!(
             matches!(e, ShmError::VersionMismatch { found, .. } if found == LAYOUT_VERSION + 1),
             "{e}"
@@ -504,18 +515,18 @@ mod tests {
     #[test]
     fn second_live_owner_is_refused_and_dead_one_reclaimed() {
         let name = format!("vr-stream-test-own-{}", std::process::id());
-        let seg = Segment::create(&name, layout()).unwrap();
+        let seg = Segment::create(&name, LAYOUT).unwrap();
         // Pretend PID 1 (alive) owns it.
         // SAFETY: test-only write to our own mapping.
         unsafe { (*(seg.base() as *mut SegmentHeader)).owner_pid = 1 };
         assert!(matches!(
-            Segment::create(&name, layout()),
+            Segment::create(&name, LAYOUT),
             Err(ShmError::InUse { pid: 1, .. })
         ));
         // A dead owner: reclaimed.
         // SAFETY: as above.
         unsafe { (*(seg.base() as *mut SegmentHeader)).owner_pid = i32::MAX as u32 - 1 };
-        let again = Segment::create(&name, layout()).unwrap();
+        let again = Segment::create(&name, LAYOUT).unwrap();
         std::mem::forget(seg); // the file now belongs to `again`
         drop(again);
         assert!(!segment_path(&name).exists());

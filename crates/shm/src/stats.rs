@@ -22,20 +22,21 @@ pub const RECORDS: usize = 4096;
 /// Largest stage error message, bytes.
 pub const MAX_ERROR: usize = 512;
 
-/// A stage's slot in the stats segment: the slot index is the discriminant (0..[`STAGES`]).
+/// A stage's slot in the stats segment: the slot index is the discriminant, in declaration
+/// order (0..[`STAGES`]); reordering the variants is a layout change ([`super::LAYOUT_VERSION`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stage {
     /// Source → frame ring.
-    Camera = 0,
+    Camera,
     /// Frame ring → encoder (x264 or V4L2 M2M) → bitstream queue.
-    Encode = 1,
+    Encode,
     /// Bitstream queue → RTP/UDP.
-    Network = 2,
+    Network,
     /// Frame ring (newest frame) → YOLO → detections in the stats segment (optional).
-    Detect = 3,
+    Detect,
     /// The web queue (the encoder's copy of each access unit) → the viewer page's WebSocket
     /// and WebRTC viewers (optional, not realtime).
-    Web = 4,
+    Web,
 }
 
 impl Stage {
@@ -628,22 +629,18 @@ impl Stats {
     /// Adds to the network counters.
     pub fn add_net(&self, c: &NetCounters) {
         let h = self.hdr();
-        h.net_packets.fetch_add(c.packets, Ordering::Relaxed);
-        h.net_bytes.fetch_add(c.bytes, Ordering::Relaxed);
-        h.net_batches.fetch_add(c.batches, Ordering::Relaxed);
-        h.net_send_errors
-            .fetch_add(c.send_errors, Ordering::Relaxed);
-        h.net_wouldblock
-            .fetch_add(c.wouldblock_drops, Ordering::Relaxed);
-        h.net_fec.fetch_add(c.fec_packets, Ordering::Relaxed);
-        h.net_paced_frames
-            .fetch_add(c.paced_frames, Ordering::Relaxed);
-        h.net_paced_ns.fetch_add(c.paced_ns, Ordering::Relaxed);
-        h.net_dropped_frames
-            .fetch_add(c.dropped_frames, Ordering::Relaxed);
-        h.net_abr_changes
-            .fetch_add(c.abr_changes, Ordering::Relaxed);
-        h.net_refused.fetch_add(c.refused, Ordering::Relaxed);
+        let add = |counter: &AtomicU64, n: u64| counter.fetch_add(n, Ordering::Relaxed);
+        add(&h.net_packets, c.packets);
+        add(&h.net_bytes, c.bytes);
+        add(&h.net_batches, c.batches);
+        add(&h.net_send_errors, c.send_errors);
+        add(&h.net_wouldblock, c.wouldblock_drops);
+        add(&h.net_fec, c.fec_packets);
+        add(&h.net_paced_frames, c.paced_frames);
+        add(&h.net_paced_ns, c.paced_ns);
+        add(&h.net_dropped_frames, c.dropped_frames);
+        add(&h.net_abr_changes, c.abr_changes);
+        add(&h.net_refused, c.refused);
         h.net_last_refused_ns
             .fetch_max(c.last_refused_ns, Ordering::Relaxed);
     }
@@ -726,13 +723,12 @@ impl Stats {
     /// RTCP counters.
     pub fn rtcp(&self) -> RtcpCounters {
         let h = self.hdr();
-        let rtt = h.rtcp_rtt_us.load(Ordering::Relaxed);
         RtcpCounters {
             reports: h.rtcp_reports.load(Ordering::Relaxed),
             fraction_lost: h.rtcp_fraction_lost.load(Ordering::Relaxed) as u8,
             cumulative_lost: h.rtcp_cumulative_lost.load(Ordering::Relaxed),
             jitter_90k: h.rtcp_jitter.load(Ordering::Relaxed),
-            rtt_us: rtt.checked_sub(1),
+            rtt_us: h.rtcp_rtt_us.load(Ordering::Relaxed).checked_sub(1),
             last_report_ns: h.rtcp_last_ns.load(Ordering::Relaxed),
             pli: h.rtcp_pli.load(Ordering::Relaxed),
             nack_packets: h.rtcp_nack.load(Ordering::Relaxed),
