@@ -207,7 +207,18 @@ pub struct PageView {
     pub refused: u64,
     /// `"webrtc"`, `"ws"` or `"unknown"`; None before a page reported.
     pub transport: Option<String>,
-    /// Capture → decoded on the page, p50 / p99, ms (None before a report).
+    /// The newest report of any page (its keys sit beside the counters in the JSON).
+    #[serde(flatten)]
+    pub report: ReportView,
+    /// Every viewer connected now (at most 8), each with its page's last report.
+    pub list: Vec<ViewerView>,
+}
+
+/// What one page report measured on the headset (`vr_shm::stats::PageStats`, in ms and s
+/// for the screen and the JSON). Every figure is None before the page's first report.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ReportView {
+    /// Capture → decoded on the page, p50, ms.
     pub latency_p50_ms: Option<f64>,
     /// The same, p99, ms.
     pub latency_p99_ms: Option<f64>,
@@ -223,10 +234,30 @@ pub struct PageView {
     pub decoded: Option<u64>,
     /// Connections the page made again after drops.
     pub reconnects: Option<u32>,
-    /// Age of the newest report, s.
+    /// Age of the report at `now_ns`, s.
     pub report_age_s: Option<f64>,
-    /// Every viewer connected now (at most 8), each with its page's last report.
-    pub list: Vec<ViewerView>,
+}
+
+impl ReportView {
+    /// The figures of `report` (None: no report yet), its age taken at `now_ns`
+    /// (CLOCK_MONOTONIC, the clock of `PageStats::report_ns`).
+    pub fn new(report: Option<&vr_shm::stats::PageStats>, now_ns: u64) -> ReportView {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        let Some(r) = report else {
+            return ReportView::default();
+        };
+        ReportView {
+            latency_p50_ms: Some(ms(r.latency_p50)),
+            latency_p99_ms: Some(ms(r.latency_p99)),
+            display_p50_ms: Some(ms(r.display_p50)),
+            display_p99_ms: Some(ms(r.display_p99)),
+            decode_ms: Some(ms(r.decode)),
+            fps: Some(r.fps_milli as f64 / 1000.0),
+            decoded: Some(r.decoded),
+            reconnects: Some(r.reconnects),
+            report_age_s: Some(now_ns.saturating_sub(r.report_ns) as f64 / 1e9),
+        }
+    }
 }
 
 /// One viewer connected now.
@@ -236,32 +267,24 @@ pub struct ViewerView {
     pub transport: String,
     /// The page's address, `IP:PORT`.
     pub address: String,
-    /// Capture → decoded p50 / p99, ms (None before its first report).
-    pub latency_p50_ms: Option<f64>,
-    /// The same, p99.
-    pub latency_p99_ms: Option<f64>,
-    /// Capture → expected display p50, ms.
-    pub display_p50_ms: Option<f64>,
-    /// The same, p99.
-    pub display_p99_ms: Option<f64>,
-    /// Frames decoded per second.
-    pub fps: Option<f64>,
-    /// Reconnects of that page.
-    pub reconnects: Option<u32>,
+    /// That page's last report (its keys sit beside these two in the JSON).
+    #[serde(flatten)]
+    pub report: ReportView,
 }
 
 impl ViewerView {
     /// One line for the screen.
     pub fn text(&self) -> String {
-        match (self.latency_p50_ms, self.latency_p99_ms) {
+        let r = &self.report;
+        match (r.latency_p50_ms, r.latency_p99_ms) {
             (Some(p50), Some(p99)) => format!(
                 "{} {}: decoded p50 {p50:.1} p99 {p99:.1} ms, display p50 {:.1} p99 {:.1} ms, {:.1} fps, {} reconnects",
                 self.transport,
                 self.address,
-                self.display_p50_ms.unwrap_or(f64::NAN),
-                self.display_p99_ms.unwrap_or(f64::NAN),
-                self.fps.unwrap_or(0.0),
-                self.reconnects.unwrap_or(0)
+                r.display_p50_ms.unwrap_or(f64::NAN),
+                r.display_p99_ms.unwrap_or(f64::NAN),
+                r.fps.unwrap_or(0.0),
+                r.reconnects.unwrap_or(0)
             ),
             _ => format!("{} {}: no report yet", self.transport, self.address),
         }
@@ -275,16 +298,17 @@ impl PageView {
             "{} viewer(s), {} sent, {} skipped, {} refused",
             self.viewers, self.sent, self.skipped, self.refused
         );
+        let r = &self.report;
         match (
             self.transport.as_deref(),
-            self.latency_p50_ms,
-            self.latency_p99_ms,
+            r.latency_p50_ms,
+            r.latency_p99_ms,
         ) {
             (Some(t), Some(p50), Some(p99)) => format!(
                 "{t}, capture->decoded p50 {p50:.1} p99 {p99:.1} ms, decode {:.1} ms, {:.1} fps ({:.1} s ago); {tail}",
-                self.decode_ms.unwrap_or(f64::NAN),
-                self.fps.unwrap_or(0.0),
-                self.report_age_s.unwrap_or(f64::NAN)
+                r.decode_ms.unwrap_or(f64::NAN),
+                r.fps.unwrap_or(0.0),
+                r.report_age_s.unwrap_or(f64::NAN)
             ),
             _ => format!("no page report yet; {tail}"),
         }
@@ -292,23 +316,13 @@ impl PageView {
 }
 
 fn page_view(w: &vr_shm::stats::WebStats, now_ns: u64) -> PageView {
-    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
-    let p = w.page.as_ref();
     let list = w
         .list
         .iter()
-        .map(|v| {
-            let r = v.report.as_ref();
-            ViewerView {
-                transport: v.transport.as_str().to_string(),
-                address: v.addr.to_string(),
-                latency_p50_ms: r.map(|p| ms(p.latency_p50)),
-                latency_p99_ms: r.map(|p| ms(p.latency_p99)),
-                display_p50_ms: r.map(|p| ms(p.display_p50)),
-                display_p99_ms: r.map(|p| ms(p.display_p99)),
-                fps: r.map(|p| p.fps_milli as f64 / 1000.0),
-                reconnects: r.map(|p| p.reconnects),
-            }
+        .map(|v| ViewerView {
+            transport: v.transport.as_str().to_string(),
+            address: v.addr.to_string(),
+            report: ReportView::new(v.report.as_ref(), now_ns),
         })
         .collect();
     PageView {
@@ -316,16 +330,8 @@ fn page_view(w: &vr_shm::stats::WebStats, now_ns: u64) -> PageView {
         sent: w.sent,
         skipped: w.skipped,
         refused: w.refused,
-        transport: p.map(|p| p.transport.as_str().to_string()),
-        latency_p50_ms: p.map(|p| ms(p.latency_p50)),
-        latency_p99_ms: p.map(|p| ms(p.latency_p99)),
-        display_p50_ms: p.map(|p| ms(p.display_p50)),
-        display_p99_ms: p.map(|p| ms(p.display_p99)),
-        decode_ms: p.map(|p| ms(p.decode)),
-        fps: p.map(|p| p.fps_milli as f64 / 1000.0),
-        decoded: p.map(|p| p.decoded),
-        reconnects: p.map(|p| p.reconnects),
-        report_age_s: p.map(|p| now_ns.saturating_sub(p.report_ns) as f64 / 1e9),
+        transport: w.page.as_ref().map(|p| p.transport.as_str().to_string()),
+        report: ReportView::new(w.page.as_ref(), now_ns),
         list,
     }
 }
@@ -866,7 +872,7 @@ mod tests {
             report: w.page,
         }];
         let v = page_view(&w, 1_400_000_000);
-        assert_eq!(v.latency_p99_ms, Some(25.2));
+        assert_eq!(v.report.latency_p99_ms, Some(25.2));
         assert_eq!(
             v.text(),
             "webrtc, capture->decoded p50 11.5 p99 25.2 ms, decode 1.2 ms, 59.5 fps (0.4 s ago); 1 viewer(s), 600 sent, 2 skipped, 1 refused"

@@ -148,7 +148,7 @@ pub fn compact(area: Rect, buf: &mut Buffer, snap: &Snapshot, view: &View) {
         if let Some((p50, p99)) = s
             .page
             .as_ref()
-            .and_then(|p| p.latency_p50_ms.zip(p.latency_p99_ms))
+            .and_then(|p| p.report.latency_p50_ms.zip(p.report.latency_p99_ms))
         {
             lines.push(Line::raw(format!("page p50 {p50:.1} p99 {p99:.1} ms")));
         }

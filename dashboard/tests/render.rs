@@ -25,6 +25,21 @@ fn stage(name: &'static str, pid: u32, fps: f64) -> StageView {
     }
 }
 
+/// A page report: decoded p50 11.5 / p99 25.2 ms at 59.5 fps, 0.4 s old.
+fn report() -> ReportView {
+    ReportView {
+        latency_p50_ms: Some(11.5),
+        latency_p99_ms: Some(25.2),
+        display_p50_ms: Some(20.0),
+        display_p99_ms: Some(33.0),
+        decode_ms: Some(1.2),
+        fps: Some(59.5),
+        decoded: Some(590),
+        reconnects: Some(0),
+        report_age_s: Some(0.4),
+    }
+}
+
 fn snapshot(stream: bool) -> Snapshot {
     let s = StreamView {
         destination: "192.168.1.100:5004".into(),
@@ -53,24 +68,11 @@ fn snapshot(stream: bool) -> Snapshot {
             skipped: 1,
             refused: 0,
             transport: Some("webrtc".into()),
-            latency_p50_ms: Some(11.5),
-            latency_p99_ms: Some(25.2),
-            display_p50_ms: Some(20.0),
-            display_p99_ms: Some(33.0),
-            decode_ms: Some(1.2),
-            fps: Some(59.5),
-            decoded: Some(590),
-            reconnects: Some(0),
-            report_age_s: Some(0.4),
+            report: report(),
             list: vec![ViewerView {
                 transport: "webrtc".into(),
                 address: "192.168.1.100:50432".into(),
-                latency_p50_ms: Some(11.5),
-                latency_p99_ms: Some(25.2),
-                display_p50_ms: Some(20.0),
-                display_p99_ms: Some(33.0),
-                fps: Some(59.5),
-                reconnects: Some(0),
+                report: report(),
             }],
         }),
     };
