@@ -19,56 +19,22 @@
 //!
 //! Run: `cargo bench --bench sender_latency`. Under `cargo test` it runs 120 frames.
 
-use hdrhistogram::Histogram;
+mod common;
+use common::{clip, latency_records, pct_ms, sender};
+
 use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use vr_stream::latency::FrameRecord;
 
 const W: usize = 1280;
 const H: usize = 720;
-
-fn clip() -> PathBuf {
-    let dir = std::env::var_os("VR_STREAM_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/vr-stream/assets")
-        });
-    let p = dir.join("box-720p60.y4m");
-    if !p.exists() {
-        let ok = Command::new("bash")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/scripts/fetch-assets.sh"
-            ))
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-    p
-}
 
 fn children_cpu() -> Duration {
     let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
     let tv =
         |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
     tv(u.user_time()) + tv(u.system_time())
-}
-
-fn pct(v: &[u64]) -> (f64, f64, f64, usize) {
-    let mut h = Histogram::<u64>::new_with_bounds(1, 100_000_000_000, 3).unwrap();
-    for &x in v {
-        h.saturating_record(x.max(1));
-    }
-    let ms = |x: u64| x as f64 / 1e6;
-    (
-        ms(h.value_at_quantile(0.5)),
-        ms(h.value_at_quantile(0.99)),
-        ms(h.max()),
-        v.len(),
-    )
 }
 
 fn sink(port: u16) -> std::thread::JoinHandle<u64> {
@@ -111,28 +77,7 @@ fn run_vr_stream(clip: &std::path::Path, frames: usize, spin_window_us: u32) -> 
     let port = free_port();
     let rx = sink(port);
     let cpu0 = children_cpu();
-    let out = Command::new(env!("CARGO_BIN_EXE_vr-stream"))
-        .args([
-            "--source",
-            &format!("file:{}", clip.display()),
-            "--bitrate",
-            "8000",
-            "--port",
-            &port.to_string(),
-            "--sdp",
-            "",
-        ])
-        .args([
-            "--frames",
-            &frames.to_string(),
-            "--instance",
-            &format!("vrs-bench-{}", std::process::id()),
-        ])
-        .arg("--latency-log")
-        .arg(&csv)
-        .arg("--config")
-        .arg(&cfg)
-        .stderr(Stdio::piped())
+    let out = sender(clip, port, frames, "sender", &cfg, &csv)
         .output()
         .unwrap();
     let cpu = children_cpu() - cpu0;
@@ -141,7 +86,6 @@ fn run_vr_stream(clip: &std::path::Path, frames: usize, spin_window_us: u32) -> 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = std::fs::read_to_string(&csv).unwrap();
     let mut r = Run {
         total: vec![],
         encode: vec![],
@@ -150,8 +94,7 @@ fn run_vr_stream(clip: &std::path::Path, frames: usize, spin_window_us: u32) -> 
         cpu,
         packets: 0,
     };
-    for l in text.lines().skip(1) {
-        let f = FrameRecord::parse_csv_line(l).expect("a --latency-log line");
+    for f in latency_records(&csv) {
         let (cap, publ, es, ee, last) = (
             f.capture_ns,
             f.published_ns,
@@ -268,7 +211,8 @@ fn main() {
         "ms", "p50", "p99", "max", "frames"
     );
     let row = |name: &str, v: &[u64]| {
-        let (a, b, c, n) = pct(v);
+        let (a, b, c) = pct_ms(v);
+        let n = v.len();
         println!("{name:<58} {a:>8.3} {b:>8.3} {c:>8.3} {n:>7}");
         b
     };

@@ -24,7 +24,9 @@
 //! rounds of 600 measured frames, senders interleaved; under `cargo test`: one short round,
 //! idle, checking only that each sender's access units arrive.
 
-use hdrhistogram::Histogram;
+mod common;
+use common::{clip, pct_ms};
+
 use std::io::{BufRead, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
@@ -39,26 +41,6 @@ const H: usize = 720;
 const FB: usize = W * H * 3 / 2;
 const PERIOD_NS: u64 = 1_000_000_000 / 60;
 const WARMUP: usize = 60;
-
-fn clip() -> PathBuf {
-    let dir = std::env::var_os("VR_STREAM_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/vr-stream/assets")
-        });
-    let p = dir.join("box-720p60.y4m");
-    if !p.exists() {
-        let ok = Command::new("bash")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/scripts/fetch-assets.sh"
-            ))
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-    p
-}
 
 /// The clip's frames (bare I420), read on demand: frame `i` (modulo the clip's 600) from
 /// the page cache, so that no sender shares the machine with a gigabyte of frames.
@@ -484,19 +466,6 @@ fn match_frames(pkts: &[Pkt], starts: &[u64]) -> Vec<u64> {
         .collect()
 }
 
-fn pct(v: &[u64]) -> (f64, f64, f64) {
-    let mut h = Histogram::<u64>::new_with_bounds(1, 100_000_000_000, 3).unwrap();
-    for &x in v {
-        h.saturating_record(x.max(1));
-    }
-    let ms = |x: u64| x as f64 / 1e6;
-    (
-        ms(h.value_at_quantile(0.5)),
-        ms(h.value_at_quantile(0.99)),
-        ms(h.max()),
-    )
-}
-
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let c = |hog, big_pipe| Condition { hog, big_pipe };
@@ -551,7 +520,7 @@ fn main() {
                         .map(|l| format!("  {l}\n"))
                         .collect();
                 }
-                let (p50, p99, max) = pct(&o.latency);
+                let (p50, p99, max) = pct_ms(&o.latency);
                 results[ci][si].push((p50, p99, max, o.cpu, o.latency.len()));
             }
         }

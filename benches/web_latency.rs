@@ -21,18 +21,12 @@
 //! change, built in a worktree) to every round, interleaved with this one, and reports it
 //! as "before": the same machine, the same minutes.
 
+mod common;
+use common::clip;
+
 use hdrhistogram::Histogram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn clip() -> std::path::PathBuf {
-    let dir = std::env::var_os("VR_STREAM_ASSETS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/vr-stream/assets")
-        });
-    dir.join("box-720p60.y4m")
-}
 
 /// The namespace (removed on drop).
 struct Ns(String);

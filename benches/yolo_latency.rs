@@ -10,39 +10,17 @@
 //! Run: `cargo bench --bench yolo_latency` (600 frames per run). Under `cargo test` it runs
 //! 120 frames per run.
 
+mod common;
+use common::{clip, latency_records, pct_ms, sender};
+
 #[path = "../tests/support/yolo.rs"]
 mod yolo;
 
-use hdrhistogram::Histogram;
-use std::process::{Command, Stdio};
 use std::time::Duration;
-use vr_stream::latency::FrameRecord;
 
 fn fetch() -> (String, String) {
     let (dir, lib) = yolo::fetch();
     (dir.display().to_string(), lib.display().to_string())
-}
-
-fn clip() -> std::path::PathBuf {
-    let dir = std::env::var_os("VR_STREAM_ASSETS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/vr-stream/assets")
-        });
-    let p = dir.join("box-720p60.y4m");
-    if !p.exists() {
-        assert!(
-            Command::new("bash")
-                .arg(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/scripts/fetch-assets.sh"
-                ))
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
-    p
 }
 
 struct Run {
@@ -70,41 +48,15 @@ fn run(frames: usize, yolo: Option<(&str, &str)>) -> Run {
         let mut b = [0u8; 2048];
         while sink.recv(&mut b).is_ok() {}
     });
-    let out = Command::new(env!("CARGO_BIN_EXE_vr-stream"))
-        .args([
-            "--source",
-            &format!("file:{}", clip().display()),
-            "--bitrate",
-            "8000",
-            "--port",
-            &port.to_string(),
-            "--sdp",
-            "",
-        ])
-        .args([
-            "--frames",
-            &frames.to_string(),
-            "--instance",
-            &format!("vrs-ybench-{}", std::process::id()),
-        ])
-        .arg("--latency-log")
-        .arg(&csv)
-        .arg("--config")
-        .arg(&cfg)
-        .stderr(Stdio::piped())
+    let out = sender(&clip(), port, frames, "yolo", &cfg, &csv)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{err}");
     let _ = h.join();
-    let text = std::fs::read_to_string(&csv).unwrap();
-    let total_ns: Vec<u64> = text
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f = FrameRecord::parse_csv_line(l).expect("a --latency-log line");
-            f.last_sent_ns - f.capture_ns
-        })
+    let total_ns: Vec<u64> = latency_records(&csv)
+        .iter()
+        .map(|f| f.last_sent_ns - f.capture_ns)
         .collect();
     Run {
         sent: total_ns.len(),
@@ -114,19 +66,6 @@ fn run(frames: usize, yolo: Option<(&str, &str)>) -> Run {
             .find(|l| l.starts_with("vr-stream: detect:"))
             .map(str::to_string),
     }
-}
-
-fn pct(v: &[u64]) -> (f64, f64, f64) {
-    let mut h = Histogram::<u64>::new_with_bounds(1, 100_000_000_000, 3).unwrap();
-    for &x in v {
-        h.saturating_record(x.max(1));
-    }
-    let ms = |x: u64| x as f64 / 1e6;
-    (
-        ms(h.value_at_quantile(0.5)),
-        ms(h.value_at_quantile(0.99)),
-        ms(h.max()),
-    )
 }
 
 fn main() {
@@ -147,7 +86,7 @@ fn main() {
             .enumerate()
         {
             let r = run(frames, yolo);
-            let (a, b, c) = pct(&r.total_ns);
+            let (a, b, c) = pct_ms(&r.total_ns);
             let name = format!(
                 "{} (run {})",
                 if i == 0 {

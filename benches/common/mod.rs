@@ -1,6 +1,13 @@
-//! Inputs shared by the benches.
+//! Inputs and figures shared by the benches: two real access units, the real clip, a
+//! vr-stream run with its latency log, and p50/p99/max of a set of samples. Each bench
+//! uses some of them.
+#![allow(dead_code)]
 
+use hdrhistogram::Histogram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use vr_stream::encode::{EncoderParams, VideoEncoder, X264Encoder};
+use vr_stream::latency::FrameRecord;
 use vr_stream::source::{SourceFormat, pattern};
 
 /// Two real x264 access units of the 1280x720 pattern with the built-in default
@@ -26,4 +33,74 @@ pub fn access_units() -> Vec<(&'static str, Vec<u8>)> {
         out.push((if au.keyframe { "idr" } else { "p" }, au.data.to_vec()));
     }
     out
+}
+
+/// The 720p60 real clip (`box-720p60.y4m`, ../shared/ASSETS.md) in `$VR_STREAM_ASSETS` or
+/// `~/.cache/vr-stream/assets`; fetched by scripts/fetch-assets.sh when missing. Panics
+/// when the fetch fails (a bench has no other input).
+pub fn clip() -> PathBuf {
+    let dir = std::env::var_os("VR_STREAM_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/vr-stream/assets")
+        });
+    let p = dir.join("box-720p60.y4m");
+    if !p.exists() {
+        let fetch = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch-assets.sh");
+        let ok = Command::new("bash").arg(fetch).status().unwrap();
+        assert!(ok.success(), "{fetch} failed");
+    }
+    p
+}
+
+/// p50, p99 and max of `ns` (nanoseconds, e.g. per-frame latencies), in ms, from an
+/// HdrHistogram of 3 significant digits (1 ns to 100 s; 0 counts as 1 ns).
+pub fn pct_ms(ns: &[u64]) -> (f64, f64, f64) {
+    let mut h = Histogram::<u64>::new_with_bounds(1, 100_000_000_000, 3).unwrap();
+    for &x in ns {
+        h.saturating_record(x.max(1));
+    }
+    let ms = |x: u64| x as f64 / 1e6;
+    (
+        ms(h.value_at_quantile(0.5)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.max()),
+    )
+}
+
+/// A `vr-stream` command (the binary built with the benches): `frames` frames of `clip` at
+/// 8000 kbit/s to 127.0.0.1:`port`, settings from `config` (a TOML file), the per-frame
+/// latency records to `latency_log` (read them with [`latency_records`]), instance
+/// `vrs-bench-{tag}-{pid}`, no SDP file, stderr piped.
+pub fn sender(
+    clip: &Path,
+    port: u16,
+    frames: usize,
+    tag: &str,
+    config: &Path,
+    latency_log: &Path,
+) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vr-stream"));
+    c.arg("--source")
+        .arg(format!("file:{}", clip.display()))
+        .args(["--bitrate", "8000", "--sdp", ""])
+        .args(["--port", &port.to_string(), "--frames", &frames.to_string()])
+        .arg("--instance")
+        .arg(format!("vrs-bench-{tag}-{}", std::process::id()))
+        .arg("--latency-log")
+        .arg(latency_log)
+        .arg("--config")
+        .arg(config)
+        .stderr(Stdio::piped());
+    c
+}
+
+/// The records of a `--latency-log` CSV file (header line skipped). Panics on a line that
+/// is not a record: the file is vr-stream's own output.
+pub fn latency_records(csv: &Path) -> Vec<FrameRecord> {
+    let text = std::fs::read_to_string(csv).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| FrameRecord::parse_csv_line(l).expect("a --latency-log line"))
+        .collect()
 }
