@@ -205,45 +205,18 @@ impl RateController {
     }
 
     /// Takes one report block; returns the change it causes, if any.
+    ///
+    /// In order: the received rate and the round trip are measured (always); within
+    /// [`HOLD_NS`] of a decrease nothing changes; loss at or above `loss_high_percent`, or
+    /// a round trip grown by `delay_ms` over its recent minimum, backs off (to
+    /// `backoff_percent` of the received rate) and holds for [`HOLD_NS`]; loss below
+    /// `loss_low_percent` grows the target; loss in between keeps it.
     pub fn on_report(&mut self, fb: Feedback) -> Option<Change> {
         let now = fb.arrival_ns;
         let loss = fb.block.fraction_lost as f64 / 256.0;
-        // The received rate over at least RATE_SPAN_NS: receivers also send a report with
-        // each PLI (every 50 ms while broken), too close together to measure a rate over.
-        match self.rate_ref {
-            Some(r) if now.saturating_sub(r.arrival_ns) >= RATE_SPAN_NS => {
-                let dt = now - r.arrival_ns;
-                let expected = fb
-                    .block
-                    .ext_highest_seq
-                    .wrapping_sub(r.block.ext_highest_seq) as i64;
-                self.received_kbps = if (0..1 << 20).contains(&expected) {
-                    let lost =
-                        (fb.block.cumulative_lost as i64 - r.block.cumulative_lost as i64).max(0);
-                    let got = (expected - lost).max(0) as f64;
-                    self.mean_packet_bytes()
-                        .map(|b| got * b * 8.0 / (dt as f64 / 1e9) / 1000.0)
-                } else {
-                    None // a reset or a different stream
-                };
-                self.rate_ref = Some(fb);
-            }
-            Some(_) => {}
-            None => self.rate_ref = Some(fb),
-        }
+        self.measure_received_rate(&fb);
         let received_kbps = self.received_kbps;
-        let prev_rtt = self.rtts.last().copied();
-        if let Some(r) = fb.rtt_ns {
-            if self.rtts.len() == RTT_WINDOW {
-                self.rtts.remove(0);
-            }
-            self.rtts.push(r);
-        }
-        let min_rtt = self.rtts.iter().copied().min();
-        let delay_growth = match (fb.rtt_ns, min_rtt, prev_rtt) {
-            (Some(r), Some(m), Some(p)) => r >= m + self.p.delay_ms as u64 * 1_000_000 && r >= p,
-            _ => false,
-        };
+        let (min_rtt, delay_growth) = self.record_rtt(fb.rtt_ns);
         let dt_s = self
             .last_update_ns
             .map_or(0.0, |t| (now.saturating_sub(t) as f64 / 1e9).min(1.0));
@@ -252,54 +225,13 @@ impl RateController {
             return None;
         }
         let from = self.target_kbps();
-        let (min, max) = (self.p.min_kbps as f64, self.p.max_kbps as f64);
-        let congested = loss * 100.0 >= self.p.loss_high_percent as f64 || delay_growth;
-        let cause = if congested {
-            if let Some(r) = received_kbps {
-                self.capacity = Some(match self.capacity {
-                    Some(c) if r >= c.mean_kbps - c.band_kbps() => {
-                        let mean = (1.0 - CAPACITY_ALPHA) * c.mean_kbps + CAPACITY_ALPHA * r;
-                        let var = (1.0 - CAPACITY_ALPHA) * c.var_norm
-                            + CAPACITY_ALPHA * (mean - r).powi(2) / mean.max(1.0);
-                        Capacity {
-                            mean_kbps: mean,
-                            var_norm: var.clamp(CAPACITY_VAR_BOUNDS.0, CAPACITY_VAR_BOUNDS.1),
-                        }
-                    }
-                    // First sample, or far below the old estimate: the link changed.
-                    _ => Capacity {
-                        mean_kbps: r,
-                        var_norm: CAPACITY_VAR_BOUNDS.0,
-                    },
-                });
-            }
-            let to = match received_kbps {
-                Some(r) => (r * self.p.backoff_percent as f64 / 100.0)
-                    .min(self.target * (1.0 - loss / 2.0)),
-                None => self.target * (1.0 - loss / 2.0),
-            };
-            self.target = to.clamp(min, max);
+        let lossy = loss * 100.0 >= self.p.loss_high_percent as f64;
+        let cause = if lossy || delay_growth {
+            self.back_off(loss, received_kbps);
             self.hold_until_ns = now + HOLD_NS;
-            if loss * 100.0 >= self.p.loss_high_percent as f64 {
-                Cause::Loss
-            } else {
-                Cause::Delay
-            }
+            if lossy { Cause::Loss } else { Cause::Delay }
         } else if loss * 100.0 < self.p.loss_low_percent as f64 {
-            if let (Some(c), Some(r)) = (self.capacity, received_kbps)
-                && r > c.mean_kbps + c.band_kbps()
-            {
-                self.capacity = None;
-            }
-            let grown = match (self.capacity, self.mean_packet_bytes()) {
-                (Some(_), Some(b)) => {
-                    let response_s = (min_rtt.unwrap_or(0) + RESPONSE_EXTRA_NS) as f64 / 1e9;
-                    self.target + (b * 8.0 / 1000.0 / response_s).max(4.0) * dt_s
-                }
-                _ => self.target * (1.0 + self.p.increase_percent as f64 / 100.0 * dt_s),
-            };
-            let cap = received_kbps.map_or(max, |r| (1.5 * r).max(self.target));
-            self.target = grown.min(cap).clamp(min, max);
+            self.grow(received_kbps, min_rtt, dt_s);
             Cause::Clean
         } else {
             return None;
@@ -317,6 +249,107 @@ impl RateController {
                 .map(|(r, m)| (r as f64 / 1e6, m as f64 / 1e6)),
             capacity_kbps: self.capacity_kbps(),
         })
+    }
+
+    /// Updates `received_kbps` from the packets the receiver got since the reference
+    /// report, once that is at least [`RATE_SPAN_NS`] old: receivers also send a report
+    /// with each PLI (every 50 ms while broken), too close together to measure a rate
+    /// over. A sequence jump outside 0..2^20 (a reset, another stream) clears it.
+    fn measure_received_rate(&mut self, fb: &Feedback) {
+        let now = fb.arrival_ns;
+        let Some(r) = self.rate_ref else {
+            self.rate_ref = Some(*fb);
+            return;
+        };
+        if now.saturating_sub(r.arrival_ns) < RATE_SPAN_NS {
+            return;
+        }
+        let dt = now - r.arrival_ns;
+        let expected = fb
+            .block
+            .ext_highest_seq
+            .wrapping_sub(r.block.ext_highest_seq) as i64;
+        self.received_kbps = if (0..1 << 20).contains(&expected) {
+            let lost = (fb.block.cumulative_lost as i64 - r.block.cumulative_lost as i64).max(0);
+            let got = (expected - lost).max(0) as f64;
+            self.mean_packet_bytes()
+                .map(|b| got * b * 8.0 / (dt as f64 / 1e9) / 1000.0)
+        } else {
+            None // a reset or a different stream
+        };
+        self.rate_ref = Some(*fb);
+    }
+
+    /// Adds a round trip (ns) to the last [`RTT_WINDOW`]; returns their minimum and
+    /// whether this one shows delay growth: at least `delay_ms` over the minimum and not
+    /// below the previous one.
+    fn record_rtt(&mut self, rtt_ns: Option<u64>) -> (Option<u64>, bool) {
+        let prev_rtt = self.rtts.last().copied();
+        if let Some(r) = rtt_ns {
+            if self.rtts.len() == RTT_WINDOW {
+                self.rtts.remove(0);
+            }
+            self.rtts.push(r);
+        }
+        let min_rtt = self.rtts.iter().copied().min();
+        let delay_growth = match (rtt_ns, min_rtt, prev_rtt) {
+            (Some(r), Some(m), Some(p)) => r >= m + self.p.delay_ms as u64 * 1_000_000 && r >= p,
+            _ => false,
+        };
+        (min_rtt, delay_growth)
+    }
+
+    /// Congestion: folds the received rate into the capacity estimate, then lowers the
+    /// target to `backoff_percent` of the received rate (and at least by half the loss
+    /// fraction), within the configured bounds.
+    fn back_off(&mut self, loss: f64, received_kbps: Option<f64>) {
+        if let Some(r) = received_kbps {
+            self.capacity = Some(match self.capacity {
+                Some(c) if r >= c.mean_kbps - c.band_kbps() => {
+                    let mean = (1.0 - CAPACITY_ALPHA) * c.mean_kbps + CAPACITY_ALPHA * r;
+                    let var = (1.0 - CAPACITY_ALPHA) * c.var_norm
+                        + CAPACITY_ALPHA * (mean - r).powi(2) / mean.max(1.0);
+                    Capacity {
+                        mean_kbps: mean,
+                        var_norm: var.clamp(CAPACITY_VAR_BOUNDS.0, CAPACITY_VAR_BOUNDS.1),
+                    }
+                }
+                // First sample, or far below the old estimate: the link changed.
+                _ => Capacity {
+                    mean_kbps: r,
+                    var_norm: CAPACITY_VAR_BOUNDS.0,
+                },
+            });
+        }
+        let to = match received_kbps {
+            Some(r) => {
+                (r * self.p.backoff_percent as f64 / 100.0).min(self.target * (1.0 - loss / 2.0))
+            }
+            None => self.target * (1.0 - loss / 2.0),
+        };
+        self.target = to.clamp(self.p.min_kbps as f64, self.p.max_kbps as f64);
+    }
+
+    /// A clean report, `dt_s` seconds after the previous one: additive growth (one packet
+    /// per response time) while the capacity estimate holds, `increase_percent` per second
+    /// otherwise; a received rate above the estimate's band forgets the estimate. The
+    /// target stays within 1.5 × the received rate and the configured bounds.
+    fn grow(&mut self, received_kbps: Option<f64>, min_rtt: Option<u64>, dt_s: f64) {
+        if let (Some(c), Some(r)) = (self.capacity, received_kbps)
+            && r > c.mean_kbps + c.band_kbps()
+        {
+            self.capacity = None;
+        }
+        let grown = match (self.capacity, self.mean_packet_bytes()) {
+            (Some(_), Some(b)) => {
+                let response_s = (min_rtt.unwrap_or(0) + RESPONSE_EXTRA_NS) as f64 / 1e9;
+                self.target + (b * 8.0 / 1000.0 / response_s).max(4.0) * dt_s
+            }
+            _ => self.target * (1.0 + self.p.increase_percent as f64 / 100.0 * dt_s),
+        };
+        let max = self.p.max_kbps as f64;
+        let cap = received_kbps.map_or(max, |r| (1.5 * r).max(self.target));
+        self.target = grown.min(cap).clamp(self.p.min_kbps as f64, max);
     }
 }
 
