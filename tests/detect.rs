@@ -437,26 +437,7 @@ fn detections_reach_vr_receive_as_rtcp_app_packets_naming_received_frames() {
         ),
     )
     .unwrap();
-    let rx = Command::new(env!("CARGO_BIN_EXE_vr-receive"))
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--json",
-            "--interval",
-            "0",
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t0 = std::time::Instant::now();
-    while !udp_bound(port) {
-        assert!(t0.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let rx = vr_receive_json(port, &[]);
     let source = format!("file:{}", clip.display());
     let out = run_vr(
         &[
@@ -533,28 +514,7 @@ fn yolo_overlay_draws_the_boxes_into_the_video() {
         ),
     )
     .unwrap();
-    let rx = Command::new(env!("CARGO_BIN_EXE_vr-receive"))
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--json",
-            "--interval",
-            "0",
-            "-o",
-            file.to_str().unwrap(),
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t0 = std::time::Instant::now();
-    while !udp_bound(port) {
-        assert!(t0.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let rx = vr_receive_json(port, &["-o", file.to_str().unwrap()]);
     let source = format!("file:{}", clip.display());
     let out = run_vr(
         &[

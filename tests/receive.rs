@@ -72,37 +72,7 @@ fn loopback_every_frame_complete_decodable_with_latency_and_zero_offset() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("out.h264");
     let port = free_port_pair();
-    let rx = Command::new(receive_bin())
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--json",
-            "--interval",
-            "0",
-            "-o",
-        ])
-        .arg(&file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut rx = rx;
-    let t0 = Instant::now();
-    while !udp_bound(port) {
-        if let Some(st) = rx.try_wait().unwrap() {
-            let mut e = String::new();
-            std::io::Read::read_to_string(rx.stderr.as_mut().unwrap(), &mut e).unwrap();
-            panic!("vr-receive exited with {st}: {e}");
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "vr-receive did not bind {port}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let rx = vr_receive_json(port, &["-o", file.to_str().unwrap()]);
     let inst = instance("recv-lo");
     let out = run_vr(
         &[

@@ -66,15 +66,7 @@ fn gstreamer_rtpbin_receiver_reports_reach_the_sender() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("gst-launch-1.0 (apt-get install gstreamer1.0-tools gstreamer1.0-plugins-good)");
-    let t0 = Instant::now();
-    while !(udp_bound(port) && udp_bound(port + 1)) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "GStreamer did not bind {port}/{}",
-            port + 1
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_bound(&mut gst, "GStreamer", &[port, port + 1]);
     let cfg = config_file(
         dir.path(),
         &format!("[stream]\nrtcp_local_port = {local}\n"),

@@ -414,20 +414,13 @@ fn gstreamer_plays_the_sdp_too() {
         sdp.display(),
         yuv.display()
     );
-    let gst = std::process::Command::new("gst-launch-1.0")
+    let mut gst = std::process::Command::new("gst-launch-1.0")
         .args(["-q", "-e"])
         .args(pipeline.split_whitespace())
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("gst-launch-1.0 (gstreamer1.0-tools, -plugins-bad)");
-    let t0 = std::time::Instant::now();
-    while !udp_bound(port) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "GStreamer did not bind port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_bound(&mut gst, "GStreamer", &[port]);
     std::thread::sleep(Duration::from_millis(300));
     let out = run_vr(&args, Duration::from_secs(60));
     let e = String::from_utf8_lossy(&out.stderr);
@@ -600,14 +593,7 @@ fn a_stream_nobody_listens_to_says_so_in_one_line() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("vr-receive");
-    let t0 = std::time::Instant::now();
-    while !udp_bound(port) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "vr-receive did not bind {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_bound(&mut rx, "vr-receive", &[port]);
     let out = run_vr(&args, Duration::from_secs(30));
     let _ = rx.kill();
     let _ = rx.wait();

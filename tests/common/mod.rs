@@ -65,6 +65,43 @@ pub fn free_port_pair() -> u16 {
     panic!("no free port pair");
 }
 
+/// Waits until `child` (named `what` in failures) has bound every UDP port in `ports`:
+/// fails the test if the child exits first (with its stderr, when piped) or after 10 s.
+pub fn wait_bound(child: &mut Child, what: &str, ports: &[u16]) {
+    let t0 = Instant::now();
+    while !ports.iter().all(|&p| udp_bound(p)) {
+        if let Some(st) = child.try_wait().unwrap() {
+            let mut e = String::new();
+            if let Some(err) = child.stderr.as_mut() {
+                let _ = err.read_to_string(&mut e);
+            }
+            panic!("{what} exited with {st} before binding UDP {ports:?}: {e}");
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{what} did not bind UDP {ports:?} within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// vr-receive on 127.0.0.1:`port` that prints its JSON summary when it ends (`--json
+/// --interval 0`), with `extra` arguments after those; returned once it has bound the port
+/// (stdout and stderr piped: read them with `wait_with_output`).
+pub fn vr_receive_json(port: u16, extra: &[&str]) -> Child {
+    let mut rx = Command::new(env!("CARGO_BIN_EXE_vr-receive"))
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--json", "--interval", "0"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("vr-receive");
+    wait_bound(&mut rx, "vr-receive", &[port]);
+    rx
+}
+
 /// Whether some process listens on UDP `port` (from /proc/net/udp and udp6).
 pub fn udp_bound(port: u16) -> bool {
     let needle = format!(":{port:04X} ");
@@ -83,7 +120,7 @@ pub fn udp_bound(port: u16) -> bool {
 /// Starts ffmpeg decoding the SDP at `sdp` to raw I420 on its stdout, and waits until it
 /// listens on `port`.
 pub fn start_ffmpeg(sdp: &Path, port: u16) -> Child {
-    let child = Command::new("ffmpeg")
+    let mut child = Command::new("ffmpeg")
         .args([
             "-nostdin",
             "-hide_banner",
@@ -109,14 +146,7 @@ pub fn start_ffmpeg(sdp: &Path, port: u16) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("ffmpeg (apt-get install ffmpeg)");
-    let t0 = Instant::now();
-    while !udp_bound(port) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "ffmpeg did not bind UDP port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_bound(&mut child, "ffmpeg", &[port]);
     std::thread::sleep(Duration::from_millis(200));
     child
 }
