@@ -12,7 +12,8 @@ mod common;
 use common::*;
 #[path = "support/yolo.rs"]
 mod yolo;
-use std::path::PathBuf;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use vr_stream::detect::onnx::{Detector, DetectorParams, load_runtime};
@@ -35,6 +36,46 @@ struct Assets {
 fn assets() -> Assets {
     let (dir, lib) = yolo::fetch();
     Assets { dir, lib }
+}
+
+impl Assets {
+    /// `dir`/vr.toml: the fetched ONNX Runtime and `model` in `[detect]`, then `extra`
+    /// (TOML, more sections).
+    fn config(&self, dir: &Path, model: &Path, extra: &str) -> PathBuf {
+        let cfg = dir.join("vr.toml");
+        let (lib, model) = (self.lib.display().to_string(), model.display().to_string());
+        let toml = format!("[detect]\nonnxruntime = {lib:?}\nmodel = {model:?}\n{extra}");
+        std::fs::write(&cfg, toml).unwrap();
+        cfg
+    }
+
+    /// YOLOv3-tiny at 320, the model of the stream tests.
+    fn tiny(&self) -> PathBuf {
+        self.dir.join("yolov3-tiny-320.onnx")
+    }
+}
+
+/// vr-stream sends `frames` of the real clip with `yolo_flag` (`--yolo`, `--yolo-overlay`)
+/// and the detector in `cfg` to vr-receive (`--json`, then `rx_extra`); returns the
+/// receiver's JSON summary once both ended, vr-stream having exited 0.
+fn send_to_vr_receive(yolo_flag: &str, frames: &str, cfg: &Path, rx_extra: &[&str]) -> Value {
+    let inst = instance("yolo-rx");
+    let port = free_port_pair();
+    let rx = vr_receive_json(port, rx_extra);
+    let source = format!("file:{}", clip().display());
+    let port = port.to_string();
+    let args = ["--source", &source, "--ip", "127.0.0.1", "--port", &port];
+    let more = ["--sdp", "", "--instance", &inst, "--frames", frames];
+    let cfg = ["--config", cfg.to_str().unwrap()];
+    let out = run_vr(
+        &[&[yolo_flag][..], &args, &more, &cfg].concat(),
+        Duration::from_secs(60),
+    );
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{e}");
+    let o = rx.wait_with_output().unwrap();
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)))
 }
 
 struct Ref {
@@ -270,16 +311,8 @@ fn yolo_on_the_real_clip_leaves_the_video_whole() {
     let inst = instance("yolo");
     let port = free_port_pair();
     let dir = tempfile::tempdir().unwrap();
-    let (sdp, cfg) = (dir.path().join("s.sdp"), dir.path().join("vr.toml"));
-    std::fs::write(
-        &cfg,
-        format!(
-            "[detect]\nonnxruntime = {:?}\nmodel = {:?}\n",
-            a.lib.display().to_string(),
-            a.dir.join("yolov3-tiny-320.onnx").display().to_string()
-        ),
-    )
-    .unwrap();
+    let sdp = dir.path().join("s.sdp");
+    let cfg = a.config(dir.path(), &a.tiny(), "");
     let source = format!("file:{}", clip.display());
     let args = [
         "--source",
@@ -423,50 +456,9 @@ fn yolo_without_library_or_model_fails_at_start_and_leaves_nothing() {
 fn detections_reach_vr_receive_as_rtcp_app_packets_naming_received_frames() {
     let _serial = serial();
     let a = assets();
-    let clip = clip();
-    let inst = instance("yolo-rx");
-    let port = free_port_pair();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("vr.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[detect]\nonnxruntime = {:?}\nmodel = {:?}\n",
-            a.lib.display().to_string(),
-            a.dir.join("yolov3-tiny-320.onnx").display().to_string()
-        ),
-    )
-    .unwrap();
-    let rx = vr_receive_json(port, &[]);
-    let source = format!("file:{}", clip.display());
-    let out = run_vr(
-        &[
-            "--yolo",
-            "--source",
-            &source,
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--sdp",
-            "",
-            "--instance",
-            &inst,
-            "--config",
-            cfg.to_str().unwrap(),
-            "--frames",
-            "300",
-        ],
-        Duration::from_secs(60),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let o = rx.wait_with_output().unwrap();
-    let j: serde_json::Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    let cfg = a.config(dir.path(), &a.tiny(), "");
+    let j = send_to_vr_receive("--yolo", "300", &cfg, &[]);
     let d = &j["detections"];
     eprintln!("{d}");
     let msgs = d["messages"].as_u64().expect("detection messages");
@@ -501,48 +493,15 @@ fn yolo_overlay_draws_the_boxes_into_the_video() {
     use vr_stream::source::FrameSource;
     let a = assets();
     let clip = clip();
-    let inst = instance("yolo-ov");
-    let port = free_port_pair();
     let dir = tempfile::tempdir().unwrap();
-    let (cfg, file) = (dir.path().join("vr.toml"), dir.path().join("out.h264"));
-    std::fs::write(
+    let file = dir.path().join("out.h264");
+    let cfg = a.config(dir.path(), &a.tiny(), "");
+    let j = send_to_vr_receive(
+        "--yolo-overlay",
+        "200",
         &cfg,
-        format!(
-            "[detect]\nonnxruntime = {:?}\nmodel = {:?}\n",
-            a.lib.display().to_string(),
-            a.dir.join("yolov3-tiny-320.onnx").display().to_string()
-        ),
-    )
-    .unwrap();
-    let rx = vr_receive_json(port, &["-o", file.to_str().unwrap()]);
-    let source = format!("file:{}", clip.display());
-    let out = run_vr(
-        &[
-            "--yolo-overlay",
-            "--source",
-            &source,
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--sdp",
-            "",
-            "--instance",
-            &inst,
-            "--config",
-            cfg.to_str().unwrap(),
-            "--frames",
-            "200",
-        ],
-        Duration::from_secs(60),
+        &["-o", file.to_str().unwrap()],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let o = rx.wait_with_output().unwrap();
-    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let got = j["frames"]["complete"].as_u64().unwrap() as usize;
     assert!(got >= 190, "{j}");
     // Decoded frame i against source frame i: the outlines change the chroma a lot along
@@ -619,12 +578,11 @@ fn a_detect_stage_that_keeps_failing_is_dropped_and_the_video_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m.onnx");
     std::fs::copy(a.dir.join("yolov3-tiny-320.onnx"), &model).unwrap();
-    let cfg = dir.path().join("vr.toml");
-    std::fs::write(
-        &cfg,
-        format!("[detect]\nonnxruntime = {:?}\nmodel = {:?}\n[supervise]\nbackoff_ms = 20\nmax_restarts = 2\n", a.lib.display().to_string(), model.display().to_string()),
-    )
-    .unwrap();
+    let cfg = a.config(
+        dir.path(),
+        &model,
+        "[supervise]\nbackoff_ms = 20\nmax_restarts = 2\n",
+    );
     let port = free_port_pair();
     let vr = Command::new(bin())
         .args([
