@@ -10,60 +10,13 @@
 
 mod common;
 use common::*;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn receive_bin() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_BIN_EXE_vr-receive"))
-}
-
-fn wait_json(mut rx: Child, limit: Duration) -> serde_json::Value {
-    let t0 = Instant::now();
-    while rx.try_wait().unwrap().is_none() {
-        if t0.elapsed() > limit {
-            let _ = Command::new("kill")
-                .args(["-INT", &rx.id().to_string()])
-                .status();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = rx.wait_with_output().unwrap();
-    let e = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{}", e.lines().last().unwrap_or(""));
-    assert!(out.status.success(), "vr-receive failed: {e}");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|err| {
-        panic!(
-            "vr-receive --json: {err}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
-/// Pattern frame ids decoded by ffmpeg from an Annex-B file.
-fn decode_ids(file: &std::path::Path, w: u32, h: u32) -> Vec<u64> {
-    let mut ff = Command::new("ffmpeg")
-        .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-i"])
-        .arg(file)
-        .args([
-            "-fps_mode",
-            "passthrough",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "yuv420p",
-            "-",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ffmpeg");
-    let ids = read_pattern_ids(ff.stdout.take().unwrap(), w, h)
-        .join()
-        .unwrap();
-    let _ = ff.wait();
-    ids.into_iter().flatten().collect()
 }
 
 #[test]
@@ -99,7 +52,7 @@ fn loopback_every_frame_complete_decodable_with_latency_and_zero_offset() {
         String::from_utf8_lossy(&out.stderr)
     );
     // vr-stream's BYE ends vr-receive.
-    let j = wait_json(rx, Duration::from_secs(10));
+    let j = finish_json(rx, Duration::from_secs(10), "vr-receive");
     let complete = j["frames"]["complete"].as_u64().unwrap();
     assert!(complete >= 299, "{j}");
     assert_eq!(j["frames"]["lost"], 0, "{j}");
@@ -199,7 +152,7 @@ fn lossy_run(
     // The sender's exit summary (`--json`).
     let sum: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|err| panic!("no --json summary ({err}): {e}"));
-    let j = wait_json(rx, Duration::from_secs(10));
+    let j = finish_json(rx, Duration::from_secs(10), "vr-receive");
     // Every RTP, RTCP and FEC packet carried AF41.
     let rules = Command::new("ip")
         .args([
@@ -416,7 +369,7 @@ fn rtp_over_tcp_end_to_end_with_the_receiver_configured_from_the_sdp() {
     assert!(out.status.success(), "{e}");
     assert!(e.contains("TCP connected to 127.0.0.1"), "{e}");
     assert!(e.contains("FEC packets 0"), "no FEC over TCP: {e}");
-    let j = wait_json(rx, Duration::from_secs(10));
+    let j = finish_json(rx, Duration::from_secs(10), "vr-receive");
     let complete = j["frames"]["complete"].as_u64().unwrap();
     // What the sender itself did not send: frames latest-wins dropped at the ring (the
     // encoder's CPU stalled; 1 of 300 in a fresh CI on a loaded day) or whole frames

@@ -14,7 +14,7 @@
 mod common;
 use common::*;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -42,52 +42,6 @@ fn spawn_in(ns: &Netns, bin: &str, args: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-/// Waits for a child (SIGINT after `limit`), returns its stdout as JSON.
-fn finish_json(mut c: Child, limit: Duration, what: &str) -> serde_json::Value {
-    let t0 = Instant::now();
-    while c.try_wait().unwrap().is_none() {
-        if t0.elapsed() > limit {
-            interrupt(&c);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = c.wait_with_output().unwrap();
-    let e = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{}", e.lines().last().unwrap_or(""));
-    assert!(out.status.success(), "{what} failed: {e}");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|err| {
-        panic!(
-            "{what} --json: {err}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
-/// Pattern frame ids ffmpeg decodes from an Annex-B file.
-fn decode_ids(file: &std::path::Path, w: u32, h: u32) -> Vec<u64> {
-    let mut ff = Command::new("ffmpeg")
-        .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-i"])
-        .arg(file)
-        .args([
-            "-fps_mode",
-            "passthrough",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "yuv420p",
-            "-",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ffmpeg");
-    let ids = read_pattern_ids(ff.stdout.take().unwrap(), w, h)
-        .join()
-        .unwrap();
-    let _ = ff.wait();
-    ids.into_iter().flatten().collect()
 }
 
 struct Run {

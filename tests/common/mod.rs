@@ -603,3 +603,51 @@ impl Netns {
         assert!(st.success(), "nft {args}");
     }
 }
+
+/// Waits for a child to end (SIGINT after `limit`) and returns its stdout as JSON; the test
+/// fails if it exits non-zero (with its stderr) or prints no JSON. `what` names it.
+pub fn finish_json(mut c: Child, limit: Duration, what: &str) -> serde_json::Value {
+    let t0 = Instant::now();
+    while c.try_wait().unwrap().is_none() {
+        if t0.elapsed() > limit {
+            interrupt(&c);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = c.wait_with_output().unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{}", e.lines().last().unwrap_or(""));
+    assert!(out.status.success(), "{what} failed: {e}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|err| {
+        panic!(
+            "{what} --json: {err}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// The pattern frame ids ffmpeg decodes from an Annex-B file of `w`x`h` frames, in order
+/// (frames without a readable id left out).
+pub fn decode_ids(file: &std::path::Path, w: u32, h: u32) -> Vec<u64> {
+    let mut ff = Command::new("ffmpeg")
+        .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-i"])
+        .arg(file)
+        .args([
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "yuv420p",
+            "-",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ffmpeg");
+    let ids = read_pattern_ids(ff.stdout.take().unwrap(), w, h)
+        .join()
+        .unwrap();
+    let _ = ff.wait();
+    ids.into_iter().flatten().collect()
+}
