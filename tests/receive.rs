@@ -436,37 +436,8 @@ fn ffmpeg_from_the_sdp_keeps_decoding_through_5_percent_loss() {
         String::from_utf8_lossy(&out.stderr)
     );
     // ffmpeg (no FEC, no PLI: it heals at the periodic IDRs, encoder.keyint = 60).
-    let mut ff = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            "ffmpeg",
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-protocol_whitelist",
-            "file,udp,rtp",
-            "-i",
-        ])
-        .arg(&sdp)
-        .args([
-            "-fps_mode",
-            "passthrough",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "yuv420p",
-            "-",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ffmpeg");
+    let mut ff = ns.ffmpeg(&sdp, 5004);
     let ids = read_pattern_ids(ff.stdout.take().unwrap(), 640, 360);
-    std::thread::sleep(Duration::from_millis(1500));
     let inst = instance("ffl5");
     let out = run_vr(
         &[&args[..], &["--instance", &inst, "--frames", "600"]].concat(),

@@ -226,48 +226,7 @@ fn receiver_link_down_for_2s_then_up_the_stream_resumes_by_itself() {
     sdp_args.push("--sdp-only");
     assert!(run_vr(&sdp_args, Duration::from_secs(20)).status.success());
     // ffmpeg receives inside the namespace.
-    let mut ff = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            "ffmpeg",
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-protocol_whitelist",
-            "file,udp,rtp",
-            "-i",
-        ])
-        .arg(&sdp)
-        .args([
-            "-fps_mode",
-            "passthrough",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "yuv420p",
-            "-",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // ffmpeg listens on the RTP port inside the namespace before the stream starts.
-    let t0 = Instant::now();
-    while !Command::new("ip")
-        .args(["netns", "exec", &ns.name, "ss", "-Hlun", "sport = :5004"])
-        .output()
-        .is_ok_and(|o| !o.stdout.is_empty())
-    {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "ffmpeg does not listen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut ff = ns.ffmpeg(&sdp, 5004);
     let (reader, decoded) = read_pattern_ids_counted(ff.stdout.take().unwrap(), w, h);
     let sup = Command::new(bin())
         .args(args)

@@ -507,6 +507,29 @@ impl Netns {
         }
     }
 
+    /// ffmpeg inside the namespace decoding the SDP at `sdp` (its own reorder queue, no
+    /// FEC, no PLI) to raw I420 on its stdout (piped; stderr discarded), returned once it
+    /// listens on UDP `port` there.
+    #[allow(dead_code)]
+    pub fn ffmpeg(&self, sdp: &Path, port: u16) -> Child {
+        let ns = ["netns", "exec", self.name.as_str()];
+        let input = ["-protocol_whitelist", "file,udp,rtp", "-i"];
+        let child = Command::new("ip")
+            .args(ns)
+            .args(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error"])
+            .args(input)
+            .arg(sdp)
+            .args(["-fps_mode", "passthrough", "-f", "rawvideo"])
+            .args(["-pix_fmt", "yuv420p", "-"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ip netns exec ffmpeg");
+        self.wait_udp_bound(port);
+        child
+    }
+
     /// Sets the receiver-side link up or down.
     #[allow(dead_code)]
     pub fn peer_link(&self, up: bool) {
