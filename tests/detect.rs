@@ -341,21 +341,15 @@ fn yolo_on_the_real_clip_leaves_the_video_whole() {
     );
     let mut ff = start_ffmpeg(&sdp, port);
     let stdout = ff.stdout.take().unwrap();
-    let frames = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let f2 = frames.clone();
-    let reader = std::thread::spawn(move || {
-        for_each_frame(stdout, 1280 * 720 * 3 / 2, move |_| {
-            f2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        })
-    });
+    let (reader, frames) = spawn_frame_reader(stdout, 1280 * 720 * 3 / 2, |_| {});
     let out = run_vr(&[&args[..], &["--yolo"]].concat(), Duration::from_secs(60));
     let e = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{e}");
-    std::thread::sleep(Duration::from_millis(700));
+    wait_settled(&frames);
     interrupt(&ff);
     let _ = ff.wait();
     reader.join().unwrap();
-    let decoded = frames.load(std::sync::atomic::Ordering::Relaxed);
+    let decoded = frames.load(std::sync::atomic::Ordering::Relaxed) as u64;
     let sent = summary_field(&out.stdout, "frames.sent").unwrap();
     eprintln!(
         "{}",

@@ -437,7 +437,7 @@ fn ffmpeg_from_the_sdp_keeps_decoding_through_5_percent_loss() {
     );
     // ffmpeg (no FEC, no PLI: it heals at the periodic IDRs, encoder.keyint = 60).
     let mut ff = ns.ffmpeg(&sdp, 5004);
-    let ids = read_pattern_ids(ff.stdout.take().unwrap(), 640, 360);
+    let (ids, decoded) = read_pattern_ids_counted(ff.stdout.take().unwrap(), 640, 360);
     let inst = instance("ffl5");
     let out = run_vr(
         &[&args[..], &["--instance", &inst, "--frames", "600"]].concat(),
@@ -448,11 +448,9 @@ fn ffmpeg_from_the_sdp_keeps_decoding_through_5_percent_loss() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let _ = Command::new("kill")
-        .args(["-INT", &ff.id().to_string()])
-        .status();
+    wait_settled(&decoded);
     // `ip netns exec` execs ffmpeg: the pid is ffmpeg's.
+    interrupt(&ff);
     let _ = ff.wait();
     let ids = ids.join().unwrap();
     let readable: Vec<u64> = ids.iter().flatten().copied().collect();

@@ -99,7 +99,7 @@ fn stream_to_ffmpeg_fed(
 
     let mut ff = start_ffmpeg(&sdp, port.parse().unwrap());
     let stdout = ff.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || for_each_frame(stdout, frame_bytes, on_frame));
+    let (reader, decoded) = spawn_frame_reader(stdout, frame_bytes, on_frame);
     let mut feeder = feed.map(|cmd| {
         std::process::Command::new(cmd[0])
             .args(&cmd[1..])
@@ -118,7 +118,7 @@ fn stream_to_ffmpeg_fed(
     }
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "vr-stream failed: {stderr}");
-    std::thread::sleep(Duration::from_millis(700));
+    wait_settled(&decoded);
     interrupt(&ff);
     let t0 = std::time::Instant::now();
     while ff.try_wait().unwrap().is_none() {

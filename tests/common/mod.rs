@@ -158,6 +158,27 @@ pub fn interrupt(child: &Child) {
         .status();
 }
 
+/// [`for_each_frame`] on a thread, with the number of frames read so far (for
+/// [`wait_settled`]).
+pub fn spawn_frame_reader(
+    out: impl Read + Send + 'static,
+    frame_bytes: usize,
+    mut f: impl FnMut(&[u8]) + Send + 'static,
+) -> (
+    std::thread::JoinHandle<()>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    let t = std::thread::spawn(move || {
+        for_each_frame(out, frame_bytes, |frame| {
+            f(frame);
+            seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })
+    });
+    (t, count)
+}
+
 /// Reads `frame_bytes`-sized frames from a reader until EOF, calling `f` on each.
 pub fn for_each_frame(mut r: impl Read, frame_bytes: usize, mut f: impl FnMut(&[u8])) {
     let mut buf = vec![0u8; frame_bytes];
