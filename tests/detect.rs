@@ -601,8 +601,16 @@ fn a_detect_stage_that_keeps_failing_is_dropped_and_the_video_goes_on() {
         .spawn()
         .unwrap();
     let ctl = wait_streaming(&inst);
-    std::thread::sleep(Duration::from_millis(500));
-    // The model goes away and the running detector is killed: every restart fails.
+    // The detector runs (its first inference is counted)...
+    let t0 = std::time::Instant::now();
+    while ctl.stats().detect().inferences == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the detector never ran"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // ...then the model goes away and the running detector is killed: every restart fails.
     std::fs::remove_file(&model).unwrap();
     let pid = ctl
         .stage(vr_stream::shm::stats::Stage::Detect)
