@@ -388,7 +388,6 @@ fn gstreamer_plays_the_sdp_too() {
     let ports = port.to_string();
     let dir = tempfile::tempdir().unwrap();
     let sdp = dir.path().join("stream.sdp");
-    let yuv = dir.path().join("out.yuv");
     let args = [
         "--source",
         "pattern",
@@ -408,25 +407,26 @@ fn gstreamer_plays_the_sdp_too() {
     let mut sdp_args = args.to_vec();
     sdp_args.push("--sdp-only");
     assert!(run_vr(&sdp_args, Duration::from_secs(20)).status.success());
-    // sdpdemux (RTP session from the SDP) -> depayload -> OpenH264 decoder -> raw I420.
+    // sdpdemux (RTP session from the SDP) -> depayload -> OpenH264 decoder -> raw I420 on
+    // the standard output.
     let pipeline = format!(
-        "filesrc location={} ! sdpdemux latency=0 ! rtph264depay ! h264parse ! openh264dec ! videoconvert ! video/x-raw,format=I420 ! filesink location={}",
+        "filesrc location={} ! sdpdemux latency=0 ! rtph264depay ! h264parse ! openh264dec ! videoconvert ! video/x-raw,format=I420 ! fdsink",
         sdp.display(),
-        yuv.display()
     );
     let mut gst = std::process::Command::new("gst-launch-1.0")
         .args(["-q", "-e"])
         .args(pipeline.split_whitespace())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("gst-launch-1.0 (gstreamer1.0-tools, -plugins-bad)");
+    let (ids, decoded) = read_pattern_ids_counted(gst.stdout.take().unwrap(), w, h);
     wait_bound(&mut gst, "GStreamer", &[port]);
     std::thread::sleep(Duration::from_millis(300));
     let out = run_vr(&args, Duration::from_secs(60));
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{e}");
     let sent = summary_field(&out.stdout, "frames.sent").unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    wait_settled(&decoded);
     interrupt(&gst);
     let mut gst = gst;
     let t0 = std::time::Instant::now();
@@ -436,13 +436,11 @@ fn gstreamer_plays_the_sdp_too() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let data = std::fs::read(&yuv).unwrap();
-    let fb = (w * h * 3 / 2) as usize;
-    let ids: Vec<u64> = data
-        .chunks_exact(fb)
-        .map(|f| {
-            vr_stream::source::pattern::read_id(&f[..(w * h) as usize], w, h).expect("readable id")
-        })
+    let ids: Vec<u64> = ids
+        .join()
+        .unwrap()
+        .into_iter()
+        .map(|id| id.expect("readable id"))
         .collect();
     eprintln!("GStreamer: decoded {} of {sent} sent frames", ids.len());
     assert!(
