@@ -341,8 +341,8 @@ fn stream(
     .concat();
     let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
-        let (inst, ended) = (inst.clone(), ended.clone());
-        std::thread::spawn(move || resources_over_the_run(&inst, &ended, &decoded_n))
+        let (inst, ended, n) = (inst.clone(), ended.clone(), decoded_n.clone());
+        std::thread::spawn(move || resources_over_the_run(&inst, &ended, &n))
     };
     let t0 = Instant::now();
     let out = in_root(root, dir, yaml, &bins.join("vr-stream"), &args);
@@ -351,7 +351,7 @@ fn stream(
     let (early, late) = sampler.join().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "vr-stream in the root: {stderr}");
-    std::thread::sleep(Duration::from_millis(700));
+    wait_settled(&decoded_n);
     interrupt(&ff);
     let _ = ff.wait();
     let lumas = decoded.join().unwrap();
