@@ -82,12 +82,12 @@ impl Drop for Kill {
 #[test]
 fn quick_json_validates_against_the_schema_and_times_the_echo() {
     let port = free_udp_port_pair();
-    let _echo = Kill(
+    let mut echo = Kill(
         qb().args(["--echo", &format!("127.0.0.1:{}", port + 1)])
             .spawn()
             .unwrap(),
     );
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    common::wait_bound(&mut echo.0, "quick-bench --echo", &[port + 1]);
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, format!("[stream]\nport = {port}\n")).unwrap();
