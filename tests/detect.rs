@@ -375,13 +375,11 @@ fn yolo_on_the_real_clip_leaves_the_video_whole() {
         decoded * 100 >= 99 * sent,
         "ffmpeg decoded {decoded} of {sent} sent with --yolo"
     );
-    let line = e
-        .lines()
-        .find(|l| l.starts_with("vr-stream: detect:"))
-        .expect("detect summary");
-    let run: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
-    assert!(run >= 10, "the detector ran on {run} frames: {line}");
-    assert!(!line.contains(" 0 detections"), "{line}");
+    // The detect stage's figures in the --json summary.
+    let run = summary_field(&out.stdout, "detect.inferences").expect("detect.inferences");
+    let found = summary_field(&out.stdout, "detect.detections").expect("detect.detections");
+    assert!(run >= 10, "the detector ran on {run} frames: {e}");
+    assert!(found > 0, "no detections in {run} runs: {e}");
     assert!(
         e.contains("stage detect pid") && e.contains("policy SCHED_OTHER"),
         "{e}"
@@ -691,6 +689,7 @@ fn after_the_fetch_command_yolo_needs_no_environment_variable() {
         "--no-web",
         "--instance",
         &inst,
+        "--json",
     ]);
     for v in vars {
         cmd.env_remove(v);
@@ -700,13 +699,10 @@ fn after_the_fetch_command_yolo_needs_no_environment_variable() {
     assert!(out.status.success(), "{e}");
     let model = format!("detector {dir}/yolo11n.onnx");
     assert!(e.contains(&model), "wanted '{model}': {e}");
-    let line = e
-        .lines()
-        .find(|l| l.starts_with("vr-stream: detect:"))
-        .unwrap_or_else(|| panic!("no detect summary: {e}"));
-    let run: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
-    assert!(run >= 5, "the detector ran on {run} frames: {line}");
-    assert!(!line.contains(" 0 detections"), "{line}");
+    let run = summary_field(&out.stdout, "detect.inferences").expect("detect.inferences");
+    let found = summary_field(&out.stdout, "detect.detections").expect("detect.detections");
+    assert!(run >= 5, "the detector ran on {run} frames: {e}");
+    assert!(found > 0, "no detections in {run} runs: {e}");
     assert!(leftover_segments(&inst).is_empty() && processes_of(&inst).is_empty());
 }
 
