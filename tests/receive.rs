@@ -368,7 +368,11 @@ fn rtp_over_tcp_end_to_end_with_the_receiver_configured_from_the_sdp() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{e}");
     assert!(e.contains("TCP connected to 127.0.0.1"), "{e}");
-    assert!(e.contains("FEC packets 0"), "no FEC over TCP: {e}");
+    assert_eq!(
+        summary_field(&out.stdout, "network.fec_packets"),
+        Some(0),
+        "no FEC over TCP: {e}"
+    );
     let j = finish_json(rx, Duration::from_secs(10), "vr-receive");
     let complete = j["frames"]["complete"].as_u64().unwrap();
     // What the sender itself did not send: frames latest-wins dropped at the ring (the

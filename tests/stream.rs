@@ -41,13 +41,21 @@ impl Y4mFrames {
 /// The streaming tests pin their stages to the same CPUs: run them one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// What a stream to ffmpeg left: vr-stream's stderr and its `--json` exit summary, with
+/// `frames.sent` from it.
+struct Streamed {
+    stderr: String,
+    summary: serde_json::Value,
+    sent: u64,
+}
+
 fn stream_to_ffmpeg(
     tag: &str,
     source: &str,
     extra: &[&str],
     frame_bytes: usize,
     on_frame: impl FnMut(&[u8]) + Send + 'static,
-) -> (String, u64) {
+) -> Streamed {
     stream_to_ffmpeg_fed(tag, source, source, None, extra, frame_bytes, on_frame)
 }
 
@@ -61,7 +69,7 @@ fn stream_to_ffmpeg_fed(
     extra: &[&str],
     frame_bytes: usize,
     on_frame: impl FnMut(&[u8]) + Send + 'static,
-) -> (String, u64) {
+) -> Streamed {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let inst = instance(tag);
     let port = free_port_pair().to_string();
@@ -155,7 +163,11 @@ fn stream_to_ffmpeg_fed(
         "processes left: {:?}",
         processes_of(&inst)
     );
-    (stderr, sent)
+    Streamed {
+        stderr,
+        summary: doc,
+        sent,
+    }
 }
 
 /// Streams the real clip (or its first `feed_frames` frames through a pipe, `feed`) to
@@ -190,7 +202,8 @@ fn clip_through_ffmpeg(tag: &str, source: &str, feed: Option<&[&str]>, extra: &[
     let file = format!("file:{}", clip.display());
     let mut args = vec!["--bitrate", "8000"];
     args.extend_from_slice(extra);
-    let (stderr, sent) = stream_to_ffmpeg_fed(tag, source, &file, feed, &args, fb, on_frame);
+    let Streamed { stderr, sent, .. } =
+        stream_to_ffmpeg_fed(tag, source, &file, feed, &args, fb, on_frame);
     let res = results.lock().unwrap();
     // Frames the sender itself dropped (latest-wins ring) would show here. From a file
     // vr-stream paces the frames itself: at most 2% may go (1% was exceeded once on this
@@ -268,7 +281,7 @@ fn raw_i420_on_stdin_is_decoded_by_ffmpeg_with_psnr_above_38() {
 
 /// Streams 400 frames of the 640x360 pattern (plus `extra` flags) to ffmpeg and returns
 /// vr-stream's stderr, the frames sent and the frame ids read from the decoded pictures.
-fn pattern_through_ffmpeg(tag: &str, extra: &[&str]) -> (String, u64, Vec<u64>) {
+fn pattern_through_ffmpeg(tag: &str, extra: &[&str]) -> (Streamed, Vec<u64>) {
     let (w, h) = (640u32, 360u32);
     let fb = (w * h * 3 / 2) as usize;
     let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Option<u64>>::new()));
@@ -293,19 +306,19 @@ fn pattern_through_ffmpeg(tag: &str, extra: &[&str]) -> (String, u64, Vec<u64>) 
         "4000",
     ];
     args.extend_from_slice(extra);
-    let (stderr, sent) = stream_to_ffmpeg(tag, "pattern", &args, fb, on_frame);
+    let streamed = stream_to_ffmpeg(tag, "pattern", &args, fb, on_frame);
     let read = ids
         .lock()
         .unwrap()
         .iter()
         .map(|i| i.expect("every decoded frame carries a readable id"))
         .collect();
-    (stderr, sent, read)
+    (streamed, read)
 }
 
 #[test]
 fn pattern_frame_ids_arrive_in_order_without_duplicates() {
-    let (stderr, sent, read) = pattern_through_ffmpeg("pattern", &[]);
+    let (Streamed { stderr, sent, .. }, read) = pattern_through_ffmpeg("pattern", &[]);
     assert!(sent >= 396, "sent only {sent} of 400: {stderr}");
     eprintln!("pattern: decoded {} of {sent} sent frames", read.len());
     assert!(
@@ -349,7 +362,7 @@ fn stereo_pattern_pair_arrives_side_by_side() {
         "--bitrate",
         "3000",
     ];
-    let (stderr, sent) = stream_to_ffmpeg("stereo", "pattern", &args, fb, on_frame);
+    let Streamed { stderr, sent, .. } = stream_to_ffmpeg("stereo", "pattern", &args, fb, on_frame);
     assert!(
         stderr.contains("640x240"),
         "the composed frame is twice as wide: {stderr}"
@@ -453,10 +466,15 @@ fn gstreamer_plays_the_sdp_too() {
 
 #[test]
 fn ultra_low_profile_intra_refresh_is_decoded_by_ffmpeg() {
-    let (stderr, sent, read) = pattern_through_ffmpeg("ultralow", &["--profile", "ultra_low"]);
-    assert!(
-        stderr.contains("IDR 1)"),
-        "intra refresh: one IDR only: {stderr}"
+    let (streamed, read) = pattern_through_ffmpeg("ultralow", &["--profile", "ultra_low"]);
+    let Streamed {
+        stderr,
+        summary,
+        sent,
+    } = streamed;
+    assert_eq!(
+        summary["frames"]["idr"], 1,
+        "intra refresh: one IDR only: {summary} {stderr}"
     );
     eprintln!("ultra_low: decoded {} of {sent} sent frames", read.len());
     assert!(
