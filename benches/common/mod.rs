@@ -4,10 +4,15 @@
 #![allow(dead_code)]
 
 use hdrhistogram::Histogram;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use vr_stream::encode::{EncoderParams, VideoEncoder, X264Encoder};
 use vr_stream::latency::FrameRecord;
+
+#[path = "../../tests/support/clip.rs"]
+mod clip;
+#[allow(unused_imports)] // each test or bench uses some of these helpers
+pub use clip::clip;
 use vr_stream::source::{SourceFormat, pattern};
 
 /// Two real x264 access units of the 1280x720 pattern with the built-in default
@@ -33,24 +38,6 @@ pub fn access_units() -> Vec<(&'static str, Vec<u8>)> {
         out.push((if au.keyframe { "idr" } else { "p" }, au.data.to_vec()));
     }
     out
-}
-
-/// The 720p60 real clip (`box-720p60.y4m`, ../shared/ASSETS.md) in `$VR_STREAM_ASSETS` or
-/// `~/.cache/vr-stream/assets`; fetched by scripts/fetch-assets.sh when missing. Panics
-/// when the fetch fails (a bench has no other input).
-pub fn clip() -> PathBuf {
-    let dir = std::env::var_os("VR_STREAM_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/vr-stream/assets")
-        });
-    let p = dir.join("box-720p60.y4m");
-    if !p.exists() {
-        let fetch = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch-assets.sh");
-        let ok = Command::new("bash").arg(fetch).status().unwrap();
-        assert!(ok.success(), "{fetch} failed");
-    }
-    p
 }
 
 /// p50, p99 and max of `ns` (nanoseconds, e.g. per-frame latencies), in ms, from an

@@ -7,6 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../support/clip.rs"]
+mod clip;
+#[allow(unused_imports)] // each test or bench uses some of these helpers
+pub use clip::clip;
+
 /// The vr-stream binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_vr-stream")
@@ -24,28 +29,6 @@ pub fn skip(reason: &str) {
 /// A unique instance name (segment prefix) for one test.
 pub fn instance(tag: &str) -> String {
     format!("vrs-test-{tag}-{}", std::process::id())
-}
-
-/// The 720p60 real clip; fetched by scripts/fetch-assets.sh when missing.
-pub fn clip() -> PathBuf {
-    let dir = std::env::var_os("VR_STREAM_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/vr-stream/assets")
-        });
-    let p = dir.join("box-720p60.y4m");
-    if !p.exists() {
-        let st = Command::new("bash")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/scripts/fetch-assets.sh"
-            ))
-            .status()
-            .expect("run scripts/fetch-assets.sh");
-        assert!(st.success(), "scripts/fetch-assets.sh failed");
-    }
-    assert!(p.exists(), "{} missing after fetch-assets", p.display());
-    p
 }
 
 /// An even UDP port on 127.0.0.1 whose next two ports are free too (RTP, RTCP, FEC).
@@ -117,6 +100,18 @@ pub fn udp_bound(port: u16) -> bool {
         })
 }
 
+/// ffmpeg's output options for the decoders in these tests: raw I420 on stdout, one
+/// output frame per decoded frame (`passthrough`: no duplicates to fill gaps).
+pub const FFMPEG_RAW_I420_OUT: [&str; 7] = [
+    "-fps_mode",
+    "passthrough",
+    "-f",
+    "rawvideo",
+    "-pix_fmt",
+    "yuv420p",
+    "-",
+];
+
 /// Starts ffmpeg decoding the SDP at `sdp` to raw I420 on its stdout, and waits until it
 /// listens on `port`.
 pub fn start_ffmpeg(sdp: &Path, port: u16) -> Child {
@@ -131,16 +126,7 @@ pub fn start_ffmpeg(sdp: &Path, port: u16) -> Child {
         ])
         .args(["-reorder_queue_size", "0", "-i"])
         .arg(sdp)
-        // passthrough: one output frame per decoded frame (no duplicates to fill gaps).
-        .args([
-            "-fps_mode",
-            "passthrough",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "yuv420p",
-            "-",
-        ])
+        .args(FFMPEG_RAW_I420_OUT)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -540,8 +526,7 @@ impl Netns {
             .args(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error"])
             .args(input)
             .arg(sdp)
-            .args(["-fps_mode", "passthrough", "-f", "rawvideo"])
-            .args(["-pix_fmt", "yuv420p", "-"])
+            .args(FFMPEG_RAW_I420_OUT)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -676,15 +661,7 @@ pub fn decode_ids(file: &std::path::Path, w: u32, h: u32) -> Vec<u64> {
     let mut ff = Command::new("ffmpeg")
         .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-i"])
         .arg(file)
-        .args([
-            "-fps_mode",
-            "passthrough",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "yuv420p",
-            "-",
-        ])
+        .args(FFMPEG_RAW_I420_OUT)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
